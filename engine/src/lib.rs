@@ -1,0 +1,23 @@
+//! Sluice's storage engine: segmented partition logs of Kafka v2 record
+//! batches, appended through io_uring with group commit, recovered on open,
+//! trimmed by retention, and read as file slices for zero-copy sends.
+//!
+//! The engine knows the record-batch framing ([`batch`]) and nothing of
+//! Kafka's request APIs. The on-disk format, the durability promise of each
+//! flush policy and the recovery table are in `docs/storage.md`.
+
+pub mod batch;
+pub mod config;
+pub mod error;
+pub mod index;
+mod io;
+mod log;
+mod notify;
+mod segment;
+
+pub use config::{FlushPolicy, LogConfig};
+pub use error::{LogError, Result};
+pub use io::{FaultInjector, IoStats};
+pub use log::{
+    AppendInfo, Clock, Durability, Env, FileSlice, LOG_START_OFFSET_FILE, Log, ReadBound, ReadResult, TimestampOffset,
+};

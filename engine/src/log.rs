@@ -1,0 +1,1024 @@
+//! A partition log: a directory of segments, appended through io_uring with
+//! group commit, read through file slices.
+//!
+//! Concurrency: a [`Log`] is owned by one shard and used only from that
+//! shard's thread; clones are handles to the same log for the shard's tasks.
+//! State sits in a `RefCell` that is never borrowed across an `.await`.
+//! [`FileSlice`]s are `Send` and may travel to the connection's shard.
+//!
+//! Append path: [`Log::append`] validates the batch, assigns offsets by
+//! rewriting baseOffset and partitionLeaderEpoch in place, decides where it
+//! will land (rolling by size or age), and queues it. The first waiter that
+//! finds no flush running spawns one flush task; by the time it runs, every
+//! append queued in the same event-loop turn is in the queue, and the whole
+//! queue goes out as one vectored write, followed (when the policy or a
+//! waiter asks) by one fdatasync.
+
+use std::{
+    cell::RefCell,
+    collections::VecDeque,
+    fs, io,
+    os::unix::fs::FileExt,
+    path::{Path, PathBuf},
+    rc::Rc,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use bytes::{Bytes, BytesMut};
+use compio::{
+    BufResult,
+    fs::{File, OpenOptions},
+    io::AsyncWriteAt,
+};
+
+use crate::{
+    batch,
+    config::{FlushPolicy, LogConfig},
+    error::{LogError, Result},
+    io::{FaultInjector, Io, IoStats},
+    notify::Notify,
+    segment::{ScannedBatch, Segment, SegmentPaths, Writer},
+};
+
+/// Name of the checkpoint of an advanced log start offset (DeleteRecords).
+pub const LOG_START_OFFSET_FILE: &str = "log-start-offset";
+
+/// Milliseconds since the Unix epoch, as the log sees time.
+pub type Clock = Rc<dyn Fn() -> u64>;
+
+fn system_clock() -> Clock {
+    Rc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    })
+}
+
+/// What a log is opened with besides its config: the clock (tests move it
+/// by hand) and an optional fault injector.
+#[derive(Clone, Default)]
+pub struct Env {
+    pub clock: Option<Clock>,
+    pub faults: Option<Rc<FaultInjector>>,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env")
+            .field("manual_clock", &self.clock.is_some())
+            .field("faults", &self.faults)
+            .finish()
+    }
+}
+
+/// Where an appended batch landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+}
+
+/// What an append waits for before it completes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Written to the page cache (the `acks=1` promise).
+    Written,
+    /// Covered by an fdatasync (the `acks=all` promise on one node).
+    Synced,
+}
+
+/// How far a read may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadBound {
+    /// Up to the high watermark: what consumers see.
+    HighWatermark,
+    /// Up to the log end offset: what a follower replica would see.
+    LogEnd,
+}
+
+/// A byte range of a segment file, ready for sendfile/splice. Holds the file
+/// open, so retention may unlink the segment while the slice is in flight.
+#[derive(Debug, Clone)]
+pub struct FileSlice {
+    pub file: Arc<fs::File>,
+    pub position: u64,
+    pub len: u64,
+}
+
+impl FileSlice {
+    /// Copies the slice into memory: for tools and tests, not the fetch path.
+    pub fn to_bytes(&self) -> io::Result<Bytes> {
+        let mut buf = vec![0u8; self.len as usize];
+        self.file.read_exact_at(&mut buf, self.position)?;
+        Ok(Bytes::from(buf))
+    }
+}
+
+/// The answer to a read.
+#[derive(Debug, Clone)]
+pub struct ReadResult {
+    /// Whole batches starting with the one that holds the requested offset;
+    /// `None` when there is nothing at or after it below the bound.
+    pub slice: Option<FileSlice>,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+    pub high_watermark: i64,
+}
+
+/// Result of a timestamp lookup: the first batch whose maxTimestamp is at
+/// or after the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampOffset {
+    pub offset: i64,
+    pub timestamp: i64,
+}
+
+#[derive(Debug)]
+struct Pending {
+    data: Bytes,
+    base_offset: i64,
+    last_offset: i64,
+    max_timestamp: i64,
+    roll_before: bool,
+}
+
+/// Where the next append will land, ahead of the writes.
+#[derive(Debug)]
+struct Projection {
+    base_offset: i64,
+    size: u64,
+    first_append_ms: Option<u64>,
+}
+
+#[derive(Debug)]
+struct State {
+    config: LogConfig,
+    segments: VecDeque<Segment>,
+    log_start_offset: i64,
+    /// Next offset to assign (queued batches included).
+    next_offset: i64,
+    /// Offset after the last batch written to the page cache.
+    log_end_offset: i64,
+    /// Offset after the last batch covered by a completed fdatasync.
+    durable_offset: i64,
+    high_watermark: i64,
+    /// One node: the high watermark follows the log end offset. Replication
+    /// turns this off and drives [`Log::set_high_watermark`].
+    auto_high_watermark: bool,
+    pending: Vec<Pending>,
+    projection: Projection,
+    flushing: bool,
+    durable_wanted: i64,
+    last_sync_ms: u64,
+    poisoned: Option<String>,
+    closed: bool,
+}
+
+impl State {
+    fn check_writable(&self) -> Result<()> {
+        if let Some(cause) = &self.poisoned {
+            return Err(LogError::Poisoned { cause: cause.clone() });
+        }
+        if self.closed {
+            return Err(LogError::Closed);
+        }
+        Ok(())
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments
+            .back()
+            .unwrap_or_else(|| unreachable!("a log always has an active segment"))
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .back_mut()
+            .unwrap_or_else(|| unreachable!("a log always has an active segment"))
+    }
+
+    fn writer(&self) -> Writer {
+        match &self.active().writer {
+            Some(w) => w.clone(),
+            None => unreachable!("the active segment always has a writer"),
+        }
+    }
+
+    fn sync_wanted(&self, now_ms: u64) -> bool {
+        if self.log_end_offset <= self.durable_offset {
+            return false;
+        }
+        self.durable_wanted > self.durable_offset
+            || match self.config.flush {
+                FlushPolicy::Always => true,
+                FlushPolicy::IntervalMs(ms) => now_ms.saturating_sub(self.last_sync_ms) >= ms,
+                FlushPolicy::Never => false,
+            }
+    }
+
+    fn segment_index_for(&self, offset: i64) -> usize {
+        let i = self.segments.partition_point(|s| s.base_offset <= offset);
+        i.saturating_sub(1)
+    }
+}
+
+struct Shared {
+    dir: PathBuf,
+    state: RefCell<State>,
+    notify: Notify,
+    io: Io,
+    clock: Clock,
+}
+
+/// A partition log. Owned by the partition's shard; cloning makes another
+/// handle to the same log for another task of that shard.
+#[derive(Clone)]
+pub struct Log {
+    shared: Rc<Shared>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = self.shared.state.borrow();
+        f.debug_struct("Log")
+            .field("dir", &self.shared.dir)
+            .field("log_start_offset", &st.log_start_offset)
+            .field("log_end_offset", &st.log_end_offset)
+            .field("segments", &st.segments.len())
+            .finish()
+    }
+}
+
+fn parse_segment_name(name: &str) -> Option<(i64, &str)> {
+    let (stem, ext) = name.split_once('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((stem.parse().ok()?, ext))
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> LogError + 'a {
+    move |e| LogError::io(op, path, e)
+}
+
+async fn open_rw(path: &Path, create_new: bool) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.read(true).write(true);
+    if create_new {
+        o.create_new(true);
+    }
+    o.open(path).await
+}
+
+async fn sync_dir(dir: &Path) -> io::Result<()> {
+    let d = OpenOptions::new().read(true).open(dir).await?;
+    d.sync_all().await
+}
+
+async fn write_at(file: &File, data: Vec<u8>, pos: u64) -> io::Result<()> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    let mut handle = file;
+    let want = data.len();
+    let BufResult(res, _) = handle.write_at(data, pos).await;
+    match res? {
+        n if n == want => Ok(()),
+        n => Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("index write of {want} bytes wrote {n}"),
+        )),
+    }
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir`, recovering its segments; see the
+    /// recovery table in `segment.rs` and `docs/storage.md`.
+    pub async fn open(dir: impl AsRef<Path>, config: LogConfig, env: Env) -> Result<Self> {
+        config.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        let clock = env.clock.unwrap_or_else(system_clock);
+
+        let mut bases = std::collections::BTreeSet::new();
+        let mut others = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
+            let entry = entry.map_err(io_err("list", &dir))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            match parse_segment_name(name) {
+                Some((base, "log")) => {
+                    bases.insert(base);
+                }
+                Some((base, "index" | "timeindex")) => others.push((base, entry.path())),
+                _ => {}
+            }
+        }
+        // orphan_index: index files whose log is gone.
+        for (base, path) in others {
+            if !bases.contains(&base) {
+                tracing::warn!(path = %path.display(), "removing index without a segment");
+                fs::remove_file(&path).map_err(io_err("remove", &path))?;
+            }
+        }
+
+        let checkpoint_path = dir.join(LOG_START_OFFSET_FILE);
+        let checkpoint = match fs::read_to_string(&checkpoint_path) {
+            Ok(s) => s.trim().parse::<i64>().ok().filter(|&o| o >= 0),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(LogError::io("read", &checkpoint_path, e)),
+        };
+
+        let mut bases: Vec<i64> = bases.into_iter().collect();
+        if bases.is_empty() {
+            let base = checkpoint.unwrap_or(0);
+            let paths = SegmentPaths::new(&dir, base);
+            fs::File::create(&paths.log).map_err(io_err("create", &paths.log))?;
+            sync_dir(&dir).await.map_err(io_err("sync", &dir))?;
+            bases.push(base);
+        }
+        // empty_segment: a roll that created the newest file and crashed
+        // before writing to it.
+        while bases.len() > 1 {
+            let newest = *bases.last().unwrap_or(&0);
+            let paths = SegmentPaths::new(&dir, newest);
+            let len = fs::metadata(&paths.log).map_err(io_err("stat", &paths.log))?.len();
+            if len > 0 {
+                break;
+            }
+            tracing::warn!(path = %paths.log.display(), "removing empty newest segment left by a roll");
+            for p in [&paths.log, &paths.index, &paths.time_index] {
+                if let Err(e) = fs::remove_file(p)
+                    && e.kind() != io::ErrorKind::NotFound
+                {
+                    return Err(LogError::io("remove", p, e));
+                }
+            }
+            bases.pop();
+        }
+
+        let mut segments: VecDeque<Segment> = VecDeque::with_capacity(bases.len());
+        for (i, &base) in bases.iter().enumerate() {
+            let newest = i + 1 == bases.len();
+            let seg = Segment::recover(&dir, base, &config, newest)?;
+            if let Some(prev) = segments.back()
+                && prev.next_offset > base
+            {
+                return Err(LogError::Corrupt {
+                    path: seg.paths.log.clone(),
+                    position: 0,
+                    reason: format!(
+                        "segment starts at {base} but the previous one runs to {}",
+                        prev.next_offset
+                    ),
+                });
+            }
+            segments.push_back(seg);
+        }
+
+        let active = segments
+            .back_mut()
+            .unwrap_or_else(|| unreachable!("at least one segment was opened"));
+        let log_file = open_rw(&active.paths.log, false)
+            .await
+            .map_err(io_err("open", &active.paths.log))?;
+        // What recovery kept is made durable once, so durable_offset is true.
+        log_file.sync_data().await.map_err(io_err("sync", &active.paths.log))?;
+        let index = open_rw(&active.paths.index, false)
+            .await
+            .map_err(io_err("open", &active.paths.index))?;
+        let time_index = open_rw(&active.paths.time_index, false)
+            .await
+            .map_err(io_err("open", &active.paths.time_index))?;
+        active.writer = Some(Writer {
+            log: log_file,
+            index,
+            time_index,
+        });
+        if active.size > 0 {
+            let created = fs::metadata(&active.paths.log)
+                .and_then(|m| m.created().or_else(|_| m.modified()))
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as u64);
+            active.first_append_ms = Some(created.unwrap_or_else(|| clock()));
+        }
+        let projection = Projection {
+            base_offset: active.base_offset,
+            size: active.size,
+            first_append_ms: active.first_append_ms,
+        };
+        let log_end_offset = active.next_offset;
+        let first_base = segments.front().map_or(0, |s| s.base_offset);
+        let log_start_offset = checkpoint.unwrap_or(first_base).max(first_base).min(log_end_offset);
+        let now = clock();
+        let state = State {
+            config,
+            segments,
+            log_start_offset,
+            next_offset: log_end_offset,
+            log_end_offset,
+            durable_offset: log_end_offset,
+            high_watermark: log_end_offset,
+            auto_high_watermark: true,
+            pending: Vec::new(),
+            projection,
+            flushing: false,
+            durable_wanted: log_end_offset,
+            last_sync_ms: now,
+            poisoned: None,
+            closed: false,
+        };
+        Ok(Self {
+            shared: Rc::new(Shared {
+                dir,
+                state: RefCell::new(state),
+                notify: Notify::default(),
+                io: Io {
+                    stats: Default::default(),
+                    faults: env.faults,
+                },
+                clock,
+            }),
+        })
+    }
+
+    /// Validates `batch`, assigns its offsets and queues it for the next
+    /// flush round. Returns at once; [`Log::wait`] (or [`Log::append_wait`])
+    /// completes when the batch is written or synced. The batch's bytes are
+    /// not copied: they are rewritten in place and written from this buffer.
+    pub fn append(&self, mut batch: BytesMut, leader_epoch: i32) -> Result<AppendInfo> {
+        let mut st = self.shared.state.borrow_mut();
+        st.check_writable()?;
+        let info = batch::validate(&batch, st.config.max_batch_bytes as usize)?;
+        let now = (self.shared.clock)();
+        let base_offset = st.next_offset;
+        let last_offset = base_offset + i64::from(info.last_offset_delta);
+        let len = info.len as u64;
+        let (segment_bytes, segment_ms) = (st.config.segment_bytes, st.config.segment_ms);
+        let p = &mut st.projection;
+        let too_big = p.size + len > segment_bytes;
+        let too_old = p.first_append_ms.is_some_and(|t| now.saturating_sub(t) >= segment_ms);
+        let rel_overflow = last_offset - p.base_offset > i64::from(i32::MAX);
+        let roll_before = p.size > 0 && (too_big || too_old || rel_overflow);
+        if roll_before {
+            *p = Projection {
+                base_offset,
+                size: 0,
+                first_append_ms: None,
+            };
+        }
+        p.first_append_ms.get_or_insert(now);
+        p.size += len;
+        batch::assign(&mut batch, base_offset, leader_epoch);
+        st.pending.push(Pending {
+            data: batch.freeze(),
+            base_offset,
+            last_offset,
+            max_timestamp: info.max_timestamp,
+            roll_before,
+        });
+        st.next_offset = last_offset + 1;
+        self.shared.io.count_appended(1);
+        Ok(AppendInfo {
+            base_offset,
+            last_offset,
+            max_timestamp: info.max_timestamp,
+        })
+    }
+
+    /// Appends and waits for the given durability.
+    pub async fn append_wait(&self, batch: BytesMut, leader_epoch: i32, durability: Durability) -> Result<AppendInfo> {
+        let info = self.append(batch, leader_epoch)?;
+        self.wait(info.last_offset + 1, durability).await?;
+        Ok(info)
+    }
+
+    /// The durability the config gives an append by itself: `Synced` under
+    /// `FlushPolicy::Always`, else `Written`.
+    pub fn default_durability(&self) -> Durability {
+        match self.shared.state.borrow().config.flush {
+            FlushPolicy::Always => Durability::Synced,
+            _ => Durability::Written,
+        }
+    }
+
+    /// Waits until every offset below `end_offset` is written (or synced),
+    /// driving a flush round if none is running.
+    pub async fn wait(&self, end_offset: i64, durability: Durability) -> Result<()> {
+        loop {
+            let listen = self.shared.notify.listen();
+            {
+                let mut st = self.shared.state.borrow_mut();
+                if let Some(cause) = &st.poisoned {
+                    return Err(LogError::Poisoned { cause: cause.clone() });
+                }
+                let reached = match durability {
+                    Durability::Written => st.log_end_offset >= end_offset,
+                    Durability::Synced => st.durable_offset >= end_offset,
+                };
+                if reached {
+                    return Ok(());
+                }
+                if st.closed && st.pending.is_empty() && !st.flushing {
+                    return Err(LogError::Closed);
+                }
+                if durability == Durability::Synced {
+                    st.durable_wanted = st.durable_wanted.max(end_offset);
+                }
+                self.kick(&mut st);
+            }
+            listen.await;
+        }
+    }
+
+    /// Completes when the next flush round, roll or poisoning happens: for
+    /// long-poll fetches that wait for new data.
+    pub async fn changed(&self) {
+        self.shared.notify.listen().await;
+    }
+
+    /// Syncs written data when the `IntervalMs` policy says it is due; the
+    /// owner calls this from a timer so the bound holds when appends stop.
+    pub async fn sync_if_due(&self) -> Result<()> {
+        let target = {
+            let st = self.shared.state.borrow();
+            let due = match st.config.flush {
+                FlushPolicy::IntervalMs(ms) => (self.shared.clock)().saturating_sub(st.last_sync_ms) >= ms,
+                _ => false,
+            };
+            if !due || st.log_end_offset <= st.durable_offset {
+                return Ok(());
+            }
+            st.log_end_offset
+        };
+        self.wait(target, Durability::Synced).await
+    }
+
+    /// Makes everything appended so far durable.
+    pub async fn sync(&self) -> Result<()> {
+        let end = self.shared.state.borrow().next_offset;
+        self.wait(end, Durability::Synced).await
+    }
+
+    /// Flushes and syncs everything, then refuses further appends. Reads
+    /// keep working.
+    pub async fn close(&self) -> Result<()> {
+        self.sync().await?;
+        let writer = {
+            let mut st = self.shared.state.borrow_mut();
+            st.closed = true;
+            st.active_mut().writer.take()
+        };
+        if let Some(w) = writer {
+            w.index.sync_data().await.map_err(io_err("sync", &self.shared.dir))?;
+            w.time_index
+                .sync_data()
+                .await
+                .map_err(io_err("sync", &self.shared.dir))?;
+        }
+        Ok(())
+    }
+
+    fn kick(&self, st: &mut State) {
+        if st.flushing {
+            return;
+        }
+        let now = (self.shared.clock)();
+        if st.pending.is_empty() && !st.sync_wanted(now) {
+            return;
+        }
+        st.flushing = true;
+        let shared = Rc::clone(&self.shared);
+        compio::runtime::spawn(async move {
+            loop {
+                match shared.flush_round().await {
+                    Ok(true) => continue,
+                    Ok(false) => break,
+                    Err(cause) => {
+                        tracing::error!(dir = %shared.dir.display(), %cause, "log poisoned");
+                        let mut st = shared.state.borrow_mut();
+                        st.poisoned = Some(cause);
+                        st.pending.clear();
+                        break;
+                    }
+                }
+            }
+            shared.state.borrow_mut().flushing = false;
+            shared.notify.notify_all();
+        })
+        .detach();
+    }
+
+    /// Offset of the first batch whose maxTimestamp is at or after `ts`.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<TimestampOffset>> {
+        let st = self.shared.state.borrow();
+        let lso = st.log_start_offset;
+        for seg in st
+            .segments
+            .iter()
+            .filter(|s| s.next_offset > lso && s.max_timestamp >= ts)
+        {
+            let start_rel = seg.time_index.last_below(ts).map_or(0, |(_, rel)| rel);
+            let start = (seg.base_offset + i64::from(start_rel)).max(lso);
+            let mut found = None;
+            seg.for_each_header_from(start, |_, h| {
+                if h.max_timestamp() >= ts {
+                    found = Some(TimestampOffset {
+                        offset: h.base_offset().max(lso),
+                        timestamp: h.max_timestamp(),
+                    });
+                    false
+                } else {
+                    true
+                }
+            })
+            .map_err(io_err("read", &seg.paths.log))?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The largest batch maxTimestamp and the base offset of its batch.
+    pub fn max_timestamp(&self) -> Option<TimestampOffset> {
+        let st = self.shared.state.borrow();
+        st.segments
+            .iter()
+            .filter(|s| s.max_timestamp >= 0 && s.offset_of_max_timestamp >= st.log_start_offset)
+            .max_by_key(|s| s.max_timestamp)
+            .map(|s| TimestampOffset {
+                offset: s.offset_of_max_timestamp,
+                timestamp: s.max_timestamp,
+            })
+    }
+
+    /// Whole batches from the one holding `offset`, up to `max_bytes` (at
+    /// least one batch even if it is larger), within one segment.
+    pub fn read(&self, offset: i64, max_bytes: u64, bound: ReadBound) -> Result<ReadResult> {
+        let st = self.shared.state.borrow();
+        let mut result = ReadResult {
+            slice: None,
+            log_start_offset: st.log_start_offset,
+            log_end_offset: st.log_end_offset,
+            high_watermark: st.high_watermark,
+        };
+        if offset < st.log_start_offset || offset > st.log_end_offset {
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                log_start_offset: st.log_start_offset,
+                log_end_offset: st.log_end_offset,
+            });
+        }
+        let upper = match bound {
+            ReadBound::HighWatermark => st.high_watermark,
+            ReadBound::LogEnd => st.log_end_offset,
+        };
+        if offset >= upper {
+            return Ok(result);
+        }
+        let mut i = st.segment_index_for(offset);
+        while st.segments[i].next_offset <= offset {
+            i += 1;
+            if i == st.segments.len() {
+                return Ok(result);
+            }
+        }
+        let seg = &st.segments[i];
+        let err = io_err("read", &seg.paths.log);
+        let Some((start, _)) = seg.position_of(offset).map_err(err)? else {
+            return Ok(result);
+        };
+        let end_bound = if upper >= seg.next_offset {
+            seg.size
+        } else {
+            seg.position_of(upper)
+                .map_err(io_err("read", &seg.paths.log))?
+                .map_or(seg.size, |(p, _)| p)
+        };
+        if start >= end_bound {
+            return Ok(result);
+        }
+        let first = seg.batch_len_at(start).map_err(io_err("read", &seg.paths.log))?;
+        let end = if first >= max_bytes {
+            start + first
+        } else {
+            seg.batch_end_within(start, (start + max_bytes).min(end_bound))
+                .map_err(io_err("read", &seg.paths.log))?
+                .max(start + first)
+        };
+        result.slice = Some(FileSlice {
+            file: Arc::clone(&seg.reader),
+            position: start,
+            len: end - start,
+        });
+        Ok(result)
+    }
+
+    /// A copying read for tools and tests.
+    pub fn read_bytes(&self, offset: i64, max_bytes: u64) -> Result<Bytes> {
+        let r = self.read(offset, max_bytes, ReadBound::LogEnd)?;
+        match r.slice {
+            None => Ok(Bytes::new()),
+            Some(s) => s.to_bytes().map_err(io_err("read", &self.shared.dir)),
+        }
+    }
+
+    /// Deletes whole non-active segments past `retention_ms` (by their
+    /// largest timestamp, or file time when they have none) or beyond
+    /// `retention_bytes`, and those wholly below the log start offset.
+    /// Returns the base offsets deleted.
+    pub fn enforce_retention(&self) -> Result<Vec<i64>> {
+        let now = (self.shared.clock)();
+        let mut st = self.shared.state.borrow_mut();
+        let mut total: u64 = st.segments.iter().map(|s| s.size).sum();
+        let mut deleted = Vec::new();
+        while st.segments.len() > 1 {
+            let front = &st.segments[0];
+            let below_start = front.next_offset <= st.log_start_offset;
+            let expired = st.config.retention_ms.is_some_and(|ms| {
+                let newest_ms = if front.max_timestamp >= 0 {
+                    front.max_timestamp as u64
+                } else {
+                    fs::metadata(&front.paths.log)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                        .map_or(now, |d| d.as_millis() as u64)
+                };
+                now.saturating_sub(newest_ms) > ms
+            });
+            let oversize = st.config.retention_bytes.is_some_and(|max| total - front.size >= max);
+            if !(below_start || expired || oversize) {
+                break;
+            }
+            let seg = st
+                .segments
+                .pop_front()
+                .unwrap_or_else(|| unreachable!("len checked above"));
+            total -= seg.size;
+            let next_base = st.segments[0].base_offset;
+            st.log_start_offset = st.log_start_offset.max(next_base);
+            seg.delete_files()?;
+            tracing::info!(dir = %self.shared.dir.display(), base_offset = seg.base_offset, "deleted segment by retention");
+            deleted.push(seg.base_offset);
+        }
+        Ok(deleted)
+    }
+
+    /// Moves the log start offset forward (DeleteRecords), persisting it,
+    /// and deletes segments wholly below it. Never past the high watermark.
+    pub fn advance_log_start_offset(&self, offset: i64) -> Result<i64> {
+        {
+            let mut st = self.shared.state.borrow_mut();
+            if offset > st.high_watermark || offset < 0 {
+                return Err(LogError::OffsetOutOfRange {
+                    requested: offset,
+                    log_start_offset: st.log_start_offset,
+                    log_end_offset: st.high_watermark,
+                });
+            }
+            if offset <= st.log_start_offset {
+                return Ok(st.log_start_offset);
+            }
+            let dir = &self.shared.dir;
+            let tmp = dir.join(format!("{LOG_START_OFFSET_FILE}.tmp"));
+            let path = dir.join(LOG_START_OFFSET_FILE);
+            let write = || -> io::Result<()> {
+                let f = fs::File::create(&tmp)?;
+                f.write_all_at(offset.to_string().as_bytes(), 0)?;
+                f.sync_data()?;
+                fs::rename(&tmp, &path)?;
+                fs::File::open(dir)?.sync_all()
+            };
+            write().map_err(io_err("checkpoint", &path))?;
+            st.log_start_offset = offset;
+        }
+        self.enforce_retention_below_start()?;
+        Ok(offset)
+    }
+
+    fn enforce_retention_below_start(&self) -> Result<()> {
+        let mut st = self.shared.state.borrow_mut();
+        while st.segments.len() > 1 && st.segments[0].next_offset <= st.log_start_offset {
+            let seg = st
+                .segments
+                .pop_front()
+                .unwrap_or_else(|| unreachable!("len checked above"));
+            seg.delete_files()?;
+        }
+        Ok(())
+    }
+
+    /// Changes the config (AlterConfigs). Takes effect from the next append,
+    /// roll or retention pass.
+    pub fn set_config(&self, config: LogConfig) -> Result<()> {
+        config.validate()?;
+        self.shared.state.borrow_mut().config = config;
+        Ok(())
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.shared.state.borrow().config.clone()
+    }
+
+    /// Replication hook: stop following the log end offset and let the
+    /// caller drive the high watermark.
+    pub fn set_high_watermark(&self, hw: i64) {
+        let mut st = self.shared.state.borrow_mut();
+        st.auto_high_watermark = false;
+        st.high_watermark = hw.clamp(st.log_start_offset, st.log_end_offset);
+        drop(st);
+        self.shared.notify.notify_all();
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+    pub fn log_start_offset(&self) -> i64 {
+        self.shared.state.borrow().log_start_offset
+    }
+    /// Offset after the last batch written (visible to reads).
+    pub fn log_end_offset(&self) -> i64 {
+        self.shared.state.borrow().log_end_offset
+    }
+    /// Offset after the last batch covered by an fdatasync.
+    pub fn durable_offset(&self) -> i64 {
+        self.shared.state.borrow().durable_offset
+    }
+    pub fn high_watermark(&self) -> i64 {
+        self.shared.state.borrow().high_watermark
+    }
+    /// Offset the next append will get.
+    pub fn next_offset(&self) -> i64 {
+        self.shared.state.borrow().next_offset
+    }
+    pub fn segment_count(&self) -> usize {
+        self.shared.state.borrow().segments.len()
+    }
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_bases(&self) -> Vec<i64> {
+        self.shared
+            .state
+            .borrow()
+            .segments
+            .iter()
+            .map(|s| s.base_offset)
+            .collect()
+    }
+    /// Bytes written across all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.shared.state.borrow().segments.iter().map(|s| s.size).sum()
+    }
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.state.borrow().poisoned.is_some()
+    }
+    pub fn stats(&self) -> IoStats {
+        self.shared.io.stats.snapshot()
+    }
+}
+
+impl Shared {
+    /// One group-commit round: write everything queued, then sync if the
+    /// policy or a waiter wants it. `Ok(false)` when there was nothing to do.
+    async fn flush_round(self: &Rc<Self>) -> Result<bool, String> {
+        let pending = {
+            let mut st = self.state.borrow_mut();
+            let now = (self.clock)();
+            if st.pending.is_empty() && !st.sync_wanted(now) {
+                return Ok(false);
+            }
+            std::mem::take(&mut st.pending)
+        };
+        let mut rest = pending.into_iter().peekable();
+        while let Some(first) = rest.next() {
+            if first.roll_before {
+                self.roll(first.base_offset).await?;
+            }
+            let mut run = vec![first];
+            while let Some(p) = rest.next_if(|p| !p.roll_before) {
+                run.push(p);
+            }
+            self.write_run(run).await?;
+        }
+        let (sync, file, target) = {
+            let st = self.state.borrow();
+            (st.sync_wanted((self.clock)()), st.writer().log, st.log_end_offset)
+        };
+        if sync {
+            self.io
+                .sync_data(&file)
+                .await
+                .map_err(|e| format!("fdatasync of {}: {e}", self.dir.display()))?;
+            let mut st = self.state.borrow_mut();
+            st.durable_offset = st.durable_offset.max(target);
+            st.last_sync_ms = (self.clock)();
+        }
+        self.notify.notify_all();
+        Ok(true)
+    }
+
+    /// Writes batches that all land in the active segment, in one writev per
+    /// IOV_MAX batches, then their new index entries.
+    async fn write_run(&self, run: Vec<Pending>) -> Result<(), String> {
+        let (writer, position) = {
+            let st = self.state.borrow();
+            (st.writer(), st.active().size)
+        };
+        let bufs: Vec<Bytes> = run.iter().map(|p| p.data.clone()).collect();
+        self.io
+            .write_all(&writer.log, bufs, position)
+            .await
+            .map_err(|e| format!("write to {}: {e}", self.dir.display()))?;
+        let (idx, idx_pos, time, time_pos) = {
+            let mut st = self.state.borrow_mut();
+            let now = (self.clock)();
+            let interval = st.config.index_interval_bytes;
+            let seg = st.active_mut();
+            seg.first_append_ms.get_or_insert(now);
+            let mut pos = position;
+            for p in &run {
+                let len = p.data.len() as u64;
+                seg.note_batch(
+                    &ScannedBatch {
+                        position: pos,
+                        len,
+                        base_offset: p.base_offset,
+                        last_offset: p.last_offset,
+                        max_timestamp: p.max_timestamp,
+                    },
+                    interval,
+                );
+                pos += len;
+            }
+            let end = seg.next_offset;
+            let unpersisted = seg.take_unpersisted_index();
+            st.log_end_offset = end;
+            if st.auto_high_watermark {
+                st.high_watermark = end;
+            }
+            unpersisted
+        };
+        self.notify.notify_all();
+        write_at(&writer.index, idx, idx_pos)
+            .await
+            .and(write_at(&writer.time_index, time, time_pos).await)
+            .map_err(|e| format!("index write in {}: {e}", self.dir.display()))
+    }
+
+    /// Closes the active segment (sync, final time-index entry) and opens a
+    /// new one at `base_offset`, syncing the directory so the new file
+    /// survives a crash.
+    async fn roll(&self, base_offset: i64) -> Result<(), String> {
+        let fail = |what: &str, e: io::Error| format!("roll to {base_offset} in {}: {what}: {e}", self.dir.display());
+        let (old, old_end) = {
+            let st = self.state.borrow();
+            (st.writer(), st.log_end_offset)
+        };
+        self.io.sync_data(&old.log).await.map_err(|e| fail("fdatasync", e))?;
+        let (idx, idx_pos, time, time_pos) = {
+            let mut st = self.state.borrow_mut();
+            st.durable_offset = st.durable_offset.max(old_end);
+            let seg = st.active_mut();
+            if seg.max_timestamp >= 0 {
+                let rel = seg.rel(seg.offset_of_max_timestamp);
+                seg.time_index.push_if_newer(seg.max_timestamp, rel);
+            }
+            seg.take_unpersisted_index()
+        };
+        write_at(&old.index, idx, idx_pos).await.map_err(|e| fail("index", e))?;
+        write_at(&old.time_index, time, time_pos)
+            .await
+            .map_err(|e| fail("index", e))?;
+
+        let paths = SegmentPaths::new(&self.dir, base_offset);
+        let log = open_rw(&paths.log, true).await.map_err(|e| fail("create log", e))?;
+        let index = open_rw_create(&paths.index)
+            .await
+            .map_err(|e| fail("create index", e))?;
+        let time_index = open_rw_create(&paths.time_index)
+            .await
+            .map_err(|e| fail("create time index", e))?;
+        let reader = fs::File::open(&paths.log).map_err(|e| fail("open", e))?;
+        sync_dir(&self.dir).await.map_err(|e| fail("sync directory", e))?;
+        let mut st = self.state.borrow_mut();
+        st.active_mut().writer = None;
+        let seg = Segment::empty(&self.dir, base_offset, reader, Some(Writer { log, index, time_index }));
+        st.segments.push_back(seg);
+        Ok(())
+    }
+}
+
+async fn open_rw_create(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .await
+}

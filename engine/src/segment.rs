@@ -1,0 +1,455 @@
+//! One segment: a `.log` file of verbatim batches plus its two indexes, and
+//! the recovery that rebuilds a segment's state from its files on open.
+//!
+//! Recovery decision table (tests carry these names):
+//!
+//! | case | found on open | decision |
+//! |---|---|---|
+//! | `clean_tail` | every batch after the last index entry is whole and its CRC matches | keep all |
+//! | `torn_tail` | the newest segment ends in a partial batch | truncate to the last whole valid batch |
+//! | `corrupt_tail` | the newest segment has a bad length, offset or CRC after the last index entry | truncate before the bad batch (everything after it is unreachable) |
+//! | `stale_index` | index entries point at or past the end of the file, or at something that is not the batch they name | drop those entries, scan from the last good one, rewrite the index |
+//! | `missing_index` | `.index` or `.timeindex` absent or unordered | rebuild both from a full scan (CRCs checked) |
+//! | `empty_segment` | the newest `.log` is empty and an older segment exists (crash in the middle of a roll) | delete it; the older segment becomes active again |
+//! | `orphan_index` | index files without a `.log` (crash in the middle of a roll or of a deletion) | delete them |
+//! | `corrupt_older_segment` | a segment that is not the newest fails its tail check | refuse to open with [`LogError::Corrupt`]: data acknowledged earlier would be lost silently |
+
+use std::{
+    fs::{self, OpenOptions as StdOpenOptions},
+    io,
+    os::unix::fs::FileExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use compio::fs::File;
+
+use crate::{
+    batch::{self, BatchHeader, HEADER_BYTES},
+    config::LogConfig,
+    error::{LogError, Result},
+    index::{OffsetIndex, TimeIndex},
+};
+
+/// File names of one segment: `<base_offset:020>.log|.index|.timeindex`.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentPaths {
+    pub log: PathBuf,
+    pub index: PathBuf,
+    pub time_index: PathBuf,
+}
+
+impl SegmentPaths {
+    pub fn new(dir: &Path, base_offset: i64) -> Self {
+        let stem = format!("{base_offset:020}");
+        Self {
+            log: dir.join(format!("{stem}.log")),
+            index: dir.join(format!("{stem}.index")),
+            time_index: dir.join(format!("{stem}.timeindex")),
+        }
+    }
+}
+
+/// The active segment's io_uring file handles. Only the active segment has
+/// them; rolled segments are read through [`Segment::reader`] alone.
+#[derive(Debug, Clone)]
+pub(crate) struct Writer {
+    pub log: File,
+    pub index: File,
+    pub time_index: File,
+}
+
+/// One segment of a partition log. Owned by the log, and so by the
+/// partition's shard; `reader` is shared with in-flight [`crate::FileSlice`]s,
+/// which keep the file readable after retention unlinks it.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub base_offset: i64,
+    pub paths: SegmentPaths,
+    pub reader: Arc<fs::File>,
+    pub writer: Option<Writer>,
+    /// Bytes written (visible to readers).
+    pub size: u64,
+    /// Offset after the last written batch.
+    pub next_offset: i64,
+    pub index: OffsetIndex,
+    pub index_persisted: usize,
+    pub time_index: TimeIndex,
+    pub time_index_persisted: usize,
+    pub bytes_since_index: u64,
+    /// Largest batch maxTimestamp in the segment, -1 when none.
+    pub max_timestamp: i64,
+    pub offset_of_max_timestamp: i64,
+    /// Wall-clock time of the segment's first append, for `segment_ms`.
+    pub first_append_ms: Option<u64>,
+}
+
+/// What a scan saw of one batch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ScannedBatch {
+    pub position: u64,
+    pub len: u64,
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+}
+
+/// Reads the header of the batch at `pos`, or `None` at end of file.
+pub(crate) fn read_header(file: &fs::File, pos: u64, file_len: u64) -> io::Result<Option<[u8; HEADER_BYTES]>> {
+    if pos + HEADER_BYTES as u64 > file_len {
+        return Ok(None);
+    }
+    let mut h = [0u8; HEADER_BYTES];
+    file.read_exact_at(&mut h, pos)?;
+    Ok(Some(h))
+}
+
+/// Where a scan stopped, when it stopped before the end of the file.
+#[derive(Debug)]
+pub(crate) struct ScanStop {
+    pub position: u64,
+    pub reason: String,
+}
+
+/// Walks whole, valid batches from `pos` with consecutive offsets from
+/// `expected_offset`, checking length, magic, offset and CRC of each; calls
+/// `f` for each. Returns the stop point if something invalid follows.
+pub(crate) fn scan(
+    file: &fs::File,
+    mut pos: u64,
+    file_len: u64,
+    mut expected_offset: i64,
+    mut f: impl FnMut(ScannedBatch),
+) -> io::Result<Option<ScanStop>> {
+    let mut buf = Vec::new();
+    while pos < file_len {
+        let stop = |reason: String| Ok(Some(ScanStop { position: pos, reason }));
+        let Some(h) = read_header(file, pos, file_len)? else {
+            return stop(format!("partial header: {} bytes", file_len - pos));
+        };
+        let header = BatchHeader::parse(&h).map_err(io::Error::other)?;
+        let Some(len) = header.total_len().filter(|&l| l >= HEADER_BYTES) else {
+            return stop(format!("bad batchLength {}", header.batch_length()));
+        };
+        if pos + len as u64 > file_len {
+            return stop(format!(
+                "partial batch: {len} bytes declared, {} present",
+                file_len - pos
+            ));
+        }
+        if header.magic() != batch::MAGIC_V2 {
+            return stop(format!("bad magic {}", header.magic()));
+        }
+        if header.base_offset() != expected_offset || header.last_offset_delta() < 0 {
+            return stop(format!(
+                "offset {} where {expected_offset} was expected",
+                header.base_offset()
+            ));
+        }
+        buf.resize(len, 0);
+        file.read_exact_at(&mut buf, pos)?;
+        if batch::compute_crc(&buf) != header.crc() {
+            return stop("CRC mismatch".into());
+        }
+        f(ScannedBatch {
+            position: pos,
+            len: len as u64,
+            base_offset: header.base_offset(),
+            last_offset: header.last_offset(),
+            max_timestamp: header.max_timestamp(),
+        });
+        expected_offset = header.last_offset() + 1;
+        pos += len as u64;
+    }
+    Ok(None)
+}
+
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(LogError::io("read", path, e)),
+    }
+}
+
+impl Segment {
+    pub fn rel(&self, offset: i64) -> u32 {
+        let rel = offset - self.base_offset;
+        assert!(
+            (0..=i64::from(u32::MAX)).contains(&rel),
+            "offset {offset} outside segment {}",
+            self.base_offset
+        );
+        rel as u32
+    }
+
+    /// Index bookkeeping for one batch now on disk at `b.position`.
+    pub fn note_batch(&mut self, b: &ScannedBatch, index_interval_bytes: u32) {
+        if b.max_timestamp > self.max_timestamp {
+            self.max_timestamp = b.max_timestamp;
+            self.offset_of_max_timestamp = b.base_offset;
+        }
+        if self.bytes_since_index >= u64::from(index_interval_bytes) {
+            let rel = self.rel(b.base_offset);
+            self.index.push(rel, b.position as u32);
+            if self.max_timestamp >= 0 {
+                let rel_max = self.rel(self.offset_of_max_timestamp);
+                self.time_index.push_if_newer(self.max_timestamp, rel_max);
+            }
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += b.len;
+        self.size = b.position + b.len;
+        self.next_offset = b.last_offset + 1;
+    }
+
+    /// A brand-new empty segment's in-memory state.
+    pub fn empty(dir: &Path, base_offset: i64, reader: fs::File, writer: Option<Writer>) -> Self {
+        Self {
+            base_offset,
+            paths: SegmentPaths::new(dir, base_offset),
+            reader: Arc::new(reader),
+            writer,
+            size: 0,
+            next_offset: base_offset,
+            index: OffsetIndex::default(),
+            index_persisted: 0,
+            time_index: TimeIndex::default(),
+            time_index_persisted: 0,
+            bytes_since_index: 0,
+            max_timestamp: -1,
+            offset_of_max_timestamp: -1,
+            first_append_ms: None,
+        }
+    }
+
+    /// Rebuilds a segment's state from its files; see the table at the top
+    /// of this module. `newest` allows truncating a damaged tail.
+    pub fn recover(dir: &Path, base_offset: i64, config: &LogConfig, newest: bool) -> Result<Self> {
+        let paths = SegmentPaths::new(dir, base_offset);
+        let file = StdOpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&paths.log)
+            .map_err(|e| LogError::io("open", &paths.log, e))?;
+        let mut file_len = file.metadata().map_err(|e| LogError::io("stat", &paths.log, e))?.len();
+        let mut seg = Segment::empty(dir, base_offset, file, None);
+        let reader = Arc::clone(&seg.reader);
+
+        let index_bytes = read_optional(&paths.index)?;
+        let time_bytes = read_optional(&paths.time_index)?;
+        let (mut index, mut index_dirty) = match &index_bytes {
+            Some(b) => {
+                let (idx, clean) = OffsetIndex::decode_prefix(b, file_len);
+                (idx, !clean)
+            }
+            None => (OffsetIndex::default(), file_len > 0),
+        };
+        // The time index is checked against the largest offset the offset
+        // index can vouch for now; entries past the final log end are cut below.
+        let mut time_index = time_bytes
+            .as_deref()
+            .and_then(|b| TimeIndex::decode(b, u64::from(u32::MAX)));
+        let mut time_dirty = false;
+        if time_index.is_none() || (file_len > 0 && (index_bytes.is_none() || time_bytes.is_none())) {
+            // missing_index: rebuild both from a full scan.
+            if file_len > 0 {
+                index_dirty = true;
+                time_dirty = true;
+                index = OffsetIndex::default();
+                time_index = Some(TimeIndex::default());
+            } else {
+                time_index = Some(TimeIndex::default());
+                time_dirty = time_bytes.as_ref().is_some_and(|b| !b.is_empty());
+            }
+        }
+        let time_index = time_index.unwrap_or_default();
+
+        // stale_index: the scan starts at the last entry that names the batch
+        // at its position; entries that do not are dropped.
+        let (start_pos, start_offset) = loop {
+            let Some((rel, pos)) = index.last() else {
+                break (0u64, base_offset);
+            };
+            let pos = u64::from(pos);
+            let expected = base_offset + i64::from(rel);
+            let header = read_header(&reader, pos, file_len).map_err(|e| LogError::io("read", &paths.log, e))?;
+            let names_batch = header
+                .as_ref()
+                .and_then(|h| BatchHeader::parse(h).ok())
+                .is_some_and(|h| h.base_offset() == expected && h.magic() == batch::MAGIC_V2);
+            if names_batch {
+                break (pos, expected);
+            }
+            index.pop();
+            index_dirty = true;
+        };
+        seg.index = index;
+        seg.time_index = time_index;
+        seg.size = start_pos;
+        seg.next_offset = start_offset;
+        let interval = config.index_interval_bytes;
+        let entries_before = (seg.index.len(), seg.time_index.len());
+        let stop = scan(&reader, start_pos, file_len, start_offset, |b| {
+            seg.note_batch(&b, interval)
+        })
+        .map_err(|e| LogError::io("read", &paths.log, e))?;
+        if (seg.index.len(), seg.time_index.len()) != entries_before {
+            index_dirty = true;
+            time_dirty = true;
+        }
+        if let Some(stop) = stop {
+            if !newest {
+                return Err(LogError::Corrupt {
+                    path: paths.log.clone(),
+                    position: stop.position,
+                    reason: stop.reason,
+                });
+            }
+            tracing::warn!(
+                path = %paths.log.display(),
+                position = stop.position,
+                reason = %stop.reason,
+                dropped_bytes = file_len - stop.position,
+                "truncating damaged tail of the newest segment"
+            );
+            reader
+                .set_len(stop.position)
+                .and_then(|()| reader.sync_data())
+                .map_err(|e| LogError::io("truncate", &paths.log, e))?;
+            file_len = stop.position;
+        }
+        debug_assert_eq!(seg.size, file_len);
+        let next_rel = u32::try_from(seg.next_offset - base_offset).unwrap_or(u32::MAX);
+        let before = seg.time_index.len();
+        seg.time_index.truncate_from_rel(next_rel);
+        time_dirty |= before != seg.time_index.len();
+        // The segment's largest timestamp: the time index vouches for the
+        // batches before the scan start, the scan for the rest.
+        if let Some((ts, rel)) = seg.time_index.last()
+            && ts > seg.max_timestamp
+        {
+            seg.max_timestamp = ts;
+            seg.offset_of_max_timestamp = base_offset + i64::from(rel);
+        }
+        if index_dirty || index_bytes.is_none() {
+            let mut out = Vec::new();
+            seg.index.encode_from(0, &mut out);
+            fs::write(&paths.index, &out).map_err(|e| LogError::io("write", &paths.index, e))?;
+        }
+        if time_dirty || time_bytes.is_none() {
+            let mut out = Vec::new();
+            seg.time_index.encode_from(0, &mut out);
+            fs::write(&paths.time_index, &out).map_err(|e| LogError::io("write", &paths.time_index, e))?;
+        }
+        seg.index_persisted = seg.index.len();
+        seg.time_index_persisted = seg.time_index.len();
+        Ok(seg)
+    }
+
+    /// Position of the batch holding `offset` (or of the first batch after
+    /// it), scanning headers forward from the nearest index entry; `None`
+    /// when `offset` is at or past the segment's end.
+    pub fn position_of(&self, offset: i64) -> io::Result<Option<(u64, i64)>> {
+        if offset >= self.next_offset {
+            return Ok(None);
+        }
+        let rel = self.rel(offset.max(self.base_offset));
+        let (mut pos, _) = self.index.floor(rel).map_or((0u64, 0u32), |(r, p)| (u64::from(p), r));
+        while let Some(h) = read_header(&self.reader, pos, self.size)? {
+            let h = BatchHeader::parse(&h).map_err(io::Error::other)?;
+            if h.last_offset() >= offset {
+                return Ok(Some((pos, h.base_offset())));
+            }
+            let len = h
+                .total_len()
+                .ok_or_else(|| io::Error::other("negative batchLength in a written segment"))?;
+            pos += len as u64;
+        }
+        Ok(None)
+    }
+
+    /// The end of the last whole batch that starts at or after `start` and
+    /// ends at or before `limit`, using the index to skip ahead; `start` if
+    /// the first batch alone passes `limit`.
+    pub fn batch_end_within(&self, start: u64, limit: u64) -> io::Result<u64> {
+        let limit = limit.min(self.size);
+        if limit == self.size {
+            return Ok(self.size);
+        }
+        let mut pos = start;
+        if let Some((_, p)) = self.index.floor_position(u32::try_from(limit).unwrap_or(u32::MAX)) {
+            pos = pos.max(u64::from(p));
+        }
+        while let Some(h) = read_header(&self.reader, pos, self.size)? {
+            let h = BatchHeader::parse(&h).map_err(io::Error::other)?;
+            let len = h
+                .total_len()
+                .ok_or_else(|| io::Error::other("negative batchLength in a written segment"))?;
+            if pos + len as u64 > limit {
+                break;
+            }
+            pos += len as u64;
+        }
+        Ok(pos)
+    }
+
+    /// Length of the batch at `pos`.
+    pub fn batch_len_at(&self, pos: u64) -> io::Result<u64> {
+        let h = read_header(&self.reader, pos, self.size)?.ok_or_else(|| io::Error::other("no batch at position"))?;
+        let h = BatchHeader::parse(&h).map_err(io::Error::other)?;
+        h.total_len()
+            .map(|l| l as u64)
+            .ok_or_else(|| io::Error::other("negative batchLength in a written segment"))
+    }
+
+    /// Visits the headers of written batches from `offset` on, stopping when
+    /// `f` returns false.
+    pub fn for_each_header_from(
+        &self,
+        offset: i64,
+        mut f: impl FnMut(u64, &BatchHeader<'_>) -> bool,
+    ) -> io::Result<()> {
+        let Some((mut pos, _)) = self.position_of(offset)? else {
+            return Ok(());
+        };
+        while let Some(h) = read_header(&self.reader, pos, self.size)? {
+            let h = BatchHeader::parse(&h).map_err(io::Error::other)?;
+            if !f(pos, &h) {
+                break;
+            }
+            let len = h
+                .total_len()
+                .ok_or_else(|| io::Error::other("negative batchLength in a written segment"))?;
+            pos += len as u64;
+        }
+        Ok(())
+    }
+
+    /// New index entries not yet on disk, encoded, with the file positions
+    /// to write them at; marks them persisted.
+    pub fn take_unpersisted_index(&mut self) -> (Vec<u8>, u64, Vec<u8>, u64) {
+        let mut idx = Vec::new();
+        self.index.encode_from(self.index_persisted, &mut idx);
+        let idx_pos = (self.index_persisted * crate::index::OFFSET_ENTRY_BYTES) as u64;
+        self.index_persisted = self.index.len();
+        let mut time = Vec::new();
+        self.time_index.encode_from(self.time_index_persisted, &mut time);
+        let time_pos = (self.time_index_persisted * crate::index::TIME_ENTRY_BYTES) as u64;
+        self.time_index_persisted = self.time_index.len();
+        (idx, idx_pos, time, time_pos)
+    }
+
+    /// Removes the segment's files. Open [`crate::FileSlice`]s keep the log
+    /// file's inode alive until they drop.
+    pub fn delete_files(&self) -> Result<()> {
+        for p in [&self.paths.log, &self.paths.index, &self.paths.time_index] {
+            match fs::remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(LogError::io("remove", p, e)),
+            }
+        }
+        Ok(())
+    }
+}
