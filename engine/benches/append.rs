@@ -41,10 +41,30 @@ struct Case {
 }
 
 const CASES: &[Case] = &[
-    Case { name: "16KiB/never", records_per_batch: 16, flush: FlushPolicy::Never, batches_full: 4096 },
-    Case { name: "1MiB/never", records_per_batch: 1024, flush: FlushPolicy::Never, batches_full: 64 },
-    Case { name: "16KiB/always", records_per_batch: 16, flush: FlushPolicy::Always, batches_full: 256 },
-    Case { name: "1MiB/always", records_per_batch: 1024, flush: FlushPolicy::Always, batches_full: 16 },
+    Case {
+        name: "16KiB/never",
+        records_per_batch: 16,
+        flush: FlushPolicy::Never,
+        batches_full: 4096,
+    },
+    Case {
+        name: "1MiB/never",
+        records_per_batch: 1024,
+        flush: FlushPolicy::Never,
+        batches_full: 64,
+    },
+    Case {
+        name: "16KiB/always",
+        records_per_batch: 16,
+        flush: FlushPolicy::Always,
+        batches_full: 256,
+    },
+    Case {
+        name: "1MiB/always",
+        records_per_batch: 1024,
+        flush: FlushPolicy::Always,
+        batches_full: 16,
+    },
 ];
 
 /// Appends `batches` copies of `template`, one at a time, waiting for each
@@ -53,7 +73,11 @@ fn sluice_append(rt: &compio::runtime::Runtime, template: &BytesMut, batches: us
     let dir = bench_dir();
     let bufs: Vec<BytesMut> = (0..batches).map(|_| template.clone()).collect();
     rt.block_on(async {
-        let cfg = LogConfig { flush, max_batch_bytes: 4 << 20, ..LogConfig::default() };
+        let cfg = LogConfig {
+            flush,
+            max_batch_bytes: 4 << 20,
+            ..LogConfig::default()
+        };
         let log = Log::open(dir.path(), cfg, Env::default()).await.unwrap();
         let durability = log.default_durability();
         let start = Instant::now();
@@ -84,14 +108,20 @@ fn baseline_write(template: &BytesMut, batches: usize, sync: bool) -> Duration {
 fn append_throughput(c: &mut Criterion) {
     let rt = compio::runtime::Runtime::new().unwrap();
     let mut g = c.benchmark_group("append");
-    g.sample_size(10).measurement_time(Duration::from_secs(8)).warm_up_time(Duration::from_secs(1));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(8))
+        .warm_up_time(Duration::from_secs(1));
     for case in CASES {
         let template = kib_batch(case.records_per_batch);
         let batches = if full_size() { case.batches_full } else { 2 };
         g.throughput(Throughput::Bytes((template.len() * batches) as u64));
         let sync = case.flush == FlushPolicy::Always;
         g.bench_function(BenchmarkId::new("sluice", case.name), |b| {
-            b.iter_custom(|iters| (0..iters).map(|_| sluice_append(&rt, &template, batches, case.flush)).sum())
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| sluice_append(&rt, &template, batches, case.flush))
+                    .sum()
+            })
         });
         g.bench_function(BenchmarkId::new("baseline_write", case.name), |b| {
             b.iter_custom(|iters| (0..iters).map(|_| baseline_write(&template, batches, sync)).sum())
@@ -105,7 +135,10 @@ fn append_throughput(c: &mut Criterion) {
 fn group_commit_run(rt: &compio::runtime::Runtime, appenders: usize, per_task: usize) -> (Duration, f64) {
     let dir = bench_dir();
     rt.block_on(async {
-        let cfg = LogConfig { flush: FlushPolicy::Always, ..LogConfig::default() };
+        let cfg = LogConfig {
+            flush: FlushPolicy::Always,
+            ..LogConfig::default()
+        };
         let log = Log::open(dir.path(), cfg, Env::default()).await.unwrap();
         let template = batch::build_simple(1, 100, 1_700_000_000_000);
         let before = log.stats();
@@ -136,7 +169,9 @@ fn group_commit_run(rt: &compio::runtime::Runtime, appenders: usize, per_task: u
 fn group_commit(c: &mut Criterion) {
     let rt = compio::runtime::Runtime::new().unwrap();
     let mut g = c.benchmark_group("group_commit");
-    g.sample_size(10).measurement_time(Duration::from_secs(8)).warm_up_time(Duration::from_secs(1));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(8))
+        .warm_up_time(Duration::from_secs(1));
     let total = if full_size() { 1024 } else { 64 };
     for appenders in [1usize, 8, 64] {
         let per_task = total / appenders;

@@ -20,7 +20,9 @@ fn read_throughput(c: &mut Criterion) {
     let batches = if full_size() { 4096 } else { 4 };
     let template = batch::build_simple(16, 1024 - 8, 1_700_000_000_000);
     let log = rt.block_on(async {
-        let log = Log::open(dir.path(), LogConfig::default(), Env::default()).await.unwrap();
+        let log = Log::open(dir.path(), LogConfig::default(), Env::default())
+            .await
+            .unwrap();
         for _ in 0..batches {
             log.append(template.clone(), 0).unwrap();
         }
@@ -34,7 +36,9 @@ fn read_throughput(c: &mut Criterion) {
     let mut buf = vec![0u8; 2 << 20];
 
     let mut g = c.benchmark_group("read");
-    g.sample_size(20).measurement_time(Duration::from_secs(5)).throughput(Throughput::Bytes(total));
+    g.sample_size(20)
+        .measurement_time(Duration::from_secs(5))
+        .throughput(Throughput::Bytes(total));
     g.bench_function("slice_path_1MiB_fetches", |b| {
         b.iter(|| {
             let mut offset = 0;
@@ -42,7 +46,9 @@ fn read_throughput(c: &mut Criterion) {
             while let Some(s) = log.read(offset, fetch_bytes, ReadBound::HighWatermark).unwrap().slice {
                 let out = &mut buf[..s.len as usize];
                 s.file.read_exact_at(out, s.position).unwrap();
-                let last = batch::BatchHeader::parse(&out[out.len() - template.len()..]).unwrap().last_offset();
+                let last = batch::BatchHeader::parse(&out[out.len() - template.len()..])
+                    .unwrap()
+                    .last_offset();
                 offset = last + 1;
                 bytes += s.len;
             }
