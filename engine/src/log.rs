@@ -200,11 +200,9 @@ impl State {
             .unwrap_or_else(|| unreachable!("a log always has an active segment"))
     }
 
-    fn writer(&self) -> Writer {
-        match &self.active().writer {
-            Some(w) => w.clone(),
-            None => unreachable!("the active segment always has a writer"),
-        }
+    /// The active segment's handles; gone only after [`Log::close`].
+    fn writer(&self) -> Result<Writer, String> {
+        self.active().writer.clone().ok_or_else(|| "log is closed".to_string())
     }
 
     fn sync_wanted(&self, now_ms: u64) -> bool {
@@ -483,6 +481,8 @@ impl Log {
         });
         st.next_offset = last_offset + 1;
         self.shared.io.count_appended(1);
+        // A caller that never waits (acks=0) still gets its batch written.
+        self.kick(&mut st);
         Ok(AppendInfo {
             base_offset,
             last_offset,
@@ -523,7 +523,7 @@ impl Log {
                 if reached {
                     return Ok(());
                 }
-                if st.closed && st.pending.is_empty() && !st.flushing {
+                if end_offset > st.next_offset || (st.closed && st.active().writer.is_none()) {
                     return Err(LogError::Closed);
                 }
                 if durability == Durability::Synced {
@@ -567,12 +567,9 @@ impl Log {
     /// Flushes and syncs everything, then refuses further appends. Reads
     /// keep working.
     pub async fn close(&self) -> Result<()> {
+        self.shared.state.borrow_mut().closed = true;
         self.sync().await?;
-        let writer = {
-            let mut st = self.shared.state.borrow_mut();
-            st.closed = true;
-            st.active_mut().writer.take()
-        };
+        let writer = self.shared.state.borrow_mut().active_mut().writer.take();
         if let Some(w) = writer {
             w.index.sync_data().await.map_err(io_err("sync", &self.shared.dir))?;
             w.time_index
@@ -907,7 +904,7 @@ impl Shared {
         }
         let (sync, file, target) = {
             let st = self.state.borrow();
-            (st.sync_wanted((self.clock)()), st.writer().log, st.log_end_offset)
+            (st.sync_wanted((self.clock)()), st.writer()?.log, st.log_end_offset)
         };
         if sync {
             self.io
@@ -927,7 +924,7 @@ impl Shared {
     async fn write_run(&self, run: Vec<Pending>) -> Result<(), String> {
         let (writer, position) = {
             let st = self.state.borrow();
-            (st.writer(), st.active().size)
+            (st.writer()?, st.active().size)
         };
         let bufs: Vec<Bytes> = run.iter().map(|p| p.data.clone()).collect();
         self.io
@@ -977,7 +974,7 @@ impl Shared {
         let fail = |what: &str, e: io::Error| format!("roll to {base_offset} in {}: {what}: {e}", self.dir.display());
         let (old, old_end) = {
             let st = self.state.borrow();
-            (st.writer(), st.log_end_offset)
+            (st.writer()?, st.log_end_offset)
         };
         self.io.sync_data(&old.log).await.map_err(|e| fail("fdatasync", e))?;
         let (idx, idx_pos, time, time_pos) = {

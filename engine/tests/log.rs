@@ -477,3 +477,38 @@ async fn config_is_validated() {
     .unwrap();
     assert_eq!(log.config().segment_bytes, 2048);
 }
+
+#[compio::test]
+async fn an_append_nobody_waits_for_is_still_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default()).await;
+    let b = batch(2, 10, 1);
+    let info = log.append(b.clone(), 0).unwrap();
+    for _ in 0..10 {
+        if log.log_end_offset() == 2 {
+            break;
+        }
+        log.changed().await;
+    }
+    assert_eq!(log.log_end_offset(), 2, "acks=0 style append reached the file");
+    assert_eq!(read_all(&log), vec![(info.base_offset, expected(b, 0))]);
+}
+
+#[compio::test]
+async fn close_flushes_queued_appends_and_refuses_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default()).await;
+    let mut model = Vec::new();
+    for i in 0..5 {
+        let b = batch(1, 10, i);
+        let info = log.append(b.clone(), 0).unwrap();
+        model.push((info.base_offset, expected(b, info.base_offset)));
+    }
+    log.close().await.unwrap();
+    assert_eq!(log.durable_offset(), 5);
+    assert!(matches!(log.append(batch(1, 1, 1), 0), Err(LogError::Closed)));
+    assert!(matches!(log.wait(6, Durability::Written).await, Err(LogError::Closed)));
+    drop(log);
+    let log = open(dir.path(), LogConfig::default()).await;
+    assert_eq!(read_all(&log), model);
+}
