@@ -67,11 +67,17 @@ const CASES: &[Case] = &[
     },
 ];
 
-/// Appends `batches` copies of `template`, one at a time, waiting for each
-/// as the policy says. Buffers are prepared before the clock starts.
-fn sluice_append(rt: &compio::runtime::Runtime, template: &BytesMut, batches: usize, flush: FlushPolicy) -> Duration {
+/// Appends `batches` copies of `template`, `depth` at a time (1: one append
+/// in flight; 8: the pipelining of a busy broker), waiting as the policy says. Buffers are prepared before the clock starts.
+fn sluice_append(
+    rt: &compio::runtime::Runtime,
+    template: &BytesMut,
+    batches: usize,
+    flush: FlushPolicy,
+    depth: usize,
+) -> Duration {
     let dir = bench_dir();
-    let bufs: Vec<BytesMut> = (0..batches).map(|_| template.clone()).collect();
+    let mut bufs: Vec<BytesMut> = (0..batches).map(|_| template.clone()).collect();
     rt.block_on(async {
         let cfg = LogConfig {
             flush,
@@ -81,12 +87,38 @@ fn sluice_append(rt: &compio::runtime::Runtime, template: &BytesMut, batches: us
         let log = Log::open(dir.path(), cfg, Env::default()).await.unwrap();
         let durability = log.default_durability();
         let start = Instant::now();
-        for b in bufs {
-            log.append_wait(b, 0, durability).await.unwrap();
+        while !bufs.is_empty() {
+            let rest = bufs.split_off(bufs.len().saturating_sub(depth));
+            let mut last = 0;
+            for b in rest {
+                last = log.append(b, 0).unwrap().last_offset;
+            }
+            log.wait(last + 1, durability).await.unwrap();
         }
         let elapsed = start.elapsed();
         log.close().await.unwrap();
         elapsed
+    })
+}
+
+/// The same bytes with one io_uring write (compio) per batch: what the
+/// kernel charges for the io_uring path alone, before any log work.
+fn baseline_uring_write(rt: &compio::runtime::Runtime, template: &BytesMut, batches: usize) -> Duration {
+    use compio::io::AsyncWriteAt;
+    let dir = bench_dir();
+    let bytes = template.clone().freeze();
+    rt.block_on(async {
+        let f = compio::fs::File::create(dir.path().join("baseline.log")).await.unwrap();
+        let start = Instant::now();
+        let mut pos = 0u64;
+        for _ in 0..batches {
+            let mut h = &f;
+            let compio::BufResult(r, _) = h.write_at(bytes.clone(), pos).await;
+            let n = r.unwrap();
+            assert_eq!(n, bytes.len());
+            pos += n as u64;
+        }
+        start.elapsed()
     })
 }
 
@@ -119,10 +151,22 @@ fn append_throughput(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("sluice", case.name), |b| {
             b.iter_custom(|iters| {
                 (0..iters)
-                    .map(|_| sluice_append(&rt, &template, batches, case.flush))
+                    .map(|_| sluice_append(&rt, &template, batches, case.flush, 1))
                     .sum()
             })
         });
+        if case.flush == FlushPolicy::Never {
+            g.bench_function(BenchmarkId::new("sluice_pipelined8", case.name), |b| {
+                b.iter_custom(|iters| {
+                    (0..iters)
+                        .map(|_| sluice_append(&rt, &template, batches, case.flush, 8))
+                        .sum()
+                })
+            });
+            g.bench_function(BenchmarkId::new("baseline_uring_write", case.name), |b| {
+                b.iter_custom(|iters| (0..iters).map(|_| baseline_uring_write(&rt, &template, batches)).sum())
+            });
+        }
         g.bench_function(BenchmarkId::new("baseline_write", case.name), |b| {
             b.iter_custom(|iters| (0..iters).map(|_| baseline_write(&template, batches, sync)).sum())
         });

@@ -41,6 +41,11 @@ use crate::{
     segment::{ScannedBatch, Segment, SegmentPaths, Writer},
 };
 
+/// Unwritten offset-index entries that trigger an index write (64 entries
+/// span at least 256 KiB of log at the default interval: the most a
+/// recovery scan has to re-read beyond the last written entry).
+const INDEX_WRITE_BATCH_ENTRIES: usize = 64;
+
 /// Name of the checkpoint of an advanced log start offset (DeleteRecords).
 pub const LOG_START_OFFSET_FILE: &str = "log-start-offset";
 
@@ -569,8 +574,17 @@ impl Log {
     pub async fn close(&self) -> Result<()> {
         self.shared.state.borrow_mut().closed = true;
         self.sync().await?;
-        let writer = self.shared.state.borrow_mut().active_mut().writer.take();
+        let (writer, (idx, idx_pos, time, time_pos)) = {
+            let mut st = self.shared.state.borrow_mut();
+            let seg = st.active_mut();
+            (seg.writer.take(), seg.take_unpersisted_index())
+        };
         if let Some(w) = writer {
+            let dir = &self.shared.dir;
+            write_at(&w.index, idx, idx_pos).await.map_err(io_err("write", dir))?;
+            write_at(&w.time_index, time, time_pos)
+                .await
+                .map_err(io_err("write", dir))?;
             w.index.sync_data().await.map_err(io_err("sync", &self.shared.dir))?;
             w.time_index
                 .sync_data()
@@ -953,7 +967,13 @@ impl Shared {
                 pos += len;
             }
             let end = seg.next_offset;
-            let unpersisted = seg.take_unpersisted_index();
+            // Index entries are hints that recovery checks and rebuilds, so
+            // they go out in groups rather than as two more ops per round.
+            let unpersisted = if seg.index.len() - seg.index_persisted >= INDEX_WRITE_BATCH_ENTRIES {
+                seg.take_unpersisted_index()
+            } else {
+                Default::default()
+            };
             st.log_end_offset = end;
             if st.auto_high_watermark {
                 st.high_watermark = end;
