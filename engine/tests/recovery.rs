@@ -28,6 +28,15 @@ fn copy_dir(src: &Path, dst: &Path) {
     }
 }
 
+/// XORs one byte of a file, as a failing disk would.
+fn flip_byte(path: &Path, pos: u64, mask: u8) {
+    let f = fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut byte = [0u8; 1];
+    f.read_exact_at(&mut byte, pos).unwrap();
+    byte[0] ^= mask;
+    f.write_all_at(&byte, pos).unwrap();
+}
+
 fn truncate(path: &Path, len: u64) {
     fs::OpenOptions::new()
         .write(true)
@@ -158,11 +167,7 @@ async fn corrupt_tail_bad_crc_in_last_batch_is_truncated() {
     let (model, newest) = closed_log(dir.path(), 20).await;
     let path = seg_path(dir.path(), newest, "log");
     let len = fs::metadata(&path).unwrap().len();
-    let f = fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
-    let mut byte = [0u8; 1];
-    f.read_exact_at(&mut byte, len - 10).unwrap();
-    byte[0] ^= 0x01;
-    f.write_all_at(&byte, len - 10).unwrap();
+    flip_byte(&path, len - 10, 0x01);
     let log = open(dir.path(), small_config()).await;
     assert_eq!(read_all(&log), model[..model.len() - 1].to_vec());
 }
@@ -280,11 +285,7 @@ async fn missing_index_with_corrupt_older_segment_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let (_, _) = closed_log(dir.path(), 30).await;
     let path = seg_path(dir.path(), 0, "log");
-    let f = fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
-    let mut byte = [0u8; 1];
-    f.read_exact_at(&mut byte, 100).unwrap();
-    byte[0] ^= 0xff;
-    f.write_all_at(&byte, 100).unwrap();
+    flip_byte(&path, 100, 0xff);
     fs::remove_file(seg_path(dir.path(), 0, "index")).unwrap();
     let err = sluice_engine::Log::open(dir.path(), small_config(), Default::default())
         .await
@@ -341,11 +342,7 @@ async fn corrupt_older_segment_is_reported_not_dropped() {
     // Damage the last batch of the oldest segment (inside the tail check).
     let path = seg_path(dir.path(), 0, "log");
     let len = fs::metadata(&path).unwrap().len();
-    let f = fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
-    let mut byte = [0u8; 1];
-    f.read_exact_at(&mut byte, len - 3).unwrap();
-    byte[0] ^= 0x10;
-    f.write_all_at(&byte, len - 3).unwrap();
+    flip_byte(&path, len - 3, 0x10);
     let err = sluice_engine::Log::open(dir.path(), small_config(), Default::default())
         .await
         .unwrap_err();
