@@ -38,7 +38,7 @@ use crate::{
     error::{LogError, Result},
     io::{FaultInjector, Io, IoStats},
     notify::Notify,
-    segment::{ScannedBatch, Segment, SegmentPaths, Writer},
+    segment::{self, ScannedBatch, Segment, SegmentPaths, Writer},
 };
 
 /// Unwritten offset-index entries that trigger an index write (64 entries
@@ -144,6 +144,7 @@ pub struct TimestampOffset {
 #[derive(Debug)]
 struct Pending {
     data: Bytes,
+    len: u64,
     base_offset: i64,
     last_offset: i64,
     max_timestamp: i64,
@@ -174,6 +175,8 @@ struct State {
     /// turns this off and drives [`Log::set_high_watermark`].
     auto_high_watermark: bool,
     pending: Vec<Pending>,
+    /// The previous round's emptied queue, kept for its capacity.
+    spare_pending: Vec<Pending>,
     projection: Projection,
     flushing: bool,
     durable_wanted: i64,
@@ -345,21 +348,14 @@ impl Log {
         }
         // empty_segment: a roll that created the newest file and crashed
         // before writing to it.
-        while bases.len() > 1 {
-            let newest = *bases.last().unwrap_or(&0);
+        while let [.., _, newest] = bases[..] {
             let paths = SegmentPaths::new(&dir, newest);
             let len = fs::metadata(&paths.log).map_err(io_err("stat", &paths.log))?.len();
             if len > 0 {
                 break;
             }
             tracing::warn!(path = %paths.log.display(), "removing empty newest segment left by a roll");
-            for p in [&paths.log, &paths.index, &paths.time_index] {
-                if let Err(e) = fs::remove_file(p)
-                    && e.kind() != io::ErrorKind::NotFound
-                {
-                    return Err(LogError::io("remove", p, e));
-                }
-            }
+            segment::remove_files(&paths)?;
             bases.pop();
         }
 
@@ -428,6 +424,7 @@ impl Log {
             high_watermark: log_end_offset,
             auto_high_watermark: true,
             pending: Vec::new(),
+            spare_pending: Vec::new(),
             projection,
             flushing: false,
             durable_wanted: log_end_offset,
@@ -479,6 +476,7 @@ impl Log {
         batch::assign(&mut batch, base_offset, leader_epoch);
         st.pending.push(Pending {
             data: batch.freeze(),
+            len,
             base_offset,
             last_offset,
             max_timestamp: info.max_timestamp,
@@ -636,7 +634,7 @@ impl Log {
             let start_rel = seg.time_index.last_below(ts).map_or(0, |(_, rel)| rel);
             let start = (seg.base_offset + i64::from(start_rel)).max(lso);
             let mut found = None;
-            seg.for_each_header_from(start, |_, h| {
+            seg.for_each_header_from(start, |h| {
                 if h.max_timestamp() >= ts {
                     found = Some(TimestampOffset {
                         offset: h.base_offset().max(lso),
@@ -745,13 +743,12 @@ impl Log {
     /// Returns the base offsets deleted.
     pub fn enforce_retention(&self) -> Result<Vec<i64>> {
         let now = (self.shared.clock)();
-        let mut st = self.shared.state.borrow_mut();
-        let mut total: u64 = st.segments.iter().map(|s| s.size).sum();
-        let mut deleted = Vec::new();
-        while st.segments.len() > 1 {
-            let front = &st.segments[0];
-            let below_start = front.next_offset <= st.log_start_offset;
-            let expired = st.config.retention_ms.is_some_and(|ms| {
+        let (retention_ms, retention_bytes) = {
+            let st = self.shared.state.borrow();
+            (st.config.retention_ms, st.config.retention_bytes)
+        };
+        self.trim_front(|front, total| {
+            let expired = retention_ms.is_some_and(|ms| {
                 let newest_ms = if front.max_timestamp >= 0 {
                     front.max_timestamp as u64
                 } else {
@@ -763,8 +760,20 @@ impl Log {
                 };
                 now.saturating_sub(newest_ms) > ms
             });
-            let oversize = st.config.retention_bytes.is_some_and(|max| total - front.size >= max);
-            if !(below_start || expired || oversize) {
+            expired || retention_bytes.is_some_and(|max| total - front.size >= max)
+        })
+    }
+
+    /// Deletes the oldest segment while it is wholly below the log start
+    /// offset or `also(segment, total log bytes)` says so; never the active
+    /// segment. Moves the log start offset to the new first segment.
+    fn trim_front(&self, mut also: impl FnMut(&Segment, u64) -> bool) -> Result<Vec<i64>> {
+        let mut st = self.shared.state.borrow_mut();
+        let mut total: u64 = st.segments.iter().map(|s| s.size).sum();
+        let mut deleted = Vec::new();
+        while st.segments.len() > 1 {
+            let front = &st.segments[0];
+            if !(front.next_offset <= st.log_start_offset || also(front, total)) {
                 break;
             }
             let seg = st
@@ -772,10 +781,9 @@ impl Log {
                 .pop_front()
                 .unwrap_or_else(|| unreachable!("len checked above"));
             total -= seg.size;
-            let next_base = st.segments[0].base_offset;
-            st.log_start_offset = st.log_start_offset.max(next_base);
+            st.log_start_offset = st.log_start_offset.max(st.segments[0].base_offset);
             seg.delete_files()?;
-            tracing::info!(dir = %self.shared.dir.display(), base_offset = seg.base_offset, "deleted segment by retention");
+            tracing::info!(dir = %self.shared.dir.display(), base_offset = seg.base_offset, "deleted segment");
             deleted.push(seg.base_offset);
         }
         Ok(deleted)
@@ -809,20 +817,8 @@ impl Log {
             write().map_err(io_err("checkpoint", &path))?;
             st.log_start_offset = offset;
         }
-        self.enforce_retention_below_start()?;
+        self.trim_front(|_, _| false)?;
         Ok(offset)
-    }
-
-    fn enforce_retention_below_start(&self) -> Result<()> {
-        let mut st = self.shared.state.borrow_mut();
-        while st.segments.len() > 1 && st.segments[0].next_offset <= st.log_start_offset {
-            let seg = st
-                .segments
-                .pop_front()
-                .unwrap_or_else(|| unreachable!("len checked above"));
-            seg.delete_files()?;
-        }
-        Ok(())
     }
 
     /// Changes the config (AlterConfigs). Takes effect from the next append,
@@ -897,25 +893,27 @@ impl Shared {
     /// One group-commit round: write everything queued, then sync if the
     /// policy or a waiter wants it. `Ok(false)` when there was nothing to do.
     async fn flush_round(self: &Rc<Self>) -> Result<bool, String> {
-        let pending = {
+        let mut pending = {
             let mut st = self.state.borrow_mut();
             let now = (self.clock)();
             if st.pending.is_empty() && !st.sync_wanted(now) {
                 return Ok(false);
             }
-            std::mem::take(&mut st.pending)
+            let spare = std::mem::take(&mut st.spare_pending);
+            std::mem::replace(&mut st.pending, spare)
         };
-        let mut rest = pending.into_iter().peekable();
-        while let Some(first) = rest.next() {
-            if first.roll_before {
-                self.roll(first.base_offset).await?;
+        // Runs of batches bound for one segment, split where a roll comes.
+        let mut i = 0;
+        while i < pending.len() {
+            if pending[i].roll_before {
+                self.roll(pending[i].base_offset).await?;
             }
-            let mut run = vec![first];
-            while let Some(p) = rest.next_if(|p| !p.roll_before) {
-                run.push(p);
-            }
-            self.write_run(run).await?;
+            let run_len = 1 + pending[i + 1..].iter().take_while(|p| !p.roll_before).count();
+            self.write_run(&mut pending[i..i + run_len]).await?;
+            i += run_len;
         }
+        pending.clear();
+        self.state.borrow_mut().spare_pending = pending;
         let (sync, file, target) = {
             let st = self.state.borrow();
             (st.sync_wanted((self.clock)()), st.writer()?.log, st.log_end_offset)
@@ -935,12 +933,12 @@ impl Shared {
 
     /// Writes batches that all land in the active segment, in one writev per
     /// IOV_MAX batches, then their new index entries.
-    async fn write_run(&self, run: Vec<Pending>) -> Result<(), String> {
+    async fn write_run(&self, run: &mut [Pending]) -> Result<(), String> {
         let (writer, position) = {
             let st = self.state.borrow();
             (st.writer()?, st.active().size)
         };
-        let bufs: Vec<Bytes> = run.iter().map(|p| p.data.clone()).collect();
+        let bufs: Vec<Bytes> = run.iter_mut().map(|p| std::mem::take(&mut p.data)).collect();
         self.io
             .write_all(&writer.log, bufs, position)
             .await
@@ -952,19 +950,18 @@ impl Shared {
             let seg = st.active_mut();
             seg.first_append_ms.get_or_insert(now);
             let mut pos = position;
-            for p in &run {
-                let len = p.data.len() as u64;
+            for p in run.iter() {
                 seg.note_batch(
                     &ScannedBatch {
                         position: pos,
-                        len,
+                        len: p.len,
                         base_offset: p.base_offset,
                         last_offset: p.last_offset,
                         max_timestamp: p.max_timestamp,
                     },
                     interval,
                 );
-                pos += len;
+                pos += p.len;
             }
             let end = seg.next_offset;
             // Index entries are hints that recovery checks and rebuilds, so
@@ -981,10 +978,9 @@ impl Shared {
             unpersisted
         };
         self.notify.notify_all();
-        write_at(&writer.index, idx, idx_pos)
-            .await
-            .and(write_at(&writer.time_index, time, time_pos).await)
-            .map_err(|e| format!("index write in {}: {e}", self.dir.display()))
+        let fail = |e: io::Error| format!("index write in {}: {e}", self.dir.display());
+        write_at(&writer.index, idx, idx_pos).await.map_err(fail)?;
+        write_at(&writer.time_index, time, time_pos).await.map_err(fail)
     }
 
     /// Closes the active segment (sync, final time-index entry) and opens a

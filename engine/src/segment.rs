@@ -164,6 +164,25 @@ pub(crate) fn scan(
     Ok(None)
 }
 
+fn rewrite_if_changed(path: &Path, on_disk: Option<&[u8]>, wanted: &[u8]) -> Result<()> {
+    if on_disk == Some(wanted) {
+        return Ok(());
+    }
+    fs::write(path, wanted).map_err(|e| LogError::io("write", path, e))
+}
+
+/// Removes a segment's three files; a file already gone is not an error.
+pub(crate) fn remove_files(paths: &SegmentPaths) -> Result<()> {
+    for p in [&paths.log, &paths.index, &paths.time_index] {
+        match fs::remove_file(p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(LogError::io("remove", p, e)),
+        }
+    }
+    Ok(())
+}
+
 fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
     match fs::read(path) {
         Ok(b) => Ok(Some(b)),
@@ -238,32 +257,14 @@ impl Segment {
 
         let index_bytes = read_optional(&paths.index)?;
         let time_bytes = read_optional(&paths.time_index)?;
-        let (mut index, mut index_dirty) = match &index_bytes {
-            Some(b) => {
-                let (idx, clean) = OffsetIndex::decode_prefix(b, file_len);
-                (idx, !clean)
-            }
-            None => (OffsetIndex::default(), file_len > 0),
+        // Entries past the final log end are cut after the scan.
+        let decoded = match (&index_bytes, &time_bytes) {
+            (Some(idx), Some(time)) => TimeIndex::decode(time, u64::from(u32::MAX))
+                .map(|time| (OffsetIndex::decode_prefix(idx, file_len).0, time)),
+            _ => None,
         };
-        // The time index is checked against the largest offset the offset
-        // index can vouch for now; entries past the final log end are cut below.
-        let mut time_index = time_bytes
-            .as_deref()
-            .and_then(|b| TimeIndex::decode(b, u64::from(u32::MAX)));
-        let mut time_dirty = false;
-        if time_index.is_none() || (file_len > 0 && (index_bytes.is_none() || time_bytes.is_none())) {
-            // missing_index: rebuild both from a full scan.
-            if file_len > 0 {
-                index_dirty = true;
-                time_dirty = true;
-                index = OffsetIndex::default();
-                time_index = Some(TimeIndex::default());
-            } else {
-                time_index = Some(TimeIndex::default());
-                time_dirty = time_bytes.as_ref().is_some_and(|b| !b.is_empty());
-            }
-        }
-        let time_index = time_index.unwrap_or_default();
+        // missing_index: without both files in order, a full scan rebuilds them.
+        let (mut index, time_index) = decoded.unwrap_or_default();
 
         // stale_index: the scan starts at the last entry that names the batch
         // at its position; entries that do not are dropped.
@@ -282,22 +283,16 @@ impl Segment {
                 break (pos, expected);
             }
             index.pop();
-            index_dirty = true;
         };
         seg.index = index;
         seg.time_index = time_index;
         seg.size = start_pos;
         seg.next_offset = start_offset;
         let interval = config.index_interval_bytes;
-        let entries_before = (seg.index.len(), seg.time_index.len());
         let stop = scan(&reader, start_pos, file_len, start_offset, |b| {
             seg.note_batch(&b, interval)
         })
         .map_err(|e| LogError::io("read", &paths.log, e))?;
-        if (seg.index.len(), seg.time_index.len()) != entries_before {
-            index_dirty = true;
-            time_dirty = true;
-        }
         if let Some(stop) = stop {
             if !newest {
                 return Err(LogError::Corrupt {
@@ -319,11 +314,9 @@ impl Segment {
                 .map_err(|e| LogError::io("truncate", &paths.log, e))?;
             file_len = stop.position;
         }
-        debug_assert_eq!(seg.size, file_len);
+        assert_eq!(seg.size, file_len, "recovery must account for every kept byte");
         let next_rel = u32::try_from(seg.next_offset - base_offset).unwrap_or(u32::MAX);
-        let before = seg.time_index.len();
         seg.time_index.truncate_from_rel(next_rel);
-        time_dirty |= before != seg.time_index.len();
         // The segment's largest timestamp: the time index vouches for the
         // batches before the scan start, the scan for the rest.
         if let Some((ts, rel)) = seg.time_index.last()
@@ -332,41 +325,53 @@ impl Segment {
             seg.max_timestamp = ts;
             seg.offset_of_max_timestamp = base_offset + i64::from(rel);
         }
-        if index_dirty || index_bytes.is_none() {
-            let mut out = Vec::new();
-            seg.index.encode_from(0, &mut out);
-            fs::write(&paths.index, &out).map_err(|e| LogError::io("write", &paths.index, e))?;
-        }
-        if time_dirty || time_bytes.is_none() {
-            let mut out = Vec::new();
-            seg.time_index.encode_from(0, &mut out);
-            fs::write(&paths.time_index, &out).map_err(|e| LogError::io("write", &paths.time_index, e))?;
-        }
+        // Rewrite an index file only when what recovery holds differs from it.
+        let mut out = Vec::new();
+        seg.index.encode_from(0, &mut out);
+        rewrite_if_changed(&paths.index, index_bytes.as_deref(), &out)?;
+        out.clear();
+        seg.time_index.encode_from(0, &mut out);
+        rewrite_if_changed(&paths.time_index, time_bytes.as_deref(), &out)?;
         seg.index_persisted = seg.index.len();
         seg.time_index_persisted = seg.time_index.len();
         Ok(seg)
     }
 
-    /// Position of the batch holding `offset` (or of the first batch after
-    /// it), scanning headers forward from the nearest index entry; `None`
-    /// when `offset` is at or past the segment's end.
+    /// Walks the headers of written batches from `pos` (a batch start),
+    /// calling `f(position, header, total_len)` until it returns false or
+    /// the written bytes end.
+    fn walk(&self, mut pos: u64, mut f: impl FnMut(u64, &BatchHeader<'_>, u64) -> bool) -> io::Result<()> {
+        while let Some(h) = read_header(&self.reader, pos, self.size)? {
+            let h = BatchHeader::parse(&h).map_err(io::Error::other)?;
+            let len = h
+                .total_len()
+                .ok_or_else(|| io::Error::other("negative batchLength in a written segment"))?
+                as u64;
+            if !f(pos, &h, len) {
+                break;
+            }
+            pos += len;
+        }
+        Ok(())
+    }
+
+    /// Position and base offset of the batch holding `offset` (or of the
+    /// first batch after it), scanning headers forward from the nearest
+    /// index entry; `None` when `offset` is at or past the segment's end.
     pub fn position_of(&self, offset: i64) -> io::Result<Option<(u64, i64)>> {
         if offset >= self.next_offset {
             return Ok(None);
         }
         let rel = self.rel(offset.max(self.base_offset));
-        let (mut pos, _) = self.index.floor(rel).map_or((0u64, 0u32), |(r, p)| (u64::from(p), r));
-        while let Some(h) = read_header(&self.reader, pos, self.size)? {
-            let h = BatchHeader::parse(&h).map_err(io::Error::other)?;
+        let from = self.index.floor(rel).map_or(0, |(_, p)| u64::from(p));
+        let mut found = None;
+        self.walk(from, |pos, h, _| {
             if h.last_offset() >= offset {
-                return Ok(Some((pos, h.base_offset())));
+                found = Some((pos, h.base_offset()));
             }
-            let len = h
-                .total_len()
-                .ok_or_else(|| io::Error::other("negative batchLength in a written segment"))?;
-            pos += len as u64;
-        }
-        Ok(None)
+            found.is_none()
+        })?;
+        Ok(found)
     }
 
     /// The end of the last whole batch that starts at or after `start` and
@@ -377,53 +382,38 @@ impl Segment {
         if limit == self.size {
             return Ok(self.size);
         }
-        let mut pos = start;
-        if let Some((_, p)) = self.index.floor_position(u32::try_from(limit).unwrap_or(u32::MAX)) {
-            pos = pos.max(u64::from(p));
-        }
-        while let Some(h) = read_header(&self.reader, pos, self.size)? {
-            let h = BatchHeader::parse(&h).map_err(io::Error::other)?;
-            let len = h
-                .total_len()
-                .ok_or_else(|| io::Error::other("negative batchLength in a written segment"))?;
-            if pos + len as u64 > limit {
-                break;
+        let from = self
+            .index
+            .floor_position(u32::try_from(limit).unwrap_or(u32::MAX))
+            .map_or(start, |(_, p)| start.max(u64::from(p)));
+        let mut end = from;
+        self.walk(from, |pos, _, len| {
+            let fits = pos + len <= limit;
+            if fits {
+                end = pos + len;
             }
-            pos += len as u64;
-        }
-        Ok(pos)
+            fits
+        })?;
+        Ok(end)
     }
 
     /// Length of the batch at `pos`.
     pub fn batch_len_at(&self, pos: u64) -> io::Result<u64> {
-        let h = read_header(&self.reader, pos, self.size)?.ok_or_else(|| io::Error::other("no batch at position"))?;
-        let h = BatchHeader::parse(&h).map_err(io::Error::other)?;
-        h.total_len()
-            .map(|l| l as u64)
-            .ok_or_else(|| io::Error::other("negative batchLength in a written segment"))
+        let mut len = None;
+        self.walk(pos, |_, _, l| {
+            len = Some(l);
+            false
+        })?;
+        len.ok_or_else(|| io::Error::other("no batch at position"))
     }
 
-    /// Visits the headers of written batches from `offset` on, stopping when
-    /// `f` returns false.
-    pub fn for_each_header_from(
-        &self,
-        offset: i64,
-        mut f: impl FnMut(u64, &BatchHeader<'_>) -> bool,
-    ) -> io::Result<()> {
-        let Some((mut pos, _)) = self.position_of(offset)? else {
-            return Ok(());
-        };
-        while let Some(h) = read_header(&self.reader, pos, self.size)? {
-            let h = BatchHeader::parse(&h).map_err(io::Error::other)?;
-            if !f(pos, &h) {
-                break;
-            }
-            let len = h
-                .total_len()
-                .ok_or_else(|| io::Error::other("negative batchLength in a written segment"))?;
-            pos += len as u64;
+    /// Visits the headers of written batches from the one holding `offset`
+    /// on, stopping when `f` returns false.
+    pub fn for_each_header_from(&self, offset: i64, mut f: impl FnMut(&BatchHeader<'_>) -> bool) -> io::Result<()> {
+        match self.position_of(offset)? {
+            Some((pos, _)) => self.walk(pos, |_, h, _| f(h)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// New index entries not yet on disk, encoded, with the file positions
@@ -443,13 +433,6 @@ impl Segment {
     /// Removes the segment's files. Open [`crate::FileSlice`]s keep the log
     /// file's inode alive until they drop.
     pub fn delete_files(&self) -> Result<()> {
-        for p in [&self.paths.log, &self.paths.index, &self.paths.time_index] {
-            match fs::remove_file(p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(LogError::io("remove", p, e)),
-            }
-        }
-        Ok(())
+        remove_files(&self.paths)
     }
 }
