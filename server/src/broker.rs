@@ -1,0 +1,257 @@
+//! Start-up and shut-down, in one place: binds one SO_REUSEPORT listener per
+//! shard, starts each shard on its own pinned thread with its own io_uring
+//! runtime, opens each shard's partitions, and stops them in two phases
+//! (stop reading requests and drain connections; then flush and close the
+//! logs).
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::BrokerConfig;
+use crate::meta::{MetaStore, Snapshot};
+use crate::shard::{Common, Inbox, Shard, ShardId};
+use crate::util::Flag;
+
+/// Why the broker did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("data directory {0} is in use by another broker")]
+    Locked(PathBuf),
+    #[error("listening on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("shard {shard}: {reason}")]
+    Shard { shard: usize, reason: String },
+}
+
+/// A running broker. Dropping it without [`Broker::shutdown`] leaves the
+/// shard threads running until the process exits.
+#[derive(Debug)]
+pub struct Broker {
+    addr: SocketAddr,
+    common: Arc<Common>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    _lock: File,
+}
+
+/// How long shutdown waits for connections to finish in-flight requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+fn lock_data_dir(dir: &std::path::Path) -> Result<File, StartError> {
+    let err = |source| StartError::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let f = File::create(dir.join(".lock")).map_err(err)?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|_| StartError::Locked(dir.to_path_buf()))?;
+    Ok(f)
+}
+
+impl Broker {
+    /// Starts the broker; returns once every shard listens and has opened
+    /// its partitions. `config` must have been through
+    /// [`BrokerConfig::finish`].
+    pub fn start(config: BrokerConfig) -> Result<Self, StartError> {
+        let lock = lock_data_dir(&config.data_dir)?;
+        let store = MetaStore::open(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let snapshot = Arc::new(store.snapshot());
+        let shards = config.shard_count();
+        // Bind the first listener (port 0 picks one), then the others to the
+        // same address.
+        let first = bind(config.listen).map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        let addr = first.local_addr().map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+        let mut listeners = vec![first];
+        for _ in 1..shards {
+            listeners.push(bind(addr).map_err(|source| StartError::Listen { addr, source })?);
+        }
+        let mut config = config;
+        if config.listen.port() == 0 && config.advertised_port == 0 || config.advertised_port == config.listen.port() {
+            config.advertised_port = addr.port();
+        }
+        let inboxes: Arc<[Inbox]> = (0..shards).map(|_| Inbox::default()).collect();
+        let common = Arc::new(Common {
+            config: Arc::new(config),
+            inboxes,
+            connections: AtomicUsize::new(0),
+        });
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
+        let mut store = Some(store);
+        let mut threads = Vec::with_capacity(shards);
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let common = common.clone();
+            let snapshot = snapshot.clone();
+            let store = if i == 0 { store.take() } else { None };
+            let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
+            let ready = ready_tx.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("sluice-shard-{i}"))
+                .spawn(move || shard_thread(ShardId(i), common, snapshot, store, listener, core, ready))
+                .map_err(|e| StartError::Shard {
+                    shard: i,
+                    reason: e.to_string(),
+                })?;
+            threads.push(t);
+        }
+        drop(ready_tx);
+        let broker = Self {
+            addr,
+            common,
+            threads,
+            _lock: lock,
+        };
+        for _ in 0..shards {
+            match ready_rx.recv() {
+                Ok((_, Ok(()))) => {}
+                Ok((shard, Err(reason))) => {
+                    broker.shutdown();
+                    return Err(StartError::Shard { shard, reason });
+                }
+                Err(_) => {
+                    broker.shutdown();
+                    return Err(StartError::Shard {
+                        shard: 0,
+                        reason: "a shard thread exited during start-up".into(),
+                    });
+                }
+            }
+        }
+        Ok(broker)
+    }
+
+    /// The address the shards listen on (with the real port when the config
+    /// asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.common.config
+    }
+
+    /// Runs `job` on every shard and waits (up to `timeout`) for each to
+    /// report completion.
+    fn on_every_shard(&self, timeout: Duration, job: fn(Rc<Shard>, mpsc::Sender<()>)) -> bool {
+        let (tx, rx) = mpsc::channel();
+        for inbox in self.common.inboxes.iter() {
+            let tx = tx.clone();
+            inbox.push(Box::new(move |shard: &Rc<Shard>| job(shard.clone(), tx)));
+        }
+        drop(tx);
+        let deadline = std::time::Instant::now() + timeout;
+        for _ in 0..self.common.inboxes.len() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if rx.recv_timeout(left).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Stops accepting, lets connections finish their in-flight requests,
+    /// then flushes and closes every partition and joins the shard threads.
+    pub fn shutdown(self) {
+        let drained = self.on_every_shard(DRAIN_TIMEOUT, |shard, done| {
+            shard.stopping.set();
+            compio::runtime::spawn(async move {
+                while shard.live_connections.get() > 0 {
+                    shard.connections_changed.next().await;
+                }
+                let _ = done.send(());
+            })
+            .detach();
+        });
+        if !drained {
+            tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing logs anyway");
+        }
+        self.on_every_shard(Duration::from_secs(60), |shard, done| {
+            compio::runtime::spawn(async move {
+                shard.close_partitions().await;
+                EXIT.with(|f| f.set());
+                let _ = done.send(());
+            })
+            .detach();
+        });
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+thread_local! {
+    /// Set on a shard thread when its runtime should return.
+    static EXIT: Rc<Flag> = Rc::new(Flag::default());
+}
+
+fn shard_thread(
+    id: ShardId,
+    common: Arc<Common>,
+    snapshot: Arc<Snapshot>,
+    store: Option<MetaStore>,
+    listener: std::net::TcpListener,
+    core: Option<core_affinity::CoreId>,
+    ready: mpsc::Sender<(usize, Result<(), String>)>,
+) {
+    if let Some(core) = core
+        && !core_affinity::set_for_current(core)
+    {
+        tracing::warn!(shard = id.0, "could not pin the shard thread to its core");
+    }
+    let runtime = match compio::runtime::RuntimeBuilder::new().build() {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ready.send((id.0, Err(format!("io_uring runtime: {e}"))));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let shard = Shard::new(id, common, Arc::new(Snapshot::default()), store);
+        compio::runtime::spawn(shard.clone().run_inbox()).detach();
+        let listener = match compio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = ready.send((id.0, Err(format!("listener: {e}"))));
+                return;
+            }
+        };
+        let opened = shard.install(snapshot).await;
+        let ok = opened.is_ok();
+        let _ = ready.send((id.0, opened));
+        if ok {
+            compio::runtime::spawn(shard.clone().housekeeping()).detach();
+            compio::runtime::spawn(crate::net::accept_loop(shard.clone(), listener)).detach();
+        }
+        let exit = EXIT.with(Rc::clone);
+        exit.wait().await;
+    });
+}

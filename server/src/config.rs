@@ -1,0 +1,409 @@
+//! Broker settings: command-line flags, an optional TOML file and `-o key=value`
+//! overrides, named after the Kafka broker settings users already know.
+//!
+//! Precedence, lowest first: built-in defaults, the TOML file, `-o` overrides,
+//! dedicated flags (`--listen`, `--data-dir`, ...). Every limit the broker
+//! enforces is one of these settings.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use sluice_engine::{FlushPolicy, LogConfig};
+
+/// Errors in the configuration; startup stops with the message.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown setting `{0}` (see `sluice --help-settings`)")]
+    Unknown(String),
+    #[error("setting `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+    #[error("config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+}
+
+/// Everything the broker runs with. Immutable after startup; shared by all
+/// shards behind an `Arc`.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// `listeners`: address every shard binds with SO_REUSEPORT.
+    pub listen: SocketAddr,
+    /// `advertised.listeners`: host and port written into Metadata; the
+    /// listen address when unset.
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    /// `log.dirs`: one directory for all partitions and broker metadata.
+    pub data_dir: PathBuf,
+    /// Shards (threads pinned to cores); all cores when `None`.
+    pub cores: Option<usize>,
+    /// `node.id`.
+    pub node_id: i32,
+    /// `num.partitions`: partitions of an auto-created topic.
+    pub num_partitions: i32,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics: bool,
+    /// `message.max.bytes`: largest record batch accepted.
+    pub message_max_bytes: u32,
+    /// `log.segment.bytes`.
+    pub log_segment_bytes: u64,
+    /// `log.roll.ms`.
+    pub log_roll_ms: u64,
+    /// `log.retention.ms`; -1 keeps data forever.
+    pub log_retention_ms: i64,
+    /// `log.retention.bytes`; -1 is unlimited.
+    pub log_retention_bytes: i64,
+    /// `log.retention.check.interval.ms`.
+    pub log_retention_check_interval_ms: u64,
+    /// `log.flush.interval.ms`: unset (`None`) leaves acks=1 data to the
+    /// page cache, 0 syncs every flush round, N bounds the unsynced window.
+    pub log_flush_interval_ms: Option<u64>,
+    /// `socket.request.max.bytes`: larger frames close the connection.
+    pub socket_request_max_bytes: u32,
+    /// `max.connections`: across all shards; more are accepted and closed.
+    pub max_connections: usize,
+    /// `queued.max.request.bytes`: bytes of requests in flight per shard
+    /// before it stops reading from its sockets.
+    pub queued_max_request_bytes: u64,
+    /// `max.inflight.requests.per.connection`: pipelined requests per
+    /// connection being processed at once.
+    pub max_inflight_requests_per_connection: usize,
+    /// `fetch.max.bytes`: cap on one Fetch response.
+    pub fetch_max_bytes: u32,
+    /// `sluice.fetch.zero.copy`: splice file parts to the socket; false
+    /// copies them through memory (for comparison benchmarks).
+    pub fetch_zero_copy: bool,
+    /// `cluster.id` reported in Metadata and DescribeCluster.
+    pub cluster_id: String,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertised_host: String::new(),
+            advertised_port: 0,
+            data_dir: PathBuf::from("./sluice-data"),
+            cores: None,
+            node_id: 0,
+            num_partitions: 1,
+            auto_create_topics: true,
+            message_max_bytes: 1_048_588,
+            log_segment_bytes: 1 << 30,
+            log_roll_ms: 7 * 24 * 3_600_000,
+            log_retention_ms: 7 * 24 * 3_600_000,
+            log_retention_bytes: -1,
+            log_retention_check_interval_ms: 300_000,
+            log_flush_interval_ms: None,
+            socket_request_max_bytes: 100 * 1024 * 1024,
+            max_connections: 10_000,
+            queued_max_request_bytes: 256 * 1024 * 1024,
+            max_inflight_requests_per_connection: 32,
+            fetch_max_bytes: 55 * 1024 * 1024,
+            fetch_zero_copy: true,
+            cluster_id: "sluice-cluster".into(),
+        }
+    }
+}
+
+/// The settings accepted in the TOML file and by `-o`, with their meaning.
+pub const SETTINGS: &[(&str, &str)] = &[
+    ("listeners", "host:port to listen on (default 127.0.0.1:9092)"),
+    (
+        "advertised.listeners",
+        "host:port given to clients (default: the listen address)",
+    ),
+    ("log.dirs", "data directory (default ./sluice-data)"),
+    ("num.cores", "shards, one pinned thread each (default: all cores)"),
+    ("node.id", "broker id (default 0)"),
+    ("cluster.id", "cluster id reported to clients"),
+    ("num.partitions", "partitions of auto-created topics (default 1)"),
+    (
+        "auto.create.topics.enable",
+        "create unknown topics on Metadata/Produce (default true)",
+    ),
+    ("message.max.bytes", "largest record batch (default 1048588)"),
+    ("log.segment.bytes", "segment size before a roll (default 1 GiB)"),
+    ("log.roll.ms", "segment age before a roll (default 7 days)"),
+    (
+        "log.retention.ms",
+        "delete segments older than this, -1 = never (default 7 days)",
+    ),
+    (
+        "log.retention.bytes",
+        "delete oldest segments above this size, -1 = never (default -1)",
+    ),
+    (
+        "log.retention.check.interval.ms",
+        "how often retention runs (default 300000)",
+    ),
+    (
+        "log.flush.interval.ms",
+        "fdatasync cadence for acks=0/1 data: unset = page cache only, 0 = every write (default unset)",
+    ),
+    ("socket.request.max.bytes", "largest request frame (default 104857600)"),
+    ("max.connections", "connections across all shards (default 10000)"),
+    (
+        "queued.max.request.bytes",
+        "request bytes in flight per shard before reads pause (default 268435456)",
+    ),
+    (
+        "max.inflight.requests.per.connection",
+        "pipelined requests processed at once (default 32)",
+    ),
+    ("fetch.max.bytes", "cap on one Fetch response (default 57671680)"),
+    ("sluice.fetch.zero.copy", "splice log bytes to sockets (default true)"),
+];
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    value.trim().parse().map_err(|e: T::Err| invalid(key, e.to_string()))
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(invalid(key, format!("expected true or false, got `{other}`"))),
+    }
+}
+
+/// Splits `host:port`, accepting a `PLAINTEXT://` prefix as Kafka writes it.
+fn parse_host_port(key: &str, value: &str) -> Result<(String, u16), ConfigError> {
+    let v = value.trim();
+    let v = v.split_once("://").map_or(v, |(_, rest)| rest);
+    let (host, port) = v
+        .rsplit_once(':')
+        .ok_or_else(|| invalid(key, format!("expected host:port, got `{value}`")))?;
+    let port = parse_num::<u16>(key, port)?;
+    Ok((host.trim_matches(['[', ']']).to_string(), port))
+}
+
+impl BrokerConfig {
+    /// Applies one setting by its Kafka name.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        match key {
+            "listeners" | "listen" => {
+                let (host, port) = parse_host_port(key, value)?;
+                let host = if host.is_empty() { "0.0.0.0".to_string() } else { host };
+                let addr = if host == "localhost" {
+                    "127.0.0.1".to_string()
+                } else {
+                    host
+                };
+                self.listen = format!("{}:{port}", if addr.contains(':') { format!("[{addr}]") } else { addr })
+                    .parse()
+                    .map_err(|e: std::net::AddrParseError| invalid(key, e.to_string()))?;
+            }
+            "advertised.listeners" | "advertised" => {
+                let (host, port) = parse_host_port(key, value)?;
+                self.advertised_host = host;
+                self.advertised_port = port;
+            }
+            "log.dirs" | "log.dir" | "data.dir" => self.data_dir = PathBuf::from(value.trim()),
+            "num.cores" => {
+                let n: usize = parse_num(key, value)?;
+                if n == 0 {
+                    return Err(invalid(key, "must be at least 1"));
+                }
+                self.cores = Some(n);
+            }
+            "node.id" | "broker.id" => self.node_id = parse_num(key, value)?,
+            "cluster.id" => self.cluster_id = value.trim().to_string(),
+            "num.partitions" => {
+                let n: i32 = parse_num(key, value)?;
+                if n < 1 {
+                    return Err(invalid(key, "must be at least 1"));
+                }
+                self.num_partitions = n;
+            }
+            "auto.create.topics.enable" => self.auto_create_topics = parse_bool(key, value)?,
+            "message.max.bytes" => self.message_max_bytes = parse_num(key, value)?,
+            "log.segment.bytes" => self.log_segment_bytes = parse_num(key, value)?,
+            "log.roll.ms" => self.log_roll_ms = parse_num(key, value)?,
+            "log.retention.ms" => self.log_retention_ms = parse_num(key, value)?,
+            "log.retention.hours" => self.log_retention_ms = parse_num::<i64>(key, value)?.saturating_mul(3_600_000),
+            "log.retention.bytes" => self.log_retention_bytes = parse_num(key, value)?,
+            "log.retention.check.interval.ms" => {
+                self.log_retention_check_interval_ms = parse_num(key, value)?;
+                if self.log_retention_check_interval_ms == 0 {
+                    return Err(invalid(key, "must be positive"));
+                }
+            }
+            "log.flush.interval.ms" => {
+                let v = value.trim();
+                self.log_flush_interval_ms = if v.is_empty() || v == "none" || v == "-1" {
+                    None
+                } else {
+                    Some(parse_num(key, v)?)
+                };
+            }
+            "socket.request.max.bytes" => {
+                let n: u32 = parse_num(key, value)?;
+                if n < 1024 || n > i32::MAX as u32 {
+                    return Err(invalid(key, "must be in [1024, 2147483647]"));
+                }
+                self.socket_request_max_bytes = n;
+            }
+            "max.connections" => self.max_connections = parse_num(key, value)?,
+            "queued.max.request.bytes" => self.queued_max_request_bytes = parse_num(key, value)?,
+            "max.inflight.requests.per.connection" => {
+                let n: usize = parse_num(key, value)?;
+                if n == 0 {
+                    return Err(invalid(key, "must be at least 1"));
+                }
+                self.max_inflight_requests_per_connection = n;
+            }
+            "fetch.max.bytes" => self.fetch_max_bytes = parse_num(key, value)?,
+            "sluice.fetch.zero.copy" => self.fetch_zero_copy = parse_bool(key, value)?,
+            other => return Err(ConfigError::Unknown(other.to_string())),
+        }
+        Ok(())
+    }
+
+    /// Applies a TOML file. Keys may be written quoted (`"num.partitions" =
+    /// 3`) or as TOML's dotted keys (`num.partitions = 3`); both mean the
+    /// Kafka setting of that name.
+    pub fn load_toml(&mut self, path: &std::path::Path) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::File {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
+        let mut flat = BTreeMap::new();
+        flatten("", &toml::Value::Table(table), &mut flat);
+        for (k, v) in flat {
+            self.set(&k, &v)?;
+        }
+        Ok(())
+    }
+
+    /// Fills in derived values and checks cross-setting constraints.
+    pub fn finish(&mut self) -> Result<(), ConfigError> {
+        if self.advertised_host.is_empty() {
+            self.advertised_host = match self.listen.ip() {
+                ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+                ip => ip.to_string(),
+            };
+        }
+        if self.advertised_port == 0 {
+            self.advertised_port = self.listen.port();
+        }
+        if u64::from(self.socket_request_max_bytes) > self.queued_max_request_bytes {
+            return Err(invalid(
+                "queued.max.request.bytes",
+                "must be at least socket.request.max.bytes, or a maximal request could never be read",
+            ));
+        }
+        self.default_log_config()
+            .validate()
+            .map_err(|e| invalid("log.*", e.to_string()))?;
+        Ok(())
+    }
+
+    /// The number of shards to run.
+    pub fn shard_count(&self) -> usize {
+        self.cores
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// Log settings of a topic with no overrides.
+    pub fn default_log_config(&self) -> LogConfig {
+        LogConfig {
+            segment_bytes: self.log_segment_bytes,
+            segment_ms: self.log_roll_ms,
+            retention_ms: u64::try_from(self.log_retention_ms).ok(),
+            retention_bytes: u64::try_from(self.log_retention_bytes).ok(),
+            max_batch_bytes: self.message_max_bytes,
+            flush: match self.log_flush_interval_ms {
+                None => FlushPolicy::Never,
+                Some(0) => FlushPolicy::Always,
+                Some(ms) => FlushPolicy::IntervalMs(ms),
+            },
+            ..LogConfig::default()
+        }
+    }
+}
+
+fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        toml::Value::String(s) => {
+            out.insert(prefix.to_string(), s.clone());
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_embedded_single_node() {
+        let mut c = BrokerConfig::default();
+        c.finish().unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9092");
+        assert_eq!((c.advertised_host.as_str(), c.advertised_port), ("127.0.0.1", 9092));
+        assert_eq!(c.data_dir, PathBuf::from("./sluice-data"));
+        assert_eq!(c.socket_request_max_bytes, 100 * 1024 * 1024);
+        assert_eq!(c.default_log_config().flush, FlushPolicy::Never);
+    }
+
+    #[test]
+    fn toml_accepts_dotted_and_quoted_kafka_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(
+            &path,
+            "num.partitions = 6\n\"log.retention.ms\" = -1\nlisteners = \"PLAINTEXT://0.0.0.0:19092\"\n\
+             log.flush.interval.ms = 0\nauto.create.topics.enable = false\n",
+        )
+        .unwrap();
+        let mut c = BrokerConfig::default();
+        c.load_toml(&path).unwrap();
+        c.finish().unwrap();
+        assert_eq!(c.num_partitions, 6);
+        assert_eq!(c.default_log_config().retention_ms, None);
+        assert_eq!(c.listen.port(), 19092);
+        assert_eq!(c.advertised_host, "127.0.0.1");
+        assert!(!c.auto_create_topics);
+        assert_eq!(c.default_log_config().flush, FlushPolicy::Always);
+    }
+
+    #[test]
+    fn unknown_and_invalid_settings_are_errors() {
+        let mut c = BrokerConfig::default();
+        assert!(matches!(c.set("no.such.thing", "1"), Err(ConfigError::Unknown(_))));
+        assert!(matches!(c.set("num.partitions", "0"), Err(ConfigError::Invalid { .. })));
+        assert!(matches!(
+            c.set("message.max.bytes", "lots"),
+            Err(ConfigError::Invalid { .. })
+        ));
+        assert!(matches!(c.set("listeners", "nohost"), Err(ConfigError::Invalid { .. })));
+        c.set("queued.max.request.bytes", "10").unwrap();
+        assert!(c.finish().is_err());
+    }
+}

@@ -1,0 +1,30 @@
+//! Kafka error codes and the one place where engine errors become them.
+
+pub use kafka_protocol::ResponseError as ErrorCode;
+use sluice_engine::LogError;
+use sluice_engine::batch::BatchError;
+
+/// The Kafka error code a client gets for an engine error.
+pub fn for_log_error(e: &LogError) -> ErrorCode {
+    match e {
+        LogError::Batch(b) => match b {
+            BatchError::TooLarge { .. } => ErrorCode::MessageTooLarge,
+            BatchError::BadMagic(_) => ErrorCode::UnsupportedForMessageFormat,
+            BatchError::Truncated { .. }
+            | BatchError::LengthMismatch { .. }
+            | BatchError::CrcMismatch { .. }
+            | BatchError::RecordCountMismatch { .. } => ErrorCode::CorruptMessage,
+        },
+        LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        LogError::Poisoned { .. } | LogError::Io { .. } | LogError::Corrupt { .. } => ErrorCode::KafkaStorageError,
+        // A log closes only when its partition is deleted or the broker
+        // stops: the client should look up the leader again.
+        LogError::Closed => ErrorCode::NotLeaderOrFollower,
+        LogError::Config(_) => ErrorCode::InvalidConfig,
+    }
+}
+
+/// The wire value, 0 for success.
+pub fn code(e: Option<ErrorCode>) -> i16 {
+    e.map_or(0, |e| e.code())
+}

@@ -1,0 +1,257 @@
+//! CreateTopics, DeleteTopics and CreatePartitions. Every change runs on the
+//! controller shard (shard 0), one at a time, and is answered only after
+//! every shard has installed the new metadata and opened or removed its
+//! partitions.
+
+use std::collections::BTreeMap;
+
+use bytes::BytesMut;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
+    DeleteTopicsResponse, TopicName,
+};
+
+use super::{Ctx, Outcome, str_bytes};
+use crate::error_codes::ErrorCode;
+use crate::meta::{MetaError, MetaStore};
+use crate::shard::{Shard, ShardGone, ShardId};
+
+/// Runs `f` on the controller's metadata store, then publishes the result to
+/// every shard if it changed anything. Admin changes are serialised.
+pub async fn controller<T, F>(shard: &Shard, f: F) -> Result<T, ShardGone>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut MetaStore) -> T + Send + 'static,
+{
+    shard
+        .submit_to(ShardId(0), move |ctl| async move {
+            while ctl.admin_busy.get() {
+                ctl.admin_done.next().await;
+            }
+            ctl.admin_busy.set(true);
+            let (out, changed) = {
+                let mut store = ctl.store.borrow_mut();
+                match store.as_mut() {
+                    Some(store) => {
+                        let before = store.version();
+                        let out = f(store);
+                        (Some(out), store.version() != before)
+                    }
+                    None => (None, false),
+                }
+            };
+            if changed && let Err(e) = ctl.publish().await {
+                tracing::error!(error = %e, "installing new metadata");
+            }
+            ctl.admin_busy.set(false);
+            ctl.admin_done.notify();
+            out
+        })
+        .await?
+        .ok_or(ShardGone)
+}
+
+fn not_available() -> MetaError {
+    MetaError {
+        code: ErrorCode::NotController,
+        message: "the controller shard is not available".into(),
+    }
+}
+
+/// One topic of a CreateTopics request, checked for what the controller
+/// cannot see (duplicates within the request, replication).
+#[derive(Debug)]
+struct TopicSpec {
+    name: String,
+    partitions: i32,
+    configs: BTreeMap<String, String>,
+    duplicate: bool,
+    bad_rf: bool,
+}
+
+pub async fn create_topics(ctx: Ctx, body: BytesMut) -> Outcome {
+    let req: CreateTopicsRequest = match ctx.decode(body) {
+        Ok(r) => r,
+        Err(o) => return o,
+    };
+    let default_partitions = ctx.shard.config().num_partitions;
+    let validate_only = req.validate_only;
+    let mut seen = std::collections::HashSet::new();
+    let specs: Vec<TopicSpec> = req
+        .topics
+        .iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let duplicate = !seen.insert(name.clone());
+            let partitions = if t.num_partitions == -1 {
+                default_partitions
+            } else {
+                t.num_partitions
+            };
+            let configs = t
+                .configs
+                .iter()
+                .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
+                .collect();
+            let bad_rf = !(t.replication_factor == -1 || t.replication_factor == 1) || !t.assignments.is_empty();
+            TopicSpec {
+                name,
+                partitions,
+                configs,
+                duplicate,
+                bad_rf,
+            }
+        })
+        .collect();
+    let answers = controller(&ctx.shard, move |store| {
+        specs
+            .into_iter()
+            .map(|spec| {
+                let TopicSpec {
+                    name,
+                    partitions,
+                    configs,
+                    duplicate,
+                    bad_rf,
+                } = spec;
+                if duplicate {
+                    return Err(MetaError {
+                        code: ErrorCode::InvalidRequest,
+                        message: format!("topic `{name}` appears more than once in the request"),
+                    });
+                }
+                if bad_rf {
+                    return Err(MetaError {
+                        code: ErrorCode::InvalidReplicationFactor,
+                        message: "this broker has one node: replication factor must be 1 (or -1)".into(),
+                    });
+                }
+                if validate_only {
+                    store.check_create(&name, partitions, &configs)?;
+                    return Ok((uuid::Uuid::nil(), partitions));
+                }
+                store
+                    .create_topic(&name, partitions, configs)
+                    .map(|t| (t.id, t.partitions))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_else(|_| req.topics.iter().map(|_| Err(not_available())).collect());
+    let mut resp = CreateTopicsResponse::default();
+    for (t, answer) in req.topics.iter().zip(answers) {
+        let mut r = CreatableTopicResult::default();
+        r.name = t.name.clone();
+        match answer {
+            Ok((id, partitions)) => {
+                r.topic_id = id;
+                r.num_partitions = partitions;
+                r.replication_factor = 1;
+            }
+            Err(e) => {
+                r.error_code = e.code.code();
+                r.error_message = Some(str_bytes(&e.message));
+                r.num_partitions = -1;
+                r.replication_factor = -1;
+            }
+        }
+        resp.topics.push(r);
+    }
+    ctx.respond(&resp)
+}
+
+pub async fn delete_topics(ctx: Ctx, body: BytesMut) -> Outcome {
+    let req: DeleteTopicsRequest = match ctx.decode(body) {
+        Ok(r) => r,
+        Err(o) => return o,
+    };
+    // v0-5 name topics in `topic_names`; v6 uses `topics` (name or id).
+    let snapshot = ctx.shard.meta();
+    let targets: Vec<(Option<String>, uuid::Uuid)> = if ctx.version >= 6 {
+        req.topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id))
+            .collect()
+    } else {
+        req.topic_names
+            .iter()
+            .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
+            .collect()
+    };
+    let resolved: Vec<(Option<String>, uuid::Uuid, Option<String>)> = targets
+        .into_iter()
+        .map(|(name, id)| {
+            let by_name = name
+                .clone()
+                .or_else(|| snapshot.topic_by_id(&id).map(|t| t.name.to_string()));
+            (name, id, by_name)
+        })
+        .collect();
+    let jobs: Vec<Option<String>> = resolved.iter().map(|r| r.2.clone()).collect();
+    let n = jobs.len();
+    let answers = controller(&ctx.shard, move |store| {
+        jobs.into_iter()
+            .map(|name| match name {
+                Some(name) => store.delete_topic(&name).map(|t| t.id),
+                None => Err(MetaError {
+                    code: ErrorCode::UnknownTopicId,
+                    message: "unknown topic id".into(),
+                }),
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_else(|_| (0..n).map(|_| Err(not_available())).collect());
+    let mut resp = DeleteTopicsResponse::default();
+    for ((name, id, resolved_name), answer) in resolved.into_iter().zip(answers) {
+        let mut r = DeletableTopicResult::default();
+        r.name = resolved_name.or(name).map(|n| TopicName(str_bytes(&n)));
+        r.topic_id = id;
+        match answer {
+            Ok(id) => r.topic_id = id,
+            Err(e) => {
+                r.error_code = e.code.code();
+                r.error_message = Some(str_bytes(&e.message));
+            }
+        }
+        resp.responses.push(r);
+    }
+    ctx.respond(&resp)
+}
+
+pub async fn create_partitions(ctx: Ctx, body: BytesMut) -> Outcome {
+    let req: CreatePartitionsRequest = match ctx.decode(body) {
+        Ok(r) => r,
+        Err(o) => return o,
+    };
+    let validate_only = req.validate_only;
+    let jobs: Vec<(String, i32)> = req.topics.iter().map(|t| (t.name.0.to_string(), t.count)).collect();
+    let n = jobs.len();
+    let answers = controller(&ctx.shard, move |store| {
+        jobs.into_iter()
+            .map(|(name, count)| {
+                if validate_only {
+                    store.check_partitions(&name, count).map(|_| ())
+                } else {
+                    store.create_partitions(&name, count).map(|_| ())
+                }
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_else(|_| (0..n).map(|_| Err(not_available())).collect());
+    let mut resp = CreatePartitionsResponse::default();
+    for (t, answer) in req.topics.iter().zip(answers) {
+        let mut r = CreatePartitionsTopicResult::default();
+        r.name = t.name.clone();
+        if let Err(e) = answer {
+            r.error_code = e.code.code();
+            r.error_message = Some(str_bytes(&e.message));
+        }
+        resp.results.push(r);
+    }
+    ctx.respond(&resp)
+}

@@ -1,0 +1,209 @@
+//! Fetch: reads file slices from the owning shards and answers with a
+//! response whose record bytes are file parts. Long polling: when fewer than
+//! `min_bytes` are available, each owner waits for an append to one of the
+//! requested partitions (the log's change notification, no timer loop) or
+//! for `max_wait_ms`, whichever comes first.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use kafka_protocol::messages::FetchRequest;
+use sluice_engine::{FileSlice, LogError, ReadBound};
+use uuid::Uuid;
+
+use super::{Ctx, Outcome};
+use crate::error_codes::{self, ErrorCode};
+use crate::protocol::fetch::{self as codec, PartitionData, Top, TopicData};
+use crate::shard::Shard;
+use crate::util::race;
+
+/// One requested partition, resolved against the metadata.
+#[derive(Debug, Clone)]
+struct Wanted {
+    topic: Option<Arc<str>>,
+    partition: i32,
+    offset: i64,
+    max_bytes: u64,
+    /// Error found before reading (unknown topic).
+    error: Option<ErrorCode>,
+}
+
+pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
+    let req: FetchRequest = match ctx.decode(body) {
+        Ok(r) => r,
+        Err(o) => return o,
+    };
+    let start = Instant::now();
+    let snapshot = ctx.shard.meta();
+    let mut layout: Vec<(Arc<str>, Uuid, usize)> = Vec::new();
+    let mut wanted: Vec<Wanted> = Vec::new();
+    for t in &req.topics {
+        let meta = if ctx.version >= 13 {
+            snapshot.topic_by_id(&t.topic_id).cloned()
+        } else {
+            snapshot.topic(t.topic.0.as_str()).cloned()
+        };
+        let name: Arc<str> = meta
+            .as_ref()
+            .map_or_else(|| t.topic.0.as_str().into(), |m| m.name.clone());
+        layout.push((name, t.topic_id, t.partitions.len()));
+        for p in &t.partitions {
+            let error = match &meta {
+                None if ctx.version >= 13 => Some(ErrorCode::UnknownTopicId),
+                None => Some(ErrorCode::UnknownTopicOrPartition),
+                Some(m) if p.partition < 0 || p.partition >= m.partitions => Some(ErrorCode::UnknownTopicOrPartition),
+                Some(_) => None,
+            };
+            wanted.push(Wanted {
+                topic: meta.as_ref().map(|m| m.name.clone()),
+                partition: p.partition,
+                offset: p.fetch_offset,
+                max_bytes: u64::try_from(p.partition_max_bytes).unwrap_or(0),
+                error,
+            });
+        }
+    }
+    let max_bytes = u64::try_from(req.max_bytes)
+        .unwrap_or(0)
+        .min(u64::from(ctx.shard.config().fetch_max_bytes));
+    let min_bytes = u64::try_from(req.min_bytes).unwrap_or(0);
+    let max_wait = Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0));
+    let mut results = read_all(&ctx.shard, &wanted, max_bytes).await;
+    loop {
+        let total: u64 = results.iter().map(|r| r.records.as_ref().map_or(0, |s| s.len)).sum();
+        let any_error = results.iter().any(|r| r.error_code != 0);
+        let elapsed = start.elapsed();
+        if total >= min_bytes.max(1) || any_error || elapsed >= max_wait || wanted.is_empty() {
+            break;
+        }
+        if total > 0 && total >= min_bytes {
+            break;
+        }
+        // Wait on every requested partition's owner for new data.
+        let deadline = start + max_wait;
+        let waits = wanted
+            .iter()
+            .filter_map(|w| w.topic.clone().map(|t| (t, w.partition, w.offset)))
+            .map(|(topic, partition, offset)| {
+                let owner = ctx.shard.owner_of(&topic, partition);
+                let shard = ctx.shard.clone();
+                Box::pin(async move {
+                    let _ = shard
+                        .submit_to(owner, move |s| wait_for_data(s, topic, partition, offset, deadline))
+                        .await;
+                })
+            })
+            .collect::<Vec<_>>();
+        if waits.is_empty() {
+            break;
+        }
+        let _ = race(futures_util::future::select_all(waits), ctx.shard.stopping.wait()).await;
+        results = read_all(&ctx.shard, &wanted, max_bytes).await;
+        if ctx.shard.stopping.is_set() {
+            break;
+        }
+    }
+    let mut results = results.into_iter();
+    let mut topics = Vec::with_capacity(layout.len());
+    for (name, topic_id, count) in layout {
+        topics.push(TopicData {
+            name,
+            topic_id,
+            partitions: results.by_ref().take(count).collect(),
+        });
+    }
+    let top = Top {
+        throttle_time_ms: 0,
+        error_code: 0,
+        session_id: 0,
+    };
+    Outcome::Respond(codec::encode(ctx.version, ctx.header.correlation_id, top, &topics))
+}
+
+fn failed(partition: i32, code: ErrorCode) -> PartitionData {
+    PartitionData {
+        partition_index: partition,
+        error_code: code.code(),
+        high_watermark: -1,
+        last_stable_offset: -1,
+        log_start_offset: -1,
+        records: None,
+    }
+}
+
+/// Reads every wanted partition on its owner, then keeps slices in request
+/// order while they fit in `max_bytes` (the first non-empty one always
+/// fits, as in Kafka, so a consumer is never stuck behind a large batch).
+async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted], max_bytes: u64) -> Vec<PartitionData> {
+    let reads = wanted.iter().map(|w| {
+        let shard = shard.clone();
+        let w = w.clone();
+        async move {
+            let (Some(topic), None) = (w.topic.clone(), w.error) else {
+                return failed(w.partition, w.error.unwrap_or(ErrorCode::UnknownTopicOrPartition));
+            };
+            let owner = shard.owner_of(&topic, w.partition);
+            let max = w.max_bytes.min(max_bytes);
+            shard
+                .submit_to(owner, move |s| async move {
+                    read_partition(&s, &topic, w.partition, w.offset, max)
+                })
+                .await
+                .unwrap_or_else(|_| failed(w.partition, ErrorCode::NotLeaderOrFollower))
+        }
+    });
+    let mut results = futures_util::future::join_all(reads).await;
+    let mut total = 0u64;
+    for r in &mut results {
+        if let Some(slice) = &r.records {
+            if total > 0 && total + slice.len > max_bytes {
+                r.records = None;
+            } else {
+                total += slice.len;
+            }
+        }
+    }
+    results
+}
+
+fn read_partition(shard: &Shard, topic: &str, partition: i32, offset: i64, max_bytes: u64) -> PartitionData {
+    let Some(p) = shard.partition(topic, partition) else {
+        return failed(partition, ErrorCode::UnknownTopicOrPartition);
+    };
+    match p.log.read(offset, max_bytes.max(1), ReadBound::HighWatermark) {
+        Ok(r) => PartitionData {
+            partition_index: partition,
+            error_code: 0,
+            high_watermark: r.high_watermark,
+            last_stable_offset: r.high_watermark,
+            log_start_offset: r.log_start_offset,
+            records: r.slice.filter(|s: &FileSlice| s.len > 0),
+        },
+        Err(e @ LogError::OffsetOutOfRange { .. }) => PartitionData {
+            high_watermark: p.log.high_watermark(),
+            last_stable_offset: p.log.high_watermark(),
+            log_start_offset: p.log.log_start_offset(),
+            ..failed(partition, error_codes::for_log_error(&e))
+        },
+        Err(e) => failed(partition, error_codes::for_log_error(&e)),
+    }
+}
+
+/// On the owner: completes when the partition has data at or after
+/// `offset`, when it changes in any way, or at the deadline.
+async fn wait_for_data(shard: Rc<Shard>, topic: Arc<str>, partition: i32, offset: i64, deadline: Instant) {
+    let Some(p) = shard.partition(&topic, partition) else {
+        return;
+    };
+    if p.log.high_watermark() > offset {
+        return;
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    let _ = race(
+        race(p.log.changed(), compio::runtime::time::sleep(left)),
+        shard.stopping.wait(),
+    )
+    .await;
+}

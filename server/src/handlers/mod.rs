@@ -1,0 +1,189 @@
+//! Kafka API handlers, one module per API family, and the one table of
+//! supported APIs ([`APIS`]) that ApiVersions advertises and dispatch obeys.
+
+pub mod admin;
+pub mod configs;
+pub mod fetch;
+pub mod metadata;
+pub mod offsets;
+pub mod produce;
+
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+
+use crate::error_codes::ErrorCode;
+use crate::protocol::{self, RequestHeader, Response};
+use crate::shard::Shard;
+
+/// Every API the broker answers, with the versions it supports: all the
+/// versions the `kafka-protocol` crate knows for each, and for Produce and
+/// Fetch the versions of the hand-written codec.
+pub const APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 13),
+    (
+        ApiKey::Fetch,
+        protocol::fetch::MIN_VERSION,
+        protocol::fetch::MAX_VERSION,
+    ),
+    (ApiKey::ListOffsets, 1, 10),
+    (ApiKey::Metadata, 0, 13),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::InitProducerId, 0, 6),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 2),
+];
+
+/// The supported version range of an API, if it is supported.
+pub fn supported(key: ApiKey) -> Option<(i16, i16)> {
+    APIS.iter().find(|(k, _, _)| *k == key).map(|&(_, lo, hi)| (lo, hi))
+}
+
+/// What becomes of a request.
+#[derive(Debug)]
+pub enum Outcome {
+    Respond(Response),
+    /// acks=0 produce: Kafka sends nothing back.
+    Silent,
+    /// The request cannot be answered in the protocol: close the
+    /// connection after the responses before it.
+    Close(String),
+}
+
+/// Everything a handler needs about its request.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub shard: Rc<Shard>,
+    pub key: ApiKey,
+    pub version: i16,
+    pub header: RequestHeader,
+}
+
+impl Ctx {
+    /// Encodes a crate response message for this request.
+    pub fn respond<M: kafka_protocol::protocol::Encodable>(&self, message: &M) -> Outcome {
+        match protocol::encode(self.key, self.version, self.header.correlation_id, message) {
+            Ok(r) => Outcome::Respond(r),
+            Err(e) => Outcome::Close(format!("encoding {:?} v{}: {e}", self.key, self.version)),
+        }
+    }
+
+    /// Decodes the body with the crate, or closes the connection.
+    pub fn decode<M: Decodable>(&self, body: BytesMut) -> Result<M, Outcome> {
+        let mut b: Bytes = body.freeze();
+        M::decode(&mut b, self.version)
+            .map_err(|e| Outcome::Close(format!("malformed {:?} v{} request: {e}", self.key, self.version)))
+    }
+}
+
+/// The answer to an ApiVersions request.
+pub fn api_versions_message(error: Option<ErrorCode>) -> ApiVersionsResponse {
+    let mut r = ApiVersionsResponse::default();
+    r.error_code = crate::error_codes::code(error);
+    r.api_keys = APIS
+        .iter()
+        .map(|&(k, lo, hi)| {
+            let mut v = ApiVersion::default();
+            v.api_key = k as i16;
+            v.min_version = lo;
+            v.max_version = hi;
+            v
+        })
+        .collect();
+    r
+}
+
+/// Checks the frame's header, then runs the API's handler. Runs as its own
+/// task per request; handlers dispatch partition work before their first
+/// await, which keeps per-partition order across pipelined requests.
+pub async fn dispatch(shard: Rc<Shard>, mut frame: BytesMut) -> Outcome {
+    let Some((raw_key, version, correlation_id)) = protocol::peek(&frame) else {
+        return Outcome::Close("request shorter than its header".into());
+    };
+    let Ok(key) = ApiKey::try_from(raw_key) else {
+        return Outcome::Close(format!("unknown api key {raw_key}"));
+    };
+    let Some((lo, hi)) = supported(key) else {
+        return Outcome::Close(format!("unsupported api {key:?}"));
+    };
+    if version < lo || version > hi {
+        if key == ApiKey::ApiVersions {
+            // Answer in v0 so any client can read which versions exist.
+            let msg = api_versions_message(Some(ErrorCode::UnsupportedVersion));
+            return match protocol::encode(key, 0, correlation_id, &msg) {
+                Ok(r) => Outcome::Respond(r),
+                Err(e) => Outcome::Close(e),
+            };
+        }
+        return Outcome::Close(format!("{key:?} v{version} is not supported (v{lo}..=v{hi})"));
+    }
+    let header = match protocol::read_header(&frame, protocol::request_header_flexible(key, version)) {
+        Ok(h) => h,
+        Err(e) => return Outcome::Close(e.to_string()),
+    };
+    let body = frame.split_off(header.len);
+    let ctx = Ctx {
+        shard,
+        key,
+        version,
+        header,
+    };
+    match key {
+        ApiKey::ApiVersions => {
+            let mut msg = api_versions_message(None);
+            if version >= 3 {
+                msg.finalized_features_epoch = -1;
+            }
+            ctx.respond(&msg)
+        }
+        ApiKey::Produce => produce::handle(ctx, body).await,
+        ApiKey::Fetch => fetch::handle(ctx, body).await,
+        ApiKey::ListOffsets => offsets::list_offsets(ctx, body).await,
+        ApiKey::DeleteRecords => offsets::delete_records(ctx, body).await,
+        ApiKey::Metadata => metadata::metadata(ctx, body).await,
+        ApiKey::DescribeCluster => metadata::describe_cluster(ctx, body),
+        ApiKey::CreateTopics => admin::create_topics(ctx, body).await,
+        ApiKey::DeleteTopics => admin::delete_topics(ctx, body).await,
+        ApiKey::CreatePartitions => admin::create_partitions(ctx, body).await,
+        ApiKey::InitProducerId => produce::init_producer_id(ctx, body).await,
+        ApiKey::DescribeConfigs => configs::describe_configs(ctx, body),
+        ApiKey::AlterConfigs => configs::alter_configs(ctx, body).await,
+        ApiKey::IncrementalAlterConfigs => configs::incremental_alter_configs(ctx, body).await,
+        other => Outcome::Close(format!("no handler for {other:?}")),
+    }
+}
+
+pub fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::protocol::Message;
+
+    /// The table advertises exactly what the crate can decode (or, for
+    /// Produce and Fetch, what the hand-written codec covers).
+    #[test]
+    fn advertised_versions_are_within_the_codecs() {
+        for &(key, lo, hi) in APIS {
+            let crate_range = key.valid_versions();
+            assert!(lo >= crate_range.min && hi <= crate_range.max, "{key:?}");
+            assert!(lo <= hi);
+        }
+        let fetch = kafka_protocol::messages::FetchRequest::VERSIONS;
+        assert_eq!(
+            (fetch.min, fetch.max),
+            (protocol::fetch::MIN_VERSION, protocol::fetch::MAX_VERSION)
+        );
+    }
+}

@@ -1,0 +1,186 @@
+//! ListOffsets (earliest, latest, by timestamp, max timestamp) and
+//! DeleteRecords, each answered by the partition's owner.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse};
+
+use super::{Ctx, Outcome};
+use crate::error_codes::{self, ErrorCode};
+use crate::shard::Shard;
+
+/// Special timestamps of ListOffsets.
+pub const LATEST: i64 = -1;
+pub const EARLIEST: i64 = -2;
+pub const MAX_TIMESTAMP: i64 = -3;
+pub const EARLIEST_LOCAL: i64 = -4;
+pub const EARLIEST_PENDING_UPLOAD: i64 = -5;
+
+/// Runs `f` on the owner of each (topic, partition) in order and returns
+/// the answers in the same order; unknown partitions get `missing`.
+async fn per_partition<T, F, Fut>(ctx: &Ctx, items: Vec<(Arc<str>, i32)>, missing: impl Fn() -> T, f: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(Rc<Shard>, Arc<str>, i32) -> Fut + Send + Clone + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+{
+    let snapshot = ctx.shard.meta();
+    let futs = items.into_iter().map(|(topic, partition)| {
+        let known = snapshot
+            .topic(&topic)
+            .is_some_and(|t| partition >= 0 && partition < t.partitions);
+        let shard = ctx.shard.clone();
+        let f = f.clone();
+        let owner = shard.owner_of(&topic, partition);
+        let missing = if known { None } else { Some(missing()) };
+        async move {
+            if let Some(m) = missing {
+                return Some(m);
+            }
+            shard.submit_to(owner, move |s| f(s, topic, partition)).await.ok()
+        }
+    });
+    let out = futures_util::future::join_all(futs).await;
+    out.into_iter().map(|o| o.unwrap_or_else(&missing)).collect()
+}
+
+pub async fn list_offsets(ctx: Ctx, body: BytesMut) -> Outcome {
+    let req: ListOffsetsRequest = match ctx.decode(body) {
+        Ok(r) => r,
+        Err(o) => return o,
+    };
+    let read_committed = req.isolation_level == 1;
+    let _ = read_committed; // no transactions: committed == high watermark
+    let items: Vec<(Arc<str>, i32, i64)> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| (Arc::<str>::from(t.name.0.as_str()), p.partition_index, p.timestamp))
+        })
+        .collect();
+    let timestamps: Vec<i64> = items.iter().map(|i| i.2).collect();
+    let keys: Vec<(Arc<str>, i32)> = items.iter().map(|i| (i.0.clone(), i.1)).collect();
+    // Each owner call needs its own timestamp: run them one future each.
+    let mut answers = Vec::with_capacity(keys.len());
+    let futs = keys.into_iter().zip(timestamps).map(|(key, ts)| {
+        let ctx = ctx.clone();
+        async move {
+            per_partition(
+                &ctx,
+                vec![key],
+                || (ErrorCode::UnknownTopicOrPartition.code(), -1, -1),
+                move |s, topic, partition| async move { lookup(&s, &topic, partition, ts) },
+            )
+            .await
+            .pop()
+            .unwrap_or((ErrorCode::UnknownServerError.code(), -1, -1))
+        }
+    });
+    answers.extend(futures_util::future::join_all(futs).await);
+    let mut answers = answers.into_iter();
+    let mut resp = ListOffsetsResponse::default();
+    for t in &req.topics {
+        let mut tr = ListOffsetsTopicResponse::default();
+        tr.name = t.name.clone();
+        for p in &t.partitions {
+            let (code, offset, timestamp) = answers.next().unwrap_or((ErrorCode::UnknownServerError.code(), -1, -1));
+            let mut pr = ListOffsetsPartitionResponse::default();
+            pr.partition_index = p.partition_index;
+            pr.error_code = code;
+            pr.offset = offset;
+            pr.timestamp = timestamp;
+            if ctx.version >= 4 {
+                pr.leader_epoch = if code == 0 { 0 } else { -1 };
+            }
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    ctx.respond(&resp)
+}
+
+/// `(error_code, offset, timestamp)` for one partition.
+fn lookup(shard: &Shard, topic: &str, partition: i32, ts: i64) -> (i16, i64, i64) {
+    let Some(p) = shard.partition(topic, partition) else {
+        return (ErrorCode::UnknownTopicOrPartition.code(), -1, -1);
+    };
+    let log = &p.log;
+    match ts {
+        LATEST => (0, log.high_watermark(), -1),
+        EARLIEST | EARLIEST_LOCAL | EARLIEST_PENDING_UPLOAD => (0, log.log_start_offset(), -1),
+        MAX_TIMESTAMP => match log.max_timestamp() {
+            Some(t) => (0, t.offset, t.timestamp),
+            None => (0, -1, -1),
+        },
+        ts if ts < 0 => (ErrorCode::InvalidRequest.code(), -1, -1),
+        ts => match log.offset_for_timestamp(ts) {
+            Ok(Some(t)) => (0, t.offset, t.timestamp),
+            Ok(None) => (0, -1, -1),
+            Err(e) => (error_codes::for_log_error(&e).code(), -1, -1),
+        },
+    }
+}
+
+pub async fn delete_records(ctx: Ctx, body: BytesMut) -> Outcome {
+    let req: DeleteRecordsRequest = match ctx.decode(body) {
+        Ok(r) => r,
+        Err(o) => return o,
+    };
+    let futs = req.topics.iter().flat_map(|t| {
+        let ctx = ctx.clone();
+        t.partitions.iter().map(move |p| {
+            let ctx = ctx.clone();
+            let key = (Arc::<str>::from(t.name.0.as_str()), p.partition_index);
+            let offset = p.offset;
+            async move {
+                per_partition(
+                    &ctx,
+                    vec![key],
+                    || (ErrorCode::UnknownTopicOrPartition.code(), -1),
+                    move |s, topic, partition| async move { truncate_front(&s, &topic, partition, offset) },
+                )
+                .await
+                .pop()
+                .unwrap_or((ErrorCode::UnknownServerError.code(), -1))
+            }
+        })
+    });
+    let mut answers = futures_util::future::join_all(futs).await.into_iter();
+    let mut resp = DeleteRecordsResponse::default();
+    for t in &req.topics {
+        let mut tr = DeleteRecordsTopicResult::default();
+        tr.name = t.name.clone();
+        for p in &t.partitions {
+            let (code, low) = answers.next().unwrap_or((ErrorCode::UnknownServerError.code(), -1));
+            let mut pr = DeleteRecordsPartitionResult::default();
+            pr.partition_index = p.partition_index;
+            pr.error_code = code;
+            pr.low_watermark = low;
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    ctx.respond(&resp)
+}
+
+/// `(error_code, low_watermark)`; offset -1 means the high watermark.
+fn truncate_front(shard: &Shard, topic: &str, partition: i32, offset: i64) -> (i16, i64) {
+    let Some(p) = shard.partition(topic, partition) else {
+        return (ErrorCode::UnknownTopicOrPartition.code(), -1);
+    };
+    let hw = p.log.high_watermark();
+    let target = if offset == -1 { hw } else { offset };
+    if target < 0 || target > hw {
+        return (ErrorCode::OffsetOutOfRange.code(), p.log.log_start_offset());
+    }
+    match p.log.advance_log_start_offset(target) {
+        Ok(low) => (0, low),
+        Err(e) => (error_codes::for_log_error(&e).code(), -1),
+    }
+}

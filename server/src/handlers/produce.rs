@@ -1,0 +1,281 @@
+//! Produce and InitProducerId.
+//!
+//! The connection's shard parses the request by hand (records stay in the
+//! frame's buffer), sends each partition's batches to the owning shard, and
+//! gathers the answers. The owner checks producer sequences, assigns offsets
+//! in place, appends, and waits for the durability `acks` asks for:
+//! acks=-1 waits for the group-committed fdatasync, acks=1 for the write to
+//! the page cache (or the sync, under `log.flush.interval.ms=0`), acks=0
+//! for nothing and gets no response.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProduceResponse, ProducerId, TopicName};
+use sluice_engine::Durability;
+use sluice_engine::batch;
+
+use super::{Ctx, Outcome, str_bytes};
+use crate::error_codes::{self, ErrorCode};
+use crate::producer_state::{BatchRange, Verdict};
+use crate::protocol::produce::{ProduceRequest, split_batches};
+use crate::shard::{Shard, ShardId};
+
+/// One partition's answer.
+#[derive(Debug, Clone)]
+pub struct PartitionResult {
+    pub error: Option<ErrorCode>,
+    pub message: Option<String>,
+    pub base_offset: i64,
+    pub log_start_offset: i64,
+}
+
+impl PartitionResult {
+    fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            error: Some(code),
+            message: Some(message.into()),
+            base_offset: -1,
+            log_start_offset: -1,
+        }
+    }
+}
+
+pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
+    let req: ProduceRequest = match crate::protocol::produce::parse(body, ctx.version) {
+        Ok(r) => r,
+        Err(e) => return Outcome::Close(format!("Produce v{}: {e}", ctx.version)),
+    };
+    let acks = req.acks;
+    let snapshot = ctx.shard.meta();
+    let mut pending = Vec::new();
+    let mut layout: Vec<(TopicName, uuid::Uuid, Vec<i32>)> = Vec::with_capacity(req.topics.len());
+    for topic in req.topics {
+        let meta = if ctx.version >= 13 {
+            snapshot.topic_by_id(&topic.topic_id).cloned()
+        } else {
+            snapshot.topic(&topic.name).cloned()
+        };
+        let name = meta.as_ref().map_or_else(|| topic.name.clone(), |m| m.name.to_string());
+        let mut indexes = Vec::with_capacity(topic.partitions.len());
+        for part in topic.partitions {
+            indexes.push(part.index);
+            let fixed = |r: PartitionResult| -> futures_util::future::Either<_, _> {
+                futures_util::future::Either::Left(std::future::ready(r))
+            };
+            let result = if req.transactional_id.is_some() {
+                fixed(PartitionResult::error(
+                    ErrorCode::TransactionalIdAuthorizationFailed,
+                    "transactions are not supported by this broker yet",
+                ))
+            } else if !matches!(acks, -1..=1) {
+                fixed(PartitionResult::error(
+                    ErrorCode::InvalidRequiredAcks,
+                    format!("acks={acks}: expected -1, 0 or 1"),
+                ))
+            } else {
+                match &meta {
+                    None if ctx.version >= 13 => {
+                        fixed(PartitionResult::error(ErrorCode::UnknownTopicId, "unknown topic id"))
+                    }
+                    None => fixed(PartitionResult::error(
+                        ErrorCode::UnknownTopicOrPartition,
+                        format!("unknown topic `{}`", topic.name),
+                    )),
+                    Some(m) if part.index < 0 || part.index >= m.partitions => fixed(PartitionResult::error(
+                        ErrorCode::UnknownTopicOrPartition,
+                        format!("topic `{}` has no partition {}", m.name, part.index),
+                    )),
+                    Some(m) => {
+                        let owner = ctx.shard.owner_of(&m.name, part.index);
+                        let topic_name = m.name.clone();
+                        let index = part.index;
+                        let records = part.records;
+                        let shard = ctx.shard.clone();
+                        futures_util::future::Either::Right(async move {
+                            shard
+                                .submit_to(owner, move |s| append_partition(s, topic_name, index, records, acks))
+                                .await
+                                .unwrap_or_else(|_| {
+                                    PartitionResult::error(ErrorCode::NotLeaderOrFollower, "broker shutting down")
+                                })
+                        })
+                    }
+                }
+            };
+            pending.push(result);
+        }
+        layout.push((TopicName(str_bytes(&name)), topic.topic_id, indexes));
+    }
+    // join_all polls in order on its first poll: partition work is sent in
+    // request order before anything waits.
+    let results = futures_util::future::join_all(pending).await;
+    if acks == 0 {
+        // Kafka closes the connection when an acks=0 produce fails, the only
+        // way the client can notice.
+        if let Some(r) = results.iter().find(|r| r.error.is_some()) {
+            return Outcome::Close(format!(
+                "acks=0 produce failed: {}",
+                r.message.as_deref().unwrap_or("error")
+            ));
+        }
+        return Outcome::Silent;
+    }
+    let mut results = results.into_iter();
+    let mut resp = ProduceResponse::default();
+    for (name, topic_id, indexes) in layout {
+        let mut t = TopicProduceResponse::default();
+        t.name = name;
+        t.topic_id = topic_id;
+        for index in indexes {
+            let r = results
+                .next()
+                .unwrap_or_else(|| PartitionResult::error(ErrorCode::UnknownServerError, ""));
+            let mut p = PartitionProduceResponse::default();
+            p.index = index;
+            p.error_code = error_codes::code(r.error);
+            p.base_offset = r.base_offset;
+            p.log_append_time_ms = -1;
+            p.log_start_offset = r.log_start_offset;
+            if r.error.is_some() {
+                p.error_message = r.message.as_deref().map(str_bytes);
+            }
+            t.partition_responses.push(p);
+        }
+        resp.responses.push(t);
+    }
+    ctx.respond(&resp)
+}
+
+/// Runs on the partition's owner. Everything up to the appends is
+/// synchronous, so batches from one connection reach the log in order.
+async fn append_partition(
+    shard: Rc<Shard>,
+    topic: Arc<str>,
+    index: i32,
+    records: Option<BytesMut>,
+    acks: i16,
+) -> PartitionResult {
+    let Some(p) = shard.partition(&topic, index) else {
+        return PartitionResult::error(
+            ErrorCode::UnknownTopicOrPartition,
+            format!("partition {topic}-{index} is not open"),
+        );
+    };
+    let Some(records) = records.filter(|r| !r.is_empty()) else {
+        return PartitionResult::error(ErrorCode::CorruptMessage, "no record batches");
+    };
+    let batches = split_batches(records);
+    let max = p.log.config().max_batch_bytes as usize;
+    if batches.len() > 1 {
+        // All or nothing: check every batch before appending any.
+        for b in &batches {
+            if let Err(e) = batch::validate(b, max) {
+                let code = error_codes::for_log_error(&e.into());
+                return PartitionResult::error(code, "invalid record batch");
+            }
+        }
+    }
+    let mut first_offset = None;
+    let mut end_offset = 0;
+    for b in batches {
+        let (pid, epoch, first_seq, last_delta) = match batch::BatchHeader::parse(&b) {
+            Ok(h) => (
+                h.producer_id(),
+                h.producer_epoch(),
+                h.base_sequence(),
+                h.last_offset_delta(),
+            ),
+            Err(e) => {
+                return PartitionResult::error(error_codes::for_log_error(&e.clone().into()), e.to_string());
+            }
+        };
+        let last_seq = first_seq.wrapping_add(last_delta) & i32::MAX;
+        match p.producers.borrow().check(pid, epoch, first_seq, last_seq) {
+            Verdict::Append => {}
+            Verdict::Duplicate { base_offset } => {
+                first_offset.get_or_insert(base_offset);
+                continue;
+            }
+            Verdict::Reject(code) => {
+                return PartitionResult::error(
+                    code,
+                    format!("producer {pid} epoch {epoch} sequence {first_seq} rejected"),
+                );
+            }
+        }
+        match p.log.append(b, 0) {
+            Ok(info) => {
+                first_offset.get_or_insert(info.base_offset);
+                end_offset = info.last_offset + 1;
+                let range = BatchRange {
+                    first_seq,
+                    last_seq,
+                    base_offset: info.base_offset,
+                };
+                p.producers.borrow_mut().record(pid, epoch, range, end_offset);
+            }
+            Err(e) => return PartitionResult::error(error_codes::for_log_error(&e), e.to_string()),
+        }
+    }
+    let durability = match acks {
+        -1 => Some(Durability::Synced),
+        1 => Some(p.log.default_durability()),
+        _ => None,
+    };
+    if let Some(d) = durability
+        && end_offset > 0
+        && let Err(e) = p.log.wait(end_offset, d).await
+    {
+        return PartitionResult::error(error_codes::for_log_error(&e), e.to_string());
+    }
+    PartitionResult {
+        error: None,
+        message: None,
+        base_offset: first_offset.unwrap_or(-1),
+        log_start_offset: p.log.log_start_offset(),
+    }
+}
+
+pub async fn init_producer_id(ctx: Ctx, body: BytesMut) -> Outcome {
+    let req: InitProducerIdRequest = match ctx.decode(body) {
+        Ok(r) => r,
+        Err(o) => return o,
+    };
+    let mut resp = InitProducerIdResponse::default();
+    resp.producer_id = ProducerId(-1);
+    resp.producer_epoch = -1;
+    if req.transactional_id.is_some() {
+        resp.error_code = ErrorCode::TransactionalIdAuthorizationFailed.code();
+        return ctx.respond(&resp);
+    }
+    if req.producer_id.0 >= 0 {
+        // An idempotent producer asking for an epoch bump (KIP-360).
+        if req.producer_epoch == i16::MAX {
+            resp.error_code = 0;
+            // Epoch exhausted: hand out a fresh id instead.
+        } else {
+            resp.producer_id = req.producer_id;
+            resp.producer_epoch = req.producer_epoch.saturating_add(1).max(0);
+            return ctx.respond(&resp);
+        }
+    }
+    match ctx
+        .shard
+        .submit_to(ShardId(0), |ctl| async move { ctl.allocate_producer_id() })
+        .await
+    {
+        Ok(Ok(id)) => {
+            resp.producer_id = ProducerId(id);
+            resp.producer_epoch = 0;
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "allocating a producer id");
+            resp.error_code = ErrorCode::KafkaStorageError.code();
+        }
+        Err(_) => resp.error_code = ErrorCode::CoordinatorNotAvailable.code(),
+    }
+    ctx.respond(&resp)
+}

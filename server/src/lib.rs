@@ -1,0 +1,29 @@
+//! Sluice, a Kafka-protocol broker built thread-per-core on io_uring.
+//!
+//! - [`broker`]: start-up and shut-down of the shards.
+//! - [`shard`]: one pinned thread per core; partitions, the placement table
+//!   and cross-shard jobs.
+//! - [`net`]: connections, framing, back-pressure, ordered responses and
+//!   zero-copy sends.
+//! - [`handlers`]: one module per Kafka API family and the table of
+//!   supported APIs.
+//! - [`protocol`]: the hand-written codec parts (request header, Produce
+//!   request, Fetch response).
+//! - [`meta`]: topics and their persisted metadata; [`producer_state`]:
+//!   idempotent-producer deduplication.
+//!
+//! `docs/architecture.md` walks through a produce and a fetch.
+
+pub mod broker;
+pub mod config;
+pub mod error_codes;
+pub mod handlers;
+pub mod meta;
+pub mod net;
+pub mod producer_state;
+pub mod protocol;
+pub mod shard;
+pub mod util;
+
+pub use broker::{Broker, StartError};
+pub use config::BrokerConfig;

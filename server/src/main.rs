@@ -1,0 +1,121 @@
+//! The `sluice` broker binary. With no arguments it serves one node on
+//! 127.0.0.1:9092 with data in ./sluice-data.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use nix::sys::signal::{SigSet, Signal};
+use sluice::{Broker, BrokerConfig};
+
+/// Sluice: a thread-per-core Kafka-protocol broker.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// TOML file of Kafka-named settings (`num.partitions = 3`, ...).
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Address to listen on (`listeners`).
+    #[arg(long)]
+    listen: Option<String>,
+    /// host:port given to clients in Metadata (`advertised.listeners`).
+    #[arg(long)]
+    advertised: Option<String>,
+    /// Data directory (`log.dirs`).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Shards, one pinned thread per core (default: all cores).
+    #[arg(long)]
+    cores: Option<usize>,
+    /// Any setting as KEY=VALUE, e.g. `-o num.partitions=6`; repeatable.
+    #[arg(long = "override", short = 'o', value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// List the settings `-o` and the config file accept, and exit.
+    #[arg(long)]
+    help_settings: bool,
+}
+
+fn build_config(args: &Args) -> Result<BrokerConfig, String> {
+    let mut c = BrokerConfig::default();
+    if let Some(path) = &args.config {
+        c.load_toml(path).map_err(|e| e.to_string())?;
+    }
+    for o in &args.overrides {
+        let (k, v) = o
+            .split_once('=')
+            .ok_or_else(|| format!("override `{o}`: expected KEY=VALUE"))?;
+        c.set(k.trim(), v).map_err(|e| e.to_string())?;
+    }
+    let flags = [
+        ("listeners", args.listen.clone()),
+        ("advertised.listeners", args.advertised.clone()),
+        ("log.dirs", args.data_dir.as_ref().map(|p| p.display().to_string())),
+        ("num.cores", args.cores.map(|n| n.to_string())),
+    ];
+    for (k, v) in flags {
+        if let Some(v) = v {
+            c.set(k, &v).map_err(|e| e.to_string())?;
+        }
+    }
+    c.finish().map_err(|e| e.to_string())?;
+    Ok(c)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.help_settings {
+        for (k, doc) in sluice::config::SETTINGS {
+            println!("{k:40} {doc}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match build_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Block SIGINT and SIGTERM before any thread starts, so every shard
+    // inherits the mask and this thread alone receives them.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    if let Err(e) = signals.thread_block() {
+        eprintln!("sluice: blocking signals: {e}");
+        return ExitCode::FAILURE;
+    }
+    let shards = config.shard_count();
+    let data_dir = config.data_dir.clone();
+    let broker = match Broker::start(config) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let c = broker.config();
+    println!(
+        "sluice {} listening on {} (advertised {}:{}), data in {}, {shards} shard(s)",
+        env!("CARGO_PKG_VERSION"),
+        broker.local_addr(),
+        c.advertised_host,
+        c.advertised_port,
+        data_dir.display(),
+    );
+    let signal = signals.wait();
+    println!(
+        "sluice: {} received; shutting down",
+        signal.map_or("signal".into(), |s| s.to_string())
+    );
+    broker.shutdown();
+    println!("sluice: stopped");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,331 @@
+//! Connections: the accept loop of each shard, the per-connection read loop
+//! (framing, limits, back-pressure) and the writer that sends responses in
+//! request order, moving file parts to the socket with splice.
+//!
+//! Each connection lives on the shard that accepted it. Its read loop
+//! spawns one task per request (so pipelined requests run concurrently) and
+//! hands the task's handle to the writer through a bounded FIFO; the writer
+//! awaits the handles in order, which keeps responses in request order.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use compio::BufResult;
+use compio::buf::{IntoInner, IoBufMut};
+use compio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use compio::net::{TcpListener, TcpStream};
+use compio::runtime::JoinHandle;
+use compio_driver::op::{Splice, SpliceFlags};
+use sluice_engine::FileSlice;
+
+use crate::handlers::{self, Outcome};
+use crate::protocol::{Part, Response};
+use crate::shard::Shard;
+use crate::util::{Flag, LocalQueue, Permit, race};
+
+/// Bytes asked of the socket per read when no frame size is known yet.
+const READ_CHUNK: usize = 64 * 1024;
+/// Smallest request: api key, api version, correlation id.
+const MIN_FRAME: usize = 8;
+/// Pipe size asked for splice transfers.
+const PIPE_BYTES: usize = 1 << 20;
+
+/// Accepts connections until the shard stops. The shard that accepts a
+/// connection owns it for its lifetime.
+pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        let accepted = match race(listener.accept(), shard.stopping.wait()).await {
+            Ok(a) => a,
+            Err(()) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                // Out of descriptors and the like: do not spin.
+                compio::runtime::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let common = &shard.common;
+        let open = common.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if open >= shard.config().max_connections {
+            common.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(%peer, limit = shard.config().max_connections, "max.connections reached; closing new connection");
+            drop(stream);
+            continue;
+        }
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "set_nodelay");
+        }
+        shard.live_connections.set(shard.live_connections.get() + 1);
+        let s = shard.clone();
+        compio::runtime::spawn(async move {
+            connection(s.clone(), stream).await;
+            s.common.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            s.live_connections.set(s.live_connections.get() - 1);
+            s.connections_changed.notify();
+        })
+        .detach();
+    }
+}
+
+type InFlight = JoinHandle<(Outcome, Permit)>;
+
+async fn connection(shard: Rc<Shard>, stream: TcpStream) {
+    let closing = Rc::new(Flag::default());
+    let queue: Rc<LocalQueue<InFlight>> = LocalQueue::new(shard.config().max_inflight_requests_per_connection);
+    let writer = compio::runtime::spawn(write_loop(
+        shard.clone(),
+        stream.clone(),
+        queue.clone(),
+        closing.clone(),
+    ));
+    if let Err(reason) = read_loop(&shard, stream, &queue, &closing).await {
+        tracing::debug!(%reason, "closing connection");
+    }
+    queue.close();
+    let _ = writer.await;
+}
+
+/// Reads frames and spawns their handling until EOF, a bad frame, a write
+/// failure (`closing`) or broker shutdown. In-flight requests are left to the
+/// writer to finish.
+async fn read_loop(
+    shard: &Rc<Shard>,
+    mut stream: TcpStream,
+    queue: &Rc<LocalQueue<InFlight>>,
+    closing: &Flag,
+) -> Result<(), String> {
+    let max_frame = shard.config().socket_request_max_bytes as usize;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        if !fill(&mut stream, &mut buf, 4, shard, closing).await? {
+            return Ok(());
+        }
+        let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        let size = usize::try_from(size).map_err(|_| format!("negative frame size {size}"))?;
+        if size < MIN_FRAME {
+            return Err(format!("frame of {size} bytes is shorter than a request header"));
+        }
+        if size > max_frame {
+            return Err(format!(
+                "frame of {size} bytes exceeds socket.request.max.bytes ({max_frame})"
+            ));
+        }
+        let total = 4 + size;
+        // Back-pressure: wait for room in the shard's budget before reading
+        // the body.
+        let permit = match race(shard.budget.acquire(total as u64), closing.wait()).await {
+            Ok(p) => p,
+            Err(()) => return Ok(()),
+        };
+        if !fill(&mut stream, &mut buf, total, shard, closing).await? {
+            return Err("connection closed inside a frame".into());
+        }
+        let mut frame = buf.split_to(total);
+        frame.advance(4);
+        let task = compio::runtime::spawn(handlers::dispatch(shard.clone(), frame));
+        let handle = compio::runtime::spawn(async move {
+            let outcome = task
+                .await
+                .unwrap_or_else(|_| Outcome::Close("request handler failed".into()));
+            (outcome, permit)
+        });
+        if race(queue.push(handle), closing.wait()).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// Reads until `buf` holds at least `want` bytes. `Ok(false)` on a clean EOF
+/// or shutdown before any byte of a new frame.
+async fn fill(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    want: usize,
+    shard: &Shard,
+    closing: &Flag,
+) -> Result<bool, String> {
+    while buf.len() < want {
+        if buf.capacity() - buf.len() < (want - buf.len()).min(READ_CHUNK) || buf.capacity() == buf.len() {
+            buf.reserve((want - buf.len()).max(READ_CHUNK));
+        }
+        let owned = std::mem::take(buf);
+        let between_frames = owned.is_empty();
+        let stop = async {
+            // Stop reading new requests at shutdown, but only between
+            // frames; a frame half read is finished first.
+            if between_frames {
+                shard.stopping.wait().await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        // Read into the spare capacity after the bytes already held.
+        let read = race(stream.read(owned.uninit()), race(closing.wait(), stop)).await;
+        let BufResult(res, back) = match read {
+            Ok(r) => r,
+            Err(_) => return Ok(false),
+        };
+        *buf = back.into_inner();
+        match res {
+            Ok(0) => {
+                return if buf.is_empty() {
+                    Ok(false)
+                } else {
+                    Err("EOF inside a frame".into())
+                };
+            }
+            Ok(_) => {}
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+    Ok(true)
+}
+
+/// Sends responses in request order. Stops at the first `Close` outcome or
+/// write error, and sets `closing` so the read loop stops too.
+async fn write_loop(shard: Rc<Shard>, mut stream: TcpStream, queue: Rc<LocalQueue<InFlight>>, closing: Rc<Flag>) {
+    let zero_copy = shard.config().fetch_zero_copy;
+    let mut pipe: Option<Pipe> = None;
+    while let Some(handle) = queue.pop().await {
+        let (outcome, permit) = match handle.await {
+            Ok(x) => x,
+            Err(_) => (
+                Outcome::Close("request task failed".into()),
+                shard.budget.acquire(0).await,
+            ),
+        };
+        match outcome {
+            Outcome::Silent => {}
+            Outcome::Close(reason) => {
+                tracing::info!(%reason, "closing connection");
+                break;
+            }
+            Outcome::Respond(resp) => {
+                if let Err(e) = send(&mut stream, resp, &mut pipe, zero_copy).await {
+                    tracing::debug!(error = %e, "write failed");
+                    break;
+                }
+            }
+        }
+        drop(permit);
+    }
+    closing.set();
+    let _ = stream.shutdown().await;
+}
+
+/// A pipe for splicing file bytes to a socket; one per connection, made on
+/// first use.
+#[derive(Debug)]
+struct Pipe {
+    read: Rc<OwnedFd>,
+    write: Rc<OwnedFd>,
+    capacity: usize,
+}
+
+impl Pipe {
+    fn new() -> io::Result<Self> {
+        let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let capacity = match rustix::pipe::fcntl_setpipe_size(&write, PIPE_BYTES) {
+            Ok(n) => n,
+            // Above /proc/sys/fs/pipe-max-size for this user: keep the default.
+            Err(_) => rustix::pipe::fcntl_getpipe_size(&write)?,
+        };
+        Ok(Self {
+            read: Rc::new(read),
+            write: Rc::new(write),
+            capacity,
+        })
+    }
+}
+
+async fn send(stream: &mut TcpStream, resp: Response, pipe: &mut Option<Pipe>, zero_copy: bool) -> io::Result<()> {
+    let mut mem: Vec<Bytes> = Vec::new();
+    for part in resp.parts {
+        match part {
+            Part::Mem(b) => mem.push(b),
+            Part::File(slice) => {
+                flush_mem(stream, &mut mem).await?;
+                if zero_copy {
+                    if pipe.is_none() {
+                        *pipe = Some(Pipe::new()?);
+                    }
+                    if let Some(p) = pipe.as_ref() {
+                        splice_to_socket(stream, p, &slice).await?;
+                    }
+                } else {
+                    let bytes = read_copy(&slice).await?;
+                    let BufResult(r, _) = stream.write_all(bytes).await;
+                    r?;
+                }
+            }
+        }
+    }
+    flush_mem(stream, &mut mem).await
+}
+
+async fn flush_mem(stream: &mut TcpStream, mem: &mut Vec<Bytes>) -> io::Result<()> {
+    match mem.len() {
+        0 => Ok(()),
+        1 => {
+            let b = mem.pop().unwrap_or_default();
+            let BufResult(r, _) = stream.write_all(b).await;
+            r
+        }
+        _ => {
+            let parts = std::mem::take(mem);
+            let BufResult(r, _) = stream.write_vectored_all(parts).await;
+            r
+        }
+    }
+}
+
+/// Moves a file slice to the socket through the pipe: file -> pipe -> socket,
+/// both by io_uring splice, so the bytes never enter user space.
+async fn splice_to_socket(stream: &TcpStream, pipe: &Pipe, slice: &FileSlice) -> io::Result<()> {
+    let mut position = slice.position;
+    let mut left = slice.len as usize;
+    while left > 0 {
+        let chunk = left.min(pipe.capacity);
+        let into_pipe = Splice::new(
+            slice.file.clone(),
+            position as i64,
+            pipe.write.clone(),
+            -1,
+            chunk,
+            SpliceFlags::MOVE,
+        );
+        let BufResult(r, _) = compio::runtime::submit(into_pipe).await;
+        let n = r?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "segment file shorter than its slice",
+            ));
+        }
+        let mut in_pipe = n;
+        while in_pipe > 0 {
+            let out = Splice::new(pipe.read.clone(), -1, stream.clone(), -1, in_pipe, SpliceFlags::MOVE);
+            let BufResult(r, _) = compio::runtime::submit(out).await;
+            let k = r?;
+            if k == 0 {
+                return Err(io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes"));
+            }
+            in_pipe -= k;
+        }
+        position += n as u64;
+        left -= n;
+    }
+    Ok(())
+}
+
+/// The copying path (`sluice.fetch.zero.copy=false`, kept for comparison
+/// benchmarks): reads the slice into memory with pread, then writes it like
+/// any other buffer.
+async fn read_copy(slice: &FileSlice) -> io::Result<Bytes> {
+    slice.to_bytes()
+}

@@ -1,0 +1,398 @@
+//! Shards: one pinned thread per core, each with its own io_uring runtime,
+//! its own connections and the partitions the placement table gives it.
+//!
+//! Cross-shard work travels only as jobs through the target shard's
+//! [`Inbox`]: a closure that runs on the owner's thread with the owner's
+//! [`Shard`]. [`Shard::submit_to`] sends one and awaits its result. No lock
+//! guards partition state; only the shard that owns a partition touches it.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::task::Poll;
+
+use atomic_waker::AtomicWaker;
+use crossbeam_queue::SegQueue;
+use sluice_engine::{Env, Log, LogConfig};
+
+use crate::config::BrokerConfig;
+use crate::meta::{self, MetaStore, Snapshot, TopicMeta};
+use crate::producer_state::ProducerStates;
+use crate::util::{Budget, Changed, Flag};
+
+/// Index of a shard, `0..shard_count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShardId(pub usize);
+
+/// The shard that owns a partition: the topic's hash picks the shard of
+/// partition 0 and the partitions follow round-robin, so a topic's
+/// partitions spread evenly over the shards. Every shard computes the same
+/// answer from the same inputs; this is the placement table.
+pub fn owner_of(topic: &str, partition: i32, shards: usize) -> ShardId {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in topic.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let shards = shards.max(1) as u64;
+    ShardId(((h % shards + u64::from(partition.unsigned_abs())) % shards) as usize)
+}
+
+/// Work for a shard: runs on the shard's thread, with the shard.
+pub type Job = Box<dyn FnOnce(&Rc<Shard>) + Send>;
+
+/// A shard's mailbox: a lock-free MPSC queue plus the waker of the shard's
+/// inbox task. Shared by all shards (and the main thread) behind an `Arc`.
+#[derive(Default)]
+pub struct Inbox {
+    queue: SegQueue<Job>,
+    waker: AtomicWaker,
+}
+
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbox").field("queued", &self.queue.len()).finish()
+    }
+}
+
+impl Inbox {
+    pub fn push(&self, job: Job) {
+        self.queue.push(job);
+        self.waker.wake();
+    }
+
+    async fn next(&self) -> Job {
+        std::future::poll_fn(|cx| {
+            if let Some(job) = self.queue.pop() {
+                return Poll::Ready(job);
+            }
+            self.waker.register(cx.waker());
+            match self.queue.pop() {
+                Some(job) => Poll::Ready(job),
+                None => Poll::Pending,
+            }
+        })
+        .await
+    }
+}
+
+/// The owner shard went away (broker shutting down) before answering.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("shard stopped before answering")]
+pub struct ShardGone;
+
+/// A shard's partitions: topic name -> slot per partition index.
+type PartitionTable = HashMap<Arc<str>, Vec<Option<Rc<Partition>>>>;
+
+/// One partition, owned by the shard the placement table names. Lives in
+/// that shard's partition table and is touched only on its thread.
+#[derive(Debug)]
+pub struct Partition {
+    pub topic: Arc<str>,
+    pub index: i32,
+    pub log: Log,
+    pub producers: RefCell<ProducerStates>,
+}
+
+/// Broker-wide state every shard shares: immutable config and counters
+/// that are atomics.
+#[derive(Debug)]
+pub struct Common {
+    pub config: Arc<BrokerConfig>,
+    pub inboxes: Arc<[Inbox]>,
+    pub connections: AtomicUsize,
+}
+
+/// One per shard thread. Owns the shard's connections (through their
+/// tasks), its partitions and, on shard 0, the metadata store.
+#[derive(Debug)]
+pub struct Shard {
+    pub id: ShardId,
+    pub common: Arc<Common>,
+    /// The newest metadata snapshot this shard has installed.
+    meta: RefCell<Arc<Snapshot>>,
+    partitions: RefCell<PartitionTable>,
+    /// The controller's store; `Some` on shard 0 only.
+    pub store: RefCell<Option<MetaStore>>,
+    /// Serialises admin changes on the controller.
+    pub admin_busy: Cell<bool>,
+    pub admin_done: Changed,
+    /// Request bytes in flight on this shard's connections.
+    pub budget: Rc<Budget>,
+    /// Set when the broker stops accepting and reading requests.
+    pub stopping: Flag,
+    pub live_connections: Cell<usize>,
+    pub connections_changed: Changed,
+    me: Weak<Shard>,
+}
+
+impl Shard {
+    pub fn new(id: ShardId, common: Arc<Common>, snapshot: Arc<Snapshot>, store: Option<MetaStore>) -> Rc<Self> {
+        let budget = Budget::new(common.config.queued_max_request_bytes);
+        Rc::new_cyclic(|me| Self {
+            id,
+            common,
+            meta: RefCell::new(snapshot),
+            partitions: RefCell::new(HashMap::new()),
+            store: RefCell::new(store),
+            admin_busy: Cell::new(false),
+            admin_done: Changed::default(),
+            budget,
+            stopping: Flag::default(),
+            live_connections: Cell::new(0),
+            connections_changed: Changed::default(),
+            me: me.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.common.config
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.common.inboxes.len()
+    }
+
+    pub fn meta(&self) -> Arc<Snapshot> {
+        self.meta.borrow().clone()
+    }
+
+    pub fn owner_of(&self, topic: &str, partition: i32) -> ShardId {
+        owner_of(topic, partition, self.shard_count())
+    }
+
+    /// A partition this shard owns, if open.
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Rc<Partition>> {
+        let map = self.partitions.borrow();
+        let slots = map.get(topic)?;
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| slots.get(i))
+            .cloned()
+            .flatten()
+    }
+
+    pub fn owned_partitions(&self) -> Vec<Rc<Partition>> {
+        self.partitions.borrow().values().flatten().flatten().cloned().collect()
+    }
+
+    fn rc(&self) -> Rc<Shard> {
+        // `me` points at the Rc this shard lives in; a `&self` exists only
+        // while that Rc does.
+        self.me
+            .upgrade()
+            .unwrap_or_else(|| unreachable!("shard used after drop"))
+    }
+
+    /// Runs `f` on shard `target` and returns its result. On this shard the
+    /// call is direct; otherwise `f` travels as a job. Jobs to one shard run
+    /// in the order they were sent, and each job's synchronous prefix (up to
+    /// its first await) runs before the next job's, which keeps produce
+    /// requests to one partition in order.
+    pub async fn submit_to<T, F, Fut>(&self, target: ShardId, f: F) -> Result<T, ShardGone>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        if target == self.id {
+            return Ok(f(self.rc()).await);
+        }
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.common.inboxes[target.0].push(Box::new(move |shard: &Rc<Shard>| {
+            let fut = f(shard.clone());
+            compio::runtime::spawn(async move {
+                let _ = tx.send(fut.await);
+            })
+            .detach();
+        }));
+        rx.await.map_err(|_| ShardGone)
+    }
+
+    /// Runs jobs sent to this shard until the shard's runtime stops.
+    pub async fn run_inbox(self: Rc<Self>) {
+        let inbox = &self.common.inboxes[self.id.0];
+        loop {
+            let job = inbox.next().await;
+            job(&self);
+        }
+    }
+
+    /// Installs a metadata snapshot and brings this shard's partitions in
+    /// line with it: opens partitions it now owns, applies config changes,
+    /// closes and removes partitions of deleted topics. Returns the first
+    /// error opening a log, after trying all of them.
+    pub async fn install(&self, snapshot: Arc<Snapshot>) -> Result<(), String> {
+        let old = self.meta.replace(snapshot.clone());
+        let shards = self.shard_count();
+        let mut first_error = None;
+        // Deleted topics (or recreated under the same name with a new id).
+        let gone: Vec<Arc<str>> = self
+            .partitions
+            .borrow()
+            .keys()
+            .filter(|name| {
+                let before = old.topic(name).map(|t| t.id);
+                let now = snapshot.topic(name).map(|t| t.id);
+                now.is_none() || before != now
+            })
+            .cloned()
+            .collect();
+        for name in gone {
+            let slots = self.partitions.borrow_mut().remove(&name).unwrap_or_default();
+            for p in slots.into_iter().flatten() {
+                if let Err(e) = p.log.close().await {
+                    tracing::warn!(topic = %name, partition = p.index, error = %e, "closing deleted partition");
+                }
+                if let Err(e) = std::fs::remove_dir_all(p.log.dir()) {
+                    tracing::warn!(dir = %p.log.dir().display(), error = %e, "removing deleted partition");
+                }
+            }
+        }
+        for topic in snapshot.topics.values() {
+            let config = meta::log_config(self.config(), topic);
+            for index in 0..topic.partitions {
+                if owner_of(&topic.name, index, shards) != self.id {
+                    continue;
+                }
+                if let Some(p) = self.partition(&topic.name, index) {
+                    if p.log.config() != config
+                        && let Err(e) = p.log.set_config(config.clone())
+                    {
+                        first_error.get_or_insert(format!("{}-{index}: {e}", topic.name));
+                    }
+                    continue;
+                }
+                match self.open_partition(topic, index, config.clone()).await {
+                    Ok(p) => {
+                        let mut map = self.partitions.borrow_mut();
+                        let slots = map.entry(topic.name.clone()).or_default();
+                        let i = index as usize;
+                        if slots.len() <= i {
+                            slots.resize(i + 1, None);
+                        }
+                        slots[i] = Some(p);
+                    }
+                    Err(e) => {
+                        tracing::error!(topic = %topic.name, partition = index, error = %e, "opening partition");
+                        first_error.get_or_insert(format!("{}-{index}: {e}", topic.name));
+                    }
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    async fn open_partition(&self, topic: &TopicMeta, index: i32, config: LogConfig) -> Result<Rc<Partition>, String> {
+        let dir: PathBuf = meta::partition_dir(&self.config().data_dir, &topic.name, index);
+        let log = Log::open(&dir, config, Env::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let producers = ProducerStates::load(&log).map_err(|e| e.to_string())?;
+        Ok(Rc::new(Partition {
+            topic: topic.name.clone(),
+            index,
+            log,
+            producers: RefCell::new(producers),
+        }))
+    }
+
+    /// Publishes the controller's current snapshot to every shard and waits
+    /// until each has installed it. Runs on the controller (shard 0).
+    pub async fn publish(&self) -> Result<(), String> {
+        let snapshot = {
+            let store = self.store.borrow();
+            let Some(store) = store.as_ref() else {
+                return Err("publish called off the controller shard".into());
+            };
+            Arc::new(store.snapshot())
+        };
+        let mut first_error = None;
+        for s in 0..self.shard_count() {
+            let snap = snapshot.clone();
+            let r = self
+                .submit_to(ShardId(s), move |shard| async move { shard.install(snap).await })
+                .await;
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e.to_string());
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Allocates a producer id; on the controller only.
+    pub fn allocate_producer_id(&self) -> Result<i64, String> {
+        let mut store = self.store.borrow_mut();
+        let store = store.as_mut().ok_or("not the controller shard")?;
+        store.allocate_producer_id().map_err(|e| e.to_string())
+    }
+
+    /// Runs periodic work on this shard's partitions: flush-interval syncs
+    /// and retention. Not on any request path.
+    pub async fn housekeeping(self: Rc<Self>) {
+        let tick = std::time::Duration::from_millis(100);
+        let retention_every = std::time::Duration::from_millis(self.config().log_retention_check_interval_ms);
+        let mut last_retention = std::time::Instant::now();
+        while !self.stopping.is_set() {
+            compio::runtime::time::sleep(tick).await;
+            let parts = self.owned_partitions();
+            for p in &parts {
+                if let Err(e) = p.log.sync_if_due().await {
+                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "interval sync");
+                }
+            }
+            if last_retention.elapsed() >= retention_every {
+                last_retention = std::time::Instant::now();
+                for p in &parts {
+                    match p.log.enforce_retention() {
+                        Ok(removed) if !removed.is_empty() => {
+                            tracing::info!(topic = %p.topic, partition = p.index, segments = removed.len(), "retention removed segments");
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes every partition this shard owns (final flush and sync).
+    pub async fn close_partitions(&self) {
+        let parts = self.owned_partitions();
+        for p in parts {
+            if let Err(e) = p.producers.borrow().save(&p.log) {
+                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "saving producer state");
+            }
+            if let Err(e) = p.log.close().await {
+                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "closing partition");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_spreads_a_topics_partitions_evenly() {
+        for shards in 1..=8 {
+            let mut counts = vec![0; shards];
+            for p in 0..(shards as i32 * 3) {
+                counts[owner_of("orders", p, shards).0] += 1;
+            }
+            assert!(counts.iter().all(|&c| c == 3), "{shards}: {counts:?}");
+        }
+        assert_eq!(owner_of("t", 5, 4), owner_of("t", 5, 4));
+    }
+}
