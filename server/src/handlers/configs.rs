@@ -85,7 +85,7 @@ pub fn describe_configs(ctx: Ctx, body: BytesMut) -> Outcome {
         let wanted = |k: &str| {
             res.configuration_keys
                 .as_ref()
-                .is_none_or(|keys| keys.iter().any(|w| w.as_str() == k))
+                .is_none_or(|keys| keys.is_empty() || keys.iter().any(|w| w.as_str() == k))
         };
         match res.resource_type {
             RESOURCE_TOPIC => match snapshot.topic(res.resource_name.as_str()) {

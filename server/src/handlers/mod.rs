@@ -35,7 +35,8 @@ pub const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DeleteRecords, 0, 2),
-    (ApiKey::InitProducerId, 0, 6),
+    // The crate's response goes to v6 but its request decoder stops at v5.
+    (ApiKey::InitProducerId, 0, 5),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
@@ -79,6 +80,9 @@ impl Ctx {
 
     /// Decodes the body with the crate, or closes the connection.
     pub fn decode<M: Decodable>(&self, body: BytesMut) -> Result<M, Outcome> {
+        // The crate trusts array lengths; check them first.
+        protocol::guard::check(self.key, self.version, &body)
+            .map_err(|e| Outcome::Close(format!("malformed {:?} v{} request: {e}", self.key, self.version)))?;
         let mut b: Bytes = body.freeze();
         M::decode(&mut b, self.version)
             .map_err(|e| Outcome::Close(format!("malformed {:?} v{} request: {e}", self.key, self.version)))

@@ -247,7 +247,7 @@ pub async fn init_producer_id(ctx: Ctx, body: BytesMut) -> Outcome {
     let mut resp = InitProducerIdResponse::default();
     resp.producer_id = ProducerId(-1);
     resp.producer_epoch = -1;
-    if req.transactional_id.is_some() {
+    if req.transactional_id.as_ref().is_some_and(|t| !t.0.is_empty()) {
         resp.error_code = ErrorCode::TransactionalIdAuthorizationFailed.code();
         return ctx.respond(&resp);
     }

@@ -5,6 +5,7 @@
 //! uses the `kafka-protocol` crate.
 
 pub mod fetch;
+pub mod guard;
 pub mod produce;
 pub mod wire;
 

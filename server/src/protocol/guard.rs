@@ -1,0 +1,453 @@
+//! A structural check of control-plane request bodies before the
+//! `kafka-protocol` crate decodes them.
+//!
+//! The crate's decoders size a `Vec` from an array length read off the wire
+//! before decoding any element, so a few bytes that claim four billion
+//! elements make it allocate hundreds of gigabytes and abort the process.
+//! This walker follows each request's layout (from Kafka's message schemas)
+//! with the bounds-checked [`Reader`], which refuses any length longer than
+//! the bytes that remain. A body that passes can only make the crate
+//! allocate in proportion to its size.
+
+use kafka_protocol::messages::ApiKey;
+
+use super::wire::{ParseError, Reader};
+
+/// The wire type of one field.
+#[derive(Debug, Clone, Copy)]
+enum T {
+    Bool,
+    I8,
+    I16,
+    I32,
+    I64,
+    Uuid,
+    Str,
+    NStr,
+    /// Array (nullable or not) of structs.
+    Arr(&'static [F]),
+    /// Array of int32.
+    I32s,
+    /// Array of strings.
+    Strs,
+}
+
+/// A field present in versions `lo..=hi`.
+#[derive(Debug, Clone, Copy)]
+struct F(T, i16, i16);
+
+const ALL: i16 = i16::MAX;
+
+const METADATA: &[F] = &[
+    F(T::Arr(&[F(T::Uuid, 10, ALL), F(T::NStr, 0, ALL)]), 0, ALL),
+    F(T::Bool, 4, ALL),
+    F(T::Bool, 8, 10),
+    F(T::Bool, 8, ALL),
+];
+
+const CREATE_TOPICS: &[F] = &[
+    F(
+        T::Arr(&[
+            F(T::Str, 0, ALL),
+            F(T::I32, 0, ALL),
+            F(T::I16, 0, ALL),
+            F(T::Arr(&[F(T::I32, 0, ALL), F(T::I32s, 0, ALL)]), 0, ALL),
+            F(T::Arr(&[F(T::Str, 0, ALL), F(T::NStr, 0, ALL)]), 0, ALL),
+        ]),
+        0,
+        ALL,
+    ),
+    F(T::I32, 0, ALL),
+    F(T::Bool, 1, ALL),
+];
+
+const DELETE_TOPICS: &[F] = &[
+    F(T::Arr(&[F(T::NStr, 6, ALL), F(T::Uuid, 6, ALL)]), 6, ALL),
+    F(T::Strs, 0, 5),
+    F(T::I32, 0, ALL),
+];
+
+const CREATE_PARTITIONS: &[F] = &[
+    F(
+        T::Arr(&[
+            F(T::Str, 0, ALL),
+            F(T::I32, 0, ALL),
+            F(T::Arr(&[F(T::I32s, 0, ALL)]), 0, ALL),
+        ]),
+        0,
+        ALL,
+    ),
+    F(T::I32, 0, ALL),
+    F(T::Bool, 0, ALL),
+];
+
+const LIST_OFFSETS: &[F] = &[
+    F(T::I32, 0, ALL),
+    F(T::I8, 2, ALL),
+    F(
+        T::Arr(&[
+            F(T::Str, 0, ALL),
+            F(
+                T::Arr(&[F(T::I32, 0, ALL), F(T::I32, 4, ALL), F(T::I64, 0, ALL), F(T::I32, 0, 0)]),
+                0,
+                ALL,
+            ),
+        ]),
+        0,
+        ALL,
+    ),
+    F(T::I32, 10, ALL),
+];
+
+const DELETE_RECORDS: &[F] = &[
+    F(
+        T::Arr(&[
+            F(T::Str, 0, ALL),
+            F(T::Arr(&[F(T::I32, 0, ALL), F(T::I64, 0, ALL)]), 0, ALL),
+        ]),
+        0,
+        ALL,
+    ),
+    F(T::I32, 0, ALL),
+];
+
+const INIT_PRODUCER_ID: &[F] = &[
+    F(T::NStr, 0, ALL),
+    F(T::I32, 0, ALL),
+    F(T::I64, 3, ALL),
+    F(T::I16, 3, ALL),
+    F(T::Bool, 6, ALL),
+    F(T::Bool, 6, ALL),
+];
+
+const DESCRIBE_CONFIGS: &[F] = &[
+    F(
+        T::Arr(&[F(T::I8, 0, ALL), F(T::Str, 0, ALL), F(T::Strs, 0, ALL)]),
+        0,
+        ALL,
+    ),
+    F(T::Bool, 1, ALL),
+    F(T::Bool, 3, ALL),
+];
+
+const ALTER_CONFIGS: &[F] = &[
+    F(
+        T::Arr(&[
+            F(T::I8, 0, ALL),
+            F(T::Str, 0, ALL),
+            F(T::Arr(&[F(T::Str, 0, ALL), F(T::NStr, 0, ALL)]), 0, ALL),
+        ]),
+        0,
+        ALL,
+    ),
+    F(T::Bool, 0, ALL),
+];
+
+const INCREMENTAL_ALTER_CONFIGS: &[F] = &[
+    F(
+        T::Arr(&[
+            F(T::I8, 0, ALL),
+            F(T::Str, 0, ALL),
+            F(
+                T::Arr(&[F(T::Str, 0, ALL), F(T::I8, 0, ALL), F(T::NStr, 0, ALL)]),
+                0,
+                ALL,
+            ),
+        ]),
+        0,
+        ALL,
+    ),
+    F(T::Bool, 0, ALL),
+];
+
+const DESCRIBE_CLUSTER: &[F] = &[F(T::Bool, 0, ALL), F(T::I8, 1, ALL), F(T::Bool, 2, ALL)];
+
+const FETCH: &[F] = &[
+    F(T::I32, 0, 14),
+    F(T::I32, 0, ALL),
+    F(T::I32, 0, ALL),
+    F(T::I32, 3, ALL),
+    F(T::I8, 4, ALL),
+    F(T::I32, 7, ALL),
+    F(T::I32, 7, ALL),
+    F(
+        T::Arr(&[
+            F(T::Str, 0, 12),
+            F(T::Uuid, 13, ALL),
+            F(
+                T::Arr(&[
+                    F(T::I32, 0, ALL),
+                    F(T::I32, 9, ALL),
+                    F(T::I64, 0, ALL),
+                    F(T::I32, 12, ALL),
+                    F(T::I64, 5, ALL),
+                    F(T::I32, 0, ALL),
+                ]),
+                0,
+                ALL,
+            ),
+        ]),
+        0,
+        ALL,
+    ),
+    F(
+        T::Arr(&[F(T::Str, 7, 12), F(T::Uuid, 13, ALL), F(T::I32s, 7, ALL)]),
+        7,
+        ALL,
+    ),
+    F(T::Str, 11, ALL),
+];
+
+fn layout(key: ApiKey) -> Option<&'static [F]> {
+    Some(match key {
+        ApiKey::Metadata => METADATA,
+        ApiKey::CreateTopics => CREATE_TOPICS,
+        ApiKey::DeleteTopics => DELETE_TOPICS,
+        ApiKey::CreatePartitions => CREATE_PARTITIONS,
+        ApiKey::ListOffsets => LIST_OFFSETS,
+        ApiKey::DeleteRecords => DELETE_RECORDS,
+        ApiKey::InitProducerId => INIT_PRODUCER_ID,
+        ApiKey::DescribeConfigs => DESCRIBE_CONFIGS,
+        ApiKey::AlterConfigs => ALTER_CONFIGS,
+        ApiKey::IncrementalAlterConfigs => INCREMENTAL_ALTER_CONFIGS,
+        ApiKey::DescribeCluster => DESCRIBE_CLUSTER,
+        ApiKey::Fetch => FETCH,
+        _ => return None,
+    })
+}
+
+fn walk_struct(r: &mut Reader<'_>, fields: &[F], version: i16, flexible: bool) -> Result<(), ParseError> {
+    for &F(t, lo, hi) in fields {
+        if version < lo || version > hi {
+            continue;
+        }
+        match t {
+            T::Bool | T::I8 => {
+                r.i8()?;
+            }
+            T::I16 => {
+                r.i16()?;
+            }
+            T::I32 => {
+                r.i32()?;
+            }
+            T::I64 => {
+                r.i64()?;
+            }
+            T::Uuid => {
+                r.uuid()?;
+            }
+            T::Str | T::NStr => {
+                r.nullable_str(flexible)?;
+            }
+            T::Arr(sub) => {
+                for _ in 0..r.array_len(flexible)? {
+                    walk_struct(r, sub, version, flexible)?;
+                }
+            }
+            T::I32s => {
+                let n = r.array_len(flexible)?;
+                r.take(n.saturating_mul(4), "int32 array")?;
+            }
+            T::Strs => {
+                for _ in 0..r.array_len(flexible)? {
+                    r.nullable_str(flexible)?;
+                }
+            }
+        }
+    }
+    if flexible {
+        r.skip_tagged_fields()?;
+    }
+    Ok(())
+}
+
+/// Checks that a request body has the layout of its API version and that
+/// every length in it fits in the body. APIs without a layout here are not
+/// decoded by the crate and pass unchecked.
+pub fn check(key: ApiKey, version: i16, body: &[u8]) -> Result<(), ParseError> {
+    let Some(fields) = layout(key) else {
+        return Ok(());
+    };
+    let flexible = super::request_header_flexible(key, version);
+    let mut r = Reader::new(body);
+    walk_struct(&mut r, fields, version, flexible)?;
+    if r.remaining() != 0 {
+        return Err(ParseError {
+            at: r.pos(),
+            what: "bytes after the end of the request",
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::{Encodable, Message, StrBytes};
+
+    fn s(v: &str) -> StrBytes {
+        StrBytes::from_string(v.to_string())
+    }
+
+    fn tn(v: &str) -> TopicName {
+        TopicName(s(v))
+    }
+
+    /// Requests with every array populated, so nested layouts are walked.
+    /// An API, an encoder of a populated request by version, and the
+    /// version range.
+    type Sample = (ApiKey, Box<dyn Fn(i16) -> BytesMut>, i16, i16);
+
+    fn samples() -> Vec<Sample> {
+        fn enc<M: Encodable + Message + 'static>(m: M) -> Box<dyn Fn(i16) -> BytesMut> {
+            Box::new(move |v| {
+                let mut b = BytesMut::new();
+                m.encode(&mut b, v).unwrap();
+                b
+            })
+        }
+        let mut out: Vec<Sample> = Vec::new();
+        let mut md = MetadataRequest::default();
+        md.topics = Some(vec![
+            metadata_request::MetadataRequestTopic::default().with_name(Some(tn("a"))),
+            metadata_request::MetadataRequestTopic::default().with_name(Some(tn("bb"))),
+        ]);
+        out.push((ApiKey::Metadata, enc(md), 0, 13));
+        let ct = CreateTopicsRequest::default().with_topics(vec![
+            create_topics_request::CreatableTopic::default()
+                .with_name(tn("t"))
+                .with_num_partitions(-1)
+                .with_replication_factor(-1)
+                .with_configs(vec![
+                    create_topics_request::CreatableTopicConfig::default()
+                        .with_name(s("retention.ms"))
+                        .with_value(Some(s("1"))),
+                ]),
+            create_topics_request::CreatableTopic::default()
+                .with_name(tn("u"))
+                .with_assignments(vec![
+                    create_topics_request::CreatableReplicaAssignment::default()
+                        .with_broker_ids(vec![BrokerId(0), BrokerId(1)]),
+                ]),
+        ]);
+        out.push((ApiKey::CreateTopics, enc(ct), 2, 7));
+        let by_state = enc(DeleteTopicsRequest::default().with_topics(vec![
+            delete_topics_request::DeleteTopicState::default().with_name(Some(tn("x"))),
+        ]));
+        let by_name = enc(DeleteTopicsRequest::default().with_topic_names(vec![tn("x"), tn("y")]));
+        out.push((
+            ApiKey::DeleteTopics,
+            Box::new(move |v| if v >= 6 { by_state(v) } else { by_name(v) }),
+            1,
+            6,
+        ));
+        let cp = CreatePartitionsRequest::default().with_topics(vec![
+            create_partitions_request::CreatePartitionsTopic::default()
+                .with_name(tn("t"))
+                .with_count(3)
+                .with_assignments(Some(vec![
+                    create_partitions_request::CreatePartitionsAssignment::default().with_broker_ids(vec![BrokerId(0)]),
+                ])),
+        ]);
+        out.push((ApiKey::CreatePartitions, enc(cp), 0, 3));
+        let lo = ListOffsetsRequest::default().with_topics(vec![
+            list_offsets_request::ListOffsetsTopic::default()
+                .with_name(tn("t"))
+                .with_partitions(vec![
+                    list_offsets_request::ListOffsetsPartition::default().with_timestamp(-1),
+                    list_offsets_request::ListOffsetsPartition::default().with_partition_index(1),
+                ]),
+        ]);
+        out.push((ApiKey::ListOffsets, enc(lo), 1, 10));
+        let dr = DeleteRecordsRequest::default().with_topics(vec![
+            delete_records_request::DeleteRecordsTopic::default()
+                .with_name(tn("t"))
+                .with_partitions(vec![
+                    delete_records_request::DeleteRecordsPartition::default().with_offset(5),
+                ]),
+        ]);
+        out.push((ApiKey::DeleteRecords, enc(dr), 0, 2));
+        let ip = InitProducerIdRequest::default().with_transactional_id(Some(TransactionalId(s("tx"))));
+        out.push((ApiKey::InitProducerId, enc(ip), 0, 5));
+        let dc = DescribeConfigsRequest::default().with_resources(vec![
+            describe_configs_request::DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("t"))
+                .with_configuration_keys(Some(vec![s("retention.ms")])),
+        ]);
+        out.push((ApiKey::DescribeConfigs, enc(dc), 1, 4));
+        let ac = AlterConfigsRequest::default().with_resources(vec![
+            alter_configs_request::AlterConfigsResource::default()
+                .with_resource_name(s("t"))
+                .with_configs(vec![
+                    alter_configs_request::AlterableConfig::default().with_name(s("k")),
+                ]),
+        ]);
+        out.push((ApiKey::AlterConfigs, enc(ac), 0, 2));
+        let iac = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            incremental_alter_configs_request::AlterConfigsResource::default()
+                .with_resource_name(s("t"))
+                .with_configs(vec![
+                    incremental_alter_configs_request::AlterableConfig::default()
+                        .with_name(s("k"))
+                        .with_value(Some(s("v"))),
+                ]),
+        ]);
+        out.push((ApiKey::IncrementalAlterConfigs, enc(iac), 0, 1));
+        out.push((ApiKey::DescribeCluster, enc(DescribeClusterRequest::default()), 0, 2));
+        let fetch_at = |v: i16| {
+            let topic = fetch_request::FetchTopic::default().with_partitions(vec![
+                fetch_request::FetchPartition::default().with_fetch_offset(4),
+                fetch_request::FetchPartition::default().with_partition(2),
+            ]);
+            let topic = if v >= 13 { topic } else { topic.with_topic(tn("t")) };
+            let mut req = FetchRequest::default().with_topics(vec![topic]);
+            if v >= 7 {
+                let forgotten = fetch_request::ForgottenTopic::default().with_partitions(vec![1, 2, 3]);
+                let forgotten = if v >= 13 {
+                    forgotten
+                } else {
+                    forgotten.with_topic(tn("g"))
+                };
+                req = req.with_forgotten_topics_data(vec![forgotten]);
+            }
+            if v >= 11 {
+                req = req.with_rack_id(s("r1"));
+            }
+            enc(req)(v)
+        };
+        out.push((ApiKey::Fetch, Box::new(fetch_at), 4, 18));
+        out
+    }
+
+    #[test]
+    fn accepts_every_version_the_crate_encodes_and_rejects_every_truncation() {
+        for (key, encode, lo, hi) in samples() {
+            // The broker advertises exactly the versions the crate's request
+            // decoder supports, and this walker covers all of them.
+            assert_eq!(crate::handlers::supported(key), Some((lo, hi)), "{key:?}");
+            for v in lo..=hi {
+                let body = encode(v);
+                check(key, v, &body).unwrap_or_else(|e| panic!("{key:?} v{v}: {e}"));
+                for cut in 0..body.len() {
+                    assert!(check(key, v, &body[..cut]).is_err(), "{key:?} v{v} cut at {cut}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn absurd_array_lengths_are_refused_before_decoding() {
+        // Metadata v12 (flexible): topics claims 2^32 - 2 entries.
+        assert!(check(ApiKey::Metadata, 12, &[0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
+        // Metadata v1: topics claims i32::MAX entries.
+        assert!(check(ApiKey::Metadata, 1, &[0x7f, 0xff, 0xff, 0xff]).is_err());
+        // CreateTopics v2, a topic whose configs array claims 1e9 entries.
+        let mut body = vec![0, 0, 0, 1, 0, 1, b't', 0, 0, 0, 1, 0, 1, 0, 0, 0, 0];
+        body.extend_from_slice(&1_000_000_000i32.to_be_bytes());
+        assert!(check(ApiKey::CreateTopics, 2, &body).is_err());
+    }
+}

@@ -1,0 +1,581 @@
+//! The broker over TCP with a protocol-level client: every API, pipelining,
+//! restart persistence, and bad input.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes};
+use common::{Client, TestBroker};
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use sluice_engine::batch::{self, ProducerFields, Record};
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+fn create_topic(c: &mut Client, topic: &str, partitions: i32) -> CreateTopicsResponse {
+    let mut t = CreatableTopic::default();
+    t.name = name(topic);
+    t.num_partitions = partitions;
+    t.replication_factor = 1;
+    let mut req = CreateTopicsRequest::default();
+    req.topics = vec![t];
+    req.timeout_ms = 5000;
+    c.call(ApiKey::CreateTopics, 7, &req)
+}
+
+fn records(n: usize, ts: i64) -> Bytes {
+    let recs: Vec<Record> = (0..n)
+        .map(|i| Record {
+            timestamp: ts,
+            key: Some(format!("k{i}").into_bytes()),
+            value: Some(format!("value-{i}").into_bytes()),
+            headers: vec![("h".into(), Some(b"x".to_vec()))],
+        })
+        .collect();
+    batch::build(&recs, ProducerFields::NONE).freeze()
+}
+
+fn produce_req(topic: &str, partition: i32, acks: i16, batch: Bytes) -> ProduceRequest {
+    let mut p = PartitionProduceData::default();
+    p.index = partition;
+    p.records = Some(batch);
+    let mut t = TopicProduceData::default();
+    t.name = name(topic);
+    t.partition_data = vec![p];
+    let mut req = ProduceRequest::default();
+    req.acks = acks;
+    req.timeout_ms = 5000;
+    req.topic_data = vec![t];
+    req
+}
+
+fn produce(c: &mut Client, version: i16, topic: &str, partition: i32, acks: i16, batch: Bytes) -> (i16, i64) {
+    let resp: ProduceResponse = c.call(ApiKey::Produce, version, &produce_req(topic, partition, acks, batch));
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+fn fetch_req(topic: &str, id: uuid::Uuid, partition: i32, offset: i64, max_wait_ms: i32) -> FetchRequest {
+    let mut p = FetchPartition::default();
+    p.partition = partition;
+    p.fetch_offset = offset;
+    p.partition_max_bytes = 1 << 20;
+    let mut t = FetchTopic::default();
+    t.topic = name(topic);
+    t.topic_id = id;
+    t.partitions = vec![p];
+    let mut req = FetchRequest::default();
+    req.max_wait_ms = max_wait_ms;
+    req.min_bytes = 1;
+    req.max_bytes = 50 << 20;
+    req.session_epoch = -1;
+    req.topics = vec![t];
+    req
+}
+
+fn metadata(c: &mut Client, topics: &[&str]) -> MetadataResponse {
+    let mut req = MetadataRequest::default();
+    req.topics = Some(
+        topics
+            .iter()
+            .map(|t| {
+                let mut m = MetadataRequestTopic::default();
+                m.name = Some(name(t));
+                m
+            })
+            .collect(),
+    );
+    req.allow_auto_topic_creation = true;
+    c.call(ApiKey::Metadata, 12, &req)
+}
+
+fn topic_id(c: &mut Client, topic: &str) -> uuid::Uuid {
+    metadata(c, &[topic]).topics[0].topic_id
+}
+
+#[test]
+fn api_versions_advertises_the_table_and_answers_unknown_versions_in_v0() {
+    let b = TestBroker::start(1, |_| {});
+    let mut c = b.client();
+    let resp: ApiVersionsResponse = c.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(resp.error_code, 0);
+    let listed: Vec<(i16, i16, i16)> = resp
+        .api_keys
+        .iter()
+        .map(|k| (k.api_key, k.min_version, k.max_version))
+        .collect();
+    let table: Vec<(i16, i16, i16)> = sluice::handlers::APIS
+        .iter()
+        .map(|&(k, lo, hi)| (k as i16, lo, hi))
+        .collect();
+    assert_eq!(listed, table);
+    // A version from the future: header v1 (key, version, correlation,
+    // client id), answered as ApiVersions v0 with UNSUPPORTED_VERSION.
+    let mut frame = Vec::new();
+    let body: &[u8] = &[0, 18, 0, 99, 0, 0, 0, 7, 0, 1, b'x', 0, 0, 0];
+    frame.put_i32(body.len() as i32);
+    frame.extend_from_slice(body);
+    c.send_raw(&frame);
+    let resp: ApiVersionsResponse = c.read_response(ApiKey::ApiVersions, 0, 7);
+    assert_eq!(resp.error_code, 35);
+    assert!(resp.api_keys.iter().any(|k| k.api_key == ApiKey::Produce as i16));
+}
+
+#[test]
+fn metadata_auto_creates_topics_whose_ids_survive_restart() {
+    let mut b = TestBroker::start(2, |c| c.set("num.partitions", "3").unwrap());
+    let mut c = b.client();
+    let m = metadata(&mut c, &["auto-a", "bad name"]);
+    assert_eq!(m.brokers.len(), 1);
+    assert_eq!(m.brokers[0].port, i32::from(b.addr().port()));
+    assert_eq!(m.topics[0].error_code, 0);
+    assert_eq!(m.topics[0].partitions.len(), 3);
+    let id = m.topics[0].topic_id;
+    assert!(!id.is_nil());
+    assert_eq!(m.topics[1].error_code, 17, "INVALID_TOPIC_EXCEPTION");
+    drop(c);
+    b.restart();
+    let mut c = b.client();
+    assert_eq!(topic_id(&mut c, "auto-a"), id);
+}
+
+#[test]
+fn admin_apis_create_validate_grow_and_delete() {
+    let b = TestBroker::start(2, |c| c.set("auto.create.topics.enable", "false").unwrap());
+    let mut c = b.client();
+    assert_eq!(create_topic(&mut c, "t1", 2).topics[0].error_code, 0);
+    assert_eq!(
+        create_topic(&mut c, "t1", 2).topics[0].error_code,
+        36,
+        "TOPIC_ALREADY_EXISTS"
+    );
+    assert_eq!(create_topic(&mut c, "..", 1).topics[0].error_code, 17);
+    assert_eq!(create_topic(&mut c, &"x".repeat(250), 1).topics[0].error_code, 17);
+    assert_eq!(
+        create_topic(&mut c, "t0", 0).topics[0].error_code,
+        37,
+        "INVALID_PARTITIONS"
+    );
+    // validate_only creates nothing.
+    let mut t = CreatableTopic::default();
+    t.name = name("dry");
+    t.num_partitions = 1;
+    t.replication_factor = 1;
+    let mut req = CreateTopicsRequest::default();
+    req.topics = vec![t];
+    req.validate_only = true;
+    let r: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &req);
+    assert_eq!(r.topics[0].error_code, 0);
+    assert_eq!(
+        metadata(&mut c, &["dry"]).topics[0].error_code,
+        3,
+        "not created, not auto-created"
+    );
+    // Grow, refuse to shrink.
+    let grow = |count: i32| {
+        let mut t = CreatePartitionsTopic::default();
+        t.name = name("t1");
+        t.count = count;
+        let mut req = CreatePartitionsRequest::default();
+        req.topics = vec![t];
+        req
+    };
+    let r: CreatePartitionsResponse = c.call(ApiKey::CreatePartitions, 3, &grow(5));
+    assert_eq!(r.results[0].error_code, 0);
+    assert_eq!(metadata(&mut c, &["t1"]).topics[0].partitions.len(), 5);
+    let (err, off) = produce(&mut c, 9, "t1", 4, -1, records(1, 1));
+    assert_eq!((err, off), (0, 0), "a new partition takes writes");
+    let r: CreatePartitionsResponse = c.call(ApiKey::CreatePartitions, 3, &grow(2));
+    assert_eq!(r.results[0].error_code, 37);
+    // Delete, then the name is free again and starts empty.
+    let mut req = DeleteTopicsRequest::default();
+    req.topic_names = vec![name("t1")];
+    let r: DeleteTopicsResponse = c.call(ApiKey::DeleteTopics, 4, &req);
+    assert_eq!(r.responses[0].error_code, 0);
+    let r: DeleteTopicsResponse = c.call(ApiKey::DeleteTopics, 4, &req);
+    assert_eq!(r.responses[0].error_code, 3);
+    assert_eq!(create_topic(&mut c, "t1", 5).topics[0].error_code, 0);
+    let (err, off) = produce(&mut c, 9, "t1", 4, -1, records(1, 1));
+    assert_eq!((err, off), (0, 0));
+}
+
+#[test]
+fn produce_and_fetch_round_trip_on_every_shard_and_version() {
+    let b = TestBroker::start(2, |_| {});
+    let mut c = b.client();
+    create_topic(&mut c, "rt", 4);
+    let id = topic_id(&mut c, "rt");
+    for p in 0..4 {
+        for (i, version) in [3i16, 8, 9, 13].into_iter().enumerate() {
+            let mut req = produce_req("rt", p, -1, records(3, 1000));
+            req.topic_data[0].topic_id = id;
+            let resp: ProduceResponse = c.call(ApiKey::Produce, version, &req);
+            let pr = &resp.responses[0].partition_responses[0];
+            assert_eq!((pr.error_code, pr.base_offset), (0, i as i64 * 3), "p{p} v{version}");
+        }
+    }
+    for p in 0..4 {
+        for version in [4i16, 11, 12, 13, 18] {
+            let resp: FetchResponse = c.call(ApiKey::Fetch, version, &fetch_req("rt", id, p, 3, 100));
+            let pd = &resp.responses[0].partitions[0];
+            assert_eq!(pd.error_code, 0);
+            assert_eq!(pd.high_watermark, 12);
+            let bytes = pd.records.clone().unwrap();
+            let h = batch::BatchHeader::parse(&bytes).unwrap();
+            assert_eq!(
+                h.base_offset(),
+                3,
+                "fetch returns whole batches from the one holding the offset"
+            );
+            let info = batch::validate(&bytes[..h.total_len().unwrap()], 1 << 20).unwrap();
+            assert_eq!(info.records_count, 3);
+        }
+    }
+}
+
+#[test]
+fn fetch_long_poll_wakes_on_append_and_reports_out_of_range() {
+    let b = TestBroker::start(2, |_| {});
+    let mut c = b.client();
+    create_topic(&mut c, "lp", 2);
+    let id = topic_id(&mut c, "lp");
+    let resp: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch_req("lp", id, 1, 5, 0));
+    assert_eq!(resp.responses[0].partitions[0].error_code, 1, "OFFSET_OUT_OF_RANGE");
+    let addr = b.addr();
+    let producer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let mut p = Client::connect(addr);
+        produce(&mut p, 9, "lp", 1, 1, records(2, 5))
+    });
+    let start = Instant::now();
+    let resp: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch_req("lp", id, 1, 0, 20_000));
+    let waited = start.elapsed();
+    assert_eq!(producer.join().unwrap(), (0, 0));
+    let pd = &resp.responses[0].partitions[0];
+    assert!(pd.records.as_ref().is_some_and(|r| !r.is_empty()), "woken with data");
+    assert!(
+        waited < Duration::from_secs(15),
+        "woken by the append, not the 20 s wait"
+    );
+    // With nothing to read, max_wait_ms bounds the wait.
+    let resp: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch_req("lp", id, 0, 0, 200));
+    assert!(
+        resp.responses[0].partitions[0]
+            .records
+            .as_ref()
+            .is_none_or(|r| r.is_empty())
+    );
+}
+
+#[test]
+fn idempotent_retries_are_deduplicated_even_after_restart() {
+    let mut b = TestBroker::start(2, |_| {});
+    let mut c = b.client();
+    create_topic(&mut c, "idem", 1);
+    let init: InitProducerIdResponse = c.call(ApiKey::InitProducerId, 4, &{
+        let mut r = InitProducerIdRequest::default();
+        r.transactional_id = None;
+        r.producer_id = ProducerId(-1);
+        r.producer_epoch = -1;
+        r
+    });
+    assert_eq!(init.error_code, 0);
+    let pid = init.producer_id.0;
+    assert!(pid >= 0);
+    let batch_at = |seq: i32, epoch: i16| {
+        let recs: Vec<Record> = (0..2)
+            .map(|i| Record {
+                timestamp: 1,
+                value: Some(vec![i as u8]),
+                ..Default::default()
+            })
+            .collect();
+        batch::build(
+            &recs,
+            ProducerFields {
+                producer_id: pid,
+                producer_epoch: epoch,
+                base_sequence: seq,
+            },
+        )
+        .freeze()
+    };
+    assert_eq!(produce(&mut c, 9, "idem", 0, -1, batch_at(0, 0)), (0, 0));
+    assert_eq!(produce(&mut c, 9, "idem", 0, -1, batch_at(2, 0)), (0, 2));
+    assert_eq!(
+        produce(&mut c, 9, "idem", 0, -1, batch_at(0, 0)),
+        (0, 0),
+        "retry answered with its offset"
+    );
+    assert_eq!(
+        produce(&mut c, 9, "idem", 0, -1, batch_at(7, 0)).0,
+        45,
+        "OUT_OF_ORDER_SEQUENCE_NUMBER"
+    );
+    drop(c);
+    b.restart();
+    let mut c = b.client();
+    assert_eq!(
+        produce(&mut c, 9, "idem", 0, -1, batch_at(2, 0)),
+        (0, 2),
+        "dedup survives restart"
+    );
+    assert_eq!(produce(&mut c, 9, "idem", 0, -1, batch_at(4, 0)), (0, 4));
+    assert_eq!(
+        produce(&mut c, 9, "idem", 0, -1, batch_at(0, 1)),
+        (0, 6),
+        "new epoch restarts"
+    );
+    assert_eq!(
+        produce(&mut c, 9, "idem", 0, -1, batch_at(6, 0)).0,
+        47,
+        "INVALID_PRODUCER_EPOCH"
+    );
+    let id = topic_id(&mut c, "idem");
+    let resp: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch_req("idem", id, 0, 0, 0));
+    assert_eq!(
+        resp.responses[0].partitions[0].high_watermark, 8,
+        "duplicates were not written"
+    );
+}
+
+#[test]
+fn list_offsets_and_delete_records() {
+    let b = TestBroker::start(2, |_| {});
+    let mut c = b.client();
+    create_topic(&mut c, "lo", 1);
+    for ts in [1000, 2000, 3000] {
+        produce(&mut c, 9, "lo", 0, 1, records(2, ts));
+    }
+    let list = |c: &mut Client, ts: i64| {
+        let mut p = ListOffsetsPartition::default();
+        p.partition_index = 0;
+        p.timestamp = ts;
+        let mut t = ListOffsetsTopic::default();
+        t.name = name("lo");
+        t.partitions = vec![p];
+        let mut req = ListOffsetsRequest::default();
+        req.replica_id = BrokerId(-1);
+        req.topics = vec![t];
+        let r: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
+        let p = &r.topics[0].partitions[0];
+        (p.error_code, p.offset, p.timestamp)
+    };
+    assert_eq!(list(&mut c, -2), (0, 0, -1));
+    assert_eq!(list(&mut c, -1), (0, 6, -1));
+    assert_eq!(list(&mut c, 1500), (0, 2, 2000));
+    assert_eq!(list(&mut c, -3), (0, 4, 3000));
+    assert_eq!(list(&mut c, 9999), (0, -1, -1));
+    let del = |c: &mut Client, offset: i64| {
+        let mut p = DeleteRecordsPartition::default();
+        p.partition_index = 0;
+        p.offset = offset;
+        let mut t = DeleteRecordsTopic::default();
+        t.name = name("lo");
+        t.partitions = vec![p];
+        let mut req = DeleteRecordsRequest::default();
+        req.topics = vec![t];
+        let r: DeleteRecordsResponse = c.call(ApiKey::DeleteRecords, 2, &req);
+        let p = &r.topics[0].partitions[0];
+        (p.error_code, p.low_watermark)
+    };
+    assert_eq!(del(&mut c, 3), (0, 3));
+    assert_eq!(del(&mut c, 100).0, 1, "beyond the high watermark");
+    assert_eq!(list(&mut c, -2), (0, 3, -1));
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order_and_acks0_is_silent() {
+    let b = TestBroker::start(2, |_| {});
+    let mut c = b.client();
+    create_topic(&mut c, "pipe", 2);
+    let mut expected = Vec::new();
+    let mut wire = Vec::new();
+    for i in 0..40 {
+        let (corr, frame) = if i % 5 == 4 {
+            let mut req = MetadataRequest::default();
+            req.topics = None;
+            let (corr, f) = c.frame(ApiKey::Metadata, 12, &req);
+            expected.push((corr, None));
+            (corr, f)
+        } else {
+            let acks = if i % 7 == 3 { 0 } else { -1 };
+            let (corr, f) = c.frame(
+                ApiKey::Produce,
+                9,
+                &produce_req("pipe", i % 2, acks, records(1, i64::from(i))),
+            );
+            if acks != 0 {
+                expected.push((corr, Some(i % 2)));
+            }
+            (corr, f)
+        };
+        let _ = corr;
+        wire.extend_from_slice(&frame);
+    }
+    c.send_raw(&wire);
+    let mut last_offset = [-1i64; 2];
+    for (corr, partition) in expected {
+        match partition {
+            None => {
+                let _: MetadataResponse = c.read_response(ApiKey::Metadata, 12, corr);
+            }
+            Some(p) => {
+                let r: ProduceResponse = c.read_response(ApiKey::Produce, 9, corr);
+                let pr = &r.responses[0].partition_responses[0];
+                assert_eq!(pr.error_code, 0);
+                assert!(pr.base_offset > last_offset[p as usize], "per-partition order kept");
+                last_offset[p as usize] = pr.base_offset;
+            }
+        }
+    }
+}
+
+fn frame_of(body: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.put_i32(body.len() as i32);
+    f.extend_from_slice(body);
+    f
+}
+
+#[test]
+fn bad_frames_close_the_connection_and_the_broker_keeps_serving() {
+    let b = TestBroker::start(2, |c| c.set("socket.request.max.bytes", "4096").unwrap());
+    let mut good = b.client();
+    create_topic(&mut good, "safe", 1);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "frame above socket.request.max.bytes",
+            1_000_000i32.to_be_bytes().to_vec(),
+        ),
+        ("negative length", (-5i32).to_be_bytes().to_vec()),
+        ("absurd length", i32::MAX.to_be_bytes().to_vec()),
+        ("shorter than a header", frame_of(&[0, 3, 0])),
+        ("unknown api key", frame_of(&[0x03, 0xe7, 0, 0, 0, 0, 0, 1, 0, 0])),
+        ("unsupported api", frame_of(&[0, 8, 0, 0, 0, 0, 0, 1, 0, 0])),
+        ("unsupported Produce version", frame_of(&[0, 0, 0, 2, 0, 0, 0, 1, 0, 0])),
+        (
+            "garbage Metadata body",
+            frame_of(&[0, 3, 0, 12, 0, 0, 0, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f]),
+        ),
+        (
+            "garbage Produce body",
+            frame_of(&[0, 0, 0, 9, 0, 0, 0, 1, 0, 0, 0, 7, 7]),
+        ),
+        (
+            "client id longer than the frame",
+            frame_of(&[0, 3, 0, 1, 0, 0, 0, 1, 0x7f, 0]),
+        ),
+    ];
+    for (what, bytes) in cases {
+        let mut c = b.client();
+        c.send_raw(&bytes);
+        assert!(c.is_closed(), "{what}: connection should be closed");
+    }
+    // A truncated frame: the client goes away mid-frame.
+    {
+        let mut c = b.client();
+        c.send_raw(&[0, 0, 0, 100, 0, 18, 0]);
+        c.stream.shutdown(std::net::Shutdown::Write).unwrap();
+        assert!(c.is_closed());
+    }
+    // Bad batches get error codes on an open connection and are not written.
+    let mut c = b.client();
+    let mut bad_crc = records(2, 1).to_vec();
+    let last = bad_crc.len() - 1;
+    bad_crc[last] ^= 0xff;
+    assert_eq!(
+        produce(&mut c, 9, "safe", 0, -1, Bytes::from(bad_crc)).0,
+        2,
+        "CORRUPT_MESSAGE"
+    );
+    let mut lying = records(2, 1).to_vec();
+    lying[8..12].copy_from_slice(&10_000i32.to_be_bytes());
+    assert_eq!(produce(&mut c, 9, "safe", 0, -1, Bytes::from(lying)).0, 2);
+    let mut magic1 = records(1, 1).to_vec();
+    magic1[16] = 1;
+    assert_ne!(produce(&mut c, 9, "safe", 0, -1, Bytes::from(magic1)).0, 0);
+    let big = batch::build_simple(1, 2000, 1).freeze();
+    assert_eq!(
+        produce(&mut c, 9, "nosuch", 0, -1, big).0,
+        3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+    assert_eq!(produce(&mut c, 9, "safe", 7, -1, records(1, 1)).0, 3);
+    assert_eq!(
+        produce(&mut c, 9, "safe", 0, 5, records(1, 1)).0,
+        21,
+        "INVALID_REQUIRED_ACKS"
+    );
+    // The first connection still works and nothing bad was stored.
+    let id = topic_id(&mut good, "safe");
+    assert_eq!(produce(&mut good, 9, "safe", 0, -1, records(1, 1)), (0, 0));
+    let resp: FetchResponse = good.call(ApiKey::Fetch, 12, &fetch_req("safe", id, 0, 0, 0));
+    assert_eq!(resp.responses[0].partitions[0].high_watermark, 1);
+}
+
+#[test]
+fn oversized_batches_get_message_too_large() {
+    let b = TestBroker::start(1, |c| c.set("message.max.bytes", "1000").unwrap());
+    let mut c = b.client();
+    create_topic(&mut c, "big", 1);
+    let big = batch::build_simple(1, 2000, 1).freeze();
+    assert_eq!(produce(&mut c, 9, "big", 0, 1, big).0, 10, "MESSAGE_TOO_LARGE");
+    assert_eq!(produce(&mut c, 9, "big", 0, 1, records(1, 1)), (0, 0));
+}
+
+#[test]
+fn describe_and_alter_topic_configs() {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    let mut b = TestBroker::start(2, |_| {});
+    let mut c = b.client();
+    create_topic(&mut c, "cfg", 1);
+    let describe = |c: &mut Client, key: &str| {
+        let mut r = DescribeConfigsResource::default();
+        r.resource_type = 2;
+        r.resource_name = StrBytes::from_static_str("cfg");
+        let mut req = DescribeConfigsRequest::default();
+        req.resources = vec![r];
+        let resp: DescribeConfigsResponse = c.call(ApiKey::DescribeConfigs, 4, &req);
+        let res = &resp.results[0];
+        assert_eq!(res.error_code, 0);
+        res.configs
+            .iter()
+            .find(|e| e.name.as_str() == key)
+            .map(|e| e.value.as_ref().unwrap().to_string())
+    };
+    assert_eq!(describe(&mut c, "retention.ms").as_deref(), Some("604800000"));
+    let alter = |c: &mut Client, key: &str, value: &str| {
+        let mut cfg = AlterableConfig::default();
+        cfg.name = StrBytes::from_string(key.into());
+        cfg.config_operation = 0;
+        cfg.value = Some(StrBytes::from_string(value.into()));
+        let mut r = AlterConfigsResource::default();
+        r.resource_type = 2;
+        r.resource_name = StrBytes::from_static_str("cfg");
+        r.configs = vec![cfg];
+        let mut req = IncrementalAlterConfigsRequest::default();
+        req.resources = vec![r];
+        let resp: IncrementalAlterConfigsResponse = c.call(ApiKey::IncrementalAlterConfigs, 1, &req);
+        resp.responses[0].error_code
+    };
+    assert_eq!(alter(&mut c, "retention.ms", "60000"), 0);
+    assert_eq!(alter(&mut c, "cleanup.policy", "compact"), 40, "INVALID_CONFIG");
+    assert_eq!(alter(&mut c, "no.such.config", "1"), 40);
+    drop(c);
+    b.restart();
+    let mut c = b.client();
+    assert_eq!(describe(&mut c, "retention.ms").as_deref(), Some("60000"));
+}

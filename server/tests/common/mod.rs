@@ -1,0 +1,139 @@
+//! A minimal blocking Kafka client over std TCP, built on the
+//! `kafka-protocol` crate's encoders and decoders, plus an in-process broker.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use sluice::{Broker, BrokerConfig};
+
+pub struct TestBroker {
+    pub broker: Option<Broker>,
+    pub dir: tempfile::TempDir,
+    pub config: BrokerConfig,
+}
+
+impl TestBroker {
+    pub fn start(cores: usize, tweak: impl FnOnce(&mut BrokerConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = BrokerConfig::default();
+        config.set("listeners", "127.0.0.1:0").unwrap();
+        config.set("log.dirs", dir.path().to_str().unwrap()).unwrap();
+        config.set("num.cores", &cores.to_string()).unwrap();
+        tweak(&mut config);
+        config.finish().unwrap();
+        let broker = Broker::start(config.clone()).unwrap();
+        Self {
+            broker: Some(broker),
+            dir,
+            config,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.broker.as_ref().unwrap().local_addr()
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr())
+    }
+
+    /// Clean shutdown and start again on the same data directory.
+    pub fn restart(&mut self) {
+        self.broker.take().unwrap().shutdown();
+        self.broker = Some(Broker::start(self.config.clone()).unwrap());
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        // Waking a shard from a thread that is unwinding makes compio abort
+        // the process; after a failed assertion, leave the broker to the
+        // process exit so the failure is reported.
+        if std::thread::panicking() {
+            std::mem::forget(self.broker.take());
+            return;
+        }
+        if let Some(b) = self.broker.take() {
+            b.shutdown();
+        }
+    }
+}
+
+pub struct Client {
+    pub stream: TcpStream,
+    correlation: i32,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Self { stream, correlation: 0 }
+    }
+
+    /// Encodes a request frame without sending it.
+    pub fn frame<R: Encodable>(&mut self, key: ApiKey, version: i16, req: &R) -> (i32, Vec<u8>) {
+        self.correlation += 1;
+        let mut header = RequestHeader::default();
+        header.request_api_key = key as i16;
+        header.request_api_version = version;
+        header.correlation_id = self.correlation;
+        header.client_id = Some(StrBytes::from_static_str("sluice-test"));
+        let mut body = BytesMut::new();
+        header.encode(&mut body, key.request_header_version(version)).unwrap();
+        req.encode(&mut body, version).unwrap();
+        let mut out = Vec::with_capacity(body.len() + 4);
+        out.put_i32(body.len() as i32);
+        out.extend_from_slice(&body);
+        (self.correlation, out)
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Reads one response frame; `None` when the broker closed the
+    /// connection.
+    pub fn read_frame(&mut self) -> Option<Bytes> {
+        let mut len = [0u8; 4];
+        if self.stream.read_exact(&mut len).is_err() {
+            return None;
+        }
+        let n = i32::from_be_bytes(len) as usize;
+        let mut buf = vec![0u8; n];
+        self.stream.read_exact(&mut buf).ok()?;
+        Some(Bytes::from(buf))
+    }
+
+    pub fn read_response<T: Decodable>(&mut self, key: ApiKey, version: i16, correlation: i32) -> T {
+        let mut frame = self.read_frame().expect("connection closed before a response");
+        let header = ResponseHeader::decode(&mut frame, key.response_header_version(version)).unwrap();
+        assert_eq!(header.correlation_id, correlation, "responses out of order");
+        let resp = T::decode(&mut frame, version).unwrap();
+        assert!(
+            !frame.has_remaining(),
+            "{key:?} v{version}: {} bytes left over",
+            frame.remaining()
+        );
+        resp
+    }
+
+    pub fn call<R: Encodable, T: Decodable>(&mut self, key: ApiKey, version: i16, req: &R) -> T {
+        let (corr, frame) = self.frame(key, version, req);
+        self.send_raw(&frame);
+        self.read_response(key, version, corr)
+    }
+
+    /// True when the broker has closed this connection.
+    pub fn is_closed(&mut self) -> bool {
+        self.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 1];
+        matches!(self.stream.read(&mut b), Ok(0) | Err(_))
+    }
+}
