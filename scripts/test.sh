@@ -7,10 +7,14 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
+command -v kcat >/dev/null 2>&1 || need_apt+=(kcat)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}"
 fi
+# Real Kafka clients for tests/clients (librdkafka via confluent-kafka,
+# kafka-python), pinned.
+python3 -m pip install -q --disable-pip-version-check -r tests/clients/requirements.txt
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -19,7 +23,13 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --workspace --all-targets --locked 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# Real clients against the release broker binary.
+cargo build --release --locked -p sluice 2>&1 | tail -n 1
+(cd tests/clients && python3 -m pytest -q -p no:cacheprovider) 2>&1 | tee -a "$log"
+client_status=${PIPESTATUS[0]}
 set -e
-# One closing line over every test binary (criterion's output comes last).
-awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
-exit "$status"
+# One closing line over every test binary and the client suite.
+awk '/^test result:/ { p += $4; f += $6 }
+     /^[0-9]+ (passed|failed)/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+[ "$status" -eq 0 ] && [ "$client_status" -eq 0 ]

@@ -81,8 +81,15 @@ impl Ctx {
     /// Decodes the body with the crate, or closes the connection.
     pub fn decode<M: Decodable>(&self, body: BytesMut) -> Result<M, Outcome> {
         // The crate trusts array lengths; check them first.
-        protocol::guard::check(self.key, self.version, &body)
-            .map_err(|e| Outcome::Close(format!("malformed {:?} v{} request: {e}", self.key, self.version)))?;
+        protocol::guard::check(self.key, self.version, &body).map_err(|e| {
+            let head: Vec<String> = body.iter().take(48).map(|b| format!("{b:02x}")).collect();
+            Outcome::Close(format!(
+                "malformed {:?} v{} request: {e}; body starts {}",
+                self.key,
+                self.version,
+                head.join("")
+            ))
+        })?;
         let mut b: Bytes = body.freeze();
         M::decode(&mut b, self.version)
             .map_err(|e| Outcome::Close(format!("malformed {:?} v{} request: {e}", self.key, self.version)))

@@ -1,0 +1,79 @@
+"""Starts a Sluice broker (the release binary) for the real-client tests."""
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BINARY = os.environ.get("SLUICE_BIN", os.path.join(ROOT, "target", "release", "sluice"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Broker:
+    def __init__(self, data_dir, port, extra):
+        self.data_dir = data_dir
+        self.port = port
+        self.extra = extra
+        self.proc = None
+        logs = os.path.join(ROOT, "target", "client-test-logs")
+        os.makedirs(logs, exist_ok=True)
+        self.log_path = os.path.join(logs, f"sluice-{port}.log")
+        self.log = open(self.log_path, "ab")
+
+    @property
+    def bootstrap(self):
+        return f"127.0.0.1:{self.port}"
+
+    def start(self):
+        cmd = [BINARY, "--listen", self.bootstrap, "--data-dir", self.data_dir, "--cores", "2"]
+        for kv in self.extra:
+            cmd += ["-o", kv]
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sluice exited with {self.proc.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("sluice did not start listening")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            assert self.proc.wait(timeout=30) == 0, "clean shutdown exits 0"
+        self.proc = None
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self.proc = None
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+
+@pytest.fixture
+def broker():
+    with tempfile.TemporaryDirectory() as tmp:
+        data = os.path.join(tmp, "data")
+        os.makedirs(data)
+        b = Broker(data, free_port(), ["num.partitions=1"])
+        b.start()
+        try:
+            yield b
+        finally:
+            if b.proc is not None:
+                b.stop()
