@@ -10,7 +10,7 @@ use bytes::{BufMut, BytesMut};
 use sluice_engine::FileSlice;
 use uuid::Uuid;
 
-use super::wire::{put_array_len, put_bytes_len, put_str};
+use super::wire::{put_len, put_str};
 use super::{Part, Response};
 
 pub const MIN_VERSION: i16 = 4;
@@ -59,7 +59,7 @@ pub fn encode(version: i16, correlation_id: i32, top: Top, topics: &[TopicData])
         buf.put_i16(top.error_code);
         buf.put_i32(top.session_id);
     }
-    put_array_len(&mut buf, topics.len(), flexible);
+    put_len(&mut buf, topics.len(), flexible);
     // Positions in `buf` after which a file part goes.
     let mut files: Vec<(usize, FileSlice)> = Vec::new();
     let mut file_bytes = 0usize;
@@ -69,7 +69,7 @@ pub fn encode(version: i16, correlation_id: i32, top: Top, topics: &[TopicData])
         } else {
             put_str(&mut buf, &t.name, flexible);
         }
-        put_array_len(&mut buf, t.partitions.len(), flexible);
+        put_len(&mut buf, t.partitions.len(), flexible);
         for p in &t.partitions {
             buf.put_i32(p.partition_index);
             buf.put_i16(p.error_code);
@@ -89,11 +89,11 @@ pub fn encode(version: i16, correlation_id: i32, top: Top, topics: &[TopicData])
             }
             match &p.records {
                 Some(slice) if slice.len > 0 => {
-                    put_bytes_len(&mut buf, slice.len as usize, flexible);
+                    put_len(&mut buf, slice.len as usize, flexible);
                     file_bytes += slice.len as usize;
                     files.push((buf.len(), slice.clone()));
                 }
-                _ => put_bytes_len(&mut buf, 0, flexible),
+                _ => put_len(&mut buf, 0, flexible),
             }
             if flexible {
                 buf.put_u8(0);

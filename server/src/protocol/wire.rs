@@ -188,33 +188,14 @@ pub fn put_str(buf: &mut BytesMut, s: &str, flexible: bool) {
     buf.put_slice(s.as_bytes());
 }
 
-pub fn str_len(s: &str, flexible: bool) -> usize {
-    s.len() + if flexible { uvarint_len(s.len() as u32 + 1) } else { 2 }
-}
-
-pub fn put_array_len(buf: &mut BytesMut, n: usize, flexible: bool) {
+/// The length prefix of a non-null array or bytes field of `n` elements or
+/// bytes: uvarint `n + 1` in flexible versions, int32 `n` before them.
+pub fn put_len(buf: &mut BytesMut, n: usize, flexible: bool) {
     if flexible {
         put_uvarint(buf, n as u32 + 1);
     } else {
         buf.put_i32(n as i32);
     }
-}
-
-pub fn array_len_len(n: usize, flexible: bool) -> usize {
-    if flexible { uvarint_len(n as u32 + 1) } else { 4 }
-}
-
-/// The length prefix of a non-null bytes field of `n` bytes.
-pub fn put_bytes_len(buf: &mut BytesMut, n: usize, flexible: bool) {
-    if flexible {
-        put_uvarint(buf, n as u32 + 1);
-    } else {
-        buf.put_i32(n as i32);
-    }
-}
-
-pub fn bytes_len_len(n: usize, flexible: bool) -> usize {
-    if flexible { uvarint_len(n as u32 + 1) } else { 4 }
 }
 
 #[cfg(test)]
