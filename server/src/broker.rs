@@ -95,7 +95,9 @@ impl Broker {
             listeners.push(bind(addr).map_err(|source| StartError::Listen { addr, source })?);
         }
         let mut config = config;
-        if config.listen.port() == 0 && config.advertised_port == 0 || config.advertised_port == config.listen.port() {
+        // Advertise the port actually bound when the listen port was 0 and
+        // no other port was asked for.
+        if config.advertised_port == config.listen.port() {
             config.advertised_port = addr.port();
         }
         let inboxes: Arc<[Inbox]> = (0..shards).map(|_| Inbox::default()).collect();

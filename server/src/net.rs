@@ -127,13 +127,10 @@ async fn read_loop(
         }
         let mut frame = buf.split_to(total);
         frame.advance(4);
-        let task = compio::runtime::spawn(handlers::dispatch(shard.clone(), frame));
-        let handle = compio::runtime::spawn(async move {
-            let outcome = task
-                .await
-                .unwrap_or_else(|_| Outcome::Close("request handler failed".into()));
-            (outcome, permit)
-        });
+        // One task per request; the permit is released when the writer has
+        // sent its response.
+        let dispatch = handlers::dispatch(shard.clone(), frame);
+        let handle = compio::runtime::spawn(async move { (dispatch.await, permit) });
         if race(queue.push(handle), closing.wait()).await.is_err() {
             return Ok(());
         }
@@ -150,8 +147,9 @@ async fn fill(
     closing: &Flag,
 ) -> Result<bool, String> {
     while buf.len() < want {
-        if buf.capacity() - buf.len() < (want - buf.len()).min(READ_CHUNK) || buf.capacity() == buf.len() {
-            buf.reserve((want - buf.len()).max(READ_CHUNK));
+        let missing = want - buf.len();
+        if buf.capacity() - buf.len() < missing.min(READ_CHUNK) {
+            buf.reserve(missing.max(READ_CHUNK));
         }
         let owned = std::mem::take(buf);
         let between_frames = owned.is_empty();
@@ -192,12 +190,9 @@ async fn write_loop(shard: Rc<Shard>, mut stream: TcpStream, queue: Rc<LocalQueu
     let zero_copy = shard.config().fetch_zero_copy;
     let mut pipe: Option<Pipe> = None;
     while let Some(handle) = queue.pop().await {
-        let (outcome, permit) = match handle.await {
-            Ok(x) => x,
-            Err(_) => (
-                Outcome::Close("request task failed".into()),
-                shard.budget.acquire(0).await,
-            ),
+        let Ok((outcome, _permit)) = handle.await else {
+            tracing::error!("request task failed; closing connection");
+            break;
         };
         match outcome {
             Outcome::Silent => {}
@@ -212,7 +207,6 @@ async fn write_loop(shard: Rc<Shard>, mut stream: TcpStream, queue: Rc<LocalQueu
                 }
             }
         }
-        drop(permit);
     }
     closing.set();
     let _ = stream.shutdown().await;
@@ -258,7 +252,9 @@ async fn send(stream: &mut TcpStream, resp: Response, pipe: &mut Option<Pipe>, z
                         splice_to_socket(stream, p, &slice).await?;
                     }
                 } else {
-                    let bytes = read_copy(&slice).await?;
+                    // The copying path (`sluice.fetch.zero.copy=false`, kept
+                    // for comparison benchmarks): pread into memory, then write.
+                    let bytes = slice.to_bytes()?;
                     let BufResult(r, _) = stream.write_all(bytes).await;
                     r?;
                 }
@@ -321,11 +317,4 @@ async fn splice_to_socket(stream: &TcpStream, pipe: &Pipe, slice: &FileSlice) ->
         left -= n;
     }
     Ok(())
-}
-
-/// The copying path (`sluice.fetch.zero.copy=false`, kept for comparison
-/// benchmarks): reads the slice into memory with pread, then writes it like
-/// any other buffer.
-async fn read_copy(slice: &FileSlice) -> io::Result<Bytes> {
-    slice.to_bytes()
 }

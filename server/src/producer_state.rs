@@ -6,9 +6,9 @@
 //! is OUT_OF_ORDER_SEQUENCE_NUMBER; an older epoch is INVALID_PRODUCER_EPOCH.
 //!
 //! Persistence: `producer-state.json` in the partition directory holds the
-//! table as of a log offset. It is written on close and periodically; on
-//! open the table is loaded and the log's batch headers after that offset
-//! are replayed, so the table is exact after a crash too.
+//! table as of a log offset. It is written on clean close; on open the table
+//! is loaded and the log's batch headers after that offset are replayed, so
+//! the table is exact after a crash too (the replay is then longer).
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;

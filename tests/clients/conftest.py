@@ -5,8 +5,11 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BINARY = os.environ.get("SLUICE_BIN", os.path.join(ROOT, "target", "release", "sluice"))
@@ -63,6 +66,41 @@ class Broker:
     def restart(self):
         self.stop()
         self.start()
+
+
+def admin(broker):
+    return AdminClient({"bootstrap.servers": broker.bootstrap})
+
+
+def create(broker, name, partitions):
+    a = admin(broker)  # must outlive the future
+    fs = a.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+    fs[name].result(timeout=10)
+
+
+def consume_all(broker, topic, partitions, expected, start=0):
+    """Assigns `partitions` (a count, or a list of partition numbers) from
+    `start` and reads until `expected` messages arrive (no consumer group
+    involved)."""
+    c = Consumer({
+        "bootstrap.servers": broker.bootstrap,
+        "group.id": "unused-" + uuid.uuid4().hex,
+        "enable.auto.commit": False,
+        "enable.partition.eof": False,
+    })
+    parts = range(partitions) if isinstance(partitions, int) else partitions
+    c.assign([TopicPartition(topic, p, start) for p in parts])
+    out = []
+    deadline = time.time() + 60
+    while len(out) < expected and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is None:
+            continue
+        assert m.error() is None, m.error()
+        out.append(m)
+    c.close()
+    assert len(out) == expected, f"got {len(out)} of {expected}"
+    return out
 
 
 @pytest.fixture

@@ -4,12 +4,12 @@ import threading
 import time
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import consume_all, create
 
 
 def test_acknowledged_messages_survive_kill_9(broker):
-    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-    admin.create_topics([NewTopic("crash", num_partitions=4, replication_factor=1)])["crash"].result(timeout=10)
+    create(broker, "crash", 4)
     acked = {p: [] for p in range(4)}
     lock = threading.Lock()
     stop = threading.Event()
@@ -44,20 +44,11 @@ def test_acknowledged_messages_survive_kill_9(broker):
     total = sum(len(v) for v in acked.values())
     assert total > 100, "producers got acknowledgements before the kill"
     for part in range(4):
-        c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "crash-check", "enable.auto.commit": False})
+        c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "watermarks", "enable.auto.commit": False})
         lo, hi = c.get_watermark_offsets(TopicPartition("crash", part), timeout=10)
-        assert lo == 0 and hi >= len(acked[part]), f"partition {part}: {hi} stored, {len(acked[part])} acked"
-        c.assign([TopicPartition("crash", part, 0)])
-        values = []
-        deadline = time.time() + 60
-        while len(values) < hi and time.time() < deadline:
-            m = c.poll(1)
-            if m is None:
-                continue
-            assert m.error() is None, m.error()
-            values.append(m.value())
         c.close()
-        assert len(values) == hi, f"partition {part}: read {len(values)} of {hi}"
+        assert lo == 0 and hi >= len(acked[part]), f"partition {part}: {hi} stored, {len(acked[part])} acked"
+        values = [m.value() for m in consume_all(broker, "crash", [part], hi)]
         # Acknowledged messages are a prefix of what is stored, once each.
         assert values[:len(acked[part])] == acked[part], f"partition {part}"
         assert len(set(values)) == len(values), "no duplicates"

@@ -1,43 +1,9 @@
 """librdkafka (through confluent-kafka) against Sluice."""
-import time
-import uuid
-
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import NewPartitions
 
-
-def admin(broker):
-    return AdminClient({"bootstrap.servers": broker.bootstrap})
-
-
-def create(broker, name, partitions):
-    a = admin(broker)  # must outlive the future
-    fs = a.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
-    fs[name].result(timeout=10)
-
-
-def consume_all(broker, topic, partitions, expected, start=0):
-    """Assigns every partition from `start` and reads until `expected`
-    messages arrive (no consumer group involved)."""
-    c = Consumer({
-        "bootstrap.servers": broker.bootstrap,
-        "group.id": "unused-" + uuid.uuid4().hex,
-        "enable.auto.commit": False,
-        "enable.partition.eof": False,
-    })
-    c.assign([TopicPartition(topic, p, start) for p in range(partitions)])
-    out = []
-    deadline = time.time() + 60
-    while len(out) < expected and time.time() < deadline:
-        m = c.poll(0.5)
-        if m is None:
-            continue
-        assert m.error() is None, m.error()
-        out.append(m)
-    c.close()
-    assert len(out) == expected, f"got {len(out)} of {expected}"
-    return out
+from conftest import admin, consume_all, create
 
 
 def test_admin_create_grow_delete(broker):

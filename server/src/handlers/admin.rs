@@ -14,6 +14,8 @@ use kafka_protocol::messages::{
     DeleteTopicsResponse, TopicName,
 };
 
+use kafka_protocol::protocol::StrBytes;
+
 use super::{Ctx, Outcome, str_bytes};
 use crate::error_codes::ErrorCode;
 use crate::meta::{MetaError, MetaStore};
@@ -54,11 +56,28 @@ where
         .ok_or(ShardGone)
 }
 
-fn not_available() -> MetaError {
-    MetaError {
-        code: ErrorCode::NotController,
-        message: "the controller shard is not available".into(),
-    }
+/// [`controller`] for a change with one answer per resource: when the
+/// controller is gone, each of the `n` resources gets NOT_CONTROLLER.
+pub async fn controller_each<T, F>(shard: &Shard, n: usize, f: F) -> Vec<Result<T, MetaError>>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut MetaStore) -> Vec<Result<T, MetaError>> + Send + 'static,
+{
+    controller(shard, f).await.unwrap_or_else(|_| {
+        (0..n)
+            .map(|_| {
+                Err(MetaError {
+                    code: ErrorCode::NotController,
+                    message: "the controller shard is not available".into(),
+                })
+            })
+            .collect()
+    })
+}
+
+/// The error code and message fields of a per-resource admin answer.
+pub fn error_fields(e: &MetaError) -> (i16, Option<StrBytes>) {
+    (e.code.code(), Some(str_bytes(&e.message)))
 }
 
 /// One topic of a CreateTopics request, checked for what the controller
@@ -106,7 +125,7 @@ pub async fn create_topics(ctx: Ctx, body: BytesMut) -> Outcome {
             }
         })
         .collect();
-    let answers = controller(&ctx.shard, move |store| {
+    let answers = controller_each(&ctx.shard, req.topics.len(), move |store| {
         specs
             .into_iter()
             .map(|spec| {
@@ -139,8 +158,7 @@ pub async fn create_topics(ctx: Ctx, body: BytesMut) -> Outcome {
             })
             .collect::<Vec<_>>()
     })
-    .await
-    .unwrap_or_else(|_| req.topics.iter().map(|_| Err(not_available())).collect());
+    .await;
     let mut resp = CreateTopicsResponse::default();
     for (t, answer) in req.topics.iter().zip(answers) {
         let mut r = CreatableTopicResult::default();
@@ -152,8 +170,7 @@ pub async fn create_topics(ctx: Ctx, body: BytesMut) -> Outcome {
                 r.replication_factor = 1;
             }
             Err(e) => {
-                r.error_code = e.code.code();
-                r.error_message = Some(str_bytes(&e.message));
+                (r.error_code, r.error_message) = error_fields(&e);
                 r.num_partitions = -1;
                 r.replication_factor = -1;
             }
@@ -192,7 +209,7 @@ pub async fn delete_topics(ctx: Ctx, body: BytesMut) -> Outcome {
         .collect();
     let jobs: Vec<Option<String>> = resolved.iter().map(|r| r.2.clone()).collect();
     let n = jobs.len();
-    let answers = controller(&ctx.shard, move |store| {
+    let answers = controller_each(&ctx.shard, n, move |store| {
         jobs.into_iter()
             .map(|name| match name {
                 Some(name) => store.delete_topic(&name).map(|t| t.id),
@@ -203,8 +220,7 @@ pub async fn delete_topics(ctx: Ctx, body: BytesMut) -> Outcome {
             })
             .collect::<Vec<_>>()
     })
-    .await
-    .unwrap_or_else(|_| (0..n).map(|_| Err(not_available())).collect());
+    .await;
     let mut resp = DeleteTopicsResponse::default();
     for ((name, id, resolved_name), answer) in resolved.into_iter().zip(answers) {
         let mut r = DeletableTopicResult::default();
@@ -213,8 +229,7 @@ pub async fn delete_topics(ctx: Ctx, body: BytesMut) -> Outcome {
         match answer {
             Ok(id) => r.topic_id = id,
             Err(e) => {
-                r.error_code = e.code.code();
-                r.error_message = Some(str_bytes(&e.message));
+                (r.error_code, r.error_message) = error_fields(&e);
             }
         }
         resp.responses.push(r);
@@ -230,7 +245,7 @@ pub async fn create_partitions(ctx: Ctx, body: BytesMut) -> Outcome {
     let validate_only = req.validate_only;
     let jobs: Vec<(String, i32)> = req.topics.iter().map(|t| (t.name.0.to_string(), t.count)).collect();
     let n = jobs.len();
-    let answers = controller(&ctx.shard, move |store| {
+    let answers = controller_each(&ctx.shard, n, move |store| {
         jobs.into_iter()
             .map(|(name, count)| {
                 if validate_only {
@@ -241,15 +256,13 @@ pub async fn create_partitions(ctx: Ctx, body: BytesMut) -> Outcome {
             })
             .collect::<Vec<_>>()
     })
-    .await
-    .unwrap_or_else(|_| (0..n).map(|_| Err(not_available())).collect());
+    .await;
     let mut resp = CreatePartitionsResponse::default();
     for (t, answer) in req.topics.iter().zip(answers) {
         let mut r = CreatePartitionsTopicResult::default();
         r.name = t.name.clone();
         if let Err(e) = answer {
-            r.error_code = e.code.code();
-            r.error_message = Some(str_bytes(&e.message));
+            (r.error_code, r.error_message) = error_fields(&e);
         }
         resp.results.push(r);
     }

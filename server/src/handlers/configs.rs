@@ -128,8 +128,7 @@ pub fn describe_configs(ctx: Ctx, body: BytesMut) -> Outcome {
 type Change = (i8, String, Result<Vec<(String, Option<String>)>, MetaError>);
 
 async fn apply(ctx: &Ctx, changes: Vec<Change>, incremental: bool, validate_only: bool) -> Vec<Result<(), MetaError>> {
-    let n = changes.len();
-    admin::controller(&ctx.shard, move |store| {
+    admin::controller_each(&ctx.shard, changes.len(), move |store| {
         changes
             .into_iter()
             .map(|(kind, name, ops)| {
@@ -149,16 +148,6 @@ async fn apply(ctx: &Ctx, changes: Vec<Change>, incremental: bool, validate_only
             .collect::<Vec<_>>()
     })
     .await
-    .unwrap_or_else(|_| {
-        (0..n)
-            .map(|_| {
-                Err(MetaError {
-                    code: ErrorCode::NotController,
-                    message: "the controller shard is not available".into(),
-                })
-            })
-            .collect()
-    })
 }
 
 pub async fn alter_configs(ctx: Ctx, body: BytesMut) -> Outcome {
@@ -185,8 +174,7 @@ pub async fn alter_configs(ctx: Ctx, body: BytesMut) -> Outcome {
         out.resource_type = r.resource_type;
         out.resource_name = r.resource_name.clone();
         if let Err(e) = a {
-            out.error_code = e.code.code();
-            out.error_message = Some(str_bytes(&e.message));
+            (out.error_code, out.error_message) = admin::error_fields(&e);
         }
         resp.responses.push(out);
     }
@@ -230,8 +218,7 @@ pub async fn incremental_alter_configs(ctx: Ctx, body: BytesMut) -> Outcome {
         out.resource_type = r.resource_type;
         out.resource_name = r.resource_name.clone();
         if let Err(e) = a {
-            out.error_code = e.code.code();
-            out.error_message = Some(str_bytes(&e.message));
+            (out.error_code, out.error_message) = admin::error_fields(&e);
         }
         resp.responses.push(out);
     }

@@ -74,11 +74,8 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
     loop {
         let total: u64 = results.iter().map(|r| r.records.as_ref().map_or(0, |s| s.len)).sum();
         let any_error = results.iter().any(|r| r.error_code != 0);
-        let elapsed = start.elapsed();
-        if total >= min_bytes.max(1) || any_error || elapsed >= max_wait || wanted.is_empty() {
-            break;
-        }
-        if total > 0 && total >= min_bytes {
+        // min_bytes 0 answers at once, as in Kafka.
+        if total >= min_bytes || any_error || start.elapsed() >= max_wait {
             break;
         }
         // Wait on every requested partition's owner for new data.

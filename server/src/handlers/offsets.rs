@@ -1,7 +1,6 @@
 //! ListOffsets (earliest, latest, by timestamp, max timestamp) and
 //! DeleteRecords, each answered by the partition's owner.
 
-use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -20,32 +19,22 @@ pub const MAX_TIMESTAMP: i64 = -3;
 pub const EARLIEST_LOCAL: i64 = -4;
 pub const EARLIEST_PENDING_UPLOAD: i64 = -5;
 
-/// Runs `f` on the owner of each (topic, partition) in order and returns
-/// the answers in the same order; unknown partitions get `missing`.
-async fn per_partition<T, F, Fut>(ctx: &Ctx, items: Vec<(Arc<str>, i32)>, missing: impl Fn() -> T, f: F) -> Vec<T>
-where
-    T: Send + 'static,
-    F: Fn(Rc<Shard>, Arc<str>, i32) -> Fut + Send + Clone + 'static,
-    Fut: std::future::Future<Output = T> + 'static,
-{
-    let snapshot = ctx.shard.meta();
-    let futs = items.into_iter().map(|(topic, partition)| {
-        let known = snapshot
-            .topic(&topic)
-            .is_some_and(|t| partition >= 0 && partition < t.partitions);
-        let shard = ctx.shard.clone();
-        let f = f.clone();
-        let owner = shard.owner_of(&topic, partition);
-        let missing = if known { None } else { Some(missing()) };
-        async move {
-            if let Some(m) = missing {
-                return Some(m);
-            }
-            shard.submit_to(owner, move |s| f(s, topic, partition)).await.ok()
-        }
-    });
-    let out = futures_util::future::join_all(futs).await;
-    out.into_iter().map(|o| o.unwrap_or_else(&missing)).collect()
+/// Runs `f(shard, topic, partition, arg)` on the partition's owner, which
+/// answers unknown partitions itself; `gone` when the owner stopped first.
+async fn on_owner<T: Send + 'static>(
+    ctx: &Ctx,
+    topic: &str,
+    partition: i32,
+    arg: i64,
+    f: fn(&Shard, &str, i32, i64) -> T,
+    gone: T,
+) -> T {
+    let topic: Arc<str> = topic.into();
+    let owner = ctx.shard.owner_of(&topic, partition);
+    ctx.shard
+        .submit_to(owner, move |s| async move { f(&s, &topic, partition, arg) })
+        .await
+        .unwrap_or(gone)
 }
 
 pub async fn list_offsets(ctx: Ctx, body: BytesMut) -> Outcome {
@@ -53,36 +42,16 @@ pub async fn list_offsets(ctx: Ctx, body: BytesMut) -> Outcome {
         Ok(r) => r,
         Err(o) => return o,
     };
-    let read_committed = req.isolation_level == 1;
-    let _ = read_committed; // no transactions: committed == high watermark
-    let items: Vec<(Arc<str>, i32, i64)> = req
-        .topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions
-                .iter()
-                .map(move |p| (Arc::<str>::from(t.name.0.as_str()), p.partition_index, p.timestamp))
-        })
-        .collect();
-    let timestamps: Vec<i64> = items.iter().map(|i| i.2).collect();
-    let keys: Vec<(Arc<str>, i32)> = items.iter().map(|i| (i.0.clone(), i.1)).collect();
-    // Each owner call needs its own timestamp: run them one future each.
-    let mut answers = Vec::with_capacity(keys.len());
-    let futs = keys.into_iter().zip(timestamps).map(|(key, ts)| {
-        let ctx = ctx.clone();
-        async move {
-            per_partition(
-                &ctx,
-                vec![key],
-                || (ErrorCode::UnknownTopicOrPartition.code(), -1, -1),
-                move |s, topic, partition| async move { lookup(&s, &topic, partition, ts) },
-            )
-            .await
-            .pop()
-            .unwrap_or((ErrorCode::UnknownServerError.code(), -1, -1))
-        }
+    // isolation_level needs no handling: with no transactions the last
+    // stable offset is the high watermark.
+    let gone = (ErrorCode::NotLeaderOrFollower.code(), -1, -1);
+    let futs = req.topics.iter().flat_map(|t| {
+        let ctx = &ctx;
+        t.partitions
+            .iter()
+            .map(move |p| on_owner(ctx, t.name.0.as_str(), p.partition_index, p.timestamp, lookup, gone))
     });
-    answers.extend(futures_util::future::join_all(futs).await);
+    let answers = futures_util::future::join_all(futs).await;
     let mut answers = answers.into_iter();
     let mut resp = ListOffsetsResponse::default();
     for t in &req.topics {
@@ -132,23 +101,18 @@ pub async fn delete_records(ctx: Ctx, body: BytesMut) -> Outcome {
         Ok(r) => r,
         Err(o) => return o,
     };
+    let gone = (ErrorCode::NotLeaderOrFollower.code(), -1);
     let futs = req.topics.iter().flat_map(|t| {
-        let ctx = ctx.clone();
+        let ctx = &ctx;
         t.partitions.iter().map(move |p| {
-            let ctx = ctx.clone();
-            let key = (Arc::<str>::from(t.name.0.as_str()), p.partition_index);
-            let offset = p.offset;
-            async move {
-                per_partition(
-                    &ctx,
-                    vec![key],
-                    || (ErrorCode::UnknownTopicOrPartition.code(), -1),
-                    move |s, topic, partition| async move { truncate_front(&s, &topic, partition, offset) },
-                )
-                .await
-                .pop()
-                .unwrap_or((ErrorCode::UnknownServerError.code(), -1))
-            }
+            on_owner(
+                ctx,
+                t.name.0.as_str(),
+                p.partition_index,
+                p.offset,
+                truncate_front,
+                gone,
+            )
         })
     });
     let mut answers = futures_util::future::join_all(futs).await.into_iter();

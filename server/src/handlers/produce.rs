@@ -251,16 +251,12 @@ pub async fn init_producer_id(ctx: Ctx, body: BytesMut) -> Outcome {
         resp.error_code = ErrorCode::TransactionalIdAuthorizationFailed.code();
         return ctx.respond(&resp);
     }
-    if req.producer_id.0 >= 0 {
-        // An idempotent producer asking for an epoch bump (KIP-360).
-        if req.producer_epoch == i16::MAX {
-            resp.error_code = 0;
-            // Epoch exhausted: hand out a fresh id instead.
-        } else {
-            resp.producer_id = req.producer_id;
-            resp.producer_epoch = req.producer_epoch.saturating_add(1).max(0);
-            return ctx.respond(&resp);
-        }
+    // An idempotent producer asking for an epoch bump (KIP-360) keeps its
+    // id; once the epoch is exhausted it gets a fresh id below.
+    if req.producer_id.0 >= 0 && req.producer_epoch < i16::MAX {
+        resp.producer_id = req.producer_id;
+        resp.producer_epoch = (req.producer_epoch + 1).max(0);
+        return ctx.respond(&resp);
     }
     match ctx
         .shard

@@ -22,7 +22,6 @@ pub struct RequestHeader {
     pub api_key: i16,
     pub api_version: i16,
     pub correlation_id: i32,
-    pub client_id: Option<String>,
     /// Bytes of the header; the body follows.
     pub len: usize,
 }
@@ -34,8 +33,9 @@ pub fn read_header(frame: &[u8], flexible_header: bool) -> Result<RequestHeader,
     let api_key = r.i16()?;
     let api_version = r.i16()?;
     let correlation_id = r.i32()?;
-    // The client id is a classic nullable string even in header v2.
-    let client_id = r.nullable_str(false)?.map(str::to_string);
+    // The client id is a classic nullable string even in header v2; it is
+    // checked and skipped (nothing uses it yet).
+    r.nullable_str(false)?;
     if flexible_header {
         r.skip_tagged_fields()?;
     }
@@ -43,7 +43,6 @@ pub fn read_header(frame: &[u8], flexible_header: bool) -> Result<RequestHeader,
         api_key,
         api_version,
         correlation_id,
-        client_id,
         len: r.pos(),
     })
 }
