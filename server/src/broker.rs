@@ -74,10 +74,16 @@ impl Broker {
     /// [`BrokerConfig::finish`].
     pub fn start(config: BrokerConfig) -> Result<Self, StartError> {
         let lock = lock_data_dir(&config.data_dir)?;
-        let store = MetaStore::open(&config.data_dir).map_err(|source| StartError::DataDir {
+        let mut store = MetaStore::open(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.clone(),
             source,
         })?;
+        store
+            .ensure_offsets_topic(&config.groups)
+            .map_err(|e| StartError::DataDir {
+                path: config.data_dir.clone(),
+                source: std::io::Error::other(e.message),
+            })?;
         let snapshot = Arc::new(store.snapshot());
         let shards = config.shard_count();
         // Bind the first listener (port 0 picks one), then the others to the

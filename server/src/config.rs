@@ -74,6 +74,52 @@ pub struct BrokerConfig {
     pub fetch_zero_copy: bool,
     /// `cluster.id` reported in Metadata and DescribeCluster.
     pub cluster_id: String,
+    /// Consumer-group coordinator settings.
+    pub groups: GroupConfig,
+}
+
+/// Settings of the consumer-group coordinator, with Kafka's names and
+/// defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupConfig {
+    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets`
+    /// when it is created; a group's coordinator is the owner of the
+    /// partition its id hashes to. Fixed once the topic exists.
+    pub offsets_partitions: i32,
+    /// `offsets.topic.segment.bytes`.
+    pub offsets_segment_bytes: u64,
+    /// `offsets.retention.minutes`: how long an empty group keeps its
+    /// committed offsets.
+    pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`.
+    pub offsets_retention_check_interval_ms: u64,
+    /// `offset.metadata.max.bytes`: longest commit metadata string.
+    pub offset_metadata_max_bytes: usize,
+    /// `group.min.session.timeout.ms` and `group.max.session.timeout.ms`:
+    /// the session timeouts a JoinGroup may ask for.
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+    /// `group.initial.rebalance.delay.ms`: how long the first rebalance of
+    /// an empty group waits for more members.
+    pub initial_rebalance_delay_ms: i32,
+    /// `group.max.size`: members per group.
+    pub max_size: usize,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        Self {
+            offsets_partitions: 50,
+            offsets_segment_bytes: 100 * 1024 * 1024,
+            offsets_retention_ms: 7 * 24 * 3_600_000,
+            offsets_retention_check_interval_ms: 600_000,
+            offset_metadata_max_bytes: 4096,
+            min_session_timeout_ms: 6_000,
+            max_session_timeout_ms: 1_800_000,
+            initial_rebalance_delay_ms: 3_000,
+            max_size: i32::MAX as usize,
+        }
+    }
 }
 
 impl Default for BrokerConfig {
@@ -101,6 +147,7 @@ impl Default for BrokerConfig {
             fetch_max_bytes: 55 * 1024 * 1024,
             fetch_zero_copy: true,
             cluster_id: "sluice-cluster".into(),
+            groups: GroupConfig::default(),
         }
     }
 }
@@ -152,6 +199,39 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     ("fetch.max.bytes", "cap on one Fetch response (default 57671680)"),
     ("sluice.fetch.zero.copy", "splice log bytes to sockets (default true)"),
+    (
+        "offsets.topic.num.partitions",
+        "partitions of __consumer_offsets, fixed once created (default 50)",
+    ),
+    (
+        "offsets.topic.segment.bytes",
+        "segment size of __consumer_offsets (default 104857600)",
+    ),
+    (
+        "offsets.retention.minutes",
+        "how long an empty group keeps its offsets (default 10080)",
+    ),
+    (
+        "offsets.retention.check.interval.ms",
+        "how often expired offsets are removed (default 600000)",
+    ),
+    (
+        "offset.metadata.max.bytes",
+        "longest offset commit metadata (default 4096)",
+    ),
+    (
+        "group.min.session.timeout.ms",
+        "shortest session timeout allowed (default 6000)",
+    ),
+    (
+        "group.max.session.timeout.ms",
+        "longest session timeout allowed (default 1800000)",
+    ),
+    (
+        "group.initial.rebalance.delay.ms",
+        "wait for more members before a new group's first rebalance (default 3000)",
+    ),
+    ("group.max.size", "members per group (default 2147483647)"),
 ];
 
 fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
@@ -264,6 +344,45 @@ impl BrokerConfig {
             }
             "fetch.max.bytes" => self.fetch_max_bytes = parse_num(key, value)?,
             "sluice.fetch.zero.copy" => self.fetch_zero_copy = parse_bool(key, value)?,
+            "offsets.topic.num.partitions" => {
+                let n: i32 = parse_num(key, value)?;
+                if n < 1 {
+                    return Err(invalid(key, "must be at least 1"));
+                }
+                self.groups.offsets_partitions = n;
+            }
+            "offsets.topic.segment.bytes" => self.groups.offsets_segment_bytes = parse_num(key, value)?,
+            "offsets.retention.minutes" => {
+                let m: i64 = parse_num(key, value)?;
+                if m < 1 {
+                    return Err(invalid(key, "must be at least 1"));
+                }
+                self.groups.offsets_retention_ms = m.saturating_mul(60_000);
+            }
+            "offsets.retention.check.interval.ms" => {
+                let n: u64 = parse_num(key, value)?;
+                if n == 0 {
+                    return Err(invalid(key, "must be positive"));
+                }
+                self.groups.offsets_retention_check_interval_ms = n;
+            }
+            "offset.metadata.max.bytes" => self.groups.offset_metadata_max_bytes = parse_num(key, value)?,
+            "group.min.session.timeout.ms" => self.groups.min_session_timeout_ms = parse_num(key, value)?,
+            "group.max.session.timeout.ms" => self.groups.max_session_timeout_ms = parse_num(key, value)?,
+            "group.initial.rebalance.delay.ms" => {
+                let n: i32 = parse_num(key, value)?;
+                if n < 0 {
+                    return Err(invalid(key, "must not be negative"));
+                }
+                self.groups.initial_rebalance_delay_ms = n;
+            }
+            "group.max.size" => {
+                let n: usize = parse_num(key, value)?;
+                if n == 0 {
+                    return Err(invalid(key, "must be at least 1"));
+                }
+                self.groups.max_size = n;
+            }
             other => return Err(ConfigError::Unknown(other.to_string())),
         }
         Ok(())
@@ -309,6 +428,13 @@ impl BrokerConfig {
         self.default_log_config()
             .validate()
             .map_err(|e| invalid("log.*", e.to_string()))?;
+        let g = &self.groups;
+        if g.min_session_timeout_ms < 1 || g.min_session_timeout_ms > g.max_session_timeout_ms {
+            return Err(invalid(
+                "group.min.session.timeout.ms",
+                "must be positive and at most group.max.session.timeout.ms",
+            ));
+        }
         Ok(())
     }
 

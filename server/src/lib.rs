@@ -9,6 +9,7 @@
 //!   supported APIs.
 //! - [`protocol`]: the hand-written codec parts (request header, Produce
 //!   request, Fetch response).
+//! - [`groups`]: the consumer-group coordinator and committed offsets.
 //! - [`meta`]: topics and their persisted metadata; [`producer_state`]:
 //!   idempotent-producer deduplication.
 //!
@@ -17,6 +18,7 @@
 pub mod broker;
 pub mod config;
 pub mod error_codes;
+pub mod groups;
 pub mod handlers;
 pub mod meta;
 pub mod net;

@@ -53,6 +53,25 @@ impl Snapshot {
     }
 }
 
+/// The internal topic that holds committed offsets of consumer groups.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// Topics the broker writes itself: clients may read them but not produce
+/// to them, delete them or add partitions.
+pub fn is_internal(topic: &str) -> bool {
+    topic == OFFSETS_TOPIC
+}
+
+fn refuse_internal(name: &str) -> Result<(), MetaError> {
+    if is_internal(name) {
+        return Err(MetaError::new(
+            ErrorCode::InvalidTopicException,
+            format!("`{name}` is an internal topic"),
+        ));
+    }
+    Ok(())
+}
+
 /// Topic-level configs the broker accepts, with the broker setting each one
 /// defaults to.
 pub const TOPIC_CONFIGS: &[&str] = &[
@@ -243,6 +262,25 @@ impl MetaStore {
         Ok(id)
     }
 
+    /// Creates `__consumer_offsets` if it does not exist yet. Its partition
+    /// count never changes afterwards: it decides which partition, and so
+    /// which shard, coordinates each group.
+    pub fn ensure_offsets_topic(&mut self, groups: &crate::config::GroupConfig) -> Result<(), MetaError> {
+        if self.topics.contains_key(OFFSETS_TOPIC) {
+            return Ok(());
+        }
+        let configs = BTreeMap::from([
+            ("retention.ms".to_string(), "-1".to_string()),
+            ("retention.bytes".to_string(), "-1".to_string()),
+            (
+                "segment.bytes".to_string(),
+                groups.offsets_segment_bytes.clamp(1024, i32::MAX as u64).to_string(),
+            ),
+        ]);
+        self.create_topic(OFFSETS_TOPIC, groups.offsets_partitions, configs)
+            .map(|_| ())
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         Snapshot::build(self.version, self.topics.values().cloned())
     }
@@ -325,6 +363,7 @@ impl MetaStore {
     }
 
     pub fn delete_topic(&mut self, name: &str) -> Result<Arc<TopicMeta>, MetaError> {
+        refuse_internal(name)?;
         let old = self.topics.clone();
         let topic = self.topics.remove(name).ok_or_else(|| {
             MetaError::new(
@@ -337,6 +376,7 @@ impl MetaStore {
     }
 
     pub fn check_partitions(&self, name: &str, count: i32) -> Result<Arc<TopicMeta>, MetaError> {
+        refuse_internal(name)?;
         let topic = self.topics.get(name).ok_or_else(|| {
             MetaError::new(
                 ErrorCode::UnknownTopicOrPartition,

@@ -62,8 +62,10 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         }
         shard.live_connections.set(shard.live_connections.get() + 1);
         let s = shard.clone();
+        // Kafka reports a member's host as `/address`.
+        let host: Rc<str> = format!("/{}", peer.ip()).into();
         compio::runtime::spawn(async move {
-            connection(s.clone(), stream).await;
+            connection(s.clone(), stream, host).await;
             s.common.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             s.live_connections.set(s.live_connections.get() - 1);
             s.connections_changed.notify();
@@ -74,7 +76,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
 
 type InFlight = JoinHandle<(Outcome, Permit)>;
 
-async fn connection(shard: Rc<Shard>, stream: TcpStream) {
+async fn connection(shard: Rc<Shard>, stream: TcpStream, peer: Rc<str>) {
     let closing = Rc::new(Flag::default());
     let queue: Rc<LocalQueue<InFlight>> = LocalQueue::new(shard.config().max_inflight_requests_per_connection);
     let writer = compio::runtime::spawn(write_loop(
@@ -83,7 +85,7 @@ async fn connection(shard: Rc<Shard>, stream: TcpStream) {
         queue.clone(),
         closing.clone(),
     ));
-    if let Err(reason) = read_loop(&shard, stream, &queue, &closing).await {
+    if let Err(reason) = read_loop(&shard, stream, &queue, &closing, &peer).await {
         tracing::debug!(%reason, "closing connection");
     }
     queue.close();
@@ -98,6 +100,7 @@ async fn read_loop(
     mut stream: TcpStream,
     queue: &Rc<LocalQueue<InFlight>>,
     closing: &Flag,
+    peer: &Rc<str>,
 ) -> Result<(), String> {
     let max_frame = shard.config().socket_request_max_bytes as usize;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
@@ -129,7 +132,7 @@ async fn read_loop(
         frame.advance(4);
         // One task per request; the permit is released when the writer has
         // sent its response.
-        let dispatch = handlers::dispatch(shard.clone(), frame);
+        let dispatch = handlers::dispatch(shard.clone(), frame, peer.clone());
         let handle = compio::runtime::spawn(async move { (dispatch.await, permit) });
         if race(queue.push(handle), closing.wait()).await.is_err() {
             return Ok(());

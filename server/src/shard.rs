@@ -127,6 +127,8 @@ pub struct Shard {
     pub stopping: Flag,
     pub live_connections: Cell<usize>,
     pub connections_changed: Changed,
+    /// The consumer groups this shard coordinates.
+    pub groups: crate::groups::Groups,
     me: Weak<Shard>,
 }
 
@@ -145,6 +147,7 @@ impl Shard {
             stopping: Flag::default(),
             live_connections: Cell::new(0),
             connections_changed: Changed::default(),
+            groups: Default::default(),
             me: me.clone(),
         })
     }
@@ -293,12 +296,19 @@ impl Shard {
             .await
             .map_err(|e| e.to_string())?;
         let producers = ProducerStates::load(&log).map_err(|e| e.to_string())?;
-        Ok(Rc::new(Partition {
+        let p = Rc::new(Partition {
             topic: topic.name.clone(),
             index,
             log,
             producers: RefCell::new(producers),
-        }))
+        });
+        if &*topic.name == meta::OFFSETS_TOPIC {
+            let n = crate::groups::load(self, &p)?;
+            if n > 0 {
+                tracing::info!(partition = index, records = n, "loaded committed offsets");
+            }
+        }
+        Ok(p)
     }
 
     /// Publishes the controller's current snapshot to every shard and waits
@@ -342,9 +352,15 @@ impl Shard {
     pub async fn housekeeping(self: Rc<Self>) {
         let tick = std::time::Duration::from_millis(100);
         let retention_every = std::time::Duration::from_millis(self.config().log_retention_check_interval_ms);
+        let offsets_every = std::time::Duration::from_millis(self.config().groups.offsets_retention_check_interval_ms);
         let mut last_retention = std::time::Instant::now();
+        let mut last_offsets_expiry = std::time::Instant::now();
         while !self.stopping.is_set() {
             compio::runtime::time::sleep(tick).await;
+            if last_offsets_expiry.elapsed() >= offsets_every {
+                last_offsets_expiry = std::time::Instant::now();
+                crate::groups::expire_offsets(&self).await;
+            }
             let parts = self.owned_partitions();
             for p in &parts {
                 if let Err(e) = p.log.sync_if_due().await {

@@ -68,6 +68,7 @@ pub async fn metadata(ctx: Ctx, body: BytesMut) -> Outcome {
         let mut out = MetadataResponseTopic::default();
         out.name = Some(TopicName(str_bytes(&t.name)));
         out.topic_id = t.id;
+        out.is_internal = crate::meta::is_internal(&t.name);
         out.topic_authorized_operations = OPS_NOT_REQUESTED;
         out.partitions = (0..t.partitions)
             .map(|i| {

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod configs;
 pub mod fetch;
+pub mod groups;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
@@ -42,6 +43,17 @@ pub const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 6),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 /// The supported version range of an API, if it is supported.
@@ -67,9 +79,23 @@ pub struct Ctx {
     pub key: ApiKey,
     pub version: i16,
     pub header: RequestHeader,
+    /// The client's address as Kafka reports it (`/127.0.0.1`).
+    pub peer: Rc<str>,
+    /// The request header's bytes.
+    pub header_bytes: Bytes,
 }
 
 impl Ctx {
+    /// The client id from the request header ("" when null).
+    pub fn client_id(&self) -> String {
+        self.header
+            .client_id
+            .clone()
+            .and_then(|r| self.header_bytes.get(r))
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default()
+    }
+
     /// Encodes a crate response message for this request.
     pub fn respond<M: kafka_protocol::protocol::Encodable>(&self, message: &M) -> Outcome {
         match protocol::encode(self.key, self.version, self.header.correlation_id, message) {
@@ -116,7 +142,7 @@ pub fn api_versions_message(error: Option<ErrorCode>) -> ApiVersionsResponse {
 /// Checks the frame's header, then runs the API's handler. Runs as its own
 /// task per request; handlers dispatch partition work before their first
 /// await, which keeps per-partition order across pipelined requests.
-pub async fn dispatch(shard: Rc<Shard>, mut frame: BytesMut) -> Outcome {
+pub async fn dispatch(shard: Rc<Shard>, mut frame: BytesMut, peer: Rc<str>) -> Outcome {
     let Some((raw_key, version, correlation_id)) = protocol::peek(&frame) else {
         return Outcome::Close("request shorter than its header".into());
     };
@@ -147,6 +173,8 @@ pub async fn dispatch(shard: Rc<Shard>, mut frame: BytesMut) -> Outcome {
         key,
         version,
         header,
+        peer,
+        header_bytes: frame.freeze(),
     };
     match key {
         ApiKey::ApiVersions => {
@@ -169,6 +197,17 @@ pub async fn dispatch(shard: Rc<Shard>, mut frame: BytesMut) -> Outcome {
         ApiKey::DescribeConfigs => configs::describe_configs(ctx, body),
         ApiKey::AlterConfigs => configs::alter_configs(ctx, body).await,
         ApiKey::IncrementalAlterConfigs => configs::incremental_alter_configs(ctx, body).await,
+        ApiKey::FindCoordinator => groups::find_coordinator(ctx, body),
+        ApiKey::JoinGroup => groups::join_group(ctx, body).await,
+        ApiKey::SyncGroup => groups::sync_group(ctx, body).await,
+        ApiKey::Heartbeat => groups::heartbeat(ctx, body).await,
+        ApiKey::LeaveGroup => groups::leave_group(ctx, body).await,
+        ApiKey::OffsetCommit => groups::offset_commit(ctx, body).await,
+        ApiKey::OffsetFetch => groups::offset_fetch(ctx, body).await,
+        ApiKey::OffsetDelete => groups::offset_delete(ctx, body).await,
+        ApiKey::ListGroups => groups::list_groups(ctx, body).await,
+        ApiKey::DescribeGroups => groups::describe_groups(ctx, body).await,
+        ApiKey::DeleteGroups => groups::delete_groups(ctx, body).await,
         other => Outcome::Close(format!("no handler for {other:?}")),
     }
 }

@@ -84,6 +84,10 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
                         ErrorCode::UnknownTopicOrPartition,
                         format!("unknown topic `{}`", topic.name),
                     )),
+                    Some(m) if crate::meta::is_internal(&m.name) => fixed(PartitionResult::error(
+                        ErrorCode::InvalidTopicException,
+                        format!("`{}` is an internal topic; clients cannot produce to it", m.name),
+                    )),
                     Some(m) if part.index < 0 || part.index >= m.partitions => fixed(PartitionResult::error(
                         ErrorCode::UnknownTopicOrPartition,
                         format!("topic `{}` has no partition {}", m.name, part.index),

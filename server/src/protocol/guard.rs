@@ -30,6 +30,8 @@ enum T {
     I32s,
     /// Array of strings.
     Strs,
+    /// Nullable bytes.
+    Bytes,
 }
 
 /// A field present in versions `lo..=hi`.
@@ -198,6 +200,103 @@ const FETCH: &[F] = &[
     F(T::Str, 11, ALL),
 ];
 
+const FIND_COORDINATOR: &[F] = &[F(T::Str, 0, 3), F(T::I8, 1, ALL), F(T::Strs, 4, ALL)];
+
+const JOIN_GROUP: &[F] = &[
+    F(T::Str, 0, ALL),
+    F(T::I32, 0, ALL),
+    F(T::I32, 1, ALL),
+    F(T::Str, 0, ALL),
+    F(T::NStr, 5, ALL),
+    F(T::Str, 0, ALL),
+    F(T::Arr(&[F(T::Str, 0, ALL), F(T::Bytes, 0, ALL)]), 0, ALL),
+    F(T::NStr, 8, ALL),
+];
+
+const SYNC_GROUP: &[F] = &[
+    F(T::Str, 0, ALL),
+    F(T::I32, 0, ALL),
+    F(T::Str, 0, ALL),
+    F(T::NStr, 3, ALL),
+    F(T::NStr, 5, ALL),
+    F(T::NStr, 5, ALL),
+    F(T::Arr(&[F(T::Str, 0, ALL), F(T::Bytes, 0, ALL)]), 0, ALL),
+];
+
+const HEARTBEAT: &[F] = &[
+    F(T::Str, 0, ALL),
+    F(T::I32, 0, ALL),
+    F(T::Str, 0, ALL),
+    F(T::NStr, 3, ALL),
+];
+
+const LEAVE_GROUP: &[F] = &[
+    F(T::Str, 0, ALL),
+    F(T::Str, 0, 2),
+    F(
+        T::Arr(&[F(T::Str, 0, ALL), F(T::NStr, 0, ALL), F(T::NStr, 5, ALL)]),
+        3,
+        ALL,
+    ),
+];
+
+const OFFSET_COMMIT: &[F] = &[
+    F(T::Str, 0, ALL),
+    F(T::I32, 1, ALL),
+    F(T::Str, 1, ALL),
+    F(T::NStr, 7, ALL),
+    F(T::I64, 2, 4),
+    F(
+        T::Arr(&[
+            F(T::Str, 0, ALL),
+            F(
+                T::Arr(&[
+                    F(T::I32, 0, ALL),
+                    F(T::I64, 0, ALL),
+                    F(T::I32, 6, ALL),
+                    F(T::I64, 1, 1),
+                    F(T::NStr, 0, ALL),
+                ]),
+                0,
+                ALL,
+            ),
+        ]),
+        0,
+        ALL,
+    ),
+];
+
+const OFFSET_FETCH: &[F] = &[
+    F(T::Str, 0, 7),
+    F(T::Arr(&[F(T::Str, 0, ALL), F(T::I32s, 0, ALL)]), 0, 7),
+    F(
+        T::Arr(&[
+            F(T::Str, 0, ALL),
+            F(T::NStr, 9, ALL),
+            F(T::I32, 9, ALL),
+            F(T::Arr(&[F(T::Str, 0, ALL), F(T::I32s, 0, ALL)]), 0, ALL),
+        ]),
+        8,
+        ALL,
+    ),
+    F(T::Bool, 7, ALL),
+];
+
+const OFFSET_DELETE: &[F] = &[
+    F(T::Str, 0, ALL),
+    F(
+        T::Arr(&[F(T::Str, 0, ALL), F(T::Arr(&[F(T::I32, 0, ALL)]), 0, ALL)]),
+        0,
+        ALL,
+    ),
+];
+
+const LIST_GROUPS: &[F] = &[F(T::Strs, 4, ALL), F(T::Strs, 5, ALL)];
+
+const DESCRIBE_GROUPS: &[F] = &[F(T::Strs, 0, ALL), F(T::Bool, 3, ALL)];
+
+const DELETE_GROUPS: &[F] = &[F(T::Strs, 0, ALL)];
+
 fn layout(key: ApiKey) -> Option<&'static [F]> {
     Some(match key {
         ApiKey::Metadata => METADATA,
@@ -212,6 +311,17 @@ fn layout(key: ApiKey) -> Option<&'static [F]> {
         ApiKey::IncrementalAlterConfigs => INCREMENTAL_ALTER_CONFIGS,
         ApiKey::DescribeCluster => DESCRIBE_CLUSTER,
         ApiKey::Fetch => FETCH,
+        ApiKey::FindCoordinator => FIND_COORDINATOR,
+        ApiKey::JoinGroup => JOIN_GROUP,
+        ApiKey::SyncGroup => SYNC_GROUP,
+        ApiKey::Heartbeat => HEARTBEAT,
+        ApiKey::LeaveGroup => LEAVE_GROUP,
+        ApiKey::OffsetCommit => OFFSET_COMMIT,
+        ApiKey::OffsetFetch => OFFSET_FETCH,
+        ApiKey::OffsetDelete => OFFSET_DELETE,
+        ApiKey::ListGroups => LIST_GROUPS,
+        ApiKey::DescribeGroups => DESCRIBE_GROUPS,
+        ApiKey::DeleteGroups => DELETE_GROUPS,
         _ => return None,
     })
 }
@@ -253,6 +363,9 @@ fn walk_struct(r: &mut Reader<'_>, fields: &[F], version: i16, flexible: bool) -
                 for _ in 0..r.array_len(flexible)? {
                     r.nullable_str(flexible)?;
                 }
+            }
+            T::Bytes => {
+                r.bytes_range(flexible)?;
             }
         }
     }
@@ -433,6 +546,110 @@ mod tests {
             enc(req)(v)
         };
         out.push((ApiKey::Fetch, Box::new(fetch_at), 4, 18));
+        let fc_one = enc(FindCoordinatorRequest::default().with_key(s("g")));
+        let fc_many = enc(FindCoordinatorRequest::default().with_coordinator_keys(vec![s("g1"), s("g2")]));
+        out.push((
+            ApiKey::FindCoordinator,
+            Box::new(move |v| if v >= 4 { fc_many(v) } else { fc_one(v) }),
+            0,
+            6,
+        ));
+        let jg = JoinGroupRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_member_id(s("m"))
+            .with_protocol_type(s("consumer"))
+            .with_protocols(vec![
+                join_group_request::JoinGroupRequestProtocol::default()
+                    .with_name(s("range"))
+                    .with_metadata(bytes::Bytes::from_static(b"meta")),
+                join_group_request::JoinGroupRequestProtocol::default().with_name(s("roundrobin")),
+            ]);
+        out.push((ApiKey::JoinGroup, enc(jg), 0, 9));
+        let sg = SyncGroupRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_assignments(vec![
+                sync_group_request::SyncGroupRequestAssignment::default()
+                    .with_member_id(s("m"))
+                    .with_assignment(bytes::Bytes::from_static(b"a")),
+            ]);
+        out.push((ApiKey::SyncGroup, enc(sg), 0, 5));
+        let hb = HeartbeatRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_member_id(s("m"));
+        out.push((ApiKey::Heartbeat, enc(hb), 0, 4));
+        let lg_members = enc(LeaveGroupRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_members(vec![
+                leave_group_request::MemberIdentity::default()
+                    .with_member_id(s("m"))
+                    .with_group_instance_id(Some(s("i"))),
+            ]));
+        let lg_one = enc(LeaveGroupRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_member_id(s("m")));
+        out.push((
+            ApiKey::LeaveGroup,
+            Box::new(move |v| if v >= 3 { lg_members(v) } else { lg_one(v) }),
+            0,
+            5,
+        ));
+        let oc = OffsetCommitRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_topics(vec![
+                offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(tn("t"))
+                    .with_partitions(vec![
+                        offset_commit_request::OffsetCommitRequestPartition::default()
+                            .with_committed_offset(5)
+                            .with_committed_metadata(Some(s("md"))),
+                    ]),
+            ]);
+        out.push((ApiKey::OffsetCommit, enc(oc), 2, 9));
+        let of_old = enc(OffsetFetchRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_topics(Some(vec![
+                offset_fetch_request::OffsetFetchRequestTopic::default()
+                    .with_name(tn("t"))
+                    .with_partition_indexes(vec![0, 1]),
+            ])));
+        let of_new = enc(OffsetFetchRequest::default().with_groups(vec![
+            offset_fetch_request::OffsetFetchRequestGroup::default()
+                .with_group_id(GroupId(s("g")))
+                .with_topics(Some(vec![
+                    offset_fetch_request::OffsetFetchRequestTopics::default()
+                        .with_name(tn("t"))
+                        .with_partition_indexes(vec![0]),
+                ])),
+        ]));
+        out.push((
+            ApiKey::OffsetFetch,
+            Box::new(move |v| if v >= 8 { of_new(v) } else { of_old(v) }),
+            1,
+            9,
+        ));
+        let od = OffsetDeleteRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_topics(vec![
+                offset_delete_request::OffsetDeleteRequestTopic::default()
+                    .with_name(tn("t"))
+                    .with_partitions(vec![offset_delete_request::OffsetDeleteRequestPartition::default()]),
+            ]);
+        out.push((ApiKey::OffsetDelete, enc(od), 0, 0));
+        let lgs = |v: i16| {
+            let mut r = ListGroupsRequest::default();
+            if v >= 4 {
+                r = r.with_states_filter(vec![s("Stable")]);
+            }
+            if v >= 5 {
+                r = r.with_types_filter(vec![s("classic")]);
+            }
+            enc(r)(v)
+        };
+        out.push((ApiKey::ListGroups, Box::new(lgs), 0, 5));
+        let dg = DescribeGroupsRequest::default().with_groups(vec![GroupId(s("g")), GroupId(s("h"))]);
+        out.push((ApiKey::DescribeGroups, enc(dg), 0, 6));
+        let del = DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s("g"))]);
+        out.push((ApiKey::DeleteGroups, enc(del), 0, 2));
         out
     }
 

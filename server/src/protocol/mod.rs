@@ -24,6 +24,8 @@ pub struct RequestHeader {
     pub correlation_id: i32,
     /// Bytes of the header; the body follows.
     pub len: usize,
+    /// Where the client id sits in the header, when it is not null.
+    pub client_id: Option<std::ops::Range<usize>>,
 }
 
 /// Reads the request header. `flexible_header` says whether this API
@@ -33,9 +35,10 @@ pub fn read_header(frame: &[u8], flexible_header: bool) -> Result<RequestHeader,
     let api_key = r.i16()?;
     let api_version = r.i16()?;
     let correlation_id = r.i32()?;
-    // The client id is a classic nullable string even in header v2; it is
-    // checked and skipped (nothing uses it yet).
-    r.nullable_str(false)?;
+    // The client id is a classic nullable string even in header v2; only
+    // its place is kept (group members report it).
+    let start = r.pos() + 2;
+    let client_id = r.nullable_str(false)?.map(|s| start..start + s.len());
     if flexible_header {
         r.skip_tagged_fields()?;
     }
@@ -44,6 +47,7 @@ pub fn read_header(frame: &[u8], flexible_header: bool) -> Result<RequestHeader,
         api_version,
         correlation_id,
         len: r.pos(),
+        client_id,
     })
 }
 

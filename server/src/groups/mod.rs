@@ -1,0 +1,349 @@
+//! The consumer-group coordinator.
+//!
+//! Placement: a group id hashes (Java's `String.hashCode`, as Kafka) to one
+//! partition of `__consumer_offsets`; the shard that owns that partition is
+//! the group's coordinator. Group state lives only there; requests from
+//! connections on other shards travel to it as jobs.
+//!
+//! Storage: every OffsetCommit is one record batch appended to the group's
+//! offsets partition and synced before the commit is answered. When a shard
+//! opens an offsets partition it replays the log (the latest value of each
+//! key wins, a tombstone removes it), before it serves any request.
+//!
+//! Timers: each group with members has one task on its coordinator's event
+//! loop that sleeps until the group's next deadline (a session expiry, the
+//! end of a join phase) or until a request moves that deadline.
+
+pub mod group;
+pub mod records;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sluice_engine::Durability;
+use sluice_engine::batch::BatchHeader;
+
+use crate::error_codes::{self, ErrorCode};
+use crate::meta::OFFSETS_TOPIC;
+use crate::shard::{Partition, Shard, ShardId};
+use crate::util::{Changed, race};
+use group::{Group, now_ms};
+use records::{OffsetRecord, OffsetValue};
+
+/// A group and the signal that wakes its timer when a deadline moves.
+#[derive(Debug)]
+pub struct GroupHandle {
+    pub group: RefCell<Group>,
+    changed: Changed,
+}
+
+pub type GroupRef = Rc<GroupHandle>;
+
+/// The groups one shard coordinates.
+#[derive(Debug, Default)]
+pub struct Groups {
+    table: RefCell<HashMap<Arc<str>, GroupRef>>,
+}
+
+impl Groups {
+    pub fn get(&self, id: &str) -> Option<GroupRef> {
+        self.table.borrow().get(id).cloned()
+    }
+
+    pub fn get_or_create(&self, id: &str) -> GroupRef {
+        self.table
+            .borrow_mut()
+            .entry(id.into())
+            .or_insert_with(|| {
+                Rc::new(GroupHandle {
+                    group: RefCell::new(Group::new(id.into(), now_ms())),
+                    changed: Changed::default(),
+                })
+            })
+            .clone()
+    }
+
+    pub fn all(&self) -> Vec<GroupRef> {
+        self.table.borrow().values().cloned().collect()
+    }
+
+    /// Forgets a group with no members and no offsets.
+    pub fn remove_if_removable(&self, id: &str) {
+        let mut t = self.table.borrow_mut();
+        if t.get(id).is_some_and(|h| h.group.borrow().is_removable()) {
+            t.remove(id);
+        }
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.table.borrow_mut().remove(id);
+    }
+}
+
+/// Kafka's placement of a group: `abs(hashCode(group)) % partitions`.
+pub fn partition_for(group: &str, partitions: i32) -> i32 {
+    let mut h: i32 = 0;
+    for u in group.encode_utf16() {
+        h = h.wrapping_mul(31).wrapping_add(i32::from(u));
+    }
+    (h & 0x7fff_ffff) % partitions.max(1)
+}
+
+/// The shard that coordinates `group` and the offsets partition it writes.
+pub fn coordinator_of(shard: &Shard, group: &str) -> Option<(ShardId, i32)> {
+    let n = shard.meta().topic(OFFSETS_TOPIC)?.partitions;
+    let p = partition_for(group, n);
+    Some((shard.owner_of(OFFSETS_TOPIC, p), p))
+}
+
+/// Runs `f` with the group's coordinator shard. `COORDINATOR_NOT_AVAILABLE`
+/// when there is no offsets topic or the coordinator stopped.
+pub async fn on_coordinator<T, F, Fut>(shard: &Shard, group: &str, f: F) -> Result<T, ErrorCode>
+where
+    T: Send + 'static,
+    F: FnOnce(Rc<Shard>, i32) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+{
+    let (owner, partition) = coordinator_of(shard, group).ok_or(ErrorCode::CoordinatorNotAvailable)?;
+    shard
+        .submit_to(owner, move |s| f(s, partition))
+        .await
+        .map_err(|_| ErrorCode::CoordinatorNotAvailable)
+}
+
+/// Makes sure the group's timer runs and sees the group's current
+/// deadlines. Call after every change to a group.
+pub fn kick(shard: &Rc<Shard>, h: &GroupRef) {
+    let start = {
+        let mut g = h.group.borrow_mut();
+        if g.timer_running {
+            false
+        } else if g.next_deadline().is_some() {
+            g.timer_running = true;
+            true
+        } else {
+            false
+        }
+    };
+    if start {
+        compio::runtime::spawn(run_timer(shard.clone(), h.clone())).detach();
+    } else {
+        h.changed.notify();
+    }
+    let id = h.group.borrow().id.clone();
+    shard.groups.remove_if_removable(&id);
+}
+
+async fn run_timer(shard: Rc<Shard>, h: GroupRef) {
+    loop {
+        let Some(deadline) = h.group.borrow().next_deadline() else {
+            break;
+        };
+        let now = Instant::now();
+        if deadline > now {
+            let sleep = compio::runtime::time::sleep(deadline - now);
+            if race(sleep, h.changed.next()).await.is_err() {
+                // A request moved the deadlines: look again.
+                continue;
+            }
+        }
+        h.group.borrow_mut().on_timer(Instant::now(), &shard.config().groups);
+    }
+    let id = {
+        let mut g = h.group.borrow_mut();
+        g.timer_running = false;
+        g.id.clone()
+    };
+    shard.groups.remove_if_removable(&id);
+}
+
+/// Appends offset records for `group` to its offsets partition, applies
+/// them to the group in log order, and waits until they are synced.
+pub async fn write_offsets(
+    shard: &Rc<Shard>,
+    partition: i32,
+    h: &GroupRef,
+    records: Vec<OffsetRecord>,
+) -> Result<(), ErrorCode> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let p = shard
+        .partition(OFFSETS_TOPIC, partition)
+        .ok_or(ErrorCode::NotCoordinator)?;
+    let info = p
+        .log
+        .append(records::batch_of(&records, now_ms()), 0)
+        .map_err(|e| error_codes::for_log_error(&e))?;
+    {
+        let mut g = h.group.borrow_mut();
+        for r in records {
+            apply(&mut g, r);
+        }
+    }
+    p.log
+        .wait(info.last_offset + 1, Durability::Synced)
+        .await
+        .map_err(|e| match error_codes::for_log_error(&e) {
+            ErrorCode::NotLeaderOrFollower => ErrorCode::NotCoordinator,
+            other => other,
+        })
+}
+
+fn apply(g: &mut Group, r: OffsetRecord) {
+    let key = (Arc::<str>::from(r.topic.as_str()), r.partition);
+    match r.value {
+        Some(v) => {
+            g.offsets.insert(key, v);
+        }
+        None => {
+            g.offsets.remove(&key);
+        }
+    }
+}
+
+/// Replays one offsets partition into the shard's groups. Runs when the
+/// shard opens the partition, before it serves requests.
+pub fn load(shard: &Shard, p: &Partition) -> Result<usize, String> {
+    let log = &p.log;
+    let mut offset = log.log_start_offset();
+    let end = log.log_end_offset();
+    let mut count = 0;
+    while offset < end {
+        let bytes = log.read_bytes(offset, 1 << 20).map_err(|e| e.to_string())?;
+        if bytes.is_empty() {
+            break;
+        }
+        let mut pos = 0;
+        let start = offset;
+        while pos < bytes.len() {
+            let header = BatchHeader::parse(&bytes[pos..]).map_err(|e| format!("batch at {offset}: {e}"))?;
+            let len = header
+                .total_len()
+                .filter(|&l| pos + l <= bytes.len())
+                .ok_or_else(|| format!("batch at {offset}: bad length"))?;
+            records::for_each_record(&bytes[pos..pos + len], |k, v| match records::decode(k, v) {
+                Ok(Some(r)) => {
+                    let h = shard.groups.get_or_create(&r.group);
+                    apply(&mut h.group.borrow_mut(), r);
+                    count += 1;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(topic = %p.topic, partition = p.index, %offset, error = %e, "skipping unreadable offsets record"),
+            })
+            .map_err(|e| format!("batch at {offset}: {e}"))?;
+            offset = header.last_offset() + 1;
+            pos += len;
+        }
+        if offset <= start {
+            break;
+        }
+    }
+    // Groups whose every offset was deleted are gone.
+    for h in shard.groups.all() {
+        let id = h.group.borrow().id.clone();
+        shard.groups.remove_if_removable(&id);
+    }
+    Ok(count)
+}
+
+/// Deletes the offsets of empty groups that have been empty for
+/// `offsets.retention.minutes` since their last commit, then forgets
+/// groups left with nothing. Runs from the shard's housekeeping.
+pub async fn expire_offsets(shard: &Rc<Shard>) {
+    let retention = shard.config().groups.offsets_retention_ms;
+    let now = now_ms();
+    for h in shard.groups.all() {
+        let (id, expired) = {
+            let g = h.group.borrow();
+            if g.state != group::State::Empty {
+                continue;
+            }
+            let expired: Vec<OffsetRecord> = g
+                .offsets
+                .iter()
+                .filter(|(_, v)| now.saturating_sub(v.commit_ms.max(g.empty_since_ms)) >= retention)
+                .map(|((topic, partition), _)| OffsetRecord {
+                    group: g.id.to_string(),
+                    topic: topic.to_string(),
+                    partition: *partition,
+                    value: None,
+                })
+                .collect();
+            (g.id.clone(), expired)
+        };
+        if expired.is_empty() {
+            continue;
+        }
+        let Some((_, partition)) = coordinator_of(shard, &id) else {
+            continue;
+        };
+        let n = expired.len();
+        match write_offsets(shard, partition, &h, expired).await {
+            Ok(()) => tracing::info!(group = %id, offsets = n, "expired committed offsets"),
+            Err(e) => tracing::warn!(group = %id, error = ?e, "expiring offsets"),
+        }
+        shard.groups.remove_if_removable(&id);
+    }
+}
+
+/// Offsets of a commit request, checked against the group and written.
+/// `Ok(None)` when the group refused the commit with that error for all.
+pub async fn commit(
+    shard: Rc<Shard>,
+    partition: i32,
+    group_id: String,
+    generation: i32,
+    member_id: String,
+    instance_id: Option<String>,
+    offsets: Vec<(String, i32, OffsetValue)>,
+) -> Option<ErrorCode> {
+    let h = match shard.groups.get(&group_id) {
+        Some(h) => h,
+        // A group-less consumer commits into a new, empty group.
+        None if generation < 0 && member_id.is_empty() => shard.groups.get_or_create(&group_id),
+        None if member_id.is_empty() => return Some(ErrorCode::IllegalGeneration),
+        None => return Some(ErrorCode::UnknownMemberId),
+    };
+    let refused = h
+        .group
+        .borrow_mut()
+        .check_commit(generation, &member_id, instance_id.as_deref(), Instant::now());
+    if let Some(e) = refused {
+        shard.groups.remove_if_removable(&group_id);
+        return Some(e);
+    }
+    let records = offsets
+        .into_iter()
+        .map(|(topic, partition, value)| OffsetRecord {
+            group: group_id.clone(),
+            topic,
+            partition,
+            value: Some(value),
+        })
+        .collect();
+    let r = write_offsets(&shard, partition, &h, records).await;
+    kick(&shard, &h);
+    r.err()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_matches_javas_string_hash() {
+        // "hello".hashCode() == 99162322 in Java.
+        assert_eq!(partition_for("hello", 50), 99_162_322 % 50);
+        // A negative hash is masked, as Kafka's Utils.abs does.
+        let h = "polygenelubricants"
+            .encode_utf16()
+            .fold(0i32, |h, u| h.wrapping_mul(31).wrapping_add(i32::from(u)));
+        assert!(h < 0);
+        assert_eq!(partition_for("polygenelubricants", 50), (h & 0x7fff_ffff) % 50);
+        assert_eq!(partition_for("", 50), 0);
+    }
+}

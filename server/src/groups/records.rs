@@ -1,0 +1,234 @@
+//! Records of `__consumer_offsets`, in the layout Kafka uses for the same
+//! topic, so tools that decode Kafka's offsets topic read Sluice's too:
+//!
+//! - key: `i16 version = 1`, `string group`, `string topic`, `i32 partition`
+//! - value: `i16 version = 3`, `i64 offset`, `i32 leader_epoch`,
+//!   `string metadata`, `i64 commit_timestamp`
+//! - a null value (tombstone) removes the committed offset.
+//!
+//! Strings are Kafka's classic `i16` length and UTF-8 bytes. Each commit
+//! request becomes one uncompressed record batch.
+
+use bytes::{BufMut, BytesMut};
+use sluice_engine::batch::{self, ProducerFields, Record};
+
+use crate::protocol::wire::{ParseError, Reader};
+
+const KEY_VERSION_OFFSET: i16 = 1;
+const VALUE_VERSION: i16 = 3;
+
+/// One committed offset as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetValue {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+    pub commit_ms: i64,
+}
+
+/// One record of the offsets topic, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetRecord {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    /// `None`: the offset was deleted.
+    pub value: Option<OffsetValue>,
+}
+
+fn put_str(out: &mut BytesMut, s: &str) {
+    // Group ids, topic names and metadata are bounded well below i16::MAX
+    // by the request limits checked before they get here.
+    let n = s.len().min(i16::MAX as usize);
+    out.put_i16(n as i16);
+    out.put_slice(&s.as_bytes()[..n]);
+}
+
+pub fn encode_key(group: &str, topic: &str, partition: i32) -> Vec<u8> {
+    let mut k = BytesMut::with_capacity(8 + group.len() + topic.len());
+    k.put_i16(KEY_VERSION_OFFSET);
+    put_str(&mut k, group);
+    put_str(&mut k, topic);
+    k.put_i32(partition);
+    k.to_vec()
+}
+
+pub fn encode_value(v: &OffsetValue) -> Vec<u8> {
+    let mut out = BytesMut::with_capacity(26 + v.metadata.len());
+    out.put_i16(VALUE_VERSION);
+    out.put_i64(v.offset);
+    out.put_i32(v.leader_epoch);
+    put_str(&mut out, &v.metadata);
+    out.put_i64(v.commit_ms);
+    out.to_vec()
+}
+
+/// One batch holding `records`, ready for [`sluice_engine::Log::append`].
+pub fn batch_of(records: &[OffsetRecord], now_ms: i64) -> BytesMut {
+    let recs: Vec<Record> = records
+        .iter()
+        .map(|r| Record {
+            timestamp: now_ms,
+            key: Some(encode_key(&r.group, &r.topic, r.partition)),
+            value: r.value.as_ref().map(encode_value),
+            headers: Vec::new(),
+        })
+        .collect();
+    batch::build(&recs, ProducerFields::NONE)
+}
+
+fn classic_str(r: &mut Reader<'_>) -> Result<String, ParseError> {
+    Ok(r.str(false)?.to_string())
+}
+
+/// Decodes one record's key and value. `Ok(None)` for keys of another kind
+/// (Kafka's group metadata records), which Sluice does not write.
+pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Option<OffsetRecord>, ParseError> {
+    let mut k = Reader::new(key);
+    let version = k.i16()?;
+    if version != 0 && version != KEY_VERSION_OFFSET {
+        return Ok(None);
+    }
+    let group = classic_str(&mut k)?;
+    let topic = classic_str(&mut k)?;
+    let partition = k.i32()?;
+    let value = match value {
+        None => None,
+        Some(v) => {
+            let mut r = Reader::new(v);
+            let version = r.i16()?;
+            let offset = r.i64()?;
+            let leader_epoch = if version >= 3 { r.i32()? } else { -1 };
+            let metadata = classic_str(&mut r)?;
+            let commit_ms = r.i64()?;
+            Some(OffsetValue {
+                offset,
+                leader_epoch,
+                metadata,
+                commit_ms,
+            })
+        }
+    };
+    Ok(Some(OffsetRecord {
+        group,
+        topic,
+        partition,
+        value,
+    }))
+}
+
+/// Calls `f(key, value)` for each record of an uncompressed v2 batch.
+pub fn for_each_record(batch_bytes: &[u8], mut f: impl FnMut(&[u8], Option<&[u8]>)) -> Result<(), ParseError> {
+    let header = batch::BatchHeader::parse(batch_bytes).map_err(|_| ParseError {
+        at: 0,
+        what: "record batch header",
+    })?;
+    if header.compression() != 0 {
+        return Err(ParseError {
+            at: 21,
+            what: "compressed batch in the offsets topic",
+        });
+    }
+    let end = header.total_len().unwrap_or(0).min(batch_bytes.len());
+    let mut r = Reader::new(&batch_bytes[batch::HEADER_BYTES.min(end)..end]);
+    for _ in 0..header.records_count().max(0) {
+        let len = varint(&mut r)?;
+        let rec = r.take(usize::try_from(len).map_err(|_| bad(&r))?, "record")?;
+        let mut rr = Reader::new(rec);
+        rr.i8()?; // attributes
+        varint(&mut rr)?; // timestamp delta
+        varint(&mut rr)?; // offset delta
+        let key = var_bytes(&mut rr)?.unwrap_or(&[]);
+        let value = var_bytes(&mut rr)?;
+        f(key, value);
+    }
+    Ok(())
+}
+
+fn bad(r: &Reader<'_>) -> ParseError {
+    ParseError {
+        at: r.pos(),
+        what: "record length",
+    }
+}
+
+fn varint(r: &mut Reader<'_>) -> Result<i64, ParseError> {
+    let mut z: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let b = r.i8()? as u8;
+        z |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Ok((z >> 1) as i64 ^ -((z & 1) as i64));
+        }
+    }
+    Err(ParseError {
+        at: r.pos(),
+        what: "varint longer than 10 bytes",
+    })
+}
+
+fn var_bytes<'a>(r: &mut Reader<'a>) -> Result<Option<&'a [u8]>, ParseError> {
+    let n = varint(r)?;
+    if n < 0 {
+        return Ok(None);
+    }
+    let n = usize::try_from(n).map_err(|_| bad(r))?;
+    Ok(Some(r.take(n, "record field")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_through_a_batch() {
+        let recs = vec![
+            OffsetRecord {
+                group: "g1".into(),
+                topic: "orders".into(),
+                partition: 3,
+                value: Some(OffsetValue {
+                    offset: 42,
+                    leader_epoch: 0,
+                    metadata: "m".into(),
+                    commit_ms: 1_700_000_000_000,
+                }),
+            },
+            OffsetRecord {
+                group: "g1".into(),
+                topic: "orders".into(),
+                partition: 4,
+                value: None,
+            },
+        ];
+        let b = batch_of(&recs, 5);
+        let mut back = Vec::new();
+        for_each_record(&b, |k, v| back.push(decode(k, v).unwrap().unwrap())).unwrap();
+        assert_eq!(back, recs);
+    }
+
+    #[test]
+    fn truncated_records_are_errors_not_panics() {
+        let recs = [OffsetRecord {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 0,
+            value: Some(OffsetValue {
+                offset: 1,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_ms: 0,
+            }),
+        }];
+        let key = encode_key("g", "t", 0);
+        let value = encode_value(recs[0].value.as_ref().unwrap());
+        for cut in 0..key.len() {
+            assert!(decode(&key[..cut], None).is_err());
+        }
+        for cut in 0..value.len() {
+            assert!(decode(&key, Some(&value[..cut])).is_err());
+        }
+        // Another kind of key (group metadata, version 2) is skipped.
+        assert_eq!(decode(&[0, 2, 0, 1, b'g'], Some(&[])).unwrap(), None);
+    }
+}

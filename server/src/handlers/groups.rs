@@ -1,0 +1,789 @@
+//! Consumer-group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat,
+//! LeaveGroup, OffsetCommit, OffsetFetch, OffsetDelete, ListGroups,
+//! DescribeGroups and DeleteGroups. Each request is decoded on the
+//! connection's shard and its group work runs on the group's coordinator
+//! shard (see [`crate::groups`]).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
+    OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
+    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
+    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
+};
+
+use super::{Ctx, Outcome, str_bytes};
+use crate::error_codes::{self, ErrorCode};
+use crate::groups::group::{JoinAnswer, JoinRequest, State, Step, SyncAnswer, SyncRequest, now_ms};
+use crate::groups::records::{OffsetRecord, OffsetValue};
+use crate::groups::{self, GroupRef, kick, on_coordinator};
+use crate::shard::{Shard, ShardId};
+
+/// Kafka's value for "authorized operations not requested".
+const OPS_NOT_REQUESTED: i32 = i32::MIN;
+
+macro_rules! decode_or_return {
+    ($ctx:expr, $body:expr) => {
+        match $ctx.decode($body) {
+            Ok(r) => r,
+            Err(o) => return o,
+        }
+    };
+}
+
+fn opt_str(s: &Option<kafka_protocol::protocol::StrBytes>) -> Option<String> {
+    s.as_ref().map(|s| s.to_string())
+}
+
+pub fn find_coordinator(ctx: Ctx, body: BytesMut) -> Outcome {
+    let req: FindCoordinatorRequest = decode_or_return!(ctx, body);
+    let config = ctx.shard.config();
+    // A single node coordinates every group (and would every transaction).
+    let answer = |key_type: i8| -> (i16, Option<&'static str>) {
+        match key_type {
+            0 | 1 => (0, None),
+            _ => (ErrorCode::InvalidRequest.code(), Some("unknown coordinator key type")),
+        }
+    };
+    let mut resp = FindCoordinatorResponse::default();
+    if ctx.version >= 4 {
+        resp.coordinators = req
+            .coordinator_keys
+            .iter()
+            .map(|k| {
+                let (code, msg) = answer(req.key_type);
+                let mut c = Coordinator::default();
+                c.key = k.clone();
+                c.error_code = code;
+                c.error_message = msg.map(str_bytes);
+                c.node_id = BrokerId(if code == 0 { config.node_id } else { -1 });
+                c.host = str_bytes(if code == 0 { &config.advertised_host } else { "" });
+                c.port = if code == 0 {
+                    i32::from(config.advertised_port)
+                } else {
+                    -1
+                };
+                c
+            })
+            .collect();
+    } else {
+        let (code, msg) = answer(req.key_type);
+        resp.error_code = code;
+        resp.error_message = msg.map(str_bytes);
+        resp.node_id = BrokerId(if code == 0 { config.node_id } else { -1 });
+        resp.host = str_bytes(if code == 0 { &config.advertised_host } else { "" });
+        resp.port = if code == 0 {
+            i32::from(config.advertised_port)
+        } else {
+            -1
+        };
+    }
+    ctx.respond(&resp)
+}
+
+fn join_response(ctx: &Ctx, a: JoinAnswer) -> Outcome {
+    let mut resp = JoinGroupResponse::default();
+    resp.error_code = error_codes::code(a.error);
+    resp.generation_id = a.generation;
+    // Before v7 the protocol name is not nullable.
+    resp.protocol_type = a.protocol_type.as_deref().map(str_bytes);
+    resp.protocol_name = match a.protocol_name.as_deref() {
+        Some(n) => Some(str_bytes(n)),
+        None if ctx.version < 7 => Some(str_bytes("")),
+        None => None,
+    };
+    resp.leader = str_bytes(&a.leader);
+    resp.skip_assignment = a.skip_assignment;
+    resp.member_id = str_bytes(&a.member_id);
+    resp.members = a
+        .members
+        .into_iter()
+        .map(|m| {
+            let mut r = JoinGroupResponseMember::default();
+            r.member_id = str_bytes(&m.member_id);
+            r.group_instance_id = m.instance_id.as_deref().map(str_bytes);
+            r.metadata = m.metadata;
+            r
+        })
+        .collect();
+    ctx.respond(&resp)
+}
+
+pub async fn join_group(ctx: Ctx, body: BytesMut) -> Outcome {
+    let req: JoinGroupRequest = decode_or_return!(ctx, body);
+    let g = &ctx.shard.config().groups;
+    let group_id = req.group_id.0.to_string();
+    let fail = |e: ErrorCode| {
+        join_response(
+            &ctx,
+            JoinAnswer {
+                error: Some(e),
+                generation: -1,
+                member_id: req.member_id.to_string(),
+                ..Default::default()
+            },
+        )
+    };
+    if group_id.is_empty() {
+        return fail(ErrorCode::InvalidGroupId);
+    }
+    if req.session_timeout_ms < g.min_session_timeout_ms || req.session_timeout_ms > g.max_session_timeout_ms {
+        return fail(ErrorCode::InvalidSessionTimeout);
+    }
+    let join = JoinRequest {
+        member_id: req.member_id.to_string(),
+        instance_id: opt_str(&req.group_instance_id),
+        client_id: ctx.client_id(),
+        client_host: ctx.peer.to_string(),
+        session_timeout_ms: req.session_timeout_ms,
+        // v0 has no rebalance timeout: Kafka uses the session timeout.
+        rebalance_timeout_ms: if ctx.version >= 1 {
+            req.rebalance_timeout_ms
+        } else {
+            req.session_timeout_ms
+        },
+        protocol_type: req.protocol_type.to_string(),
+        protocols: req
+            .protocols
+            .iter()
+            .map(|p| (p.name.to_string(), p.metadata.clone()))
+            .collect(),
+        require_known_member_id: ctx.version >= 4,
+        version: ctx.version,
+    };
+    let member_id = join.member_id.clone();
+    let r = on_coordinator(&ctx.shard, &group_id.clone(), move |shard, _| async move {
+        let h = shard.groups.get_or_create(&group_id);
+        let step = h.group.borrow_mut().join(join, Instant::now(), &shard.config().groups);
+        kick(&shard, &h);
+        match step {
+            Step::Now(a) => a,
+            Step::Wait(rx) => rx.await.unwrap_or_else(|_| JoinAnswer {
+                error: Some(ErrorCode::UnknownMemberId),
+                generation: -1,
+                member_id,
+                ..Default::default()
+            }),
+        }
+    })
+    .await;
+    match r {
+        Ok(a) => join_response(&ctx, a),
+        Err(e) => fail(e),
+    }
+}
+
+pub async fn sync_group(ctx: Ctx, body: BytesMut) -> Outcome {
+    let req: SyncGroupRequest = decode_or_return!(ctx, body);
+    let group_id = req.group_id.0.to_string();
+    let answer = if group_id.is_empty() {
+        SyncAnswer {
+            error: Some(ErrorCode::InvalidGroupId),
+            ..Default::default()
+        }
+    } else {
+        let member = req.member_id.to_string();
+        let instance = opt_str(&req.group_instance_id);
+        let (pt, pn) = (opt_str(&req.protocol_type), opt_str(&req.protocol_name));
+        let assignments: Vec<(String, Bytes)> = req
+            .assignments
+            .iter()
+            .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+            .collect();
+        let generation = req.generation_id;
+        on_coordinator(&ctx.shard, &group_id.clone(), move |shard, _| async move {
+            let Some(h) = shard.groups.get(&group_id) else {
+                return SyncAnswer {
+                    error: Some(ErrorCode::UnknownMemberId),
+                    ..Default::default()
+                };
+            };
+            let req = SyncRequest {
+                member_id: member,
+                instance_id: instance,
+                generation,
+                protocol_type: pt,
+                protocol_name: pn,
+                assignments,
+            };
+            let step = h.group.borrow_mut().sync(req, Instant::now());
+            kick(&shard, &h);
+            match step {
+                Step::Now(a) => a,
+                Step::Wait(rx) => rx.await.unwrap_or_else(|_| SyncAnswer {
+                    error: Some(ErrorCode::RebalanceInProgress),
+                    ..Default::default()
+                }),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| SyncAnswer {
+            error: Some(e),
+            ..Default::default()
+        })
+    };
+    let mut resp = SyncGroupResponse::default();
+    resp.error_code = error_codes::code(answer.error);
+    resp.protocol_type = answer.protocol_type.as_deref().map(str_bytes);
+    resp.protocol_name = answer.protocol_name.as_deref().map(str_bytes);
+    resp.assignment = answer.assignment;
+    ctx.respond(&resp)
+}
+
+pub async fn heartbeat(ctx: Ctx, body: BytesMut) -> Outcome {
+    let req: HeartbeatRequest = decode_or_return!(ctx, body);
+    let group_id = req.group_id.0.to_string();
+    let error = if group_id.is_empty() {
+        Some(ErrorCode::InvalidGroupId)
+    } else {
+        let member = req.member_id.to_string();
+        let instance = opt_str(&req.group_instance_id);
+        let generation = req.generation_id;
+        on_coordinator(&ctx.shard, &group_id.clone(), move |shard, _| async move {
+            let Some(h) = shard.groups.get(&group_id) else {
+                return Some(ErrorCode::UnknownMemberId);
+            };
+            let e = h
+                .group
+                .borrow_mut()
+                .heartbeat(&member, instance.as_deref(), generation, Instant::now());
+            kick(&shard, &h);
+            e
+        })
+        .await
+        .unwrap_or_else(Some)
+    };
+    let mut resp = HeartbeatResponse::default();
+    resp.error_code = error_codes::code(error);
+    ctx.respond(&resp)
+}
+
+pub async fn leave_group(ctx: Ctx, body: BytesMut) -> Outcome {
+    let req: LeaveGroupRequest = decode_or_return!(ctx, body);
+    let group_id = req.group_id.0.to_string();
+    let members: Vec<(String, Option<String>)> = if ctx.version >= 3 {
+        req.members
+            .iter()
+            .map(|m| (m.member_id.to_string(), opt_str(&m.group_instance_id)))
+            .collect()
+    } else {
+        vec![(req.member_id.to_string(), None)]
+    };
+    let asked = members.clone();
+    let r: Result<Vec<Option<ErrorCode>>, ErrorCode> = if group_id.is_empty() {
+        Err(ErrorCode::InvalidGroupId)
+    } else {
+        on_coordinator(&ctx.shard, &group_id.clone(), move |shard, _| async move {
+            let Some(h) = shard.groups.get(&group_id) else {
+                return members.iter().map(|_| Some(ErrorCode::UnknownMemberId)).collect();
+            };
+            let cfg = &shard.config().groups;
+            let out = members
+                .iter()
+                .map(|(id, instance)| h.group.borrow_mut().leave(id, instance.as_deref(), Instant::now(), cfg))
+                .collect();
+            kick(&shard, &h);
+            out
+        })
+        .await
+    };
+    let mut resp = LeaveGroupResponse::default();
+    match r {
+        Err(e) => resp.error_code = e.code(),
+        Ok(errors) if ctx.version >= 3 => {
+            resp.members = asked
+                .iter()
+                .zip(errors)
+                .map(|((id, instance), e)| {
+                    let mut m = MemberResponse::default();
+                    m.member_id = str_bytes(id);
+                    m.group_instance_id = instance.as_deref().map(str_bytes);
+                    m.error_code = error_codes::code(e);
+                    m
+                })
+                .collect();
+        }
+        Ok(errors) => resp.error_code = error_codes::code(errors.into_iter().next().flatten()),
+    }
+    ctx.respond(&resp)
+}
+
+/// A partition of a commit: refused here, or the value to write.
+type Checked = (i32, Result<OffsetValue, ErrorCode>);
+
+/// Per topic, per partition: refused, or deleted.
+type DeleteResults = Result<Vec<Vec<Option<ErrorCode>>>, ErrorCode>;
+
+pub async fn offset_commit(ctx: Ctx, body: BytesMut) -> Outcome {
+    let req: OffsetCommitRequest = decode_or_return!(ctx, body);
+    let group_id = req.group_id.0.to_string();
+    let snapshot = ctx.shard.meta();
+    let max_meta = ctx.shard.config().groups.offset_metadata_max_bytes;
+    let now = now_ms();
+    // Per partition: an error found here, or the value to commit.
+    let mut checked: Vec<(String, Vec<Checked>)> = Vec::new();
+    let mut to_write = Vec::new();
+    for t in &req.topics {
+        let topic = t.name.0.to_string();
+        let meta = snapshot.topic(&topic);
+        let mut parts = Vec::new();
+        for p in &t.partitions {
+            let metadata = p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default();
+            let r = if group_id.is_empty() {
+                Err(ErrorCode::InvalidGroupId)
+            } else if !meta.is_some_and(|m| (0..m.partitions).contains(&p.partition_index)) {
+                Err(ErrorCode::UnknownTopicOrPartition)
+            } else if metadata.len() > max_meta {
+                Err(ErrorCode::OffsetMetadataTooLarge)
+            } else {
+                let v = OffsetValue {
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata,
+                    commit_ms: now,
+                };
+                to_write.push((topic.clone(), p.partition_index, v.clone()));
+                Ok(v)
+            };
+            parts.push((p.partition_index, r));
+        }
+        checked.push((topic, parts));
+    }
+    let group_error = if to_write.is_empty() {
+        None
+    } else {
+        let (generation, member) = (req.generation_id_or_member_epoch, req.member_id.to_string());
+        let instance = opt_str(&req.group_instance_id);
+        let gid = group_id.clone();
+        on_coordinator(&ctx.shard, &group_id.clone(), move |shard, partition| {
+            groups::commit(shard, partition, gid, generation, member, instance, to_write)
+        })
+        .await
+        .unwrap_or_else(Some)
+    };
+    let mut resp = OffsetCommitResponse::default();
+    for (topic, parts) in checked {
+        let mut t = OffsetCommitResponseTopic::default();
+        t.name = TopicName(str_bytes(&topic));
+        for (index, r) in parts {
+            let mut p = OffsetCommitResponsePartition::default();
+            p.partition_index = index;
+            p.error_code = match r {
+                Err(e) => e.code(),
+                Ok(_) => error_codes::code(group_error),
+            };
+            t.partitions.push(p);
+        }
+        resp.topics.push(t);
+    }
+    ctx.respond(&resp)
+}
+
+/// Committed offsets of one group: for the listed topics and partitions, or
+/// all of them when `topics` is `None`.
+type FetchedTopic = (String, Vec<(i32, Option<OffsetValue>)>);
+
+async fn fetch_offsets(
+    shard: &Shard,
+    group_id: String,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<Vec<FetchedTopic>, ErrorCode> {
+    if group_id.is_empty() {
+        return Err(ErrorCode::InvalidGroupId);
+    }
+    on_coordinator(shard, &group_id.clone(), move |shard, _| async move {
+        let h = shard.groups.get(&group_id);
+        let g = h.as_ref().map(|h| h.group.borrow());
+        let get = |topic: &str, p: i32| -> Option<OffsetValue> {
+            g.as_ref()
+                .and_then(|g| g.offsets.get(&(Arc::<str>::from(topic), p)).cloned())
+        };
+        match topics {
+            Some(topics) => topics
+                .into_iter()
+                .map(|(t, parts)| {
+                    let values = parts.into_iter().map(|p| (p, get(&t, p))).collect();
+                    (t, values)
+                })
+                .collect(),
+            None => {
+                let mut by_topic: std::collections::BTreeMap<String, Vec<(i32, Option<OffsetValue>)>> =
+                    Default::default();
+                if let Some(g) = &g {
+                    for ((t, p), v) in &g.offsets {
+                        by_topic.entry(t.to_string()).or_default().push((*p, Some(v.clone())));
+                    }
+                }
+                by_topic
+                    .into_iter()
+                    .map(|(t, mut v)| {
+                        v.sort_by_key(|(p, _)| *p);
+                        (t, v)
+                    })
+                    .collect()
+            }
+        }
+    })
+    .await
+}
+
+/// Builds OffsetFetch topics in either layout (v8+ per group, or the older
+/// single group) from what the coordinator found, with `error` on every
+/// partition.
+macro_rules! fetched_topics {
+    ($found:expr, $topic:ty, $part:ty, $error:expr) => {
+        $found
+            .into_iter()
+            .map(|(t, parts)| {
+                let mut rt = <$topic>::default();
+                rt.name = TopicName(str_bytes(&t));
+                rt.partitions = parts
+                    .into_iter()
+                    .map(|(p, v): (i32, Option<OffsetValue>)| {
+                        let mut rp = <$part>::default();
+                        rp.partition_index = p;
+                        rp.committed_offset = v.as_ref().map_or(-1, |v| v.offset);
+                        rp.committed_leader_epoch = v.as_ref().map_or(-1, |v| v.leader_epoch);
+                        rp.metadata = Some(str_bytes(v.as_ref().map_or("", |v| &v.metadata)));
+                        rp.error_code = $error;
+                        rp
+                    })
+                    .collect();
+                rt
+            })
+            .collect()
+    };
+}
+
+pub async fn offset_fetch(ctx: Ctx, body: BytesMut) -> Outcome {
+    let req: OffsetFetchRequest = decode_or_return!(ctx, body);
+    let mut resp = OffsetFetchResponse::default();
+    if ctx.version >= 8 {
+        for g in &req.groups {
+            let topics = g.topics.as_ref().map(|ts| {
+                ts.iter()
+                    .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+                    .collect::<Vec<_>>()
+            });
+            let mut out = OffsetFetchResponseGroup::default();
+            out.group_id = g.group_id.clone();
+            match fetch_offsets(&ctx.shard, g.group_id.0.to_string(), topics).await {
+                Err(e) => out.error_code = e.code(),
+                Ok(found) => {
+                    out.topics = fetched_topics!(found, OffsetFetchResponseTopics, OffsetFetchResponsePartitions, 0)
+                }
+            }
+            resp.groups.push(out);
+        }
+        return ctx.respond(&resp);
+    }
+    let topics = req.topics.as_ref().map(|ts| {
+        ts.iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+            .collect::<Vec<_>>()
+    });
+    match fetch_offsets(&ctx.shard, req.group_id.0.to_string(), topics.clone()).await {
+        Ok(found) => {
+            resp.topics = fetched_topics!(found, OffsetFetchResponseTopic, OffsetFetchResponsePartition, 0);
+        }
+        Err(e) => {
+            resp.error_code = e.code();
+            // v1 has no top-level error: report it on every partition.
+            if ctx.version < 2 {
+                let none = topics
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(t, parts)| (t, parts.into_iter().map(|p| (p, None)).collect::<Vec<_>>()));
+                resp.topics = fetched_topics!(none, OffsetFetchResponseTopic, OffsetFetchResponsePartition, e.code());
+            }
+        }
+    }
+    ctx.respond(&resp)
+}
+
+pub async fn offset_delete(ctx: Ctx, body: BytesMut) -> Outcome {
+    let req: OffsetDeleteRequest = decode_or_return!(ctx, body);
+    let group_id = req.group_id.0.to_string();
+    let asked: Vec<(String, Vec<i32>)> = req
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.0.to_string(),
+                t.partitions.iter().map(|p| p.partition_index).collect(),
+            )
+        })
+        .collect();
+    let work = asked.clone();
+    let r: Result<DeleteResults, ErrorCode> = if group_id.is_empty() {
+        Err(ErrorCode::InvalidGroupId)
+    } else {
+        on_coordinator(&ctx.shard, &group_id.clone(), move |shard, partition| async move {
+            let Some(h) = shard.groups.get(&group_id) else {
+                return Err(ErrorCode::GroupIdNotFound);
+            };
+            let (subscribed, refused) = {
+                let g = h.group.borrow();
+                let consumer = g.protocol_type.as_deref().is_none_or(|t| t == "consumer");
+                let refused = (!g.members.is_empty() && !consumer).then_some(ErrorCode::NonEmptyGroup);
+                let subscribed = if g.members.is_empty() {
+                    Vec::new()
+                } else {
+                    g.subscribed_topics()
+                };
+                (subscribed, refused)
+            };
+            if let Some(e) = refused {
+                return Err(e);
+            }
+            let mut errors = Vec::new();
+            let mut tombstones = Vec::new();
+            for (topic, parts) in work {
+                let busy = subscribed.contains(&topic);
+                errors.push(
+                    parts
+                        .iter()
+                        .map(|&p| {
+                            if busy {
+                                Some(ErrorCode::GroupSubscribedToTopic)
+                            } else {
+                                tombstones.push(OffsetRecord {
+                                    group: group_id.clone(),
+                                    topic: topic.clone(),
+                                    partition: p,
+                                    value: None,
+                                });
+                                None
+                            }
+                        })
+                        .collect(),
+                );
+            }
+            let written = groups::write_offsets(&shard, partition, &h, tombstones).await;
+            kick(&shard, &h);
+            written.map(|()| errors)
+        })
+        .await
+    };
+    let mut resp = OffsetDeleteResponse::default();
+    match r.and_then(|x| x) {
+        Err(e) => resp.error_code = e.code(),
+        Ok(errors) => {
+            for ((topic, parts), errs) in asked.into_iter().zip(errors) {
+                let mut t = OffsetDeleteResponseTopic::default();
+                t.name = TopicName(str_bytes(&topic));
+                t.partitions = parts
+                    .into_iter()
+                    .zip(errs)
+                    .map(|(p, e)| {
+                        let mut rp = OffsetDeleteResponsePartition::default();
+                        rp.partition_index = p;
+                        rp.error_code = error_codes::code(e);
+                        rp
+                    })
+                    .collect();
+                resp.topics.push(t);
+            }
+        }
+    }
+    ctx.respond(&resp)
+}
+
+/// A group as ListGroups and DescribeGroups report it.
+#[derive(Debug, Clone)]
+struct GroupView {
+    id: String,
+    state: State,
+    protocol_type: String,
+    protocol: String,
+    members: Vec<MemberView>,
+}
+
+#[derive(Debug, Clone)]
+struct MemberView {
+    id: String,
+    instance_id: Option<String>,
+    client_id: String,
+    client_host: String,
+    metadata: Bytes,
+    assignment: Bytes,
+}
+
+fn view(h: &GroupRef) -> GroupView {
+    let g = h.group.borrow();
+    let protocol = g.protocol.clone().unwrap_or_default();
+    GroupView {
+        id: g.id.to_string(),
+        state: g.state,
+        protocol_type: g.protocol_type.clone().unwrap_or_default(),
+        members: g
+            .members
+            .iter()
+            .map(|m| MemberView {
+                id: m.id.clone(),
+                instance_id: m.instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                metadata: m
+                    .protocols
+                    .iter()
+                    .find(|(n, _)| *n == protocol)
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default(),
+                assignment: m.assignment.clone(),
+            })
+            .collect(),
+        protocol,
+    }
+}
+
+pub async fn list_groups(ctx: Ctx, body: BytesMut) -> Outcome {
+    let req: ListGroupsRequest = decode_or_return!(ctx, body);
+    let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
+    let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
+    let mut resp = ListGroupsResponse::default();
+    for s in 0..ctx.shard.shard_count() {
+        let views = ctx
+            .shard
+            .submit_to(ShardId(s), |shard| async move {
+                shard.groups.all().iter().map(view).collect::<Vec<_>>()
+            })
+            .await;
+        let Ok(views) = views else {
+            resp.error_code = ErrorCode::CoordinatorNotAvailable.code();
+            break;
+        };
+        for v in views {
+            if !states.is_empty() && !states.contains(&v.state.name().to_lowercase()) {
+                continue;
+            }
+            if !types.is_empty() && !types.iter().any(|t| t == "classic") {
+                continue;
+            }
+            let mut g = ListedGroup::default();
+            g.group_id = GroupId(str_bytes(&v.id));
+            g.protocol_type = str_bytes(&v.protocol_type);
+            g.group_state = str_bytes(v.state.name());
+            g.group_type = str_bytes("classic");
+            resp.groups.push(g);
+        }
+    }
+    resp.groups.sort_by(|a, b| a.group_id.0.cmp(&b.group_id.0));
+    ctx.respond(&resp)
+}
+
+pub async fn describe_groups(ctx: Ctx, body: BytesMut) -> Outcome {
+    let req: DescribeGroupsRequest = decode_or_return!(ctx, body);
+    let mut resp = DescribeGroupsResponse::default();
+    for gid in &req.groups {
+        let id = gid.0.to_string();
+        let mut out = DescribedGroup::default();
+        out.group_id = gid.clone();
+        out.authorized_operations = OPS_NOT_REQUESTED;
+        let found = if id.is_empty() {
+            Err(ErrorCode::InvalidGroupId)
+        } else {
+            on_coordinator(&ctx.shard, &id.clone(), move |shard, _| async move {
+                shard.groups.get(&id).map(|h| view(&h))
+            })
+            .await
+        };
+        match found {
+            Err(e) => {
+                out.error_code = e.code();
+                out.group_state = str_bytes(State::Dead.name());
+            }
+            Ok(None) => {
+                out.group_state = str_bytes(State::Dead.name());
+                if ctx.version >= 6 {
+                    out.error_code = ErrorCode::GroupIdNotFound.code();
+                    out.error_message = Some(str_bytes("group does not exist"));
+                }
+            }
+            Ok(Some(v)) => {
+                out.group_state = str_bytes(v.state.name());
+                out.protocol_type = str_bytes(&v.protocol_type);
+                out.protocol_data = str_bytes(&v.protocol);
+                let stable = v.state == State::Stable;
+                out.members = v
+                    .members
+                    .into_iter()
+                    .map(|m| {
+                        let mut d = DescribedGroupMember::default();
+                        d.member_id = str_bytes(&m.id);
+                        d.group_instance_id = m.instance_id.as_deref().map(str_bytes);
+                        d.client_id = str_bytes(&m.client_id);
+                        d.client_host = str_bytes(&m.client_host);
+                        d.member_metadata = m.metadata;
+                        // Kafka shows assignments only once they are final.
+                        d.member_assignment = if stable { m.assignment } else { Bytes::new() };
+                        d
+                    })
+                    .collect();
+            }
+        }
+        resp.groups.push(out);
+    }
+    ctx.respond(&resp)
+}
+
+pub async fn delete_groups(ctx: Ctx, body: BytesMut) -> Outcome {
+    let req: DeleteGroupsRequest = decode_or_return!(ctx, body);
+    let mut resp = DeleteGroupsResponse::default();
+    for gid in &req.groups_names {
+        let id = gid.0.to_string();
+        let r = if id.is_empty() {
+            Some(ErrorCode::InvalidGroupId)
+        } else {
+            on_coordinator(&ctx.shard, &id.clone(), move |shard, partition| async move {
+                let Some(h) = shard.groups.get(&id) else {
+                    return Some(ErrorCode::GroupIdNotFound);
+                };
+                let tombstones: Vec<OffsetRecord> = {
+                    let g = h.group.borrow();
+                    if !g.members.is_empty() || g.state != State::Empty {
+                        return Some(ErrorCode::NonEmptyGroup);
+                    }
+                    g.offsets
+                        .keys()
+                        .map(|(t, p)| OffsetRecord {
+                            group: id.clone(),
+                            topic: t.to_string(),
+                            partition: *p,
+                            value: None,
+                        })
+                        .collect()
+                };
+                let r = groups::write_offsets(&shard, partition, &h, tombstones).await.err();
+                if r.is_none() {
+                    h.group.borrow_mut().kill();
+                    shard.groups.remove(&id);
+                }
+                r
+            })
+            .await
+            .unwrap_or_else(Some)
+        };
+        let mut out = DeletableGroupResult::default();
+        out.group_id = gid.clone();
+        out.error_code = error_codes::code(r);
+        resp.results.push(out);
+    }
+    ctx.respond(&resp)
+}
