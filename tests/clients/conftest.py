@@ -1,4 +1,5 @@
 """Starts a Sluice broker (the release binary) for the real-client tests."""
+import contextlib
 import os
 import signal
 import socket
@@ -103,15 +104,22 @@ def consume_all(broker, topic, partitions, expected, start=0):
     return out
 
 
-@pytest.fixture
-def broker():
+@contextlib.contextmanager
+def running_broker(extra):
+    """A broker on a temporary data directory, stopped (cleanly) after."""
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "data")
         os.makedirs(data)
-        b = Broker(data, free_port(), ["num.partitions=1"])
+        b = Broker(data, free_port(), ["num.partitions=1"] + list(extra))
         b.start()
         try:
             yield b
         finally:
             if b.proc is not None:
                 b.stop()
+
+
+@pytest.fixture
+def broker():
+    with running_broker([]) as b:
+        yield b

@@ -357,9 +357,6 @@ impl Group {
         let Some(m) = self.member(&req.member_id) else {
             return fail(ErrorCode::UnknownMemberId);
         };
-        if m.instance_id.is_some() && m.instance_id != req.instance_id {
-            return fail(ErrorCode::FencedInstanceId);
-        }
         if !self.accepts(&req.protocol_type, &req.protocols, Some(&req.member_id)) {
             return fail(ErrorCode::InconsistentGroupProtocol);
         }
@@ -432,7 +429,7 @@ impl Group {
         if let Some(w) = m.sync_waiter.take() {
             let _ = w.send(SyncAnswer::error(ErrorCode::FencedInstanceId));
         }
-        let unchanged = m.same_protocols(&req.protocols);
+        m.protocols = req.protocols.clone();
         m.id = new_id.clone();
         m.client_id = req.client_id.clone();
         m.client_host = req.client_host.clone();
@@ -442,7 +439,9 @@ impl Group {
         if was_leader {
             self.leader = Some(new_id.clone());
         }
-        if self.state == State::Stable && unchanged {
+        // As Kafka: only a change of the selected protocol forces a
+        // rebalance (the subscription metadata may differ after a restart).
+        if self.state == State::Stable && self.select_protocol() == self.protocol {
             let with_members = was_leader && req.version >= 9;
             return Step::Now(self.current_answer(&new_id, with_members, was_leader));
         }
@@ -661,7 +660,7 @@ impl Group {
         }
     }
 
-    /// A known member with a matching static instance id.
+    /// A known member, and no other member holds the instance id given.
     fn check_member(&self, member_id: &str, instance_id: Option<&str>) -> Result<(), ErrorCode> {
         if let Some(instance) = instance_id
             && let Some(m) = self.by_instance(instance)
@@ -669,10 +668,9 @@ impl Group {
         {
             return Err(ErrorCode::FencedInstanceId);
         }
-        let m = self.member(member_id).ok_or(ErrorCode::UnknownMemberId)?;
-        if m.instance_id.is_some() && m.instance_id.as_deref() != instance_id {
-            return Err(ErrorCode::FencedInstanceId);
-        }
+        // As Kafka: a request without an instance id (older versions have
+        // none) is checked by member id alone.
+        self.member(member_id).ok_or(ErrorCode::UnknownMemberId)?;
         Ok(())
     }
 

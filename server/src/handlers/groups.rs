@@ -102,14 +102,16 @@ fn join_response(ctx: &Ctx, a: JoinAnswer) -> Outcome {
     resp.error_code = error_codes::code(a.error);
     resp.generation_id = a.generation;
     // Before v7 the protocol name is not nullable.
-    resp.protocol_type = a.protocol_type.as_deref().map(str_bytes);
+    if ctx.version >= 7 {
+        resp.protocol_type = a.protocol_type.as_deref().map(str_bytes);
+    }
     resp.protocol_name = match a.protocol_name.as_deref() {
         Some(n) => Some(str_bytes(n)),
         None if ctx.version < 7 => Some(str_bytes("")),
         None => None,
     };
     resp.leader = str_bytes(&a.leader);
-    resp.skip_assignment = a.skip_assignment;
+    resp.skip_assignment = a.skip_assignment && ctx.version >= 9;
     resp.member_id = str_bytes(&a.member_id);
     resp.members = a
         .members
@@ -117,7 +119,9 @@ fn join_response(ctx: &Ctx, a: JoinAnswer) -> Outcome {
         .map(|m| {
             let mut r = JoinGroupResponseMember::default();
             r.member_id = str_bytes(&m.member_id);
-            r.group_instance_id = m.instance_id.as_deref().map(str_bytes);
+            if ctx.version >= 5 {
+                r.group_instance_id = m.instance_id.as_deref().map(str_bytes);
+            }
             r.metadata = m.metadata;
             r
         })
@@ -240,8 +244,10 @@ pub async fn sync_group(ctx: Ctx, body: BytesMut) -> Outcome {
     };
     let mut resp = SyncGroupResponse::default();
     resp.error_code = error_codes::code(answer.error);
-    resp.protocol_type = answer.protocol_type.as_deref().map(str_bytes);
-    resp.protocol_name = answer.protocol_name.as_deref().map(str_bytes);
+    if ctx.version >= 5 {
+        resp.protocol_type = answer.protocol_type.as_deref().map(str_bytes);
+        resp.protocol_name = answer.protocol_name.as_deref().map(str_bytes);
+    }
     resp.assignment = answer.assignment;
     ctx.respond(&resp)
 }
@@ -447,7 +453,7 @@ async fn fetch_offsets(
 /// single group) from what the coordinator found, with `error` on every
 /// partition.
 macro_rules! fetched_topics {
-    ($found:expr, $topic:ty, $part:ty, $error:expr) => {
+    ($found:expr, $topic:ty, $part:ty, $error:expr, $with_epoch:expr) => {
         $found
             .into_iter()
             .map(|(t, parts)| {
@@ -459,7 +465,9 @@ macro_rules! fetched_topics {
                         let mut rp = <$part>::default();
                         rp.partition_index = p;
                         rp.committed_offset = v.as_ref().map_or(-1, |v| v.offset);
-                        rp.committed_leader_epoch = v.as_ref().map_or(-1, |v| v.leader_epoch);
+                        if $with_epoch {
+                            rp.committed_leader_epoch = v.as_ref().map_or(-1, |v| v.leader_epoch);
+                        }
                         rp.metadata = Some(str_bytes(v.as_ref().map_or("", |v| &v.metadata)));
                         rp.error_code = $error;
                         rp
@@ -486,7 +494,8 @@ pub async fn offset_fetch(ctx: Ctx, body: BytesMut) -> Outcome {
             match fetch_offsets(&ctx.shard, g.group_id.0.to_string(), topics).await {
                 Err(e) => out.error_code = e.code(),
                 Ok(found) => {
-                    out.topics = fetched_topics!(found, OffsetFetchResponseTopics, OffsetFetchResponsePartitions, 0)
+                    out.topics =
+                        fetched_topics!(found, OffsetFetchResponseTopics, OffsetFetchResponsePartitions, 0, true)
                 }
             }
             resp.groups.push(out);
@@ -500,17 +509,31 @@ pub async fn offset_fetch(ctx: Ctx, body: BytesMut) -> Outcome {
     });
     match fetch_offsets(&ctx.shard, req.group_id.0.to_string(), topics.clone()).await {
         Ok(found) => {
-            resp.topics = fetched_topics!(found, OffsetFetchResponseTopic, OffsetFetchResponsePartition, 0);
+            resp.topics = fetched_topics!(
+                found,
+                OffsetFetchResponseTopic,
+                OffsetFetchResponsePartition,
+                0,
+                ctx.version >= 5
+            );
         }
         Err(e) => {
-            resp.error_code = e.code();
+            if ctx.version >= 2 {
+                resp.error_code = e.code();
+            }
             // v1 has no top-level error: report it on every partition.
             if ctx.version < 2 {
                 let none = topics
                     .unwrap_or_default()
                     .into_iter()
                     .map(|(t, parts)| (t, parts.into_iter().map(|p| (p, None)).collect::<Vec<_>>()));
-                resp.topics = fetched_topics!(none, OffsetFetchResponseTopic, OffsetFetchResponsePartition, e.code());
+                resp.topics = fetched_topics!(
+                    none,
+                    OffsetFetchResponseTopic,
+                    OffsetFetchResponsePartition,
+                    e.code(),
+                    false
+                );
             }
         }
     }
@@ -679,8 +702,12 @@ pub async fn list_groups(ctx: Ctx, body: BytesMut) -> Outcome {
             let mut g = ListedGroup::default();
             g.group_id = GroupId(str_bytes(&v.id));
             g.protocol_type = str_bytes(&v.protocol_type);
-            g.group_state = str_bytes(v.state.name());
-            g.group_type = str_bytes("classic");
+            if ctx.version >= 4 {
+                g.group_state = str_bytes(v.state.name());
+            }
+            if ctx.version >= 5 {
+                g.group_type = str_bytes("classic");
+            }
             resp.groups.push(g);
         }
     }
@@ -727,7 +754,9 @@ pub async fn describe_groups(ctx: Ctx, body: BytesMut) -> Outcome {
                     .map(|m| {
                         let mut d = DescribedGroupMember::default();
                         d.member_id = str_bytes(&m.id);
-                        d.group_instance_id = m.instance_id.as_deref().map(str_bytes);
+                        if ctx.version >= 4 {
+                            d.group_instance_id = m.instance_id.as_deref().map(str_bytes);
+                        }
                         d.client_id = str_bytes(&m.client_id);
                         d.client_host = str_bytes(&m.client_host);
                         d.member_metadata = m.metadata;
