@@ -41,7 +41,7 @@ def produce(bootstrap, topic, n):
                    check=True, capture_output=True)
 
 
-def consume(bootstrap, topic, n, group=None, partitions=None):
+def consume(bootstrap, topic, group=None, partitions=None):
     """Starts one rdkafka_performance consumer; returns the Popen."""
     cmd = [PERF, "-C", "-t", topic, "-b", bootstrap, "-o", "beginning", "-e", "-q"]
     if group:
@@ -68,9 +68,9 @@ def throughput(bootstrap, reps, n):
         topic = f"gb-{uuid.uuid4().hex[:8]}"
         create(bootstrap, topic, 6)
         produce(bootstrap, topic, n)
-        manual = run_three([consume(bootstrap, topic, n, partitions=[2 * i, 2 * i + 1]) for i in range(3)])
+        manual = run_three([consume(bootstrap, topic, partitions=[2 * i, 2 * i + 1]) for i in range(3)])
         group = f"gb-{uuid.uuid4().hex[:8]}"
-        grouped = run_three([consume(bootstrap, topic, n, group=group) for _ in range(3)])
+        grouped = run_three([consume(bootstrap, topic, group=group) for _ in range(3)])
         rows.append({"rep": rep + 1, "manual_MBps": round(manual, 1), "group_MBps": round(grouped, 1),
                      "ratio": round(grouped / manual, 3)})
         print(json.dumps(rows[-1]), flush=True)

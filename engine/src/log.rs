@@ -737,6 +737,31 @@ impl Log {
         }
     }
 
+    /// Calls `f` with each whole batch from the one holding `offset` to the
+    /// log end, in order, reading up to 1 MiB at a time. For replays when a
+    /// partition opens (producer state, committed offsets); records already
+    /// passed recovery's checks. Stops early if a read returns no whole
+    /// batch.
+    pub fn for_each_batch(&self, offset: i64, mut f: impl FnMut(&batch::BatchHeader<'_>, &[u8])) -> Result<()> {
+        let mut offset = offset.max(self.log_start_offset());
+        while offset < self.log_end_offset() {
+            let bytes = self.read_bytes(offset, 1 << 20)?;
+            let mut at = 0;
+            while let Ok(h) = batch::BatchHeader::parse(&bytes[at..]) {
+                let Some(len) = h.total_len().filter(|&l| at + l <= bytes.len()) else {
+                    break;
+                };
+                f(&h, &bytes[at..at + len]);
+                offset = h.last_offset() + 1;
+                at += len;
+            }
+            if at == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes whole non-active segments past `retention_ms` (by their
     /// largest timestamp, or file time when they have none) or beyond
     /// `retention_bytes`, and those wholly below the log start offset.

@@ -14,8 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 
 use serde::{Deserialize, Serialize};
-use sluice_engine::batch::{BatchHeader, HEADER_BYTES};
-use sluice_engine::{Log, ReadBound};
+use sluice_engine::Log;
 
 use crate::error_codes::ErrorCode;
 
@@ -148,33 +147,18 @@ impl ProducerStates {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::default(),
             Err(e) => return Err(e),
         };
-        let mut offset = states.applied_end_offset.max(log.log_start_offset());
-        while offset < log.log_end_offset() {
-            let read = log
-                .read(offset, 1 << 20, ReadBound::LogEnd)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            let Some(slice) = read.slice else { break };
-            let bytes = slice.to_bytes()?;
-            let mut at = 0;
-            while at + HEADER_BYTES <= bytes.len() {
-                let Ok(h) = BatchHeader::parse(&bytes[at..]) else { break };
-                let Some(len) = h.total_len() else { break };
-                if h.base_sequence() >= 0 && h.producer_id() >= 0 {
-                    let last_seq = h.base_sequence().wrapping_add(h.last_offset_delta()) & i32::MAX;
-                    let range = BatchRange {
-                        first_seq: h.base_sequence(),
-                        last_seq,
-                        base_offset: h.base_offset(),
-                    };
-                    states.record(h.producer_id(), h.producer_epoch(), range, h.last_offset() + 1);
-                }
-                offset = h.last_offset() + 1;
-                at += len;
+        log.for_each_batch(states.applied_end_offset, |h, _| {
+            if h.base_sequence() >= 0 && h.producer_id() >= 0 {
+                let last_seq = h.base_sequence().wrapping_add(h.last_offset_delta()) & i32::MAX;
+                let range = BatchRange {
+                    first_seq: h.base_sequence(),
+                    last_seq,
+                    base_offset: h.base_offset(),
+                };
+                states.record(h.producer_id(), h.producer_epoch(), range, h.last_offset() + 1);
             }
-            if at == 0 {
-                break;
-            }
-        }
+        })
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
         states.applied_end_offset = log.log_end_offset();
         Ok(states)
     }

@@ -72,7 +72,7 @@ pub struct JoinAnswer {
 }
 
 impl JoinAnswer {
-    fn error(e: ErrorCode, member_id: &str) -> Self {
+    pub fn error(e: ErrorCode, member_id: &str) -> Self {
         Self {
             error: Some(e),
             generation: -1,
@@ -92,7 +92,7 @@ pub struct SyncAnswer {
 }
 
 impl SyncAnswer {
-    fn error(e: ErrorCode) -> Self {
+    pub fn error(e: ErrorCode) -> Self {
         Self {
             error: Some(e),
             ..Default::default()
@@ -158,7 +158,8 @@ pub struct Member {
 }
 
 impl Member {
-    fn metadata_for(&self, protocol: &str) -> Bytes {
+    /// The member's metadata for `protocol` (empty when it has none).
+    pub fn metadata_for(&self, protocol: &str) -> Bytes {
         self.protocols
             .iter()
             .find(|(n, _)| n == protocol)
@@ -613,11 +614,11 @@ impl Group {
         {
             return fail(ErrorCode::InconsistentGroupProtocol);
         }
-        let answer = |g: &Group, assignment: Bytes| SyncAnswer {
+        let answer = SyncAnswer {
             error: None,
-            protocol_type: g.protocol_type.clone(),
-            protocol_name: g.protocol.clone(),
-            assignment,
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: self.protocol.clone(),
+            assignment: Bytes::new(),
         };
         match self.state {
             State::Empty | State::Dead => fail(ErrorCode::UnknownMemberId),
@@ -627,8 +628,10 @@ impl Group {
                     return fail(ErrorCode::UnknownMemberId);
                 };
                 m.deadline = now + m.session_timeout;
-                let a = m.assignment.clone();
-                Step::Now(answer(self, a))
+                Step::Now(SyncAnswer {
+                    assignment: m.assignment.clone(),
+                    ..answer
+                })
             }
             State::CompletingRebalance => {
                 let (tx, rx) = oneshot::channel();
@@ -639,18 +642,13 @@ impl Group {
                 }
                 if leader {
                     let mut given: HashMap<String, Bytes> = assignments.into_iter().collect();
+                    self.state = State::Stable;
                     for m in &mut self.members {
                         m.assignment = given.remove(&m.id).unwrap_or_default();
-                    }
-                    self.state = State::Stable;
-                    let (pt, pn) = (self.protocol_type.clone(), self.protocol.clone());
-                    for m in &mut self.members {
                         if let Some(w) = m.sync_waiter.take() {
                             let _ = w.send(SyncAnswer {
-                                error: None,
-                                protocol_type: pt.clone(),
-                                protocol_name: pn.clone(),
                                 assignment: m.assignment.clone(),
+                                ..answer.clone()
                             });
                         }
                     }

@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sluice_engine::Durability;
-use sluice_engine::batch::BatchHeader;
 
 use crate::error_codes::{self, ErrorCode};
 use crate::meta::OFFSETS_TOPIC;
@@ -208,40 +207,23 @@ fn apply(g: &mut Group, r: OffsetRecord) {
 /// Replays one offsets partition into the shard's groups. Runs when the
 /// shard opens the partition, before it serves requests.
 pub fn load(shard: &Shard, p: &Partition) -> Result<usize, String> {
-    let log = &p.log;
-    let mut offset = log.log_start_offset();
-    let end = log.log_end_offset();
     let mut count = 0;
-    while offset < end {
-        let bytes = log.read_bytes(offset, 1 << 20).map_err(|e| e.to_string())?;
-        if bytes.is_empty() {
-            break;
-        }
-        let mut pos = 0;
-        let start = offset;
-        while pos < bytes.len() {
-            let header = BatchHeader::parse(&bytes[pos..]).map_err(|e| format!("batch at {offset}: {e}"))?;
-            let len = header
-                .total_len()
-                .filter(|&l| pos + l <= bytes.len())
-                .ok_or_else(|| format!("batch at {offset}: bad length"))?;
-            records::for_each_record(&bytes[pos..pos + len], |k, v| match records::decode(k, v) {
+    p.log
+        .for_each_batch(0, |h, batch| {
+            let read = records::for_each_record(batch, |k, v| match records::decode(k, v) {
                 Ok(Some(r)) => {
-                    let h = shard.groups.get_or_create(&r.group);
-                    apply(&mut h.group.borrow_mut(), r);
+                    let g = shard.groups.get_or_create(&r.group);
+                    apply(&mut g.group.borrow_mut(), r);
                     count += 1;
                 }
                 Ok(None) => {}
-                Err(e) => tracing::warn!(topic = %p.topic, partition = p.index, %offset, error = %e, "skipping unreadable offsets record"),
-            })
-            .map_err(|e| format!("batch at {offset}: {e}"))?;
-            offset = header.last_offset() + 1;
-            pos += len;
-        }
-        if offset <= start {
-            break;
-        }
-    }
+                Err(e) => tracing::warn!(topic = %p.topic, partition = p.index, offset = h.base_offset(), error = %e, "skipping unreadable offsets record"),
+            });
+            if let Err(e) = read {
+                tracing::warn!(topic = %p.topic, partition = p.index, offset = h.base_offset(), error = %e, "skipping unreadable offsets batch");
+            }
+        })
+        .map_err(|e| e.to_string())?;
     // Groups whose every offset was deleted are gone.
     for h in shard.groups.all() {
         let id = h.group.borrow().id.clone();

@@ -132,12 +132,12 @@ pub fn for_each_record(batch_bytes: &[u8], mut f: impl FnMut(&[u8], Option<&[u8]
     let end = header.total_len().unwrap_or(0).min(batch_bytes.len());
     let mut r = Reader::new(&batch_bytes[batch::HEADER_BYTES.min(end)..end]);
     for _ in 0..header.records_count().max(0) {
-        let len = varint(&mut r)?;
+        let len = r.varlong()?;
         let rec = r.take(usize::try_from(len).map_err(|_| bad(&r))?, "record")?;
         let mut rr = Reader::new(rec);
         rr.i8()?; // attributes
-        varint(&mut rr)?; // timestamp delta
-        varint(&mut rr)?; // offset delta
+        rr.varlong()?; // timestamp delta
+        rr.varlong()?; // offset delta
         let key = var_bytes(&mut rr)?.unwrap_or(&[]);
         let value = var_bytes(&mut rr)?;
         f(key, value);
@@ -152,23 +152,8 @@ fn bad(r: &Reader<'_>) -> ParseError {
     }
 }
 
-fn varint(r: &mut Reader<'_>) -> Result<i64, ParseError> {
-    let mut z: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let b = r.i8()? as u8;
-        z |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Ok((z >> 1) as i64 ^ -((z & 1) as i64));
-        }
-    }
-    Err(ParseError {
-        at: r.pos(),
-        what: "varint longer than 10 bytes",
-    })
-}
-
 fn var_bytes<'a>(r: &mut Reader<'a>) -> Result<Option<&'a [u8]>, ParseError> {
-    let n = varint(r)?;
+    let n = r.varlong()?;
     if n < 0 {
         return Ok(None);
     }

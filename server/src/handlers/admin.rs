@@ -92,10 +92,7 @@ struct TopicSpec {
 }
 
 pub async fn create_topics(ctx: Ctx, body: BytesMut) -> Outcome {
-    let req: CreateTopicsRequest = match ctx.decode(body) {
-        Ok(r) => r,
-        Err(o) => return o,
-    };
+    let req: CreateTopicsRequest = decode_or_return!(ctx, body);
     let default_partitions = ctx.shard.config().num_partitions;
     let validate_only = req.validate_only;
     let mut seen = std::collections::HashSet::new();
@@ -181,10 +178,7 @@ pub async fn create_topics(ctx: Ctx, body: BytesMut) -> Outcome {
 }
 
 pub async fn delete_topics(ctx: Ctx, body: BytesMut) -> Outcome {
-    let req: DeleteTopicsRequest = match ctx.decode(body) {
-        Ok(r) => r,
-        Err(o) => return o,
-    };
+    let req: DeleteTopicsRequest = decode_or_return!(ctx, body);
     // v0-5 name topics in `topic_names`; v6 uses `topics` (name or id).
     let snapshot = ctx.shard.meta();
     let targets: Vec<(Option<String>, uuid::Uuid)> = if ctx.version >= 6 {
@@ -238,10 +232,7 @@ pub async fn delete_topics(ctx: Ctx, body: BytesMut) -> Outcome {
 }
 
 pub async fn create_partitions(ctx: Ctx, body: BytesMut) -> Outcome {
-    let req: CreatePartitionsRequest = match ctx.decode(body) {
-        Ok(r) => r,
-        Err(o) => return o,
-    };
+    let req: CreatePartitionsRequest = decode_or_return!(ctx, body);
     let validate_only = req.validate_only;
     let jobs: Vec<(String, i32)> = req.topics.iter().map(|t| (t.name.0.to_string(), t.count)).collect();
     let n = jobs.len();

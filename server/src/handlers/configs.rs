@@ -71,10 +71,7 @@ fn entry(name: &str, value: &str, read_only: bool, source: i8) -> DescribeConfig
 }
 
 pub fn describe_configs(ctx: Ctx, body: BytesMut) -> Outcome {
-    let req: DescribeConfigsRequest = match ctx.decode(body) {
-        Ok(r) => r,
-        Err(o) => return o,
-    };
+    let req: DescribeConfigsRequest = decode_or_return!(ctx, body);
     let config = ctx.shard.config();
     let snapshot = ctx.shard.meta();
     let mut resp = DescribeConfigsResponse::default();
@@ -151,10 +148,7 @@ async fn apply(ctx: &Ctx, changes: Vec<Change>, incremental: bool, validate_only
 }
 
 pub async fn alter_configs(ctx: Ctx, body: BytesMut) -> Outcome {
-    let req: AlterConfigsRequest = match ctx.decode(body) {
-        Ok(r) => r,
-        Err(o) => return o,
-    };
+    let req: AlterConfigsRequest = decode_or_return!(ctx, body);
     let changes = req
         .resources
         .iter()
@@ -182,10 +176,7 @@ pub async fn alter_configs(ctx: Ctx, body: BytesMut) -> Outcome {
 }
 
 pub async fn incremental_alter_configs(ctx: Ctx, body: BytesMut) -> Outcome {
-    let req: IncrementalAlterConfigsRequest = match ctx.decode(body) {
-        Ok(r) => r,
-        Err(o) => return o,
-    };
+    let req: IncrementalAlterConfigsRequest = decode_or_return!(ctx, body);
     let changes = req
         .resources
         .iter()

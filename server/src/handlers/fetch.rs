@@ -31,10 +31,7 @@ struct Wanted {
 }
 
 pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
-    let req: FetchRequest = match ctx.decode(body) {
-        Ok(r) => r,
-        Err(o) => return o,
-    };
+    let req: FetchRequest = decode_or_return!(ctx, body);
     let start = Instant::now();
     let snapshot = ctx.shard.meta();
     let mut layout: Vec<(Arc<str>, Uuid, usize)> = Vec::new();

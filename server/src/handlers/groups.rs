@@ -28,24 +28,12 @@ use kafka_protocol::messages::{
     OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 
-use super::{Ctx, Outcome, str_bytes};
+use super::{Ctx, OPS_NOT_REQUESTED, Outcome, str_bytes};
 use crate::error_codes::{self, ErrorCode};
 use crate::groups::group::{JoinAnswer, JoinRequest, State, Step, SyncAnswer, SyncRequest, now_ms};
 use crate::groups::records::{OffsetRecord, OffsetValue};
 use crate::groups::{self, GroupRef, kick, on_coordinator};
 use crate::shard::{Shard, ShardId};
-
-/// Kafka's value for "authorized operations not requested".
-const OPS_NOT_REQUESTED: i32 = i32::MIN;
-
-macro_rules! decode_or_return {
-    ($ctx:expr, $body:expr) => {
-        match $ctx.decode($body) {
-            Ok(r) => r,
-            Err(o) => return o,
-        }
-    };
-}
 
 fn opt_str(s: &Option<kafka_protocol::protocol::StrBytes>) -> Option<String> {
     s.as_ref().map(|s| s.to_string())
@@ -133,17 +121,7 @@ pub async fn join_group(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: JoinGroupRequest = decode_or_return!(ctx, body);
     let g = &ctx.shard.config().groups;
     let group_id = req.group_id.0.to_string();
-    let fail = |e: ErrorCode| {
-        join_response(
-            &ctx,
-            JoinAnswer {
-                error: Some(e),
-                generation: -1,
-                member_id: req.member_id.to_string(),
-                ..Default::default()
-            },
-        )
-    };
+    let fail = |e: ErrorCode| join_response(&ctx, JoinAnswer::error(e, &req.member_id));
     if group_id.is_empty() {
         return fail(ErrorCode::InvalidGroupId);
     }
@@ -178,12 +156,9 @@ pub async fn join_group(ctx: Ctx, body: BytesMut) -> Outcome {
         kick(&shard, &h);
         match step {
             Step::Now(a) => a,
-            Step::Wait(rx) => rx.await.unwrap_or_else(|_| JoinAnswer {
-                error: Some(ErrorCode::UnknownMemberId),
-                generation: -1,
-                member_id,
-                ..Default::default()
-            }),
+            Step::Wait(rx) => rx
+                .await
+                .unwrap_or_else(|_| JoinAnswer::error(ErrorCode::UnknownMemberId, &member_id)),
         }
     })
     .await;
@@ -197,10 +172,7 @@ pub async fn sync_group(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: SyncGroupRequest = decode_or_return!(ctx, body);
     let group_id = req.group_id.0.to_string();
     let answer = if group_id.is_empty() {
-        SyncAnswer {
-            error: Some(ErrorCode::InvalidGroupId),
-            ..Default::default()
-        }
+        SyncAnswer::error(ErrorCode::InvalidGroupId)
     } else {
         let member = req.member_id.to_string();
         let instance = opt_str(&req.group_instance_id);
@@ -213,10 +185,7 @@ pub async fn sync_group(ctx: Ctx, body: BytesMut) -> Outcome {
         let generation = req.generation_id;
         on_coordinator(&ctx.shard, &group_id.clone(), move |shard, _| async move {
             let Some(h) = shard.groups.get(&group_id) else {
-                return SyncAnswer {
-                    error: Some(ErrorCode::UnknownMemberId),
-                    ..Default::default()
-                };
+                return SyncAnswer::error(ErrorCode::UnknownMemberId);
             };
             let req = SyncRequest {
                 member_id: member,
@@ -230,17 +199,13 @@ pub async fn sync_group(ctx: Ctx, body: BytesMut) -> Outcome {
             kick(&shard, &h);
             match step {
                 Step::Now(a) => a,
-                Step::Wait(rx) => rx.await.unwrap_or_else(|_| SyncAnswer {
-                    error: Some(ErrorCode::RebalanceInProgress),
-                    ..Default::default()
-                }),
+                Step::Wait(rx) => rx
+                    .await
+                    .unwrap_or_else(|_| SyncAnswer::error(ErrorCode::RebalanceInProgress)),
             }
         })
         .await
-        .unwrap_or_else(|e| SyncAnswer {
-            error: Some(e),
-            ..Default::default()
-        })
+        .unwrap_or_else(SyncAnswer::error)
     };
     let mut resp = SyncGroupResponse::default();
     resp.error_code = error_codes::code(answer.error);
@@ -663,12 +628,7 @@ fn view(h: &GroupRef) -> GroupView {
                 instance_id: m.instance_id.clone(),
                 client_id: m.client_id.clone(),
                 client_host: m.client_host.clone(),
-                metadata: m
-                    .protocols
-                    .iter()
-                    .find(|(n, _)| *n == protocol)
-                    .map(|(_, b)| b.clone())
-                    .unwrap_or_default(),
+                metadata: m.metadata_for(&protocol),
                 assignment: m.assignment.clone(),
             })
             .collect(),

@@ -12,18 +12,12 @@ use kafka_protocol::messages::{
     BrokerId, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse, TopicName,
 };
 
-use super::{Ctx, Outcome, admin, str_bytes};
+use super::{Ctx, OPS_NOT_REQUESTED, Outcome, admin, str_bytes};
 use crate::error_codes::ErrorCode;
 use crate::meta::{TopicMeta, validate_topic_name};
 
-/// Kafka's value for "authorized operations not requested".
-const OPS_NOT_REQUESTED: i32 = i32::MIN;
-
 pub async fn metadata(ctx: Ctx, body: BytesMut) -> Outcome {
-    let req: MetadataRequest = match ctx.decode(body) {
-        Ok(r) => r,
-        Err(o) => return o,
-    };
+    let req: MetadataRequest = decode_or_return!(ctx, body);
     let config = ctx.shard.config();
     // v0 sends an empty list for "all topics"; later versions send null.
     let requested = match req.topics {
@@ -116,10 +110,7 @@ pub async fn metadata(ctx: Ctx, body: BytesMut) -> Outcome {
 }
 
 pub fn describe_cluster(ctx: Ctx, body: BytesMut) -> Outcome {
-    let _req: DescribeClusterRequest = match ctx.decode(body) {
-        Ok(r) => r,
-        Err(o) => return o,
-    };
+    let _req: DescribeClusterRequest = decode_or_return!(ctx, body);
     let config = ctx.shard.config();
     let mut resp = DescribeClusterResponse::default();
     resp.cluster_id = str_bytes(&config.cluster_id);

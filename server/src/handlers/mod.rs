@@ -1,6 +1,17 @@
 //! Kafka API handlers, one module per API family, and the one table of
 //! supported APIs ([`APIS`]) that ApiVersions advertises and dispatch obeys.
 
+/// Decodes a crate request body, or returns the handler's `Outcome` (a
+/// closed connection) when it does not parse.
+macro_rules! decode_or_return {
+    ($ctx:expr, $body:expr) => {
+        match $ctx.decode($body) {
+            Ok(r) => r,
+            Err(o) => return o,
+        }
+    };
+}
+
 pub mod admin;
 pub mod configs;
 pub mod fetch;
@@ -55,6 +66,9 @@ pub const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 6),
     (ApiKey::DeleteGroups, 0, 2),
 ];
+
+/// Kafka's value for "authorized operations not requested".
+pub const OPS_NOT_REQUESTED: i32 = i32::MIN;
 
 /// The supported version range of an API, if it is supported.
 pub fn supported(key: ApiKey) -> Option<(i16, i16)> {

@@ -38,10 +38,7 @@ async fn on_owner<T: Send + 'static>(
 }
 
 pub async fn list_offsets(ctx: Ctx, body: BytesMut) -> Outcome {
-    let req: ListOffsetsRequest = match ctx.decode(body) {
-        Ok(r) => r,
-        Err(o) => return o,
-    };
+    let req: ListOffsetsRequest = decode_or_return!(ctx, body);
     // isolation_level needs no handling: with no transactions the last
     // stable offset is the high watermark.
     let gone = (ErrorCode::NotLeaderOrFollower.code(), -1, -1);
@@ -97,10 +94,7 @@ fn lookup(shard: &Shard, topic: &str, partition: i32, ts: i64) -> (i16, i64, i64
 }
 
 pub async fn delete_records(ctx: Ctx, body: BytesMut) -> Outcome {
-    let req: DeleteRecordsRequest = match ctx.decode(body) {
-        Ok(r) => r,
-        Err(o) => return o,
-    };
+    let req: DeleteRecordsRequest = decode_or_return!(ctx, body);
     let gone = (ErrorCode::NotLeaderOrFollower.code(), -1);
     let futs = req.topics.iter().flat_map(|t| {
         let ctx = &ctx;

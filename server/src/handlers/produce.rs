@@ -244,10 +244,7 @@ async fn append_partition(
 }
 
 pub async fn init_producer_id(ctx: Ctx, body: BytesMut) -> Outcome {
-    let req: InitProducerIdRequest = match ctx.decode(body) {
-        Ok(r) => r,
-        Err(o) => return o,
-    };
+    let req: InitProducerIdRequest = decode_or_return!(ctx, body);
     let mut resp = InitProducerIdResponse::default();
     resp.producer_id = ProducerId(-1);
     resp.producer_epoch = -1;

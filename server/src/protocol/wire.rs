@@ -81,6 +81,19 @@ impl<'a> Reader<'a> {
         Err(self.err("varint longer than 5 bytes"))
     }
 
+    /// A zigzag varlong, as record fields inside a v2 batch use.
+    pub fn varlong(&mut self) -> Result<i64, ParseError> {
+        let mut z: u64 = 0;
+        for i in 0..10 {
+            let b = self.array::<1>("varlong")?[0];
+            z |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok((z >> 1) as i64 ^ -((z & 1) as i64));
+            }
+        }
+        Err(self.err("varlong longer than 10 bytes"))
+    }
+
     /// A length prefix: int16/int32 classic or uvarint-minus-one compact.
     /// `None` is null (-1).
     fn length(&mut self, flexible: bool, wide: bool) -> Result<Option<usize>, ParseError> {
@@ -211,6 +224,23 @@ mod tests {
             assert_eq!(Reader::new(&b).uvarint().unwrap(), v);
         }
         assert!(Reader::new(&[0xff; 6]).uvarint().is_err());
+    }
+
+    #[test]
+    fn varlongs_decode_kafka_zigzag() {
+        let cases: [(&[u8], i64); 6] = [
+            (&[0], 0),
+            (&[1], -1),
+            (&[2], 1),
+            (&[0x7f], -64),
+            (&[0x80, 0x01], 64),
+            (&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01], i64::MIN),
+        ];
+        for (bytes, v) in cases {
+            assert_eq!(Reader::new(bytes).varlong().unwrap(), v, "{bytes:?}");
+        }
+        assert!(Reader::new(&[0xff; 11]).varlong().is_err());
+        assert!(Reader::new(&[0x80]).varlong().is_err());
     }
 
     #[test]
