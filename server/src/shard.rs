@@ -347,8 +347,8 @@ impl Shard {
         store.allocate_producer_id().map_err(|e| e.to_string())
     }
 
-    /// Runs periodic work on this shard's partitions: flush-interval syncs
-    /// and retention. Not on any request path.
+    /// Runs periodic work on this shard's partitions: flush-interval syncs,
+    /// retention, expiry and compaction of committed offsets. Not on any request path.
     pub async fn housekeeping(self: Rc<Self>) {
         let tick = std::time::Duration::from_millis(100);
         let retention_every = std::time::Duration::from_millis(self.config().log_retention_check_interval_ms);
@@ -361,6 +361,7 @@ impl Shard {
                 last_offsets_expiry = std::time::Instant::now();
                 crate::groups::expire_offsets(&self).await;
             }
+            crate::groups::compact_offsets(&self).await;
             let parts = self.owned_partitions();
             for p in &parts {
                 if let Err(e) = p.log.sync_if_due().await {

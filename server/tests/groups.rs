@@ -583,3 +583,86 @@ fn every_group_api_answers_at_every_version() {
     let lr: LeaveGroupResponse = c.call(ApiKey::LeaveGroup, 5, &lg);
     assert_eq!((lr.error_code, lr.members[0].error_code), (0, 0));
 }
+
+/// Size of the offsets log of the one offsets partition, and its segments.
+fn offsets_log(b: &TestBroker) -> (u64, usize) {
+    let dir = b.dir.path().join("__consumer_offsets-0");
+    let logs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    (
+        logs.iter().map(|p| std::fs::metadata(p).unwrap().len()).sum(),
+        logs.len(),
+    )
+}
+
+#[test]
+fn the_offsets_log_is_compacted_and_replays_to_the_same_offsets() {
+    let mut b = TestBroker::start(1, |c| {
+        c.set("offsets.topic.num.partitions", "1").unwrap();
+        c.set("offsets.topic.segment.bytes", "4096").unwrap();
+    });
+    let mut c = b.client();
+    create_topic(&mut c, "t", 4);
+    // 400 commits of ~200 bytes each: ~80 KiB of history for 8 live offsets.
+    let meta = "m".repeat(100);
+    for i in 0..400i64 {
+        for g in ["a", "b"] {
+            let p = (i % 4) as i32;
+            assert_eq!(commit(&mut c, 2, g, "", -1, &[("t", p, i, &meta)]), vec![0]);
+        }
+    }
+    // Group b loses partition 3's offset; that delete must survive the
+    // compaction even though the commits it deletes are rewritten away.
+    let mut od = OffsetDeleteRequest::default();
+    od.group_id = GroupId(s("b"));
+    let mut t = OffsetDeleteRequestTopic::default();
+    t.name = TopicName(s("t"));
+    let mut part = OffsetDeleteRequestPartition::default();
+    part.partition_index = 3;
+    t.partitions = vec![part];
+    od.topics = vec![t];
+    let odr: OffsetDeleteResponse = c.call(ApiKey::OffsetDelete, 0, &od);
+    assert_eq!(odr.topics[0].partitions[0].error_code, 0);
+    // One more commit rolls the log again after the delete.
+    assert_eq!(commit(&mut c, 2, "a", "", -1, &[("t", 0, 1000, &meta)]), vec![0]);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (size, segments) = loop {
+        let (size, segments) = offsets_log(&b);
+        if segments <= 2 || Instant::now() > deadline {
+            break (size, segments);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(segments <= 2, "{segments} segments, {size} bytes");
+    assert!(size < 3 * 4096, "{size} bytes in {segments} segments");
+
+    let want_a: Vec<(i64, String)> = vec![
+        (1000, meta.clone()),
+        (397, meta.clone()),
+        (398, meta.clone()),
+        (399, meta.clone()),
+    ];
+    let want_b: Vec<(i64, String)> = vec![
+        (396, meta.clone()),
+        (397, meta.clone()),
+        (398, meta.clone()),
+        (-1, String::new()),
+    ];
+    assert_eq!(fetch_offsets(&mut c, 8, "a", "t", &[0, 1, 2, 3]), want_a);
+    assert_eq!(fetch_offsets(&mut c, 8, "b", "t", &[0, 1, 2, 3]), want_b);
+    drop(c);
+    b.restart();
+    let mut c = b.client();
+    assert_eq!(fetch_offsets(&mut c, 8, "a", "t", &[0, 1, 2, 3]), want_a);
+    assert_eq!(fetch_offsets(&mut c, 8, "b", "t", &[0, 1, 2, 3]), want_b);
+    // Commits after a compaction append as usual and win on replay.
+    assert_eq!(commit(&mut c, 2, "b", "", -1, &[("t", 3, 5, "")]), vec![0]);
+    drop(c);
+    b.restart();
+    let mut c = b.client();
+    assert_eq!(fetch_offsets(&mut c, 8, "b", "t", &[3]), vec![(5, String::new())]);
+}

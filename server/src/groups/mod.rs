@@ -8,7 +8,10 @@
 //! Storage: every OffsetCommit is one record batch appended to the group's
 //! offsets partition and synced before the commit is answered. When a shard
 //! opens an offsets partition it replays the log (the latest value of each
-//! key wins, a tombstone removes it), before it serves any request.
+//! key wins, a tombstone removes it), before it serves any request. Once a
+//! partition's log rolls, the live offsets are written again at its end and
+//! the older segments are deleted (`compact_offsets`), so the log and the
+//! replay stay bounded by one segment plus the live offsets.
 //!
 //! Timers: each group with members has one task on its coordinator's event
 //! loop that sleeps until the group's next deadline (a session expiry, the
@@ -269,6 +272,68 @@ pub async fn expire_offsets(shard: &Rc<Shard>) {
             Err(e) => tracing::warn!(group = %id, error = ?e, "expiring offsets"),
         }
         shard.groups.remove_if_removable(&id);
+    }
+}
+
+/// Bounds the offsets log: when an offsets partition has rolled to a new
+/// segment, the live offsets of its groups are written again at the log end
+/// (one batch per group and at most `REWRITE_BATCH` records; values keep
+/// their commit times), synced, and the log start moves to the first
+/// rewritten record, which deletes every older segment. Replay after that
+/// starts at the rewrite, which holds the whole state. Runs from the shard's
+/// housekeeping; the snapshot and its append happen in one step, so a commit
+/// that arrives while the rewrite syncs lands after it and wins.
+pub async fn compact_offsets(shard: &Rc<Shard>) {
+    const REWRITE_BATCH: usize = 1000;
+    for p in shard.owned_partitions() {
+        if &*p.topic != OFFSETS_TOPIC || p.log.segment_count() < 2 || p.log.is_poisoned() {
+            continue;
+        }
+        let start = p.log.log_end_offset();
+        let mut end = start;
+        let mut failed = None;
+        let mut written = 0usize;
+        for h in shard.groups.all() {
+            let g = h.group.borrow();
+            if coordinator_of(shard, &g.id).map(|(_, i)| i) != Some(p.index) {
+                continue;
+            }
+            let live: Vec<OffsetRecord> = g
+                .offsets
+                .iter()
+                .map(|((topic, partition), v)| OffsetRecord {
+                    group: g.id.to_string(),
+                    topic: topic.to_string(),
+                    partition: *partition,
+                    value: Some(v.clone()),
+                })
+                .collect();
+            for chunk in live.chunks(REWRITE_BATCH) {
+                match p.log.append(records::batch_of(chunk, now_ms()), 0) {
+                    Ok(info) => end = info.last_offset + 1,
+                    Err(e) => failed = Some(e),
+                }
+                written += chunk.len();
+            }
+        }
+        if let Some(e) = failed {
+            tracing::error!(partition = p.index, error = %e, "rewriting committed offsets");
+            continue;
+        }
+        let done = async {
+            p.log.wait(end, Durability::Synced).await?;
+            p.log.advance_log_start_offset(start)
+        };
+        match done.await {
+            Ok(_) => tracing::info!(
+                partition = p.index,
+                offsets = written,
+                log_start_offset = start,
+                segments = p.log.segment_count(),
+                "compacted the offsets log"
+            ),
+            Err(e) => tracing::error!(partition = p.index, error = %e, "compacting the offsets log"),
+        }
     }
 }
 
