@@ -7,9 +7,12 @@
    three for each mode and the ratio group / manual, for each repetition.
 2. Rebalance after a clean leave: 3 confluent-kafka members in a group;
    one closes (LeaveGroup); reports the time until the other two hold all
-   6 partitions, next to the client's heartbeat.interval.ms.
+   6 partitions, next to the client's heartbeat.interval.ms, and when each
+   survivor learned of the rebalance.
+3. --cadence: the gaps between the heartbeats librdkafka really sends for a
+   given heartbeat.interval.ms (from its cgrp debug log).
 
-Usage: group_bench.py BOOTSTRAP [--reps 3] [--messages 600000]
+Usage: group_bench.py BOOTSTRAP [--reps 3] [--messages 600000] [--heartbeat-ms 300] [--cadence]
 Needs: rdkafka_performance (../shared/peers builds it), confluent-kafka.
 """
 import argparse
@@ -84,6 +87,7 @@ def rebalance(bootstrap, reps, heartbeat_ms):
         create(bootstrap, topic, 6)
         group = f"rb-{uuid.uuid4().hex[:8]}"
         members, assigned, lock = [], {}, threading.Lock()
+        revoked = {}
         stop = [threading.Event() for _ in range(3)]
 
         def run(i):
@@ -97,6 +101,7 @@ def rebalance(bootstrap, reps, heartbeat_ms):
             def on_revoke(_c, ps):
                 with lock:
                     assigned[i] = (time.monotonic(), set())
+                    revoked.setdefault(i, time.monotonic())
 
             c.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
             while not stop[i].is_set():
@@ -119,6 +124,8 @@ def rebalance(bootstrap, reps, heartbeat_ms):
                 break
             time.sleep(0.01)
         t_leave = time.monotonic()
+        with lock:
+            revoked.clear()
         stop[0].set()
         members[0].join()
         while time.time() < deadline:
@@ -131,9 +138,32 @@ def rebalance(bootstrap, reps, heartbeat_ms):
             stop[i].set()
             members[i].join()
         rows.append({"rep": rep + 1, "heartbeat_interval_ms": heartbeat_ms,
-                     "rebalance_ms": round(1000 * (done - t_leave), 1)})
+                     "rebalance_ms": round(1000 * (done - t_leave), 1),
+                     # When each survivor learned of the rebalance (its
+                     # heartbeat answered REBALANCE_IN_PROGRESS, then revoke).
+                     "revoke_ms": [round(1000 * (revoked.get(i, t_leave) - t_leave), 1) for i in (1, 2)]})
         print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def cadence(bootstrap, heartbeat_ms, seconds=6):
+    """Gaps between the heartbeats one librdkafka member actually sends,
+    from its cgrp debug log (stderr of a child process)."""
+    topic = f"cad-{uuid.uuid4().hex[:8]}"
+    code = (
+        "import sys, time; from confluent_kafka import Consumer\n"
+        f"c = Consumer({{'bootstrap.servers': '{bootstrap}', 'group.id': 'cad-{uuid.uuid4().hex[:8]}',"
+        f" 'heartbeat.interval.ms': {heartbeat_ms}, 'session.timeout.ms': 10000, 'debug': 'cgrp'}})\n"
+        f"c.subscribe(['{topic}'])\n"
+        f"end = time.time() + {seconds}\n"
+        "while time.time() < end: c.poll(0.01)\n"
+        "c.close()\n")
+    create(bootstrap, topic, 1)
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
+    ts = [float(line.split("|")[1]) for line in err.splitlines() if "Heartbeat for group" in line]
+    gaps = [round(1000 * (b - a)) for a, b in zip(ts, ts[1:])]
+    return {"heartbeat_interval_ms": heartbeat_ms, "sent_gaps_ms": gaps,
+            "mean_gap_ms": round(sum(gaps) / len(gaps)) if gaps else None}
 
 
 def main():
@@ -142,7 +172,12 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--messages", type=int, default=600_000)
     ap.add_argument("--heartbeat-ms", type=int, default=300)
+    ap.add_argument("--cadence", action="store_true",
+                    help="only print the gaps between the heartbeats librdkafka sends")
     a = ap.parse_args()
+    if a.cadence:
+        print(json.dumps(cadence(a.bootstrap, a.heartbeat_ms)))
+        return 0
     t = throughput(a.bootstrap, a.reps, a.messages)
     r = rebalance(a.bootstrap, a.reps, a.heartbeat_ms)
     med = lambda xs: sorted(xs)[len(xs) // 2]
