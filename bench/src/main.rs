@@ -62,9 +62,10 @@ struct RunArgs {
     /// and the per-pair ratios B / A are printed.
     #[arg(long)]
     vs: Option<String>,
-    /// A/B pairs per workload with --vs.
-    #[arg(long, default_value_t = 3)]
-    pairs: usize,
+    /// Runs of each workload (A/B pairs with --vs); reports and `compare`
+    /// use the median.
+    #[arg(long, alias = "pairs", default_value_t = 1)]
+    repeat: usize,
     /// Write the report here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -174,7 +175,7 @@ fn run(args: RunArgs) -> Result<(), String> {
         });
     }
     let mut results: Vec<WorkloadResult> = Vec::new();
-    let pairs = if args.vs.is_some() { args.pairs.max(1) } else { 1 };
+    let pairs = args.repeat.max(1);
     let started_unix_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -186,7 +186,9 @@ pub fn run_workload(
     let mut conn = sluice_tools::Connection::connect(bootstrap).map_err(|e| e.to_string())?;
     let versions = Versions::fetch(&mut conn).map_err(|e| e.to_string())?;
     let produce_version = versions.pick(ApiKey::Produce, 3, 8).map_err(|e| e.to_string())?;
-    let fetch_version = versions.pick(ApiKey::Fetch, 4, 12).map_err(|e| e.to_string())?;
+    // v11: the last without tagged fields, which some brokers fill beyond
+    // what their version allows.
+    let fetch_version = versions.pick(ApiKey::Fetch, 4, 11).map_err(|e| e.to_string())?;
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let topics: Vec<String> = (0..w.topics)
         .map(|i| format!("sluice-bench-{}-{i}", &tag[..8]))
@@ -751,12 +753,20 @@ async fn producer(th: Rc<Thread>, plan: ProducerPlan) -> Result<(), String> {
                 }
                 break;
             }
-            // Nothing to send yet: sleep to the next due message or the
-            // first linger deadline, whichever is sooner.
+            // Nothing to send yet. Messages are stamped with their due time
+            // whenever they are generated, so there is no need to wake for
+            // each: sleep until a batch's linger ends or a full batch's worth
+            // is due, whichever is sooner.
             let mut wake = if gated || plan.rate == 0.0 {
                 now + 1000
             } else {
-                start_us + (seq as f64 * interval_us) as u64
+                let next_due = start_us + (seq as f64 * interval_us) as u64;
+                let batch_due = start_us + ((seq + u64::from(per_batch) - 1) as f64 * interval_us) as u64;
+                if open.iter().all(OpenBatch::is_empty) {
+                    batch_due.min(next_due + linger_us)
+                } else {
+                    batch_due
+                }
             };
             for b in &open {
                 if !b.is_empty() {
