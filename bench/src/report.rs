@@ -70,8 +70,9 @@ impl Report {
         serde_json::from_str(text).map_err(|e| format!("not a sluice-bench report: {e}"))
     }
 
-    /// Median of each figure over the repetitions (pairs) of one workload
-    /// on one target.
+    /// One workload on one target over its repetitions: the median of the
+    /// rates and of p50, p99 and p99.9 of both latencies (what `compare`
+    /// and the tables read); the other fields are the first run's.
     pub fn summary(&self, workload: &str, target: &str) -> Option<WorkloadResult> {
         let rs: Vec<&WorkloadResult> = self
             .results

@@ -239,7 +239,13 @@ pub fn run_workload(
         last_publish_error: AtomicI32::new(0),
         consume_errors: AtomicU64::new(0),
         first_error: Mutex::new(None),
-        subscriptions: u64::from(w.subscriptions_per_topic) * u64::from(w.consumer_per_subscription.min(1)),
+        // Each subscription reads every message once; with no consumers
+        // nothing is read.
+        subscriptions: if consumers.is_empty() {
+            0
+        } else {
+            u64::from(w.subscriptions_per_topic)
+        },
         max_backlog: w.max_backlog_messages,
     });
     let clock = Clock::new();

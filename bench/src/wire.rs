@@ -11,50 +11,9 @@ use compio::buf::{IntoInner, IoBufMut};
 use compio::io::AsyncRead;
 use compio::net::TcpStream;
 
+use sluice_engine::batch::{self, BatchHeader, ProducerFields, put_varint, varint_len};
+
 use crate::workload::Compression;
-
-/// Bytes of a v2 record batch header, up to and including the record count.
-pub const BATCH_HEADER: usize = 61;
-/// Offset of the CRC field, and of the first byte it covers.
-const CRC_AT: usize = 17;
-const CRC_FROM: usize = 21;
-
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-pub fn put_varint(buf: &mut BytesMut, v: i64) {
-    let mut z = zigzag(v);
-    while z >= 0x80 {
-        buf.put_u8((z as u8) | 0x80);
-        z >>= 7;
-    }
-    buf.put_u8(z as u8);
-}
-
-pub fn varint_len(v: i64) -> usize {
-    let mut z = zigzag(v);
-    let mut n = 1;
-    while z >= 0x80 {
-        z >>= 7;
-        n += 1;
-    }
-    n
-}
-
-/// Reads a zigzag varint (up to 64 bits); `None` when truncated or too long.
-pub fn get_varint(buf: &[u8], at: &mut usize) -> Option<i64> {
-    let mut z: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let b = *buf.get(*at)?;
-        *at += 1;
-        z |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Some(((z >> 1) as i64) ^ -((z & 1) as i64));
-        }
-    }
-    None
-}
 
 /// The records of one partition's open batch, not yet framed.
 #[derive(Debug, Default)]
@@ -169,24 +128,17 @@ pub fn put_batch(
     codec: &mut Codec,
 ) -> io::Result<()> {
     let start = out.len();
-    out.put_i64(0); // base offset: the broker assigns it
-    out.put_i32(0); // batch length, below
-    out.put_i32(-1); // partition leader epoch
-    out.put_i8(2); // magic
-    out.put_u32(0); // CRC, below
-    out.put_i16(compression.attribute());
-    out.put_i32(b.count as i32 - 1);
-    out.put_i64(timestamp_ms);
-    out.put_i64(timestamp_ms);
-    out.put_i64(-1); // producer id
-    out.put_i16(-1); // producer epoch
-    out.put_i32(-1); // base sequence
-    out.put_i32(b.count as i32);
+    let count = b.count as i32;
+    batch::put_header(
+        out,
+        compression.attribute(),
+        count,
+        timestamp_ms,
+        timestamp_ms,
+        ProducerFields::NONE,
+    );
     codec.compress(compression, &b.records, out)?;
-    let len = out.len() - start - 12;
-    out[start + 8..start + 12].copy_from_slice(&(len as i32).to_be_bytes());
-    let crc = crc32c::crc32c(&out[start + CRC_FROM..]);
-    out[start + CRC_AT..start + CRC_FROM].copy_from_slice(&crc.to_be_bytes());
+    batch::seal(&mut out[start..]);
     Ok(())
 }
 
@@ -264,30 +216,24 @@ pub struct Walked {
 pub fn walk_records(data: &[u8], scratch: &mut Vec<u8>, mut f: impl FnMut(u64)) -> Result<Walked, String> {
     let mut w = Walked::default();
     let mut at = 0;
-    while data.len() - at >= BATCH_HEADER {
-        let h = &data[at..];
-        let base = i64::from_be_bytes(h[0..8].try_into().map_err(|_| "header")?);
-        let len = i32::from_be_bytes(h[8..12].try_into().map_err(|_| "header")?);
-        let total = usize::try_from(len).map_err(|_| format!("batch length {len}"))? + 12;
-        if total < BATCH_HEADER {
-            return Err(format!("batch length {len}"));
-        }
-        if h.len() < total {
+    while let Ok(h) = BatchHeader::parse(&data[at..]) {
+        let total = h
+            .total_len()
+            .filter(|&t| t >= batch::HEADER_BYTES)
+            .ok_or_else(|| format!("batch length {}", h.batch_length()))?;
+        if data.len() - at < total {
             break;
         }
-        if h[16] != 2 {
-            return Err(format!("magic {}", h[16]));
+        if h.magic() != batch::MAGIC_V2 {
+            return Err(format!("magic {}", h.magic()));
         }
-        let attributes = i16::from_be_bytes([h[21], h[22]]);
-        let last_delta = i32::from_be_bytes([h[23], h[24], h[25], h[26]]);
-        let count = i32::from_be_bytes([h[57], h[58], h[59], h[60]]);
-        let body = &h[BATCH_HEADER..total];
-        w.next_offset = Some(base + i64::from(last_delta) + 1);
+        let body = &data[at + batch::HEADER_BYTES..at + total];
+        w.next_offset = Some(h.last_offset() + 1);
         at += total;
-        if attributes & 0x20 != 0 {
-            continue; // control batch
+        if h.is_control() {
+            continue;
         }
-        let records: &[u8] = match attributes & 7 {
+        let records: &[u8] = match h.compression() {
             0 => body,
             3 => {
                 scratch.clear();
@@ -305,29 +251,15 @@ pub fn walk_records(data: &[u8], scratch: &mut Vec<u8>, mut f: impl FnMut(u64)) 
             }
             c => return Err(format!("compression codec {c} is not supported")),
         };
-        let mut r = 0;
-        for _ in 0..count {
-            let bad = || "truncated record".to_string();
-            let len = get_varint(records, &mut r).ok_or_else(bad)?;
-            let end = r + usize::try_from(len).map_err(|_| bad())?;
-            if end > records.len() {
-                return Err(bad());
-            }
-            r += 1; // attributes
-            get_varint(records, &mut r).ok_or_else(bad)?; // timestamp delta
-            get_varint(records, &mut r).ok_or_else(bad)?; // offset delta
-            let key_len = get_varint(records, &mut r).ok_or_else(bad)?;
-            r += usize::try_from(key_len.max(0)).map_err(|_| bad())?;
-            let value_len = get_varint(records, &mut r).ok_or_else(bad)?;
-            if value_len >= 8 && r + 8 <= end {
-                let mut ts = [0u8; 8];
-                ts.copy_from_slice(&records[r..r + 8]);
-                f(u64::from_be_bytes(ts));
+        batch::for_each_record(records, h.records_count(), |key, value| {
+            let value = value.unwrap_or(&[]);
+            if let Some(ts) = value.first_chunk::<8>() {
+                f(u64::from_be_bytes(*ts));
             }
             w.records += 1;
-            w.bytes += value_len.max(0) as u64 + key_len.max(0) as u64;
-            r = end;
-        }
+            w.bytes += (value.len() + key.map_or(0, <[u8]>::len)) as u64;
+        })
+        .map_err(|e| e.to_string())?;
     }
     Ok(w)
 }
@@ -425,19 +357,6 @@ mod tests {
     }
 
     #[test]
-    fn varints_round_trip() {
-        for v in [0i64, 1, -1, 63, 64, -65, 300, i64::from(i32::MAX), i64::MIN, i64::MAX] {
-            let mut b = BytesMut::new();
-            put_varint(&mut b, v);
-            assert_eq!(b.len(), varint_len(v));
-            let mut at = 0;
-            assert_eq!(get_varint(&b, &mut at), Some(v));
-            assert_eq!(at, b.len());
-        }
-        assert_eq!(get_varint(&[0x80, 0x80], &mut 0), None);
-    }
-
-    #[test]
     fn batches_walk_back_to_their_send_times_in_every_codec() {
         let p = payload(100);
         for c in [Compression::None, Compression::Lz4, Compression::Zstd] {
@@ -476,7 +395,7 @@ mod tests {
         b.push(None, 5, &p);
         let mut out = BytesMut::new();
         put_batch(&mut out, &b, 0, Compression::None, &mut Codec::default()).unwrap();
-        for cut in BATCH_HEADER..out.len() {
+        for cut in batch::HEADER_BYTES..out.len() {
             let mut bad = out.to_vec();
             bad[8..12].copy_from_slice(&((cut - 12) as i32).to_be_bytes());
             let _ = walk_records(&bad[..cut], &mut Vec::new(), |_| {});

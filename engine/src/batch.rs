@@ -62,6 +62,9 @@ pub enum BatchError {
     TooLarge { size: usize, max: usize },
     #[error("lastOffsetDelta {last_offset_delta} is inconsistent with recordsCount {records_count}")]
     RecordCountMismatch { last_offset_delta: i32, records_count: i32 },
+    /// Only when records are decoded (replays, tools), never on append.
+    #[error("record {index} of the batch is malformed")]
+    BadRecord { index: i32 },
 }
 
 fn i16_at(b: &[u8], at: usize) -> i16 {
@@ -251,13 +254,110 @@ impl ProducerFields {
     };
 }
 
-fn put_varint(out: &mut BytesMut, v: i64) {
+/// Appends a zigzag varint, the encoding of record fields.
+pub fn put_varint(out: &mut BytesMut, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
         out.put_u8((z as u8) | 0x80);
         z >>= 7;
     }
     out.put_u8(z as u8);
+}
+
+/// Bytes [`put_varint`] writes for `v`.
+pub fn varint_len(v: i64) -> usize {
+    let z = ((v << 1) ^ (v >> 63)) as u64;
+    (64 - (z | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Reads a zigzag varint at `*at` and moves `at` past it; `None` when it is
+/// truncated or longer than 10 bytes.
+pub fn get_varint(buf: &[u8], at: &mut usize) -> Option<i64> {
+    let mut z: u64 = 0;
+    for shift in (0..70).step_by(7) {
+        let b = *buf.get(*at)?;
+        *at += 1;
+        z |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some((z >> 1) as i64 ^ -((z & 1) as i64));
+        }
+    }
+    None
+}
+
+/// Appends a v2 batch header for `count` records, as a producer sends it:
+/// baseOffset 0, leader epoch -1, batchLength and CRC left for [`seal`].
+pub fn put_header(
+    out: &mut BytesMut,
+    attributes: i16,
+    count: i32,
+    base_ts: i64,
+    max_ts: i64,
+    producer: ProducerFields,
+) {
+    out.put_i64(0);
+    out.put_i32(0);
+    out.put_i32(-1);
+    out.put_i8(MAGIC_V2);
+    out.put_u32(0);
+    out.put_i16(attributes);
+    out.put_i32(count - 1);
+    out.put_i64(base_ts);
+    out.put_i64(max_ts);
+    out.put_i64(producer.producer_id);
+    out.put_i16(producer.producer_epoch);
+    out.put_i32(producer.base_sequence);
+    out.put_i32(count);
+}
+
+/// Fills in batchLength and the CRC of a whole batch written by
+/// [`put_header`] and its records.
+pub fn seal(batch: &mut [u8]) {
+    let len = (batch.len() - LOG_OVERHEAD_BYTES) as i32;
+    batch[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&len.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Calls `f(key, value)` for each of the `count` records in `records`, the
+/// uncompressed records section of a v2 batch (after [`HEADER_BYTES`], or
+/// what a compressed batch inflates to).
+pub fn for_each_record<'a>(
+    records: &'a [u8],
+    count: i32,
+    mut f: impl FnMut(Option<&'a [u8]>, Option<&'a [u8]>),
+) -> Result<(), BatchError> {
+    let mut at = 0;
+    for index in 0..count.max(0) {
+        let bad = || BatchError::BadRecord { index };
+        let len = get_varint(records, &mut at).ok_or_else(bad)?;
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| at.checked_add(l))
+            .filter(|&e| e <= records.len())
+            .ok_or_else(bad)?;
+        let rec = &records[..end];
+        let mut r = at + 1; // attributes
+        get_varint(rec, &mut r).ok_or_else(bad)?; // timestamp delta
+        get_varint(rec, &mut r).ok_or_else(bad)?; // offset delta
+        let key = bytes_field(rec, &mut r).ok_or_else(bad)?;
+        let value = bytes_field(rec, &mut r).ok_or_else(bad)?;
+        f(key, value);
+        at = end;
+    }
+    Ok(())
+}
+
+/// A varint-length byte field; `Some(None)` is null.
+fn bytes_field<'a>(rec: &'a [u8], at: &mut usize) -> Option<Option<&'a [u8]>> {
+    let n = get_varint(rec, at)?;
+    if n < 0 {
+        return Some(None);
+    }
+    let end = at.checked_add(usize::try_from(n).ok()?).filter(|&e| e <= rec.len())?;
+    let field = &rec[*at..end];
+    *at = end;
+    Some(Some(field))
 }
 
 fn put_bytes_field(out: &mut BytesMut, b: Option<&[u8]>) {
@@ -294,24 +394,10 @@ pub fn build(records: &[Record], producer: ProducerFields) -> BytesMut {
         put_varint(&mut body, rec.len() as i64);
         body.put_slice(&rec);
     }
-    let total = HEADER_BYTES + body.len();
-    let mut out = BytesMut::with_capacity(total);
-    out.put_i64(0);
-    out.put_i32((total - LOG_OVERHEAD_BYTES) as i32);
-    out.put_i32(-1);
-    out.put_i8(MAGIC_V2);
-    out.put_u32(0);
-    out.put_i16(0);
-    out.put_i32(records.len() as i32 - 1);
-    out.put_i64(base_ts);
-    out.put_i64(max_ts);
-    out.put_i64(producer.producer_id);
-    out.put_i16(producer.producer_epoch);
-    out.put_i32(producer.base_sequence);
-    out.put_i32(records.len() as i32);
+    let mut out = BytesMut::with_capacity(HEADER_BYTES + body.len());
+    put_header(&mut out, 0, records.len() as i32, base_ts, max_ts, producer);
     out.put_slice(&body);
-    let crc = compute_crc(&out);
-    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    seal(&mut out);
     out
 }
 
@@ -449,5 +535,45 @@ mod tests {
             put_varint(&mut out, v);
         }
         assert_eq!(&out[..], &[0x00, 0x01, 0x02, 0x7e, 0x7f, 0x80, 0x01, 0xd8, 0x04]);
+        for v in [0i64, 1, -1, 63, -64, 64, 300, i64::from(i32::MAX), i64::MIN, i64::MAX] {
+            let mut b = BytesMut::new();
+            put_varint(&mut b, v);
+            assert_eq!(b.len(), varint_len(v), "{v}");
+            let mut at = 0;
+            assert_eq!(get_varint(&b, &mut at), Some(v));
+            assert_eq!(at, b.len());
+        }
+        assert_eq!(get_varint(&[0x80, 0x80], &mut 0), None);
+        assert_eq!(get_varint(&[0xff; 11], &mut 0), None);
+    }
+
+    #[test]
+    fn records_walk_back_to_what_was_built() {
+        let records = vec![
+            Record {
+                timestamp: 5,
+                key: Some(b"k".to_vec()),
+                value: None,
+                headers: vec![("h".into(), Some(b"v".to_vec()))],
+            },
+            Record {
+                timestamp: 6,
+                key: None,
+                value: Some(vec![7; 300]),
+                headers: Vec::new(),
+            },
+        ];
+        let b = build(&records, ProducerFields::NONE);
+        let mut seen = Vec::new();
+        for_each_record(&b[HEADER_BYTES..], 2, |k, v| {
+            seen.push((k.map(<[u8]>::to_vec), v.map(<[u8]>::to_vec)))
+        })
+        .unwrap();
+        assert_eq!(seen, vec![(Some(b"k".to_vec()), None), (None, Some(vec![7; 300]))]);
+        // Every truncation is an error, never a panic or a short walk.
+        for cut in 0..b.len() - HEADER_BYTES {
+            let r = for_each_record(&b[HEADER_BYTES..HEADER_BYTES + cut], 2, |_, _| {});
+            assert!(matches!(r, Err(BatchError::BadRecord { .. })), "{cut}");
+        }
     }
 }

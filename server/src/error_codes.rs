@@ -13,7 +13,8 @@ pub fn for_log_error(e: &LogError) -> ErrorCode {
             BatchError::Truncated { .. }
             | BatchError::LengthMismatch { .. }
             | BatchError::CrcMismatch { .. }
-            | BatchError::RecordCountMismatch { .. } => ErrorCode::CorruptMessage,
+            | BatchError::RecordCountMismatch { .. }
+            | BatchError::BadRecord { .. } => ErrorCode::CorruptMessage,
         },
         LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         LogError::Poisoned { .. } | LogError::Io { .. } | LogError::Corrupt { .. } => ErrorCode::KafkaStorageError,

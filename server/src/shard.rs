@@ -361,8 +361,8 @@ impl Shard {
                 last_offsets_expiry = std::time::Instant::now();
                 crate::groups::expire_offsets(&self).await;
             }
-            crate::groups::compact_offsets(&self).await;
             let parts = self.owned_partitions();
+            crate::groups::compact_offsets(&self, &parts).await;
             for p in &parts {
                 if let Err(e) = p.log.sync_if_due().await {
                     tracing::error!(topic = %p.topic, partition = p.index, error = %e, "interval sync");

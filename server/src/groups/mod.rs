@@ -283,9 +283,9 @@ pub async fn expire_offsets(shard: &Rc<Shard>) {
 /// starts at the rewrite, which holds the whole state. Runs from the shard's
 /// housekeeping; the snapshot and its append happen in one step, so a commit
 /// that arrives while the rewrite syncs lands after it and wins.
-pub async fn compact_offsets(shard: &Rc<Shard>) {
+pub async fn compact_offsets(shard: &Rc<Shard>, owned: &[Rc<Partition>]) {
     const REWRITE_BATCH: usize = 1000;
-    for p in shard.owned_partitions() {
+    for p in owned {
         if &*p.topic != OFFSETS_TOPIC || p.log.segment_count() < 2 || p.log.is_poisoned() {
             continue;
         }

@@ -130,35 +130,15 @@ pub fn for_each_record(batch_bytes: &[u8], mut f: impl FnMut(&[u8], Option<&[u8]
         });
     }
     let end = header.total_len().unwrap_or(0).min(batch_bytes.len());
-    let mut r = Reader::new(&batch_bytes[batch::HEADER_BYTES.min(end)..end]);
-    for _ in 0..header.records_count().max(0) {
-        let len = r.varlong()?;
-        let rec = r.take(usize::try_from(len).map_err(|_| bad(&r))?, "record")?;
-        let mut rr = Reader::new(rec);
-        rr.i8()?; // attributes
-        rr.varlong()?; // timestamp delta
-        rr.varlong()?; // offset delta
-        let key = var_bytes(&mut rr)?.unwrap_or(&[]);
-        let value = var_bytes(&mut rr)?;
-        f(key, value);
-    }
-    Ok(())
-}
-
-fn bad(r: &Reader<'_>) -> ParseError {
-    ParseError {
-        at: r.pos(),
-        what: "record length",
-    }
-}
-
-fn var_bytes<'a>(r: &mut Reader<'a>) -> Result<Option<&'a [u8]>, ParseError> {
-    let n = r.varlong()?;
-    if n < 0 {
-        return Ok(None);
-    }
-    let n = usize::try_from(n).map_err(|_| bad(r))?;
-    Ok(Some(r.take(n, "record field")?))
+    batch::for_each_record(
+        &batch_bytes[batch::HEADER_BYTES.min(end)..end],
+        header.records_count(),
+        |k, v| f(k.unwrap_or(&[]), v),
+    )
+    .map_err(|_| ParseError {
+        at: batch::HEADER_BYTES,
+        what: "record in an offsets batch",
+    })
 }
 
 #[cfg(test)]
