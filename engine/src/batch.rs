@@ -255,6 +255,7 @@ impl ProducerFields {
 }
 
 /// Appends a zigzag varint, the encoding of record fields.
+#[inline]
 pub fn put_varint(out: &mut BytesMut, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
@@ -265,6 +266,7 @@ pub fn put_varint(out: &mut BytesMut, v: i64) {
 }
 
 /// Bytes [`put_varint`] writes for `v`.
+#[inline]
 pub fn varint_len(v: i64) -> usize {
     let z = ((v << 1) ^ (v >> 63)) as u64;
     (64 - (z | 1).leading_zeros() as usize).div_ceil(7)
@@ -272,6 +274,7 @@ pub fn varint_len(v: i64) -> usize {
 
 /// Reads a zigzag varint at `*at` and moves `at` past it; `None` when it is
 /// truncated or longer than 10 bytes.
+#[inline]
 pub fn get_varint(buf: &[u8], at: &mut usize) -> Option<i64> {
     let mut z: u64 = 0;
     for shift in (0..70).step_by(7) {
