@@ -1,6 +1,7 @@
 //! Connections: the accept loop of each shard, the per-connection read loop
 //! (framing, limits, back-pressure) and the writer that sends responses in
-//! request order, moving file parts to the socket with splice.
+//! request order, moving file parts to the socket with sendfile (or splice
+//! when the bytes must first come from the disk).
 //!
 //! Each connection lives on the shard that accepted it. Its read loop
 //! spawns one task per request (so pipelined requests run concurrently) and
@@ -17,7 +18,8 @@ use compio::buf::{IntoInner, IoBufMut};
 use compio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use compio::net::{TcpListener, TcpStream};
 use compio::runtime::JoinHandle;
-use compio_driver::op::{Splice, SpliceFlags};
+use compio_driver::op::{Interest, PollOnce, Splice, SpliceFlags};
+use rustix::io::Errno;
 use sluice_engine::FileSlice;
 
 use crate::handlers::{self, Outcome};
@@ -60,6 +62,15 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "set_nodelay");
         }
+        // io_uring's socket operations wait for readiness whatever this flag
+        // says; it is for the sendfile and splice calls made on the shard,
+        // which must return rather than block when the send buffer is full.
+        if let Err(e) = set_nonblocking(&stream) {
+            tracing::warn!(%peer, error = %e, "cannot make the socket non-blocking; closing it");
+            common.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            drop(stream);
+            continue;
+        }
         shard.live_connections.set(shard.live_connections.get() + 1);
         let s = shard.clone();
         // Kafka reports a member's host as `/address`.
@@ -72,6 +83,12 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         })
         .detach();
     }
+}
+
+fn set_nonblocking(stream: &TcpStream) -> io::Result<()> {
+    let flags = rustix::fs::fcntl_getfl(stream)?;
+    rustix::fs::fcntl_setfl(stream, flags | rustix::fs::OFlags::NONBLOCK)?;
+    Ok(())
 }
 
 type InFlight = JoinHandle<(Outcome, Permit)>;
@@ -252,7 +269,7 @@ async fn send(stream: &mut TcpStream, resp: Response, pipe: &mut Option<Pipe>, z
                         *pipe = Some(Pipe::new()?);
                     }
                     if let Some(p) = pipe.as_ref() {
-                        splice_to_socket(stream, p, &slice).await?;
+                        send_file(stream, p, &slice).await?;
                     }
                 } else {
                     // The copying path (`sluice.fetch.zero.copy=false`, kept
@@ -283,41 +300,191 @@ async fn flush_mem(stream: &mut TcpStream, mem: &mut Vec<Bytes>) -> io::Result<(
     }
 }
 
-/// Moves a file slice to the socket through the pipe: file -> pipe -> socket,
-/// both by io_uring splice, so the bytes never enter user space.
-async fn splice_to_socket(stream: &TcpStream, pipe: &Pipe, slice: &FileSlice) -> io::Result<()> {
+/// Moves a file slice to the socket without the bytes entering user space.
+///
+/// Where the slice's pages are in the page cache (the usual case: consumers
+/// read what was just written), `sendfile` runs right here on the shard:
+/// one system call, no io_uring worker hand-off. io_uring runs splice only
+/// in its worker threads, which would cost two thread wake-ups per fetch on
+/// the shard's own core. Where a page is not cached, one pipe-full goes
+/// file -> pipe by io_uring splice (a worker waits for the disk, not the
+/// shard), then pipe -> socket here. The socket is non-blocking (set at
+/// accept), so a full send buffer means waiting for it to drain, not
+/// blocking the shard.
+async fn send_file(stream: &TcpStream, pipe: &Pipe, slice: &FileSlice) -> io::Result<()> {
     let mut position = slice.position;
-    let mut left = slice.len as usize;
-    while left > 0 {
-        let chunk = left.min(pipe.capacity);
+    let end = slice.position + slice.len;
+    while position < end {
+        let left = (end - position) as usize;
+        if page_cached(&slice.file, position) && page_cached(&slice.file, end - 1) {
+            match rustix::fs::sendfile(stream, &*slice.file, Some(&mut position), left) {
+                Ok(0) => return Err(short_file()),
+                Ok(_) => {}
+                Err(Errno::AGAIN) => writable(stream).await?,
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+            continue;
+        }
         let into_pipe = Splice::new(
             slice.file.clone(),
             position as i64,
             pipe.write.clone(),
             -1,
-            chunk,
+            left.min(pipe.capacity),
             SpliceFlags::MOVE,
         );
         let BufResult(r, _) = compio::runtime::submit(into_pipe).await;
         let n = r?;
         if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "segment file shorter than its slice",
-            ));
+            return Err(short_file());
         }
         let mut in_pipe = n;
         while in_pipe > 0 {
-            let out = Splice::new(pipe.read.clone(), -1, stream.clone(), -1, in_pipe, SpliceFlags::MOVE);
-            let BufResult(r, _) = compio::runtime::submit(out).await;
-            let k = r?;
-            if k == 0 {
-                return Err(io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes"));
+            match rustix::pipe::splice(
+                &*pipe.read,
+                None,
+                stream,
+                None,
+                in_pipe,
+                rustix::pipe::SpliceFlags::MOVE,
+            ) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes")),
+                Ok(k) => in_pipe -= k,
+                Err(Errno::AGAIN) => writable(stream).await?,
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
             }
-            in_pipe -= k;
         }
         position += n as u64;
-        left -= n;
     }
     Ok(())
+}
+
+fn short_file() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, "segment file shorter than its slice")
+}
+
+/// Whether the page holding `position` is in the page cache: a one-byte
+/// read that the kernel refuses (`RWF_NOWAIT`) rather than wait for the
+/// disk. Pages of a slice age together, so its first and last page stand
+/// for it; any other answer (an unsupported flag, an error) says no, which
+/// only picks the path that cannot block.
+fn page_cached(file: &std::fs::File, position: u64) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        rustix::io::preadv2(
+            file,
+            &mut [io::IoSliceMut::new(&mut byte)],
+            position,
+            rustix::io::ReadWriteFlags::NOWAIT
+        ),
+        Ok(1)
+    )
+}
+
+/// Waits until the socket can take more bytes.
+async fn writable(stream: &TcpStream) -> io::Result<()> {
+    let BufResult(r, _) = compio::runtime::submit(PollOnce::new(stream.clone(), Interest::Writable)).await;
+    r.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::Arc;
+
+    use compio::io::AsyncReadExt;
+
+    use super::*;
+
+    /// A segment-like file of `len` pseudo-random bytes, synced so its
+    /// pages are clean and can be dropped from the page cache.
+    fn file_of(len: usize) -> (tempfile::NamedTempFile, Vec<u8>) {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let data: Vec<u8> = (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&data).unwrap();
+        f.as_file().sync_all().unwrap();
+        (f, data)
+    }
+
+    /// Sends `slice` over a loopback connection whose reader starts only
+    /// after a pause (so the socket buffers fill, 32 MiB being more than
+    /// loopback buffers hold, and the writer must wait),
+    /// and returns what the reader got.
+    fn send_over_tcp(slice: FileSlice) -> Vec<u8> {
+        compio::runtime::Runtime::new().unwrap().block_on(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let want = slice.len as usize;
+            let reader = compio::runtime::spawn(async move {
+                let mut client = TcpStream::connect(addr).await.unwrap();
+                compio::runtime::time::sleep(std::time::Duration::from_millis(50)).await;
+                let BufResult(r, buf) = client.read_exact(Vec::with_capacity(want)).await;
+                r.unwrap();
+                buf
+            });
+            let (server, _) = listener.accept().await.unwrap();
+            set_nonblocking(&server).unwrap();
+            let pipe = Pipe::new().unwrap();
+            send_file(&server, &pipe, &slice).await.unwrap();
+            reader.await.unwrap()
+        })
+    }
+
+    #[test]
+    fn cached_slices_go_out_with_sendfile_and_wait_for_a_full_socket() {
+        let (f, data) = file_of(32 << 20);
+        let file = Arc::new(f.reopen().unwrap());
+        // Freshly written: in the page cache.
+        assert!(page_cached(&file, 0) && page_cached(&file, (32 << 20) - 1));
+        let got = send_over_tcp(FileSlice {
+            file,
+            position: 1000,
+            len: (32 << 20) - 3000,
+        });
+        assert_eq!(got, data[1000..(32 << 20) - 2000]);
+    }
+
+    #[test]
+    fn slices_not_in_the_page_cache_are_spliced_from_the_disk() {
+        let (f, data) = file_of(4 << 20);
+        let file = Arc::new(f.reopen().unwrap());
+        rustix::fs::fadvise(&*file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        assert!(
+            !page_cached(&file, 4096),
+            "the synced pages were dropped from the cache"
+        );
+        let got = send_over_tcp(FileSlice {
+            file: file.clone(),
+            position: 4096,
+            len: (4 << 20) - 4096,
+        });
+        assert_eq!(got, data[4096..]);
+        // Past the end of the file: reported, not looped on.
+        let short = compio::runtime::Runtime::new().unwrap().block_on(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let _client = TcpStream::connect(addr).await.unwrap();
+            let (server, _) = listener.accept().await.unwrap();
+            set_nonblocking(&server).unwrap();
+            let pipe = Pipe::new().unwrap();
+            let slice = FileSlice {
+                file,
+                position: (4 << 20) - 10,
+                len: 100,
+            };
+            send_file(&server, &pipe, &slice).await
+        });
+        let err = short.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
+    }
 }
