@@ -207,6 +207,8 @@ fn the_shipped_workloads_parse() {
         [
             "1-topic-1-partition-1kb",
             "1-topic-16-partitions-1kb",
+            "fanout-16x-1kb",
+            "latency-50k-acks-all",
             "latency-5k-acks-all",
             "max-rate-100b",
             "max-rate-1kb",

@@ -21,3 +21,4 @@ pub use io::{FaultInjector, IoStats};
 pub use log::{
     AppendInfo, Clock, Durability, Env, FileSlice, LOG_START_OFFSET_FILE, Log, ReadBound, ReadResult, TimestampOffset,
 };
+pub use notify::{WaitList, Waiter};

@@ -7,37 +7,44 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
+
+use sluice_engine::WaitList;
 
 /// A flag that, once set, wakes every task waiting on it. One per shard (shut
 /// down) or per connection (closing).
 #[derive(Debug, Default)]
 pub struct Flag {
     set: Cell<bool>,
-    waiters: RefCell<Vec<Waker>>,
+    waiters: WaitList,
 }
 
 impl Flag {
     pub fn set(&self) {
         self.set.set(true);
-        for w in self.waiters.borrow_mut().drain(..) {
-            w.wake();
-        }
+        self.waiters.wake_all();
     }
 
     pub fn is_set(&self) -> bool {
         self.set.get()
     }
 
-    /// Completes once the flag is set.
+    /// Completes once the flag is set. Dropped before that (a race lost to
+    /// a read, a timer), it takes its waker out of the flag.
     pub fn wait(&self) -> impl Future<Output = ()> + '_ {
+        let mut waiter = self.waiters.waiter();
         std::future::poll_fn(move |cx| {
             if self.set.get() {
                 return Poll::Ready(());
             }
-            self.waiters.borrow_mut().push(cx.waker().clone());
+            waiter.register(cx.waker());
             Poll::Pending
         })
+    }
+
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
+        self.waiters.len()
     }
 }
 
@@ -46,25 +53,24 @@ impl Flag {
 #[derive(Debug, Default)]
 pub struct Changed {
     epoch: Cell<u64>,
-    waiters: RefCell<Vec<Waker>>,
+    waiters: WaitList,
 }
 
 impl Changed {
     pub fn notify(&self) {
         self.epoch.set(self.epoch.get().wrapping_add(1));
-        for w in self.waiters.borrow_mut().drain(..) {
-            w.wake();
-        }
+        self.waiters.wake_all();
     }
 
     /// Completes at the next `notify`.
     pub fn next(&self) -> impl Future<Output = ()> + '_ {
         let start = self.epoch.get();
+        let mut waiter = self.waiters.waiter();
         std::future::poll_fn(move |cx| {
             if self.epoch.get() != start {
                 return Poll::Ready(());
             }
-            self.waiters.borrow_mut().push(cx.waker().clone());
+            waiter.register(cx.waker());
             Poll::Pending
         })
     }
@@ -217,6 +223,27 @@ mod tests {
             assert_eq!(budget.used(), 10);
             drop(p);
             assert_eq!(budget.used(), 0);
+        });
+    }
+
+    #[test]
+    fn waits_that_lose_a_race_leave_no_waker_behind() {
+        compio::runtime::Runtime::new().unwrap().block_on(async {
+            let flag = Rc::new(Flag::default());
+            // A long-poll fetch or a socket read races the shutdown flag
+            // many times over a connection's life.
+            for _ in 0..1000 {
+                let r = race(compio::runtime::time::sleep(std::time::Duration::ZERO), flag.wait()).await;
+                assert!(r.is_ok());
+            }
+            assert_eq!(flag.waiting(), 0, "every lost race took its waker out");
+            let f2 = flag.clone();
+            let waiting = compio::runtime::spawn(async move { f2.wait().await });
+            compio::runtime::time::sleep(std::time::Duration::from_millis(2)).await;
+            assert_eq!(flag.waiting(), 1);
+            flag.set();
+            waiting.await.unwrap();
+            assert_eq!(flag.waiting(), 0);
         });
     }
 
