@@ -51,6 +51,13 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                 continue;
             }
         };
+        // io_uring's socket operations wait for readiness whatever this flag
+        // says; it is for the sendfile and splice calls made on the shard,
+        // which must return rather than block when the send buffer is full.
+        if let Err(e) = set_nonblocking(&stream) {
+            tracing::warn!(%peer, error = %e, "cannot make the socket non-blocking; closing it");
+            continue;
+        }
         let common = &shard.common;
         let open = common.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if open >= shard.config().max_connections {
@@ -61,15 +68,6 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         }
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "set_nodelay");
-        }
-        // io_uring's socket operations wait for readiness whatever this flag
-        // says; it is for the sendfile and splice calls made on the shard,
-        // which must return rather than block when the send buffer is full.
-        if let Err(e) = set_nonblocking(&stream) {
-            tracing::warn!(%peer, error = %e, "cannot make the socket non-blocking; closing it");
-            common.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            drop(stream);
-            continue;
         }
         shard.live_connections.set(shard.live_connections.get() + 1);
         let s = shard.clone();
@@ -265,12 +263,7 @@ async fn send(stream: &mut TcpStream, resp: Response, pipe: &mut Option<Pipe>, z
             Part::File(slice) => {
                 flush_mem(stream, &mut mem).await?;
                 if zero_copy {
-                    if pipe.is_none() {
-                        *pipe = Some(Pipe::new()?);
-                    }
-                    if let Some(p) = pipe.as_ref() {
-                        send_file(stream, p, &slice).await?;
-                    }
+                    send_file(stream, pipe, &slice).await?;
                 } else {
                     // The copying path (`sluice.fetch.zero.copy=false`, kept
                     // for comparison benchmarks): pread into memory, then write.
@@ -311,21 +304,26 @@ async fn flush_mem(stream: &mut TcpStream, mem: &mut Vec<Bytes>) -> io::Result<(
 /// shard), then pipe -> socket here. The socket is non-blocking (set at
 /// accept), so a full send buffer means waiting for it to drain, not
 /// blocking the shard.
-async fn send_file(stream: &TcpStream, pipe: &Pipe, slice: &FileSlice) -> io::Result<()> {
+async fn send_file(stream: &TcpStream, pipe: &mut Option<Pipe>, slice: &FileSlice) -> io::Result<()> {
     let mut position = slice.position;
     let end = slice.position + slice.len;
     while position < end {
         let left = (end - position) as usize;
         if page_cached(&slice.file, position) && page_cached(&slice.file, end - 1) {
-            match rustix::fs::sendfile(stream, &*slice.file, Some(&mut position), left) {
-                Ok(0) => return Err(short_file()),
-                Ok(_) => {}
-                Err(Errno::AGAIN) => writable(stream).await?,
-                Err(Errno::INTR) => {}
-                Err(e) => return Err(e.into()),
+            let sent = on_shard(stream, || {
+                rustix::fs::sendfile(stream, &*slice.file, Some(&mut position), left)
+            })
+            .await?;
+            if sent == 0 {
+                return Err(short_file());
             }
             continue;
         }
+        // The pipe is made on the first part that needs it.
+        let pipe = match pipe {
+            Some(p) => p,
+            None => pipe.insert(Pipe::new()?),
+        };
         let into_pipe = Splice::new(
             slice.file.clone(),
             position as i64,
@@ -341,24 +339,38 @@ async fn send_file(stream: &TcpStream, pipe: &Pipe, slice: &FileSlice) -> io::Re
         }
         let mut in_pipe = n;
         while in_pipe > 0 {
-            match rustix::pipe::splice(
-                &*pipe.read,
-                None,
-                stream,
-                None,
-                in_pipe,
-                rustix::pipe::SpliceFlags::MOVE,
-            ) {
-                Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes")),
-                Ok(k) => in_pipe -= k,
-                Err(Errno::AGAIN) => writable(stream).await?,
-                Err(Errno::INTR) => {}
-                Err(e) => return Err(e.into()),
+            let k = on_shard(stream, || {
+                rustix::pipe::splice(
+                    &*pipe.read,
+                    None,
+                    stream,
+                    None,
+                    in_pipe,
+                    rustix::pipe::SpliceFlags::MOVE,
+                )
+            })
+            .await?;
+            if k == 0 {
+                return Err(io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes"));
             }
+            in_pipe -= k;
         }
         position += n as u64;
     }
     Ok(())
+}
+
+/// Runs a non-blocking transfer into the socket on the shard, waiting for
+/// the socket to drain while it would block, and retrying on a signal.
+async fn on_shard(stream: &TcpStream, mut op: impl FnMut() -> rustix::io::Result<usize>) -> io::Result<usize> {
+    loop {
+        match op() {
+            Ok(n) => return Ok(n),
+            Err(Errno::AGAIN) => writable(stream).await?,
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 fn short_file() -> io::Error {
@@ -418,25 +430,26 @@ mod tests {
 
     /// Sends `slice` over a loopback connection whose reader starts only
     /// after a pause (so the socket buffers fill, 32 MiB being more than
-    /// loopback buffers hold, and the writer must wait),
-    /// and returns what the reader got.
-    fn send_over_tcp(slice: FileSlice) -> Vec<u8> {
+    /// loopback buffers hold, and the writer must wait). Returns the
+    /// sender's result, every byte the reader got before the close, and
+    /// whether the sender made a pipe.
+    fn send_over_tcp(slice: FileSlice) -> (io::Result<()>, Vec<u8>, bool) {
         compio::runtime::Runtime::new().unwrap().block_on(async move {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
-            let want = slice.len as usize;
             let reader = compio::runtime::spawn(async move {
                 let mut client = TcpStream::connect(addr).await.unwrap();
                 compio::runtime::time::sleep(std::time::Duration::from_millis(50)).await;
-                let BufResult(r, buf) = client.read_exact(Vec::with_capacity(want)).await;
+                let BufResult(r, buf) = client.read_to_end(Vec::new()).await;
                 r.unwrap();
                 buf
             });
             let (server, _) = listener.accept().await.unwrap();
             set_nonblocking(&server).unwrap();
-            let pipe = Pipe::new().unwrap();
-            send_file(&server, &pipe, &slice).await.unwrap();
-            reader.await.unwrap()
+            let mut pipe = None;
+            let sent = send_file(&server, &mut pipe, &slice).await;
+            drop(server);
+            (sent, reader.await.unwrap(), pipe.is_some())
         })
     }
 
@@ -446,11 +459,13 @@ mod tests {
         let file = Arc::new(f.reopen().unwrap());
         // Freshly written: in the page cache.
         assert!(page_cached(&file, 0) && page_cached(&file, (32 << 20) - 1));
-        let got = send_over_tcp(FileSlice {
+        let (sent, got, piped) = send_over_tcp(FileSlice {
             file,
             position: 1000,
             len: (32 << 20) - 3000,
         });
+        sent.unwrap();
+        assert!(!piped, "cached parts need no pipe");
         assert_eq!(got, data[1000..(32 << 20) - 2000]);
     }
 
@@ -463,28 +478,22 @@ mod tests {
             !page_cached(&file, 4096),
             "the synced pages were dropped from the cache"
         );
-        let got = send_over_tcp(FileSlice {
+        let (sent, got, piped) = send_over_tcp(FileSlice {
             file: file.clone(),
             position: 4096,
             len: (4 << 20) - 4096,
         });
+        sent.unwrap();
+        assert!(piped);
         assert_eq!(got, data[4096..]);
         // Past the end of the file: reported, not looped on.
-        let short = compio::runtime::Runtime::new().unwrap().block_on(async move {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let _client = TcpStream::connect(addr).await.unwrap();
-            let (server, _) = listener.accept().await.unwrap();
-            set_nonblocking(&server).unwrap();
-            let pipe = Pipe::new().unwrap();
-            let slice = FileSlice {
-                file,
-                position: (4 << 20) - 10,
-                len: 100,
-            };
-            send_file(&server, &pipe, &slice).await
+        let (sent, got, _) = send_over_tcp(FileSlice {
+            file,
+            position: (4 << 20) - 10,
+            len: 100,
         });
-        let err = short.unwrap_err();
+        assert_eq!(got, data[(4 << 20) - 10..], "what the file has goes out");
+        let err = sent.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
     }
 }
