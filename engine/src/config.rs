@@ -40,6 +40,14 @@ pub struct LogConfig {
     /// Largest batch accepted, header included (`max.message.bytes`).
     pub max_batch_bytes: u32,
     pub flush: FlushPolicy,
+    /// Reserve the active segment's disk blocks ahead of its end with
+    /// `fallocate(FALLOC_FL_KEEP_SIZE)`, in steps that grow with the
+    /// segment up to this many bytes; 0 turns it off. Appends into reserved
+    /// blocks skip the filesystem's per-block delayed allocation, which
+    /// halves the kernel's cost of a buffered write on ext4. The file's
+    /// size stays the bytes written; the reserve past it is released when
+    /// the segment rolls or the log closes.
+    pub preallocate_bytes: u64,
 }
 
 pub const DAY_MS: u64 = 24 * 60 * 60 * 1000;
@@ -54,6 +62,7 @@ impl Default for LogConfig {
             retention_bytes: None,
             max_batch_bytes: 1_048_588,
             flush: FlushPolicy::Never,
+            preallocate_bytes: 64 << 20,
         }
     }
 }

@@ -18,7 +18,7 @@ use std::{
     cell::RefCell,
     collections::VecDeque,
     fs, io,
-    os::unix::fs::FileExt,
+    os::{fd::AsFd, unix::fs::FileExt},
     path::{Path, PathBuf},
     rc::Rc,
     sync::Arc,
@@ -45,6 +45,11 @@ use crate::{
 /// span at least 256 KiB of log at the default interval: the most a
 /// recovery scan has to re-read beyond the last written entry).
 const INDEX_WRITE_BATCH_ENTRIES: usize = 64;
+
+/// The smallest preallocation step: a new or quiet segment reserves this
+/// much ahead, a busy one up to its own size, capped by
+/// [`LogConfig::preallocate_bytes`].
+const MIN_PREALLOCATE_STEP: u64 = 1 << 20;
 
 /// Name of the checkpoint of an advanced log start offset (DeleteRecords).
 pub const LOG_START_OFFSET_FILE: &str = "log-start-offset";
@@ -572,12 +577,18 @@ impl Log {
     pub async fn close(&self) -> Result<()> {
         self.shared.state.borrow_mut().closed = true;
         self.sync().await?;
-        let (writer, (idx, idx_pos, time, time_pos)) = {
+        let (writer, (idx, idx_pos, time, time_pos), size, reserved_to) = {
             let mut st = self.shared.state.borrow_mut();
             let seg = st.active_mut();
-            (seg.writer.take(), seg.take_unpersisted_index())
+            (
+                seg.writer.take(),
+                seg.take_unpersisted_index(),
+                seg.size,
+                seg.preallocated_to,
+            )
         };
         if let Some(w) = writer {
+            self.shared.release_reserve(&w.log, size, reserved_to).await;
             let dir = &self.shared.dir;
             write_at(&w.index, idx, idx_pos).await.map_err(io_err("write", dir))?;
             write_at(&w.time_index, time, time_pos)
@@ -963,6 +974,8 @@ impl Shared {
             let st = self.state.borrow();
             (st.writer()?, st.active().size)
         };
+        let want: u64 = run.iter().map(|p| p.len).sum();
+        self.preallocate(&writer, position, want).await;
         let bufs: Vec<Bytes> = run.iter_mut().map(|p| std::mem::take(&mut p.data)).collect();
         self.io
             .write_all(&writer.log, bufs, position)
@@ -1008,6 +1021,57 @@ impl Shared {
         write_at(&writer.time_index, time, time_pos).await.map_err(fail)
     }
 
+    /// Reserves the active segment's blocks past a write of `want` bytes at
+    /// `position` when the reserve does not already cover it. `fallocate`
+    /// blocks in the filesystem, so it runs on the runtime's blocking pool
+    /// while the shard goes on. A failure costs only the speed-up (the write
+    /// itself reports a full disk), so it turns the reserve off for this
+    /// segment instead of failing the append.
+    async fn preallocate(&self, writer: &Writer, position: u64, want: u64) {
+        let end = position + want;
+        let (from, to) = {
+            let st = self.state.borrow();
+            let cap = st.config.preallocate_bytes;
+            let seg = st.active();
+            if cap == 0 || end <= seg.preallocated_to {
+                return;
+            }
+            let step = position.clamp(MIN_PREALLOCATE_STEP.min(cap), cap);
+            let to = (end + step).min(st.config.segment_bytes.max(end));
+            (seg.preallocated_to.max(position), to)
+        };
+        let res = match writer.log.as_fd().try_clone_to_owned() {
+            Ok(fd) => compio::runtime::spawn_blocking(move || {
+                rustix::fs::fallocate(&fd, rustix::fs::FallocateFlags::KEEP_SIZE, from, to - from)
+                    .map_err(io::Error::from)
+            })
+            .await
+            .unwrap_or_else(|_| Err(io::Error::other("fallocate task panicked"))),
+            Err(e) => Err(e),
+        };
+        let reached = match res {
+            Ok(()) => to,
+            Err(e) => {
+                if e.kind() != io::ErrorKind::Unsupported {
+                    tracing::warn!(dir = %self.dir.display(), error = %e, "fallocate failed; segment not preallocated");
+                }
+                u64::MAX
+            }
+        };
+        self.state.borrow_mut().active_mut().preallocated_to = reached;
+    }
+
+    /// Gives back the blocks reserved past the end of a segment that takes
+    /// no more writes. Only space is at stake, so a failure is logged, not
+    /// raised.
+    async fn release_reserve(&self, file: &File, size: u64, reserved_to: u64) {
+        if reserved_to > size
+            && let Err(e) = file.set_len(size).await
+        {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "could not release preallocated blocks");
+        }
+    }
+
     /// Closes the active segment (sync, final time-index entry) and opens a
     /// new one at `base_offset`, syncing the directory so the new file
     /// survives a crash.
@@ -1018,6 +1082,11 @@ impl Shared {
             (st.writer()?, st.log_end_offset)
         };
         self.io.sync_data(&old.log).await.map_err(|e| fail("fdatasync", e))?;
+        let (size, reserved_to) = {
+            let st = self.state.borrow();
+            (st.active().size, st.active().preallocated_to)
+        };
+        self.release_reserve(&old.log, size, reserved_to).await;
         let (idx, idx_pos, time, time_pos) = {
             let mut st = self.state.borrow_mut();
             st.durable_offset = st.durable_offset.max(old_end);

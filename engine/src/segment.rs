@@ -82,6 +82,10 @@ pub(crate) struct Segment {
     pub offset_of_max_timestamp: i64,
     /// Wall-clock time of the segment's first append, for `segment_ms`.
     pub first_append_ms: Option<u64>,
+    /// End of the disk blocks reserved for this segment ahead of `size`
+    /// (see [`crate::LogConfig::preallocate_bytes`]); `size` or less when
+    /// none are known to be.
+    pub preallocated_to: u64,
 }
 
 /// What a scan saw of one batch.
@@ -239,6 +243,7 @@ impl Segment {
             max_timestamp: -1,
             offset_of_max_timestamp: -1,
             first_append_ms: None,
+            preallocated_to: 0,
         }
     }
 

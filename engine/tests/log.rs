@@ -512,3 +512,86 @@ async fn close_flushes_queued_appends_and_refuses_new_ones() {
     let log = open(dir.path(), LogConfig::default()).await;
     assert_eq!(read_all(&log), model);
 }
+
+/// Bytes of disk a file holds, from its block count.
+fn allocated(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+fn segment_file(dir: &std::path::Path, base: i64) -> std::path::PathBuf {
+    dir.join(format!("{base:020}.log"))
+}
+
+#[compio::test]
+async fn preallocation_reserves_blocks_past_the_end_and_gives_them_back() {
+    const MIB: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let config = LogConfig {
+        segment_bytes: 4 * MIB,
+        segment_ms: 1_000,
+        preallocate_bytes: 4 * MIB,
+        ..LogConfig::default()
+    };
+    let log = Log::open(dir.path(), config.clone(), clock.env()).await.unwrap();
+    let mut model = append_n(&log, 40, 10_000, 1).await;
+    let first = segment_file(dir.path(), 0);
+    let len = std::fs::metadata(&first).unwrap().len();
+    assert_eq!(len, log.size_bytes(), "the file's size is the bytes written");
+    assert!(
+        allocated(&first) >= len + MIB / 2,
+        "at least 512 KiB reserved past {len}: {} allocated",
+        allocated(&first)
+    );
+
+    // A roll by age: the old segment gives its reserve back, the new one
+    // takes its own.
+    clock.advance(2_000);
+    model.extend(append_n(&log, 3, 10_000, 100).await);
+    let bases = log.segment_bases();
+    assert_eq!(bases.len(), 2, "{bases:?}");
+    assert!(
+        allocated(&first) < len + 64 * 1024,
+        "rolled segment keeps {} bytes for {len}",
+        allocated(&first)
+    );
+    let second = segment_file(dir.path(), bases[1]);
+    assert!(allocated(&second) > std::fs::metadata(&second).unwrap().len() + MIB / 2);
+
+    // A crash (no close) leaves the reserve; reopening reads exactly what
+    // was written and appends after it.
+    drop(log);
+    let log = Log::open(dir.path(), config, clock.env()).await.unwrap();
+    assert_eq!(read_all(&log), model);
+    model.extend(append_n(&log, 3, 10_000, 200).await);
+    assert_eq!(read_all(&log), model);
+
+    // Close gives the active segment's reserve back.
+    log.close().await.unwrap();
+    let second_len = std::fs::metadata(&second).unwrap().len();
+    assert!(
+        allocated(&second) < second_len + 64 * 1024,
+        "closed segment keeps {} bytes for {second_len}",
+        allocated(&second)
+    );
+}
+
+#[compio::test]
+async fn preallocation_off_reserves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        preallocate_bytes: 0,
+        ..LogConfig::default()
+    };
+    let log = open(dir.path(), config).await;
+    append_n(&log, 40, 10_000, 1).await;
+    log.sync().await.unwrap();
+    let active = segment_file(dir.path(), 0);
+    let len = std::fs::metadata(&active).unwrap().len();
+    assert!(
+        allocated(&active) < len + 64 * 1024,
+        "{} allocated for {len}",
+        allocated(&active)
+    );
+}

@@ -72,6 +72,9 @@ pub struct BrokerConfig {
     /// `sluice.fetch.zero.copy`: splice file parts to the socket; false
     /// copies them through memory (for comparison benchmarks).
     pub fetch_zero_copy: bool,
+    /// `sluice.log.preallocate.bytes`: the most disk a partition's active
+    /// segment reserves ahead of its end (0 = no reserve).
+    pub log_preallocate_bytes: u64,
     /// `cluster.id` reported in Metadata and DescribeCluster.
     pub cluster_id: String,
     /// Consumer-group coordinator settings.
@@ -146,6 +149,7 @@ impl Default for BrokerConfig {
             max_inflight_requests_per_connection: 32,
             fetch_max_bytes: 55 * 1024 * 1024,
             fetch_zero_copy: true,
+            log_preallocate_bytes: LogConfig::default().preallocate_bytes,
             cluster_id: "sluice-cluster".into(),
             groups: GroupConfig::default(),
         }
@@ -199,6 +203,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     ("fetch.max.bytes", "cap on one Fetch response (default 57671680)"),
     ("sluice.fetch.zero.copy", "splice log bytes to sockets (default true)"),
+    (
+        "sluice.log.preallocate.bytes",
+        "disk blocks a busy segment reserves ahead of its end, 0 = none (default 67108864)",
+    ),
     (
         "offsets.topic.num.partitions",
         "partitions of __consumer_offsets, fixed once created (default 50)",
@@ -344,6 +352,7 @@ impl BrokerConfig {
             }
             "fetch.max.bytes" => self.fetch_max_bytes = parse_num(key, value)?,
             "sluice.fetch.zero.copy" => self.fetch_zero_copy = parse_bool(key, value)?,
+            "sluice.log.preallocate.bytes" => self.log_preallocate_bytes = parse_num(key, value)?,
             "offsets.topic.num.partitions" => {
                 let n: i32 = parse_num(key, value)?;
                 if n < 1 {
@@ -457,6 +466,7 @@ impl BrokerConfig {
                 Some(0) => FlushPolicy::Always,
                 Some(ms) => FlushPolicy::IntervalMs(ms),
             },
+            preallocate_bytes: self.log_preallocate_bytes,
             ..LogConfig::default()
         }
     }
