@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # One Sluice on core 0 (with the given extra broker args), then N produce
-# runs as the peer matrix makes them: create a 1-partition topic, produce
-# 1 M x 1 KiB with rdkafka_performance on core 1, delete the topic. Prints
-# MB/s and the broker's CPU ticks (1/100 s) per run; the first run writes
-# into cold memory (docs/benchmarks.md). Usage: produce_runs.sh [broker args...]
+# runs as the peer matrix makes them: create a topic of PARTITIONS
+# partitions, produce 1 M x 1 KiB with rdkafka_performance on core 1 with
+# the given acks, delete the topic. Prints MB/s and the broker's CPU ticks
+# (1/100 s) per run; the first run writes into cold memory
+# (docs/benchmarks.md). Usage: produce_runs.sh ACKS PARTITIONS [broker args...]
 set -euo pipefail
+ACKS=${1:?usage: produce_runs.sh ACKS PARTITIONS [broker args...]}; PARTS=${2:?partitions}; shift 2
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 PERF=${PERF:-/tmp/peers/bin/rdkafka_performance}; PY=${PY:-/tmp/peers/venv/bin/python}
-DATA=${DATA:-/tmp/sluice-produce-runs}; PORT=${PORT:-19095}; N=${N:-4}; ACKS=${ACKS:-1}
+DATA=${DATA:-/tmp/sluice-produce-runs}; PORT=${PORT:-19095}; N=${N:-4}
 TOPIC_TOOL="$ROOT/../shared/peers/kafka_topic.py"
 rm -rf "$DATA"
 taskset -c 0 "$ROOT/target/release/sluice" --cores 1 --listen 127.0.0.1:$PORT --data-dir "$DATA" "$@" \
@@ -16,7 +18,7 @@ BP=$!
 trap 'kill $BP 2>/dev/null; wait $BP 2>/dev/null || true' EXIT
 sleep 0.5
 for i in $(seq 1 "$N"); do
-  "$PY" "$TOPIC_TOOL" create "t$i" 1 --bootstrap=127.0.0.1:$PORT >/dev/null
+  "$PY" "$TOPIC_TOOL" create "t$i" "$PARTS" --bootstrap=127.0.0.1:$PORT >/dev/null
   sleep 1
   t0=$(awk '{print $14+$15}' /proc/$BP/stat)
   r=$(taskset -c 1 "$PERF" -P -t "t$i" -b 127.0.0.1:$PORT -s 1024 -c 1000000 -a "$ACKS" \
