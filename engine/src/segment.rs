@@ -84,7 +84,8 @@ pub(crate) struct Segment {
     pub first_append_ms: Option<u64>,
     /// End of the disk blocks reserved for this segment ahead of `size`
     /// (see [`crate::LogConfig::preallocate_bytes`]); `size` or less when
-    /// none are known to be.
+    /// none are known to be, `u64::MAX` once a reserve failed (no more
+    /// attempts for this segment).
     pub preallocated_to: u64,
 }
 

@@ -81,17 +81,13 @@ async fn torn_write_poisons_and_recovery_cuts_the_partial_batch() {
     faults.short_write_at(3);
     let log = Log::open(dir.path(), LogConfig::default(), env(&faults)).await.unwrap();
     let acked = append_n(&log, 2, 400, 1).await;
-    let before = std::fs::metadata(dir.path().join(format!("{:020}.log", 0)))
-        .unwrap()
-        .len();
+    let before = std::fs::metadata(segment_file(dir.path(), 0)).unwrap().len();
     let err = log
         .append_wait(batch(1, 400, 1), 0, Durability::Written)
         .await
         .unwrap_err();
     assert!(matches!(err, LogError::Poisoned { .. }));
-    let after = std::fs::metadata(dir.path().join(format!("{:020}.log", 0)))
-        .unwrap()
-        .len();
+    let after = std::fs::metadata(segment_file(dir.path(), 0)).unwrap().len();
     assert!(after > before, "half a batch reached the file");
     drop(log);
     let log = open(dir.path(), LogConfig::default()).await;

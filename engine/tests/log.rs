@@ -130,16 +130,15 @@ async fn segments_roll_by_size_and_reads_cross_them() {
         assert!(w[0] < w[1]);
     }
     for base in &bases {
-        assert!(dir.path().join(format!("{base:020}.log")).exists());
+        assert!(segment_file(dir.path(), *base).exists());
         assert!(dir.path().join(format!("{base:020}.index")).exists());
         assert!(dir.path().join(format!("{base:020}.timeindex")).exists());
     }
     assert_eq!(read_all(&log), model);
-    for seg_len in bases.iter().map(|b| {
-        std::fs::metadata(dir.path().join(format!("{b:020}.log")))
-            .unwrap()
-            .len()
-    }) {
+    for seg_len in bases
+        .iter()
+        .map(|b| std::fs::metadata(segment_file(dir.path(), *b)).unwrap().len())
+    {
         assert!(seg_len <= 4096);
     }
 }
@@ -200,7 +199,7 @@ async fn retention_by_time_deletes_old_segments_but_never_the_active_one() {
     assert_eq!(remaining, all);
     assert!(remaining.len() >= fresh.len(), "fresh data is kept");
     for base in deleted {
-        assert!(!dir.path().join(format!("{base:020}.log")).exists());
+        assert!(!segment_file(dir.path(), base).exists());
     }
     // Everything expires: only the active segment stays.
     clock.advance(10_000_000);
@@ -247,7 +246,7 @@ async fn slice_stays_readable_after_retention_deletes_its_segment() {
     let model = append_n(&log, 20, 300, 1).await;
     let slice = log.read(0, 1 << 20, ReadBound::HighWatermark).unwrap().slice.unwrap();
     log.enforce_retention().unwrap();
-    assert!(!dir.path().join(format!("{:020}.log", 0)).exists());
+    assert!(!segment_file(dir.path(), 0).exists());
     let got = split_batches(slice.to_bytes().unwrap());
     assert_eq!(got, model[..got.len()].to_vec());
 }
@@ -517,10 +516,6 @@ async fn close_flushes_queued_appends_and_refuses_new_ones() {
 fn allocated(path: &std::path::Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).unwrap().blocks() * 512
-}
-
-fn segment_file(dir: &std::path::Path, base: i64) -> std::path::PathBuf {
-    dir.join(format!("{base:020}.log"))
 }
 
 #[compio::test]

@@ -1,7 +1,11 @@
 //! Helpers shared by the engine's integration tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::{cell::Cell, path::Path, rc::Rc};
+use std::{
+    cell::Cell,
+    path::{Path, PathBuf},
+    rc::Rc,
+};
 
 use bytes::{Bytes, BytesMut};
 use sluice_engine::{
@@ -47,6 +51,11 @@ impl ManualClock {
             faults: None,
         }
     }
+}
+
+/// The `.log` file of the segment that starts at `base`.
+pub fn segment_file(dir: &Path, base: i64) -> PathBuf {
+    dir.join(format!("{base:020}.log"))
 }
 
 pub async fn open(dir: &Path, config: LogConfig) -> Log {
