@@ -40,11 +40,11 @@ pub struct Broker {
     addr: SocketAddr,
     common: Arc<Common>,
     threads: Vec<std::thread::JoinHandle<()>>,
-    _lock: File,
+    /// Second descriptors of the shards' listening sockets, so shutdown can
+    /// stop them listening from this thread even when a shard is stuck.
+    listeners: Vec<std::net::TcpListener>,
+    lock: File,
 }
-
-/// How long shutdown waits for connections to finish in-flight requests.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -100,6 +100,11 @@ impl Broker {
         for _ in 1..shards {
             listeners.push(bind(addr).map_err(|source| StartError::Listen { addr, source })?);
         }
+        let listener_handles = listeners
+            .iter()
+            .map(std::net::TcpListener::try_clone)
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|source| StartError::Listen { addr, source })?;
         let mut config = config;
         // Advertise the port actually bound when the listen port was 0 and
         // no other port was asked for.
@@ -136,7 +141,8 @@ impl Broker {
             addr,
             common,
             threads,
-            _lock: lock,
+            listeners: listener_handles,
+            lock,
         };
         for _ in 0..shards {
             match ready_rx.recv() {
@@ -167,6 +173,12 @@ impl Broker {
         &self.common.config
     }
 
+    /// Queues `job` on shard `shard`'s thread (it runs between that shard's
+    /// tasks). For tests and tools that need to act on a shard from outside.
+    pub fn run_on_shard(&self, shard: usize, job: crate::shard::Job) {
+        self.common.inboxes[shard].push(job);
+    }
+
     /// Runs `job` on every shard and waits (up to `timeout`) for each to
     /// report completion.
     fn on_every_shard(&self, timeout: Duration, job: fn(Rc<Shard>, mpsc::Sender<()>)) -> bool {
@@ -188,8 +200,25 @@ impl Broker {
 
     /// Stops accepting, lets connections finish their in-flight requests,
     /// then flushes and closes every partition and joins the shard threads.
-    pub fn shutdown(self) {
-        let drained = self.on_every_shard(DRAIN_TIMEOUT, |shard, done| {
+    ///
+    /// The listeners stop first, from this thread, so no connection can
+    /// reach this broker once shutdown has begun, even on a shard that no
+    /// longer runs its tasks. Draining waits up to `sluice.shutdown.drain.ms`
+    /// and closing up to `sluice.shutdown.close.ms`; a shard that has not finished by then is left behind: this
+    /// returns [`Stopped::Abandoned`] without joining it and keeps the data
+    /// directory locked until the process exits, which the caller should
+    /// then do.
+    pub fn shutdown(self) -> Stopped {
+        for l in &self.listeners {
+            // On Linux, shutting down a listening socket takes it out of
+            // the SO_REUSEPORT group and fails its pending accepts.
+            if let Err(e) = rustix::net::shutdown(l, rustix::net::Shutdown::Read) {
+                tracing::warn!(error = %e, "stopping a listener");
+            }
+        }
+        let drain_timeout = Duration::from_millis(self.common.config.shutdown_drain_ms);
+        let close_timeout = Duration::from_millis(self.common.config.shutdown_close_ms);
+        let drained = self.on_every_shard(drain_timeout, |shard, done| {
             shard.stopping.set();
             compio::runtime::spawn(async move {
                 while shard.live_connections.get() > 0 {
@@ -200,9 +229,9 @@ impl Broker {
             .detach();
         });
         if !drained {
-            tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing logs anyway");
+            tracing::warn!("connections still open after {drain_timeout:?}; closing logs anyway");
         }
-        self.on_every_shard(Duration::from_secs(60), |shard, done| {
+        let closed = self.on_every_shard(close_timeout, |shard, done| {
             compio::runtime::spawn(async move {
                 shard.close_partitions().await;
                 EXIT.with(|f| f.set());
@@ -210,10 +239,27 @@ impl Broker {
             })
             .detach();
         });
+        if !closed {
+            tracing::error!("a shard did not close its logs within {close_timeout:?}; abandoning it");
+            // The lock stays held until the process exits, so no other
+            // broker opens the directory under a shard that may still write.
+            std::mem::forget(self.lock);
+            return Stopped::Abandoned;
+        }
         for t in self.threads {
             let _ = t.join();
         }
+        Stopped::Clean
     }
+}
+
+/// How [`Broker::shutdown`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every shard closed its logs and its thread ended.
+    Clean,
+    /// A shard did not finish in time; its thread still exists.
+    Abandoned,
 }
 
 thread_local! {

@@ -69,12 +69,21 @@ pub struct BrokerConfig {
     pub max_inflight_requests_per_connection: usize,
     /// `fetch.max.bytes`: cap on one Fetch response.
     pub fetch_max_bytes: u32,
+    /// `sluice.fetch.max.wait.ms`: the longest a Fetch long-polls, whatever
+    /// its `max_wait_ms` asks for.
+    pub fetch_max_wait_ms: u64,
     /// `sluice.fetch.zero.copy`: splice file parts to the socket; false
     /// copies them through memory (for comparison benchmarks).
     pub fetch_zero_copy: bool,
     /// `sluice.log.preallocate.bytes`: the most disk a partition's active
     /// segment reserves ahead of its end (0 = no reserve).
     pub log_preallocate_bytes: u64,
+    /// `sluice.shutdown.drain.ms`: how long shutdown waits for connections
+    /// to finish their in-flight requests.
+    pub shutdown_drain_ms: u64,
+    /// `sluice.shutdown.close.ms`: how long shutdown then waits for the
+    /// shards to flush and close their logs before it gives up on them.
+    pub shutdown_close_ms: u64,
     /// `cluster.id` reported in Metadata and DescribeCluster.
     pub cluster_id: String,
     /// Consumer-group coordinator settings.
@@ -148,8 +157,11 @@ impl Default for BrokerConfig {
             queued_max_request_bytes: 256 * 1024 * 1024,
             max_inflight_requests_per_connection: 32,
             fetch_max_bytes: 55 * 1024 * 1024,
+            fetch_max_wait_ms: 30_000,
             fetch_zero_copy: true,
             log_preallocate_bytes: LogConfig::default().preallocate_bytes,
+            shutdown_drain_ms: 10_000,
+            shutdown_close_ms: 30_000,
             cluster_id: "sluice-cluster".into(),
             groups: GroupConfig::default(),
         }
@@ -202,10 +214,22 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "pipelined requests processed at once (default 32)",
     ),
     ("fetch.max.bytes", "cap on one Fetch response (default 57671680)"),
+    (
+        "sluice.fetch.max.wait.ms",
+        "longest a Fetch long-polls, whatever it asks for (default 30000)",
+    ),
     ("sluice.fetch.zero.copy", "splice log bytes to sockets (default true)"),
     (
         "sluice.log.preallocate.bytes",
         "disk blocks a busy segment reserves ahead of its end, 0 = none (default 67108864)",
+    ),
+    (
+        "sluice.shutdown.drain.ms",
+        "how long shutdown waits for in-flight requests (default 10000)",
+    ),
+    (
+        "sluice.shutdown.close.ms",
+        "how long shutdown then waits for logs to close before exiting anyway (default 30000)",
     ),
     (
         "offsets.topic.num.partitions",
@@ -351,8 +375,11 @@ impl BrokerConfig {
                 self.max_inflight_requests_per_connection = n;
             }
             "fetch.max.bytes" => self.fetch_max_bytes = parse_num(key, value)?,
+            "sluice.fetch.max.wait.ms" => self.fetch_max_wait_ms = parse_num(key, value)?,
             "sluice.fetch.zero.copy" => self.fetch_zero_copy = parse_bool(key, value)?,
             "sluice.log.preallocate.bytes" => self.log_preallocate_bytes = parse_num(key, value)?,
+            "sluice.shutdown.drain.ms" => self.shutdown_drain_ms = parse_num(key, value)?,
+            "sluice.shutdown.close.ms" => self.shutdown_close_ms = parse_num(key, value)?,
             "offsets.topic.num.partitions" => {
                 let n: i32 = parse_num(key, value)?;
                 if n < 1 {

@@ -27,5 +27,5 @@ pub mod protocol;
 pub mod shard;
 pub mod util;
 
-pub use broker::{Broker, StartError};
+pub use broker::{Broker, StartError, Stopped};
 pub use config::BrokerConfig;

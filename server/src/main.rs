@@ -115,7 +115,16 @@ fn main() -> ExitCode {
         "sluice: {} received; shutting down",
         signal.map_or("signal".into(), |s| s.to_string())
     );
-    broker.shutdown();
-    println!("sluice: stopped");
-    ExitCode::SUCCESS
+    match broker.shutdown() {
+        sluice::Stopped::Clean => {
+            println!("sluice: stopped");
+            ExitCode::SUCCESS
+        }
+        sluice::Stopped::Abandoned => {
+            // Returning from main ends the process, and with it the shard
+            // that did not stop; its listener was closed first.
+            eprintln!("sluice: a shard did not stop in time; exiting without it");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -44,6 +44,8 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,
+            // Shutdown stopped the listener before this shard saw the flag.
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => break,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
                 // Out of descriptors and the like: do not spin.

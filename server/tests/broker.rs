@@ -579,3 +579,131 @@ fn describe_and_alter_topic_configs() {
     let mut c = b.client();
     assert_eq!(describe(&mut c, "retention.ms").as_deref(), Some("60000"));
 }
+
+/// CPU ticks (user + system) used so far by the thread of `b`'s shard
+/// `shard`, read from /proc.
+fn shard_cpu_ticks(b: &TestBroker, shard: usize) -> u64 {
+    let (tx, rx) = std::sync::mpsc::channel();
+    b.broker.as_ref().unwrap().run_on_shard(
+        shard,
+        Box::new(move |_| {
+            let link = std::fs::read_link("/proc/thread-self").unwrap();
+            let _ = tx.send(link.file_name().unwrap().to_string_lossy().into_owned());
+        }),
+    );
+    let tid = rx
+        .recv_timeout(Duration::from_secs(2))
+        .expect("the shard ran no job for 2 s: something holds it");
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn a_fetch_short_of_min_bytes_waits_without_holding_its_shard() {
+    let b = TestBroker::start(1, |c| c.set("sluice.fetch.max.wait.ms", "20000").unwrap());
+    let mut c = b.client();
+    create_topic(&mut c, "short", 1);
+    let id = topic_id(&mut c, "short");
+    assert_eq!(produce(&mut c, 9, "short", 0, 1, records(10, 7)), (0, 0));
+    // Some data is there, far less than min_bytes: the fetch must wait.
+    let mut waiting = b.client();
+    let mut req = fetch_req("short", id, 0, 0, 20_000);
+    req.min_bytes = 1 << 20;
+    req.topics[0].partitions[0].partition_max_bytes = 8 << 20;
+    let (corr, frame) = waiting.frame(ApiKey::Fetch, 12, &req);
+    waiting.send_raw(&frame);
+    std::thread::sleep(Duration::from_millis(200));
+    let ticks_before = shard_cpu_ticks(&b, 0);
+    let asked = Instant::now();
+    let mut other = b.client();
+    let _: ApiVersionsResponse = other.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "another connection of the same shard waited {:?} behind the fetch",
+        asked.elapsed()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let ticks = shard_cpu_ticks(&b, 0) - ticks_before;
+    // A re-reading loop burns the whole second (about 100 ticks).
+    assert!(ticks < 30, "the shard used {ticks} ticks in a second of waiting");
+    // Enough data arrives: the fetch answers at once with all of it.
+    let big: Vec<Record> = (0..2)
+        .map(|_| Record {
+            timestamp: 8,
+            key: None,
+            value: Some(vec![7u8; 600 << 10]),
+            headers: vec![],
+        })
+        .collect();
+    let woke = Instant::now();
+    for r in big {
+        let (err, _) = produce(
+            &mut c,
+            9,
+            "short",
+            0,
+            1,
+            batch::build(&[r], ProducerFields::NONE).freeze(),
+        );
+        assert_eq!(err, 0);
+    }
+    let resp: FetchResponse = waiting.read_response(ApiKey::Fetch, 12, corr);
+    assert!(woke.elapsed() < Duration::from_secs(10), "woken by the appends");
+    let pd = &resp.responses[0].partitions[0];
+    assert_eq!(pd.error_code, 0);
+    assert!(pd.records.as_ref().unwrap().len() >= 1 << 20, "min_bytes reached");
+}
+
+#[test]
+fn max_wait_ms_is_capped_by_the_broker_setting() {
+    let b = TestBroker::start(1, |c| c.set("sluice.fetch.max.wait.ms", "300").unwrap());
+    let mut c = b.client();
+    create_topic(&mut c, "capped", 1);
+    let id = topic_id(&mut c, "capped");
+    let start = Instant::now();
+    let resp: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch_req("capped", id, 0, 0, i32::MAX));
+    assert_eq!(resp.responses[0].partitions[0].error_code, 0);
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "answered at the broker's cap"
+    );
+}
+
+#[test]
+fn shutdown_stops_listening_first_and_abandons_a_stuck_shard() {
+    let mut b = TestBroker::start(2, |c| {
+        c.set("sluice.shutdown.drain.ms", "300").unwrap();
+        c.set("sluice.shutdown.close.ms", "300").unwrap();
+    });
+    let addr = b.addr();
+    let mut c = b.client();
+    create_topic(&mut c, "stuck", 2);
+    drop(c);
+    // Shard 1 stops running its tasks for 3 s.
+    b.broker
+        .as_ref()
+        .unwrap()
+        .run_on_shard(1, Box::new(|_| std::thread::sleep(Duration::from_secs(3))));
+    std::thread::sleep(Duration::from_millis(100));
+    let start = Instant::now();
+    let stopped = b.broker.take().unwrap().shutdown();
+    assert_eq!(stopped, sluice::Stopped::Abandoned);
+    assert!(start.elapsed() < Duration::from_millis(2500), "{:?}", start.elapsed());
+    // No listener outlives shutdown, not even the stuck shard's.
+    for _ in 0..20 {
+        assert!(
+            std::net::TcpStream::connect(addr).is_err(),
+            "a connection was accepted after shutdown"
+        );
+    }
+    // The data directory stays locked while the stuck shard may still write.
+    assert!(matches!(
+        sluice::Broker::start(b.config.clone()),
+        Err(sluice::StartError::Locked(_))
+    ));
+    // Let the stuck shard finish before its directory is removed.
+    std::thread::sleep(Duration::from_secs(3));
+}

@@ -66,7 +66,12 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
         .unwrap_or(0)
         .min(u64::from(ctx.shard.config().fetch_max_bytes));
     let min_bytes = u64::try_from(req.min_bytes).unwrap_or(0);
-    let max_wait = Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0));
+    // The client's wait, bounded by `sluice.fetch.max.wait.ms`.
+    let max_wait = Duration::from_millis(
+        u64::try_from(req.max_wait_ms)
+            .unwrap_or(0)
+            .min(ctx.shard.config().fetch_max_wait_ms),
+    );
     let mut results = read_all(&ctx.shard, &wanted, max_bytes).await;
     loop {
         let total: u64 = results.iter().map(|r| r.records.as_ref().map_or(0, |s| s.len)).sum();
@@ -75,17 +80,25 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
         if total >= min_bytes || any_error || start.elapsed() >= max_wait {
             break;
         }
-        // Wait on every requested partition's owner for new data.
+        // Wait on every requested partition's owner for its high watermark
+        // to move past what this read saw (not past the fetch offset: with
+        // data short of `min_bytes` that is already true, and re-reading at
+        // once would hold the shard until the deadline).
         let deadline = start + max_wait;
         let waits = wanted
             .iter()
-            .filter_map(|w| w.topic.clone().map(|t| (t, w.partition, w.offset)))
-            .map(|(topic, partition, offset)| {
+            .zip(&results)
+            .filter_map(|(w, r)| {
+                w.topic
+                    .clone()
+                    .map(|t| (t, w.partition, w.offset.max(r.high_watermark)))
+            })
+            .map(|(topic, partition, seen)| {
                 let owner = ctx.shard.owner_of(&topic, partition);
                 let shard = ctx.shard.clone();
                 Box::pin(async move {
                     let _ = shard
-                        .submit_to(owner, move |s| wait_for_data(s, topic, partition, offset, deadline))
+                        .submit_to(owner, move |s| wait_for_data(s, topic, partition, seen, deadline))
                         .await;
                 })
             })
@@ -185,13 +198,14 @@ fn read_partition(shard: &Shard, topic: &str, partition: i32, offset: i64, max_b
     }
 }
 
-/// On the owner: completes when the partition has data at or after
-/// `offset`, when it changes in any way, or at the deadline.
-async fn wait_for_data(shard: Rc<Shard>, topic: Arc<str>, partition: i32, offset: i64, deadline: Instant) {
+/// On the owner: completes when the partition's high watermark is above
+/// `seen`, when its log changes in any way (a flush round, a roll, a
+/// poisoning), or at the deadline.
+async fn wait_for_data(shard: Rc<Shard>, topic: Arc<str>, partition: i32, seen: i64, deadline: Instant) {
     let Some(p) = shard.partition(&topic, partition) else {
         return;
     };
-    if p.log.high_watermark() > offset {
+    if p.log.high_watermark() > seen {
         return;
     }
     let left = deadline.saturating_duration_since(Instant::now());
