@@ -54,6 +54,7 @@ pub struct FaultInjector {
     syncs: Cell<u64>,
     fail_write: Cell<Option<u64>>,
     short_write: Cell<Option<u64>>,
+    full_write: Cell<Option<u64>>,
     fail_sync: Cell<Option<u64>>,
 }
 
@@ -69,6 +70,11 @@ impl FaultInjector {
     /// following attempt fails with EIO: a torn write.
     pub fn short_write_at(&self, n: u64) {
         self.short_write.set(Some(n));
+    }
+    /// The `n`th write writes half of its first buffer, then the disk is
+    /// full: the following attempt fails with ENOSPC.
+    pub fn full_disk_write_at(&self, n: u64) {
+        self.full_write.set(Some(n));
     }
     /// The `n`th fdatasync fails with EIO.
     pub fn fail_sync_at(&self, n: u64) {
@@ -107,15 +113,20 @@ impl Io {
             };
             let want: usize = bufs.iter().map(Bytes::len).sum();
             bump(&self.stats.write_calls, 1);
-            let mut torn = false;
+            let mut torn = None;
             if let Some(f) = &self.faults {
                 let n = f.writes.get() + 1;
                 f.writes.set(n);
                 if f.fail_write.get() == Some(n) {
                     return Err(injected("write"));
                 }
-                if f.short_write.get() == Some(n) {
-                    torn = true;
+                let full = f.full_write.get() == Some(n);
+                if full || f.short_write.get() == Some(n) {
+                    torn = Some(if full {
+                        io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error())
+                    } else {
+                        injected("torn write")
+                    });
                     bufs.truncate(1);
                     let half = bufs[0].len() / 2;
                     bufs[0].truncate(half.max(1));
@@ -125,8 +136,8 @@ impl Io {
             let BufResult(res, mut written_bufs) = handle.write_vectored_at(bufs, pos).await;
             let n = res?;
             bump(&self.stats.bytes_written, n as u64);
-            if torn {
-                return Err(injected("torn write"));
+            if let Some(e) = torn {
+                return Err(e);
             }
             if n == 0 && want > 0 {
                 return Err(io::Error::new(io::ErrorKind::WriteZero, "writev wrote nothing"));

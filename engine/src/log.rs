@@ -15,7 +15,7 @@
 //! waiter asks) by one fdatasync.
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
     collections::VecDeque,
     fs, io,
     os::{fd::AsFd, unix::fs::FileExt},
@@ -187,6 +187,10 @@ struct State {
     durable_wanted: i64,
     last_sync_ms: u64,
     poisoned: Option<String>,
+    /// The poisoning write failed for want of space (ENOSPC or EDQUOT), not
+    /// an fsync: nothing acknowledged is in doubt, so reopening the log
+    /// (which runs recovery) once space returns is safe.
+    poisoned_by_full_disk: bool,
     closed: bool,
 }
 
@@ -239,6 +243,9 @@ impl State {
 struct Shared {
     dir: PathBuf,
     state: RefCell<State>,
+    /// Set by a write of the current flush round that failed with ENOSPC
+    /// or EDQUOT; read when the round's failure poisons the log.
+    out_of_space: Cell<bool>,
     notify: Notify,
     io: Io,
     clock: Clock,
@@ -435,12 +442,14 @@ impl Log {
             durable_wanted: log_end_offset,
             last_sync_ms: now,
             poisoned: None,
+            poisoned_by_full_disk: false,
             closed: false,
         };
         Ok(Self {
             shared: Rc::new(Shared {
                 dir,
                 state: RefCell::new(state),
+                out_of_space: Cell::new(false),
                 notify: Notify::default(),
                 io: Io {
                     stats: Default::default(),
@@ -622,6 +631,7 @@ impl Log {
                         tracing::error!(dir = %shared.dir.display(), %cause, "log poisoned");
                         let mut st = shared.state.borrow_mut();
                         st.poisoned = Some(cause);
+                        st.poisoned_by_full_disk = shared.out_of_space.get();
                         st.pending.clear();
                         break;
                     }
@@ -850,7 +860,20 @@ impl Log {
                 fs::rename(&tmp, &path)?;
                 fs::File::open(dir)?.sync_all()
             };
-            write().map_err(io_err("checkpoint", &path))?;
+            match write() {
+                Ok(()) => {}
+                // A full disk: the segments wholly below the new start are
+                // going anyway, and deleting them first makes room for the
+                // checkpoint. A crash in between leaves the start at the
+                // first remaining segment, which is at or below `offset`.
+                Err(e) if is_out_of_space(&e) => {
+                    drop(st);
+                    self.trim_front(|front, _| front.next_offset <= offset)?;
+                    write().map_err(io_err("checkpoint", &path))?;
+                    st = self.shared.state.borrow_mut();
+                }
+                Err(e) => return Err(LogError::io("checkpoint", &path, e)),
+            }
             st.log_start_offset = offset;
         }
         self.trim_front(|_, _| false)?;
@@ -920,6 +943,13 @@ impl Log {
     pub fn is_poisoned(&self) -> bool {
         self.shared.state.borrow().poisoned.is_some()
     }
+    /// Poisoned because a write found the disk full, not by a failed fsync:
+    /// the owner may reopen the log (recovery drops any torn tail) once
+    /// there is space again, as a restart would.
+    pub fn is_poisoned_by_full_disk(&self) -> bool {
+        let st = self.shared.state.borrow();
+        st.poisoned.is_some() && st.poisoned_by_full_disk
+    }
     pub fn stats(&self) -> IoStats {
         self.shared.io.stats.snapshot()
     }
@@ -938,6 +968,7 @@ impl Shared {
             let spare = std::mem::take(&mut st.spare_pending);
             std::mem::replace(&mut st.pending, spare)
         };
+        self.out_of_space.set(false);
         // Runs of batches bound for one segment, split where a roll comes.
         let mut i = 0;
         while i < pending.len() {
@@ -980,7 +1011,7 @@ impl Shared {
         self.io
             .write_all(&writer.log, bufs, position)
             .await
-            .map_err(|e| format!("write to {}: {e}", self.dir.display()))?;
+            .map_err(|e| self.write_failed(format!("write to {}: {e}", self.dir.display()), &e))?;
         let (idx, idx_pos, time, time_pos) = {
             let mut st = self.state.borrow_mut();
             let now = (self.clock)();
@@ -1016,9 +1047,18 @@ impl Shared {
             unpersisted
         };
         self.notify.notify_all();
-        let fail = |e: io::Error| format!("index write in {}: {e}", self.dir.display());
+        let fail = |e: io::Error| self.write_failed(format!("index write in {}: {e}", self.dir.display()), &e);
         write_at(&writer.index, idx, idx_pos).await.map_err(fail)?;
         write_at(&writer.time_index, time, time_pos).await.map_err(fail)
+    }
+
+    /// Notes a failed write (not an fsync) that found the disk full, and
+    /// returns its cause.
+    fn write_failed(&self, cause: String, e: &io::Error) -> String {
+        if is_out_of_space(e) {
+            self.out_of_space.set(true);
+        }
+        cause
     }
 
     /// Reserves the active segment's blocks past a write of `want` bytes at
@@ -1097,19 +1137,29 @@ impl Shared {
             }
             seg.take_unpersisted_index()
         };
-        write_at(&old.index, idx, idx_pos).await.map_err(|e| fail("index", e))?;
+        // Writes and creations (not the fdatasync above) that find the disk
+        // full leave the log reopenable.
+        let wfail = |what: &str, e: io::Error| {
+            let full = is_out_of_space(&e);
+            let cause = fail(what, e);
+            self.out_of_space.set(self.out_of_space.get() || full);
+            cause
+        };
+        write_at(&old.index, idx, idx_pos)
+            .await
+            .map_err(|e| wfail("index", e))?;
         write_at(&old.time_index, time, time_pos)
             .await
-            .map_err(|e| fail("index", e))?;
+            .map_err(|e| wfail("index", e))?;
 
         let paths = SegmentPaths::new(&self.dir, base_offset);
-        let log = open_rw(&paths.log, true).await.map_err(|e| fail("create log", e))?;
+        let log = open_rw(&paths.log, true).await.map_err(|e| wfail("create log", e))?;
         let index = open_rw_create(&paths.index)
             .await
-            .map_err(|e| fail("create index", e))?;
+            .map_err(|e| wfail("create index", e))?;
         let time_index = open_rw_create(&paths.time_index)
             .await
-            .map_err(|e| fail("create time index", e))?;
+            .map_err(|e| wfail("create time index", e))?;
         let reader = fs::File::open(&paths.log).map_err(|e| fail("open", e))?;
         sync_dir(&self.dir).await.map_err(|e| fail("sync directory", e))?;
         let mut st = self.state.borrow_mut();
@@ -1118,6 +1168,12 @@ impl Shared {
         st.segments.push_back(seg);
         Ok(())
     }
+}
+
+/// ENOSPC or EDQUOT: the filesystem (or the user's quota) is full.
+fn is_out_of_space(e: &io::Error) -> bool {
+    let code = e.raw_os_error();
+    code == Some(rustix::io::Errno::NOSPC.raw_os_error()) || code == Some(rustix::io::Errno::DQUOT.raw_os_error())
 }
 
 async fn open_rw_create(path: &Path) -> io::Result<File> {

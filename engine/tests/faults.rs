@@ -96,6 +96,52 @@ async fn torn_write_poisons_and_recovery_cuts_the_partial_batch() {
 }
 
 #[compio::test]
+async fn a_full_disk_poisons_only_until_reopened_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = FaultInjector::new();
+    faults.full_disk_write_at(3);
+    let log = Log::open(dir.path(), LogConfig::default(), env(&faults)).await.unwrap();
+    let acked = append_n(&log, 2, 400, 1).await;
+    assert!(!log.is_poisoned_by_full_disk());
+    let err = log
+        .append_wait(batch(1, 400, 1), 0, Durability::Written)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LogError::Poisoned { .. }), "{err}");
+    assert!(log.is_poisoned_by_full_disk(), "ENOSPC on a write is a full disk");
+    assert!(matches!(log.append(batch(1, 50, 1), 0), Err(LogError::Poisoned { .. })));
+    drop(log);
+    // Reopening is what the broker does once there is space again.
+    let log = open(dir.path(), LogConfig::default()).await;
+    assert_eq!(
+        read_all(&log),
+        acked,
+        "the torn batch is cut, nothing acknowledged lost"
+    );
+    assert!(!log.is_poisoned());
+    append_n(&log, 1, 50, 1).await;
+}
+
+#[compio::test]
+async fn other_failures_are_not_taken_for_a_full_disk() {
+    for write in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = FaultInjector::new();
+        if write {
+            faults.fail_write_at(2);
+        } else {
+            faults.fail_sync_at(2);
+        }
+        let log = Log::open(dir.path(), LogConfig::default(), env(&faults)).await.unwrap();
+        append_n(&log, 1, 50, 1).await;
+        let _ = log.append_wait(batch(1, 50, 1), 0, Durability::Synced).await;
+        let _ = log.append_wait(batch(1, 50, 1), 0, Durability::Synced).await;
+        assert!(log.is_poisoned(), "write={write}");
+        assert!(!log.is_poisoned_by_full_disk(), "write={write}");
+    }
+}
+
+#[compio::test]
 async fn failed_sync_during_a_roll_poisons_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let faults = FaultInjector::new();

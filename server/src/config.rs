@@ -78,6 +78,9 @@ pub struct BrokerConfig {
     /// `sluice.log.preallocate.bytes`: the most disk a partition's active
     /// segment reserves ahead of its end (0 = no reserve).
     pub log_preallocate_bytes: u64,
+    /// `sluice.storage.min.free.bytes`: free space of the data directory's
+    /// filesystem below which produce is refused (0 = no reserve).
+    pub storage_min_free_bytes: u64,
     /// `sluice.shutdown.drain.ms`: how long shutdown waits for connections
     /// to finish their in-flight requests.
     pub shutdown_drain_ms: u64,
@@ -160,6 +163,7 @@ impl Default for BrokerConfig {
             fetch_max_wait_ms: 30_000,
             fetch_zero_copy: true,
             log_preallocate_bytes: LogConfig::default().preallocate_bytes,
+            storage_min_free_bytes: 1 << 30,
             shutdown_drain_ms: 10_000,
             shutdown_close_ms: 30_000,
             cluster_id: "sluice-cluster".into(),
@@ -222,6 +226,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
     (
         "sluice.log.preallocate.bytes",
         "disk blocks a busy segment reserves ahead of its end, 0 = none (default 67108864)",
+    ),
+    (
+        "sluice.storage.min.free.bytes",
+        "free disk space below which produce is refused, 0 = none (default 1073741824)",
     ),
     (
         "sluice.shutdown.drain.ms",
@@ -378,6 +386,7 @@ impl BrokerConfig {
             "sluice.fetch.max.wait.ms" => self.fetch_max_wait_ms = parse_num(key, value)?,
             "sluice.fetch.zero.copy" => self.fetch_zero_copy = parse_bool(key, value)?,
             "sluice.log.preallocate.bytes" => self.log_preallocate_bytes = parse_num(key, value)?,
+            "sluice.storage.min.free.bytes" => self.storage_min_free_bytes = parse_num(key, value)?,
             "sluice.shutdown.drain.ms" => self.shutdown_drain_ms = parse_num(key, value)?,
             "sluice.shutdown.close.ms" => self.shutdown_close_ms = parse_num(key, value)?,
             "offsets.topic.num.partitions" => {

@@ -17,6 +17,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod disk;
 pub mod error_codes;
 pub mod groups;
 pub mod handlers;

@@ -129,12 +129,15 @@ pub struct Shard {
     pub connections_changed: Changed,
     /// The consumer groups this shard coordinates.
     pub groups: crate::groups::Groups,
+    /// This shard's view of the data directory's free space.
+    pub disk: crate::disk::DiskSpace,
     me: Weak<Shard>,
 }
 
 impl Shard {
     pub fn new(id: ShardId, common: Arc<Common>, snapshot: Arc<Snapshot>, store: Option<MetaStore>) -> Rc<Self> {
         let budget = Budget::new(common.config.queued_max_request_bytes);
+        let disk = crate::disk::DiskSpace::new(common.config.data_dir.clone(), common.config.storage_min_free_bytes);
         Rc::new_cyclic(|me| Self {
             id,
             common,
@@ -148,6 +151,7 @@ impl Shard {
             live_connections: Cell::new(0),
             connections_changed: Changed::default(),
             groups: Default::default(),
+            disk,
             me: me.clone(),
         })
     }
@@ -246,15 +250,7 @@ impl Shard {
             .cloned()
             .collect();
         for name in gone {
-            let slots = self.partitions.borrow_mut().remove(&name).unwrap_or_default();
-            for p in slots.into_iter().flatten() {
-                if let Err(e) = p.log.close().await {
-                    tracing::warn!(topic = %name, partition = p.index, error = %e, "closing deleted partition");
-                }
-                if let Err(e) = std::fs::remove_dir_all(p.log.dir()) {
-                    tracing::warn!(dir = %p.log.dir().display(), error = %e, "removing deleted partition");
-                }
-            }
+            self.remove_partitions(&name).await;
         }
         for topic in snapshot.topics.values() {
             let config = meta::log_config(self.config(), topic);
@@ -288,6 +284,31 @@ impl Shard {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Closes this shard's partitions of topic `name` and removes their
+    /// directories.
+    async fn remove_partitions(&self, name: &str) {
+        let slots = self.partitions.borrow_mut().remove(name).unwrap_or_default();
+        for p in slots.into_iter().flatten() {
+            if let Err(e) = p.log.close().await {
+                tracing::warn!(topic = %name, partition = p.index, error = %e, "closing deleted partition");
+            }
+            if let Err(e) = std::fs::remove_dir_all(p.log.dir()) {
+                tracing::warn!(dir = %p.log.dir().display(), error = %e, "removing deleted partition");
+            }
+        }
+    }
+
+    /// DeleteTopics on a disk too full to record the deletion: frees the
+    /// data of topic `name` (if it still has id `id`) before the metadata
+    /// write is tried again. The topic stays in this shard's snapshot until
+    /// that write succeeds; a partition of it opened meanwhile starts empty.
+    pub async fn free_topic_data(&self, name: &str, id: uuid::Uuid) {
+        if self.meta().topic(name).is_some_and(|t| t.id == id) {
+            tracing::warn!(topic = %name, "no space to record a topic deletion: removing its data first");
+            self.remove_partitions(name).await;
+        }
     }
 
     async fn open_partition(&self, topic: &TopicMeta, index: i32, config: LogConfig) -> Result<Rc<Partition>, String> {
@@ -357,11 +378,17 @@ impl Shard {
         let mut last_offsets_expiry = std::time::Instant::now();
         while !self.stopping.is_set() {
             compio::runtime::time::sleep(tick).await;
+            self.disk.refresh();
             if last_offsets_expiry.elapsed() >= offsets_every {
                 last_offsets_expiry = std::time::Instant::now();
                 crate::groups::expire_offsets(&self).await;
             }
             let parts = self.owned_partitions();
+            if self.disk.has_room() {
+                for p in parts.iter().filter(|p| p.log.is_poisoned_by_full_disk()) {
+                    self.reopen(p).await;
+                }
+            }
             crate::groups::compact_offsets(&self, &parts).await;
             for p in &parts {
                 if let Err(e) = p.log.sync_if_due().await {
@@ -379,6 +406,35 @@ impl Shard {
                         Err(e) => tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention"),
                     }
                 }
+            }
+        }
+    }
+
+    /// Reopens a partition whose log a full disk poisoned, as a restart
+    /// would: recovery cuts a torn tail and producer state is rebuilt from
+    /// the log. The offsets topic is left alone: its groups have applied
+    /// the failed commits in memory, so only a restart makes them agree
+    /// with the log again.
+    async fn reopen(&self, old: &Rc<Partition>) {
+        if &*old.topic == meta::OFFSETS_TOPIC {
+            return;
+        }
+        let Some(topic) = self.meta().topic(&old.topic).cloned() else {
+            return;
+        };
+        let config = meta::log_config(self.config(), &topic);
+        match self.open_partition(&topic, old.index, config).await {
+            Ok(p) => {
+                let mut map = self.partitions.borrow_mut();
+                if let Some(slot) = map.get_mut(&old.topic).and_then(|s| s.get_mut(old.index as usize))
+                    && slot.as_ref().is_some_and(|cur| Rc::ptr_eq(cur, old))
+                {
+                    *slot = Some(p);
+                    tracing::info!(topic = %old.topic, partition = old.index, "reopened a partition after the disk had space again");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(topic = %old.topic, partition = old.index, error = %e, "reopening a partition poisoned by a full disk");
             }
         }
     }

@@ -7,102 +7,14 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes};
-use common::{Client, TestBroker};
+use common::*;
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use sluice_engine::batch::{self, ProducerFields, Record};
-
-fn name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
-}
-
-fn create_topic(c: &mut Client, topic: &str, partitions: i32) -> CreateTopicsResponse {
-    let mut t = CreatableTopic::default();
-    t.name = name(topic);
-    t.num_partitions = partitions;
-    t.replication_factor = 1;
-    let mut req = CreateTopicsRequest::default();
-    req.topics = vec![t];
-    req.timeout_ms = 5000;
-    c.call(ApiKey::CreateTopics, 7, &req)
-}
-
-fn records(n: usize, ts: i64) -> Bytes {
-    let recs: Vec<Record> = (0..n)
-        .map(|i| Record {
-            timestamp: ts,
-            key: Some(format!("k{i}").into_bytes()),
-            value: Some(format!("value-{i}").into_bytes()),
-            headers: vec![("h".into(), Some(b"x".to_vec()))],
-        })
-        .collect();
-    batch::build(&recs, ProducerFields::NONE).freeze()
-}
-
-fn produce_req(topic: &str, partition: i32, acks: i16, batch: Bytes) -> ProduceRequest {
-    let mut p = PartitionProduceData::default();
-    p.index = partition;
-    p.records = Some(batch);
-    let mut t = TopicProduceData::default();
-    t.name = name(topic);
-    t.partition_data = vec![p];
-    let mut req = ProduceRequest::default();
-    req.acks = acks;
-    req.timeout_ms = 5000;
-    req.topic_data = vec![t];
-    req
-}
-
-fn produce(c: &mut Client, version: i16, topic: &str, partition: i32, acks: i16, batch: Bytes) -> (i16, i64) {
-    let resp: ProduceResponse = c.call(ApiKey::Produce, version, &produce_req(topic, partition, acks, batch));
-    let p = &resp.responses[0].partition_responses[0];
-    (p.error_code, p.base_offset)
-}
-
-fn fetch_req(topic: &str, id: uuid::Uuid, partition: i32, offset: i64, max_wait_ms: i32) -> FetchRequest {
-    let mut p = FetchPartition::default();
-    p.partition = partition;
-    p.fetch_offset = offset;
-    p.partition_max_bytes = 1 << 20;
-    let mut t = FetchTopic::default();
-    t.topic = name(topic);
-    t.topic_id = id;
-    t.partitions = vec![p];
-    let mut req = FetchRequest::default();
-    req.max_wait_ms = max_wait_ms;
-    req.min_bytes = 1;
-    req.max_bytes = 50 << 20;
-    req.session_epoch = -1;
-    req.topics = vec![t];
-    req
-}
-
-fn metadata(c: &mut Client, topics: &[&str]) -> MetadataResponse {
-    let mut req = MetadataRequest::default();
-    req.topics = Some(
-        topics
-            .iter()
-            .map(|t| {
-                let mut m = MetadataRequestTopic::default();
-                m.name = Some(name(t));
-                m
-            })
-            .collect(),
-    );
-    req.allow_auto_topic_creation = true;
-    c.call(ApiKey::Metadata, 12, &req)
-}
-
-fn topic_id(c: &mut Client, topic: &str) -> uuid::Uuid {
-    metadata(c, &[topic]).topics[0].topic_id
-}
 
 #[test]
 fn api_versions_advertises_the_table_and_answers_unknown_versions_in_v0() {

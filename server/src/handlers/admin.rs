@@ -202,19 +202,37 @@ pub async fn delete_topics(ctx: Ctx, body: BytesMut) -> Outcome {
         })
         .collect();
     let jobs: Vec<Option<String>> = resolved.iter().map(|r| r.2.clone()).collect();
-    let n = jobs.len();
-    let answers = controller_each(&ctx.shard, n, move |store| {
-        jobs.into_iter()
-            .map(|name| match name {
-                Some(name) => store.delete_topic(&name).map(|t| t.id),
-                None => Err(MetaError {
-                    code: ErrorCode::UnknownTopicId,
-                    message: "unknown topic id".into(),
-                }),
-            })
-            .collect::<Vec<_>>()
-    })
-    .await;
+    let mut answers = delete_on_controller(&ctx.shard, jobs.clone()).await;
+    // A disk too full for the metadata write: free the topics' data, which
+    // the deletion was going to remove anyway, and record it again.
+    let retry: Vec<(usize, String, uuid::Uuid)> = answers
+        .iter()
+        .zip(&jobs)
+        .enumerate()
+        .filter_map(|(i, (a, name))| match (a, name) {
+            (Err(e), Some(name)) if e.code == ErrorCode::KafkaStorageError => {
+                snapshot.topic(name).map(|t| (i, name.clone(), t.id))
+            }
+            _ => None,
+        })
+        .collect();
+    if !retry.is_empty() {
+        for s in 0..ctx.shard.shard_count() {
+            let topics: Vec<(String, uuid::Uuid)> = retry.iter().map(|(_, n, id)| (n.clone(), *id)).collect();
+            let _ = ctx
+                .shard
+                .submit_to(ShardId(s), move |shard| async move {
+                    for (name, id) in topics {
+                        shard.free_topic_data(&name, id).await;
+                    }
+                })
+                .await;
+        }
+        let again = delete_on_controller(&ctx.shard, retry.iter().map(|(_, n, _)| Some(n.clone())).collect()).await;
+        for ((i, _, _), answer) in retry.into_iter().zip(again) {
+            answers[i] = answer;
+        }
+    }
     let mut resp = DeleteTopicsResponse::default();
     for ((name, id, resolved_name), answer) in resolved.into_iter().zip(answers) {
         let mut r = DeletableTopicResult::default();
@@ -229,6 +247,25 @@ pub async fn delete_topics(ctx: Ctx, body: BytesMut) -> Outcome {
         resp.responses.push(r);
     }
     ctx.respond(&resp)
+}
+
+/// Deletes each named topic on the controller; `None` is an id that named
+/// no topic.
+async fn delete_on_controller(shard: &Shard, names: Vec<Option<String>>) -> Vec<Result<uuid::Uuid, MetaError>> {
+    let n = names.len();
+    controller_each(shard, n, move |store| {
+        names
+            .into_iter()
+            .map(|name| match name {
+                Some(name) => store.delete_topic(&name).map(|t| t.id),
+                None => Err(MetaError {
+                    code: ErrorCode::UnknownTopicId,
+                    message: "unknown topic id".into(),
+                }),
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
 }
 
 pub async fn create_partitions(ctx: Ctx, body: BytesMut) -> Outcome {

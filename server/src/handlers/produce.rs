@@ -171,6 +171,15 @@ async fn append_partition(
     let Some(records) = records.filter(|r| !r.is_empty()) else {
         return PartitionResult::error(ErrorCode::CorruptMessage, "no record batches");
     };
+    if let Err(free) = shard.disk.admit(records.len() as u64) {
+        return PartitionResult::error(
+            ErrorCode::KafkaStorageError,
+            format!(
+                "the broker's disk has {free} bytes free, below sluice.storage.min.free.bytes ({})",
+                shard.disk.min_free_bytes()
+            ),
+        );
+    }
     let batches = split_batches(records);
     let max = p.log.config().max_batch_bytes as usize;
     if batches.len() > 1 {

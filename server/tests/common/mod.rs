@@ -7,9 +7,15 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use sluice::{Broker, BrokerConfig};
+use sluice_engine::batch::{self, ProducerFields, Record};
 
 pub struct TestBroker {
     pub broker: Option<Broker>,
@@ -19,7 +25,11 @@ pub struct TestBroker {
 
 impl TestBroker {
     pub fn start(cores: usize, tweak: impl FnOnce(&mut BrokerConfig)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), cores, tweak)
+    }
+
+    /// [`TestBroker::start`] with its data in `dir`.
+    pub fn start_in(dir: tempfile::TempDir, cores: usize, tweak: impl FnOnce(&mut BrokerConfig)) -> Self {
         let mut config = BrokerConfig::default();
         config.set("listeners", "127.0.0.1:0").unwrap();
         config.set("log.dirs", dir.path().to_str().unwrap()).unwrap();
@@ -136,4 +146,91 @@ impl Client {
         let mut b = [0u8; 1];
         matches!(self.stream.read(&mut b), Ok(0) | Err(_))
     }
+}
+
+// Requests the tests share.
+
+pub fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+pub fn create_topic(c: &mut Client, topic: &str, partitions: i32) -> CreateTopicsResponse {
+    let mut t = CreatableTopic::default();
+    t.name = name(topic);
+    t.num_partitions = partitions;
+    t.replication_factor = 1;
+    let mut req = CreateTopicsRequest::default();
+    req.topics = vec![t];
+    req.timeout_ms = 5000;
+    c.call(ApiKey::CreateTopics, 7, &req)
+}
+
+pub fn records(n: usize, ts: i64) -> Bytes {
+    let recs: Vec<Record> = (0..n)
+        .map(|i| Record {
+            timestamp: ts,
+            key: Some(format!("k{i}").into_bytes()),
+            value: Some(format!("value-{i}").into_bytes()),
+            headers: vec![("h".into(), Some(b"x".to_vec()))],
+        })
+        .collect();
+    batch::build(&recs, ProducerFields::NONE).freeze()
+}
+
+pub fn produce_req(topic: &str, partition: i32, acks: i16, batch: Bytes) -> ProduceRequest {
+    let mut p = PartitionProduceData::default();
+    p.index = partition;
+    p.records = Some(batch);
+    let mut t = TopicProduceData::default();
+    t.name = name(topic);
+    t.partition_data = vec![p];
+    let mut req = ProduceRequest::default();
+    req.acks = acks;
+    req.timeout_ms = 5000;
+    req.topic_data = vec![t];
+    req
+}
+
+pub fn produce(c: &mut Client, version: i16, topic: &str, partition: i32, acks: i16, batch: Bytes) -> (i16, i64) {
+    let resp: ProduceResponse = c.call(ApiKey::Produce, version, &produce_req(topic, partition, acks, batch));
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+pub fn fetch_req(topic: &str, id: uuid::Uuid, partition: i32, offset: i64, max_wait_ms: i32) -> FetchRequest {
+    let mut p = FetchPartition::default();
+    p.partition = partition;
+    p.fetch_offset = offset;
+    p.partition_max_bytes = 1 << 20;
+    let mut t = FetchTopic::default();
+    t.topic = name(topic);
+    t.topic_id = id;
+    t.partitions = vec![p];
+    let mut req = FetchRequest::default();
+    req.max_wait_ms = max_wait_ms;
+    req.min_bytes = 1;
+    req.max_bytes = 50 << 20;
+    req.session_epoch = -1;
+    req.topics = vec![t];
+    req
+}
+
+pub fn metadata(c: &mut Client, topics: &[&str]) -> MetadataResponse {
+    let mut req = MetadataRequest::default();
+    req.topics = Some(
+        topics
+            .iter()
+            .map(|t| {
+                let mut m = MetadataRequestTopic::default();
+                m.name = Some(name(t));
+                m
+            })
+            .collect(),
+    );
+    req.allow_auto_topic_creation = true;
+    c.call(ApiKey::Metadata, 12, &req)
+}
+
+pub fn topic_id(c: &mut Client, topic: &str) -> uuid::Uuid {
+    metadata(c, &[topic]).topics[0].topic_id
 }
