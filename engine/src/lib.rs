@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod config;
 pub mod error;
+mod files;
 pub mod index;
 mod io;
 mod log;
@@ -17,6 +18,7 @@ mod segment;
 
 pub use config::{FlushPolicy, LogConfig};
 pub use error::{LogError, Result};
+pub use files::OpenFiles;
 pub use io::{FaultInjector, IoStats};
 pub use log::{
     AppendInfo, Clock, Durability, Env, FileSlice, LOG_START_OFFSET_FILE, Log, ReadBound, ReadResult, TimestampOffset,

@@ -36,6 +36,7 @@ use crate::{
     batch,
     config::{FlushPolicy, LogConfig},
     error::{LogError, Result},
+    files::OpenFiles,
     io::{FaultInjector, Io, IoStats},
     notify::Notify,
     segment::{self, ScannedBatch, Segment, SegmentPaths, Writer},
@@ -67,11 +68,13 @@ fn system_clock() -> Clock {
 }
 
 /// What a log is opened with besides its config: the clock (tests move it
-/// by hand) and an optional fault injector.
+/// by hand), an optional fault injector, and the counter of open files it
+/// shares with its owner's other logs (its own when `None`).
 #[derive(Clone, Default)]
 pub struct Env {
     pub clock: Option<Clock>,
     pub faults: Option<Rc<FaultInjector>>,
+    pub open_files: Option<Rc<OpenFiles>>,
 }
 
 impl std::fmt::Debug for Env {
@@ -79,6 +82,7 @@ impl std::fmt::Debug for Env {
         f.debug_struct("Env")
             .field("manual_clock", &self.clock.is_some())
             .field("faults", &self.faults)
+            .field("open_files", &self.open_files)
             .finish()
     }
 }
@@ -187,11 +191,15 @@ struct State {
     durable_wanted: i64,
     last_sync_ms: u64,
     poisoned: Option<String>,
-    /// The poisoning write failed for want of space (ENOSPC or EDQUOT), not
-    /// an fsync: nothing acknowledged is in doubt, so reopening the log
-    /// (which runs recovery) once space returns is safe.
-    poisoned_by_full_disk: bool,
+    /// The poisoning write or open failed for want of space or file
+    /// descriptors, not an fsync: nothing acknowledged is in doubt, so
+    /// reopening the log (which runs recovery) once they return is safe.
+    poisoned_reopenable: bool,
     closed: bool,
+    /// [`Log::close`] has finished: the writer is gone for good.
+    files_closed: bool,
+    /// [`Log::release_files`] is closing the writer: no flush round starts.
+    releasing: bool,
 }
 
 impl State {
@@ -217,11 +225,6 @@ impl State {
             .unwrap_or_else(|| unreachable!("a log always has an active segment"))
     }
 
-    /// The active segment's handles; gone only after [`Log::close`].
-    fn writer(&self) -> Result<Writer, String> {
-        self.active().writer.clone().ok_or_else(|| "log is closed".to_string())
-    }
-
     fn sync_wanted(&self, now_ms: u64) -> bool {
         if self.log_end_offset <= self.durable_offset {
             return false;
@@ -244,8 +247,10 @@ struct Shared {
     dir: PathBuf,
     state: RefCell<State>,
     /// Set by a write of the current flush round that failed with ENOSPC
-    /// or EDQUOT; read when the round's failure poisons the log.
-    out_of_space: Cell<bool>,
+    /// or EDQUOT, or an open that failed with EMFILE or ENFILE; read when the
+    /// round's failure poisons the log.
+    exhausted: Cell<bool>,
+    files: Rc<OpenFiles>,
     notify: Notify,
     io: Io,
     clock: Clock,
@@ -320,6 +325,7 @@ impl Log {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
         let clock = env.clock.unwrap_or_else(system_clock);
+        let files = env.open_files.unwrap_or_default();
 
         let mut bases = std::collections::BTreeSet::new();
         let mut others = Vec::new();
@@ -374,7 +380,7 @@ impl Log {
         let mut segments: VecDeque<Segment> = VecDeque::with_capacity(bases.len());
         for (i, &base) in bases.iter().enumerate() {
             let newest = i + 1 == bases.len();
-            let seg = Segment::recover(&dir, base, &config, newest)?;
+            let seg = Segment::recover(&dir, base, &config, newest, &files)?;
             if let Some(prev) = segments.back()
                 && prev.next_offset > base
             {
@@ -398,17 +404,8 @@ impl Log {
             .map_err(io_err("open", &active.paths.log))?;
         // What recovery kept is made durable once, so durable_offset is true.
         log_file.sync_data().await.map_err(io_err("sync", &active.paths.log))?;
-        let index = open_rw(&active.paths.index, false)
-            .await
-            .map_err(io_err("open", &active.paths.index))?;
-        let time_index = open_rw(&active.paths.time_index, false)
-            .await
-            .map_err(io_err("open", &active.paths.time_index))?;
-        active.writer = Some(Writer {
-            log: log_file,
-            index,
-            time_index,
-        });
+        // The writer opens on the first write: an idle log holds no file.
+        drop(log_file);
         if active.size > 0 {
             let created = fs::metadata(&active.paths.log)
                 .and_then(|m| m.created().or_else(|_| m.modified()))
@@ -442,14 +439,17 @@ impl Log {
             durable_wanted: log_end_offset,
             last_sync_ms: now,
             poisoned: None,
-            poisoned_by_full_disk: false,
+            poisoned_reopenable: false,
             closed: false,
+            files_closed: false,
+            releasing: false,
         };
         Ok(Self {
             shared: Rc::new(Shared {
                 dir,
                 state: RefCell::new(state),
-                out_of_space: Cell::new(false),
+                exhausted: Cell::new(false),
+                files,
                 notify: Notify::default(),
                 io: Io {
                     stats: Default::default(),
@@ -540,7 +540,7 @@ impl Log {
                 if reached {
                     return Ok(());
                 }
-                if end_offset > st.next_offset || (st.closed && st.active().writer.is_none()) {
+                if end_offset > st.next_offset || st.files_closed {
                     return Err(LogError::Closed);
                 }
                 if durability == Durability::Synced {
@@ -609,11 +609,68 @@ impl Log {
                 .await
                 .map_err(io_err("sync", &self.shared.dir))?;
         }
+        self.shared.state.borrow_mut().files_closed = true;
         Ok(())
     }
 
+    /// Closes the files this log holds (segment readers, the active
+    /// segment's writer) when it is idle: nothing queued, no flush round or
+    /// release running. They reopen on the next read or write. Returns
+    /// whether the log was idle. Unsynced data stays in the page cache; the
+    /// next sync reopens the file to sync it.
+    pub async fn release_files(&self) -> bool {
+        let (writer, (idx, idx_pos, time, time_pos), size, reserved_to) = {
+            let mut st = self.shared.state.borrow_mut();
+            if st.flushing || st.releasing || st.closed || !st.pending.is_empty() {
+                return false;
+            }
+            for seg in st.segments.iter_mut() {
+                seg.release_reader();
+            }
+            let seg = st.active_mut();
+            let Some(w) = seg.writer.take() else {
+                return true;
+            };
+            let out = (w, seg.take_unpersisted_index(), seg.size, seg.preallocated_to);
+            st.releasing = true;
+            out
+        };
+        self.shared.release_reserve(&writer.log, size, reserved_to).await;
+        // Index entries are hints that recovery checks: a failed write
+        // costs a longer scan on the next open, not data.
+        let dir = &self.shared.dir;
+        if let Err(e) = write_at(&writer.index, idx, idx_pos).await {
+            tracing::warn!(dir = %dir.display(), error = %e, "index write on release");
+        }
+        if let Err(e) = write_at(&writer.time_index, time, time_pos).await {
+            tracing::warn!(dir = %dir.display(), error = %e, "time index write on release");
+        }
+        drop(writer);
+        let mut st = self.shared.state.borrow_mut();
+        st.releasing = false;
+        let seg = st.active_mut();
+        if seg.preallocated_to != u64::MAX {
+            seg.preallocated_to = seg.preallocated_to.min(size);
+        }
+        self.kick(&mut st);
+        drop(st);
+        self.shared.notify.notify_all();
+        true
+    }
+
+    /// Files this log holds open (not counting slices handed to readers).
+    pub fn open_files(&self) -> usize {
+        self.shared
+            .state
+            .borrow()
+            .segments
+            .iter()
+            .map(Segment::open_files)
+            .sum()
+    }
+
     fn kick(&self, st: &mut State) {
-        if st.flushing {
+        if st.flushing || st.releasing {
             return;
         }
         let now = (self.shared.clock)();
@@ -631,7 +688,7 @@ impl Log {
                         tracing::error!(dir = %shared.dir.display(), %cause, "log poisoned");
                         let mut st = shared.state.borrow_mut();
                         st.poisoned = Some(cause);
-                        st.poisoned_by_full_disk = shared.out_of_space.get();
+                        st.poisoned_reopenable = shared.exhausted.get();
                         st.pending.clear();
                         break;
                     }
@@ -742,7 +799,7 @@ impl Log {
                 .max(start + first)
         };
         result.slice = Some(FileSlice {
-            file: Arc::clone(&seg.reader),
+            file: Arc::clone(seg.reader().map_err(io_err("open", &seg.paths.log))?),
             position: start,
             len: end - start,
         });
@@ -866,7 +923,7 @@ impl Log {
                 // going anyway, and deleting them first makes room for the
                 // checkpoint. A crash in between leaves the start at the
                 // first remaining segment, which is at or below `offset`.
-                Err(e) if is_out_of_space(&e) => {
+                Err(e) if is_exhaustion(&e) => {
                     drop(st);
                     self.trim_front(|front, _| front.next_offset <= offset)?;
                     write().map_err(io_err("checkpoint", &path))?;
@@ -943,12 +1000,13 @@ impl Log {
     pub fn is_poisoned(&self) -> bool {
         self.shared.state.borrow().poisoned.is_some()
     }
-    /// Poisoned because a write found the disk full, not by a failed fsync:
-    /// the owner may reopen the log (recovery drops any torn tail) once
-    /// there is space again, as a restart would.
-    pub fn is_poisoned_by_full_disk(&self) -> bool {
+    /// Poisoned because a write found the disk full or an open found no
+    /// file descriptor, not by a failed fsync: the owner may reopen the log
+    /// (recovery drops any torn tail) once there is room again, as a
+    /// restart would.
+    pub fn is_poisoned_reopenable(&self) -> bool {
         let st = self.shared.state.borrow();
-        st.poisoned.is_some() && st.poisoned_by_full_disk
+        st.poisoned.is_some() && st.poisoned_reopenable
     }
     pub fn stats(&self) -> IoStats {
         self.shared.io.stats.snapshot()
@@ -968,7 +1026,7 @@ impl Shared {
             let spare = std::mem::take(&mut st.spare_pending);
             std::mem::replace(&mut st.pending, spare)
         };
-        self.out_of_space.set(false);
+        self.exhausted.set(false);
         // Runs of batches bound for one segment, split where a roll comes.
         let mut i = 0;
         while i < pending.len() {
@@ -981,11 +1039,12 @@ impl Shared {
         }
         pending.clear();
         self.state.borrow_mut().spare_pending = pending;
-        let (sync, file, target) = {
+        let (sync, target) = {
             let st = self.state.borrow();
-            (st.sync_wanted((self.clock)()), st.writer()?.log, st.log_end_offset)
+            (st.sync_wanted((self.clock)()), st.log_end_offset)
         };
         if sync {
+            let file = self.writer().await?.log;
             self.io
                 .sync_data(&file)
                 .await
@@ -1001,10 +1060,8 @@ impl Shared {
     /// Writes batches that all land in the active segment, in one writev per
     /// IOV_MAX batches, then their new index entries.
     async fn write_run(&self, run: &mut [Pending]) -> Result<(), String> {
-        let (writer, position) = {
-            let st = self.state.borrow();
-            (st.writer()?, st.active().size)
-        };
+        let writer = self.writer().await?;
+        let position = self.state.borrow().active().size;
         let want: u64 = run.iter().map(|p| p.len).sum();
         self.preallocate(&writer, position, want).await;
         let bufs: Vec<Bytes> = run.iter_mut().map(|p| std::mem::take(&mut p.data)).collect();
@@ -1052,11 +1109,40 @@ impl Shared {
         write_at(&writer.time_index, time, time_pos).await.map_err(fail)
     }
 
+    /// The active segment's writer, opened now if the log released it.
+    /// Refused once [`Log::close`] has finished.
+    async fn writer(&self) -> Result<Writer, String> {
+        let paths = {
+            let st = self.state.borrow();
+            if let Some(w) = &st.active().writer {
+                return Ok(w.clone());
+            }
+            if st.files_closed {
+                return Err("log is closed".into());
+            }
+            st.active().paths.clone()
+        };
+        let fail = |what: &Path, e: io::Error| {
+            let full = is_exhaustion(&e);
+            let cause = format!("open {}: {e}", what.display());
+            self.exhausted.set(self.exhausted.get() || full);
+            cause
+        };
+        let log = open_rw(&paths.log, false).await.map_err(|e| fail(&paths.log, e))?;
+        let index = open_rw(&paths.index, false).await.map_err(|e| fail(&paths.index, e))?;
+        let time_index = open_rw(&paths.time_index, false)
+            .await
+            .map_err(|e| fail(&paths.time_index, e))?;
+        let w = Writer::new(log, index, time_index, &self.files);
+        self.state.borrow_mut().active_mut().writer = Some(w.clone());
+        Ok(w)
+    }
+
     /// Notes a failed write (not an fsync) that found the disk full, and
     /// returns its cause.
     fn write_failed(&self, cause: String, e: &io::Error) -> String {
-        if is_out_of_space(e) {
-            self.out_of_space.set(true);
+        if is_exhaustion(e) {
+            self.exhausted.set(true);
         }
         cause
     }
@@ -1117,10 +1203,8 @@ impl Shared {
     /// survives a crash.
     async fn roll(&self, base_offset: i64) -> Result<(), String> {
         let fail = |what: &str, e: io::Error| format!("roll to {base_offset} in {}: {what}: {e}", self.dir.display());
-        let (old, old_end) = {
-            let st = self.state.borrow();
-            (st.writer()?, st.log_end_offset)
-        };
+        let old = self.writer().await?;
+        let old_end = self.state.borrow().log_end_offset;
         self.io.sync_data(&old.log).await.map_err(|e| fail("fdatasync", e))?;
         let (size, reserved_to) = {
             let st = self.state.borrow();
@@ -1140,9 +1224,9 @@ impl Shared {
         // Writes and creations (not the fdatasync above) that find the disk
         // full leave the log reopenable.
         let wfail = |what: &str, e: io::Error| {
-            let full = is_out_of_space(&e);
+            let full = is_exhaustion(&e);
             let cause = fail(what, e);
-            self.out_of_space.set(self.out_of_space.get() || full);
+            self.exhausted.set(self.exhausted.get() || full);
             cause
         };
         write_at(&old.index, idx, idx_pos)
@@ -1160,20 +1244,26 @@ impl Shared {
         let time_index = open_rw_create(&paths.time_index)
             .await
             .map_err(|e| wfail("create time index", e))?;
-        let reader = fs::File::open(&paths.log).map_err(|e| fail("open", e))?;
         sync_dir(&self.dir).await.map_err(|e| fail("sync directory", e))?;
         let mut st = self.state.borrow_mut();
         st.active_mut().writer = None;
-        let seg = Segment::empty(&self.dir, base_offset, reader, Some(Writer { log, index, time_index }));
+        st.active_mut().release_reader();
+        let writer = Writer::new(log, index, time_index, &self.files);
+        let seg = Segment::empty(&self.dir, base_offset, &self.files, Some(writer));
         st.segments.push_back(seg);
         Ok(())
     }
 }
 
-/// ENOSPC or EDQUOT: the filesystem (or the user's quota) is full.
-fn is_out_of_space(e: &io::Error) -> bool {
+/// ENOSPC or EDQUOT (the filesystem or the user's quota is full), or EMFILE
+/// or ENFILE (no file descriptors): a want of resources that leaves nothing
+/// synced in doubt, so the log may be reopened once they return.
+fn is_exhaustion(e: &io::Error) -> bool {
+    use rustix::io::Errno;
     let code = e.raw_os_error();
-    code == Some(rustix::io::Errno::NOSPC.raw_os_error()) || code == Some(rustix::io::Errno::DQUOT.raw_os_error())
+    [Errno::NOSPC, Errno::DQUOT, Errno::MFILE, Errno::NFILE]
+        .iter()
+        .any(|c| code == Some(c.raw_os_error()))
 }
 
 async fn open_rw_create(path: &Path) -> io::Result<File> {

@@ -15,10 +15,12 @@
 //! | `corrupt_older_segment` | a segment that is not the newest fails its tail check | refuse to open with [`LogError::Corrupt`]: data acknowledged earlier would be lost silently |
 
 use std::{
+    cell::OnceCell,
     fs::{self, OpenOptions as StdOpenOptions},
     io,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
+    rc::Rc,
     sync::Arc,
 };
 
@@ -28,6 +30,7 @@ use crate::{
     batch::{self, BatchHeader, HEADER_BYTES},
     config::LogConfig,
     error::{LogError, Result},
+    files::{Counted, OpenFiles},
     index::{OffsetIndex, TimeIndex},
 };
 
@@ -51,22 +54,47 @@ impl SegmentPaths {
 }
 
 /// The active segment's io_uring file handles. Only the active segment has
-/// them; rolled segments are read through [`Segment::reader`] alone.
+/// them, and only while its log holds its files open (they open on the next
+/// write after [`crate::Log::release_files`]); rolled segments are read
+/// through [`Segment::reader`] alone.
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
     pub log: File,
     pub index: File,
     pub time_index: File,
+    /// Counts the three files while any clone of the handles lives.
+    pub _counted: Rc<Counted>,
+}
+
+impl Writer {
+    pub fn new(log: File, index: File, time_index: File, files: &Rc<OpenFiles>) -> Self {
+        Self {
+            log,
+            index,
+            time_index,
+            _counted: Rc::new(Counted::new(files, 3)),
+        }
+    }
+}
+
+/// A segment's read handle, counted while the segment holds it.
+#[derive(Debug)]
+pub(crate) struct Reader {
+    file: Arc<fs::File>,
+    _counted: Counted,
 }
 
 /// One segment of a partition log. Owned by the log, and so by the
-/// partition's shard; `reader` is shared with in-flight [`crate::FileSlice`]s,
-/// which keep the file readable after retention unlinks it.
+/// partition's shard; the reader's file is shared with in-flight
+/// [`crate::FileSlice`]s, which keep it readable after retention unlinks it
+/// or the log releases it.
 #[derive(Debug)]
 pub(crate) struct Segment {
     pub base_offset: i64,
     pub paths: SegmentPaths,
-    pub reader: Arc<fs::File>,
+    /// Opened on first use, closed by [`Segment::release_reader`].
+    reader: OnceCell<Reader>,
+    files: Rc<OpenFiles>,
     pub writer: Option<Writer>,
     /// Bytes written (visible to readers).
     pub size: u64,
@@ -227,12 +255,38 @@ impl Segment {
         self.next_offset = b.last_offset + 1;
     }
 
+    /// The segment's read handle, opened now if it is not open.
+    pub fn reader(&self) -> io::Result<&Arc<fs::File>> {
+        if let Some(r) = self.reader.get() {
+            return Ok(&r.file);
+        }
+        let file = fs::File::open(&self.paths.log)?;
+        Ok(&self
+            .reader
+            .get_or_init(|| Reader {
+                file: Arc::new(file),
+                _counted: Counted::new(&self.files, 1),
+            })
+            .file)
+    }
+
+    /// Closes the read handle (slices already handed out keep the file).
+    pub fn release_reader(&mut self) {
+        self.reader.take();
+    }
+
+    /// Files this segment holds open: its reader and the writer's three.
+    pub fn open_files(&self) -> usize {
+        usize::from(self.reader.get().is_some()) + if self.writer.is_some() { 3 } else { 0 }
+    }
+
     /// A brand-new empty segment's in-memory state.
-    pub fn empty(dir: &Path, base_offset: i64, reader: fs::File, writer: Option<Writer>) -> Self {
+    pub fn empty(dir: &Path, base_offset: i64, files: &Rc<OpenFiles>, writer: Option<Writer>) -> Self {
         Self {
             base_offset,
             paths: SegmentPaths::new(dir, base_offset),
-            reader: Arc::new(reader),
+            reader: OnceCell::new(),
+            files: Rc::clone(files),
             writer,
             size: 0,
             next_offset: base_offset,
@@ -250,7 +304,14 @@ impl Segment {
 
     /// Rebuilds a segment's state from its files; see the table at the top
     /// of this module. `newest` allows truncating a damaged tail.
-    pub fn recover(dir: &Path, base_offset: i64, config: &LogConfig, newest: bool) -> Result<Self> {
+    /// The segment keeps no file open afterwards.
+    pub fn recover(
+        dir: &Path,
+        base_offset: i64,
+        config: &LogConfig,
+        newest: bool,
+        files: &Rc<OpenFiles>,
+    ) -> Result<Self> {
         let paths = SegmentPaths::new(dir, base_offset);
         let file = StdOpenOptions::new()
             .read(true)
@@ -258,8 +319,8 @@ impl Segment {
             .open(&paths.log)
             .map_err(|e| LogError::io("open", &paths.log, e))?;
         let mut file_len = file.metadata().map_err(|e| LogError::io("stat", &paths.log, e))?.len();
-        let mut seg = Segment::empty(dir, base_offset, file, None);
-        let reader = Arc::clone(&seg.reader);
+        let mut seg = Segment::empty(dir, base_offset, files, None);
+        let reader = file;
 
         let index_bytes = read_optional(&paths.index)?;
         let time_bytes = read_optional(&paths.time_index)?;
@@ -340,6 +401,7 @@ impl Segment {
         rewrite_if_changed(&paths.time_index, time_bytes.as_deref(), &out)?;
         seg.index_persisted = seg.index.len();
         seg.time_index_persisted = seg.time_index.len();
+        drop(reader);
         Ok(seg)
     }
 
@@ -347,7 +409,8 @@ impl Segment {
     /// calling `f(position, header, total_len)` until it returns false or
     /// the written bytes end.
     fn walk(&self, mut pos: u64, mut f: impl FnMut(u64, &BatchHeader<'_>, u64) -> bool) -> io::Result<()> {
-        while let Some(h) = read_header(&self.reader, pos, self.size)? {
+        let reader = self.reader()?;
+        while let Some(h) = read_header(reader, pos, self.size)? {
             let h = BatchHeader::parse(&h).map_err(io::Error::other)?;
             let len = h
                 .total_len()

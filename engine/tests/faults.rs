@@ -10,8 +10,8 @@ use sluice_engine::{Durability, Env, FaultInjector, FlushPolicy, Log, LogConfig,
 
 fn env(faults: &std::rc::Rc<FaultInjector>) -> Env {
     Env {
-        clock: None,
         faults: Some(faults.clone()),
+        ..Env::default()
     }
 }
 
@@ -102,13 +102,13 @@ async fn a_full_disk_poisons_only_until_reopened_and_says_so() {
     faults.full_disk_write_at(3);
     let log = Log::open(dir.path(), LogConfig::default(), env(&faults)).await.unwrap();
     let acked = append_n(&log, 2, 400, 1).await;
-    assert!(!log.is_poisoned_by_full_disk());
+    assert!(!log.is_poisoned_reopenable());
     let err = log
         .append_wait(batch(1, 400, 1), 0, Durability::Written)
         .await
         .unwrap_err();
     assert!(matches!(err, LogError::Poisoned { .. }), "{err}");
-    assert!(log.is_poisoned_by_full_disk(), "ENOSPC on a write is a full disk");
+    assert!(log.is_poisoned_reopenable(), "ENOSPC on a write is a full disk");
     assert!(matches!(log.append(batch(1, 50, 1), 0), Err(LogError::Poisoned { .. })));
     drop(log);
     // Reopening is what the broker does once there is space again.
@@ -137,7 +137,7 @@ async fn other_failures_are_not_taken_for_a_full_disk() {
         let _ = log.append_wait(batch(1, 50, 1), 0, Durability::Synced).await;
         let _ = log.append_wait(batch(1, 50, 1), 0, Durability::Synced).await;
         assert!(log.is_poisoned(), "write={write}");
-        assert!(!log.is_poisoned_by_full_disk(), "write={write}");
+        assert!(!log.is_poisoned_reopenable(), "write={write}");
     }
 }
 

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use sluice_engine::{
-    Durability, Env, FlushPolicy, Log, LogConfig, LogError, ReadBound, TimestampOffset, batch::BatchError,
+    Durability, Env, FlushPolicy, Log, LogConfig, LogError, OpenFiles, ReadBound, TimestampOffset, batch::BatchError,
 };
 
 #[compio::test]
@@ -589,4 +589,64 @@ async fn preallocation_off_reserves_nothing() {
         "{} allocated for {len}",
         allocated(&active)
     );
+}
+
+/// Files of `dir` this process holds open, from /proc.
+fn fds_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .count()
+}
+
+#[compio::test]
+async fn an_idle_log_holds_no_files_and_reopens_them_on_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = OpenFiles::new();
+    let env = Env {
+        open_files: Some(files.clone()),
+        ..Env::default()
+    };
+    let log = Log::open(dir.path(), small_config(), env.clone()).await.unwrap();
+    assert_eq!((files.get(), fds_under(dir.path())), (0, 0), "opening keeps no file");
+    let mut model = append_n(&log, 12, 400, 1).await;
+    assert!(log.segment_count() > 2, "rolled");
+    assert_eq!(files.get(), 3, "the active segment's writer");
+    assert_eq!(read_all(&log), model);
+    assert_eq!(files.get(), log.open_files());
+    assert_eq!(files.get(), 3 + log.segment_count(), "a reader per segment read");
+    assert_eq!(fds_under(dir.path()), files.get(), "the count is the real one");
+    let slice = log.read(0, 1, ReadBound::LogEnd).unwrap().slice.unwrap();
+    assert!(log.release_files().await);
+    assert_eq!((files.get(), log.open_files()), (0, 0));
+    assert_eq!(fds_under(dir.path()), 1, "only the slice handed out keeps its file");
+    assert_eq!(split_batches(slice.to_bytes().unwrap())[0], model[0]);
+    drop(slice);
+    // Writes and syncs reopen the writer where the log ends.
+    model.extend(append_n(&log, 2, 400, 9).await);
+    log.sync().await.unwrap();
+    assert_eq!(log.durable_offset(), log.log_end_offset());
+    assert_eq!(read_all(&log), model);
+    assert!(log.release_files().await);
+    log.close().await.unwrap();
+    drop(log);
+    assert_eq!(files.get(), 0);
+    let log = Log::open(dir.path(), small_config(), env).await.unwrap();
+    assert_eq!(read_all(&log), model, "nothing lost across releases and a restart");
+}
+
+#[compio::test]
+async fn release_waits_for_queued_writes_and_keeps_unsynced_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default()).await;
+    let b = batch(3, 100, 1);
+    let info = log.append(b.clone(), 0).unwrap();
+    assert!(!log.release_files().await, "a write is queued");
+    log.wait(info.last_offset + 1, Durability::Written).await.unwrap();
+    assert!(log.durable_offset() < log.log_end_offset(), "written, not synced");
+    assert!(log.release_files().await);
+    log.sync().await.unwrap();
+    assert_eq!(log.durable_offset(), log.log_end_offset(), "the sync reopened the file");
+    assert_eq!(read_all(&log), vec![(0, expected(b, 0))]);
 }

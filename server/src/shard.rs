@@ -385,7 +385,7 @@ impl Shard {
             }
             let parts = self.owned_partitions();
             if self.disk.has_room() {
-                for p in parts.iter().filter(|p| p.log.is_poisoned_by_full_disk()) {
+                for p in parts.iter().filter(|p| p.log.is_poisoned_reopenable()) {
                     self.reopen(p).await;
                 }
             }

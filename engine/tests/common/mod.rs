@@ -48,7 +48,7 @@ impl ManualClock {
         let c = Rc::clone(&self.0);
         Env {
             clock: Some(Rc::new(move || c.get())),
-            faults: None,
+            ..Env::default()
         }
     }
 }
