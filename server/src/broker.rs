@@ -56,6 +56,27 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// Raises the soft limit on open files to the hard limit, logs both, and
+/// returns the soft limit now in force.
+fn raise_open_file_limit() -> usize {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let before = getrlimit(Resource::Nofile);
+    let (soft, hard) = (before.current.unwrap_or(u64::MAX), before.maximum.unwrap_or(u64::MAX));
+    let mut now = soft;
+    if soft < hard {
+        let raised = rustix::process::Rlimit {
+            current: before.maximum,
+            maximum: before.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => now = hard,
+            Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+        }
+    }
+    tracing::info!(soft_before = soft, soft = now, hard, "open-file limit");
+    usize::try_from(now).unwrap_or(usize::MAX).min(1 << 24)
+}
+
 fn lock_data_dir(dir: &std::path::Path) -> Result<File, StartError> {
     let err = |source| StartError::DataDir {
         path: dir.to_path_buf(),
@@ -74,6 +95,10 @@ impl Broker {
     /// [`BrokerConfig::finish`].
     pub fn start(config: BrokerConfig) -> Result<Self, StartError> {
         let lock = lock_data_dir(&config.data_dir)?;
+        let mut config = config;
+        if config.max_open_files == 0 {
+            config.max_open_files = raise_open_file_limit() / 2;
+        }
         let mut store = MetaStore::open(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.clone(),
             source,
@@ -105,7 +130,6 @@ impl Broker {
             .map(std::net::TcpListener::try_clone)
             .collect::<std::io::Result<Vec<_>>>()
             .map_err(|source| StartError::Listen { addr, source })?;
-        let mut config = config;
         // Advertise the port actually bound when the listen port was 0 and
         // no other port was asked for.
         if config.advertised_port == config.listen.port() {

@@ -244,6 +244,18 @@ impl MetaStore {
         self.version
     }
 
+    /// The topics as they stand, to hand back to [`MetaStore::restore`].
+    pub fn topics(&self) -> BTreeMap<Arc<str>, Arc<TopicMeta>> {
+        self.topics.clone()
+    }
+
+    /// Undoes a change whose partitions could not be opened: puts `topics`
+    /// back and persists them.
+    pub fn restore(&mut self, topics: BTreeMap<Arc<str>, Arc<TopicMeta>>) -> Result<(), MetaError> {
+        let changed = std::mem::replace(&mut self.topics, topics);
+        self.commit(changed)
+    }
+
     /// Hands out a producer id never given before on this broker.
     pub fn allocate_producer_id(&mut self) -> std::io::Result<i64> {
         if self.next_producer_id >= self.reserved_producer_id_end {

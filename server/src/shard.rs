@@ -17,7 +17,7 @@ use std::task::Poll;
 
 use atomic_waker::AtomicWaker;
 use crossbeam_queue::SegQueue;
-use sluice_engine::{Env, Log, LogConfig};
+use sluice_engine::{Env, Log, LogConfig, OpenFiles};
 
 use crate::config::BrokerConfig;
 use crate::meta::{self, MetaStore, Snapshot, TopicMeta};
@@ -96,6 +96,9 @@ pub struct Partition {
     pub index: i32,
     pub log: Log,
     pub producers: RefCell<ProducerStates>,
+    /// When this shard last read or appended to it ([`Shard::touch`]): the
+    /// least recently used partitions release their files first.
+    last_used: Cell<u64>,
 }
 
 /// Broker-wide state every shard shares: immutable config and counters
@@ -131,12 +134,19 @@ pub struct Shard {
     pub groups: crate::groups::Groups,
     /// This shard's view of the data directory's free space.
     pub disk: crate::disk::DiskSpace,
+    /// Files this shard's logs hold open, and the most they may hold:
+    /// `sluice.max.open.files` over the shards.
+    files: Rc<OpenFiles>,
+    files_budget: usize,
+    use_clock: Cell<u64>,
+    releasing_files: Cell<bool>,
     me: Weak<Shard>,
 }
 
 impl Shard {
     pub fn new(id: ShardId, common: Arc<Common>, snapshot: Arc<Snapshot>, store: Option<MetaStore>) -> Rc<Self> {
         let budget = Budget::new(common.config.queued_max_request_bytes);
+        let files_budget = (common.config.max_open_files / common.inboxes.len().max(1)).max(16);
         let disk = crate::disk::DiskSpace::new(common.config.data_dir.clone(), common.config.storage_min_free_bytes);
         Rc::new_cyclic(|me| Self {
             id,
@@ -152,6 +162,10 @@ impl Shard {
             connections_changed: Changed::default(),
             groups: Default::default(),
             disk,
+            files: OpenFiles::new(),
+            files_budget,
+            use_clock: Cell::new(0),
+            releasing_files: Cell::new(false),
             me: me.clone(),
         })
     }
@@ -181,6 +195,56 @@ impl Shard {
             .and_then(|i| slots.get(i))
             .cloned()
             .flatten()
+    }
+
+    /// Marks `p` as just used, and starts closing the files of the least
+    /// recently used partitions when this shard's logs hold more files than
+    /// their budget.
+    pub fn touch(&self, p: &Partition) {
+        let now = self.use_clock.get() + 1;
+        self.use_clock.set(now);
+        p.last_used.set(now);
+        self.check_files();
+    }
+
+    /// Files this shard's logs hold open now.
+    pub fn open_files(&self) -> usize {
+        self.files.get()
+    }
+
+    fn check_files(&self) {
+        if self.files.get() > self.files_budget && !self.releasing_files.get() {
+            self.releasing_files.set(true);
+            compio::runtime::spawn(self.rc().release_idle_files()).detach();
+        }
+    }
+
+    /// Releases the files of idle partitions, least recently used first,
+    /// until the shard holds three quarters of its budget.
+    async fn release_idle_files(self: Rc<Self>) {
+        let target = self.files_budget * 3 / 4;
+        let mut parts: Vec<Rc<Partition>> = self
+            .owned_partitions()
+            .into_iter()
+            .filter(|p| p.log.open_files() > 0)
+            .collect();
+        parts.sort_by_key(|p| p.last_used.get());
+        let mut released = 0usize;
+        for p in parts {
+            if self.files.get() <= target {
+                break;
+            }
+            if p.log.release_files().await {
+                released += 1;
+            }
+        }
+        tracing::debug!(
+            released,
+            open_files = self.files.get(),
+            budget = self.files_budget,
+            "released idle partitions' files"
+        );
+        self.releasing_files.set(false);
     }
 
     pub fn owned_partitions(&self) -> Vec<Rc<Partition>> {
@@ -252,6 +316,22 @@ impl Shard {
         for name in gone {
             self.remove_partitions(&name).await;
         }
+        // Fewer partitions than this shard has open: a CreatePartitions
+        // that was undone.
+        let extra: Vec<Rc<Partition>> = self
+            .partitions
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(|(name, slots)| Some((snapshot.topic(name)?.partitions, slots)))
+            .flat_map(|(count, slots)| slots.drain(usize::try_from(count).unwrap_or(0).min(slots.len())..))
+            .flatten()
+            .collect();
+        for p in extra {
+            let _ = p.log.close().await;
+            if let Err(e) = std::fs::remove_dir_all(p.log.dir()) {
+                tracing::warn!(dir = %p.log.dir().display(), error = %e, "removing an undone partition");
+            }
+        }
         for topic in snapshot.topics.values() {
             let config = meta::log_config(self.config(), topic);
             for index in 0..topic.partitions {
@@ -268,6 +348,11 @@ impl Shard {
                 }
                 match self.open_partition(topic, index, config.clone()).await {
                     Ok(p) => {
+                        // Replays on open read the log; a start-up or a
+                        // creation of many partitions must not keep them all.
+                        if self.files.get() > self.files_budget * 3 / 4 {
+                            p.log.release_files().await;
+                        }
                         let mut map = self.partitions.borrow_mut();
                         let slots = map.entry(topic.name.clone()).or_default();
                         let i = index as usize;
@@ -313,15 +398,18 @@ impl Shard {
 
     async fn open_partition(&self, topic: &TopicMeta, index: i32, config: LogConfig) -> Result<Rc<Partition>, String> {
         let dir: PathBuf = meta::partition_dir(&self.config().data_dir, &topic.name, index);
-        let log = Log::open(&dir, config, Env::default())
-            .await
-            .map_err(|e| e.to_string())?;
+        let env = Env {
+            open_files: Some(self.files.clone()),
+            ..Env::default()
+        };
+        let log = Log::open(&dir, config, env).await.map_err(|e| e.to_string())?;
         let producers = ProducerStates::load(&log).map_err(|e| e.to_string())?;
         let p = Rc::new(Partition {
             topic: topic.name.clone(),
             index,
             log,
             producers: RefCell::new(producers),
+            last_used: Cell::new(self.use_clock.get()),
         });
         if &*topic.name == meta::OFFSETS_TOPIC {
             let n = crate::groups::load(self, &p)?;
@@ -383,6 +471,7 @@ impl Shard {
                 last_offsets_expiry = std::time::Instant::now();
                 crate::groups::expire_offsets(&self).await;
             }
+            self.check_files();
             let parts = self.owned_partitions();
             if self.disk.has_room() {
                 for p in parts.iter().filter(|p| p.log.is_poisoned_reopenable()) {

@@ -179,6 +179,7 @@ fn read_partition(shard: &Shard, topic: &str, partition: i32, offset: i64, max_b
     let Some(p) = shard.partition(topic, partition) else {
         return failed(partition, ErrorCode::UnknownTopicOrPartition);
     };
+    shard.touch(&p);
     match p.log.read(offset, max_bytes.max(1), ReadBound::HighWatermark) {
         Ok(r) => PartitionData {
             partition_index: partition,

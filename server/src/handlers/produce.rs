@@ -168,6 +168,7 @@ async fn append_partition(
             format!("partition {topic}-{index} is not open"),
         );
     };
+    shard.touch(&p);
     let Some(records) = records.filter(|r| !r.is_empty()) else {
         return PartitionResult::error(ErrorCode::CorruptMessage, "no record batches");
     };
