@@ -53,6 +53,10 @@ pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
     /// Offset up to which the table reflects the log.
     applied_end_offset: i64,
+    /// End offset of the snapshot file as last read or written; a save with
+    /// nothing new since is skipped (a shutdown of many idle partitions
+    /// writes nothing for them).
+    saved_end_offset: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -138,6 +142,7 @@ impl ProducerStates {
                 Ok(s) if s.format == 1 && s.end_offset <= log.log_end_offset() => Self {
                     producers: s.producers.into_iter().collect(),
                     applied_end_offset: s.end_offset,
+                    saved_end_offset: Some(s.end_offset),
                 },
                 _ => {
                     tracing::warn!(path = %path.display(), "ignoring unreadable producer-state snapshot; replaying the log");
@@ -164,10 +169,17 @@ impl ProducerStates {
     }
 
     /// Writes the snapshot file (temp file, fsync, rename).
-    pub fn save(&self, log: &Log) -> std::io::Result<()> {
+    pub fn save(&mut self, log: &Log) -> std::io::Result<()> {
+        let end_offset = self.applied_end_offset.min(log.log_end_offset());
+        // Nothing new since the file on disk, or nothing at all to replay.
+        if self.saved_end_offset == Some(end_offset)
+            || (end_offset == log.log_start_offset() && self.producers.is_empty())
+        {
+            return Ok(());
+        }
         let snap = Snapshot {
             format: 1,
-            end_offset: self.applied_end_offset.min(log.log_end_offset()),
+            end_offset,
             producers: self.producers.iter().map(|(k, v)| (*k, v.clone())).collect(),
         };
         let bytes = serde_json::to_vec(&snap).map_err(std::io::Error::other)?;
@@ -176,7 +188,9 @@ impl ProducerStates {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, &path)
+        std::fs::rename(&tmp, &path)?;
+        self.saved_end_offset = Some(end_offset);
+        Ok(())
     }
 }
 

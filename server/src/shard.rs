@@ -138,6 +138,9 @@ pub struct Shard {
     /// `sluice.max.open.files` over the shards.
     files: Rc<OpenFiles>,
     files_budget: usize,
+    /// Bumped whenever partitions open, close or change config, so
+    /// housekeeping knows to rebuild its short lists.
+    layout_version: Cell<u64>,
     use_clock: Cell<u64>,
     releasing_files: Cell<bool>,
     me: Weak<Shard>,
@@ -164,6 +167,7 @@ impl Shard {
             disk,
             files: OpenFiles::new(),
             files_budget,
+            layout_version: Cell::new(0),
             use_clock: Cell::new(0),
             releasing_files: Cell::new(false),
             me: me.clone(),
@@ -205,6 +209,10 @@ impl Shard {
         self.use_clock.set(now);
         p.last_used.set(now);
         self.check_files();
+    }
+
+    fn bump_layout(&self) {
+        self.layout_version.set(self.layout_version.get() + 1);
     }
 
     /// Files this shard's logs hold open now.
@@ -299,6 +307,7 @@ impl Shard {
     /// error opening a log, after trying all of them.
     pub async fn install(&self, snapshot: Arc<Snapshot>) -> Result<(), String> {
         let old = self.meta.replace(snapshot.clone());
+        self.bump_layout();
         let shards = self.shard_count();
         let mut first_error = None;
         // Deleted topics (or recreated under the same name with a new id).
@@ -375,6 +384,7 @@ impl Shard {
     /// directories.
     async fn remove_partitions(&self, name: &str) {
         let slots = self.partitions.borrow_mut().remove(name).unwrap_or_default();
+        self.bump_layout();
         for p in slots.into_iter().flatten() {
             if let Err(e) = p.log.close().await {
                 tracing::warn!(topic = %name, partition = p.index, error = %e, "closing deleted partition");
@@ -464,29 +474,51 @@ impl Shard {
         let offsets_every = std::time::Duration::from_millis(self.config().groups.offsets_retention_check_interval_ms);
         let mut last_retention = std::time::Instant::now();
         let mut last_offsets_expiry = std::time::Instant::now();
+        // The few partitions each tick must visit, rebuilt when the layout
+        // changes: a shard of many idle partitions does not walk them all
+        // ten times a second.
+        let mut lists_version = u64::MAX;
+        let (mut timed_flush, mut offsets) = (Vec::new(), Vec::new());
+        let mut ticks = 0u64;
         while !self.stopping.is_set() {
             compio::runtime::time::sleep(tick).await;
+            ticks += 1;
             self.disk.refresh();
             if last_offsets_expiry.elapsed() >= offsets_every {
                 last_offsets_expiry = std::time::Instant::now();
                 crate::groups::expire_offsets(&self).await;
             }
             self.check_files();
-            let parts = self.owned_partitions();
-            if self.disk.has_room() {
-                for p in parts.iter().filter(|p| p.log.is_poisoned_reopenable()) {
+            if lists_version != self.layout_version.get() {
+                lists_version = self.layout_version.get();
+                let all = self.owned_partitions();
+                timed_flush = all
+                    .iter()
+                    .filter(|p| matches!(p.log.config().flush, sluice_engine::FlushPolicy::IntervalMs(_)))
+                    .cloned()
+                    .collect();
+                offsets = all.into_iter().filter(|p| &*p.topic == meta::OFFSETS_TOPIC).collect();
+            }
+            // Once a second: logs a full disk or a want of descriptors
+            // poisoned come back when there is room.
+            if ticks.is_multiple_of(10) && self.disk.has_room() {
+                for p in self
+                    .owned_partitions()
+                    .iter()
+                    .filter(|p| p.log.is_poisoned_reopenable())
+                {
                     self.reopen(p).await;
                 }
             }
-            crate::groups::compact_offsets(&self, &parts).await;
-            for p in &parts {
+            crate::groups::compact_offsets(&self, &offsets).await;
+            for p in &timed_flush {
                 if let Err(e) = p.log.sync_if_due().await {
                     tracing::error!(topic = %p.topic, partition = p.index, error = %e, "interval sync");
                 }
             }
             if last_retention.elapsed() >= retention_every {
                 last_retention = std::time::Instant::now();
-                for p in &parts {
+                for p in &self.owned_partitions() {
                     match p.log.enforce_retention() {
                         Ok(removed) if !removed.is_empty() => {
                             tracing::info!(topic = %p.topic, partition = p.index, segments = removed.len(), "retention removed segments");
@@ -519,6 +551,7 @@ impl Shard {
                     && slot.as_ref().is_some_and(|cur| Rc::ptr_eq(cur, old))
                 {
                     *slot = Some(p);
+                    self.bump_layout();
                     tracing::info!(topic = %old.topic, partition = old.index, "reopened a partition after the disk had space again");
                 }
             }
@@ -532,7 +565,7 @@ impl Shard {
     pub async fn close_partitions(&self) {
         let parts = self.owned_partitions();
         for p in parts {
-            if let Err(e) = p.producers.borrow().save(&p.log) {
+            if let Err(e) = p.producers.borrow_mut().save(&p.log) {
                 tracing::error!(topic = %p.topic, partition = p.index, error = %e, "saving producer state");
             }
             if let Err(e) = p.log.close().await {
