@@ -24,7 +24,7 @@ set +e
 cargo test --workspace --all-targets --locked 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 # Real clients against the release broker binary.
-cargo build --release --locked -p sluice 2>&1 | tail -n 1
+cargo build --release --locked -p sluice -p sluice-tools 2>&1 | tail -n 1
 (cd tests/clients && python3 -m pytest -q -p no:cacheprovider) 2>&1 | tee -a "$log"
 client_status=${PIPESTATUS[0]}
 set -e

@@ -103,6 +103,7 @@ impl Broker {
             path: config.data_dir.clone(),
             source,
         })?;
+        store.set_max_partitions(config.max_partitions);
         store
             .ensure_offsets_topic(&config.groups)
             .map_err(|e| StartError::DataDir {

@@ -78,6 +78,10 @@ pub struct BrokerConfig {
     /// `sluice.log.preallocate.bytes`: the most disk a partition's active
     /// segment reserves ahead of its end (0 = no reserve).
     pub log_preallocate_bytes: u64,
+    /// `sluice.max.partitions`: partitions of all topics together (internal
+    /// ones included); CreateTopics and CreatePartitions past it are
+    /// refused.
+    pub max_partitions: u64,
     /// `sluice.max.open.files`: files the partition logs may hold open
     /// across all shards; 0 = half the process's open-file limit.
     pub max_open_files: usize,
@@ -167,6 +171,7 @@ impl Default for BrokerConfig {
             fetch_zero_copy: true,
             log_preallocate_bytes: LogConfig::default().preallocate_bytes,
             max_open_files: 0,
+            max_partitions: 100_000,
             storage_min_free_bytes: 1 << 30,
             shutdown_drain_ms: 10_000,
             shutdown_close_ms: 30_000,
@@ -230,6 +235,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
     (
         "sluice.log.preallocate.bytes",
         "disk blocks a busy segment reserves ahead of its end, 0 = none (default 67108864)",
+    ),
+    (
+        "sluice.max.partitions",
+        "partitions of all topics together; more are refused with POLICY_VIOLATION (default 100000)",
     ),
     (
         "sluice.max.open.files",
@@ -394,6 +403,7 @@ impl BrokerConfig {
             "sluice.fetch.max.wait.ms" => self.fetch_max_wait_ms = parse_num(key, value)?,
             "sluice.fetch.zero.copy" => self.fetch_zero_copy = parse_bool(key, value)?,
             "sluice.log.preallocate.bytes" => self.log_preallocate_bytes = parse_num(key, value)?,
+            "sluice.max.partitions" => self.max_partitions = parse_num(key, value)?,
             "sluice.max.open.files" => self.max_open_files = parse_num(key, value)?,
             "sluice.storage.min.free.bytes" => self.storage_min_free_bytes = parse_num(key, value)?,
             "sluice.shutdown.drain.ms" => self.shutdown_drain_ms = parse_num(key, value)?,

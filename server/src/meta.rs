@@ -186,6 +186,8 @@ pub struct MetaStore {
     /// after a crash.
     next_producer_id: i64,
     reserved_producer_id_end: i64,
+    /// `sluice.max.partitions`: partitions of all topics together.
+    max_partitions: i64,
 }
 
 /// Producer ids reserved on disk at a time.
@@ -237,11 +239,33 @@ impl MetaStore {
             topics,
             next_producer_id: reserved,
             reserved_producer_id_end: reserved,
+            max_partitions: i64::MAX,
         })
     }
 
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// Caps the partitions of all topics together; changes past it are
+    /// refused with POLICY_VIOLATION.
+    pub fn set_max_partitions(&mut self, max: u64) {
+        self.max_partitions = i64::try_from(max).unwrap_or(i64::MAX);
+    }
+
+    /// Refuses a change that adds `more` partitions past the cap.
+    fn check_room(&self, more: i32) -> Result<(), MetaError> {
+        let total: i64 = self.topics.values().map(|t| i64::from(t.partitions)).sum();
+        if total + i64::from(more) > self.max_partitions {
+            return Err(MetaError::new(
+                ErrorCode::PolicyViolation,
+                format!(
+                    "the broker has {total} partitions; {more} more would pass sluice.max.partitions ({})",
+                    self.max_partitions
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The topics as they stand, to hand back to [`MetaStore::restore`].
@@ -343,12 +367,13 @@ impl MetaStore {
                 format!("topic `{name}` already exists"),
             ));
         }
-        if !(1..=100_000).contains(&partitions) {
+        if partitions < 1 {
             return Err(MetaError::new(
                 ErrorCode::InvalidPartitions,
-                format!("partition count {partitions} outside [1, 100000]"),
+                format!("partition count {partitions} is below 1"),
             ));
         }
+        self.check_room(partitions)?;
         for (k, v) in configs {
             validate_topic_config(k, v).map_err(|m| MetaError::new(ErrorCode::InvalidConfig, m))?;
         }
@@ -407,12 +432,7 @@ impl MetaStore {
                 format!("topic already has {count} partitions"),
             ));
         }
-        if count > 100_000 {
-            return Err(MetaError::new(
-                ErrorCode::InvalidPartitions,
-                format!("partition count {count} above 100000"),
-            ));
-        }
+        self.check_room(count - topic.partitions)?;
         Ok(topic.clone())
     }
 
@@ -535,6 +555,17 @@ mod tests {
         );
         assert_eq!(code(store.create_partitions("a", 1)), ErrorCode::InvalidPartitions);
         assert_eq!(code(store.delete_topic("zz")), ErrorCode::UnknownTopicOrPartition);
+        // The broker-wide cap counts every topic's partitions.
+        let total: i32 = store.snapshot().topics.values().map(|t| t.partitions).sum();
+        store.set_max_partitions(total as u64 + 3);
+        assert_eq!(
+            code(store.create_topic("big", 4, BTreeMap::new())),
+            ErrorCode::PolicyViolation
+        );
+        assert!(store.create_topic("fits", 2, BTreeMap::new()).is_ok());
+        let a = store.snapshot().topic("a").unwrap().partitions;
+        assert_eq!(code(store.create_partitions("a", a + 2)), ErrorCode::PolicyViolation);
+        assert!(store.create_partitions("a", a + 1).is_ok());
         let bad = [("cleanup.policy".to_string(), Some("compact".to_string()))];
         assert_eq!(
             code(store.alter_configs("a", &bad, true, false)),

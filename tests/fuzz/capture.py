@@ -154,9 +154,11 @@ def kafka_python(bootstrap):
     c.commit()
     c.offsets_for_times({TopicPartition("seed-kp", 0): 0})
     c.close()
-    admin.list_consumer_groups()
-    admin.describe_consumer_groups(["seed-kp-group"])
-    admin.delete_consumer_groups(["seed-kp-group"])
+    admin.list_groups()
+    admin.describe_groups(["seed-kp-group"])
+    admin.describe_cluster()
+    admin.list_group_offsets("seed-kp-group")
+    admin.delete_groups(["seed-kp-group"])
     admin.close()
 
 

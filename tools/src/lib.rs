@@ -5,6 +5,11 @@
 //! group is behind. It speaks the Kafka protocol over a plain blocking TCP
 //! connection: ListGroups, OffsetFetch (v8, all topics of each group) and
 //! ListOffsets (latest).
+//!
+//! [`fuzz`] mutates Kafka requests for the broker's fuzz tests and
+//! `sluice-wire-fuzz`.
+
+pub mod fuzz;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
