@@ -95,18 +95,46 @@ type InFlight = JoinHandle<(Outcome, Permit)>;
 
 async fn connection(shard: Rc<Shard>, stream: TcpStream, peer: Rc<str>) {
     let closing = Rc::new(Flag::default());
+    let peer_gone = Rc::new(Flag::default());
     let queue: Rc<LocalQueue<InFlight>> = LocalQueue::new(shard.config().max_inflight_requests_per_connection);
     let writer = compio::runtime::spawn(write_loop(
         shard.clone(),
         stream.clone(),
         queue.clone(),
         closing.clone(),
+        peer_gone.clone(),
     ));
-    if let Err(reason) = read_loop(&shard, stream, &queue, &closing, &peer).await {
-        tracing::debug!(%reason, "closing connection");
+    match read_loop(&shard, stream, &queue, &closing, &peer).await {
+        // The client closed its end (or the read failed): nobody will read
+        // the answers, so the writer stops waiting for requests still held
+        // (a JoinGroup can be held for its rebalance timeout) and the socket
+        // closes now, as Kafka closes the channel.
+        Ok(()) if !shard.stopping.is_set() && !closing.is_set() => peer_gone.set(),
+        Ok(()) => {}
+        Err(ReadEnd::PeerGone(reason)) => {
+            tracing::debug!(%reason, "client went away");
+            peer_gone.set();
+        }
+        Err(ReadEnd::Bad(reason)) => tracing::debug!(%reason, "closing connection"),
     }
     queue.close();
     let _ = writer.await;
+}
+
+/// Why a read loop ended before EOF between frames or shutdown.
+#[derive(Debug)]
+enum ReadEnd {
+    /// EOF inside a frame, or a failed read: the client is gone.
+    PeerGone(String),
+    /// A frame the protocol cannot answer: earlier requests are answered,
+    /// then the connection closes.
+    Bad(String),
+}
+
+impl From<String> for ReadEnd {
+    fn from(reason: String) -> Self {
+        Self::Bad(reason)
+    }
 }
 
 /// Reads frames and spawns their handling until EOF, a bad frame, a write
@@ -118,7 +146,7 @@ async fn read_loop(
     queue: &Rc<LocalQueue<InFlight>>,
     closing: &Flag,
     peer: &Rc<str>,
-) -> Result<(), String> {
+) -> Result<(), ReadEnd> {
     let max_frame = shard.config().socket_request_max_bytes as usize;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
@@ -126,14 +154,16 @@ async fn read_loop(
             return Ok(());
         }
         let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
-        let size = usize::try_from(size).map_err(|_| format!("negative frame size {size}"))?;
+        let size = usize::try_from(size).map_err(|_| ReadEnd::Bad(format!("negative frame size {size}")))?;
         if size < MIN_FRAME {
-            return Err(format!("frame of {size} bytes is shorter than a request header"));
+            return Err(ReadEnd::Bad(format!(
+                "frame of {size} bytes is shorter than a request header"
+            )));
         }
         if size > max_frame {
-            return Err(format!(
+            return Err(ReadEnd::Bad(format!(
                 "frame of {size} bytes exceeds socket.request.max.bytes ({max_frame})"
-            ));
+            )));
         }
         let total = 4 + size;
         // Back-pressure: wait for room in the shard's budget before reading
@@ -143,7 +173,7 @@ async fn read_loop(
             Err(()) => return Ok(()),
         };
         if !fill(&mut stream, &mut buf, total, shard, closing).await? {
-            return Err("connection closed inside a frame".into());
+            return Err(ReadEnd::PeerGone("connection closed inside a frame".into()));
         }
         let mut frame = buf.split_to(total);
         frame.advance(4);
@@ -165,7 +195,7 @@ async fn fill(
     want: usize,
     shard: &Shard,
     closing: &Flag,
-) -> Result<bool, String> {
+) -> Result<bool, ReadEnd> {
     while buf.len() < want {
         let missing = want - buf.len();
         if buf.capacity() - buf.len() < missing.min(READ_CHUNK) {
@@ -194,11 +224,11 @@ async fn fill(
                 return if buf.is_empty() {
                     Ok(false)
                 } else {
-                    Err("EOF inside a frame".into())
+                    Err(ReadEnd::PeerGone("EOF inside a frame".into()))
                 };
             }
             Ok(_) => {}
-            Err(e) => return Err(format!("read: {e}")),
+            Err(e) => return Err(ReadEnd::PeerGone(format!("read: {e}"))),
         }
     }
     Ok(true)
@@ -206,11 +236,29 @@ async fn fill(
 
 /// Sends responses in request order. Stops at the first `Close` outcome or
 /// write error, and sets `closing` so the read loop stops too.
-async fn write_loop(shard: Rc<Shard>, mut stream: TcpStream, queue: Rc<LocalQueue<InFlight>>, closing: Rc<Flag>) {
+async fn write_loop(
+    shard: Rc<Shard>,
+    mut stream: TcpStream,
+    queue: Rc<LocalQueue<InFlight>>,
+    closing: Rc<Flag>,
+    peer_gone: Rc<Flag>,
+) {
     let zero_copy = shard.config().fetch_zero_copy;
     let mut pipe: Option<Pipe> = None;
-    while let Some(handle) = queue.pop().await {
-        let Ok((outcome, _permit)) = handle.await else {
+    while let Some(mut handle) = queue.pop().await {
+        let done = match race(&mut handle, peer_gone.wait()).await {
+            Ok(done) => done,
+            Err(()) => {
+                // Held requests finish on their own (their state changes
+                // must complete); their answers are dropped.
+                handle.detach();
+                while let Some(h) = queue.try_pop() {
+                    h.detach();
+                }
+                break;
+            }
+        };
+        let Ok((outcome, _permit)) = done else {
             tracing::error!("request task failed; closing connection");
             break;
         };

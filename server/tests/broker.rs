@@ -619,3 +619,29 @@ fn shutdown_stops_listening_first_and_abandons_a_stuck_shard() {
     // Let the stuck shard finish before its directory is removed.
     std::thread::sleep(Duration::from_secs(3));
 }
+
+#[test]
+fn a_client_that_hangs_up_is_let_go_while_its_request_is_held() {
+    let b = TestBroker::start(1, |c| c.set("sluice.fetch.max.wait.ms", "20000").unwrap());
+    let mut c = b.client();
+    create_topic(&mut c, "gone", 1);
+    let id = topic_id(&mut c, "gone");
+    let mut req = fetch_req("gone", id, 0, 0, 20_000);
+    req.min_bytes = 1 << 20;
+    let (_, frame) = c.frame(ApiKey::Fetch, 12, &req);
+    c.send_raw(&frame);
+    std::thread::sleep(Duration::from_millis(100));
+    // Hang up the sending side: Kafka closes the channel on EOF, and so
+    // does the broker, without waiting out the held fetch.
+    c.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let start = Instant::now();
+    assert!(c.is_closed(), "the broker closed its end");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "closed after {:?}, not after the 20 s wait",
+        start.elapsed()
+    );
+    // The shard goes on serving.
+    let mut other = b.client();
+    let _: ApiVersionsResponse = other.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+}
