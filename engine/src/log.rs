@@ -700,10 +700,13 @@ impl Log {
         .detach();
     }
 
-    /// Offset of the first batch whose maxTimestamp is at or after `ts`.
-    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<TimestampOffset>> {
+    /// The first batch holding an offset at or after `from` (and the log
+    /// start) whose maxTimestamp is at or after `ts`: its base offset (or
+    /// that bound, when it falls inside the batch) and its maxTimestamp.
+    /// The broker refines this to the record with [`Log::read_bytes`].
+    pub fn offset_for_timestamp(&self, ts: i64, from: i64) -> Result<Option<TimestampOffset>> {
         let st = self.shared.state.borrow();
-        let lso = st.log_start_offset;
+        let lso = st.log_start_offset.max(from);
         for seg in st
             .segments
             .iter()
@@ -731,7 +734,8 @@ impl Log {
         Ok(None)
     }
 
-    /// The largest batch maxTimestamp and the base offset of its batch.
+    /// The largest batch maxTimestamp and the base offset of its batch (the
+    /// first such batch); the broker finds the record in it.
     pub fn max_timestamp(&self) -> Option<TimestampOffset> {
         let st = self.shared.state.borrow();
         st.segments

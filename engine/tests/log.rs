@@ -287,16 +287,16 @@ async fn timestamp_lookup_finds_first_batch_at_or_after_target() {
     for (i, (base, _)) in model.iter().enumerate() {
         let ts = 1_000 + 10 * i as i64;
         assert_eq!(
-            log.offset_for_timestamp(ts).unwrap(),
+            log.offset_for_timestamp(ts, 0).unwrap(),
             Some(TimestampOffset {
                 offset: *base,
                 timestamp: ts
             })
         );
-        assert_eq!(log.offset_for_timestamp(ts - 5).unwrap().unwrap().offset, *base);
+        assert_eq!(log.offset_for_timestamp(ts - 5, 0).unwrap().unwrap().offset, *base);
     }
-    assert_eq!(log.offset_for_timestamp(0).unwrap().unwrap().offset, 0);
-    assert_eq!(log.offset_for_timestamp(999_999).unwrap(), None);
+    assert_eq!(log.offset_for_timestamp(0, 0).unwrap().unwrap().offset, 0);
+    assert_eq!(log.offset_for_timestamp(999_999, 0).unwrap(), None);
     assert_eq!(
         log.max_timestamp(),
         Some(TimestampOffset {

@@ -278,7 +278,7 @@ async fn missing_index_files_are_rebuilt_from_the_log() {
     }
     for (i, (base, _)) in model.iter().enumerate() {
         assert_eq!(
-            log.offset_for_timestamp(1_000 + i as i64).unwrap().unwrap().offset,
+            log.offset_for_timestamp(1_000 + i as i64, 0).unwrap().unwrap().offset,
             *base
         );
     }

@@ -645,3 +645,121 @@ fn a_client_that_hangs_up_is_let_go_while_its_request_is_held() {
     let mut other = b.client();
     let _: ApiVersionsResponse = other.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
 }
+
+#[test]
+fn timestamp_lookups_answer_to_the_record_in_plain_and_compressed_batches() {
+    use kafka_protocol::records::{
+        Compression, Record as KRecord, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let b = TestBroker::start(1, |_| {});
+    let mut c = b.client();
+    let base = 1_700_000_000_000i64;
+    // Record i holds base + order[i] seconds: timestamps out of order.
+    let order = [0i64, 3, 1, 7, 2, 9, 4, 8, 5, 6];
+    for (n, compression) in [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let topic = format!("ts-{n}");
+        create_topic(&mut c, &topic, 1);
+        // Two earlier records, so the batch under test starts at offset 2.
+        assert_eq!(produce(&mut c, 9, &topic, 0, 1, records(2, base - 10_000)), (0, 0));
+        let recs: Vec<KRecord> = order
+            .iter()
+            .enumerate()
+            .map(|(i, s)| KRecord {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: -1,
+                timestamp: base + s * 1000,
+                key: None,
+                value: Some(Bytes::from(vec![b'v'; 200])),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = bytes::BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression,
+        };
+        RecordBatchEncoder::encode(&mut buf, &recs, &options).unwrap();
+        assert_eq!(
+            produce(&mut c, 9, &topic, 0, 1, buf.freeze()),
+            (0, 2),
+            "{compression:?}"
+        );
+        let list = |c: &mut Client, ts: i64| {
+            let mut p = ListOffsetsPartition::default();
+            p.partition_index = 0;
+            p.timestamp = ts;
+            let mut t = ListOffsetsTopic::default();
+            t.name = name(&topic);
+            t.partitions = vec![p];
+            let mut req = ListOffsetsRequest::default();
+            req.replica_id = BrokerId(-1);
+            req.topics = vec![t];
+            let r: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
+            let p = &r.topics[0].partitions[0];
+            (p.error_code, p.offset, p.timestamp)
+        };
+        // The first record (in offset order) at or after the time.
+        assert_eq!(list(&mut c, base + 3500), (0, 2 + 3, base + 7000), "{compression:?}");
+        assert_eq!(list(&mut c, base + 1000), (0, 2 + 1, base + 3000), "{compression:?}");
+        assert_eq!(list(&mut c, base), (0, 2, base), "{compression:?}");
+        assert_eq!(list(&mut c, base - 20_000), (0, 0, base - 10_000), "{compression:?}");
+        assert_eq!(list(&mut c, base + 9000), (0, 2 + 5, base + 9000), "{compression:?}");
+        assert_eq!(list(&mut c, base + 9001), (0, -1, -1), "{compression:?}");
+        // Max timestamp: the record that holds it.
+        assert_eq!(list(&mut c, -3), (0, 2 + 5, base + 9000), "{compression:?}");
+    }
+}
+
+#[test]
+fn transactional_requests_are_told_transactions_are_not_supported() {
+    let b = TestBroker::start(1, |_| {});
+    let mut c = b.client();
+    // FindCoordinator of a transaction coordinator, old and new shapes.
+    let mut req = FindCoordinatorRequest::default();
+    req.key = StrBytes::from_static_str("tx-1");
+    req.key_type = 1;
+    let r: FindCoordinatorResponse = c.call(ApiKey::FindCoordinator, 3, &req);
+    assert_eq!(r.error_code, 53, "librdkafka stops at once on this code");
+    assert!(r.error_message.unwrap().contains("not supported by this broker"));
+    let mut req = FindCoordinatorRequest::default();
+    req.key_type = 1;
+    req.coordinator_keys = vec![StrBytes::from_static_str("tx-1")];
+    let r: FindCoordinatorResponse = c.call(ApiKey::FindCoordinator, 4, &req);
+    assert_eq!(
+        r.coordinators[0].error_code, 35,
+        "the Java client shows the message with it"
+    );
+    assert!(
+        r.coordinators[0]
+            .error_message
+            .as_ref()
+            .unwrap()
+            .contains("not supported by this broker")
+    );
+    let mut req = InitProducerIdRequest::default();
+    req.transactional_id = Some(TransactionalId(StrBytes::from_static_str("tx-1")));
+    req.transaction_timeout_ms = 60_000;
+    let r: InitProducerIdResponse = c.call(ApiKey::InitProducerId, 4, &req);
+    assert_eq!(r.error_code, 35);
+    // Group coordinators are unaffected.
+    let mut req = FindCoordinatorRequest::default();
+    req.key = StrBytes::from_static_str("g");
+    let r: FindCoordinatorResponse = c.call(ApiKey::FindCoordinator, 3, &req);
+    assert_eq!(r.error_code, 0);
+}

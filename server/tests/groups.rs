@@ -666,3 +666,37 @@ fn the_offsets_log_is_compacted_and_replays_to_the_same_offsets() {
     let mut c = b.client();
     assert_eq!(fetch_offsets(&mut c, 8, "b", "t", &[3]), vec![(5, String::new())]);
 }
+
+#[test]
+fn a_group_whose_last_member_left_stays_empty_until_deleted() {
+    let b = start();
+    let mut c = b.client();
+    let j = join(&mut c, "lonely", 6000);
+    assert_eq!(j.error_code, 0);
+    let synced = sync(
+        &mut c,
+        5,
+        "lonely",
+        &j.member_id,
+        j.generation_id,
+        &[(&j.member_id, b"a")],
+    );
+    assert_eq!(synced.error_code, 0);
+    let mut leave = LeaveGroupRequest::default();
+    leave.group_id = GroupId(s("lonely"));
+    let mut m = MemberIdentity::default();
+    m.member_id = j.member_id.clone();
+    leave.members = vec![m];
+    let lr: LeaveGroupResponse = c.call(ApiKey::LeaveGroup, 3, &leave);
+    assert_eq!(lr.error_code, 0);
+    // No offsets were committed; Kafka still shows the group, Empty.
+    let d = describe(&mut c, 5, "lonely");
+    assert_eq!((d.error_code, d.group_state.as_str()), (0, "Empty"));
+    assert_eq!(d.protocol_type.as_str(), "consumer");
+    assert!(d.members.is_empty());
+    let listed: ListGroupsResponse = c.call(ApiKey::ListGroups, 4, &ListGroupsRequest::default());
+    assert!(listed.groups.iter().any(|g| g.group_id.as_str() == "lonely"));
+    assert_eq!(delete_group(&mut c, "lonely"), 0);
+    assert_eq!(describe(&mut c, 5, "lonely").group_state.as_str(), "Dead");
+    assert_eq!(delete_group(&mut c, "lonely"), GROUP_ID_NOT_FOUND);
+}

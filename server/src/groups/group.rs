@@ -577,10 +577,12 @@ impl Group {
         }
     }
 
+    /// The last member left: the group stays, Empty, with its protocol
+    /// type and offsets (as in Kafka) until the offsets expiry pass removes
+    /// it once it has no offsets.
     fn become_empty(&mut self, now_ms: i64) {
         self.state = State::Empty;
         self.protocol = None;
-        self.protocol_type = None;
         self.leader = None;
         self.rebalance_deadline = None;
         self.initial_delay = None;
@@ -847,7 +849,15 @@ impl Group {
         self.offsets.clear();
     }
 
+    /// Never had a member and holds nothing: a group id a request only
+    /// looked up. Forgotten at once.
     pub fn is_removable(&self) -> bool {
+        self.is_expirable() && self.protocol_type.is_none()
+    }
+
+    /// Empty with no offsets: forgotten by the next offsets expiry pass
+    /// (`offsets.retention.check.interval.ms`), as Kafka's cleanup does.
+    pub fn is_expirable(&self) -> bool {
         self.state == State::Empty && self.offsets.is_empty() && self.pending.is_empty()
     }
 }

@@ -72,7 +72,7 @@ impl Groups {
         self.table.borrow().values().cloned().collect()
     }
 
-    /// Forgets a group with no members and no offsets.
+    /// Forgets a group that never had members and holds no offsets.
     pub fn remove_if_removable(&self, id: &str) {
         let mut t = self.table.borrow_mut();
         if t.get(id).is_some_and(|h| h.group.borrow().is_removable()) {
@@ -237,7 +237,8 @@ pub fn load(shard: &Shard, p: &Partition) -> Result<usize, String> {
 
 /// Deletes the offsets of empty groups that have been empty for
 /// `offsets.retention.minutes` since their last commit, then forgets
-/// groups left with nothing. Runs from the shard's housekeeping.
+/// empty groups left with no offsets. Runs from the shard's housekeeping
+/// every `offsets.retention.check.interval.ms`.
 pub async fn expire_offsets(shard: &Rc<Shard>) {
     let retention = shard.config().groups.offsets_retention_ms;
     let now = now_ms();
@@ -261,6 +262,9 @@ pub async fn expire_offsets(shard: &Rc<Shard>) {
             (g.id.clone(), expired)
         };
         if expired.is_empty() {
+            if h.group.borrow().is_expirable() {
+                shard.groups.remove(&id);
+            }
             continue;
         }
         let Some((_, partition)) = coordinator_of(shard, &id) else {
@@ -271,7 +275,9 @@ pub async fn expire_offsets(shard: &Rc<Shard>) {
             Ok(()) => tracing::info!(group = %id, offsets = n, "expired committed offsets"),
             Err(e) => tracing::warn!(group = %id, error = ?e, "expiring offsets"),
         }
-        shard.groups.remove_if_removable(&id);
+        if h.group.borrow().is_expirable() {
+            shard.groups.remove(&id);
+        }
     }
 }
 

@@ -42,10 +42,24 @@ fn opt_str(s: &Option<kafka_protocol::protocol::StrBytes>) -> Option<String> {
 pub fn find_coordinator(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: FindCoordinatorRequest = decode_or_return!(ctx, body);
     let config = ctx.shard.config();
-    // A single node coordinates every group (and would every transaction).
+    // A single node coordinates every group. Transactions are not built
+    // yet: the answer says so in its message, with the code that makes the
+    // clients of each version stop at once and show that message. The Java
+    // client (v4+) reports an unexpected code with the broker's message;
+    // librdkafka (v0-3) retries every code but TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    // until its timeout, and that one it reports with the message.
+    let no_transactions = if ctx.version >= 4 {
+        ErrorCode::UnsupportedVersion
+    } else {
+        ErrorCode::TransactionalIdAuthorizationFailed
+    };
+    if req.key_type == 1 {
+        tracing::warn!(client = %ctx.client_id(), "{}", crate::handlers::produce::NO_TRANSACTIONS);
+    }
     let answer = |key_type: i8| -> (i16, Option<&'static str>) {
         match key_type {
-            0 | 1 => (0, None),
+            0 => (0, None),
+            1 => (no_transactions.code(), Some(crate::handlers::produce::NO_TRANSACTIONS)),
             _ => (ErrorCode::InvalidRequest.code(), Some("unknown coordinator key type")),
         }
     };

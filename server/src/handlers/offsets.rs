@@ -7,6 +7,8 @@ use bytes::BytesMut;
 use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::records::RecordBatchDecoder;
+use sluice_engine::{Log, batch};
 
 use super::{Ctx, Outcome};
 use crate::error_codes::{self, ErrorCode};
@@ -76,21 +78,83 @@ fn lookup(shard: &Shard, topic: &str, partition: i32, ts: i64) -> (i16, i64, i64
     let Some(p) = shard.partition(topic, partition) else {
         return (ErrorCode::UnknownTopicOrPartition.code(), -1, -1);
     };
+    shard.touch(&p);
     let log = &p.log;
-    match ts {
-        LATEST => (0, log.high_watermark(), -1),
-        EARLIEST | EARLIEST_LOCAL | EARLIEST_PENDING_UPLOAD => (0, log.log_start_offset(), -1),
-        MAX_TIMESTAMP => match log.max_timestamp() {
-            Some(t) => (0, t.offset, t.timestamp),
-            None => (0, -1, -1),
-        },
-        ts if ts < 0 => (ErrorCode::InvalidRequest.code(), -1, -1),
-        ts => match log.offset_for_timestamp(ts) {
-            Ok(Some(t)) => (0, t.offset, t.timestamp),
-            Ok(None) => (0, -1, -1),
-            Err(e) => (error_codes::for_log_error(&e).code(), -1, -1),
-        },
+    let found = match ts {
+        LATEST => return (0, log.high_watermark(), -1),
+        EARLIEST | EARLIEST_LOCAL | EARLIEST_PENDING_UPLOAD => return (0, log.log_start_offset(), -1),
+        MAX_TIMESTAMP => max_timestamp_record(log),
+        ts if ts < 0 => return (ErrorCode::InvalidRequest.code(), -1, -1),
+        ts => record_at_or_after(log, ts),
+    };
+    match found {
+        Ok(Some((offset, timestamp))) => (0, offset, timestamp),
+        Ok(None) => (0, -1, -1),
+        Err(code) => (code.code(), -1, -1),
     }
+}
+
+/// `(offset, timestamp)` of every record of the one stored batch at the
+/// start of `bytes`, decompressed if need be. Under LogAppendTime every
+/// record carries the batch's maxTimestamp, as in Kafka.
+fn record_times(bytes: bytes::Bytes) -> Result<Vec<(i64, i64)>, ErrorCode> {
+    let header = batch::BatchHeader::parse(&bytes).map_err(|_| ErrorCode::CorruptMessage)?;
+    let len = header.total_len().ok_or(ErrorCode::CorruptMessage)?;
+    let log_append_time = header.attributes() & 0x08 != 0;
+    let max_timestamp = header.max_timestamp();
+    let mut one = bytes.slice(..len.min(bytes.len()));
+    let set = RecordBatchDecoder::decode(&mut one).map_err(|e| {
+        tracing::warn!(error = %e, "decoding a stored batch for a timestamp lookup");
+        ErrorCode::CorruptMessage
+    })?;
+    Ok(set
+        .records
+        .iter()
+        .map(|r| (r.offset, if log_append_time { max_timestamp } else { r.timestamp }))
+        .collect())
+}
+
+/// The stored batch holding `offset` (at least one whole batch).
+fn batch_at(log: &Log, offset: i64) -> Result<bytes::Bytes, ErrorCode> {
+    log.read_bytes(offset, 1).map_err(|e| error_codes::for_log_error(&e))
+}
+
+/// ListOffsets by timestamp, to the record as Kafka answers: the first
+/// record at or after the log start whose timestamp is at or after `ts`.
+/// The engine names the batch (through the time index); only that batch is
+/// read and, if compressed, inflated.
+fn record_at_or_after(log: &Log, ts: i64) -> Result<Option<(i64, i64)>, ErrorCode> {
+    let mut from = log.log_start_offset();
+    loop {
+        let Some(candidate) = log
+            .offset_for_timestamp(ts, from)
+            .map_err(|e| error_codes::for_log_error(&e))?
+        else {
+            return Ok(None);
+        };
+        let records = record_times(batch_at(log, candidate.offset)?)?;
+        if let Some(&hit) = records.iter().find(|&&(o, t)| o >= candidate.offset && t >= ts) {
+            return Ok(Some(hit));
+        }
+        // The batch's later records sat below the log start: go on after it.
+        let last = records.last().map_or(candidate.offset, |&(o, _)| o);
+        from = last + 1;
+    }
+}
+
+/// ListOffsets MAX_TIMESTAMP (-3): the first record holding the largest
+/// timestamp, and that timestamp.
+fn max_timestamp_record(log: &Log) -> Result<Option<(i64, i64)>, ErrorCode> {
+    let Some(batch) = log.max_timestamp() else {
+        return Ok(None);
+    };
+    let records = record_times(batch_at(log, batch.offset)?)?;
+    Ok(records
+        .iter()
+        .copied()
+        .filter(|&(o, _)| o >= log.log_start_offset())
+        .find(|&(_, t)| t == batch.timestamp)
+        .or(Some((batch.offset, batch.timestamp))))
 }
 
 pub async fn delete_records(ctx: Ctx, body: BytesMut) -> Outcome {

@@ -253,13 +253,20 @@ async fn append_partition(
     }
 }
 
+/// What a client asking for transactions is told (FindCoordinator of a
+/// transaction coordinator carries it as its error message) and what the
+/// broker logs; the error code is UNSUPPORTED_VERSION.
+pub const NO_TRANSACTIONS: &str = "transactions (transactional.id) are not supported by this broker yet; \
+     use an idempotent producer without a transactional.id";
+
 pub async fn init_producer_id(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: InitProducerIdRequest = decode_or_return!(ctx, body);
     let mut resp = InitProducerIdResponse::default();
     resp.producer_id = ProducerId(-1);
     resp.producer_epoch = -1;
     if req.transactional_id.as_ref().is_some_and(|t| !t.0.is_empty()) {
-        resp.error_code = ErrorCode::TransactionalIdAuthorizationFailed.code();
+        tracing::warn!(client = %ctx.client_id(), "{NO_TRANSACTIONS}");
+        resp.error_code = ErrorCode::UnsupportedVersion.code();
         return ctx.respond(&resp);
     }
     // An idempotent producer asking for an epoch bump (KIP-360) keeps its
