@@ -78,6 +78,9 @@ pub struct BrokerConfig {
     /// `sluice.log.preallocate.bytes`: the most disk a partition's active
     /// segment reserves ahead of its end (0 = no reserve).
     pub log_preallocate_bytes: u64,
+    /// `max.request.partition.size.limit`: partitions in one
+    /// DescribeTopicPartitions response.
+    pub max_request_partition_size_limit: usize,
     /// `sluice.max.partitions`: partitions of all topics together (internal
     /// ones included); CreateTopics and CreatePartitions past it are
     /// refused.
@@ -172,6 +175,7 @@ impl Default for BrokerConfig {
             log_preallocate_bytes: LogConfig::default().preallocate_bytes,
             max_open_files: 0,
             max_partitions: 100_000,
+            max_request_partition_size_limit: 2000,
             storage_min_free_bytes: 1 << 30,
             shutdown_drain_ms: 10_000,
             shutdown_close_ms: 30_000,
@@ -235,6 +239,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
     (
         "sluice.log.preallocate.bytes",
         "disk blocks a busy segment reserves ahead of its end, 0 = none (default 67108864)",
+    ),
+    (
+        "max.request.partition.size.limit",
+        "partitions in one DescribeTopicPartitions response (default 2000)",
     ),
     (
         "sluice.max.partitions",
@@ -403,6 +411,13 @@ impl BrokerConfig {
             "sluice.fetch.max.wait.ms" => self.fetch_max_wait_ms = parse_num(key, value)?,
             "sluice.fetch.zero.copy" => self.fetch_zero_copy = parse_bool(key, value)?,
             "sluice.log.preallocate.bytes" => self.log_preallocate_bytes = parse_num(key, value)?,
+            "max.request.partition.size.limit" => {
+                let n: usize = parse_num(key, value)?;
+                if n == 0 {
+                    return Err(invalid(key, "must be at least 1"));
+                }
+                self.max_request_partition_size_limit = n;
+            }
             "sluice.max.partitions" => self.max_partitions = parse_num(key, value)?,
             "sluice.max.open.files" => self.max_open_files = parse_num(key, value)?,
             "sluice.storage.min.free.bytes" => self.storage_min_free_bytes = parse_num(key, value)?,

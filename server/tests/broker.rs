@@ -763,3 +763,100 @@ fn transactional_requests_are_told_transactions_are_not_supported() {
     let r: FindCoordinatorResponse = c.call(ApiKey::FindCoordinator, 3, &req);
     assert_eq!(r.error_code, 0);
 }
+
+#[test]
+fn describe_log_dirs_reports_the_data_directory_and_partition_sizes() {
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    let b = TestBroker::start(2, |_| {});
+    let mut c = b.client();
+    create_topic(&mut c, "dirs", 3);
+    produce(&mut c, 9, "dirs", 1, 1, records(5, 1));
+    for version in [1, 4] {
+        let mut every = DescribeLogDirsRequest::default();
+        every.topics = None;
+        let all: DescribeLogDirsResponse = c.call(ApiKey::DescribeLogDirs, version, &every);
+        assert_eq!(all.results.len(), 1);
+        let r = &all.results[0];
+        assert_eq!(r.error_code, 0);
+        let dir = std::fs::canonicalize(b.dir.path()).unwrap();
+        assert_eq!(r.log_dir.as_str(), dir.to_str().unwrap());
+        if version >= 4 {
+            assert!(r.total_bytes > 0 && r.usable_bytes > 0 && r.usable_bytes <= r.total_bytes);
+        }
+        let t = r.topics.iter().find(|t| t.name.0.as_str() == "dirs").unwrap();
+        let sizes: Vec<(i32, i64)> = t
+            .partitions
+            .iter()
+            .map(|p| (p.partition_index, p.partition_size))
+            .collect();
+        assert_eq!(sizes.len(), 3);
+        assert!(sizes[1].1 > 0 && sizes[0].1 == 0, "{sizes:?}");
+        assert!(r.topics.iter().any(|t| t.name.0.as_str() == "__consumer_offsets"));
+    }
+    let mut req = DescribeLogDirsRequest::default();
+    let mut t = DescribableLogDirTopic::default();
+    t.topic = name("dirs");
+    t.partitions = vec![1, 7];
+    req.topics = Some(vec![t]);
+    let some: DescribeLogDirsResponse = c.call(ApiKey::DescribeLogDirs, 4, &req);
+    let topics = &some.results[0].topics;
+    assert_eq!(topics.len(), 1);
+    assert_eq!(
+        topics[0].partitions.len(),
+        1,
+        "only the partitions asked for that exist"
+    );
+    assert_eq!(topics[0].partitions[0].partition_index, 1);
+}
+
+#[test]
+fn describe_topic_partitions_pages_sorted_topics_with_a_cursor() {
+    use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
+    let b = TestBroker::start(1, |_| {});
+    let mut c = b.client();
+    create_topic(&mut c, "dtp-a", 3);
+    create_topic(&mut c, "dtp-b", 2);
+    let id_a = topic_id(&mut c, "dtp-a");
+    let ask = |c: &mut Client, cursor: Option<(&str, i32)>| -> DescribeTopicPartitionsResponse {
+        let mut req = DescribeTopicPartitionsRequest::default();
+        req.topics = ["dtp-b", "missing", "dtp-a"]
+            .iter()
+            .map(|n| {
+                let mut t = TopicRequest::default();
+                t.name = name(n);
+                t
+            })
+            .collect();
+        req.response_partition_limit = 4;
+        req.cursor = cursor.map(|(t, p)| {
+            let mut cur = Cursor::default();
+            cur.topic_name = name(t);
+            cur.partition_index = p;
+            cur
+        });
+        c.call(ApiKey::DescribeTopicPartitions, 0, &req)
+    };
+    let first = ask(&mut c, None);
+    let seen: Vec<(String, Vec<i32>)> = first
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.as_ref().unwrap().0.to_string(),
+                t.partitions.iter().map(|p| p.partition_index).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(seen, vec![("dtp-a".into(), vec![0, 1, 2]), ("dtp-b".into(), vec![0])]);
+    assert_eq!(first.topics[0].topic_id, id_a);
+    assert_eq!(first.topics[0].partitions[0].leader_id, BrokerId(0));
+    let cursor = first.next_cursor.as_ref().unwrap();
+    assert_eq!((cursor.topic_name.0.as_str(), cursor.partition_index), ("dtp-b", 1));
+    let second = ask(&mut c, Some(("dtp-b", 1)));
+    assert_eq!(second.topics.len(), 2);
+    assert_eq!(second.topics[0].partitions.len(), 1);
+    assert_eq!(second.topics[0].partitions[0].partition_index, 1);
+    assert_eq!(second.topics[1].name.as_ref().unwrap().0.as_str(), "missing");
+    assert_eq!(second.topics[1].error_code, 3);
+    assert!(second.next_cursor.is_none());
+}

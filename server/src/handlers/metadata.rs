@@ -1,15 +1,20 @@
-//! Metadata (with auto-creation of unknown topics) and DescribeCluster. This
-//! broker is the only broker, the controller and every partition's leader.
+//! Metadata (with auto-creation of unknown topics), DescribeCluster and
+//! DescribeTopicPartitions. This broker is the only broker, the controller
+//! and every partition's leader.
 
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::describe_topic_partitions_response::{
+    Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
+};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
-    BrokerId, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse, TopicName,
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeTopicPartitionsRequest,
+    DescribeTopicPartitionsResponse, MetadataRequest, MetadataResponse, TopicName,
 };
 
 use super::{Ctx, OPS_NOT_REQUESTED, Outcome, admin, str_bytes};
@@ -122,5 +127,88 @@ pub fn describe_cluster(ctx: Ctx, body: BytesMut) -> Outcome {
     b.host = str_bytes(&config.advertised_host);
     b.port = i32::from(config.advertised_port);
     resp.brokers = vec![b];
+    ctx.respond(&resp)
+}
+
+/// Every topic operation allowed: there are no ACLs yet. READ, WRITE,
+/// CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS and ALTER_CONFIGS.
+const TOPIC_OPS_ALL: i32 = (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+
+/// DescribeTopicPartitions (KIP-966): Metadata's partition view of the
+/// named topics (all when none are named), sorted by name, paged by
+/// `response_partition_limit` (at most `max.request.partition.size.limit`)
+/// with a cursor.
+pub fn describe_topic_partitions(ctx: Ctx, body: BytesMut) -> Outcome {
+    let req: DescribeTopicPartitionsRequest = decode_or_return!(ctx, body);
+    let config = ctx.shard.config();
+    let snapshot = ctx.shard.meta();
+    let limit = usize::try_from(req.response_partition_limit.max(1))
+        .unwrap_or(1)
+        .min(config.max_request_partition_size_limit);
+    // (name, topic or None when unknown), sorted by name.
+    let mut wanted: Vec<(String, Option<Arc<TopicMeta>>)> = if req.topics.is_empty() {
+        snapshot
+            .topics
+            .values()
+            .map(|t| (t.name.to_string(), Some(t.clone())))
+            .collect()
+    } else {
+        req.topics
+            .iter()
+            .map(|t| (t.name.0.to_string(), snapshot.topic(t.name.0.as_str()).cloned()))
+            .collect()
+    };
+    wanted.sort_by(|a, b| a.0.cmp(&b.0));
+    wanted.dedup_by(|a, b| a.0 == b.0);
+    let (cursor_topic, cursor_partition) = req.cursor.as_ref().map_or((String::new(), 0), |c| {
+        (c.topic_name.0.to_string(), c.partition_index.max(0))
+    });
+    let mut resp = DescribeTopicPartitionsResponse::default();
+    let mut budget = limit;
+    for (name, topic) in wanted.into_iter().filter(|(n, _)| *n >= cursor_topic) {
+        let first = if name == cursor_topic { cursor_partition } else { 0 };
+        if budget == 0 {
+            let mut next = Cursor::default();
+            next.topic_name = TopicName(str_bytes(&name));
+            next.partition_index = first;
+            resp.next_cursor = Some(next);
+            break;
+        }
+        let mut out = DescribeTopicPartitionsResponseTopic::default();
+        out.name = Some(TopicName(str_bytes(&name)));
+        out.topic_authorized_operations = TOPIC_OPS_ALL;
+        let Some(t) = topic else {
+            out.error_code = ErrorCode::UnknownTopicOrPartition.code();
+            resp.topics.push(out);
+            continue;
+        };
+        out.topic_id = t.id;
+        out.is_internal = crate::meta::is_internal(&t.name);
+        let mut index = first;
+        while index < t.partitions {
+            if budget == 0 {
+                let mut next = Cursor::default();
+                next.topic_name = TopicName(str_bytes(&name));
+                next.partition_index = index;
+                resp.next_cursor = Some(next);
+                break;
+            }
+            let mut p = DescribeTopicPartitionsResponsePartition::default();
+            p.partition_index = index;
+            p.leader_id = BrokerId(config.node_id);
+            p.leader_epoch = 0;
+            p.replica_nodes = vec![BrokerId(config.node_id)];
+            p.isr_nodes = vec![BrokerId(config.node_id)];
+            p.eligible_leader_replicas = Some(Vec::new());
+            p.last_known_elr = Some(Vec::new());
+            out.partitions.push(p);
+            budget -= 1;
+            index += 1;
+        }
+        resp.topics.push(out);
+        if resp.next_cursor.is_some() {
+            break;
+        }
+    }
     ctx.respond(&resp)
 }

@@ -16,6 +16,7 @@ pub mod admin;
 pub mod configs;
 pub mod fetch;
 pub mod groups;
+pub mod log_dirs;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
@@ -65,6 +66,8 @@ pub const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DescribeGroups, 0, 6),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
 /// Kafka's value for "authorized operations not requested".
@@ -222,6 +225,8 @@ pub async fn dispatch(shard: Rc<Shard>, mut frame: BytesMut, peer: Rc<str>) -> O
         ApiKey::ListGroups => groups::list_groups(ctx, body).await,
         ApiKey::DescribeGroups => groups::describe_groups(ctx, body).await,
         ApiKey::DeleteGroups => groups::delete_groups(ctx, body).await,
+        ApiKey::DescribeLogDirs => log_dirs::describe_log_dirs(ctx, body).await,
+        ApiKey::DescribeTopicPartitions => metadata::describe_topic_partitions(ctx, body),
         other => Outcome::Close(format!("no handler for {other:?}")),
     }
 }

@@ -32,6 +32,8 @@ enum T {
     Strs,
     /// Nullable bytes.
     Bytes,
+    /// A nullable struct: an int8 (-1 null), then the fields.
+    Opt(&'static [F]),
 }
 
 /// A field present in versions `lo..=hi`.
@@ -297,6 +299,14 @@ const DESCRIBE_GROUPS: &[F] = &[F(T::Strs, 0, ALL), F(T::Bool, 3, ALL)];
 
 const DELETE_GROUPS: &[F] = &[F(T::Strs, 0, ALL)];
 
+const DESCRIBE_LOG_DIRS: &[F] = &[F(T::Arr(&[F(T::Str, 0, ALL), F(T::I32s, 0, ALL)]), 0, ALL)];
+
+const DESCRIBE_TOPIC_PARTITIONS: &[F] = &[
+    F(T::Arr(&[F(T::Str, 0, ALL)]), 0, ALL),
+    F(T::I32, 0, ALL),
+    F(T::Opt(&[F(T::Str, 0, ALL), F(T::I32, 0, ALL)]), 0, ALL),
+];
+
 fn layout(key: ApiKey) -> Option<&'static [F]> {
     Some(match key {
         ApiKey::Metadata => METADATA,
@@ -322,6 +332,8 @@ fn layout(key: ApiKey) -> Option<&'static [F]> {
         ApiKey::ListGroups => LIST_GROUPS,
         ApiKey::DescribeGroups => DESCRIBE_GROUPS,
         ApiKey::DeleteGroups => DELETE_GROUPS,
+        ApiKey::DescribeLogDirs => DESCRIBE_LOG_DIRS,
+        ApiKey::DescribeTopicPartitions => DESCRIBE_TOPIC_PARTITIONS,
         _ => return None,
     })
 }
@@ -366,6 +378,11 @@ fn walk_struct(r: &mut Reader<'_>, fields: &[F], version: i16, flexible: bool) -
             }
             T::Bytes => {
                 r.bytes_range(flexible)?;
+            }
+            T::Opt(sub) => {
+                if r.i8()? >= 0 {
+                    walk_struct(r, sub, version, flexible)?;
+                }
             }
         }
     }
@@ -650,6 +667,22 @@ mod tests {
         out.push((ApiKey::DescribeGroups, enc(dg), 0, 6));
         let del = DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s("g"))]);
         out.push((ApiKey::DeleteGroups, enc(del), 0, 2));
+        let mut ld = DescribeLogDirsRequest::default();
+        let mut ldt = describe_log_dirs_request::DescribableLogDirTopic::default();
+        ldt.topic = TopicName(s("t"));
+        ldt.partitions = vec![0, 1];
+        ld.topics = Some(vec![ldt]);
+        out.push((ApiKey::DescribeLogDirs, enc(ld), 1, 4));
+        let mut dtp = DescribeTopicPartitionsRequest::default();
+        let mut tr = describe_topic_partitions_request::TopicRequest::default();
+        tr.name = TopicName(s("t"));
+        dtp.topics = vec![tr];
+        dtp.response_partition_limit = 10;
+        let mut cur = describe_topic_partitions_request::Cursor::default();
+        cur.topic_name = TopicName(s("t"));
+        cur.partition_index = 3;
+        dtp.cursor = Some(cur);
+        out.push((ApiKey::DescribeTopicPartitions, enc(dtp), 0, 0));
         out
     }
 
