@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v kcat >/dev/null 2>&1 || need_apt+=(kcat)
+command -v javac >/dev/null 2>&1 || need_apt+=(openjdk-17-jdk-headless)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}"
@@ -15,6 +16,8 @@ fi
 # Real Kafka clients for tests/clients (librdkafka via confluent-kafka,
 # kafka-python), pinned.
 python3 -m pip install -q --disable-pip-version-check -r tests/clients/requirements.txt
+# The Java client 3.9.1 and its codec jars, from a pinned wheel (ADR 0004).
+tests/clients/java/fetch_jars.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
