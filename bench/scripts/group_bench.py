@@ -13,7 +13,7 @@
    given heartbeat.interval.ms (from its cgrp debug log).
 
 Usage: group_bench.py BOOTSTRAP [--reps 3] [--messages 600000] [--heartbeat-ms 300] [--cadence]
-Needs: rdkafka_performance (../shared/peers builds it), confluent-kafka.
+Needs: rdkafka_performance (bench/peers builds it), confluent-kafka.
 """
 import argparse
 import json

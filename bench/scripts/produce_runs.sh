@@ -10,7 +10,7 @@ ACKS=${1:?usage: produce_runs.sh ACKS PARTITIONS [broker args...]}; PARTS=${2:?p
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 PERF=${PERF:-/tmp/peers/bin/rdkafka_performance}; PY=${PY:-/tmp/peers/venv/bin/python}
 DATA=${DATA:-/tmp/sluice-produce-runs}; PORT=${PORT:-19095}; N=${N:-4}
-TOPIC_TOOL="$ROOT/../shared/peers/kafka_topic.py"
+TOPIC_TOOL="$ROOT/bench/peers/kafka_topic.py"
 rm -rf "$DATA"
 taskset -c 0 "$ROOT/target/release/sluice" --cores 1 --listen 127.0.0.1:$PORT --data-dir "$DATA" "$@" \
   > "$DATA.log" 2>&1 &
