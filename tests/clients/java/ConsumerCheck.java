@@ -113,6 +113,16 @@ public final class ConsumerCheck {
             Check.that(at.get(p0).offset() == 11 && at.get(p0).timestamp() == BASE + 4_000L * 11,
                     "offsetsForTimes: " + at.get(p0));
         }
+        // The emptied groups can lose offsets and be deleted.
+        try (Admin admin = Admin.create(Check.props(bs))) {
+            admin.deleteConsumerGroupOffsets("jg", Set.of(new TopicPartition(TOPIC, 0))).all().get();
+            Map<TopicPartition, OffsetAndMetadata> left = admin.listConsumerGroupOffsets("jg")
+                    .partitionsToOffsetAndMetadata().get();
+            Check.that(!left.containsKey(new TopicPartition(TOPIC, 0)) && left.size() == 3, "offset deleted: " + left);
+            admin.deleteConsumerGroups(List.of("jg", "jg2")).all().get();
+            Check.that(admin.listConsumerGroups().all().get().stream().noneMatch(g -> g.groupId().equals("jg")),
+                    "group deleted");
+        }
         System.out.println("consumer: ok");
     }
 }
