@@ -66,10 +66,7 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
                 futures_util::future::Either::Left(std::future::ready(r))
             };
             let result = if req.transactional_id.is_some() {
-                fixed(PartitionResult::error(
-                    ErrorCode::TransactionalIdAuthorizationFailed,
-                    "transactions are not supported by this broker yet",
-                ))
+                fixed(PartitionResult::error(ErrorCode::UnsupportedVersion, NO_TRANSACTIONS))
             } else if !matches!(acks, -1..=1) {
                 fixed(PartitionResult::error(
                     ErrorCode::InvalidRequiredAcks,
