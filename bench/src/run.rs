@@ -121,6 +121,10 @@ struct Shared {
     first_error: Mutex<Option<String>>,
     subscriptions: u64,
     max_backlog: u64,
+    /// Producers still running (sending or waiting for their answers):
+    /// consumers drain only after the last one, so a produce answered late
+    /// is still read and timed.
+    producing: AtomicU64,
 }
 
 impl Shared {
@@ -247,6 +251,7 @@ pub fn run_workload(
             u64::from(w.subscriptions_per_topic)
         },
         max_backlog: w.max_backlog_messages,
+        producing: AtomicU64::new(producers.len() as u64),
     });
     let clock = Clock::new();
     let threads = opts.threads.max(1).min(producers.len() + consumers.len());
@@ -454,6 +459,7 @@ async fn thread_main(th: Rc<Thread>, producers: Vec<ProducerPlan>, consumers: Ve
             if let Err(e) = producer(th.clone(), p).await {
                 th.shared.fail(e);
             }
+            th.shared.producing.fetch_sub(1, Relaxed);
         }));
     }
     for c in consumers {
@@ -839,7 +845,8 @@ async fn consumer(th: Rc<Thread>, plan: ConsumerPlan) -> Result<(), String> {
             STOP => {
                 let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN);
                 let want = shared.acked.load(Relaxed) * shared.subscriptions;
-                if shared.consumed.load(Relaxed) >= want || Instant::now() > deadline {
+                let produced = shared.producing.load(Relaxed) == 0;
+                if (produced && shared.consumed.load(Relaxed) >= want) || Instant::now() > deadline {
                     return Ok(());
                 }
             }
