@@ -1126,12 +1126,8 @@ impl Shared {
             }
             st.active().paths.clone()
         };
-        let fail = |what: &Path, e: io::Error| {
-            let full = is_exhaustion(&e);
-            let cause = format!("open {}: {e}", what.display());
-            self.exhausted.set(self.exhausted.get() || full);
-            cause
-        };
+        // Out of descriptors (or space) on open leaves the log reopenable.
+        let fail = |what: &Path, e: io::Error| self.write_failed(format!("open {}: {e}", what.display()), &e);
         let log = open_rw(&paths.log, false).await.map_err(|e| fail(&paths.log, e))?;
         let index = open_rw(&paths.index, false).await.map_err(|e| fail(&paths.index, e))?;
         let time_index = open_rw(&paths.time_index, false)
@@ -1142,8 +1138,8 @@ impl Shared {
         Ok(w)
     }
 
-    /// Notes a failed write (not an fsync) that found the disk full, and
-    /// returns its cause.
+    /// Notes a failed write or open (never an fsync) that found the disk
+    /// full or no descriptor left, and returns its cause.
     fn write_failed(&self, cause: String, e: &io::Error) -> String {
         if is_exhaustion(e) {
             self.exhausted.set(true);
@@ -1206,10 +1202,10 @@ impl Shared {
     /// new one at `base_offset`, syncing the directory so the new file
     /// survives a crash.
     async fn roll(&self, base_offset: i64) -> Result<(), String> {
-        let fail = |what: &str, e: io::Error| format!("roll to {base_offset} in {}: {what}: {e}", self.dir.display());
+        let fail = |what: &str, e: &io::Error| format!("roll to {base_offset} in {}: {what}: {e}", self.dir.display());
         let old = self.writer().await?;
         let old_end = self.state.borrow().log_end_offset;
-        self.io.sync_data(&old.log).await.map_err(|e| fail("fdatasync", e))?;
+        self.io.sync_data(&old.log).await.map_err(|e| fail("fdatasync", &e))?;
         let (size, reserved_to) = {
             let st = self.state.borrow();
             (st.active().size, st.active().preallocated_to)
@@ -1227,12 +1223,7 @@ impl Shared {
         };
         // Writes and creations (not the fdatasync above) that find the disk
         // full leave the log reopenable.
-        let wfail = |what: &str, e: io::Error| {
-            let full = is_exhaustion(&e);
-            let cause = fail(what, e);
-            self.exhausted.set(self.exhausted.get() || full);
-            cause
-        };
+        let wfail = |what: &str, e: io::Error| self.write_failed(fail(what, &e), &e);
         write_at(&old.index, idx, idx_pos)
             .await
             .map_err(|e| wfail("index", e))?;
@@ -1248,7 +1239,7 @@ impl Shared {
         let time_index = open_rw_create(&paths.time_index)
             .await
             .map_err(|e| wfail("create time index", e))?;
-        sync_dir(&self.dir).await.map_err(|e| fail("sync directory", e))?;
+        sync_dir(&self.dir).await.map_err(|e| fail("sync directory", &e))?;
         let mut st = self.state.borrow_mut();
         st.active_mut().writer = None;
         st.active_mut().release_reader();

@@ -306,6 +306,18 @@ fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+/// A count or duration that must be at least 1.
+fn parse_at_least_one<T: std::str::FromStr + PartialOrd + From<u8>>(key: &str, value: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    let n: T = parse_num(key, value)?;
+    if n < T::from(1) {
+        return Err(invalid(key, "must be at least 1"));
+    }
+    Ok(n)
+}
+
 fn parse_num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError>
 where
     T::Err: std::fmt::Display,
@@ -354,22 +366,10 @@ impl BrokerConfig {
                 self.advertised_port = port;
             }
             "log.dirs" | "log.dir" | "data.dir" => self.data_dir = PathBuf::from(value.trim()),
-            "num.cores" => {
-                let n: usize = parse_num(key, value)?;
-                if n == 0 {
-                    return Err(invalid(key, "must be at least 1"));
-                }
-                self.cores = Some(n);
-            }
+            "num.cores" => self.cores = Some(parse_at_least_one::<usize>(key, value)?),
             "node.id" | "broker.id" => self.node_id = parse_num(key, value)?,
             "cluster.id" => self.cluster_id = value.trim().to_string(),
-            "num.partitions" => {
-                let n: i32 = parse_num(key, value)?;
-                if n < 1 {
-                    return Err(invalid(key, "must be at least 1"));
-                }
-                self.num_partitions = n;
-            }
+            "num.partitions" => self.num_partitions = parse_at_least_one::<i32>(key, value)?,
             "auto.create.topics.enable" => self.auto_create_topics = parse_bool(key, value)?,
             "message.max.bytes" => self.message_max_bytes = parse_num(key, value)?,
             "log.segment.bytes" => self.log_segment_bytes = parse_num(key, value)?,
@@ -401,42 +401,24 @@ impl BrokerConfig {
             "max.connections" => self.max_connections = parse_num(key, value)?,
             "queued.max.request.bytes" => self.queued_max_request_bytes = parse_num(key, value)?,
             "max.inflight.requests.per.connection" => {
-                let n: usize = parse_num(key, value)?;
-                if n == 0 {
-                    return Err(invalid(key, "must be at least 1"));
-                }
-                self.max_inflight_requests_per_connection = n;
+                self.max_inflight_requests_per_connection = parse_at_least_one::<usize>(key, value)?
             }
             "fetch.max.bytes" => self.fetch_max_bytes = parse_num(key, value)?,
             "sluice.fetch.max.wait.ms" => self.fetch_max_wait_ms = parse_num(key, value)?,
             "sluice.fetch.zero.copy" => self.fetch_zero_copy = parse_bool(key, value)?,
             "sluice.log.preallocate.bytes" => self.log_preallocate_bytes = parse_num(key, value)?,
             "max.request.partition.size.limit" => {
-                let n: usize = parse_num(key, value)?;
-                if n == 0 {
-                    return Err(invalid(key, "must be at least 1"));
-                }
-                self.max_request_partition_size_limit = n;
+                self.max_request_partition_size_limit = parse_at_least_one::<usize>(key, value)?
             }
             "sluice.max.partitions" => self.max_partitions = parse_num(key, value)?,
             "sluice.max.open.files" => self.max_open_files = parse_num(key, value)?,
             "sluice.storage.min.free.bytes" => self.storage_min_free_bytes = parse_num(key, value)?,
             "sluice.shutdown.drain.ms" => self.shutdown_drain_ms = parse_num(key, value)?,
             "sluice.shutdown.close.ms" => self.shutdown_close_ms = parse_num(key, value)?,
-            "offsets.topic.num.partitions" => {
-                let n: i32 = parse_num(key, value)?;
-                if n < 1 {
-                    return Err(invalid(key, "must be at least 1"));
-                }
-                self.groups.offsets_partitions = n;
-            }
+            "offsets.topic.num.partitions" => self.groups.offsets_partitions = parse_at_least_one::<i32>(key, value)?,
             "offsets.topic.segment.bytes" => self.groups.offsets_segment_bytes = parse_num(key, value)?,
             "offsets.retention.minutes" => {
-                let m: i64 = parse_num(key, value)?;
-                if m < 1 {
-                    return Err(invalid(key, "must be at least 1"));
-                }
-                self.groups.offsets_retention_ms = m.saturating_mul(60_000);
+                self.groups.offsets_retention_ms = parse_at_least_one::<i64>(key, value)?.saturating_mul(60_000)
             }
             "offsets.retention.check.interval.ms" => {
                 let n: u64 = parse_num(key, value)?;
@@ -455,13 +437,7 @@ impl BrokerConfig {
                 }
                 self.groups.initial_rebalance_delay_ms = n;
             }
-            "group.max.size" => {
-                let n: usize = parse_num(key, value)?;
-                if n == 0 {
-                    return Err(invalid(key, "must be at least 1"));
-                }
-                self.groups.max_size = n;
-            }
+            "group.max.size" => self.groups.max_size = parse_at_least_one::<usize>(key, value)?,
             other => return Err(ConfigError::Unknown(other.to_string())),
         }
         Ok(())

@@ -8,8 +8,18 @@
 //! use it. Writes resume by themselves when space returns.
 
 use std::cell::Cell;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// The size of the filesystem holding `dir` and the bytes available on it
+/// to unprivileged users, from `statvfs`.
+pub fn filesystem_bytes(dir: &Path) -> std::io::Result<(u64, u64)> {
+    let s = rustix::fs::statvfs(dir)?;
+    Ok((
+        s.f_blocks.saturating_mul(s.f_frsize),
+        s.f_bavail.saturating_mul(s.f_frsize),
+    ))
+}
 
 /// How often a shard that is refusing produce looks at the filesystem
 /// again, at most.
@@ -50,8 +60,8 @@ impl DiskSpace {
     /// users) and returns it. A failed reading keeps the last one.
     pub fn refresh(&self) -> u64 {
         self.checked_at.set(Instant::now());
-        match rustix::fs::statvfs(&self.dir) {
-            Ok(s) => self.free_bytes.set(s.f_bavail.saturating_mul(s.f_frsize)),
+        match filesystem_bytes(&self.dir) {
+            Ok((_, available)) => self.free_bytes.set(available),
             Err(e) => tracing::warn!(dir = %self.dir.display(), error = %e, "statvfs of the data directory"),
         }
         let free = self.free_bytes.get();

@@ -105,12 +105,12 @@ async fn connection(shard: Rc<Shard>, stream: TcpStream, peer: Rc<str>) {
         peer_gone.clone(),
     ));
     match read_loop(&shard, stream, &queue, &closing, &peer).await {
+        // Shutdown or a failed write: the writer finishes what it can.
+        Ok(()) => {}
         // The client closed its end (or the read failed): nobody will read
         // the answers, so the writer stops waiting for requests still held
         // (a JoinGroup can be held for its rebalance timeout) and the socket
         // closes now, as Kafka closes the channel.
-        Ok(()) if !shard.stopping.is_set() && !closing.is_set() => peer_gone.set(),
-        Ok(()) => {}
         Err(ReadEnd::PeerGone(reason)) => {
             tracing::debug!(%reason, "client went away");
             peer_gone.set();
@@ -121,20 +121,15 @@ async fn connection(shard: Rc<Shard>, stream: TcpStream, peer: Rc<str>) {
     let _ = writer.await;
 }
 
-/// Why a read loop ended before EOF between frames or shutdown.
+/// Why a read loop ended other than by shutdown or a failed write.
 #[derive(Debug)]
 enum ReadEnd {
-    /// EOF inside a frame, or a failed read: the client is gone.
+    /// EOF (between frames or inside one), or a failed read: the client is
+    /// gone.
     PeerGone(String),
     /// A frame the protocol cannot answer: earlier requests are answered,
     /// then the connection closes.
     Bad(String),
-}
-
-impl From<String> for ReadEnd {
-    fn from(reason: String) -> Self {
-        Self::Bad(reason)
-    }
 }
 
 /// Reads frames and spawns their handling until EOF, a bad frame, a write
@@ -173,7 +168,7 @@ async fn read_loop(
             Err(()) => return Ok(()),
         };
         if !fill(&mut stream, &mut buf, total, shard, closing).await? {
-            return Err(ReadEnd::PeerGone("connection closed inside a frame".into()));
+            return Ok(());
         }
         let mut frame = buf.split_to(total);
         frame.advance(4);
@@ -187,8 +182,9 @@ async fn read_loop(
     }
 }
 
-/// Reads until `buf` holds at least `want` bytes. `Ok(false)` on a clean EOF
-/// or shutdown before any byte of a new frame.
+/// Reads until `buf` holds at least `want` bytes. `Ok(false)` when the
+/// writer failed (`closing`), or at shutdown before any byte of a new frame;
+/// EOF is [`ReadEnd::PeerGone`].
 async fn fill(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
@@ -220,13 +216,8 @@ async fn fill(
         };
         *buf = back.into_inner();
         match res {
-            Ok(0) => {
-                return if buf.is_empty() {
-                    Ok(false)
-                } else {
-                    Err(ReadEnd::PeerGone("EOF inside a frame".into()))
-                };
-            }
+            Ok(0) if buf.is_empty() => return Err(ReadEnd::PeerGone("EOF".into())),
+            Ok(0) => return Err(ReadEnd::PeerGone("EOF inside a frame".into())),
             Ok(_) => {}
             Err(e) => return Err(ReadEnd::PeerGone(format!("read: {e}"))),
         }

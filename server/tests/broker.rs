@@ -8,10 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes};
 use common::*;
-use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use sluice_engine::batch::{self, ProducerFields, Record};
@@ -95,21 +92,11 @@ fn admin_apis_create_validate_grow_and_delete() {
         "not created, not auto-created"
     );
     // Grow, refuse to shrink.
-    let grow = |count: i32| {
-        let mut t = CreatePartitionsTopic::default();
-        t.name = name("t1");
-        t.count = count;
-        let mut req = CreatePartitionsRequest::default();
-        req.topics = vec![t];
-        req
-    };
-    let r: CreatePartitionsResponse = c.call(ApiKey::CreatePartitions, 3, &grow(5));
-    assert_eq!(r.results[0].error_code, 0);
+    assert_eq!(create_partitions(&mut c, "t1", 5), 0);
     assert_eq!(metadata(&mut c, &["t1"]).topics[0].partitions.len(), 5);
     let (err, off) = produce(&mut c, 9, "t1", 4, -1, records(1, 1));
     assert_eq!((err, off), (0, 0), "a new partition takes writes");
-    let r: CreatePartitionsResponse = c.call(ApiKey::CreatePartitions, 3, &grow(2));
-    assert_eq!(r.results[0].error_code, 37);
+    assert_eq!(create_partitions(&mut c, "t1", 2), 37);
     // Delete, then the name is free again and starts empty.
     let mut req = DeleteTopicsRequest::default();
     req.topic_names = vec![name("t1")];
@@ -270,38 +257,13 @@ fn list_offsets_and_delete_records() {
     for ts in [1000, 2000, 3000] {
         produce(&mut c, 9, "lo", 0, 1, records(2, ts));
     }
-    let list = |c: &mut Client, ts: i64| {
-        let mut p = ListOffsetsPartition::default();
-        p.partition_index = 0;
-        p.timestamp = ts;
-        let mut t = ListOffsetsTopic::default();
-        t.name = name("lo");
-        t.partitions = vec![p];
-        let mut req = ListOffsetsRequest::default();
-        req.replica_id = BrokerId(-1);
-        req.topics = vec![t];
-        let r: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
-        let p = &r.topics[0].partitions[0];
-        (p.error_code, p.offset, p.timestamp)
-    };
+    let list = |c: &mut Client, ts: i64| list_offsets(c, "lo", 0, ts);
     assert_eq!(list(&mut c, -2), (0, 0, -1));
     assert_eq!(list(&mut c, -1), (0, 6, -1));
     assert_eq!(list(&mut c, 1500), (0, 2, 2000));
     assert_eq!(list(&mut c, -3), (0, 4, 3000));
     assert_eq!(list(&mut c, 9999), (0, -1, -1));
-    let del = |c: &mut Client, offset: i64| {
-        let mut p = DeleteRecordsPartition::default();
-        p.partition_index = 0;
-        p.offset = offset;
-        let mut t = DeleteRecordsTopic::default();
-        t.name = name("lo");
-        t.partitions = vec![p];
-        let mut req = DeleteRecordsRequest::default();
-        req.topics = vec![t];
-        let r: DeleteRecordsResponse = c.call(ApiKey::DeleteRecords, 2, &req);
-        let p = &r.topics[0].partitions[0];
-        (p.error_code, p.low_watermark)
-    };
+    let del = |c: &mut Client, offset: i64| delete_records(c, "lo", 0, offset);
     assert_eq!(del(&mut c, 3), (0, 3));
     assert_eq!(del(&mut c, 100).0, 1, "beyond the high watermark");
     assert_eq!(list(&mut c, -2), (0, 3, -1));
@@ -700,20 +662,7 @@ fn timestamp_lookups_answer_to_the_record_in_plain_and_compressed_batches() {
             (0, 2),
             "{compression:?}"
         );
-        let list = |c: &mut Client, ts: i64| {
-            let mut p = ListOffsetsPartition::default();
-            p.partition_index = 0;
-            p.timestamp = ts;
-            let mut t = ListOffsetsTopic::default();
-            t.name = name(&topic);
-            t.partitions = vec![p];
-            let mut req = ListOffsetsRequest::default();
-            req.replica_id = BrokerId(-1);
-            req.topics = vec![t];
-            let r: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
-            let p = &r.topics[0].partitions[0];
-            (p.error_code, p.offset, p.timestamp)
-        };
+        let list = |c: &mut Client, ts: i64| list_offsets(c, &topic, 0, ts);
         // The first record (in offset order) at or after the time.
         assert_eq!(list(&mut c, base + 3500), (0, 2 + 3, base + 7000), "{compression:?}");
         assert_eq!(list(&mut c, base + 1000), (0, 2 + 1, base + 3000), "{compression:?}");

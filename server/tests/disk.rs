@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
-use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::*;
 use sluice_engine::batch::{self, BatchHeader, ProducerFields, Record};
@@ -64,8 +63,7 @@ impl Drop for Tmpfs {
 }
 
 fn free_bytes(path: &Path) -> u64 {
-    let s = rustix::fs::statvfs(path).unwrap();
-    s.f_bavail * s.f_frsize
+    sluice::disk::filesystem_bytes(path).unwrap().1
 }
 
 /// One batch of one record of `len` bytes.
@@ -177,18 +175,7 @@ fn the_reserve_refuses_produce_and_deletes_free_a_full_disk_without_a_restart() 
     // DeleteRecords frees whole segments even with no room for its
     // checkpoint.
     let cut = bulk_acked[bulk_acked.len() / 2];
-    let mut dp = DeleteRecordsPartition::default();
-    dp.partition_index = 0;
-    dp.offset = cut;
-    let mut dt = DeleteRecordsTopic::default();
-    dt.name = name("bulk");
-    dt.partitions = vec![dp];
-    let mut req = DeleteRecordsRequest::default();
-    req.topics = vec![dt];
-    req.timeout_ms = 5000;
-    let resp: DeleteRecordsResponse = c.call(ApiKey::DeleteRecords, 2, &req);
-    let p = &resp.topics[0].partitions[0];
-    assert_eq!((p.error_code, p.low_watermark), (0, cut));
+    assert_eq!(delete_records(&mut c, "bulk", 0, cut), (0, cut));
     assert!(free_bytes(fs.path()) > 8 << 20, "segments below the cut were removed");
 
     // Fill again; DeleteTopics still works.

@@ -9,7 +9,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::*;
 
 /// Files under `dir` this process holds open, from /proc.
@@ -108,14 +107,7 @@ fn topics_and_partitions_that_cannot_be_opened_are_not_created() {
     // CreatePartitions the same way.
     create_topic(&mut c, "grow", 2);
     std::fs::write(dir.join("grow-3"), b"in the way").unwrap();
-    let mut t = CreatePartitionsTopic::default();
-    t.name = name("grow");
-    t.count = 5;
-    let mut req = CreatePartitionsRequest::default();
-    req.topics = vec![t];
-    req.timeout_ms = 5000;
-    let resp: CreatePartitionsResponse = c.call(ApiKey::CreatePartitions, 3, &req);
-    assert_eq!(resp.results[0].error_code, 56);
+    assert_eq!(create_partitions(&mut c, "grow", 5), 56);
     let mut req = MetadataRequest::default();
     req.topics = None;
     let m: MetadataResponse = c.call(ApiKey::Metadata, 12, &req);

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{Client, TestBroker};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
@@ -48,15 +47,7 @@ fn start() -> TestBroker {
 }
 
 fn create_topic(c: &mut Client, topic: &str, partitions: i32) {
-    let mut t = CreatableTopic::default();
-    t.name = TopicName(s(topic));
-    t.num_partitions = partitions;
-    t.replication_factor = 1;
-    let mut req = CreateTopicsRequest::default();
-    req.topics = vec![t];
-    req.timeout_ms = 5000;
-    let r: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &req);
-    assert_eq!(r.topics[0].error_code, 0);
+    assert_eq!(common::create_topic(c, topic, partitions).topics[0].error_code, 0);
 }
 
 fn join_req(group: &str, member: &str, session_ms: i32, protocol_type: &str) -> JoinGroupRequest {

@@ -9,7 +9,7 @@ to tests/fuzz/corpus/<client>.frames: the bytes as they crossed the wire,
 each frame a 4-byte big-endian length and the frame. Run it again when the
 clients or the supported APIs change:
 
-    python3 tests/fuzz/capture.py
+    python3 tests/fuzz/capture.py            # CORPUS_DIR=... writes elsewhere
 """
 import os
 import shutil
@@ -21,7 +21,7 @@ import threading
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-CORPUS = os.path.join(ROOT, "tests", "fuzz", "corpus")
+CORPUS = os.environ.get("CORPUS_DIR", os.path.join(ROOT, "tests", "fuzz", "corpus"))
 
 
 def free_port():
@@ -50,39 +50,35 @@ class Recorder:
             except OSError:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.broker_port))
-            threading.Thread(target=self.up, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self.down, args=(upstream, client), daemon=True).start()
+            threading.Thread(target=self.pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self.pump, args=(upstream, client, False), daemon=True).start()
 
-    def up(self, client, upstream):
+    def pump(self, src, dst, record):
+        """Copies `src` to `dst` until either closes; keeps each complete
+        frame when `record` (the client-to-broker direction)."""
         buf = b""
         while True:
             try:
-                data = client.recv(1 << 16)
+                data = src.recv(1 << 16)
             except OSError:
                 data = b""
             if not data:
-                upstream.close()
+                dst.close()
                 return
-            buf += data
-            while len(buf) >= 4:
-                (n,) = struct.unpack(">i", buf[:4])
-                if len(buf) < 4 + n:
-                    break
-                with self.lock:
-                    self.frames.append(buf[: 4 + n])
-                buf = buf[4 + n :]
-            upstream.sendall(data)
-
-    def down(self, upstream, client):
-        while True:
+            if record:
+                buf += data
+                while len(buf) >= 4:
+                    (n,) = struct.unpack(">i", buf[:4])
+                    if len(buf) < 4 + n:
+                        break
+                    with self.lock:
+                        self.frames.append(buf[: 4 + n])
+                    buf = buf[4 + n :]
             try:
-                data = upstream.recv(1 << 16)
+                dst.sendall(data)
             except OSError:
-                data = b""
-            if not data:
-                client.close()
+                src.close()
                 return
-            client.sendall(data)
 
     def take(self):
         with self.lock:

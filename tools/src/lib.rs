@@ -55,6 +55,12 @@ impl Connection {
         Ok(Self { stream, correlation: 0 })
     }
 
+    /// How long a call waits for its response (30 s from `connect`).
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), Error> {
+        self.stream.set_read_timeout(Some(timeout))?;
+        Ok(())
+    }
+
     /// Sends one request and reads its response.
     pub fn call<R: Encodable, T: Decodable>(&mut self, key: ApiKey, version: i16, req: &R) -> Result<T, Error> {
         self.correlation += 1;

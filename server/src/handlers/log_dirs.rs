@@ -49,16 +49,14 @@ pub async fn describe_log_dirs(ctx: Ctx, body: BytesMut) -> Outcome {
     let path = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
     let mut result = DescribeLogDirsResult::default();
     result.log_dir = str_bytes(&path.display().to_string());
-    match rustix::fs::statvfs(dir) {
-        Ok(s) => {
-            result.total_bytes = i64::try_from(s.f_blocks.saturating_mul(s.f_frsize)).unwrap_or(i64::MAX);
-            result.usable_bytes = i64::try_from(s.f_bavail.saturating_mul(s.f_frsize)).unwrap_or(i64::MAX);
-        }
-        Err(_) => {
-            result.total_bytes = -1;
-            result.usable_bytes = -1;
-        }
-    }
+    let (total, usable) = crate::disk::filesystem_bytes(dir).map_or((-1, -1), |(t, u)| {
+        (
+            i64::try_from(t).unwrap_or(i64::MAX),
+            i64::try_from(u).unwrap_or(i64::MAX),
+        )
+    });
+    result.total_bytes = total;
+    result.usable_bytes = usable;
     result.topics = sizes
         .into_iter()
         .map(|(topic, mut parts)| {

@@ -163,15 +163,19 @@ pub fn describe_topic_partitions(ctx: Ctx, body: BytesMut) -> Outcome {
     let (cursor_topic, cursor_partition) = req.cursor.as_ref().map_or((String::new(), 0), |c| {
         (c.topic_name.0.to_string(), c.partition_index.max(0))
     });
+    // Where the next request starts when this response is full.
+    let cursor = |name: &str, partition_index: i32| {
+        let mut c = Cursor::default();
+        c.topic_name = TopicName(str_bytes(name));
+        c.partition_index = partition_index;
+        Some(c)
+    };
     let mut resp = DescribeTopicPartitionsResponse::default();
     let mut budget = limit;
     for (name, topic) in wanted.into_iter().filter(|(n, _)| *n >= cursor_topic) {
         let first = if name == cursor_topic { cursor_partition } else { 0 };
         if budget == 0 {
-            let mut next = Cursor::default();
-            next.topic_name = TopicName(str_bytes(&name));
-            next.partition_index = first;
-            resp.next_cursor = Some(next);
+            resp.next_cursor = cursor(&name, first);
             break;
         }
         let mut out = DescribeTopicPartitionsResponseTopic::default();
@@ -187,10 +191,7 @@ pub fn describe_topic_partitions(ctx: Ctx, body: BytesMut) -> Outcome {
         let mut index = first;
         while index < t.partitions {
             if budget == 0 {
-                let mut next = Cursor::default();
-                next.topic_name = TopicName(str_bytes(&name));
-                next.partition_index = index;
-                resp.next_cursor = Some(next);
+                resp.next_cursor = cursor(&name, index);
                 break;
             }
             let mut p = DescribeTopicPartitionsResponsePartition::default();

@@ -234,3 +234,47 @@ pub fn metadata(c: &mut Client, topics: &[&str]) -> MetadataResponse {
 pub fn topic_id(c: &mut Client, topic: &str) -> uuid::Uuid {
     metadata(c, &[topic]).topics[0].topic_id
 }
+
+/// CreatePartitions v3 of one topic to `count`; the topic's error code.
+pub fn create_partitions(c: &mut Client, topic: &str, count: i32) -> i16 {
+    let mut t = create_partitions_request::CreatePartitionsTopic::default();
+    t.name = name(topic);
+    t.count = count;
+    let mut req = CreatePartitionsRequest::default();
+    req.topics = vec![t];
+    req.timeout_ms = 5000;
+    let r: CreatePartitionsResponse = c.call(ApiKey::CreatePartitions, 3, &req);
+    r.results[0].error_code
+}
+
+/// ListOffsets v7 of one partition: `(error_code, offset, timestamp)`.
+pub fn list_offsets(c: &mut Client, topic: &str, partition: i32, timestamp: i64) -> (i16, i64, i64) {
+    let mut p = list_offsets_request::ListOffsetsPartition::default();
+    p.partition_index = partition;
+    p.timestamp = timestamp;
+    let mut t = list_offsets_request::ListOffsetsTopic::default();
+    t.name = name(topic);
+    t.partitions = vec![p];
+    let mut req = ListOffsetsRequest::default();
+    req.replica_id = BrokerId(-1);
+    req.topics = vec![t];
+    let r: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
+    let p = &r.topics[0].partitions[0];
+    (p.error_code, p.offset, p.timestamp)
+}
+
+/// DeleteRecords v2 of one partition: `(error_code, low_watermark)`.
+pub fn delete_records(c: &mut Client, topic: &str, partition: i32, offset: i64) -> (i16, i64) {
+    let mut p = delete_records_request::DeleteRecordsPartition::default();
+    p.partition_index = partition;
+    p.offset = offset;
+    let mut t = delete_records_request::DeleteRecordsTopic::default();
+    t.name = name(topic);
+    t.partitions = vec![p];
+    let mut req = DeleteRecordsRequest::default();
+    req.topics = vec![t];
+    req.timeout_ms = 5000;
+    let r: DeleteRecordsResponse = c.call(ApiKey::DeleteRecords, 2, &req);
+    let p = &r.topics[0].partitions[0];
+    (p.error_code, p.low_watermark)
+}

@@ -10,10 +10,9 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut};
 use clap::Parser;
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
+use sluice_tools::Connection;
 use sluice_tools::fuzz::{Mutator, default_frames, framed, load_corpus};
 
 #[derive(Debug, Parser)]
@@ -53,38 +52,17 @@ struct Args {
     workers: u64,
 }
 
-/// Sends ApiVersions v3 and waits for its answer.
-fn api_versions(stream: &mut TcpStream, timeout: Duration) -> Result<ApiVersionsResponse, String> {
-    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    let mut header = RequestHeader::default();
-    header.request_api_key = ApiKey::ApiVersions as i16;
-    header.request_api_version = 3;
-    header.correlation_id = 0x5eed;
-    header.client_id = Some(StrBytes::from_static_str("sluice-wire-fuzz"));
-    let mut body = bytes::BytesMut::new();
-    header.encode(&mut body, 2).map_err(|e| e.to_string())?;
-    let mut req = ApiVersionsRequest::default();
-    req.client_software_name = StrBytes::from_static_str("sluice-wire-fuzz");
-    req.client_software_version = StrBytes::from_static_str("1");
-    req.encode(&mut body, 3).map_err(|e| e.to_string())?;
-    let mut frame = Vec::with_capacity(body.len() + 4);
-    frame.put_i32(body.len() as i32);
-    frame.extend_from_slice(&body);
-    stream.write_all(&frame).map_err(|e| format!("send: {e}"))?;
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len).map_err(|e| format!("no answer: {e}"))?;
-    let mut buf = vec![0u8; i32::from_be_bytes(len).max(0) as usize];
-    stream.read_exact(&mut buf).map_err(|e| format!("short answer: {e}"))?;
-    let mut b = bytes::Bytes::from(buf);
-    let h = ResponseHeader::decode(&mut b, 0).map_err(|e| e.to_string())?;
-    if h.correlation_id != 0x5eed {
-        return Err(format!("answer to another request ({})", h.correlation_id));
-    }
-    let resp = ApiVersionsResponse::decode(&mut b, 3).map_err(|e| e.to_string())?;
-    if b.has_remaining() {
-        return Err("trailing bytes in the answer".into());
-    }
-    Ok(resp)
+/// ApiVersions v3 on `conn`, answered within `timeout`.
+fn api_versions(conn: &mut Connection, timeout: Duration) -> Result<ApiVersionsResponse, String> {
+    conn.set_timeout(timeout).map_err(|e| e.to_string())?;
+    conn.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default())
+        .map_err(|e| e.to_string())
+}
+
+/// A fresh checked connection answering ApiVersions within `timeout`.
+fn fresh_api_versions(addr: &str, timeout: Duration) -> Result<ApiVersionsResponse, String> {
+    let mut conn = Connection::connect(addr).map_err(|e| e.to_string())?;
+    api_versions(&mut conn, timeout)
 }
 
 fn connect(addr: &str) -> Result<TcpStream, String> {
@@ -225,7 +203,7 @@ fn run(args: &Args) -> Result<String, String> {
         args.frames, args.bootstrap, args.workers
     );
     let timeout = Duration::from_millis(args.check_timeout_ms);
-    let mut idle = connect(&args.bootstrap)?;
+    let mut idle = Connection::connect(&args.bootstrap).map_err(|e| e.to_string())?;
     let versions = api_versions(&mut idle, timeout)?;
     let apis: Vec<(i16, i16, i16)> = versions
         .api_keys
@@ -259,24 +237,21 @@ fn run(args: &Args) -> Result<String, String> {
             let done = handles.iter().all(|h| h.is_finished());
             let n = sent.load(Ordering::Relaxed);
             if n >= (checks + 1) * args.check_every || (done && n > checks * args.check_every) {
-                let check = connect(&args.bootstrap).and_then(|mut fresh| {
-                    api_versions(&mut fresh, timeout).map_err(|e| format!("a fresh connection: {e}"))?;
-                    api_versions(&mut idle, timeout).map_err(|e| format!("the idle connection: {e}"))
-                });
+                let check = fresh_api_versions(&args.bootstrap, timeout)
+                    .map_err(|e| format!("a fresh connection: {e}"))
+                    .and_then(|_| api_versions(&mut idle, timeout).map_err(|e| format!("the idle connection: {e}")));
                 if let Err(e) = check {
                     // How long the broker took after all, if it answers.
                     let t0 = Instant::now();
-                    let late = connect(&args.bootstrap)
-                        .and_then(|mut s| api_versions(&mut s, Duration::from_secs(30)))
-                        .map_or_else(
-                            |e| format!("still no answer after 30 s: {e}"),
-                            |_| {
-                                format!(
-                                    "a fresh connection was answered {:.1} s later",
-                                    t0.elapsed().as_secs_f64()
-                                )
-                            },
-                        );
+                    let late = fresh_api_versions(&args.bootstrap, Duration::from_secs(30)).map_or_else(
+                        |e| format!("still no answer after 30 s: {e}"),
+                        |_| {
+                            format!(
+                                "a fresh connection was answered {:.1} s later",
+                                t0.elapsed().as_secs_f64()
+                            )
+                        },
+                    );
                     failure = Some(format!("after {n} frames, --seed {seed}: {e}; {late}"));
                     stop.store(true, Ordering::Relaxed);
                     break;
