@@ -1243,6 +1243,7 @@ impl Shared {
         let mut st = self.state.borrow_mut();
         st.active_mut().writer = None;
         st.active_mut().release_reader();
+        st.active_mut().forget_tail();
         let writer = Writer::new(log, index, time_index, &self.files);
         let seg = Segment::empty(&self.dir, base_offset, &self.files, Some(writer));
         st.segments.push_back(seg);

@@ -105,6 +105,11 @@ pub(crate) struct Segment {
     pub time_index: TimeIndex,
     pub time_index_persisted: usize,
     pub bytes_since_index: u64,
+    /// Every batch from the last offset-index entry (or the segment start)
+    /// to the end of the written bytes, in order: reads near the tail find
+    /// positions and lengths here instead of reading headers from the file.
+    /// At most `index_interval_bytes` of batches plus one, so a few entries.
+    tail: Vec<TailBatch>,
     /// Largest batch maxTimestamp in the segment, -1 when none.
     pub max_timestamp: i64,
     pub offset_of_max_timestamp: i64,
@@ -115,6 +120,21 @@ pub(crate) struct Segment {
     /// none are known to be, `u64::MAX` once a reserve failed (no more
     /// attempts for this segment).
     pub preallocated_to: u64,
+}
+
+/// Where one batch of the segment's tail lies.
+#[derive(Debug, Clone, Copy)]
+struct TailBatch {
+    position: u64,
+    len: u64,
+    base_offset: i64,
+    last_offset: i64,
+}
+
+impl TailBatch {
+    fn end(&self) -> u64 {
+        self.position + self.len
+    }
 }
 
 /// What a scan saw of one batch.
@@ -241,6 +261,7 @@ impl Segment {
             self.max_timestamp = b.max_timestamp;
             self.offset_of_max_timestamp = b.base_offset;
         }
+        assert_eq!(b.position, self.size, "batches are noted in file order, without gaps");
         if self.bytes_since_index >= u64::from(index_interval_bytes) {
             let rel = self.rel(b.base_offset);
             self.index.push(rel, b.position as u32);
@@ -249,10 +270,33 @@ impl Segment {
                 self.time_index.push_if_newer(self.max_timestamp, rel_max);
             }
             self.bytes_since_index = 0;
+            self.tail.clear();
         }
+        self.tail.push(TailBatch {
+            position: b.position,
+            len: b.len,
+            base_offset: b.base_offset,
+            last_offset: b.last_offset,
+        });
         self.bytes_since_index += b.len;
         self.size = b.position + b.len;
         self.next_offset = b.last_offset + 1;
+    }
+
+    /// Drops the tail of a segment that is no longer written (after a roll).
+    pub fn forget_tail(&mut self) {
+        self.tail = Vec::new();
+    }
+
+    /// The tail batches from the one that starts at or holds `pos`, when
+    /// the tail reaches back that far.
+    fn tail_from_position(&self, pos: u64) -> Option<&[TailBatch]> {
+        let first = self.tail.first()?;
+        if pos < first.position {
+            return None;
+        }
+        let i = self.tail.partition_point(|t| t.end() <= pos);
+        Some(&self.tail[i..])
     }
 
     /// The segment's read handle, opened now if it is not open.
@@ -295,6 +339,7 @@ impl Segment {
             time_index: TimeIndex::default(),
             time_index_persisted: 0,
             bytes_since_index: 0,
+            tail: Vec::new(),
             max_timestamp: -1,
             offset_of_max_timestamp: -1,
             first_append_ms: None,
@@ -431,6 +476,21 @@ impl Segment {
         if offset >= self.next_offset {
             return Ok(None);
         }
+        if let Some(first) = self.tail.first()
+            && offset >= first.base_offset
+        {
+            let i = self.tail.partition_point(|t| t.last_offset < offset);
+            let t = self.tail[i];
+            return Ok(Some((t.position, t.base_offset)));
+        }
+        self.position_of_by_headers(offset)
+    }
+
+    /// [`Segment::position_of`] from the index and the headers on disk.
+    fn position_of_by_headers(&self, offset: i64) -> io::Result<Option<(u64, i64)>> {
+        if offset >= self.next_offset {
+            return Ok(None);
+        }
         let rel = self.rel(offset.max(self.base_offset));
         let from = self.index.floor(rel).map_or(0, |(_, p)| u64::from(p));
         let mut found = None;
@@ -447,6 +507,19 @@ impl Segment {
     /// ends at or before `limit`, using the index to skip ahead; `start` if
     /// the first batch alone passes `limit`.
     pub fn batch_end_within(&self, start: u64, limit: u64) -> io::Result<u64> {
+        let limit = limit.min(self.size);
+        if limit == self.size {
+            return Ok(self.size);
+        }
+        if let Some(tail) = self.tail_from_position(start) {
+            let fits = tail.partition_point(|t| t.end() <= limit);
+            return Ok(fits.checked_sub(1).map_or(start, |i| tail[i].end().max(start)));
+        }
+        self.batch_end_within_by_headers(start, limit)
+    }
+
+    /// [`Segment::batch_end_within`] from the index and the headers on disk.
+    fn batch_end_within_by_headers(&self, start: u64, limit: u64) -> io::Result<u64> {
         let limit = limit.min(self.size);
         if limit == self.size {
             return Ok(self.size);
@@ -468,6 +541,11 @@ impl Segment {
 
     /// Length of the batch at `pos`.
     pub fn batch_len_at(&self, pos: u64) -> io::Result<u64> {
+        if let Some(t) = self.tail_from_position(pos).and_then(|t| t.first())
+            && t.position == pos
+        {
+            return Ok(t.len);
+        }
         let mut len = None;
         self.walk(pos, |_, _, l| {
             len = Some(l);
@@ -503,5 +581,60 @@ impl Segment {
     /// file's inode alive until they drop.
     pub fn delete_files(&self) -> Result<()> {
         remove_files(&self.paths)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::io::Write;
+
+    use super::*;
+
+    /// The tail answers exactly what reading the headers answers, for every
+    /// offset and bound it covers, across index entries.
+    #[test]
+    fn the_tail_agrees_with_the_headers_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = OpenFiles::new();
+        let mut seg = Segment::empty(dir.path(), 100, &files, None);
+        let mut file = fs::File::create(&seg.paths.log).unwrap();
+        let mut offset = 100;
+        for i in 0..60usize {
+            let mut b = batch::build_simple(1 + i % 4, 10 + (i * 37) % 300, 0);
+            batch::assign(&mut b, offset, 0);
+            let h = BatchHeader::parse(&b).unwrap();
+            let scanned = ScannedBatch {
+                position: seg.size,
+                len: b.len() as u64,
+                base_offset: offset,
+                last_offset: h.last_offset(),
+                max_timestamp: h.max_timestamp(),
+            };
+            file.write_all(&b).unwrap();
+            offset = h.last_offset() + 1;
+            seg.note_batch(&scanned, 512);
+        }
+        assert!(seg.index.len() > 3, "the test must cross index entries");
+        let first = seg.tail[0];
+        assert!(first.position > 0);
+        for o in first.base_offset..seg.next_offset + 2 {
+            assert_eq!(
+                seg.position_of(o).unwrap(),
+                seg.position_of_by_headers(o).unwrap(),
+                "offset {o}"
+            );
+        }
+        for t in seg.tail.clone() {
+            assert_eq!(seg.batch_len_at(t.position).unwrap(), t.len);
+            for limit in (t.position..seg.size + 10).step_by(7) {
+                assert_eq!(
+                    seg.batch_end_within(t.position, limit).unwrap(),
+                    seg.batch_end_within_by_headers(t.position, limit).unwrap(),
+                    "start {} limit {limit}",
+                    t.position
+                );
+            }
+        }
     }
 }

@@ -292,6 +292,67 @@ impl Shard {
         rx.await.map_err(|_| ShardGone)
     }
 
+    /// Runs the synchronous `f` on shard `target` and returns its result:
+    /// here and now when `target` is this shard, otherwise inside the
+    /// target's inbox loop, with no task spawned there. The job is sent
+    /// before this returns (the returned future only waits for the
+    /// answer), so work sent by one task reaches each shard in the order
+    /// it was sent.
+    pub fn call<T, F>(&self, target: ShardId, f: F) -> impl Future<Output = Result<T, ShardGone>> + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&Rc<Shard>) -> T + Send + 'static,
+    {
+        let (now, rx) = if target == self.id {
+            (Some(f(&self.rc())), None)
+        } else {
+            let (tx, rx) = futures_channel::oneshot::channel();
+            self.common.inboxes[target.0].push(Box::new(move |shard: &Rc<Shard>| {
+                let _ = tx.send(f(shard));
+            }));
+            (None, Some(rx))
+        };
+        async move {
+            match (now, rx) {
+                (Some(v), _) => Ok(v),
+                (None, Some(rx)) => rx.await.map_err(|_| ShardGone),
+                (None, None) => Err(ShardGone),
+            }
+        }
+    }
+
+    /// Like [`Shard::call`], for work that must wait on the target: `f`
+    /// runs at once (here, or when the target takes the job from its
+    /// inbox) and the future it returns is awaited there, in one task per
+    /// call on a remote shard.
+    pub fn run_on<T, F, Fut>(&self, target: ShardId, f: F) -> impl Future<Output = Result<T, ShardGone>> + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        let (now, rx) = if target == self.id {
+            (Some(f(&self.rc())), None)
+        } else {
+            let (tx, rx) = futures_channel::oneshot::channel();
+            self.common.inboxes[target.0].push(Box::new(move |shard: &Rc<Shard>| {
+                let fut = f(shard);
+                compio::runtime::spawn(async move {
+                    let _ = tx.send(fut.await);
+                })
+                .detach();
+            }));
+            (None, Some(rx))
+        };
+        async move {
+            match (now, rx) {
+                (Some(fut), _) => Ok(fut.await),
+                (None, Some(rx)) => rx.await.map_err(|_| ShardGone),
+                (None, None) => Err(ShardGone),
+            }
+        }
+    }
+
     /// Runs jobs sent to this shard until the shard's runtime stops.
     pub async fn run_inbox(self: Rc<Self>) {
         let inbox = &self.common.inboxes[self.id.0];

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::{Ctx, Outcome};
 use crate::error_codes::{self, ErrorCode};
 use crate::protocol::fetch::{self as codec, PartitionData, Top, TopicData};
-use crate::shard::Shard;
+use crate::shard::{Shard, ShardId};
 use crate::util::race;
 
 /// One requested partition, resolved against the metadata.
@@ -83,24 +83,25 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
         // Wait on every requested partition's owner for its high watermark
         // to move past what this read saw (not past the fetch offset: with
         // data short of `min_bytes` that is already true, and re-reading at
-        // once would hold the shard until the deadline).
+        // once would hold the shard until the deadline). One waiter per
+        // owner shard covers all of that shard's partitions.
         let deadline = start + max_wait;
-        let waits = wanted
-            .iter()
-            .zip(&results)
-            .filter_map(|(w, r)| {
-                w.topic
-                    .clone()
-                    .map(|t| (t, w.partition, w.offset.max(r.high_watermark)))
-            })
-            .map(|(topic, partition, seen)| {
-                let owner = ctx.shard.owner_of(&topic, partition);
-                let shard = ctx.shard.clone();
-                Box::pin(async move {
-                    let _ = shard
-                        .submit_to(owner, move |s| wait_for_data(s, topic, partition, seen, deadline))
-                        .await;
-                })
+        let mut by_shard: Vec<Vec<(Arc<str>, i32, i64)>> = (0..ctx.shard.shard_count()).map(|_| Vec::new()).collect();
+        for (w, r) in wanted.iter().zip(&results) {
+            if let Some(t) = &w.topic {
+                let owner = ctx.shard.owner_of(t, w.partition);
+                by_shard[owner.0].push((t.clone(), w.partition, w.offset.max(r.high_watermark)));
+            }
+        }
+        let waits = by_shard
+            .into_iter()
+            .enumerate()
+            .filter(|(_, items)| !items.is_empty())
+            .map(|(owner, items)| {
+                Box::pin(
+                    ctx.shard
+                        .run_on(ShardId(owner), move |s| wait_for_data(s, items, deadline)),
+                )
             })
             .collect::<Vec<_>>();
         if waits.is_empty() {
@@ -140,28 +141,68 @@ fn failed(partition: i32, code: ErrorCode) -> PartitionData {
     }
 }
 
-/// Reads every wanted partition on its owner, then keeps slices in request
-/// order while they fit in `max_bytes` (the first non-empty one always
-/// fits, as in Kafka, so a consumer is never stuck behind a large batch).
+/// One partition to read on its owner, and its place in the request.
+#[derive(Debug)]
+struct Read {
+    slot: usize,
+    topic: Arc<str>,
+    partition: i32,
+    offset: i64,
+    max_bytes: u64,
+}
+
+/// Reads every wanted partition on its owner (one synchronous job per
+/// owner shard), then keeps slices in request order while they fit in
+/// `max_bytes` (the first non-empty one always fits, as in Kafka, so a
+/// consumer is never stuck behind a large batch).
 async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted], max_bytes: u64) -> Vec<PartitionData> {
-    let reads = wanted.iter().map(|w| {
-        let shard = shard.clone();
-        let w = w.clone();
-        async move {
-            let (Some(topic), None) = (w.topic.clone(), w.error) else {
-                return failed(w.partition, w.error.unwrap_or(ErrorCode::UnknownTopicOrPartition));
-            };
-            let owner = shard.owner_of(&topic, w.partition);
-            let max = w.max_bytes.min(max_bytes);
-            shard
-                .submit_to(owner, move |s| async move {
-                    read_partition(&s, &topic, w.partition, w.offset, max)
-                })
-                .await
-                .unwrap_or_else(|_| failed(w.partition, ErrorCode::NotLeaderOrFollower))
+    let mut results: Vec<Option<PartitionData>> = Vec::with_capacity(wanted.len());
+    let mut by_shard: Vec<Vec<Read>> = (0..shard.shard_count()).map(|_| Vec::new()).collect();
+    for (slot, w) in wanted.iter().enumerate() {
+        match (&w.topic, w.error) {
+            (Some(topic), None) => {
+                let owner = shard.owner_of(topic, w.partition);
+                by_shard[owner.0].push(Read {
+                    slot,
+                    topic: topic.clone(),
+                    partition: w.partition,
+                    offset: w.offset,
+                    max_bytes: w.max_bytes.min(max_bytes),
+                });
+                results.push(None);
+            }
+            _ => results.push(Some(failed(
+                w.partition,
+                w.error.unwrap_or(ErrorCode::UnknownTopicOrPartition),
+            ))),
         }
-    });
-    let mut results = futures_util::future::join_all(reads).await;
+    }
+    let reads: Vec<_> = by_shard
+        .into_iter()
+        .enumerate()
+        .filter(|(_, items)| !items.is_empty())
+        .map(|(owner, items)| {
+            shard.call(ShardId(owner), move |s| {
+                items
+                    .into_iter()
+                    .map(|r| (r.slot, read_partition(s, &r.topic, r.partition, r.offset, r.max_bytes)))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for read in reads {
+        // A shard gone (shutdown) answers nothing; its slots stay empty.
+        if let Ok(read) = read.await {
+            for (slot, data) in read {
+                results[slot] = Some(data);
+            }
+        }
+    }
+    let mut results: Vec<PartitionData> = results
+        .into_iter()
+        .zip(wanted)
+        .map(|(r, w)| r.unwrap_or_else(|| failed(w.partition, ErrorCode::NotLeaderOrFollower)))
+        .collect();
     let mut total = 0u64;
     for r in &mut results {
         if let Some(slice) = &r.records {
@@ -199,20 +240,27 @@ fn read_partition(shard: &Shard, topic: &str, partition: i32, offset: i64, max_b
     }
 }
 
-/// On the owner: completes when the partition's high watermark is above
-/// `seen`, when its log changes in any way (a flush round, a roll, a
-/// poisoning), or at the deadline.
-async fn wait_for_data(shard: Rc<Shard>, topic: Arc<str>, partition: i32, seen: i64, deadline: Instant) {
-    let Some(p) = shard.partition(&topic, partition) else {
-        return;
-    };
-    if p.log.high_watermark() > seen {
-        return;
+/// On the owner of every partition in `items` (topic, partition, the high
+/// watermark the last read saw): returns a future that completes when one
+/// of them has its high watermark above what was seen, when one of their
+/// logs changes in any way (a flush round, a roll, a poisoning), or at the
+/// deadline.
+fn wait_for_data(
+    shard: &Rc<Shard>,
+    items: Vec<(Arc<str>, i32, i64)>,
+    deadline: Instant,
+) -> impl std::future::Future<Output = ()> + use<> {
+    let parts: Vec<_> = items
+        .iter()
+        .filter_map(|(topic, partition, seen)| Some((shard.partition(topic, *partition)?, *seen)))
+        .collect();
+    let shard = shard.clone();
+    async move {
+        if parts.is_empty() || parts.iter().any(|(p, seen)| p.log.high_watermark() > *seen) {
+            return;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let changed = futures_util::future::select_all(parts.iter().map(|(p, _)| Box::pin(p.log.changed())));
+        let _ = race(race(changed, compio::runtime::time::sleep(left)), shard.stopping.wait()).await;
     }
-    let left = deadline.saturating_duration_since(Instant::now());
-    let _ = race(
-        race(p.log.changed(), compio::runtime::time::sleep(left)),
-        shard.stopping.wait(),
-    )
-    .await;
 }

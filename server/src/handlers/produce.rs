@@ -21,7 +21,7 @@ use super::{Ctx, Outcome, str_bytes};
 use crate::error_codes::{self, ErrorCode};
 use crate::producer_state::{BatchRange, Verdict};
 use crate::protocol::produce::{ProduceRequest, split_batches};
-use crate::shard::{Shard, ShardId};
+use crate::shard::{Partition, Shard, ShardId};
 
 /// One partition's answer.
 #[derive(Debug, Clone)]
@@ -50,7 +50,12 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
     };
     let acks = req.acks;
     let snapshot = ctx.shard.meta();
-    let mut pending = Vec::new();
+    let shards = ctx.shard.shard_count();
+    // One answer slot per partition in request order; partitions that
+    // reach an owner are gathered per owner shard, so a request costs one
+    // cross-shard message per shard it touches, not one per partition.
+    let mut results: Vec<Option<PartitionResult>> = Vec::new();
+    let mut by_shard: Vec<Vec<Append>> = (0..shards).map(|_| Vec::new()).collect();
     let mut layout: Vec<(TopicName, uuid::Uuid, Vec<i32>)> = Vec::with_capacity(req.topics.len());
     for topic in req.topics {
         let meta = if ctx.version >= 13 {
@@ -62,61 +67,85 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
         let mut indexes = Vec::with_capacity(topic.partitions.len());
         for part in topic.partitions {
             indexes.push(part.index);
-            let fixed = |r: PartitionResult| -> futures_util::future::Either<_, _> {
-                futures_util::future::Either::Left(std::future::ready(r))
-            };
-            let result = if req.transactional_id.is_some() {
-                fixed(PartitionResult::error(ErrorCode::UnsupportedVersion, NO_TRANSACTIONS))
+            let slot = results.len();
+            let fixed = if req.transactional_id.is_some() {
+                Some(PartitionResult::error(ErrorCode::UnsupportedVersion, NO_TRANSACTIONS))
             } else if !matches!(acks, -1..=1) {
-                fixed(PartitionResult::error(
+                Some(PartitionResult::error(
                     ErrorCode::InvalidRequiredAcks,
                     format!("acks={acks}: expected -1, 0 or 1"),
                 ))
             } else {
                 match &meta {
                     None if ctx.version >= 13 => {
-                        fixed(PartitionResult::error(ErrorCode::UnknownTopicId, "unknown topic id"))
+                        Some(PartitionResult::error(ErrorCode::UnknownTopicId, "unknown topic id"))
                     }
-                    None => fixed(PartitionResult::error(
+                    None => Some(PartitionResult::error(
                         ErrorCode::UnknownTopicOrPartition,
                         format!("unknown topic `{}`", topic.name),
                     )),
-                    Some(m) if crate::meta::is_internal(&m.name) => fixed(PartitionResult::error(
+                    Some(m) if crate::meta::is_internal(&m.name) => Some(PartitionResult::error(
                         ErrorCode::InvalidTopicException,
                         format!("`{}` is an internal topic; clients cannot produce to it", m.name),
                     )),
-                    Some(m) if part.index < 0 || part.index >= m.partitions => fixed(PartitionResult::error(
+                    Some(m) if part.index < 0 || part.index >= m.partitions => Some(PartitionResult::error(
                         ErrorCode::UnknownTopicOrPartition,
                         format!("topic `{}` has no partition {}", m.name, part.index),
                     )),
                     Some(m) => {
                         let owner = ctx.shard.owner_of(&m.name, part.index);
-                        let topic_name = m.name.clone();
-                        let index = part.index;
-                        let records = part.records;
-                        let shard = ctx.shard.clone();
-                        futures_util::future::Either::Right(async move {
-                            shard
-                                .submit_to(owner, move |s| append_partition(s, topic_name, index, records, acks))
-                                .await
-                                .unwrap_or_else(|_| {
-                                    PartitionResult::error(ErrorCode::NotLeaderOrFollower, "broker shutting down")
-                                })
-                        })
+                        by_shard[owner.0].push(Append {
+                            slot,
+                            topic: m.name.clone(),
+                            index: part.index,
+                            records: part.records,
+                        });
+                        None
                     }
                 }
             };
-            pending.push(result);
+            results.push(fixed);
         }
         layout.push((TopicName(str_bytes(&name)), topic.topic_id, indexes));
     }
-    // join_all polls in order on its first poll: partition work is sent in
-    // request order before anything waits.
-    let results = futures_util::future::join_all(pending).await;
+    // Every owner gets its partitions before anything waits: the appends
+    // of one connection's requests reach each log in request order.
+    let pending: Vec<_> = by_shard
+        .into_iter()
+        .enumerate()
+        .filter(|(_, items)| !items.is_empty())
+        .map(|(owner, items)| {
+            let slots: Vec<usize> = items.iter().map(|a| a.slot).collect();
+            let answer = ctx
+                .shard
+                .run_on(ShardId(owner), move |s| append_partitions(s, items, acks));
+            (slots, answer)
+        })
+        .collect();
+    for (slots, answer) in pending {
+        match answer.await {
+            Ok(answers) => {
+                for (slot, r) in slots.into_iter().zip(answers) {
+                    results[slot] = Some(r);
+                }
+            }
+            Err(_) => {
+                for slot in slots {
+                    results[slot] = Some(PartitionResult::error(
+                        ErrorCode::NotLeaderOrFollower,
+                        "broker shutting down",
+                    ));
+                }
+            }
+        }
+    }
+    let results = results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| PartitionResult::error(ErrorCode::UnknownServerError, "no answer")));
     if acks == 0 {
         // Kafka closes the connection when an acks=0 produce fails, the only
         // way the client can notice.
-        if let Some(r) = results.iter().find(|r| r.error.is_some()) {
+        if let Some(r) = results.clone().find(|r| r.error.is_some()) {
             return Outcome::Close(format!(
                 "acks=0 produce failed: {}",
                 r.message.as_deref().unwrap_or("error")
@@ -124,7 +153,7 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
         }
         return Outcome::Silent;
     }
-    let mut results = results.into_iter();
+    let mut results = results;
     let mut resp = ProduceResponse::default();
     for (name, topic_id, indexes) in layout {
         let mut t = TopicProduceResponse::default();
@@ -150,33 +179,87 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
     ctx.respond(&resp)
 }
 
-/// Runs on the partition's owner. Everything up to the appends is
-/// synchronous, so batches from one connection reach the log in order.
-async fn append_partition(
-    shard: Rc<Shard>,
+/// One partition's batches, bound for the shard that owns the partition.
+#[derive(Debug)]
+struct Append {
+    /// Its place among the request's partitions.
+    slot: usize,
     topic: Arc<str>,
     index: i32,
     records: Option<BytesMut>,
+}
+
+/// Runs on the owner of every partition in `items`: appends each
+/// partition's batches now, in order (nothing here awaits before the
+/// appends), and returns a future of the answers, in `items` order, that
+/// waits for the durability `acks` asks for.
+fn append_partitions(
+    shard: &Rc<Shard>,
+    items: Vec<Append>,
     acks: i16,
-) -> PartitionResult {
-    let Some(p) = shard.partition(&topic, index) else {
-        return PartitionResult::error(
+) -> impl std::future::Future<Output = Vec<PartitionResult>> + use<> {
+    let appended: Vec<Appended> = items
+        .into_iter()
+        .map(|a| append_partition(shard, &a.topic, a.index, a.records, acks))
+        .collect();
+    async move {
+        let mut out = Vec::with_capacity(appended.len());
+        for a in appended {
+            out.push(match a {
+                Appended::Done(r) => r,
+                Appended::Wait {
+                    partition,
+                    end_offset,
+                    durability,
+                    base_offset,
+                } => match partition.log.wait(end_offset, durability).await {
+                    Ok(()) => PartitionResult {
+                        error: None,
+                        message: None,
+                        base_offset,
+                        log_start_offset: partition.log.log_start_offset(),
+                    },
+                    Err(e) => PartitionResult::error(error_codes::for_log_error(&e), e.to_string()),
+                },
+            });
+        }
+        out
+    }
+}
+
+/// A partition's appends, done; what is left is to wait for durability.
+enum Appended {
+    Done(PartitionResult),
+    Wait {
+        partition: Rc<Partition>,
+        end_offset: i64,
+        durability: Durability,
+        base_offset: i64,
+    },
+}
+
+/// Checks producer sequences and appends one partition's batches, on its
+/// owner, synchronously.
+fn append_partition(shard: &Shard, topic: &str, index: i32, records: Option<BytesMut>, acks: i16) -> Appended {
+    let done = Appended::Done;
+    let Some(p) = shard.partition(topic, index) else {
+        return done(PartitionResult::error(
             ErrorCode::UnknownTopicOrPartition,
             format!("partition {topic}-{index} is not open"),
-        );
+        ));
     };
     shard.touch(&p);
     let Some(records) = records.filter(|r| !r.is_empty()) else {
-        return PartitionResult::error(ErrorCode::CorruptMessage, "no record batches");
+        return done(PartitionResult::error(ErrorCode::CorruptMessage, "no record batches"));
     };
     if let Err(free) = shard.disk.admit(records.len() as u64) {
-        return PartitionResult::error(
+        return done(PartitionResult::error(
             ErrorCode::KafkaStorageError,
             format!(
                 "the broker's disk has {free} bytes free, below sluice.storage.min.free.bytes ({})",
                 shard.disk.min_free_bytes()
             ),
-        );
+        ));
     }
     let batches = split_batches(records);
     let max = p.log.config().max_batch_bytes as usize;
@@ -185,7 +268,7 @@ async fn append_partition(
         for b in &batches {
             if let Err(e) = batch::validate(b, max) {
                 let code = error_codes::for_log_error(&e.into());
-                return PartitionResult::error(code, "invalid record batch");
+                return done(PartitionResult::error(code, "invalid record batch"));
             }
         }
     }
@@ -200,7 +283,10 @@ async fn append_partition(
                 h.last_offset_delta(),
             ),
             Err(e) => {
-                return PartitionResult::error(error_codes::for_log_error(&e.clone().into()), e.to_string());
+                return done(PartitionResult::error(
+                    error_codes::for_log_error(&e.clone().into()),
+                    e.to_string(),
+                ));
             }
         };
         let last_seq = first_seq.wrapping_add(last_delta) & i32::MAX;
@@ -211,10 +297,10 @@ async fn append_partition(
                 continue;
             }
             Verdict::Reject(code) => {
-                return PartitionResult::error(
+                return done(PartitionResult::error(
                     code,
                     format!("producer {pid} epoch {epoch} sequence {first_seq} rejected"),
-                );
+                ));
             }
         }
         match p.log.append(b, 0) {
@@ -228,25 +314,28 @@ async fn append_partition(
                 };
                 p.producers.borrow_mut().record(pid, epoch, range, end_offset);
             }
-            Err(e) => return PartitionResult::error(error_codes::for_log_error(&e), e.to_string()),
+            Err(e) => return done(PartitionResult::error(error_codes::for_log_error(&e), e.to_string())),
         }
     }
+    let base_offset = first_offset.unwrap_or(-1);
     let durability = match acks {
         -1 => Some(Durability::Synced),
         1 => Some(p.log.default_durability()),
         _ => None,
     };
-    if let Some(d) = durability
-        && end_offset > 0
-        && let Err(e) = p.log.wait(end_offset, d).await
-    {
-        return PartitionResult::error(error_codes::for_log_error(&e), e.to_string());
-    }
-    PartitionResult {
-        error: None,
-        message: None,
-        base_offset: first_offset.unwrap_or(-1),
-        log_start_offset: p.log.log_start_offset(),
+    match durability {
+        Some(durability) if end_offset > 0 => Appended::Wait {
+            partition: p,
+            end_offset,
+            durability,
+            base_offset,
+        },
+        _ => done(PartitionResult {
+            error: None,
+            message: None,
+            base_offset,
+            log_start_offset: p.log.log_start_offset(),
+        }),
     }
 }
 
