@@ -64,6 +64,7 @@ fn fetch_encoding(c: &mut Criterion) {
                     file: file.clone(),
                     position: 0,
                     len: 4096,
+                    recent: false,
                 }),
             })
             .collect(),

@@ -208,11 +208,18 @@ fn the_shipped_workloads_parse() {
             "1-topic-1-partition-1kb",
             "1-topic-16-partitions-1kb",
             "fanout-16x-1kb",
+            "keyed-1m-64p",
             "latency-50k-acks-all",
             "latency-5k-acks-all",
             "max-rate-100b",
             "max-rate-1kb",
-            "max-rate-64kb"
+            "max-rate-64kb",
+            "max-rate-64p-produce",
+            "shards-64p-30k-keyed-produce",
+            "shards-64p-30k-keyed-pubsub",
+            "shards-64p-30k-nokey-produce",
+            "shards-64p-30k-nokey-pubsub",
+            "small-batches-10k"
         ]
     );
 }

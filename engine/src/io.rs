@@ -102,9 +102,16 @@ pub(crate) struct Io {
 impl Io {
     /// Writes every buffer, in order, starting at `pos`: one `writev` per
     /// IOV_MAX buffers, continuing after short writes. The buffers are
-    /// reference-counted slices of the producers' frames; io_uring reads
-    /// them in place.
-    pub(crate) async fn write_all(&self, file: &File, mut bufs: Vec<Bytes>, mut pos: u64) -> io::Result<()> {
+    /// reference-counted slices of the producers' frames; the kernel reads
+    /// them in place. A write of at most `inline_max` bytes is a `pwritev`
+    /// on this thread, a larger one an io_uring `writev`.
+    pub(crate) async fn write_all(
+        &self,
+        file: &File,
+        mut bufs: Vec<Bytes>,
+        mut pos: u64,
+        inline_max: u64,
+    ) -> io::Result<()> {
         while !bufs.is_empty() {
             let rest = if bufs.len() > IOV_MAX {
                 bufs.split_off(IOV_MAX)
@@ -132,8 +139,13 @@ impl Io {
                     bufs[0].truncate(half.max(1));
                 }
             }
-            let mut handle = file;
-            let BufResult(res, mut written_bufs) = handle.write_vectored_at(bufs, pos).await;
+            let (res, mut written_bufs) = if want as u64 <= inline_max {
+                (pwritev_now(file, &bufs, pos), bufs)
+            } else {
+                let mut handle = file;
+                let BufResult(res, bufs) = handle.write_vectored_at(bufs, pos).await;
+                (res, bufs)
+            };
             let n = res?;
             bump(&self.stats.bytes_written, n as u64);
             if let Some(e) = torn {
@@ -180,5 +192,17 @@ impl Io {
 
     pub(crate) fn count_appended(&self, batches: u64) {
         bump(&self.stats.batches_appended, batches);
+    }
+}
+
+/// One `pwritev` of `bufs` at `pos`, on this thread, retried on EINTR.
+fn pwritev_now(file: &File, bufs: &[Bytes], pos: u64) -> io::Result<usize> {
+    use std::os::fd::AsFd;
+    let slices: Vec<io::IoSlice<'_>> = bufs.iter().map(|b| io::IoSlice::new(b)).collect();
+    loop {
+        match rustix::io::pwritev(file.as_fd(), &slices, pos) {
+            Err(rustix::io::Errno::INTR) => {}
+            r => return r.map_err(io::Error::from),
+        }
     }
 }

@@ -120,7 +120,17 @@ pub struct FileSlice {
     pub file: Arc<fs::File>,
     pub position: u64,
     pub len: u64,
+    /// The bytes were written moments ago (see [`RECENT_MS`] and
+    /// [`RECENT_BYTES`]), so their pages are almost surely in the page
+    /// cache: the sender may skip asking the kernel.
+    pub recent: bool,
 }
+
+/// A slice ending within this many bytes of the active segment's end, in a
+/// segment written within [`RECENT_MS`], is [`FileSlice::recent`].
+pub const RECENT_BYTES: u64 = 4 << 20;
+/// See [`RECENT_BYTES`].
+pub const RECENT_MS: u64 = 5_000;
 
 impl FileSlice {
     /// Copies the slice into memory: for tools and tests, not the fetch path.
@@ -802,10 +812,14 @@ impl Log {
                 .map_err(io_err("read", &seg.paths.log))?
                 .max(start + first)
         };
+        let recent = i + 1 == st.segments.len()
+            && seg.size - end <= RECENT_BYTES
+            && (self.shared.clock)().saturating_sub(seg.last_write_ms) <= RECENT_MS;
         result.slice = Some(FileSlice {
             file: Arc::clone(seg.reader().map_err(io_err("open", &seg.paths.log))?),
             position: start,
             len: end - start,
+            recent,
         });
         Ok(result)
     }
@@ -1069,8 +1083,9 @@ impl Shared {
         let want: u64 = run.iter().map(|p| p.len).sum();
         self.preallocate(&writer, position, want).await;
         let bufs: Vec<Bytes> = run.iter_mut().map(|p| std::mem::take(&mut p.data)).collect();
+        let inline = self.state.borrow().config.inline_write_bytes;
         self.io
-            .write_all(&writer.log, bufs, position)
+            .write_all(&writer.log, bufs, position, inline)
             .await
             .map_err(|e| self.write_failed(format!("write to {}: {e}", self.dir.display()), &e))?;
         let (idx, idx_pos, time, time_pos) = {
@@ -1079,6 +1094,7 @@ impl Shared {
             let interval = st.config.index_interval_bytes;
             let seg = st.active_mut();
             seg.first_append_ms.get_or_insert(now);
+            seg.last_write_ms = now;
             let mut pos = position;
             for p in run.iter() {
                 seg.note_batch(

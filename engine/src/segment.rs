@@ -105,16 +105,18 @@ pub(crate) struct Segment {
     pub time_index: TimeIndex,
     pub time_index_persisted: usize,
     pub bytes_since_index: u64,
-    /// Every batch from the last offset-index entry (or the segment start)
-    /// to the end of the written bytes, in order: reads near the tail find
-    /// positions and lengths here instead of reading headers from the file.
-    /// At most `index_interval_bytes` of batches plus one, so a few entries.
+    /// The last [`TAIL_BATCHES`] batches (or fewer) up to the end of the
+    /// written bytes, in order: reads near the end find positions and
+    /// lengths here instead of reading headers from the file.
     tail: Vec<TailBatch>,
     /// Largest batch maxTimestamp in the segment, -1 when none.
     pub max_timestamp: i64,
     pub offset_of_max_timestamp: i64,
     /// Wall-clock time of the segment's first append, for `segment_ms`.
     pub first_append_ms: Option<u64>,
+    /// Wall-clock time of this process's last write to the segment (0:
+    /// none since it opened).
+    pub last_write_ms: u64,
     /// End of the disk blocks reserved for this segment ahead of `size`
     /// (see [`crate::LogConfig::preallocate_bytes`]); `size` or less when
     /// none are known to be, `u64::MAX` once a reserve failed (no more
@@ -122,18 +124,29 @@ pub(crate) struct Segment {
     pub preallocated_to: u64,
 }
 
+/// How many of its newest batches a segment keeps the positions of: 16
+/// bytes of memory each, at most 1 KiB per written partition.
+pub(crate) const TAIL_BATCHES: usize = 32;
+
 /// Where one batch of the segment's tail lies.
 #[derive(Debug, Clone, Copy)]
 struct TailBatch {
-    position: u64,
-    len: u64,
-    base_offset: i64,
-    last_offset: i64,
+    position: u32,
+    len: u32,
+    /// Base and last offset relative to the segment's base offset.
+    base_rel: u32,
+    last_rel: u32,
 }
 
 impl TailBatch {
+    fn position(&self) -> u64 {
+        u64::from(self.position)
+    }
+    fn len(&self) -> u64 {
+        u64::from(self.len)
+    }
     fn end(&self) -> u64 {
-        self.position + self.len
+        self.position() + self.len()
     }
 }
 
@@ -270,14 +283,22 @@ impl Segment {
                 self.time_index.push_if_newer(self.max_timestamp, rel_max);
             }
             self.bytes_since_index = 0;
-            self.tail.clear();
         }
-        self.tail.push(TailBatch {
-            position: b.position,
-            len: b.len,
-            base_offset: b.base_offset,
-            last_offset: b.last_offset,
-        });
+        if self.tail.len() == TAIL_BATCHES {
+            // Keep the newer half; amortised, a batch costs one move.
+            self.tail.drain(..TAIL_BATCHES / 2);
+        }
+        // Positions fit in u32, as in the offset index; a segment past that
+        // (a single batch over 4 GiB cannot be appended) keeps no tail.
+        match (u32::try_from(b.position), u32::try_from(b.len)) {
+            (Ok(position), Ok(len)) if u32::try_from(b.position + b.len).is_ok() => self.tail.push(TailBatch {
+                position,
+                len,
+                base_rel: self.rel(b.base_offset),
+                last_rel: self.rel(b.last_offset),
+            }),
+            _ => self.tail.clear(),
+        }
         self.bytes_since_index += b.len;
         self.size = b.position + b.len;
         self.next_offset = b.last_offset + 1;
@@ -292,7 +313,7 @@ impl Segment {
     /// the tail reaches back that far.
     fn tail_from_position(&self, pos: u64) -> Option<&[TailBatch]> {
         let first = self.tail.first()?;
-        if pos < first.position {
+        if pos < first.position() {
             return None;
         }
         let i = self.tail.partition_point(|t| t.end() <= pos);
@@ -343,6 +364,7 @@ impl Segment {
             max_timestamp: -1,
             offset_of_max_timestamp: -1,
             first_append_ms: None,
+            last_write_ms: 0,
             preallocated_to: 0,
         }
     }
@@ -477,11 +499,12 @@ impl Segment {
             return Ok(None);
         }
         if let Some(first) = self.tail.first()
-            && offset >= first.base_offset
+            && offset >= self.base_offset + i64::from(first.base_rel)
         {
-            let i = self.tail.partition_point(|t| t.last_offset < offset);
+            let rel = self.rel(offset);
+            let i = self.tail.partition_point(|t| t.last_rel < rel);
             let t = self.tail[i];
-            return Ok(Some((t.position, t.base_offset)));
+            return Ok(Some((t.position(), self.base_offset + i64::from(t.base_rel))));
         }
         self.position_of_by_headers(offset)
     }
@@ -542,9 +565,9 @@ impl Segment {
     /// Length of the batch at `pos`.
     pub fn batch_len_at(&self, pos: u64) -> io::Result<u64> {
         if let Some(t) = self.tail_from_position(pos).and_then(|t| t.first())
-            && t.position == pos
+            && t.position() == pos
         {
-            return Ok(t.len);
+            return Ok(t.len());
         }
         let mut len = None;
         self.walk(pos, |_, _, l| {
@@ -616,9 +639,10 @@ mod tests {
             seg.note_batch(&scanned, 512);
         }
         assert!(seg.index.len() > 3, "the test must cross index entries");
+        assert!(seg.tail.len() <= TAIL_BATCHES);
         let first = seg.tail[0];
         assert!(first.position > 0);
-        for o in first.base_offset..seg.next_offset + 2 {
+        for o in seg.base_offset + i64::from(first.base_rel)..seg.next_offset + 2 {
             assert_eq!(
                 seg.position_of(o).unwrap(),
                 seg.position_of_by_headers(o).unwrap(),
@@ -626,11 +650,11 @@ mod tests {
             );
         }
         for t in seg.tail.clone() {
-            assert_eq!(seg.batch_len_at(t.position).unwrap(), t.len);
-            for limit in (t.position..seg.size + 10).step_by(7) {
+            assert_eq!(seg.batch_len_at(t.position()).unwrap(), t.len());
+            for limit in (t.position()..seg.size + 10).step_by(7) {
                 assert_eq!(
-                    seg.batch_end_within(t.position, limit).unwrap(),
-                    seg.batch_end_within_by_headers(t.position, limit).unwrap(),
+                    seg.batch_end_within(t.position(), limit).unwrap(),
+                    seg.batch_end_within_by_headers(t.position(), limit).unwrap(),
                     "start {} limit {limit}",
                     t.position
                 );

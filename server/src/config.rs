@@ -78,6 +78,9 @@ pub struct BrokerConfig {
     /// `sluice.log.preallocate.bytes`: the most disk a partition's active
     /// segment reserves ahead of its end (0 = no reserve).
     pub log_preallocate_bytes: u64,
+    /// `sluice.log.inline.write.bytes`: flush rounds up to this size are
+    /// written by the shard thread itself, larger ones through io_uring.
+    pub log_inline_write_bytes: u64,
     /// `max.request.partition.size.limit`: partitions in one
     /// DescribeTopicPartitions response.
     pub max_request_partition_size_limit: usize,
@@ -173,6 +176,7 @@ impl Default for BrokerConfig {
             fetch_max_wait_ms: 30_000,
             fetch_zero_copy: true,
             log_preallocate_bytes: LogConfig::default().preallocate_bytes,
+            log_inline_write_bytes: LogConfig::default().inline_write_bytes,
             max_open_files: 0,
             max_partitions: 100_000,
             max_request_partition_size_limit: 2000,
@@ -239,6 +243,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
     (
         "sluice.log.preallocate.bytes",
         "disk blocks a busy segment reserves ahead of its end, 0 = none (default 67108864)",
+    ),
+    (
+        "sluice.log.inline.write.bytes",
+        "flush rounds up to this size are written by the shard thread, larger ones by io_uring; 0 = always io_uring (default 65536)",
     ),
     (
         "max.request.partition.size.limit",
@@ -407,6 +415,7 @@ impl BrokerConfig {
             "sluice.fetch.max.wait.ms" => self.fetch_max_wait_ms = parse_num(key, value)?,
             "sluice.fetch.zero.copy" => self.fetch_zero_copy = parse_bool(key, value)?,
             "sluice.log.preallocate.bytes" => self.log_preallocate_bytes = parse_num(key, value)?,
+            "sluice.log.inline.write.bytes" => self.log_inline_write_bytes = parse_num(key, value)?,
             "max.request.partition.size.limit" => {
                 self.max_request_partition_size_limit = parse_at_least_one::<usize>(key, value)?
             }
@@ -513,6 +522,7 @@ impl BrokerConfig {
                 Some(ms) => FlushPolicy::IntervalMs(ms),
             },
             preallocate_bytes: self.log_preallocate_bytes,
+            inline_write_bytes: self.log_inline_write_bytes,
             ..LogConfig::default()
         }
     }

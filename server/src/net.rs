@@ -297,25 +297,81 @@ impl Pipe {
 }
 
 async fn send(stream: &mut TcpStream, resp: Response, pipe: &mut Option<Pipe>, zero_copy: bool) -> io::Result<()> {
+    let has_file = resp.parts.iter().any(|p| matches!(p, Part::File(_)));
+    if zero_copy && has_file {
+        return send_with_files(stream, resp, pipe).await;
+    }
     let mut mem: Vec<Bytes> = Vec::new();
     for part in resp.parts {
         match part {
             Part::Mem(b) => mem.push(b),
             Part::File(slice) => {
+                // The copying path (`sluice.fetch.zero.copy=false`, kept
+                // for comparison benchmarks): pread into memory, then write.
                 flush_mem(stream, &mut mem).await?;
-                if zero_copy {
-                    send_file(stream, pipe, &slice).await?;
-                } else {
-                    // The copying path (`sluice.fetch.zero.copy=false`, kept
-                    // for comparison benchmarks): pread into memory, then write.
-                    let bytes = slice.to_bytes()?;
-                    let BufResult(r, _) = stream.write_all(bytes).await;
-                    r?;
-                }
+                let bytes = slice.to_bytes()?;
+                let BufResult(r, _) = stream.write_all(bytes).await;
+                r?;
             }
         }
     }
     flush_mem(stream, &mut mem).await
+}
+
+/// A response with file parts: everything goes out on the shard, memory
+/// parts by `sendmsg` flagged `MSG_MORE` while file bytes follow (so the
+/// kernel packs them into the file's segments) and file parts by
+/// [`send_file`]; no io_uring round trip between the parts.
+async fn send_with_files(stream: &TcpStream, resp: Response, pipe: &mut Option<Pipe>) -> io::Result<()> {
+    let mut mem: Vec<Bytes> = Vec::new();
+    for part in resp.parts {
+        match part {
+            Part::Mem(b) => mem.push(b),
+            Part::File(slice) => {
+                send_mem_now(stream, &mut mem, true).await?;
+                send_file(stream, pipe, &slice).await?;
+            }
+        }
+    }
+    send_mem_now(stream, &mut mem, false).await
+}
+
+/// Sends `mem` (and empties it) with non-blocking `sendmsg` calls on the
+/// shard, waiting for the socket to drain when it is full.
+async fn send_mem_now(stream: &TcpStream, mem: &mut Vec<Bytes>, more: bool) -> io::Result<()> {
+    let flags = if more {
+        rustix::net::SendFlags::MORE | rustix::net::SendFlags::NOSIGNAL
+    } else {
+        rustix::net::SendFlags::NOSIGNAL
+    };
+    let mut first = 0;
+    while first < mem.len() {
+        let sent = on_shard(stream, || {
+            let slices: Vec<io::IoSlice<'_>> = mem[first..].iter().map(|b| io::IoSlice::new(b)).collect();
+            rustix::net::sendmsg(stream, &slices, &mut rustix::net::SendAncillaryBuffer::default(), flags)
+        })
+        .await?;
+        if sent == 0 {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes"));
+        }
+        // Drop what went out; a part sent in part keeps its rest.
+        let mut left = sent;
+        while left > 0 && first < mem.len() {
+            let n = mem[first].len();
+            if left >= n {
+                left -= n;
+                first += 1;
+            } else {
+                mem[first].advance(left);
+                left = 0;
+            }
+        }
+        while first < mem.len() && mem[first].is_empty() {
+            first += 1;
+        }
+    }
+    mem.clear();
+    Ok(())
 }
 
 async fn flush_mem(stream: &mut TcpStream, mem: &mut Vec<Bytes>) -> io::Result<()> {
@@ -350,7 +406,7 @@ async fn send_file(stream: &TcpStream, pipe: &mut Option<Pipe>, slice: &FileSlic
     let end = slice.position + slice.len;
     while position < end {
         let left = (end - position) as usize;
-        if page_cached(&slice.file, position) && page_cached(&slice.file, end - 1) {
+        if slice.recent || (page_cached(&slice.file, position) && page_cached(&slice.file, end - 1)) {
             let sent = on_shard(stream, || {
                 rustix::fs::sendfile(stream, &*slice.file, Some(&mut position), left)
             })
@@ -504,6 +560,7 @@ mod tests {
             file,
             position: 1000,
             len: (32 << 20) - 3000,
+            recent: false,
         });
         sent.unwrap();
         assert!(!piped, "cached parts need no pipe");
@@ -530,6 +587,7 @@ mod tests {
             file: file.clone(),
             position: 4096,
             len: (4 << 20) - 4096,
+            recent: false,
         });
         sent.unwrap();
         assert!(piped);
@@ -539,6 +597,7 @@ mod tests {
             file,
             position: (4 << 20) - 10,
             len: 100,
+            recent: false,
         });
         assert_eq!(got, data[(4 << 20) - 10..], "what the file has goes out");
         let err = sent.unwrap_err();

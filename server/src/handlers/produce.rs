@@ -116,9 +116,12 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
         .filter(|(_, items)| !items.is_empty())
         .map(|(owner, items)| {
             let slots: Vec<usize> = items.iter().map(|a| a.slot).collect();
-            let answer = ctx
-                .shard
-                .run_on(ShardId(owner), move |s| append_partitions(s, items, acks));
+            // Boxed: the answers are awaited one by one, and the handler's
+            // future should not carry the largest of them inline.
+            let answer = Box::pin(
+                ctx.shard
+                    .run_on(ShardId(owner), move |s| append_partitions(s, items, acks)),
+            );
             (slots, answer)
         })
         .collect();

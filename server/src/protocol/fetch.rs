@@ -143,6 +143,7 @@ mod tests {
             file,
             position: 11,
             len: bytes.len() as u64,
+            recent: false,
         };
         (f, slice)
     }
