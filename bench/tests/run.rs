@@ -219,7 +219,8 @@ fn the_shipped_workloads_parse() {
             "shards-64p-30k-keyed-pubsub",
             "shards-64p-30k-nokey-produce",
             "shards-64p-30k-nokey-pubsub",
-            "small-batches-10k"
+            "small-batches-10k",
+            "small-batches-10k-produce"
         ]
     );
 }

@@ -562,6 +562,20 @@ impl Log {
         }
     }
 
+    /// Asks for every offset below `end_offset` to become durable, without
+    /// waiting: the next flush round syncs. A caller that appends to several
+    /// logs and waits on them one after another calls this right after each
+    /// append, so every log's first round carries its fdatasync instead of
+    /// the syncs running one log after another.
+    pub fn want_synced(&self, end_offset: i64) {
+        let mut st = self.shared.state.borrow_mut();
+        if st.poisoned.is_some() || end_offset > st.next_offset {
+            return;
+        }
+        st.durable_wanted = st.durable_wanted.max(end_offset);
+        self.kick(&mut st);
+    }
+
     /// Completes when the next flush round, roll or poisoning happens: for
     /// long-poll fetches that wait for new data.
     pub async fn changed(&self) {

@@ -650,3 +650,43 @@ async fn release_waits_for_queued_writes_and_keeps_unsynced_data() {
     assert_eq!(log.durable_offset(), log.log_end_offset(), "the sync reopened the file");
     assert_eq!(read_all(&log), vec![(0, expected(b, 0))]);
 }
+
+/// A sync asked for right after the append rides in the log's first flush
+/// round: one write and one fdatasync, and the data is durable before
+/// anyone waits for it.
+#[compio::test]
+async fn a_sync_wanted_at_append_time_rides_in_the_first_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        flush: FlushPolicy::Never,
+        ..LogConfig::default()
+    };
+    let logs = [
+        open(&dir.path().join("a"), config.clone()).await,
+        open(&dir.path().join("b"), config).await,
+    ];
+    let mut ends = Vec::new();
+    for log in &logs {
+        let end = log.append(batch(1, 100, 1), 0).unwrap().last_offset + 1;
+        log.want_synced(end);
+        ends.push(end);
+    }
+    // Waiting for the writes alone lets both rounds finish; their syncs were
+    // asked for already.
+    for (log, end) in logs.iter().zip(&ends) {
+        log.wait(*end, Durability::Written).await.unwrap();
+    }
+    for (log, end) in logs.iter().zip(&ends) {
+        while log.durable_offset() < *end {
+            log.changed().await;
+        }
+        let stats = log.stats();
+        assert_eq!((stats.write_calls, stats.sync_calls), (1, 1), "one round with its sync");
+    }
+    // Without the ask, the same append is written and never synced.
+    let plain = open(&dir.path().join("c"), LogConfig::default()).await;
+    let end = plain.append(batch(1, 100, 1), 0).unwrap().last_offset + 1;
+    plain.wait(end, Durability::Written).await.unwrap();
+    assert_eq!(plain.stats().sync_calls, 0);
+    assert!(plain.durable_offset() < end);
+}

@@ -1,8 +1,10 @@
 //! Sluice, a Kafka-protocol broker built thread-per-core on io_uring.
 //!
 //! - [`broker`]: start-up and shut-down of the shards.
-//! - [`shard`]: one pinned thread per core; partitions, the placement table
-//!   and cross-shard jobs.
+//! - [`shard`]: one pinned thread per core; its partition table, the
+//!   placement table and cross-shard jobs.
+//! - [`partition`]: one partition replica (log, producer table, append
+//!   rules).
 //! - [`net`]: connections, framing, back-pressure, ordered responses and
 //!   zero-copy sends.
 //! - [`handlers`]: one module per Kafka API family and the table of
@@ -23,6 +25,7 @@ pub mod groups;
 pub mod handlers;
 pub mod meta;
 pub mod net;
+pub mod partition;
 pub mod producer_state;
 pub mod protocol;
 pub mod shard;

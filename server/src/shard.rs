@@ -21,6 +21,7 @@ use sluice_engine::{Env, Log, LogConfig, OpenFiles};
 
 use crate::config::BrokerConfig;
 use crate::meta::{self, MetaStore, Snapshot, TopicMeta};
+use crate::partition::Partition;
 use crate::producer_state::ProducerStates;
 use crate::util::{Budget, Changed, Flag};
 
@@ -87,19 +88,6 @@ pub struct ShardGone;
 
 /// A shard's partitions: topic name -> slot per partition index.
 type PartitionTable = HashMap<Arc<str>, Vec<Option<Rc<Partition>>>>;
-
-/// One partition, owned by the shard the placement table names. Lives in
-/// that shard's partition table and is touched only on its thread.
-#[derive(Debug)]
-pub struct Partition {
-    pub topic: Arc<str>,
-    pub index: i32,
-    pub log: Log,
-    pub producers: RefCell<ProducerStates>,
-    /// When this shard last read or appended to it ([`Shard::touch`]): the
-    /// least recently used partitions release their files first.
-    last_used: Cell<u64>,
-}
 
 /// Broker-wide state every shard shares: immutable config and counters
 /// that are atomics.
@@ -475,13 +463,13 @@ impl Shard {
         };
         let log = Log::open(&dir, config, env).await.map_err(|e| e.to_string())?;
         let producers = ProducerStates::load(&log).map_err(|e| e.to_string())?;
-        let p = Rc::new(Partition {
-            topic: topic.name.clone(),
+        let p = Rc::new(Partition::new(
+            topic.name.clone(),
             index,
             log,
-            producers: RefCell::new(producers),
-            last_used: Cell::new(self.use_clock.get()),
-        });
+            producers,
+            self.use_clock.get(),
+        ));
         if &*topic.name == meta::OFFSETS_TOPIC {
             let n = crate::groups::load(self, &p)?;
             if n > 0 {

@@ -30,7 +30,8 @@ use sluice_engine::Durability;
 
 use crate::error_codes::{self, ErrorCode};
 use crate::meta::OFFSETS_TOPIC;
-use crate::shard::{Partition, Shard, ShardId};
+use crate::partition::Partition;
+use crate::shard::{Shard, ShardId};
 use crate::util::{Changed, race};
 use group::{Group, now_ms};
 use records::{OffsetRecord, OffsetValue};

@@ -15,13 +15,12 @@ use bytes::BytesMut;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProduceResponse, ProducerId, TopicName};
 use sluice_engine::Durability;
-use sluice_engine::batch;
 
 use super::{Ctx, Outcome, str_bytes};
 use crate::error_codes::{self, ErrorCode};
-use crate::producer_state::{BatchRange, Verdict};
-use crate::protocol::produce::{ProduceRequest, split_batches};
-use crate::shard::{Partition, Shard, ShardId};
+use crate::partition::Partition;
+use crate::protocol::produce::ProduceRequest;
+use crate::shard::{Shard, ShardId};
 
 /// One partition's answer.
 #[derive(Debug, Clone)]
@@ -264,79 +263,31 @@ fn append_partition(shard: &Shard, topic: &str, index: i32, records: Option<Byte
             ),
         ));
     }
-    let batches = split_batches(records);
-    let max = p.log.config().max_batch_bytes as usize;
-    if batches.len() > 1 {
-        // All or nothing: check every batch before appending any.
-        for b in &batches {
-            if let Err(e) = batch::validate(b, max) {
-                let code = error_codes::for_log_error(&e.into());
-                return done(PartitionResult::error(code, "invalid record batch"));
-            }
-        }
-    }
-    let mut first_offset = None;
-    let mut end_offset = 0;
-    for b in batches {
-        let (pid, epoch, first_seq, last_delta) = match batch::BatchHeader::parse(&b) {
-            Ok(h) => (
-                h.producer_id(),
-                h.producer_epoch(),
-                h.base_sequence(),
-                h.last_offset_delta(),
-            ),
-            Err(e) => {
-                return done(PartitionResult::error(
-                    error_codes::for_log_error(&e.clone().into()),
-                    e.to_string(),
-                ));
-            }
-        };
-        let last_seq = first_seq.wrapping_add(last_delta) & i32::MAX;
-        match p.producers.borrow().check(pid, epoch, first_seq, last_seq) {
-            Verdict::Append => {}
-            Verdict::Duplicate { base_offset } => {
-                first_offset.get_or_insert(base_offset);
-                continue;
-            }
-            Verdict::Reject(code) => {
-                return done(PartitionResult::error(
-                    code,
-                    format!("producer {pid} epoch {epoch} sequence {first_seq} rejected"),
-                ));
-            }
-        }
-        match p.log.append(b, 0) {
-            Ok(info) => {
-                first_offset.get_or_insert(info.base_offset);
-                end_offset = info.last_offset + 1;
-                let range = BatchRange {
-                    first_seq,
-                    last_seq,
-                    base_offset: info.base_offset,
-                };
-                p.producers.borrow_mut().record(pid, epoch, range, end_offset);
-            }
-            Err(e) => return done(PartitionResult::error(error_codes::for_log_error(&e), e.to_string())),
-        }
-    }
-    let base_offset = first_offset.unwrap_or(-1);
+    let appended = match p.append_records(records) {
+        Ok(a) => a,
+        Err(r) => return done(PartitionResult::error(r.code, r.message)),
+    };
     let durability = match acks {
         -1 => Some(Durability::Synced),
         1 => Some(p.log.default_durability()),
         _ => None,
     };
+    if durability == Some(Durability::Synced) && appended.end_offset > 0 {
+        // The answers are awaited one partition after another; the sync is
+        // asked for now so that the partitions' fdatasyncs run together.
+        p.log.want_synced(appended.end_offset);
+    }
     match durability {
-        Some(durability) if end_offset > 0 => Appended::Wait {
+        Some(durability) if appended.end_offset > 0 => Appended::Wait {
             partition: p,
-            end_offset,
+            end_offset: appended.end_offset,
             durability,
-            base_offset,
+            base_offset: appended.base_offset,
         },
         _ => done(PartitionResult {
             error: None,
             message: None,
-            base_offset,
+            base_offset: appended.base_offset,
             log_start_offset: p.log.log_start_offset(),
         }),
     }
