@@ -12,6 +12,8 @@
 //! - [`protocol`]: the hand-written codec parts (request header, Produce
 //!   request, Fetch response).
 //! - [`groups`]: the consumer-group coordinator and committed offsets.
+//! - [`controller`]: the metadata's one writer (shard 0): serialised
+//!   changes, undo, publication.
 //! - [`meta`]: topics and their persisted metadata; [`producer_state`]:
 //!   idempotent-producer deduplication.
 //!
@@ -19,6 +21,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod controller;
 pub mod disk;
 pub mod error_codes;
 pub mod groups;

@@ -20,6 +20,7 @@ use crossbeam_queue::SegQueue;
 use sluice_engine::{Env, Log, LogConfig, OpenFiles};
 
 use crate::config::BrokerConfig;
+use crate::controller::Controller;
 use crate::meta::{self, MetaStore, Snapshot, TopicMeta};
 use crate::partition::Partition;
 use crate::producer_state::ProducerStates;
@@ -107,11 +108,8 @@ pub struct Shard {
     /// The newest metadata snapshot this shard has installed.
     meta: RefCell<Arc<Snapshot>>,
     partitions: RefCell<PartitionTable>,
-    /// The controller's store; `Some` on shard 0 only.
-    pub store: RefCell<Option<MetaStore>>,
-    /// Serialises admin changes on the controller.
-    pub admin_busy: Cell<bool>,
-    pub admin_done: Changed,
+    /// The controller; `Some` on shard 0 only.
+    pub controller: Option<Controller>,
     /// Request bytes in flight on this shard's connections.
     pub budget: Rc<Budget>,
     /// Set when the broker stops accepting and reading requests.
@@ -144,9 +142,7 @@ impl Shard {
             common,
             meta: RefCell::new(snapshot),
             partitions: RefCell::new(HashMap::new()),
-            store: RefCell::new(store),
-            admin_busy: Cell::new(false),
-            admin_done: Changed::default(),
+            controller: store.map(Controller::new),
             budget,
             stopping: Flag::default(),
             live_connections: Cell::new(0),
@@ -482,13 +478,10 @@ impl Shard {
     /// Publishes the controller's current snapshot to every shard and waits
     /// until each has installed it. Runs on the controller (shard 0).
     pub async fn publish(&self) -> Result<(), String> {
-        let snapshot = {
-            let store = self.store.borrow();
-            let Some(store) = store.as_ref() else {
-                return Err("publish called off the controller shard".into());
-            };
-            Arc::new(store.snapshot())
+        let Some(controller) = &self.controller else {
+            return Err("publish called off the controller shard".into());
         };
+        let snapshot = Arc::new(controller.store.borrow().snapshot());
         let mut first_error = None;
         for s in 0..self.shard_count() {
             let snap = snapshot.clone();
@@ -510,9 +503,10 @@ impl Shard {
 
     /// Allocates a producer id; on the controller only.
     pub fn allocate_producer_id(&self) -> Result<i64, String> {
-        let mut store = self.store.borrow_mut();
-        let store = store.as_mut().ok_or("not the controller shard")?;
-        store.allocate_producer_id().map_err(|e| e.to_string())
+        self.controller
+            .as_ref()
+            .ok_or("not the controller shard")?
+            .allocate_producer_id()
     }
 
     /// Runs periodic work on this shard's partitions: flush-interval syncs,

@@ -17,103 +17,10 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::{Ctx, Outcome, str_bytes};
+use crate::controller::controller_each;
 use crate::error_codes::ErrorCode;
-use crate::meta::{MetaError, MetaStore};
-use crate::shard::{Shard, ShardGone, ShardId};
-
-/// What [`controller`] did with a change.
-#[derive(Debug)]
-pub struct Applied<T> {
-    /// What the change function returned.
-    pub out: T,
-    /// Set when a shard could not open the partitions the change made: the
-    /// change was undone (the old topics persisted and installed again) and
-    /// this says why. Nothing it created is left.
-    pub undone: Option<String>,
-}
-
-/// Runs `f` on the controller's metadata store, then publishes the result to
-/// every shard if it changed anything. If a shard cannot open a partition
-/// the change made (no disk space, no file descriptors), the change is
-/// undone. Admin changes are serialised.
-pub async fn controller<T, F>(shard: &Shard, f: F) -> Result<Applied<T>, ShardGone>
-where
-    T: Send + 'static,
-    F: FnOnce(&mut MetaStore) -> T + Send + 'static,
-{
-    shard
-        .submit_to(ShardId(0), move |ctl| async move {
-            while ctl.admin_busy.get() {
-                ctl.admin_done.next().await;
-            }
-            ctl.admin_busy.set(true);
-            let (out, before) = {
-                let mut store = ctl.store.borrow_mut();
-                match store.as_mut() {
-                    Some(store) => {
-                        let (version, topics) = (store.version(), store.topics());
-                        let out = f(store);
-                        (Some(out), (store.version() != version).then_some(topics))
-                    }
-                    None => (None, None),
-                }
-            };
-            let mut undone = None;
-            if let Some(before) = before
-                && let Err(e) = ctl.publish().await
-            {
-                tracing::error!(error = %e, "installing new metadata; undoing the change");
-                let restored = ctl.store.borrow_mut().as_mut().map(|s| s.restore(before));
-                match restored {
-                    Some(Ok(())) => {
-                        if let Err(e) = ctl.publish().await {
-                            tracing::error!(error = %e, "installing the metadata from before the change");
-                        }
-                    }
-                    Some(Err(e)) => tracing::error!(error = %e.message, "undoing the change"),
-                    None => {}
-                }
-                undone = Some(e);
-            }
-            ctl.admin_busy.set(false);
-            ctl.admin_done.notify();
-            out.map(|out| Applied { out, undone })
-        })
-        .await?
-        .ok_or(ShardGone)
-}
-
-/// [`controller`] for a change with one answer per resource: when the
-/// controller is gone, each of the `n` resources gets NOT_CONTROLLER; when
-/// the change was undone, each that succeeded gets KAFKA_STORAGE_ERROR.
-pub async fn controller_each<T, F>(shard: &Shard, n: usize, f: F) -> Vec<Result<T, MetaError>>
-where
-    T: Send + 'static,
-    F: FnOnce(&mut MetaStore) -> Vec<Result<T, MetaError>> + Send + 'static,
-{
-    match controller(shard, f).await {
-        Ok(Applied { out, undone: None }) => out,
-        Ok(Applied { out, undone: Some(why) }) => out
-            .into_iter()
-            .map(|r| {
-                r.and_then(|_| {
-                    Err(MetaError {
-                        code: ErrorCode::KafkaStorageError,
-                        message: format!("partitions could not be opened, nothing was changed: {why}"),
-                    })
-                })
-            })
-            .collect(),
-        Err(ShardGone) => (0..n)
-            .map(|_| {
-                Err(MetaError {
-                    code: ErrorCode::NotController,
-                    message: "the controller shard is not available".into(),
-                })
-            })
-            .collect(),
-    }
-}
+use crate::meta::MetaError;
+use crate::shard::{Shard, ShardId};
 
 /// The error code and message fields of a per-resource admin answer.
 pub fn error_fields(e: &MetaError) -> (i16, Option<StrBytes>) {

@@ -125,7 +125,7 @@ pub fn describe_configs(ctx: Ctx, body: BytesMut) -> Outcome {
 type Change = (i8, String, Result<Vec<(String, Option<String>)>, MetaError>);
 
 async fn apply(ctx: &Ctx, changes: Vec<Change>, incremental: bool, validate_only: bool) -> Vec<Result<(), MetaError>> {
-    admin::controller_each(&ctx.shard, changes.len(), move |store| {
+    crate::controller::controller_each(&ctx.shard, changes.len(), move |store| {
         changes
             .into_iter()
             .map(|(kind, name, ops)| {

@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
     DescribeTopicPartitionsResponse, MetadataRequest, MetadataResponse, TopicName,
 };
 
-use super::{Ctx, OPS_NOT_REQUESTED, Outcome, admin, str_bytes};
+use super::{Ctx, OPS_NOT_REQUESTED, Outcome, str_bytes};
 use crate::error_codes::ErrorCode;
 use crate::meta::{TopicMeta, validate_topic_name};
 
@@ -41,7 +41,7 @@ pub async fn metadata(ctx: Ctx, body: BytesMut) -> Outcome {
             .collect();
         if !missing.is_empty() {
             let partitions = config.num_partitions;
-            let _ = admin::controller(&ctx.shard, move |store| {
+            let _ = crate::controller::controller(&ctx.shard, move |store| {
                 for name in missing {
                     if let Err(e) = store.create_topic(&name, partitions, Default::default())
                         && e.code != ErrorCode::TopicAlreadyExists
