@@ -82,6 +82,38 @@ impl Inbox {
     }
 }
 
+/// Where the answer of [`Shard::call`] or [`Shard::run_on`] comes from.
+enum Answer<H, T> {
+    /// Computed on this shard (a value, or a future to await here).
+    Here(H),
+    /// Sent by another shard.
+    There(futures_channel::oneshot::Receiver<T>),
+}
+
+/// A request's items gathered per owner shard, so that each owner gets
+/// one job carrying all of its items.
+#[derive(Debug)]
+pub struct ByOwner<T>(Vec<Vec<T>>);
+
+impl<T> ByOwner<T> {
+    pub fn new(shards: usize) -> Self {
+        Self((0..shards).map(|_| Vec::new()).collect())
+    }
+
+    pub fn push(&mut self, owner: ShardId, item: T) {
+        self.0[owner.0].push(item);
+    }
+
+    /// The owners that got items, each with its items in push order.
+    pub fn into_jobs(self) -> impl Iterator<Item = (ShardId, Vec<T>)> {
+        self.0
+            .into_iter()
+            .enumerate()
+            .filter(|(_, items)| !items.is_empty())
+            .map(|(owner, items)| (ShardId(owner), items))
+    }
+}
+
 /// The owner shard went away (broker shutting down) before answering.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("shard stopped before answering")]
@@ -251,29 +283,16 @@ impl Shard {
             .unwrap_or_else(|| unreachable!("shard used after drop"))
     }
 
-    /// Runs `f` on shard `target` and returns its result. On this shard the
-    /// call is direct; otherwise `f` travels as a job. Jobs to one shard run
-    /// in the order they were sent, and each job's synchronous prefix (up to
-    /// its first await) runs before the next job's, which keeps produce
-    /// requests to one partition in order.
+    /// Runs `f` on shard `target` and returns its result, lazily: nothing
+    /// is sent until the returned future is first polled (the form admin
+    /// and group work use). Otherwise as [`Shard::run_on`].
     pub async fn submit_to<T, F, Fut>(&self, target: ShardId, f: F) -> Result<T, ShardGone>
     where
         T: Send + 'static,
         F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
         Fut: Future<Output = T> + 'static,
     {
-        if target == self.id {
-            return Ok(f(self.rc()).await);
-        }
-        let (tx, rx) = futures_channel::oneshot::channel();
-        self.common.inboxes[target.0].push(Box::new(move |shard: &Rc<Shard>| {
-            let fut = f(shard.clone());
-            compio::runtime::spawn(async move {
-                let _ = tx.send(fut.await);
-            })
-            .detach();
-        }));
-        rx.await.map_err(|_| ShardGone)
+        self.run_on(target, move |s| f(s.clone())).await
     }
 
     /// Runs the synchronous `f` on shard `target` and returns its result:
@@ -287,20 +306,17 @@ impl Shard {
         T: Send + 'static,
         F: FnOnce(&Rc<Shard>) -> T + Send + 'static,
     {
-        let (now, rx) = if target == self.id {
-            (Some(f(&self.rc())), None)
+        let answer = if target == self.id {
+            Answer::Here(f(&self.rc()))
         } else {
-            let (tx, rx) = futures_channel::oneshot::channel();
-            self.common.inboxes[target.0].push(Box::new(move |shard: &Rc<Shard>| {
+            Answer::There(self.send_job(target, move |shard, tx| {
                 let _ = tx.send(f(shard));
-            }));
-            (None, Some(rx))
+            }))
         };
         async move {
-            match (now, rx) {
-                (Some(v), _) => Ok(v),
-                (None, Some(rx)) => rx.await.map_err(|_| ShardGone),
-                (None, None) => Err(ShardGone),
+            match answer {
+                Answer::Here(v) => Ok(v),
+                Answer::There(rx) => rx.await.map_err(|_| ShardGone),
             }
         }
     }
@@ -315,26 +331,35 @@ impl Shard {
         F: FnOnce(&Rc<Shard>) -> Fut + Send + 'static,
         Fut: Future<Output = T> + 'static,
     {
-        let (now, rx) = if target == self.id {
-            (Some(f(&self.rc())), None)
+        let answer = if target == self.id {
+            Answer::Here(f(&self.rc()))
         } else {
-            let (tx, rx) = futures_channel::oneshot::channel();
-            self.common.inboxes[target.0].push(Box::new(move |shard: &Rc<Shard>| {
+            Answer::There(self.send_job(target, move |shard, tx| {
                 let fut = f(shard);
                 compio::runtime::spawn(async move {
                     let _ = tx.send(fut.await);
                 })
                 .detach();
-            }));
-            (None, Some(rx))
+            }))
         };
         async move {
-            match (now, rx) {
-                (Some(fut), _) => Ok(fut.await),
-                (None, Some(rx)) => rx.await.map_err(|_| ShardGone),
-                (None, None) => Err(ShardGone),
+            match answer {
+                Answer::Here(fut) => Ok(fut.await),
+                Answer::There(rx) => rx.await.map_err(|_| ShardGone),
             }
         }
+    }
+
+    /// Pushes `job` to shard `target`'s inbox with the sending half of a
+    /// oneshot channel for its answer, and returns the receiving half.
+    fn send_job<T: Send + 'static>(
+        &self,
+        target: ShardId,
+        job: impl FnOnce(&Rc<Shard>, futures_channel::oneshot::Sender<T>) + Send + 'static,
+    ) -> futures_channel::oneshot::Receiver<T> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.common.inboxes[target.0].push(Box::new(move |shard: &Rc<Shard>| job(shard, tx)));
+        rx
     }
 
     /// Runs jobs sent to this shard until the shard's runtime stops.

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::{Ctx, Outcome};
 use crate::error_codes::{self, ErrorCode};
 use crate::protocol::fetch::{self as codec, PartitionData, Top, TopicData};
-use crate::shard::{Shard, ShardId};
+use crate::shard::{ByOwner, Shard};
 use crate::util::race;
 
 /// One requested partition, resolved against the metadata.
@@ -86,23 +86,16 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
         // once would hold the shard until the deadline). One waiter per
         // owner shard covers all of that shard's partitions.
         let deadline = start + max_wait;
-        let mut by_shard: Vec<Vec<(Arc<str>, i32, i64)>> = (0..ctx.shard.shard_count()).map(|_| Vec::new()).collect();
+        let mut by_owner = ByOwner::new(ctx.shard.shard_count());
         for (w, r) in wanted.iter().zip(&results) {
             if let Some(t) = &w.topic {
                 let owner = ctx.shard.owner_of(t, w.partition);
-                by_shard[owner.0].push((t.clone(), w.partition, w.offset.max(r.high_watermark)));
+                by_owner.push(owner, (t.clone(), w.partition, w.offset.max(r.high_watermark)));
             }
         }
-        let waits = by_shard
-            .into_iter()
-            .enumerate()
-            .filter(|(_, items)| !items.is_empty())
-            .map(|(owner, items)| {
-                Box::pin(
-                    ctx.shard
-                        .run_on(ShardId(owner), move |s| wait_for_data(s, items, deadline)),
-                )
-            })
+        let waits = by_owner
+            .into_jobs()
+            .map(|(owner, items)| Box::pin(ctx.shard.run_on(owner, move |s| wait_for_data(s, items, deadline))))
             .collect::<Vec<_>>();
         if waits.is_empty() {
             break;
@@ -157,18 +150,21 @@ struct Read {
 /// consumer is never stuck behind a large batch).
 async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted], max_bytes: u64) -> Vec<PartitionData> {
     let mut results: Vec<Option<PartitionData>> = Vec::with_capacity(wanted.len());
-    let mut by_shard: Vec<Vec<Read>> = (0..shard.shard_count()).map(|_| Vec::new()).collect();
+    let mut by_owner = ByOwner::new(shard.shard_count());
     for (slot, w) in wanted.iter().enumerate() {
         match (&w.topic, w.error) {
             (Some(topic), None) => {
                 let owner = shard.owner_of(topic, w.partition);
-                by_shard[owner.0].push(Read {
-                    slot,
-                    topic: topic.clone(),
-                    partition: w.partition,
-                    offset: w.offset,
-                    max_bytes: w.max_bytes.min(max_bytes),
-                });
+                by_owner.push(
+                    owner,
+                    Read {
+                        slot,
+                        topic: topic.clone(),
+                        partition: w.partition,
+                        offset: w.offset,
+                        max_bytes: w.max_bytes.min(max_bytes),
+                    },
+                );
                 results.push(None);
             }
             _ => results.push(Some(failed(
@@ -177,12 +173,10 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted], max_bytes: u64) -> Vec<P
             ))),
         }
     }
-    let reads: Vec<_> = by_shard
-        .into_iter()
-        .enumerate()
-        .filter(|(_, items)| !items.is_empty())
+    let reads: Vec<_> = by_owner
+        .into_jobs()
         .map(|(owner, items)| {
-            shard.call(ShardId(owner), move |s| {
+            shard.call(owner, move |s| {
                 items
                     .into_iter()
                     .map(|r| (r.slot, read_partition(s, &r.topic, r.partition, r.offset, r.max_bytes)))

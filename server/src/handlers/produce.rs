@@ -20,7 +20,7 @@ use super::{Ctx, Outcome, str_bytes};
 use crate::error_codes::{self, ErrorCode};
 use crate::partition::Partition;
 use crate::protocol::produce::ProduceRequest;
-use crate::shard::{Shard, ShardId};
+use crate::shard::{ByOwner, Shard, ShardId};
 
 /// One partition's answer.
 #[derive(Debug, Clone)]
@@ -32,6 +32,15 @@ pub struct PartitionResult {
 }
 
 impl PartitionResult {
+    fn ok(base_offset: i64, p: &Partition) -> Self {
+        Self {
+            error: None,
+            message: None,
+            base_offset,
+            log_start_offset: p.log.log_start_offset(),
+        }
+    }
+
     fn error(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             error: Some(code),
@@ -49,12 +58,11 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
     };
     let acks = req.acks;
     let snapshot = ctx.shard.meta();
-    let shards = ctx.shard.shard_count();
     // One answer slot per partition in request order; partitions that
     // reach an owner are gathered per owner shard, so a request costs one
     // cross-shard message per shard it touches, not one per partition.
     let mut results: Vec<Option<PartitionResult>> = Vec::new();
-    let mut by_shard: Vec<Vec<Append>> = (0..shards).map(|_| Vec::new()).collect();
+    let mut by_owner = ByOwner::new(ctx.shard.shard_count());
     let mut layout: Vec<(TopicName, uuid::Uuid, Vec<i32>)> = Vec::with_capacity(req.topics.len());
     for topic in req.topics {
         let meta = if ctx.version >= 13 {
@@ -93,12 +101,15 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
                     )),
                     Some(m) => {
                         let owner = ctx.shard.owner_of(&m.name, part.index);
-                        by_shard[owner.0].push(Append {
-                            slot,
-                            topic: m.name.clone(),
-                            index: part.index,
-                            records: part.records,
-                        });
+                        by_owner.push(
+                            owner,
+                            Append {
+                                slot,
+                                topic: m.name.clone(),
+                                index: part.index,
+                                records: part.records,
+                            },
+                        );
                         None
                     }
                 }
@@ -109,18 +120,13 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
     }
     // Every owner gets its partitions before anything waits: the appends
     // of one connection's requests reach each log in request order.
-    let pending: Vec<_> = by_shard
-        .into_iter()
-        .enumerate()
-        .filter(|(_, items)| !items.is_empty())
+    let pending: Vec<_> = by_owner
+        .into_jobs()
         .map(|(owner, items)| {
             let slots: Vec<usize> = items.iter().map(|a| a.slot).collect();
             // Boxed: the answers are awaited one by one, and the handler's
             // future should not carry the largest of them inline.
-            let answer = Box::pin(
-                ctx.shard
-                    .run_on(ShardId(owner), move |s| append_partitions(s, items, acks)),
-            );
+            let answer = Box::pin(ctx.shard.run_on(owner, move |s| append_partitions(s, items, acks)));
             (slots, answer)
         })
         .collect();
@@ -141,13 +147,14 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
             }
         }
     }
-    let results = results
+    let results: Vec<PartitionResult> = results
         .into_iter()
-        .map(|r| r.unwrap_or_else(|| PartitionResult::error(ErrorCode::UnknownServerError, "no answer")));
+        .map(|r| r.unwrap_or_else(|| PartitionResult::error(ErrorCode::UnknownServerError, "no answer")))
+        .collect();
     if acks == 0 {
         // Kafka closes the connection when an acks=0 produce fails, the only
         // way the client can notice.
-        if let Some(r) = results.clone().find(|r| r.error.is_some()) {
+        if let Some(r) = results.iter().find(|r| r.error.is_some()) {
             return Outcome::Close(format!(
                 "acks=0 produce failed: {}",
                 r.message.as_deref().unwrap_or("error")
@@ -155,7 +162,7 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
         }
         return Outcome::Silent;
     }
-    let mut results = results;
+    let mut results = results.into_iter();
     let mut resp = ProduceResponse::default();
     for (name, topic_id, indexes) in layout {
         let mut t = TopicProduceResponse::default();
@@ -200,27 +207,19 @@ fn append_partitions(
     items: Vec<Append>,
     acks: i16,
 ) -> impl std::future::Future<Output = Vec<PartitionResult>> + use<> {
-    let appended: Vec<Appended> = items
-        .into_iter()
-        .map(|a| append_partition(shard, &a.topic, a.index, a.records, acks))
-        .collect();
+    let answers: Vec<Answer> = items.into_iter().map(|a| append_partition(shard, a, acks)).collect();
     async move {
-        let mut out = Vec::with_capacity(appended.len());
-        for a in appended {
+        let mut out = Vec::with_capacity(answers.len());
+        for a in answers {
             out.push(match a {
-                Appended::Done(r) => r,
-                Appended::Wait {
+                Answer::Now(r) => r,
+                Answer::AfterWait {
                     partition,
                     end_offset,
                     durability,
                     base_offset,
                 } => match partition.log.wait(end_offset, durability).await {
-                    Ok(()) => PartitionResult {
-                        error: None,
-                        message: None,
-                        base_offset,
-                        log_start_offset: partition.log.log_start_offset(),
-                    },
+                    Ok(()) => PartitionResult::ok(base_offset, &partition),
                     Err(e) => PartitionResult::error(error_codes::for_log_error(&e), e.to_string()),
                 },
             });
@@ -229,10 +228,11 @@ fn append_partitions(
     }
 }
 
-/// A partition's appends, done; what is left is to wait for durability.
-enum Appended {
-    Done(PartitionResult),
-    Wait {
+/// A partition's answer once its batches are appended: final now, or
+/// after waiting for the durability `acks` asks for.
+enum Answer {
+    Now(PartitionResult),
+    AfterWait {
         partition: Rc<Partition>,
         end_offset: i64,
         durability: Durability,
@@ -242,9 +242,12 @@ enum Appended {
 
 /// Checks producer sequences and appends one partition's batches, on its
 /// owner, synchronously.
-fn append_partition(shard: &Shard, topic: &str, index: i32, records: Option<BytesMut>, acks: i16) -> Appended {
-    let done = Appended::Done;
-    let Some(p) = shard.partition(topic, index) else {
+fn append_partition(shard: &Shard, item: Append, acks: i16) -> Answer {
+    let done = Answer::Now;
+    let Append {
+        topic, index, records, ..
+    } = item;
+    let Some(p) = shard.partition(&topic, index) else {
         return done(PartitionResult::error(
             ErrorCode::UnknownTopicOrPartition,
             format!("partition {topic}-{index} is not open"),
@@ -278,18 +281,13 @@ fn append_partition(shard: &Shard, topic: &str, index: i32, records: Option<Byte
         p.log.want_synced(appended.end_offset);
     }
     match durability {
-        Some(durability) if appended.end_offset > 0 => Appended::Wait {
+        Some(durability) if appended.end_offset > 0 => Answer::AfterWait {
             partition: p,
             end_offset: appended.end_offset,
             durability,
             base_offset: appended.base_offset,
         },
-        _ => done(PartitionResult {
-            error: None,
-            message: None,
-            base_offset: appended.base_offset,
-            log_start_offset: p.log.log_start_offset(),
-        }),
+        _ => done(PartitionResult::ok(appended.base_offset, &p)),
     }
 }
 
