@@ -16,7 +16,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::BrokerConfig;
-use crate::meta::{MetaStore, Snapshot};
+use crate::meta::Snapshot;
 use crate::shard::{Common, Inbox, Shard, ShardId};
 use crate::util::Flag;
 
@@ -99,18 +99,6 @@ impl Broker {
         if config.max_open_files == 0 {
             config.max_open_files = raise_open_file_limit() / 2;
         }
-        let mut store = MetaStore::open(&config.data_dir).map_err(|source| StartError::DataDir {
-            path: config.data_dir.clone(),
-            source,
-        })?;
-        store.set_max_partitions(config.max_partitions);
-        store
-            .ensure_offsets_topic(&config.groups)
-            .map_err(|e| StartError::DataDir {
-                path: config.data_dir.clone(),
-                source: std::io::Error::other(e.message),
-            })?;
-        let snapshot = Arc::new(store.snapshot());
         let shards = config.shard_count();
         // Bind the first listener (port 0 picks one), then the others to the
         // same address.
@@ -144,17 +132,14 @@ impl Broker {
         });
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
-        let mut store = Some(store);
         let mut threads = Vec::with_capacity(shards);
         for (i, listener) in listeners.into_iter().enumerate() {
             let common = common.clone();
-            let snapshot = snapshot.clone();
-            let store = if i == 0 { store.take() } else { None };
             let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
             let ready = ready_tx.clone();
             let t = std::thread::Builder::new()
                 .name(format!("sluice-shard-{i}"))
-                .spawn(move || shard_thread(ShardId(i), common, snapshot, store, listener, core, ready))
+                .spawn(move || shard_thread(ShardId(i), common, listener, core, ready))
                 .map_err(|e| StartError::Shard {
                     shard: i,
                     reason: e.to_string(),
@@ -295,8 +280,6 @@ thread_local! {
 fn shard_thread(
     id: ShardId,
     common: Arc<Common>,
-    snapshot: Arc<Snapshot>,
-    store: Option<MetaStore>,
     listener: std::net::TcpListener,
     core: Option<core_affinity::CoreId>,
     ready: mpsc::Sender<(usize, Result<(), String>)>,
@@ -314,7 +297,7 @@ fn shard_thread(
         }
     };
     runtime.block_on(async move {
-        let shard = Shard::new(id, common, Arc::new(Snapshot::default()), store);
+        let shard = Shard::new(id, common, Arc::new(Snapshot::default()));
         compio::runtime::spawn(shard.clone().run_inbox()).detach();
         let listener = match compio::net::TcpListener::from_std(listener) {
             Ok(l) => l,
@@ -323,14 +306,27 @@ fn shard_thread(
                 return;
             }
         };
-        let opened = shard.install(snapshot).await;
-        let ok = opened.is_ok();
-        let _ = ready.send((id.0, opened));
+        // Shard 0 starts the controller, which installs the recovered
+        // metadata on every shard; the others wait for it. No shard
+        // accepts clients before that.
+        let exit = EXIT.with(Rc::clone);
+        let started = if id == ShardId(0) {
+            match crate::util::race(crate::controller::Controller::start(&shard), exit.wait()).await {
+                Ok(r) => r,
+                Err(()) => return,
+            }
+        } else {
+            if crate::util::race(shard.installed.wait(), exit.wait()).await.is_err() {
+                return;
+            }
+            Ok(())
+        };
+        let ok = started.is_ok();
+        let _ = ready.send((id.0, started));
         if ok {
             compio::runtime::spawn(shard.clone().housekeeping()).detach();
             compio::runtime::spawn(crate::net::accept_loop(shard.clone(), listener)).detach();
         }
-        let exit = EXIT.with(Rc::clone);
         exit.wait().await;
     });
 }

@@ -102,6 +102,15 @@ pub struct BrokerConfig {
     pub shutdown_close_ms: u64,
     /// `cluster.id` reported in Metadata and DescribeCluster.
     pub cluster_id: String,
+    /// `default.replication.factor`: replicas of a topic created without
+    /// one (auto-created, or CreateTopics with -1).
+    pub default_replication_factor: i16,
+    /// `sluice.metadata.snapshot.records`: metadata log entries between
+    /// snapshots of the cluster image.
+    pub metadata_snapshot_records: u64,
+    /// `sluice.controller.write.timeout.ms`: how long a metadata change
+    /// waits for the controller quorum to commit it.
+    pub controller_write_timeout_ms: u64,
     /// Consumer-group coordinator settings.
     pub groups: GroupConfig,
 }
@@ -184,6 +193,9 @@ impl Default for BrokerConfig {
             shutdown_drain_ms: 10_000,
             shutdown_close_ms: 30_000,
             cluster_id: "sluice-cluster".into(),
+            default_replication_factor: 1,
+            metadata_snapshot_records: 1000,
+            controller_write_timeout_ms: 30_000,
             groups: GroupConfig::default(),
         }
     }
@@ -255,6 +267,18 @@ pub const SETTINGS: &[(&str, &str)] = &[
     (
         "sluice.max.partitions",
         "partitions of all topics together; more are refused with POLICY_VIOLATION (default 100000)",
+    ),
+    (
+        "default.replication.factor",
+        "replicas of a topic created without a replication factor (default 1)",
+    ),
+    (
+        "sluice.metadata.snapshot.records",
+        "metadata log entries between snapshots of the cluster image (default 1000)",
+    ),
+    (
+        "sluice.controller.write.timeout.ms",
+        "how long a metadata change waits for the controller quorum to commit it (default 30000)",
     ),
     (
         "sluice.max.open.files",
@@ -421,6 +445,13 @@ impl BrokerConfig {
             }
             "sluice.max.partitions" => self.max_partitions = parse_num(key, value)?,
             "sluice.max.open.files" => self.max_open_files = parse_num(key, value)?,
+            "default.replication.factor" => self.default_replication_factor = parse_at_least_one::<i16>(key, value)?,
+            "sluice.metadata.snapshot.records" => {
+                self.metadata_snapshot_records = parse_at_least_one::<u64>(key, value)?
+            }
+            "sluice.controller.write.timeout.ms" => {
+                self.controller_write_timeout_ms = parse_at_least_one::<u64>(key, value)?
+            }
             "sluice.storage.min.free.bytes" => self.storage_min_free_bytes = parse_num(key, value)?,
             "sluice.shutdown.drain.ms" => self.shutdown_drain_ms = parse_num(key, value)?,
             "sluice.shutdown.close.ms" => self.shutdown_close_ms = parse_num(key, value)?,

@@ -26,11 +26,13 @@ pub mod disk;
 pub mod error_codes;
 pub mod groups;
 pub mod handlers;
+pub mod image;
 pub mod meta;
 pub mod net;
 pub mod partition;
 pub mod producer_state;
 pub mod protocol;
+pub mod quorum;
 pub mod shard;
 pub mod util;
 

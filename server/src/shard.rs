@@ -20,8 +20,8 @@ use crossbeam_queue::SegQueue;
 use sluice_engine::{Env, Log, LogConfig, OpenFiles};
 
 use crate::config::BrokerConfig;
-use crate::controller::Controller;
-use crate::meta::{self, MetaStore, Snapshot, TopicMeta};
+use crate::controller::{Controller, ControllerSlot};
+use crate::meta::{self, Snapshot, TopicMeta};
 use crate::partition::Partition;
 use crate::producer_state::ProducerStates;
 use crate::util::{Budget, Changed, Flag};
@@ -140,8 +140,11 @@ pub struct Shard {
     /// The newest metadata snapshot this shard has installed.
     meta: RefCell<Arc<Snapshot>>,
     partitions: RefCell<PartitionTable>,
-    /// The controller; `Some` on shard 0 only.
-    pub controller: Option<Controller>,
+    /// The controller; set on shard 0 only, once it has started.
+    controller: ControllerSlot,
+    /// Set once this shard has installed the metadata the controller
+    /// recovered at start; it serves clients only after that.
+    pub installed: Flag,
     /// Request bytes in flight on this shard's connections.
     pub budget: Rc<Budget>,
     /// Set when the broker stops accepting and reading requests.
@@ -165,7 +168,7 @@ pub struct Shard {
 }
 
 impl Shard {
-    pub fn new(id: ShardId, common: Arc<Common>, snapshot: Arc<Snapshot>, store: Option<MetaStore>) -> Rc<Self> {
+    pub fn new(id: ShardId, common: Arc<Common>, snapshot: Arc<Snapshot>) -> Rc<Self> {
         let budget = Budget::new(common.config.queued_max_request_bytes);
         let files_budget = (common.config.max_open_files / common.inboxes.len().max(1)).max(16);
         let disk = crate::disk::DiskSpace::new(common.config.data_dir.clone(), common.config.storage_min_free_bytes);
@@ -174,7 +177,8 @@ impl Shard {
             common,
             meta: RefCell::new(snapshot),
             partitions: RefCell::new(HashMap::new()),
-            controller: store.map(Controller::new),
+            controller: ControllerSlot::new(),
+            installed: Flag::default(),
             budget,
             stopping: Flag::default(),
             live_connections: Cell::new(0),
@@ -500,18 +504,33 @@ impl Shard {
         Ok(p)
     }
 
-    /// Publishes the controller's current snapshot to every shard and waits
-    /// until each has installed it. Runs on the controller (shard 0).
-    pub async fn publish(&self) -> Result<(), String> {
-        let Some(controller) = &self.controller else {
-            return Err("publish called off the controller shard".into());
-        };
-        let snapshot = Arc::new(controller.store.borrow().snapshot());
+    /// The controller, on shard 0 once it has started.
+    pub fn controller(&self) -> Option<&Controller> {
+        self.controller.get()
+    }
+
+    /// Installs the controller; once, on shard 0.
+    pub fn set_controller(&self, controller: Controller) -> Result<(), String> {
+        if self.id != ShardId(0) {
+            return Err(format!("the controller runs on shard 0, not {}", self.id.0));
+        }
+        self.controller
+            .set(controller)
+            .map_err(|_| "the controller was started twice".to_string())
+    }
+
+    /// Installs `snapshot` on every shard and waits until each has opened
+    /// and removed its partitions. Runs on the controller (shard 0).
+    pub async fn publish(&self, snapshot: Arc<Snapshot>) -> Result<(), String> {
         let mut first_error = None;
         for s in 0..self.shard_count() {
             let snap = snapshot.clone();
             let r = self
-                .submit_to(ShardId(s), move |shard| async move { shard.install(snap).await })
+                .submit_to(ShardId(s), move |shard| async move {
+                    let r = shard.install(snap).await;
+                    shard.installed.set();
+                    r
+                })
                 .await;
             match r {
                 Ok(Ok(())) => {}
@@ -527,11 +546,11 @@ impl Shard {
     }
 
     /// Allocates a producer id; on the controller only.
-    pub fn allocate_producer_id(&self) -> Result<i64, String> {
-        self.controller
-            .as_ref()
+    pub async fn allocate_producer_id(&self) -> Result<i64, String> {
+        self.controller()
             .ok_or("not the controller shard")?
             .allocate_producer_id()
+            .await
     }
 
     /// Runs periodic work on this shard's partitions: flush-interval syncs,

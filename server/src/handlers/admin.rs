@@ -28,14 +28,40 @@ pub fn error_fields(e: &MetaError) -> (i16, Option<StrBytes>) {
 }
 
 /// One topic of a CreateTopics request, checked for what the controller
-/// cannot see (duplicates within the request, replication).
+/// cannot see (duplicates within the request, the shape of an assignment).
 #[derive(Debug)]
 struct TopicSpec {
     name: String,
     partitions: i32,
+    replication_factor: i16,
+    /// Replicas by partition index, when the request assigns them.
+    assignments: Result<Vec<Vec<i32>>, MetaError>,
     configs: BTreeMap<String, String>,
     duplicate: bool,
-    bad_rf: bool,
+}
+
+/// A request's replica assignment, by partition index; the indexes must be
+/// 0, 1, 2, ... in some order.
+fn assignments(
+    t: &kafka_protocol::messages::create_topics_request::CreatableTopic,
+) -> Result<Vec<Vec<i32>>, MetaError> {
+    let mut by_index: Vec<(i32, Vec<i32>)> = t
+        .assignments
+        .iter()
+        .map(|a| (a.partition_index, a.broker_ids.iter().map(|b| b.0).collect()))
+        .collect();
+    by_index.sort_by_key(|(i, _)| *i);
+    if by_index
+        .iter()
+        .enumerate()
+        .any(|(want, (i, _))| usize::try_from(*i).ok() != Some(want))
+    {
+        return Err(MetaError {
+            code: ErrorCode::InvalidReplicaAssignment,
+            message: "assignment partition indexes must be 0, 1, 2, ... without gaps".into(),
+        });
+    }
+    Ok(by_index.into_iter().map(|(_, b)| b).collect())
 }
 
 pub async fn create_topics(ctx: Ctx, body: BytesMut) -> Outcome {
@@ -49,7 +75,7 @@ pub async fn create_topics(ctx: Ctx, body: BytesMut) -> Outcome {
         .map(|t| {
             let name = t.name.0.to_string();
             let duplicate = !seen.insert(name.clone());
-            let partitions = if t.num_partitions == -1 {
+            let partitions = if t.num_partitions == -1 && t.assignments.is_empty() {
                 default_partitions
             } else {
                 t.num_partitions
@@ -59,48 +85,43 @@ pub async fn create_topics(ctx: Ctx, body: BytesMut) -> Outcome {
                 .iter()
                 .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
                 .collect();
-            let bad_rf = !(t.replication_factor == -1 || t.replication_factor == 1) || !t.assignments.is_empty();
             TopicSpec {
                 name,
                 partitions,
+                replication_factor: t.replication_factor,
+                assignments: assignments(t),
                 configs,
                 duplicate,
-                bad_rf,
             }
         })
         .collect();
-    let answers = controller_each(&ctx.shard, req.topics.len(), move |store| {
-        specs
-            .into_iter()
-            .map(|spec| {
-                let TopicSpec {
-                    name,
-                    partitions,
-                    configs,
-                    duplicate,
-                    bad_rf,
-                } = spec;
-                if duplicate {
-                    return Err(MetaError {
-                        code: ErrorCode::InvalidRequest,
-                        message: format!("topic `{name}` appears more than once in the request"),
-                    });
-                }
-                if bad_rf {
-                    return Err(MetaError {
-                        code: ErrorCode::InvalidReplicationFactor,
-                        message: "this broker has one node: replication factor must be 1 (or -1)".into(),
-                    });
-                }
-                if validate_only {
-                    store.check_create(&name, partitions, &configs)?;
-                    return Ok((uuid::Uuid::nil(), partitions));
-                }
-                store
-                    .create_topic(&name, partitions, configs)
-                    .map(|t| (t.id, t.partitions))
+    let answers = controller_each(&ctx.shard, specs, move |draft, spec| {
+        let TopicSpec {
+            name,
+            partitions,
+            replication_factor,
+            assignments,
+            configs,
+            duplicate,
+        } = spec;
+        if duplicate {
+            return Err(MetaError {
+                code: ErrorCode::InvalidRequest,
+                message: format!("topic `{name}` appears more than once in the request"),
+            });
+        }
+        let assignments = assignments?;
+        if validate_only {
+            let states = draft.check_create(&name, partitions, &configs, replication_factor, &assignments)?;
+            let rf = states.first().map_or(0, |p| p.replicas.len() as i16);
+            return Ok((uuid::Uuid::nil(), states.len() as i32, rf));
+        }
+        draft
+            .create_topic(&name, partitions, configs, replication_factor, &assignments)
+            .map(|t| {
+                let rf = t.partition_states.first().map_or(0, |p| p.replicas.len() as i16);
+                (t.id, t.partitions, rf)
             })
-            .collect::<Vec<_>>()
     })
     .await;
     let mut resp = CreateTopicsResponse::default();
@@ -108,10 +129,10 @@ pub async fn create_topics(ctx: Ctx, body: BytesMut) -> Outcome {
         let mut r = CreatableTopicResult::default();
         r.name = t.name.clone();
         match answer {
-            Ok((id, partitions)) => {
+            Ok((id, partitions, rf)) => {
                 r.topic_id = id;
                 r.num_partitions = partitions;
-                r.replication_factor = 1;
+                r.replication_factor = rf;
             }
             Err(e) => {
                 (r.error_code, r.error_message) = error_fields(&e);
@@ -199,18 +220,12 @@ pub async fn delete_topics(ctx: Ctx, body: BytesMut) -> Outcome {
 /// Deletes each named topic on the controller; `None` is an id that named
 /// no topic.
 async fn delete_on_controller(shard: &Shard, names: Vec<Option<String>>) -> Vec<Result<uuid::Uuid, MetaError>> {
-    let n = names.len();
-    controller_each(shard, n, move |store| {
-        names
-            .into_iter()
-            .map(|name| match name {
-                Some(name) => store.delete_topic(&name).map(|t| t.id),
-                None => Err(MetaError {
-                    code: ErrorCode::UnknownTopicId,
-                    message: "unknown topic id".into(),
-                }),
-            })
-            .collect::<Vec<_>>()
+    controller_each(shard, names, move |draft, name| match name {
+        Some(name) => draft.delete_topic(&name).map(|t| t.id),
+        None => Err(MetaError {
+            code: ErrorCode::UnknownTopicId,
+            message: "unknown topic id".into(),
+        }),
     })
     .await
 }
@@ -219,17 +234,12 @@ pub async fn create_partitions(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: CreatePartitionsRequest = decode_or_return!(ctx, body);
     let validate_only = req.validate_only;
     let jobs: Vec<(String, i32)> = req.topics.iter().map(|t| (t.name.0.to_string(), t.count)).collect();
-    let n = jobs.len();
-    let answers = controller_each(&ctx.shard, n, move |store| {
-        jobs.into_iter()
-            .map(|(name, count)| {
-                if validate_only {
-                    store.check_partitions(&name, count).map(|_| ())
-                } else {
-                    store.create_partitions(&name, count).map(|_| ())
-                }
-            })
-            .collect::<Vec<_>>()
+    let answers = controller_each(&ctx.shard, jobs, move |draft, (name, count)| {
+        if validate_only {
+            draft.check_partitions(&name, count).map(|_| ())
+        } else {
+            draft.create_partitions(&name, count).map(|_| ())
+        }
     })
     .await;
     let mut resp = CreatePartitionsResponse::default();

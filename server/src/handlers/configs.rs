@@ -125,24 +125,19 @@ pub fn describe_configs(ctx: Ctx, body: BytesMut) -> Outcome {
 type Change = (i8, String, Result<Vec<(String, Option<String>)>, MetaError>);
 
 async fn apply(ctx: &Ctx, changes: Vec<Change>, incremental: bool, validate_only: bool) -> Vec<Result<(), MetaError>> {
-    crate::controller::controller_each(&ctx.shard, changes.len(), move |store| {
-        changes
-            .into_iter()
-            .map(|(kind, name, ops)| {
-                let ops = ops?;
-                match kind {
-                    RESOURCE_TOPIC => store.alter_configs(&name, &ops, incremental, validate_only).map(|_| ()),
-                    RESOURCE_BROKER => Err(MetaError {
-                        code: ErrorCode::InvalidRequest,
-                        message: "broker configs are read-only: set them at startup".into(),
-                    }),
-                    other => Err(MetaError {
-                        code: ErrorCode::InvalidRequest,
-                        message: format!("resource type {other} is not supported"),
-                    }),
-                }
-            })
-            .collect::<Vec<_>>()
+    crate::controller::controller_each(&ctx.shard, changes, move |draft, (kind, name, ops)| {
+        let ops = ops?;
+        match kind {
+            RESOURCE_TOPIC => draft.alter_configs(&name, &ops, incremental, validate_only).map(|_| ()),
+            RESOURCE_BROKER => Err(MetaError {
+                code: ErrorCode::InvalidRequest,
+                message: "broker configs are read-only: set them at startup".into(),
+            }),
+            other => Err(MetaError {
+                code: ErrorCode::InvalidRequest,
+                message: format!("resource type {other} is not supported"),
+            }),
+        }
     })
     .await
 }

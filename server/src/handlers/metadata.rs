@@ -1,6 +1,8 @@
 //! Metadata (with auto-creation of unknown topics), DescribeCluster and
-//! DescribeTopicPartitions. This broker is the only broker, the controller
-//! and every partition's leader.
+//! DescribeTopicPartitions, from the shard's snapshot of the cluster image:
+//! the live brokers, and each partition's leader, epoch, replicas and ISR.
+//! The controller id is this node's: the only voter of the one-node
+//! quorum.
 
 use std::sync::Arc;
 
@@ -19,7 +21,8 @@ use kafka_protocol::messages::{
 
 use super::{Ctx, OPS_NOT_REQUESTED, Outcome, str_bytes};
 use crate::error_codes::ErrorCode;
-use crate::meta::{TopicMeta, validate_topic_name};
+use crate::image::NO_LEADER;
+use crate::meta::{Snapshot, TopicMeta, validate_topic_name};
 
 pub async fn metadata(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: MetadataRequest = decode_or_return!(ctx, body);
@@ -41,25 +44,32 @@ pub async fn metadata(ctx: Ctx, body: BytesMut) -> Outcome {
             .collect();
         if !missing.is_empty() {
             let partitions = config.num_partitions;
-            let _ = crate::controller::controller(&ctx.shard, move |store| {
-                for name in missing {
-                    if let Err(e) = store.create_topic(&name, partitions, Default::default())
-                        && e.code != ErrorCode::TopicAlreadyExists
-                    {
-                        tracing::warn!(topic = %name, error = %e.message, "auto-creating topic");
-                    }
-                }
+            let answers = crate::controller::controller_each(&ctx.shard, missing.clone(), move |draft, name| {
+                draft
+                    .create_topic(&name, partitions, Default::default(), -1, &[])
+                    .map(|_| ())
             })
             .await;
+            for (name, answer) in missing.iter().zip(answers) {
+                if let Err(e) = answer
+                    && e.code != ErrorCode::TopicAlreadyExists
+                {
+                    tracing::warn!(topic = %name, error = %e.message, "auto-creating topic");
+                }
+            }
             snapshot = ctx.shard.meta();
         }
     }
     let mut resp = MetadataResponse::default();
-    let mut broker = MetadataResponseBroker::default();
-    broker.node_id = BrokerId(config.node_id);
-    broker.host = str_bytes(&config.advertised_host);
-    broker.port = i32::from(config.advertised_port);
-    resp.brokers = vec![broker];
+    resp.brokers = live_brokers(&snapshot, config)
+        .map(|(id, host, port)| {
+            let mut b = MetadataResponseBroker::default();
+            b.node_id = BrokerId(id);
+            b.host = str_bytes(host);
+            b.port = i32::from(port);
+            b
+        })
+        .collect();
     resp.cluster_id = Some(str_bytes(&config.cluster_id));
     resp.controller_id = BrokerId(config.node_id);
     resp.cluster_authorized_operations = OPS_NOT_REQUESTED;
@@ -71,12 +81,15 @@ pub async fn metadata(ctx: Ctx, body: BytesMut) -> Outcome {
         out.topic_authorized_operations = OPS_NOT_REQUESTED;
         out.partitions = (0..t.partitions)
             .map(|i| {
+                let v = PartitionView::of(&snapshot, t, i);
                 let mut p = MetadataResponsePartition::default();
                 p.partition_index = i;
-                p.leader_id = BrokerId(config.node_id);
-                p.leader_epoch = 0;
-                p.replica_nodes = vec![BrokerId(config.node_id)];
-                p.isr_nodes = vec![BrokerId(config.node_id)];
+                p.error_code = v.error;
+                p.leader_id = v.leader;
+                p.leader_epoch = v.leader_epoch;
+                p.replica_nodes = v.replicas;
+                p.isr_nodes = v.isr;
+                p.offline_replicas = v.offline;
                 p
             })
             .collect();
@@ -122,11 +135,16 @@ pub fn describe_cluster(ctx: Ctx, body: BytesMut) -> Outcome {
     resp.controller_id = BrokerId(config.node_id);
     resp.endpoint_type = 1;
     resp.cluster_authorized_operations = OPS_NOT_REQUESTED;
-    let mut b = DescribeClusterBroker::default();
-    b.broker_id = BrokerId(config.node_id);
-    b.host = str_bytes(&config.advertised_host);
-    b.port = i32::from(config.advertised_port);
-    resp.brokers = vec![b];
+    let snapshot = ctx.shard.meta();
+    resp.brokers = live_brokers(&snapshot, config)
+        .map(|(id, host, port)| {
+            let mut b = DescribeClusterBroker::default();
+            b.broker_id = BrokerId(id);
+            b.host = str_bytes(host);
+            b.port = i32::from(port);
+            b
+        })
+        .collect();
     ctx.respond(&resp)
 }
 
@@ -194,12 +212,15 @@ pub fn describe_topic_partitions(ctx: Ctx, body: BytesMut) -> Outcome {
                 resp.next_cursor = cursor(&name, index);
                 break;
             }
+            let v = PartitionView::of(&snapshot, &t, index);
             let mut p = DescribeTopicPartitionsResponsePartition::default();
             p.partition_index = index;
-            p.leader_id = BrokerId(config.node_id);
-            p.leader_epoch = 0;
-            p.replica_nodes = vec![BrokerId(config.node_id)];
-            p.isr_nodes = vec![BrokerId(config.node_id)];
+            p.error_code = v.error;
+            p.leader_id = v.leader;
+            p.leader_epoch = v.leader_epoch;
+            p.replica_nodes = v.replicas;
+            p.isr_nodes = v.isr;
+            p.offline_replicas = v.offline;
             p.eligible_leader_replicas = Some(Vec::new());
             p.last_known_elr = Some(Vec::new());
             out.partitions.push(p);
@@ -212,4 +233,68 @@ pub fn describe_topic_partitions(ctx: Ctx, body: BytesMut) -> Outcome {
         }
     }
     ctx.respond(&resp)
+}
+
+/// The brokers clients may talk to: registered and not fenced, as
+/// (id, host, port). Before this broker has registered (a request in the
+/// first moments of a start), itself.
+fn live_brokers<'a>(
+    snapshot: &'a Snapshot,
+    config: &'a crate::config::BrokerConfig,
+) -> impl Iterator<Item = (i32, &'a str, u16)> + 'a {
+    let live: Vec<(i32, &str, u16)> = snapshot
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .map(|b| (b.id, b.host.as_str(), b.port))
+        .collect();
+    let own = live
+        .is_empty()
+        .then_some((config.node_id, config.advertised_host.as_str(), config.advertised_port));
+    live.into_iter().chain(own)
+}
+
+/// One partition as Metadata and DescribeTopicPartitions show it.
+struct PartitionView {
+    error: i16,
+    leader: BrokerId,
+    leader_epoch: i32,
+    replicas: Vec<BrokerId>,
+    isr: Vec<BrokerId>,
+    /// Replicas on brokers that are fenced or not registered.
+    offline: Vec<BrokerId>,
+}
+
+impl PartitionView {
+    fn of(snapshot: &Snapshot, t: &TopicMeta, index: i32) -> Self {
+        let Some(state) = usize::try_from(index).ok().and_then(|i| t.partition_states.get(i)) else {
+            return Self {
+                error: ErrorCode::UnknownTopicOrPartition.code(),
+                leader: BrokerId(NO_LEADER),
+                leader_epoch: -1,
+                replicas: Vec::new(),
+                isr: Vec::new(),
+                offline: Vec::new(),
+            };
+        };
+        let ids = |v: &[i32]| v.iter().copied().map(BrokerId).collect::<Vec<_>>();
+        let offline: Vec<i32> = state
+            .replicas
+            .iter()
+            .copied()
+            .filter(|b| snapshot.brokers.get(b).is_none_or(|b| b.fenced))
+            .collect();
+        Self {
+            error: if state.leader == NO_LEADER {
+                ErrorCode::LeaderNotAvailable.code()
+            } else {
+                0
+            },
+            leader: BrokerId(state.leader),
+            leader_epoch: state.leader_epoch,
+            replicas: ids(&state.replicas),
+            isr: ids(&state.isr),
+            offline: ids(&offline),
+        }
+    }
 }

@@ -316,7 +316,7 @@ pub async fn init_producer_id(ctx: Ctx, body: BytesMut) -> Outcome {
     }
     match ctx
         .shard
-        .submit_to(ShardId(0), |ctl| async move { ctl.allocate_producer_id() })
+        .submit_to(ShardId(0), |ctl| async move { ctl.allocate_producer_id().await })
         .await
     {
         Ok(Ok(id)) => {

@@ -1,0 +1,208 @@
+//! The controller quorum: one replicated metadata log whose state machine
+//! is the cluster's [`Image`](crate::image::Image).
+//!
+//! The controller talks to it through [`Quorum`], a small trait of ours;
+//! [`RaftQuorum`] implements it with the `openraft` library (ADR 0012) on
+//! the controller shard's runtime. The log, the vote and snapshots live in
+//! `<data dir>/meta/quorum/`.
+
+use std::cell::Ref;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{BasicNode, Raft};
+use serde::{Deserialize, Serialize};
+
+use crate::image::MetaRecord;
+use crate::meta::MetaError;
+
+pub mod machine;
+mod net;
+mod store;
+
+pub use machine::{MachineState, Publisher};
+
+use machine::Machine;
+
+/// One entry of the metadata log: records applied in order, each on its
+/// own (one refused record does not stop the others).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    pub records: Vec<MetaRecord>,
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} metadata record(s)", self.records.len())
+    }
+}
+
+/// What applying a [`Command`] did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// One per record, in order.
+    pub results: Vec<Result<(), MetaError>>,
+    /// Set when the node that applied it could not install the new image
+    /// on its shards (a partition that cannot be opened); says why.
+    pub not_installed: Option<String>,
+}
+
+openraft::declare_raft_types!(
+    /// The controller quorum's types for the Raft library.
+    pub MetaRaft:
+        D = Command,
+        R = Reply,
+        NodeId = u64,
+        Node = BasicNode,
+        AsyncRuntime = openraft_rt_compio::CompioRuntime,
+);
+
+/// Why a write did not reach the metadata log.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum QuorumError {
+    /// No controller leads now (no majority of voters is reachable), or
+    /// the leader did not answer.
+    #[error("the controller quorum has no reachable leader: {0}")]
+    NoLeader(String),
+    /// The quorum is stopping or its storage failed.
+    #[error("the controller quorum is not available: {0}")]
+    Unavailable(String),
+}
+
+/// The controller's view of the metadata quorum.
+#[allow(async_fn_in_trait, reason = "used on one thread; no Send bound is wanted")]
+pub trait Quorum {
+    /// Appends `command` to the metadata log (through the leader) and
+    /// answers once it is committed and applied on the leader.
+    async fn write(&self, command: Command) -> Result<Reply, QuorumError>;
+    /// The state as applied on this node.
+    fn state(&self) -> Ref<'_, MachineState>;
+    /// The node that leads the quorum now, if known.
+    fn leader(&self) -> Option<u64>;
+}
+
+/// Settings of the quorum.
+#[derive(Debug, Clone)]
+pub struct QuorumSettings {
+    /// This node's id (`node.id`).
+    pub node_id: u64,
+    /// The voters and their controller addresses
+    /// (`controller.quorum.voters`).
+    pub voters: BTreeMap<u64, String>,
+    /// Entries between snapshots of the image.
+    pub snapshot_every: u64,
+    /// How long a write waits for its answer.
+    pub write_timeout: Duration,
+}
+
+/// [`Quorum`] on `openraft`.
+#[derive(Debug, Clone)]
+pub struct RaftQuorum {
+    raft: Raft<MetaRaft, Machine>,
+    machine: Machine,
+    settings: QuorumSettings,
+}
+
+/// The library's timing: heartbeats every 100 ms, elections after 500 to
+/// 1000 ms without one.
+fn raft_config(settings: &QuorumSettings) -> Result<openraft::Config, String> {
+    let config = openraft::Config {
+        cluster_name: "sluice-metadata".into(),
+        heartbeat_interval: 100,
+        election_timeout_min: 500,
+        election_timeout_max: 1000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_every),
+        max_in_snapshot_log_to_keep: settings.snapshot_every / 10,
+        ..Default::default()
+    };
+    config.validate().map_err(|e| e.to_string())
+}
+
+impl RaftQuorum {
+    /// Opens the quorum's storage in `dir` and starts the Raft node on this
+    /// thread's runtime. A node that has never been part of the quorum
+    /// forms it from the voter list. Returns once the node has applied what
+    /// was committed before it stopped, or after `recovery` when no leader
+    /// can be reached (it then serves what it has).
+    pub async fn start(
+        dir: &Path,
+        settings: QuorumSettings,
+        publisher: Publisher,
+        recovery: Duration,
+    ) -> Result<Self, String> {
+        let log = store::LogStore::open(dir).map_err(|e| format!("metadata log in {}: {e}", dir.display()))?;
+        let pristine = log.is_pristine();
+        let machine =
+            Machine::open(dir, publisher).map_err(|e| format!("metadata snapshot in {}: {e}", dir.display()))?;
+        let config = Arc::new(raft_config(&settings)?);
+        let raft = Raft::new(settings.node_id, config, net::Peers, log, machine.clone())
+            .await
+            .map_err(|e| format!("starting the controller quorum: {e}"))?;
+        let nodes: BTreeMap<u64, BasicNode> = settings
+            .voters
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+            .collect();
+        // Only a pristine node forms the quorum; forming it again is
+        // refused by the library and changes nothing.
+        if pristine && let Err(e) = raft.initialize(nodes).await {
+            tracing::debug!(error = %e, "forming the controller quorum");
+        }
+        if settings.voters.len() > 1
+            && let Some(addr) = settings.voters.get(&settings.node_id)
+        {
+            let listener = compio::net::TcpListener::bind(addr.as_str())
+                .await
+                .map_err(|e| format!("controller listener on {addr}: {e}"))?;
+            compio::runtime::spawn(net::serve(listener, raft.clone())).detach();
+        }
+        if let Err(e) = raft.wait_for_recovery(Some(recovery)).await {
+            tracing::warn!(error = %e, "no controller leader within {recovery:?}; serving the metadata this node has");
+        }
+        machine.live.set(true);
+        Ok(Self {
+            raft,
+            machine,
+            settings,
+        })
+    }
+
+    /// Stops the Raft node.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "stopping the controller quorum");
+        }
+    }
+}
+
+impl Quorum for RaftQuorum {
+    async fn write(&self, command: Command) -> Result<Reply, QuorumError> {
+        let ttl = self.settings.write_timeout;
+        let attempt = compio::runtime::time::timeout(ttl, self.raft.client_write(command.clone())).await;
+        let err = match attempt {
+            Ok(Ok(r)) => return Ok(r.data),
+            Ok(Err(e)) => e,
+            Err(_) => return Err(QuorumError::NoLeader(format!("no answer within {ttl:?}"))),
+        };
+        let Some(forward) = err.forward_to_leader() else {
+            return Err(QuorumError::Unavailable(err.to_string()));
+        };
+        let Some(node) = forward.leader_node.clone() else {
+            return Err(QuorumError::NoLeader("no leader is elected".into()));
+        };
+        let mut peer = net::Peer::new(node.addr);
+        peer.write(command, ttl).await.map_err(QuorumError::NoLeader)
+    }
+
+    fn state(&self) -> Ref<'_, MachineState> {
+        self.machine.state.borrow()
+    }
+
+    fn leader(&self) -> Option<u64> {
+        use openraft::async_runtime::WatchReceiver;
+        self.raft.metrics().borrow_watched().current_leader
+    }
+}

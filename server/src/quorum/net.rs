@@ -1,0 +1,259 @@
+//! The controller quorum's transport: Raft RPCs and forwarded metadata
+//! writes between controllers, over TCP on each voter's entry of
+//! `controller.quorum.voters`.
+//!
+//! A frame is a little-endian u32 length and a JSON body. A connection
+//! carries one request at a time and its answer; a client keeps one
+//! connection per peer and opens a new one after any error.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use compio::BufResult;
+use compio::io::{AsyncReadExt, AsyncWriteExt};
+use compio::net::{TcpListener, TcpStream};
+use openraft::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
+use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::{BasicNode, Raft, RaftNetworkV2};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::machine::Machine;
+use super::{Command, MetaRaft, Reply};
+
+/// Frames above this are refused.
+const MAX_FRAME: usize = 256 << 20;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound = "")]
+enum Rpc {
+    Append(AppendEntriesRequest<MetaRaft>),
+    Vote(VoteRequest<MetaRaft>),
+    Snapshot {
+        vote: VoteOf<MetaRaft>,
+        meta: SnapshotMetaOf<MetaRaft>,
+        data: String,
+    },
+    /// A metadata write from a controller that does not lead.
+    Write(Command),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound = "")]
+enum RpcReply {
+    Append(AppendEntriesResponse<MetaRaft>),
+    Vote(VoteResponse<MetaRaft>),
+    Snapshot(SnapshotResponse<MetaRaft>),
+    Write(Reply),
+    /// The receiver could not serve the request (it is shutting down, it
+    /// no longer leads); the text says why.
+    Failed(String),
+}
+
+async fn write_frame<T: Serialize>(stream: &mut TcpStream, value: &T) -> io::Result<()> {
+    let body = serde_json::to_vec(value).map_err(io::Error::other)?;
+    let len = u32::try_from(body.len()).map_err(|_| io::Error::other("frame above 4 GiB"))?;
+    let mut buf = Vec::with_capacity(4 + body.len());
+    buf.extend_from_slice(&len.to_le_bytes());
+    buf.extend_from_slice(&body);
+    let BufResult(r, _) = stream.write_all(buf).await;
+    r
+}
+
+async fn read_frame<T: DeserializeOwned>(stream: &mut TcpStream) -> io::Result<T> {
+    let BufResult(r, len) = stream.read_exact([0u8; 4]).await;
+    r?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("controller frame of {len} bytes"),
+        ));
+    }
+    let BufResult(r, body) = stream.read_exact(vec![0u8; len]).await;
+    r?;
+    serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Serves the quorum's RPCs on `listener` until the process ends.
+pub async fn serve(listener: TcpListener, raft: Raft<MetaRaft, Machine>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a controller connection");
+                compio::runtime::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let raft = raft.clone();
+        compio::runtime::spawn(async move {
+            if let Err(e) = serve_one(stream, &raft).await
+                && e.kind() != io::ErrorKind::UnexpectedEof
+            {
+                tracing::debug!(%peer, error = %e, "controller connection closed");
+            }
+        })
+        .detach();
+    }
+}
+
+async fn serve_one(mut stream: TcpStream, raft: &Raft<MetaRaft, Machine>) -> io::Result<()> {
+    loop {
+        let rpc: Rpc = read_frame(&mut stream).await?;
+        let reply = match rpc {
+            Rpc::Append(req) => raft
+                .append_entries(req)
+                .await
+                .map_or_else(|e| RpcReply::Failed(e.to_string()), RpcReply::Append),
+            Rpc::Vote(req) => raft
+                .vote(req)
+                .await
+                .map_or_else(|e| RpcReply::Failed(e.to_string()), RpcReply::Vote),
+            Rpc::Snapshot { vote, meta, data } => {
+                let snapshot = openraft::Snapshot {
+                    meta,
+                    snapshot: data.into_bytes(),
+                };
+                raft.install_full_snapshot(vote, snapshot)
+                    .await
+                    .map_or_else(|e| RpcReply::Failed(e.to_string()), RpcReply::Snapshot)
+            }
+            Rpc::Write(command) => match raft.client_write(command).await {
+                Ok(r) => RpcReply::Write(r.data),
+                Err(e) => RpcReply::Failed(e.to_string()),
+            },
+        };
+        write_frame(&mut stream, &reply).await?;
+    }
+}
+
+/// A client of one peer.
+#[derive(Debug)]
+pub struct Peer {
+    addr: String,
+    conn: Option<TcpStream>,
+}
+
+impl Peer {
+    pub fn new(addr: String) -> Self {
+        Self { addr, conn: None }
+    }
+
+    async fn call_inner(&mut self, rpc: &Rpc) -> io::Result<RpcReply> {
+        let mut stream = match self.conn.take() {
+            Some(s) => s,
+            None => {
+                let addr: SocketAddr = self
+                    .addr
+                    .parse()
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{}: {e}", self.addr)))?;
+                let s = TcpStream::connect(addr).await?;
+                s.set_nodelay(true)?;
+                s
+            }
+        };
+        write_frame(&mut stream, rpc).await?;
+        let reply = read_frame(&mut stream).await?;
+        self.conn = Some(stream);
+        Ok(reply)
+    }
+
+    /// Sends `rpc` and waits up to `ttl` for the answer.
+    async fn call(&mut self, rpc: &Rpc, ttl: Duration) -> Result<RpcReply, String> {
+        match compio::runtime::time::timeout(ttl, self.call_inner(rpc)).await {
+            Ok(Ok(RpcReply::Failed(why))) => Err(why),
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => {
+                self.conn = None;
+                Err(format!("{}: {e}", self.addr))
+            }
+            Err(_) => {
+                self.conn = None;
+                Err(format!("{}: no answer within {ttl:?}", self.addr))
+            }
+        }
+    }
+
+    /// Forwards a metadata write to the leader at this peer.
+    pub async fn write(&mut self, command: Command, ttl: Duration) -> Result<Reply, String> {
+        match self.call(&Rpc::Write(command), ttl).await? {
+            RpcReply::Write(r) => Ok(r),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+}
+
+fn unreachable(why: String) -> Unreachable<MetaRaft> {
+    Unreachable::from_string(why)
+}
+
+impl RaftNetworkV2<MetaRaft> for Peer {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<MetaRaft>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<MetaRaft>, RPCError<MetaRaft>> {
+        match self.call(&Rpc::Append(rpc), option.hard_ttl()).await {
+            Ok(RpcReply::Append(r)) => Ok(r),
+            Ok(other) => Err(RPCError::Unreachable(unreachable(format!(
+                "unexpected answer {other:?}"
+            )))),
+            Err(why) => Err(RPCError::Unreachable(unreachable(why))),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<MetaRaft>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<MetaRaft>, RPCError<MetaRaft>> {
+        match self.call(&Rpc::Vote(rpc), option.hard_ttl()).await {
+            Ok(RpcReply::Vote(r)) => Ok(r),
+            Ok(other) => Err(RPCError::Unreachable(unreachable(format!(
+                "unexpected answer {other:?}"
+            )))),
+            Err(why) => Err(RPCError::Unreachable(unreachable(why))),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<MetaRaft>,
+        snapshot: SnapshotOf<MetaRaft, Vec<u8>>,
+        _cancel: impl Future<Output = ReplicationClosed> + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<MetaRaft>, StreamingError<MetaRaft>> {
+        let data = String::from_utf8(snapshot.snapshot)
+            .map_err(|e| StreamingError::Unreachable(unreachable(format!("snapshot is not JSON: {e}"))))?;
+        let rpc = Rpc::Snapshot {
+            vote,
+            meta: snapshot.meta,
+            data,
+        };
+        match self.call(&rpc, option.hard_ttl()).await {
+            Ok(RpcReply::Snapshot(r)) => Ok(r),
+            Ok(other) => Err(StreamingError::Unreachable(unreachable(format!(
+                "unexpected answer {other:?}"
+            )))),
+            Err(why) => Err(StreamingError::Unreachable(unreachable(why))),
+        }
+    }
+}
+
+/// Makes a [`Peer`] for each voter the library talks to.
+#[derive(Debug, Clone, Default)]
+pub struct Peers;
+
+impl RaftNetworkFactory<MetaRaft> for Peers {
+    type Network = Peer;
+
+    async fn new_client(&mut self, _target: u64, node: &BasicNode) -> Peer {
+        Peer::new(node.addr.clone())
+    }
+}

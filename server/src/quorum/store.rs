@@ -1,0 +1,431 @@
+//! The metadata log and the vote on disk, for the Raft library.
+//!
+//! `dir/log` holds the entries as frames: a little-endian u32 length, a
+//! CRC-32C of the body, and the body (the entry as JSON). Appends are
+//! written at the end and fdatasynced before the library is told they are
+//! durable. A torn or corrupt frame at the end (a crash mid-append) is cut
+//! off at open; one in the middle refuses the open. Truncation and purging
+//! rewrite the file through a temporary file and a rename, so a crash
+//! leaves the old log or the new one. The vote, the last purged log id and
+//! the committed log id are small JSON files replaced the same way.
+//!
+//! The metadata log is small (snapshots bound it), so every entry is also
+//! kept in memory; reads never touch the disk.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use openraft::alias::{EntryOf, LogIdOf, VoteOf};
+use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, RaftLogStorage};
+use openraft::{LogState, RaftLogReader};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::MetaRaft;
+
+type Entry = EntryOf<MetaRaft>;
+type LogId = LogIdOf<MetaRaft>;
+type Vote = VoteOf<MetaRaft>;
+
+/// Bodies above this are refused: a metadata entry is a few KiB at most.
+const MAX_FRAME: usize = 64 << 20;
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: BTreeMap<u64, Entry>,
+    vote: Option<Vote>,
+    purged: Option<LogId>,
+    committed: Option<LogId>,
+}
+
+/// The log store; cheap to clone (its readers share the entries).
+#[derive(Debug, Clone)]
+pub struct LogStore {
+    dir: PathBuf,
+    inner: Rc<RefCell<Inner>>,
+}
+
+fn invalid(path: &Path, why: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("{}: {why}", path.display()))
+}
+
+/// Reads a small JSON file; `None` when it does not exist.
+pub(super) fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| invalid(path, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Replaces `path` with `bytes`: a temporary file, synced, renamed over
+/// it, and the directory synced.
+pub(super) fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, path)?;
+    sync_dir(path)
+}
+
+pub(super) fn sync_dir(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let bytes = serde_json::to_vec(value).map_err(io::Error::other)?;
+    replace_file(path, &bytes)
+}
+
+fn frame(entry: &Entry, out: &mut Vec<u8>) -> io::Result<()> {
+    let body = serde_json::to_vec(entry).map_err(io::Error::other)?;
+    let len = u32::try_from(body.len()).map_err(|_| io::Error::other("metadata entry above 4 GiB"))?;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    Ok(())
+}
+
+/// Parses the frames of a log file. Returns the entries and the length of
+/// the valid prefix: a torn or corrupt last frame (a crash mid-append) is
+/// left out; a bad frame before the last is an error.
+fn parse(path: &Path, bytes: &[u8]) -> io::Result<(Vec<Entry>, usize)> {
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        let len = rest
+            .get(..4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        let body = len.and_then(|len| rest.get(8..8 + len));
+        let Some(body) = body else {
+            tracing::warn!(file = %path.display(), offset = at, "cutting a torn metadata log tail");
+            break;
+        };
+        let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
+        if body.len() > MAX_FRAME {
+            return Err(invalid(path, format!("frame of {} bytes at offset {at}", body.len())));
+        }
+        if crc32c::crc32c(body) != crc {
+            if 8 + body.len() == rest.len() {
+                tracing::warn!(file = %path.display(), offset = at, "cutting a corrupt metadata log tail");
+                break;
+            }
+            return Err(invalid(path, format!("checksum mismatch at offset {at}")));
+        }
+        let entry: Entry = serde_json::from_slice(body).map_err(|e| invalid(path, e))?;
+        if let Some(prev) = entries.last().map(RaftEntry::index)
+            && entry.index() != prev + 1
+        {
+            return Err(invalid(path, format!("entry {} follows entry {prev}", entry.index())));
+        }
+        entries.push(entry);
+        at += 8 + body.len();
+    }
+    Ok((entries, at))
+}
+
+impl LogStore {
+    /// Opens (or creates) the log in `dir`.
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("log");
+        let mut bytes = Vec::new();
+        match File::open(&path) {
+            Ok(mut f) => {
+                f.read_to_end(&mut bytes)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let (entries, valid) = parse(&path, &bytes)?;
+        if valid < bytes.len() {
+            let f = OpenOptions::new().write(true).open(&path)?;
+            f.set_len(valid as u64)?;
+            f.sync_all()?;
+        }
+        let inner = Inner {
+            entries: entries.into_iter().map(|e| (e.index(), e)).collect(),
+            vote: read_json(&dir.join("vote"))?,
+            purged: read_json(&dir.join("purged"))?,
+            // Only a hint (it saves re-applying at start); a torn file is
+            // read as "not known".
+            committed: read_json(&dir.join("committed")).unwrap_or(None),
+        };
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            inner: Rc::new(RefCell::new(inner)),
+        })
+    }
+
+    /// True when this node has never voted nor held an entry.
+    pub fn is_pristine(&self) -> bool {
+        let inner = self.inner.borrow();
+        inner.vote.is_none() && inner.entries.is_empty() && inner.purged.is_none()
+    }
+
+    /// Writes the whole log again (after a truncation or a purge).
+    fn rewrite(&self) -> io::Result<()> {
+        let mut bytes = Vec::new();
+        for e in self.inner.borrow().entries.values() {
+            frame(e, &mut bytes)?;
+        }
+        replace_file(&self.dir.join("log"), &bytes)
+    }
+
+    fn check(&self) {
+        let inner = self.inner.borrow();
+        let (Some(first), Some(last)) = (inner.entries.keys().next(), inner.entries.keys().next_back()) else {
+            return;
+        };
+        assert_eq!(
+            (last - first + 1) as usize,
+            inner.entries.len(),
+            "the metadata log has a hole"
+        );
+        if let Some(p) = &inner.purged {
+            assert!(
+                *first > p.index(),
+                "entry {first} is at or below the purged {}",
+                p.index()
+            );
+        }
+    }
+}
+
+impl RaftLogReader<MetaRaft> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        Ok(self
+            .inner
+            .borrow()
+            .entries
+            .range(range)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(self.inner.borrow().vote)
+    }
+}
+
+impl RaftLogStorage<MetaRaft> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<MetaRaft>, io::Error> {
+        let inner = self.inner.borrow();
+        let last = inner
+            .entries
+            .values()
+            .next_back()
+            .map(RaftEntry::log_id)
+            .or(inner.purged);
+        Ok(LogState {
+            last_purged_log_id: inner.purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        write_json(&self.dir.join("vote"), vote)?;
+        self.inner.borrow_mut().vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        // A hint: no sync, a torn file reads as unknown.
+        let bytes = serde_json::to_vec(&committed).map_err(io::Error::other)?;
+        let path = self.dir.join("committed");
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, &path)?;
+        self.inner.borrow_mut().committed = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self.inner.borrow().committed)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<MetaRaft>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry>,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let mut bytes = Vec::new();
+        for e in &entries {
+            frame(e, &mut bytes)?;
+        }
+        let result = (|| {
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join("log"))?;
+            f.write_all(&bytes)?;
+            f.sync_data()
+        })();
+        if result.is_ok() {
+            let mut inner = self.inner.borrow_mut();
+            for e in entries {
+                if let Some(last) = inner.entries.keys().next_back() {
+                    assert_eq!(e.index(), last + 1, "metadata log append leaves a hole");
+                }
+                inner.entries.insert(e.index(), e);
+            }
+        }
+        let report = result
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| io::Error::new(e.kind(), e.to_string()));
+        callback.io_completed(report);
+        result
+    }
+
+    async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), io::Error> {
+        let from = last.map_or(0, |l| l.index() + 1);
+        let cut = {
+            let mut inner = self.inner.borrow_mut();
+            let cut = inner.entries.split_off(&from);
+            !cut.is_empty()
+        };
+        if cut {
+            self.rewrite()?;
+        }
+        self.check();
+        Ok(())
+    }
+
+    async fn purge(&mut self, upto: LogId) -> Result<(), io::Error> {
+        write_json(&self.dir.join("purged"), &upto)?;
+        {
+            let mut inner = self.inner.borrow_mut();
+            inner.purged = Some(upto);
+            let keep = inner.entries.split_off(&(upto.index() + 1));
+            inner.entries = keep;
+        }
+        self.rewrite()?;
+        self.check();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use openraft::impls::leader_id_adv::LeaderId;
+    use openraft::storage::RaftLogStorage;
+    use openraft::vote::RaftLeaderId;
+
+    use super::*;
+    use crate::quorum::Command;
+
+    fn log_id(term: u64, index: u64) -> LogId {
+        openraft::LogId::new(LeaderId::new(term, 1), index)
+    }
+
+    fn entry(term: u64, index: u64) -> Entry {
+        Entry::new_normal(log_id(term, index), Command { records: Vec::new() })
+    }
+
+    fn run<F: std::future::Future>(f: F) -> F::Output {
+        compio::runtime::Runtime::new().unwrap().block_on(f)
+    }
+
+    async fn entries(store: &mut LogStore) -> Vec<u64> {
+        store
+            .try_get_log_entries(0..)
+            .await
+            .unwrap()
+            .iter()
+            .map(RaftEntry::index)
+            .collect()
+    }
+
+    #[test]
+    fn entries_survive_reopen_and_a_torn_tail_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        run(async {
+            let mut store = LogStore::open(dir.path()).unwrap();
+            assert!(store.is_pristine());
+            store
+                .append((1..=5).map(|i| entry(1, i)), IOFlushed::noop())
+                .await
+                .unwrap();
+            // A crash in the middle of the next append leaves half a frame.
+            let mut half = Vec::new();
+            frame(&entry(1, 6), &mut half).unwrap();
+            let mut f = OpenOptions::new().append(true).open(dir.path().join("log")).unwrap();
+            f.write_all(&half[..half.len() / 2]).unwrap();
+            drop(f);
+            let mut again = LogStore::open(dir.path()).unwrap();
+            assert_eq!(entries(&mut again).await, vec![1, 2, 3, 4, 5]);
+            // The cut tail is gone from the file too: appends follow on.
+            again.append([entry(2, 6)], IOFlushed::noop()).await.unwrap();
+            let mut third = LogStore::open(dir.path()).unwrap();
+            assert_eq!(entries(&mut third).await, vec![1, 2, 3, 4, 5, 6]);
+        });
+    }
+
+    #[test]
+    fn truncation_and_purge_hold_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        run(async {
+            let mut store = LogStore::open(dir.path()).unwrap();
+            store
+                .append((1..=8).map(|i| entry(1, i)), IOFlushed::noop())
+                .await
+                .unwrap();
+            store.truncate_after(Some(log_id(1, 6))).await.unwrap();
+            store.purge(log_id(1, 2)).await.unwrap();
+            store.save_vote(&Vote::new(3, 1)).await.unwrap();
+            let mut again = LogStore::open(dir.path()).unwrap();
+            assert_eq!(entries(&mut again).await, vec![3, 4, 5, 6]);
+            let state = again.get_log_state().await.unwrap();
+            assert_eq!(state.last_purged_log_id, Some(log_id(1, 2)));
+            assert_eq!(state.last_log_id, Some(log_id(1, 6)));
+            assert_eq!(again.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
+            // Everything purged: the last log id is the purged one.
+            again.purge(log_id(1, 6)).await.unwrap();
+            let state = LogStore::open(dir.path()).unwrap().get_log_state().await.unwrap();
+            assert_eq!(state.last_log_id, Some(log_id(1, 6)));
+        });
+    }
+
+    #[test]
+    fn a_corrupt_frame_before_the_end_refuses_the_open() {
+        let dir = tempfile::tempdir().unwrap();
+        run(async {
+            let mut store = LogStore::open(dir.path()).unwrap();
+            store
+                .append((1..=3).map(|i| entry(1, i)), IOFlushed::noop())
+                .await
+                .unwrap();
+        });
+        let path = dir.path().join("log");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[12] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = LogStore::open(dir.path()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        assert!(err.to_string().contains("checksum"), "{err}");
+    }
+}
