@@ -105,6 +105,22 @@ pub struct BrokerConfig {
     /// `default.replication.factor`: replicas of a topic created without
     /// one (auto-created, or CreateTopics with -1).
     pub default_replication_factor: i16,
+    /// `process.roles`: what this node runs.
+    pub roles: Roles,
+    /// `controller.quorum.voters`: `id@host:port` of every voter of the
+    /// controller quorum; a voter serves controller traffic on its own
+    /// entry. Empty: one voter, this node, in this process.
+    pub quorum_voters: Vec<(i32, String)>,
+    /// `broker.heartbeat.interval.ms`.
+    pub broker_heartbeat_interval_ms: u64,
+    /// `broker.session.timeout.ms`: a broker without a heartbeat for this
+    /// long is fenced.
+    pub broker_session_timeout_ms: u64,
+    /// `min.insync.replicas`.
+    pub min_insync_replicas: i32,
+    /// `unclean.leader.election.enable`: elect a replica outside the ISR
+    /// when no ISR member is alive (may lose acknowledged writes).
+    pub unclean_leader_election: bool,
     /// `sluice.metadata.snapshot.records`: metadata log entries between
     /// snapshots of the cluster image.
     pub metadata_snapshot_records: u64,
@@ -113,6 +129,57 @@ pub struct BrokerConfig {
     pub controller_write_timeout_ms: u64,
     /// Consumer-group coordinator settings.
     pub groups: GroupConfig,
+}
+
+/// `process.roles`: which parts of Sluice a node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub broker: bool,
+    pub controller: bool,
+}
+
+impl Roles {
+    fn parse(value: &str) -> Result<Self, String> {
+        let mut roles = Self {
+            broker: false,
+            controller: false,
+        };
+        for role in value.split(',').map(str::trim) {
+            match role {
+                "broker" => roles.broker = true,
+                "controller" => roles.controller = true,
+                other => return Err(format!("unknown role `{other}`: expected `broker` or `controller`")),
+            }
+        }
+        if !roles.broker {
+            return Err("controller-only nodes are not supported: every node is a broker".into());
+        }
+        Ok(roles)
+    }
+}
+
+/// Parses `1@127.0.0.1:19093,2@127.0.0.1:29093`.
+fn parse_voters(value: &str) -> Result<Vec<(i32, String)>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            let (id, addr) = v
+                .split_once('@')
+                .ok_or_else(|| format!("`{v}`: expected id@host:port"))?;
+            let id: i32 = id
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{v}`: `{id}` is not a node id"))?;
+            if id < 0 {
+                return Err(format!("`{v}`: node ids are not negative"));
+            }
+            addr.parse::<SocketAddr>()
+                .map_err(|e| format!("`{v}`: `{addr}` is not an ip:port address ({e})"))?;
+            Ok((id, addr.to_string()))
+        })
+        .collect()
 }
 
 /// Settings of the consumer-group coordinator, with Kafka's names and
@@ -194,6 +261,15 @@ impl Default for BrokerConfig {
             shutdown_close_ms: 30_000,
             cluster_id: "sluice-cluster".into(),
             default_replication_factor: 1,
+            roles: Roles {
+                broker: true,
+                controller: true,
+            },
+            quorum_voters: Vec::new(),
+            broker_heartbeat_interval_ms: 2000,
+            broker_session_timeout_ms: 9000,
+            min_insync_replicas: 1,
+            unclean_leader_election: false,
             metadata_snapshot_records: 1000,
             controller_write_timeout_ms: 30_000,
             groups: GroupConfig::default(),
@@ -267,6 +343,30 @@ pub const SETTINGS: &[(&str, &str)] = &[
     (
         "sluice.max.partitions",
         "partitions of all topics together; more are refused with POLICY_VIOLATION (default 100000)",
+    ),
+    (
+        "process.roles",
+        "`broker,controller` (default) or `broker`: what this node runs",
+    ),
+    (
+        "controller.quorum.voters",
+        "id@host:port of every controller quorum voter, comma-separated (default: this node alone)",
+    ),
+    (
+        "broker.heartbeat.interval.ms",
+        "how often a broker tells the controller it is alive (default 2000)",
+    ),
+    (
+        "broker.session.timeout.ms",
+        "a broker without a heartbeat for this long is fenced (default 9000)",
+    ),
+    (
+        "min.insync.replicas",
+        "in-sync replicas an acks=all write will need once replication is built; no effect yet (default 1)",
+    ),
+    (
+        "unclean.leader.election.enable",
+        "elect a replica outside the ISR when no ISR member is alive (default false)",
     ),
     (
         "default.replication.factor",
@@ -446,6 +546,14 @@ impl BrokerConfig {
             "sluice.max.partitions" => self.max_partitions = parse_num(key, value)?,
             "sluice.max.open.files" => self.max_open_files = parse_num(key, value)?,
             "default.replication.factor" => self.default_replication_factor = parse_at_least_one::<i16>(key, value)?,
+            "process.roles" => self.roles = Roles::parse(value).map_err(|e| invalid(key, e))?,
+            "controller.quorum.voters" => self.quorum_voters = parse_voters(value).map_err(|e| invalid(key, e))?,
+            "broker.heartbeat.interval.ms" => {
+                self.broker_heartbeat_interval_ms = parse_at_least_one::<u64>(key, value)?
+            }
+            "broker.session.timeout.ms" => self.broker_session_timeout_ms = parse_at_least_one::<u64>(key, value)?,
+            "min.insync.replicas" => self.min_insync_replicas = parse_at_least_one::<i32>(key, value)?,
+            "unclean.leader.election.enable" => self.unclean_leader_election = parse_bool(key, value)?,
             "sluice.metadata.snapshot.records" => {
                 self.metadata_snapshot_records = parse_at_least_one::<u64>(key, value)?
             }
@@ -523,6 +631,43 @@ impl BrokerConfig {
         self.default_log_config()
             .validate()
             .map_err(|e| invalid("log.*", e.to_string()))?;
+        if !self.quorum_voters.is_empty() {
+            let ids: std::collections::BTreeSet<i32> = self.quorum_voters.iter().map(|(id, _)| *id).collect();
+            if ids.len() != self.quorum_voters.len() {
+                return Err(invalid("controller.quorum.voters", "names a voter id twice"));
+            }
+            let listed = ids.contains(&self.node_id);
+            if self.roles.controller && !listed {
+                return Err(invalid(
+                    "controller.quorum.voters",
+                    format!(
+                        "node.id {} runs a controller but is not in the voter list",
+                        self.node_id
+                    ),
+                ));
+            }
+            if !self.roles.controller && listed {
+                return Err(invalid(
+                    "process.roles",
+                    format!(
+                        "node.id {} is a voter but process.roles has no `controller`",
+                        self.node_id
+                    ),
+                ));
+            }
+        }
+        if !self.roles.controller {
+            return Err(invalid(
+                "process.roles",
+                "broker-only nodes (`broker`) are not supported yet: use `broker,controller`",
+            ));
+        }
+        if self.broker_heartbeat_interval_ms >= self.broker_session_timeout_ms {
+            return Err(invalid(
+                "broker.heartbeat.interval.ms",
+                "must be below broker.session.timeout.ms",
+            ));
+        }
         let g = &self.groups;
         if g.min_session_timeout_ms < 1 || g.min_session_timeout_ms > g.max_session_timeout_ms {
             return Err(invalid(

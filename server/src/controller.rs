@@ -16,16 +16,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
 use crate::error_codes::ErrorCode;
-use crate::image::{BrokerMeta, Image, MetaRecord, PartitionState};
+use crate::image::{BrokerMeta, Image, MetaRecord, NO_LEADER, PartitionState};
 use crate::meta::{
     MetaError, OFFSETS_TOPIC, TOPIC_CONFIGS, TopicMeta, is_internal, validate_topic_config, validate_topic_name,
 };
-use crate::quorum::{Command, Publisher, Quorum, QuorumError, QuorumSettings, RaftQuorum};
+use crate::quorum::{Command, Peer, Publisher, Quorum, QuorumError, QuorumSettings, RaftQuorum};
 use crate::shard::{Shard, ShardGone, ShardId};
 use crate::util::Changed;
 
@@ -55,6 +55,10 @@ pub struct Controller {
     /// This broker's block of producer ids: the next to hand out and the
     /// end of the block.
     producer_ids: Cell<(i64, i64)>,
+    /// This broker's epoch once it has registered.
+    epoch: Cell<Option<i64>>,
+    /// Set once `__consumer_offsets` is known to exist.
+    offsets_ready: Cell<bool>,
 }
 
 fn refuse(code: ErrorCode, message: impl Into<String>) -> MetaError {
@@ -373,14 +377,28 @@ impl Controller {
             })
         });
         let node_id = u64::try_from(config.node_id).map_err(|_| format!("node.id {} is negative", config.node_id))?;
+        let fresh = check_identity(&meta_dir, &config.cluster_id, config.node_id)?;
+        let voters = if config.quorum_voters.is_empty() {
+            // One voter, in this process: it needs no address.
+            BTreeMap::from([(node_id, String::new())])
+        } else {
+            config
+                .quorum_voters
+                .iter()
+                .map(|(id, addr)| (*id as u64, addr.clone()))
+                .collect()
+        };
         let settings = QuorumSettings {
             node_id,
-            // One voter, in this process: it needs no address.
-            voters: BTreeMap::from([(node_id, String::new())]),
+            voters,
             snapshot_every: config.metadata_snapshot_records,
             write_timeout: Duration::from_millis(config.controller_write_timeout_ms),
         };
-        let quorum = RaftQuorum::start(&meta_dir.join("quorum"), settings, publisher, RECOVERY_WAIT).await?;
+        let listener = crate::quorum::bind(&settings).await?;
+        let quorum = RaftQuorum::start(&meta_dir.join("quorum"), listener, settings, publisher, RECOVERY_WAIT).await?;
+        if fresh {
+            write_identity(&meta_dir, &config.cluster_id, config.node_id)?;
+        }
         let controller = Self {
             quorum,
             node_id: config.node_id,
@@ -389,14 +407,25 @@ impl Controller {
             busy: Cell::new(false),
             done: Changed::default(),
             producer_ids: Cell::new((0, 0)),
+            epoch: Cell::new(None),
+            offsets_ready: Cell::new(false),
         };
         shard.set_controller(controller)?;
         let c = shard.controller().ok_or("the controller was not installed")?;
         c.migrate(&meta_dir).await?;
-        let snapshot = Arc::new(c.quorum.state().snapshot());
-        shard.publish(snapshot).await?;
-        c.register(shard).await?;
-        c.ensure_offsets_topic(shard).await
+        let leader = c.quorum.leader();
+        c.quorum.set_controller_id(leader.map_or(-1, |l| l as i32));
+        shard.publish(Arc::new(c.quorum.snapshot())).await?;
+        // A one-voter quorum always leads: register and create the offsets
+        // topic before serving. With several voters a node may start
+        // without a reachable leader; it then serves the metadata it has
+        // and its duties loop registers it once a leader answers.
+        if config.quorum_voters.is_empty() {
+            c.register(shard).await?;
+            c.ensure_offsets_topic(shard).await?;
+        }
+        compio::runtime::spawn(duties(shard.clone(), leader)).detach();
+        Ok(())
     }
 
     /// Starts an empty quorum from `meta/topics.json` and
@@ -475,8 +504,16 @@ impl Controller {
                 .await
                 .map_err(|e| format!("registering broker {}: {e}", self.node_id))?;
             match reply.results.first() {
-                Some(Ok(())) => return Ok(()),
-                Some(Err(e)) if e.code == ErrorCode::StaleBrokerEpoch => continue,
+                Some(Ok(())) => {
+                    self.epoch.set(Some(epoch));
+                    return Ok(());
+                }
+                Some(Err(e)) if e.code == ErrorCode::StaleBrokerEpoch => {
+                    // Another registration took the epoch; wait for the
+                    // image to show it.
+                    compio::runtime::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
                 Some(Err(e)) => return Err(format!("registering broker {}: {}", self.node_id, e.message)),
                 None => return Err("registration written without an answer".into()),
             }
@@ -581,6 +618,7 @@ impl Controller {
             Err(e) => {
                 let code = match e {
                     QuorumError::NoLeader(_) => ErrorCode::NotController,
+                    QuorumError::TimedOut(_) => ErrorCode::RequestTimedOut,
                     QuorumError::Unavailable(_) => ErrorCode::KafkaStorageError,
                 };
                 return fail_all(answers, refuse(code, e.to_string()));
@@ -667,6 +705,279 @@ impl Controller {
     }
 }
 
+/// The controller's periodic work on shard 0, for the life of the broker:
+/// follow who leads the quorum (Metadata names it), register this broker
+/// and create the offsets topic once a leader answers, send heartbeats,
+/// and, while leading, fence brokers whose session ran out and unfence
+/// those that are back, electing partition leaders as they go.
+async fn duties(shard: Rc<Shard>, mut known_leader: Option<u64>) {
+    let tick = Duration::from_millis(100);
+    let config = shard.config().clone();
+    let beat_every = Duration::from_millis(config.broker_heartbeat_interval_ms);
+    let session = Duration::from_millis(config.broker_session_timeout_ms);
+    let mut last_beat: Option<Instant> = None;
+    let mut last_complaint: Option<Instant> = None;
+    let mut peer: Option<Peer> = None;
+    let mut leading_since: Option<Instant> = None;
+    while !shard.stopping.is_set() {
+        compio::runtime::time::sleep(tick).await;
+        let Some(c) = shard.controller() else {
+            return;
+        };
+        let leader = c.quorum.leader();
+        if leader != known_leader {
+            known_leader = leader;
+            tracing::info!(leader = ?leader, "the controller quorum's leader changed");
+            c.quorum.set_controller_id(leader.map_or(-1, |l| l as i32));
+            if let Err(e) = shard.publish(Arc::new(c.quorum.snapshot())).await {
+                tracing::warn!(error = %e, "installing metadata after a leader change");
+            }
+        }
+        let leading = leader == Some(c.quorum.node_id());
+        leading_since = if leading {
+            leading_since.or(Some(Instant::now()))
+        } else {
+            None
+        };
+        if c.epoch.get().is_none() || !c.offsets_ready.get() {
+            let r = match c.epoch.get() {
+                None => c.register(&shard).await,
+                Some(_) => c.ensure_offsets_topic(&shard).await,
+            };
+            if let Err(e) = r
+                && last_complaint.is_none_or(|t| t.elapsed() > Duration::from_secs(5))
+            {
+                last_complaint = Some(Instant::now());
+                tracing::warn!(error = %e, "controller: will retry");
+            }
+        }
+        if let Some(epoch) = c.epoch.get()
+            && last_beat.is_none_or(|t| t.elapsed() >= beat_every)
+        {
+            last_beat = Some(Instant::now());
+            match leader {
+                Some(l) if l == c.quorum.node_id() => {
+                    c.quorum
+                        .heartbeats
+                        .borrow_mut()
+                        .insert(c.node_id, (epoch, Instant::now()));
+                }
+                Some(l) => {
+                    let addr = c.quorum.address_of(l).unwrap_or_default().to_string();
+                    let p = match peer.take() {
+                        Some(p) if p.addr() == addr => p,
+                        _ => Peer::new(addr),
+                    };
+                    let mut p = p;
+                    if let Err(e) = p.heartbeat(c.node_id, epoch, beat_every).await {
+                        tracing::debug!(error = %e, "heartbeat to the controller");
+                    }
+                    peer = Some(p);
+                }
+                None => {}
+            }
+        }
+        if let Some(since) = leading_since {
+            c.check_sessions(&shard, since, session, config.unclean_leader_election)
+                .await;
+        }
+    }
+}
+
+impl Controller {
+    /// On the leader: fences registered brokers whose heartbeats stopped for
+    /// `session` (counting from when this node began to lead for brokers it
+    /// has not heard from), and unfences fenced brokers that heartbeat
+    /// again with their current epoch.
+    async fn check_sessions(&self, shard: &Shard, since: Instant, session: Duration, unclean: bool) {
+        let now = Instant::now();
+        let mut draft = self.draft();
+        let beats = self.quorum.heartbeats.borrow().clone();
+        let brokers: Vec<BrokerMeta> = draft.image.brokers.values().cloned().collect();
+        for b in brokers {
+            let seen = beats.get(&b.id).filter(|(e, _)| *e == b.epoch).map(|(_, t)| *t);
+            let alive = now.duration_since(seen.unwrap_or(since).max(since)) < session;
+            let records = match (b.fenced, alive) {
+                (false, false) => {
+                    tracing::warn!(
+                        broker = b.id,
+                        "no heartbeat within broker.session.timeout.ms: fencing it"
+                    );
+                    fence_records(&draft.image, b.id, unclean)
+                }
+                (true, true) if seen.is_some() => {
+                    tracing::info!(broker = b.id, "heartbeat from a fenced broker: unfencing it");
+                    unfence_records(&draft.image, b.id, unclean)
+                }
+                _ => continue,
+            };
+            for r in records {
+                if let Err(e) = draft.push(r, None) {
+                    tracing::error!(error = %e.message, "drafting an election");
+                }
+            }
+        }
+        if draft.records.is_empty() {
+            return;
+        }
+        self.lock().await;
+        let mut answers: Vec<Result<(), MetaError>> = vec![Ok(())];
+        for d in &mut draft.records {
+            d.slot = 0;
+        }
+        self.write(shard, draft.records, &mut answers).await;
+        self.unlock();
+        if let Some(Err(e)) = answers.first() {
+            tracing::warn!(error = %e.message, "writing fencing and elections");
+        }
+    }
+}
+
+/// Whether `broker` may lead: registered and not fenced.
+fn is_live(image: &Image, broker: i32) -> bool {
+    image.brokers.get(&broker).is_some_and(|b| !b.fenced)
+}
+
+/// The next state of a partition, or `None` when nothing changes: the
+/// leader epoch grows when the leader changes, the partition epoch always.
+fn next_state(now: &PartitionState, isr: Vec<i32>, leader: i32) -> Option<PartitionState> {
+    if isr == now.isr && leader == now.leader {
+        return None;
+    }
+    Some(PartitionState {
+        replicas: now.replicas.clone(),
+        isr,
+        leader,
+        leader_epoch: now.leader_epoch + i32::from(leader != now.leader),
+        partition_epoch: now.partition_epoch + 1,
+    })
+}
+
+/// Fences `broker` and moves what it held: it leaves every ISR (unless it
+/// is the last member, which keeps the partition's acknowledged data),
+/// and each partition it led gets the first live ISR member in replica
+/// order as leader; none → no leader, unless unclean election is on, when
+/// the first live replica leads alone.
+pub fn fence_records(image: &Image, broker: i32, unclean: bool) -> Vec<MetaRecord> {
+    let Some(b) = image.brokers.get(&broker) else {
+        return Vec::new();
+    };
+    let mut records = vec![MetaRecord::FenceBroker {
+        id: broker,
+        epoch: b.epoch,
+    }];
+    let live = |id: i32| id != broker && is_live(image, id);
+    for t in image.topics.values() {
+        for (i, p) in t.partition_states.iter().enumerate() {
+            if p.leader != broker && !p.isr.contains(&broker) {
+                continue;
+            }
+            let mut isr: Vec<i32> = p.isr.iter().copied().filter(|&r| r != broker).collect();
+            if isr.is_empty() {
+                isr = vec![broker];
+            }
+            let mut leader = p.leader;
+            if leader == broker || leader == NO_LEADER {
+                leader = p
+                    .replicas
+                    .iter()
+                    .copied()
+                    .find(|&r| isr.contains(&r) && live(r))
+                    .unwrap_or(NO_LEADER);
+                if leader == NO_LEADER
+                    && unclean
+                    && let Some(r) = p.replicas.iter().copied().find(|&r| live(r))
+                {
+                    leader = r;
+                    isr = vec![r];
+                }
+            }
+            if let Some(state) = next_state(p, isr, leader) {
+                records.push(MetaRecord::ChangePartition {
+                    id: t.id,
+                    partition: i as i32,
+                    state,
+                });
+            }
+        }
+    }
+    records
+}
+
+/// Unfences `broker` and gives it the partitions that have no leader and
+/// keep it in their ISR (or, with unclean election, hold a replica on it).
+pub fn unfence_records(image: &Image, broker: i32, unclean: bool) -> Vec<MetaRecord> {
+    let Some(b) = image.brokers.get(&broker) else {
+        return Vec::new();
+    };
+    let mut records = vec![MetaRecord::UnfenceBroker {
+        id: broker,
+        epoch: b.epoch,
+    }];
+    for t in image.topics.values() {
+        for (i, p) in t.partition_states.iter().enumerate() {
+            if p.leader != NO_LEADER || !p.replicas.contains(&broker) {
+                continue;
+            }
+            let state = if p.isr.contains(&broker) {
+                next_state(p, p.isr.clone(), broker)
+            } else if unclean {
+                next_state(p, vec![broker], broker)
+            } else {
+                None
+            };
+            if let Some(state) = state {
+                records.push(MetaRecord::ChangePartition {
+                    id: t.id,
+                    partition: i as i32,
+                    state,
+                });
+            }
+        }
+    }
+    records
+}
+
+/// Checks that the data directory belongs to this cluster and node
+/// (`meta/meta.properties`); a mismatch refuses the start before anything
+/// is written. True when the directory has no such file yet.
+fn check_identity(meta_dir: &Path, cluster_id: &str, node_id: i32) -> Result<bool, String> {
+    let path = meta_dir.join("meta.properties");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .map(str::trim)
+            .unwrap_or("")
+            .to_string()
+    };
+    let (cluster, node) = (field("cluster.id"), field("node.id"));
+    if cluster != cluster_id {
+        return Err(format!(
+            "{} belongs to cluster `{cluster}`, but cluster.id is `{cluster_id}`",
+            path.display()
+        ));
+    }
+    if node != node_id.to_string() {
+        return Err(format!(
+            "{} belongs to node {node}, but node.id is {node_id}",
+            path.display()
+        ));
+    }
+    Ok(false)
+}
+
+/// Writes `meta/meta.properties` on a fresh data directory.
+fn write_identity(meta_dir: &Path, cluster_id: &str, node_id: i32) -> Result<(), String> {
+    let path = meta_dir.join("meta.properties");
+    let text = format!("version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
+    crate::quorum::replace_file(&path, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// Refuses a metadata write when the disk is nearly full: KAFKA_STORAGE_ERROR
 /// (a deletion frees the topic's data first and retries).
 fn headroom(data_dir: &Path) -> Result<(), MetaError> {
@@ -710,3 +1021,109 @@ where
 
 /// The controller slot of a shard: set on shard 0 at start.
 pub type ControllerSlot = OnceCell<Controller>;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn image(brokers: &[(i32, bool)], partitions: Vec<PartitionState>) -> Image {
+        let mut image = Image::default();
+        for (i, &(id, fenced)) in brokers.iter().enumerate() {
+            image
+                .apply(&MetaRecord::RegisterBroker(BrokerMeta {
+                    id,
+                    incarnation: Uuid::nil(),
+                    epoch: i as i64,
+                    host: "h".into(),
+                    port: 1,
+                    shards: 1,
+                    fenced,
+                    registered_ms: 0,
+                }))
+                .unwrap();
+        }
+        image
+            .apply(&MetaRecord::CreateTopic {
+                name: "t".into(),
+                id: Uuid::from_u128(1),
+                configs: BTreeMap::new(),
+                partitions,
+            })
+            .unwrap();
+        image
+    }
+
+    fn state(replicas: &[i32], isr: &[i32], leader: i32) -> PartitionState {
+        PartitionState {
+            replicas: replicas.to_vec(),
+            isr: isr.to_vec(),
+            leader,
+            leader_epoch: 4,
+            partition_epoch: 7,
+        }
+    }
+
+    /// Applies `records` and returns the partition states after.
+    fn after(mut image: Image, records: &[MetaRecord]) -> Vec<PartitionState> {
+        for r in records {
+            image.apply(r).unwrap();
+        }
+        image.topics["t"].partition_states.clone()
+    }
+
+    #[test]
+    fn fencing_the_leader_elects_the_first_live_isr_member_in_replica_order() {
+        let img = image(
+            &[(1, false), (2, false), (3, false)],
+            vec![
+                state(&[1, 2, 3], &[1, 3, 2], 1),
+                state(&[2, 1, 3], &[2, 1], 2),
+                state(&[1, 2], &[1], 1),
+            ],
+        );
+        let records = fence_records(&img, 1, false);
+        let p = after(img.clone(), &records);
+        // Replica order, not ISR order: 2 comes before 3.
+        assert_eq!((p[0].leader, p[0].isr.clone()), (2, vec![3, 2]));
+        assert_eq!((p[0].leader_epoch, p[0].partition_epoch), (5, 8));
+        // A follower leaves the ISR; the leader stays, its epoch too.
+        assert_eq!((p[1].leader, p[1].isr.clone(), p[1].leader_epoch), (2, vec![2], 4));
+        // The last ISR member keeps its place: no leader, nothing lost.
+        assert_eq!(
+            (p[2].leader, p[2].isr.clone(), p[2].leader_epoch),
+            (NO_LEADER, vec![1], 5)
+        );
+        // With unclean election the live out-of-sync replica leads alone.
+        let p = after(img.clone(), &fence_records(&img, 1, true));
+        assert_eq!((p[2].leader, p[2].isr.clone()), (2, vec![2]));
+    }
+
+    #[test]
+    fn a_fenced_isr_member_is_not_elected() {
+        let img = image(
+            &[(1, false), (2, true), (3, false)],
+            vec![state(&[1, 2, 3], &[1, 2, 3], 1)],
+        );
+        let p = after(img.clone(), &fence_records(&img, 1, false));
+        assert_eq!(p[0].leader, 3);
+    }
+
+    #[test]
+    fn an_unfenced_broker_leads_the_partitions_left_without_a_leader() {
+        let img = image(
+            &[(1, false), (2, false)],
+            vec![state(&[1, 2], &[1], 1), state(&[2, 1], &[2], 2)],
+        );
+        let mut fenced = img.clone();
+        for r in fence_records(&img, 1, false) {
+            fenced.apply(&r).unwrap();
+        }
+        assert_eq!(fenced.topics["t"].partition_states[0].leader, NO_LEADER);
+        let p = after(fenced.clone(), &unfence_records(&fenced, 1, false));
+        assert_eq!((p[0].leader, p[0].leader_epoch), (1, 6));
+        // A partition it holds but is out of sync for stays as it is.
+        assert_eq!(p[1].leader, 2);
+    }
+}

@@ -31,6 +31,23 @@ pub struct TopicMeta {
     pub partition_states: Vec<PartitionState>,
 }
 
+impl TopicMeta {
+    /// The broker leading partition `index` (-1 for none); `None` when
+    /// the topic has no such partition.
+    pub fn leader(&self, index: i32) -> Option<i32> {
+        let i = usize::try_from(index).ok()?;
+        self.partition_states.get(i).map(|p| p.leader)
+    }
+
+    /// Whether `node` holds a replica of partition `index`.
+    pub fn has_replica(&self, index: i32, node: i32) -> bool {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.partition_states.get(i))
+            .is_some_and(|p| p.replicas.contains(&node))
+    }
+}
+
 /// Everything shards need to route and answer metadata. Immutable snapshot
 /// shared by all shards; `version` grows with every change.
 #[derive(Debug, Default)]
@@ -40,6 +57,9 @@ pub struct Snapshot {
     pub ids: HashMap<Uuid, Arc<str>>,
     /// Registered brokers by id.
     pub brokers: BTreeMap<i32, BrokerMeta>,
+    /// The active controller (the quorum's leader) when this snapshot was
+    /// made; -1 when none was known.
+    pub controller_id: i32,
 }
 
 impl Snapshot {
@@ -63,6 +83,7 @@ impl Snapshot {
             topics,
             ids,
             brokers,
+            controller_id: -1,
         }
     }
 }

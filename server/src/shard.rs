@@ -418,7 +418,7 @@ impl Shard {
         for topic in snapshot.topics.values() {
             let config = meta::log_config(self.config(), topic);
             for index in 0..topic.partitions {
-                if owner_of(&topic.name, index, shards) != self.id {
+                if owner_of(&topic.name, index, shards) != self.id || !topic.has_replica(index, self.config().node_id) {
                     continue;
                 }
                 if let Some(p) = self.partition(&topic.name, index) {

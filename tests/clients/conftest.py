@@ -23,10 +23,11 @@ def free_port():
 
 
 class Broker:
-    def __init__(self, data_dir, port, extra):
+    def __init__(self, data_dir, port, extra, cores=2):
         self.data_dir = data_dir
         self.port = port
         self.extra = extra
+        self.cores = cores
         self.proc = None
         logs = os.path.join(ROOT, "target", "client-test-logs")
         os.makedirs(logs, exist_ok=True)
@@ -37,11 +38,16 @@ class Broker:
     def bootstrap(self):
         return f"127.0.0.1:{self.port}"
 
-    def start(self):
-        cmd = [BINARY, "--listen", self.bootstrap, "--data-dir", self.data_dir, "--cores", "2"]
+    def start(self, wait=True):
+        """Starts the process; with `wait`, returns once it listens."""
+        cmd = [BINARY, "--listen", self.bootstrap, "--data-dir", self.data_dir, "--cores", str(self.cores)]
         for kv in self.extra:
             cmd += ["-o", kv]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log)
+        if wait:
+            self.wait_listening()
+
+    def wait_listening(self):
         deadline = time.time() + 30
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -51,6 +51,9 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
                 None if ctx.version >= 13 => Some(ErrorCode::UnknownTopicId),
                 None => Some(ErrorCode::UnknownTopicOrPartition),
                 Some(m) if p.partition < 0 || p.partition >= m.partitions => Some(ErrorCode::UnknownTopicOrPartition),
+                Some(m) if m.leader(p.partition) != Some(ctx.shard.config().node_id) => {
+                    Some(ErrorCode::NotLeaderOrFollower)
+                }
                 Some(_) => None,
             };
             wanted.push(Wanted {

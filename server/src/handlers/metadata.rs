@@ -1,8 +1,8 @@
 //! Metadata (with auto-creation of unknown topics), DescribeCluster and
 //! DescribeTopicPartitions, from the shard's snapshot of the cluster image:
 //! the live brokers, and each partition's leader, epoch, replicas and ISR.
-//! The controller id is this node's: the only voter of the one-node
-//! quorum.
+//! The controller id is the controller quorum's leader as this node last
+//! saw it.
 
 use std::sync::Arc;
 
@@ -71,7 +71,7 @@ pub async fn metadata(ctx: Ctx, body: BytesMut) -> Outcome {
         })
         .collect();
     resp.cluster_id = Some(str_bytes(&config.cluster_id));
-    resp.controller_id = BrokerId(config.node_id);
+    resp.controller_id = BrokerId(snapshot.controller_id);
     resp.cluster_authorized_operations = OPS_NOT_REQUESTED;
     let describe = |t: &TopicMeta| -> MetadataResponseTopic {
         let mut out = MetadataResponseTopic::default();
@@ -132,10 +132,10 @@ pub fn describe_cluster(ctx: Ctx, body: BytesMut) -> Outcome {
     let config = ctx.shard.config();
     let mut resp = DescribeClusterResponse::default();
     resp.cluster_id = str_bytes(&config.cluster_id);
-    resp.controller_id = BrokerId(config.node_id);
+    let snapshot = ctx.shard.meta();
+    resp.controller_id = BrokerId(snapshot.controller_id);
     resp.endpoint_type = 1;
     resp.cluster_authorized_operations = OPS_NOT_REQUESTED;
-    let snapshot = ctx.shard.meta();
     resp.brokers = live_brokers(&snapshot, config)
         .map(|(id, host, port)| {
             let mut b = DescribeClusterBroker::default();

@@ -76,7 +76,7 @@ pub async fn list_offsets(ctx: Ctx, body: BytesMut) -> Outcome {
 /// `(error_code, offset, timestamp)` for one partition.
 fn lookup(shard: &Shard, topic: &str, partition: i32, ts: i64) -> (i16, i64, i64) {
     let Some(p) = shard.partition(topic, partition) else {
-        return (ErrorCode::UnknownTopicOrPartition.code(), -1, -1);
+        return (not_here(shard, topic, partition), -1, -1);
     };
     shard.touch(&p);
     let log = &p.log;
@@ -194,7 +194,7 @@ pub async fn delete_records(ctx: Ctx, body: BytesMut) -> Outcome {
 /// `(error_code, low_watermark)`; offset -1 means the high watermark.
 fn truncate_front(shard: &Shard, topic: &str, partition: i32, offset: i64) -> (i16, i64) {
     let Some(p) = shard.partition(topic, partition) else {
-        return (ErrorCode::UnknownTopicOrPartition.code(), -1);
+        return (not_here(shard, topic, partition), -1);
     };
     let hw = p.log.high_watermark();
     let target = if offset == -1 { hw } else { offset };
@@ -204,5 +204,15 @@ fn truncate_front(shard: &Shard, topic: &str, partition: i32, offset: i64) -> (i
     match p.log.advance_log_start_offset(target) {
         Ok(low) => (0, low),
         Err(e) => (error_codes::for_log_error(&e).code(), -1),
+    }
+}
+
+/// The error for a partition this shard has not opened: it exists in the
+/// cluster but another broker holds it (NOT_LEADER_OR_FOLLOWER), or it
+/// does not exist.
+fn not_here(shard: &Shard, topic: &str, partition: i32) -> i16 {
+    match shard.meta().topic(topic).and_then(|t| t.leader(partition)) {
+        Some(_) => ErrorCode::NotLeaderOrFollower.code(),
+        None => ErrorCode::UnknownTopicOrPartition.code(),
     }
 }

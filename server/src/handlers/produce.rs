@@ -99,6 +99,17 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
                         ErrorCode::UnknownTopicOrPartition,
                         format!("topic `{}` has no partition {}", m.name, part.index),
                     )),
+                    Some(m) if m.leader(part.index) != Some(ctx.shard.config().node_id) => {
+                        Some(PartitionResult::error(
+                            ErrorCode::NotLeaderOrFollower,
+                            format!(
+                                "broker {} does not lead {}-{}",
+                                ctx.shard.config().node_id,
+                                m.name,
+                                part.index
+                            ),
+                        ))
+                    }
                     Some(m) => {
                         let owner = ctx.shard.owner_of(&m.name, part.index);
                         by_owner.push(

@@ -67,6 +67,8 @@ pub struct Machine {
     /// Set once the node has caught up at start; before that, applied
     /// batches are not published one by one.
     pub live: Rc<Cell<bool>>,
+    /// The active controller as last seen, for Metadata (-1: none).
+    pub controller_id: Rc<Cell<i32>>,
 }
 
 impl std::fmt::Debug for Machine {
@@ -94,7 +96,15 @@ impl Machine {
             state: Rc::new(RefCell::new(state)),
             publisher,
             live: Rc::new(Cell::new(false)),
+            controller_id: Rc::new(Cell::new(-1)),
         })
+    }
+
+    /// What shards read, with the controller id.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut s = self.state.borrow().snapshot();
+        s.controller_id = self.controller_id.get();
+        s
     }
 
     fn snapshot_file(&self) -> io::Result<Option<SnapshotFile>> {
@@ -169,7 +179,7 @@ impl RaftStateMachine<MetaRaft> for Machine {
             }
         }
         let published = if self.live.get() {
-            let snapshot = Arc::new(self.state.borrow().snapshot());
+            let snapshot = Arc::new(self.snapshot());
             (self.publisher)(snapshot).await
         } else {
             Ok(())
@@ -204,7 +214,7 @@ impl RaftStateMachine<MetaRaft> for Machine {
             st.membership = meta.last_membership.clone();
         }
         if self.live.get() {
-            let snapshot = Arc::new(self.state.borrow().snapshot());
+            let snapshot = Arc::new(self.snapshot());
             if let Err(e) = (self.publisher)(snapshot).await {
                 tracing::error!(error = %e, "installing the metadata snapshot from the controller");
             }

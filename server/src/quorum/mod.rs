@@ -6,12 +6,14 @@
 //! the controller shard's runtime. The log, the vote and snapshots live in
 //! `<data dir>/meta/quorum/`.
 
-use std::cell::Ref;
-use std::collections::BTreeMap;
+use std::cell::{Ref, RefCell};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 
 use openraft::{BasicNode, Raft};
 use serde::{Deserialize, Serialize};
@@ -23,7 +25,13 @@ pub mod machine;
 mod net;
 mod store;
 
+pub use net::Peer;
+
+/// The last heartbeat the leader got from each broker: its epoch and when.
+pub type Heartbeats = Rc<RefCell<HashMap<i32, (i64, Instant)>>>;
+
 pub use machine::{MachineState, Publisher};
+pub use store::replace_file;
 
 use machine::Machine;
 
@@ -67,6 +75,10 @@ pub enum QuorumError {
     /// the leader did not answer.
     #[error("the controller quorum has no reachable leader: {0}")]
     NoLeader(String),
+    /// No answer within the write timeout: the write may still be
+    /// committed later.
+    #[error("the controller quorum did not answer in time: {0}")]
+    TimedOut(String),
     /// The quorum is stopping or its storage failed.
     #[error("the controller quorum is not available: {0}")]
     Unavailable(String),
@@ -104,6 +116,9 @@ pub struct RaftQuorum {
     raft: Raft<MetaRaft, Machine>,
     machine: Machine,
     settings: QuorumSettings,
+    /// Heartbeats received while leading (from peers over the transport,
+    /// and this node's own).
+    pub heartbeats: Heartbeats,
 }
 
 /// The library's timing: heartbeats every 100 ms, elections after 500 to
@@ -121,6 +136,34 @@ fn raft_config(settings: &QuorumSettings) -> Result<openraft::Config, String> {
     config.validate().map_err(|e| e.to_string())
 }
 
+/// `1@127.0.0.1:19093,2@…`, or `this node alone` for the in-process voter.
+fn show_voters(voters: &BTreeMap<u64, String>) -> String {
+    if voters.len() == 1 && voters.values().all(String::is_empty) {
+        return format!(
+            "node {} alone (no voter list)",
+            voters.keys().next().copied().unwrap_or(0)
+        );
+    }
+    voters
+        .iter()
+        .map(|(id, addr)| format!("{id}@{addr}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Binds this voter's controller listener (none for the in-process
+/// voter). Called before anything is written: a second process with this
+/// node's id, and so its address, stops here.
+pub async fn bind(settings: &QuorumSettings) -> Result<Option<compio::net::TcpListener>, String> {
+    match settings.voters.get(&settings.node_id) {
+        Some(addr) if settings.voters.len() > 1 => compio::net::TcpListener::bind(addr.as_str())
+            .await
+            .map(Some)
+            .map_err(|e| format!("controller listener on {addr}: {e}")),
+        _ => Ok(None),
+    }
+}
+
 impl RaftQuorum {
     /// Opens the quorum's storage in `dir` and starts the Raft node on this
     /// thread's runtime. A node that has never been part of the quorum
@@ -129,6 +172,7 @@ impl RaftQuorum {
     /// can be reached (it then serves what it has).
     pub async fn start(
         dir: &Path,
+        listener: Option<compio::net::TcpListener>,
         settings: QuorumSettings,
         publisher: Publisher,
         recovery: Duration,
@@ -137,6 +181,22 @@ impl RaftQuorum {
         let pristine = log.is_pristine();
         let machine =
             Machine::open(dir, publisher).map_err(|e| format!("metadata snapshot in {}: {e}", dir.display()))?;
+        let stored = log.last_membership().or_else(|| {
+            let st = machine.state.borrow();
+            let m = &st.membership;
+            m.log_id()
+                .is_some()
+                .then(|| m.nodes().map(|(id, n)| (*id, n.addr.clone())).collect())
+        });
+        if let Some(stored) = stored
+            && stored != settings.voters
+        {
+            return Err(format!(
+                "the data directory belongs to a controller quorum of voters {}, but controller.quorum.voters says {}",
+                show_voters(&stored),
+                show_voters(&settings.voters)
+            ));
+        }
         let config = Arc::new(raft_config(&settings)?);
         let raft = Raft::new(settings.node_id, config, net::Peers, log, machine.clone())
             .await
@@ -151,13 +211,9 @@ impl RaftQuorum {
         if pristine && let Err(e) = raft.initialize(nodes).await {
             tracing::debug!(error = %e, "forming the controller quorum");
         }
-        if settings.voters.len() > 1
-            && let Some(addr) = settings.voters.get(&settings.node_id)
-        {
-            let listener = compio::net::TcpListener::bind(addr.as_str())
-                .await
-                .map_err(|e| format!("controller listener on {addr}: {e}"))?;
-            compio::runtime::spawn(net::serve(listener, raft.clone())).detach();
+        let heartbeats = Heartbeats::default();
+        if let Some(listener) = listener {
+            compio::runtime::spawn(net::serve(listener, raft.clone(), heartbeats.clone())).detach();
         }
         if let Err(e) = raft.wait_for_recovery(Some(recovery)).await {
             tracing::warn!(error = %e, "no controller leader within {recovery:?}; serving the metadata this node has");
@@ -167,7 +223,28 @@ impl RaftQuorum {
             raft,
             machine,
             settings,
+            heartbeats,
         })
+    }
+
+    /// This node's id in the quorum.
+    pub fn node_id(&self) -> u64 {
+        self.settings.node_id
+    }
+
+    /// The transport address of voter `id`.
+    pub fn address_of(&self, id: u64) -> Option<&str> {
+        self.settings.voters.get(&id).map(String::as_str)
+    }
+
+    /// The snapshot shards read, with the controller id.
+    pub fn snapshot(&self) -> crate::meta::Snapshot {
+        self.machine.snapshot()
+    }
+
+    /// Sets the controller id shards see in Metadata (the leader, or -1).
+    pub fn set_controller_id(&self, id: i32) {
+        self.machine.controller_id.set(id);
     }
 
     /// Stops the Raft node.
@@ -185,7 +262,7 @@ impl Quorum for RaftQuorum {
         let err = match attempt {
             Ok(Ok(r)) => return Ok(r.data),
             Ok(Err(e)) => e,
-            Err(_) => return Err(QuorumError::NoLeader(format!("no answer within {ttl:?}"))),
+            Err(_) => return Err(QuorumError::TimedOut(format!("no answer within {ttl:?}"))),
         };
         let Some(forward) = err.forward_to_leader() else {
             return Err(QuorumError::Unavailable(err.to_string()));

@@ -8,7 +8,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use compio::BufResult;
 use compio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::machine::Machine;
-use super::{Command, MetaRaft, Reply};
+use super::{Command, Heartbeats, MetaRaft, Reply};
 
 /// Frames above this are refused.
 const MAX_FRAME: usize = 256 << 20;
@@ -39,6 +39,11 @@ enum Rpc {
     },
     /// A metadata write from a controller that does not lead.
     Write(Command),
+    /// A broker is alive, with the epoch of its registration.
+    Heartbeat {
+        broker: i32,
+        epoch: i64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -48,6 +53,7 @@ enum RpcReply {
     Vote(VoteResponse<MetaRaft>),
     Snapshot(SnapshotResponse<MetaRaft>),
     Write(Reply),
+    Heartbeat,
     /// The receiver could not serve the request (it is shutting down, it
     /// no longer leads); the text says why.
     Failed(String),
@@ -79,7 +85,7 @@ async fn read_frame<T: DeserializeOwned>(stream: &mut TcpStream) -> io::Result<T
 }
 
 /// Serves the quorum's RPCs on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, raft: Raft<MetaRaft, Machine>) {
+pub async fn serve(listener: TcpListener, raft: Raft<MetaRaft, Machine>, heartbeats: Heartbeats) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -90,8 +96,9 @@ pub async fn serve(listener: TcpListener, raft: Raft<MetaRaft, Machine>) {
             }
         };
         let raft = raft.clone();
+        let heartbeats = heartbeats.clone();
         compio::runtime::spawn(async move {
-            if let Err(e) = serve_one(stream, &raft).await
+            if let Err(e) = serve_one(stream, &raft, &heartbeats).await
                 && e.kind() != io::ErrorKind::UnexpectedEof
             {
                 tracing::debug!(%peer, error = %e, "controller connection closed");
@@ -101,7 +108,7 @@ pub async fn serve(listener: TcpListener, raft: Raft<MetaRaft, Machine>) {
     }
 }
 
-async fn serve_one(mut stream: TcpStream, raft: &Raft<MetaRaft, Machine>) -> io::Result<()> {
+async fn serve_one(mut stream: TcpStream, raft: &Raft<MetaRaft, Machine>, heartbeats: &Heartbeats) -> io::Result<()> {
     loop {
         let rpc: Rpc = read_frame(&mut stream).await?;
         let reply = match rpc {
@@ -126,6 +133,10 @@ async fn serve_one(mut stream: TcpStream, raft: &Raft<MetaRaft, Machine>) -> io:
                 Ok(r) => RpcReply::Write(r.data),
                 Err(e) => RpcReply::Failed(e.to_string()),
             },
+            Rpc::Heartbeat { broker, epoch } => {
+                heartbeats.borrow_mut().insert(broker, (epoch, Instant::now()));
+                RpcReply::Heartbeat
+            }
         };
         write_frame(&mut stream, &reply).await?;
     }
@@ -176,6 +187,19 @@ impl Peer {
                 Err(format!("{}: no answer within {ttl:?}", self.addr))
             }
         }
+    }
+
+    /// Tells the leader at this peer that `broker` is alive.
+    pub async fn heartbeat(&mut self, broker: i32, epoch: i64, ttl: Duration) -> Result<(), String> {
+        match self.call(&Rpc::Heartbeat { broker, epoch }, ttl).await? {
+            RpcReply::Heartbeat => Ok(()),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
+    /// The address this peer was made for.
+    pub fn addr(&self) -> &str {
+        &self.addr
     }
 
     /// Forwards a metadata write to the leader at this peer.

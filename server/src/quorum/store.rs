@@ -67,7 +67,7 @@ pub(super) fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T
 
 /// Replaces `path` with `bytes`: a temporary file, synced, renamed over
 /// it, and the directory synced.
-pub(super) fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp)?;
     f.write_all(bytes)?;
@@ -167,6 +167,20 @@ impl LogStore {
             dir: dir.to_path_buf(),
             inner: Rc::new(RefCell::new(inner)),
         })
+    }
+
+    /// The voters (id → address) of the newest membership entry in the
+    /// log, if it holds one.
+    pub fn last_membership(&self) -> Option<BTreeMap<u64, String>> {
+        self.inner
+            .borrow()
+            .entries
+            .values()
+            .rev()
+            .find_map(|e| match &e.payload {
+                openraft::EntryPayload::Membership(m) => Some(m.nodes().map(|(id, n)| (*id, n.addr.clone())).collect()),
+                _ => None,
+            })
     }
 
     /// True when this node has never voted nor held an entry.

@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Control-plane figures of a three-node cluster of release `sluice`
+binaries on loopback (librdkafka's admin client as the observer):
+
+  failover   kill -9 of the active controller → a new controller in
+             Metadata; kill -9 of a partition leader's broker → a new leader
+             in Metadata. N trials each; the killed node is restarted and
+             rejoins between trials.
+  create     CreateTopics of T topics × 3 partitions, RF=3, one request per
+             topic: total time and per-request latency percentiles; then the
+             restart time of one node holding every partition's replica.
+
+  bench/scripts/cluster_control.py [--bin target/release/sluice] [--trials 20]
+      [--topics 1000] [--session-ms 9000] [--only failover|create]
+
+Prints one JSON object. Nodes run with one shard each.
+"""
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Node:
+    def __init__(self, binary, root, node_id, client, voters, session_ms):
+        self.binary, self.id, self.client = binary, node_id, client
+        self.data = os.path.join(root, f"node-{node_id}")
+        self.log = open(os.path.join(root, f"node-{node_id}.log"), "ab")
+        self.settings = [
+            f"node.id={node_id}", f"controller.quorum.voters={voters}",
+            "default.replication.factor=3", "offsets.topic.num.partitions=3",
+            f"broker.session.timeout.ms={session_ms}",
+            f"broker.heartbeat.interval.ms={max(100, session_ms // 4)}",
+        ]
+        self.proc = None
+
+    @property
+    def bootstrap(self):
+        return f"127.0.0.1:{self.client}"
+
+    def start(self):
+        cmd = [self.binary, "--listen", self.bootstrap, "--data-dir", self.data, "--cores", "1"]
+        for s in self.settings:
+            cmd += ["-o", s]
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log)
+
+    def wait_listening(self, timeout=60):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                sys.exit(f"node {self.id} exited")
+            try:
+                socket.create_connection(("127.0.0.1", self.client), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.02)
+        sys.exit(f"node {self.id} did not listen")
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
+
+    def stop(self):
+        if self.proc:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=60)
+            self.proc = None
+
+
+def metadata(node):
+    return AdminClient({"bootstrap.servers": node.bootstrap, "log_level": 0}).list_topics(timeout=10)
+
+
+def poll(check, timeout=60, every=0.02):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            v = check()
+            if v:
+                return v
+        except Exception:  # a node in the middle of a change
+            pass
+        time.sleep(every)
+    sys.exit("timed out waiting")
+
+
+def summary(xs):
+    xs = sorted(xs)
+    return {"n": len(xs), "median_s": round(statistics.median(xs), 3), "max_s": round(xs[-1], 3),
+            "min_s": round(xs[0], 3)}
+
+
+def failover(nodes, trials):
+    a = AdminClient({"bootstrap.servers": nodes[0].bootstrap, "log_level": 0})
+    a.create_topics([NewTopic("failover", num_partitions=3, replication_factor=3)])["failover"].result(30)
+    controller, leader = [], []
+    for _ in range(trials):
+        poll(lambda: len(metadata(nodes[0]).brokers) == 3)
+        old = metadata(nodes[0]).controller_id
+        victim = nodes[old - 1]
+        other = next(n for n in nodes if n is not victim)
+        victim.kill9()
+        t0 = time.time()
+        poll(lambda: metadata(other).controller_id not in (old, -1))
+        controller.append(time.time() - t0)
+        victim.start()
+        victim.wait_listening()
+    for _ in range(trials):
+        poll(lambda: len(metadata(nodes[0]).brokers) == 3)
+        ctl = metadata(nodes[0]).controller_id
+        # The leader of some partition on a broker that is not the controller.
+        md = metadata(nodes[ctl - 1])
+        part, lead = next((p, x.leader) for p, x in md.topics["failover"].partitions.items() if x.leader != ctl)
+        victim = nodes[lead - 1]
+        observer = nodes[ctl - 1]
+        victim.kill9()
+        t0 = time.time()
+        poll(lambda: metadata(observer).topics["failover"].partitions[part].leader not in (lead, -1))
+        leader.append(time.time() - t0)
+        victim.start()
+        victim.wait_listening()
+        # Leadership comes back only through elections; let it register.
+        poll(lambda: lead in metadata(observer).brokers)
+    return {"new_controller": summary(controller), "new_partition_leader": summary(leader)}
+
+
+def create_and_restart(nodes, topics):
+    a = AdminClient({"bootstrap.servers": nodes[0].bootstrap, "log_level": 0})
+    lat = []
+    t_all = time.time()
+    for i in range(topics):
+        t0 = time.time()
+        name = f"c{i:05d}"
+        a.create_topics([NewTopic(name, num_partitions=3, replication_factor=3)])[name].result(60)
+        lat.append(time.time() - t0)
+    total = time.time() - t_all
+    lat.sort()
+    pct = lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))] * 1000, 2)
+    n = nodes[2]
+    n.stop()
+    t0 = time.time()
+    n.start()
+    n.wait_listening()
+    listening = time.time() - t0
+    poll(lambda: 3 in metadata(nodes[0]).brokers)
+    registered = time.time() - t0
+    replicas = 3 * topics + 3
+    return {
+        "topics": topics, "total_s": round(total, 2), "per_topic_ms": {"p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0)},
+        "restart": {"replicas_on_node": replicas, "listening_s": round(listening, 2), "registered_s": round(registered, 2)},
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default="target/release/sluice")
+    ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--topics", type=int, default=1000)
+    ap.add_argument("--session-ms", type=int, default=9000)
+    ap.add_argument("--only", choices=["failover", "create"])
+    args = ap.parse_args()
+    out = {"session_timeout_ms": args.session_ms}
+    with tempfile.TemporaryDirectory() as root:
+        ports = [(free_port(), free_port()) for _ in range(3)]
+        voters = ",".join(f"{i + 1}@127.0.0.1:{c}" for i, (_, c) in enumerate(ports))
+        nodes = [Node(os.path.abspath(args.bin), root, i + 1, p, voters, args.session_ms)
+                 for i, (p, _) in enumerate(ports)]
+        for n in nodes:
+            n.start()
+        for n in nodes:
+            n.wait_listening()
+        try:
+            if args.only in (None, "failover"):
+                out["failover"] = failover(nodes, args.trials)
+            if args.only in (None, "create"):
+                out["create"] = create_and_restart(nodes, args.topics)
+        finally:
+            for n in nodes:
+                if n.proc:
+                    n.kill9()
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
