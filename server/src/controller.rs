@@ -423,6 +423,18 @@ impl Controller {
         if config.quorum_voters.is_empty() {
             c.register(shard).await?;
             c.ensure_offsets_topic(shard).await?;
+        } else {
+            // Serve once registered, as Kafka's brokers do; without a
+            // leader for RECOVERY_WAIT, serve the metadata this node has
+            // and let the duties loop register it later.
+            let deadline = Instant::now() + RECOVERY_WAIT;
+            while let Err(e) = c.register(shard).await {
+                if Instant::now() >= deadline {
+                    tracing::warn!(error = %e, "not registered yet; serving the metadata this node has");
+                    break;
+                }
+                compio::runtime::time::sleep(Duration::from_millis(100)).await;
+            }
         }
         compio::runtime::spawn(duties(shard.clone(), leader)).detach();
         Ok(())
@@ -786,17 +798,24 @@ async fn duties(shard: Rc<Shard>, mut known_leader: Option<u64>) {
 
 impl Controller {
     /// On the leader: fences registered brokers whose heartbeats stopped for
-    /// `session` (counting from when this node began to lead for brokers it
-    /// has not heard from), and unfences fenced brokers that heartbeat
-    /// again with their current epoch.
+    /// `session` (counting from their registration, or from when this node
+    /// began to lead, whichever is later, for brokers it has not heard
+    /// from), and unfences fenced brokers that heartbeat again with their
+    /// current epoch.
     async fn check_sessions(&self, shard: &Shard, since: Instant, session: Duration, unclean: bool) {
         let now = Instant::now();
         let mut draft = self.draft();
         let beats = self.quorum.heartbeats.borrow().clone();
         let brokers: Vec<BrokerMeta> = draft.image.brokers.values().cloned().collect();
+        let wall = crate::groups::group::now_ms();
         for b in brokers {
             let seen = beats.get(&b.id).filter(|(e, _)| *e == b.epoch).map(|(_, t)| *t);
-            let alive = now.duration_since(seen.unwrap_or(since).max(since)) < session;
+            // A registration counts as a heartbeat: a broker that has just
+            // (re)registered gets a whole session to send its first one.
+            let registered_ago = Duration::from_millis(u64::try_from(wall - b.registered_ms).unwrap_or(0));
+            let registered = now.checked_sub(registered_ago).unwrap_or(since);
+            let last = seen.unwrap_or(since).max(since).max(registered);
+            let alive = now.duration_since(last) < session;
             let records = match (b.fenced, alive) {
                 (false, false) => {
                     tracing::warn!(

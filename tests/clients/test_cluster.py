@@ -237,3 +237,50 @@ def test_bad_starts_are_refused_with_a_clear_message_and_write_nothing(cluster):
         stray = Broker(other, free_port(), cluster.settings(7), cores=1)
         code, last = refused_start(stray)
         assert code == 2 and "not in the voter list" in last, last
+
+
+def test_a_paused_broker_is_fenced_and_unfenced_when_it_heartbeats_again(cluster):
+    import signal
+    ctl = metadata(cluster.node(1)).controller_id
+    paused = cluster.node(next(i for i in (1, 2, 3) if i != ctl))
+    observer = cluster.node(ctl)
+    node_id = cluster.nodes.index(paused) + 1
+    paused.proc.send_signal(signal.SIGSTOP)
+    try:
+        wait_for("the paused broker fenced", lambda: node_id not in metadata(observer).brokers,
+                 timeout=SESSION_MS / 1000 + 10)
+    finally:
+        paused.proc.send_signal(signal.SIGCONT)
+    wait_for("the broker unfenced after it resumes", lambda: node_id in metadata(observer).brokers, timeout=10)
+
+
+def test_producers_reach_each_partition_leader_and_groups_find_their_coordinator(cluster):
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    create(cluster.node(1), "work", partitions=6)
+    boot = ",".join(n.bootstrap for n in cluster.nodes)
+    p = Producer({"bootstrap.servers": boot, "log_level": 0})
+    for i in range(60):
+        p.produce("work", value=str(i).encode(), partition=i % 6)
+    assert p.flush(30) == 0
+    groups = {}
+    for gid in ("g-a", "g-b", "g-c", "g-d"):
+        c = Consumer({"bootstrap.servers": cluster.node(1).bootstrap, "group.id": gid, "log_level": 0,
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        c.subscribe(["work"])
+        got = []
+        deadline = time.time() + 60
+        while len(got) < 60 and time.time() < deadline:
+            m = c.poll(0.5)
+            if m is not None and m.error() is None:
+                got.append(m)
+        assert len(got) == 60, f"{gid}: {len(got)} of 60"
+        c.commit(asynchronous=False)
+        committed = c.committed([TopicPartition("work", i) for i in range(6)], timeout=10)
+        assert [tp.offset for tp in committed] == [10] * 6
+        c.close()
+        a = admin(cluster.node(3))
+        groups[gid] = a.describe_consumer_groups([gid])[gid].result(timeout=10).coordinator.id
+    # Coordinators are the leaders of the groups' offsets partitions, spread
+    # over the brokers, whichever broker the consumers bootstrapped from.
+    assert set(groups.values()) <= {1, 2, 3}
+    assert len(set(groups.values())) > 1, groups

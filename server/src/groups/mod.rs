@@ -102,8 +102,21 @@ pub fn coordinator_of(shard: &Shard, group: &str) -> Option<(ShardId, i32)> {
     Some((shard.owner_of(OFFSETS_TOPIC, p), p))
 }
 
+/// The live broker that coordinates `group`: the leader of the group's
+/// offsets partition.
+pub fn coordinator_broker<'a>(
+    snapshot: &'a crate::meta::Snapshot,
+    group: &str,
+) -> Option<&'a crate::image::BrokerMeta> {
+    let topic = snapshot.topic(OFFSETS_TOPIC)?;
+    let leader = topic.leader(partition_for(group, topic.partitions))?;
+    snapshot.brokers.get(&leader).filter(|b| !b.fenced)
+}
+
 /// Runs `f` with the group's coordinator shard. `COORDINATOR_NOT_AVAILABLE`
-/// when there is no offsets topic or the coordinator stopped.
+/// when there is no offsets topic or the coordinator stopped;
+/// `NOT_COORDINATOR` when another broker leads the group's offsets
+/// partition.
 pub async fn on_coordinator<T, F, Fut>(shard: &Shard, group: &str, f: F) -> Result<T, ErrorCode>
 where
     T: Send + 'static,
@@ -111,6 +124,10 @@ where
     Fut: std::future::Future<Output = T> + 'static,
 {
     let (owner, partition) = coordinator_of(shard, group).ok_or(ErrorCode::CoordinatorNotAvailable)?;
+    let leader = shard.meta().topic(OFFSETS_TOPIC).and_then(|t| t.leader(partition));
+    if leader != Some(shard.config().node_id) {
+        return Err(ErrorCode::NotCoordinator);
+    }
     shard
         .submit_to(owner, move |s| f(s, partition))
         .await

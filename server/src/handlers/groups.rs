@@ -41,13 +41,14 @@ fn opt_str(s: &Option<kafka_protocol::protocol::StrBytes>) -> Option<String> {
 
 pub fn find_coordinator(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: FindCoordinatorRequest = decode_or_return!(ctx, body);
-    let config = ctx.shard.config();
-    // A single node coordinates every group. Transactions are not built
-    // yet: the answer says so in its message, with the code that makes the
-    // clients of each version stop at once and show that message. The Java
-    // client (v4+) reports an unexpected code with the broker's message;
-    // librdkafka (v0-3) retries every code but TRANSACTIONAL_ID_AUTHORIZATION_FAILED
-    // until its timeout, and that one it reports with the message.
+    let snapshot = ctx.shard.meta();
+    // A group's coordinator is the leader of its `__consumer_offsets`
+    // partition. Transactions are not built yet: the answer says so in its
+    // message, with the code that makes the clients of each version stop at
+    // once and show that message. The Java client (v4+) reports an
+    // unexpected code with the broker's message; librdkafka (v0-3) retries
+    // every code but TRANSACTIONAL_ID_AUTHORIZATION_FAILED until its
+    // timeout, and that one it reports with the message.
     let no_transactions = if ctx.version >= 4 {
         ErrorCode::UnsupportedVersion
     } else {
@@ -56,11 +57,19 @@ pub fn find_coordinator(ctx: Ctx, body: BytesMut) -> Outcome {
     if req.key_type == 1 {
         tracing::warn!(client = %ctx.client_id(), "{}", crate::handlers::produce::NO_TRANSACTIONS);
     }
-    let answer = |key_type: i8| -> (i16, Option<&'static str>) {
-        match key_type {
-            0 => (0, None),
-            1 => (no_transactions.code(), Some(crate::handlers::produce::NO_TRANSACTIONS)),
-            _ => (ErrorCode::InvalidRequest.code(), Some("unknown coordinator key type")),
+    // (error code, message, node id, host, port) for one key.
+    let answer = |key: &str| -> (i16, Option<&'static str>, i32, String, i32) {
+        let refuse = |code: ErrorCode, msg: Option<&'static str>| (code.code(), msg, -1, String::new(), -1);
+        match req.key_type {
+            0 => match crate::groups::coordinator_broker(&snapshot, key) {
+                Some(b) => (0, None, b.id, b.host.clone(), i32::from(b.port)),
+                None => refuse(
+                    ErrorCode::CoordinatorNotAvailable,
+                    Some("the group's offsets partition has no live leader"),
+                ),
+            },
+            1 => refuse(no_transactions, Some(crate::handlers::produce::NO_TRANSACTIONS)),
+            _ => refuse(ErrorCode::InvalidRequest, Some("unknown coordinator key type")),
         }
     };
     let mut resp = FindCoordinatorResponse::default();
@@ -69,32 +78,24 @@ pub fn find_coordinator(ctx: Ctx, body: BytesMut) -> Outcome {
             .coordinator_keys
             .iter()
             .map(|k| {
-                let (code, msg) = answer(req.key_type);
+                let (code, msg, node, host, port) = answer(k.as_str());
                 let mut c = Coordinator::default();
                 c.key = k.clone();
                 c.error_code = code;
                 c.error_message = msg.map(str_bytes);
-                c.node_id = BrokerId(if code == 0 { config.node_id } else { -1 });
-                c.host = str_bytes(if code == 0 { &config.advertised_host } else { "" });
-                c.port = if code == 0 {
-                    i32::from(config.advertised_port)
-                } else {
-                    -1
-                };
+                c.node_id = BrokerId(node);
+                c.host = str_bytes(&host);
+                c.port = port;
                 c
             })
             .collect();
     } else {
-        let (code, msg) = answer(req.key_type);
+        let (code, msg, node, host, port) = answer(req.key.as_str());
         resp.error_code = code;
         resp.error_message = msg.map(str_bytes);
-        resp.node_id = BrokerId(if code == 0 { config.node_id } else { -1 });
-        resp.host = str_bytes(if code == 0 { &config.advertised_host } else { "" });
-        resp.port = if code == 0 {
-            i32::from(config.advertised_port)
-        } else {
-            -1
-        };
+        resp.node_id = BrokerId(node);
+        resp.host = str_bytes(&host);
+        resp.port = port;
     }
     ctx.respond(&resp)
 }

@@ -69,6 +69,8 @@ pub struct Machine {
     pub live: Rc<Cell<bool>>,
     /// The active controller as last seen, for Metadata (-1: none).
     pub controller_id: Rc<Cell<i32>>,
+    /// This node's id.
+    node_id: i32,
 }
 
 impl std::fmt::Debug for Machine {
@@ -81,7 +83,7 @@ impl std::fmt::Debug for Machine {
 
 impl Machine {
     /// Opens the machine in `dir`, starting from its snapshot if it has one.
-    pub fn open(dir: &Path, publisher: Publisher) -> io::Result<Self> {
+    pub fn open(dir: &Path, node_id: i32, publisher: Publisher) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let state = match read_json::<SnapshotFile>(&dir.join("snapshot"))? {
             Some(s) => MachineState {
@@ -97,13 +99,25 @@ impl Machine {
             publisher,
             live: Rc::new(Cell::new(false)),
             controller_id: Rc::new(Cell::new(-1)),
+            node_id,
         })
     }
 
-    /// What shards read, with the controller id.
+    /// What shards read, with the controller id clients are given: the
+    /// quorum leader when it is a live broker; when the leader is not (yet)
+    /// a registered broker, this node, which forwards admin changes to it;
+    /// -1 while no leader is elected.
     pub fn snapshot(&self) -> Snapshot {
         let mut s = self.state.borrow().snapshot();
-        s.controller_id = self.controller_id.get();
+        let leader = self.controller_id.get();
+        let live = |id: i32| s.brokers.get(&id).is_some_and(|b| !b.fenced);
+        s.controller_id = if leader < 0 || live(leader) {
+            leader
+        } else if live(self.node_id) {
+            self.node_id
+        } else {
+            -1
+        };
         s
     }
 

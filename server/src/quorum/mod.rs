@@ -179,8 +179,8 @@ impl RaftQuorum {
     ) -> Result<Self, String> {
         let log = store::LogStore::open(dir).map_err(|e| format!("metadata log in {}: {e}", dir.display()))?;
         let pristine = log.is_pristine();
-        let machine =
-            Machine::open(dir, publisher).map_err(|e| format!("metadata snapshot in {}: {e}", dir.display()))?;
+        let machine = Machine::open(dir, settings.node_id as i32, publisher)
+            .map_err(|e| format!("metadata snapshot in {}: {e}", dir.display()))?;
         let stored = log.last_membership().or_else(|| {
             let st = machine.state.borrow();
             let m = &st.membership;
