@@ -219,6 +219,27 @@ impl Broker {
     /// directory locked until the process exits, which the caller should
     /// then do.
     pub fn shutdown(self) -> Stopped {
+        // In a cluster, hand leadership over first (bounded: without a
+        // quorum the broker stops anyway and is fenced by its session).
+        if !self.common.config.quorum_voters.is_empty() {
+            let (tx, rx) = mpsc::channel::<()>();
+            self.common.inboxes[0].push(Box::new(move |shard: &Rc<Shard>| {
+                let shard = shard.clone();
+                compio::runtime::spawn(async move {
+                    if let Some(c) = shard.controller() {
+                        let _ = compio::runtime::time::timeout(CONTROLLED_SHUTDOWN_WAIT, c.leave(&shard)).await;
+                    }
+                    let _ = tx.send(());
+                })
+                .detach();
+            }));
+            if rx
+                .recv_timeout(CONTROLLED_SHUTDOWN_WAIT + Duration::from_secs(1))
+                .is_err()
+            {
+                tracing::warn!("controlled shutdown did not finish; stopping anyway");
+            }
+        }
         for l in &self.listeners {
             // On Linux, shutting down a listening socket takes it out of
             // the SO_REUSEPORT group and fails its pending accepts.
@@ -271,6 +292,10 @@ pub enum Stopped {
     /// A shard did not finish in time; its thread still exists.
     Abandoned,
 }
+
+/// How long a clean shutdown waits for the controller to move this
+/// broker's leadership away.
+const CONTROLLED_SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
 thread_local! {
     /// Set on a shard thread when its runtime should return.

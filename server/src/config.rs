@@ -346,7 +346,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "process.roles",
-        "`broker,controller` (default) or `broker`: what this node runs",
+        "`broker,controller` (default) or `broker` (follows the voters of controller.quorum.voters): what this node runs",
     ),
     (
         "controller.quorum.voters",
@@ -656,10 +656,10 @@ impl BrokerConfig {
                 ));
             }
         }
-        if !self.roles.controller {
+        if !self.roles.controller && self.quorum_voters.is_empty() {
             return Err(invalid(
                 "process.roles",
-                "broker-only nodes (`broker`) are not supported yet: use `broker,controller`",
+                "a broker-only node needs controller.quorum.voters to find the controllers",
             ));
         }
         if self.broker_heartbeat_interval_ms >= self.broker_session_timeout_ms {

@@ -25,7 +25,9 @@ use crate::image::{BrokerMeta, Image, MetaRecord, NO_LEADER, PartitionState};
 use crate::meta::{
     MetaError, OFFSETS_TOPIC, TOPIC_CONFIGS, TopicMeta, is_internal, validate_topic_config, validate_topic_name,
 };
-use crate::quorum::{Command, Peer, Publisher, Quorum, QuorumError, QuorumSettings, RaftQuorum};
+use crate::quorum::{
+    AnyQuorum, Command, ObserverQuorum, Peer, Publisher, Quorum, QuorumError, QuorumSettings, RaftQuorum,
+};
 use crate::shard::{Shard, ShardGone, ShardId};
 use crate::util::Changed;
 
@@ -43,7 +45,7 @@ const RECOVERY_WAIT: Duration = Duration::from_secs(10);
 /// The controller's state, on shard 0 only.
 #[derive(Debug)]
 pub struct Controller {
-    quorum: RaftQuorum,
+    quorum: AnyQuorum,
     node_id: i32,
     /// `sluice.max.partitions`: partitions of all topics together.
     max_partitions: i64,
@@ -57,6 +59,11 @@ pub struct Controller {
     producer_ids: Cell<(i64, i64)>,
     /// This broker's epoch once it has registered.
     epoch: Cell<Option<i64>>,
+    /// Set by a clean shutdown once this broker has fenced itself: no more
+    /// heartbeats.
+    leaving: Cell<bool>,
+    /// `unclean.leader.election.enable`.
+    unclean_leader_election: bool,
     /// Set once `__consumer_offsets` is known to exist.
     offsets_ready: Cell<bool>,
 }
@@ -394,8 +401,14 @@ impl Controller {
             snapshot_every: config.metadata_snapshot_records,
             write_timeout: Duration::from_millis(config.controller_write_timeout_ms),
         };
-        let listener = crate::quorum::bind(&settings).await?;
-        let quorum = RaftQuorum::start(&meta_dir.join("quorum"), listener, settings, publisher, RECOVERY_WAIT).await?;
+        let quorum = if config.roles.controller {
+            let listener = crate::quorum::bind(&settings).await?;
+            let dir = meta_dir.join("quorum");
+            AnyQuorum::Voter(RaftQuorum::start(&dir, listener, settings, publisher, RECOVERY_WAIT).await?)
+        } else {
+            std::fs::create_dir_all(&meta_dir).map_err(|e| format!("{}: {e}", meta_dir.display()))?;
+            AnyQuorum::Observer(ObserverQuorum::start(&meta_dir, settings, publisher, RECOVERY_WAIT).await?)
+        };
         if fresh {
             write_identity(&meta_dir, &config.cluster_id, config.node_id)?;
         }
@@ -408,6 +421,8 @@ impl Controller {
             done: Changed::default(),
             producer_ids: Cell::new((0, 0)),
             epoch: Cell::new(None),
+            leaving: Cell::new(false),
+            unclean_leader_election: config.unclean_leader_election,
             offsets_ready: Cell::new(false),
         };
         shard.set_controller(controller)?;
@@ -503,13 +518,16 @@ impl Controller {
                 fenced: true,
                 registered_ms: crate::groups::group::now_ms(),
             };
-            let records = vec![
-                MetaRecord::RegisterBroker(broker),
-                MetaRecord::UnfenceBroker {
-                    id: self.node_id,
-                    epoch,
-                },
-            ];
+            // Registered, then unfenced with the elections that brings: the
+            // partitions left without a leader whose ISR it is in.
+            let mut image = self.quorum.state().image.clone();
+            let register = MetaRecord::RegisterBroker(broker);
+            if image.apply(&register).is_err() {
+                compio::runtime::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            let mut records = vec![register];
+            records.extend(unfence_records(&image, self.node_id, self.unclean_leader_election));
             let reply = self
                 .quorum
                 .write(Command { records })
@@ -764,13 +782,14 @@ async fn duties(shard: Rc<Shard>, mut known_leader: Option<u64>) {
             }
         }
         if let Some(epoch) = c.epoch.get()
+            && !c.leaving.get()
             && last_beat.is_none_or(|t| t.elapsed() >= beat_every)
         {
             last_beat = Some(Instant::now());
             match leader {
                 Some(l) if l == c.quorum.node_id() => {
                     c.quorum
-                        .heartbeats
+                        .heartbeats()
                         .borrow_mut()
                         .insert(c.node_id, (epoch, Instant::now()));
                 }
@@ -790,13 +809,39 @@ async fn duties(shard: Rc<Shard>, mut known_leader: Option<u64>) {
             }
         }
         if let Some(since) = leading_since {
-            c.check_sessions(&shard, since, session, config.unclean_leader_election)
+            c.check_sessions(&shard, since, session, c.unclean_leader_election)
                 .await;
         }
     }
 }
 
 impl Controller {
+    /// A clean shutdown in a cluster (Kafka's controlled shutdown): this
+    /// broker fences itself, stops heartbeating, and its partitions get new
+    /// leaders from their ISRs before it stops serving. One node alone
+    /// keeps its leadership: nobody could take it over.
+    pub async fn leave(&self, shard: &Shard) {
+        if shard.config().quorum_voters.is_empty() || self.epoch.get().is_none() {
+            return;
+        }
+        self.leaving.set(true);
+        let mut draft = self.draft();
+        for r in fence_records(&draft.image, self.node_id, self.unclean_leader_election) {
+            if let Err(e) = draft.push(r, None) {
+                tracing::warn!(error = %e.message, "drafting the controlled shutdown");
+                return;
+            }
+        }
+        self.lock().await;
+        let mut answers: Vec<Result<(), MetaError>> = vec![Ok(())];
+        self.write(shard, draft.records, &mut answers).await;
+        self.unlock();
+        match answers.first() {
+            Some(Err(e)) => tracing::warn!(error = %e.message, "controlled shutdown: leadership not moved"),
+            _ => tracing::info!("controlled shutdown: this broker is fenced and leads nothing"),
+        }
+    }
+
     /// On the leader: fences registered brokers whose heartbeats stopped for
     /// `session` (counting from their registration, or from when this node
     /// began to lead, whichever is later, for brokers it has not heard
@@ -805,7 +850,7 @@ impl Controller {
     async fn check_sessions(&self, shard: &Shard, since: Instant, session: Duration, unclean: bool) {
         let now = Instant::now();
         let mut draft = self.draft();
-        let beats = self.quorum.heartbeats.borrow().clone();
+        let beats = self.quorum.heartbeats().borrow().clone();
         let brokers: Vec<BrokerMeta> = draft.image.brokers.values().cloned().collect();
         let wall = crate::groups::group::now_ms();
         for b in brokers {

@@ -284,3 +284,46 @@ def test_producers_reach_each_partition_leader_and_groups_find_their_coordinator
     # over the brokers, whichever broker the consumers bootstrapped from.
     assert set(groups.values()) <= {1, 2, 3}
     assert len(set(groups.values())) > 1, groups
+
+
+def test_a_clean_shutdown_hands_leadership_over_before_the_session_runs_out(cluster):
+    create(cluster.node(1), "handover", partitions=6)
+    ctl = metadata(cluster.node(1)).controller_id
+    leaving_id = next(i for i in (1, 2, 3) if i != ctl)
+    observer = cluster.node(ctl)
+    assert any(x.leader == leaving_id for x in metadata(observer).topics["handover"].partitions.values())
+    t0 = time.time()
+    cluster.node(leaving_id).stop()
+    view = wait_for("leaders off the stopped broker", lambda: all(
+        x.leader not in (leaving_id, -1) for x in metadata(observer).topics["handover"].partitions.values())
+        and metadata(observer), timeout=SESSION_MS / 1000)
+    assert time.time() - t0 < SESSION_MS / 1000, "moved by the controlled shutdown, not by the session timeout"
+    assert leaving_id not in view.brokers
+    # It comes back, registered and serving.
+    cluster.node(leaving_id).start()
+    wait_for("the broker back", lambda: leaving_id in metadata(observer).brokers)
+
+
+def test_a_broker_only_node_follows_the_quorum_and_takes_partitions(cluster):
+    with tempfile.TemporaryDirectory() as data:
+        settings = [s for s in cluster.settings(4) if not s.startswith("node.id")] + [
+            "node.id=4", "process.roles=broker"]
+        extra = Broker(data, free_port(), settings, cores=1)
+        extra.start()
+        try:
+            wait_for("four brokers", lambda: sorted(metadata(cluster.node(1)).brokers) == [1, 2, 3, 4])
+            # It reads the cluster's metadata, and writes through the leader.
+            create(extra, "with-four", partitions=8)
+            md = wait_for("the topic seen by the broker-only node",
+                          lambda: "with-four" in metadata(extra).topics and metadata(extra))
+            assert sorted(md.brokers) == [1, 2, 3, 4]
+            assert md.controller_id in (1, 2, 3), "controllers are the voters"
+            assert any(x.leader == 4 for x in md.topics["with-four"].partitions.values())
+            assert os.path.exists(os.path.join(data, "meta", "observer-image.json"))
+            assert not os.path.exists(os.path.join(data, "meta", "quorum")), "not a Raft member"
+            extra.kill9()
+            wait_for("the broker-only node fenced", lambda: 4 not in metadata(cluster.node(1)).brokers,
+                     timeout=SESSION_MS / 1000 + 10)
+        finally:
+            if extra.proc is not None:
+                extra.kill9()

@@ -51,6 +51,23 @@ impl MachineState {
     }
 }
 
+/// The snapshot shards read, with the controller id clients are given:
+/// the quorum `leader` when it is a live broker; when it is not (yet) a
+/// registered broker, this node, which forwards admin changes to it; -1
+/// while no leader is elected.
+pub fn with_controller(state: &MachineState, leader: i32, node_id: i32) -> Snapshot {
+    let mut s = state.snapshot();
+    let live = |id: i32| s.brokers.get(&id).is_some_and(|b| !b.fenced);
+    s.controller_id = if leader < 0 || live(leader) {
+        leader
+    } else if live(node_id) {
+        node_id
+    } else {
+        -1
+    };
+    s
+}
+
 /// The snapshot file: where the image stood after `meta.last_log_id`.
 #[derive(Serialize, Deserialize)]
 struct SnapshotFile {
@@ -103,22 +120,10 @@ impl Machine {
         })
     }
 
-    /// What shards read, with the controller id clients are given: the
-    /// quorum leader when it is a live broker; when the leader is not (yet)
-    /// a registered broker, this node, which forwards admin changes to it;
-    /// -1 while no leader is elected.
+    /// What shards read, with the controller id clients are given (see
+    /// [`with_controller`]).
     pub fn snapshot(&self) -> Snapshot {
-        let mut s = self.state.borrow().snapshot();
-        let leader = self.controller_id.get();
-        let live = |id: i32| s.brokers.get(&id).is_some_and(|b| !b.fenced);
-        s.controller_id = if leader < 0 || live(leader) {
-            leader
-        } else if live(self.node_id) {
-            self.node_id
-        } else {
-            -1
-        };
-        s
+        with_controller(&self.state.borrow(), self.controller_id.get(), self.node_id)
     }
 
     fn snapshot_file(&self) -> io::Result<Option<SnapshotFile>> {
@@ -189,7 +194,7 @@ impl RaftStateMachine<MetaRaft> for Machine {
                 }
             };
             if let Some(r) = responder {
-                answers.push((r, results));
+                answers.push((r, results, entry.log_id.index));
             }
         }
         let published = if self.live.get() {
@@ -198,10 +203,11 @@ impl RaftStateMachine<MetaRaft> for Machine {
         } else {
             Ok(())
         };
-        for (responder, results) in answers {
+        for (responder, results, applied_index) in answers {
             responder.send(Reply {
                 results,
                 not_installed: published.as_ref().err().cloned(),
+                applied_index,
             });
         }
         Ok(())

@@ -23,7 +23,10 @@ use crate::meta::MetaError;
 
 pub mod machine;
 mod net;
+mod observer;
 mod store;
+
+pub use observer::ObserverQuorum;
 
 pub use net::Peer;
 
@@ -56,6 +59,8 @@ pub struct Reply {
     /// Set when the node that applied it could not install the new image
     /// on its shards (a partition that cannot be opened); says why.
     pub not_installed: Option<String>,
+    /// The index of the log entry.
+    pub applied_index: u64,
 }
 
 openraft::declare_raft_types!(
@@ -213,7 +218,7 @@ impl RaftQuorum {
         }
         let heartbeats = Heartbeats::default();
         if let Some(listener) = listener {
-            compio::runtime::spawn(net::serve(listener, raft.clone(), heartbeats.clone())).detach();
+            compio::runtime::spawn(net::serve(listener, raft.clone(), machine.clone(), heartbeats.clone())).detach();
         }
         if let Err(e) = raft.wait_for_recovery(Some(recovery)).await {
             tracing::warn!(error = %e, "no controller leader within {recovery:?}; serving the metadata this node has");
@@ -281,5 +286,74 @@ impl Quorum for RaftQuorum {
     fn leader(&self) -> Option<u64> {
         use openraft::async_runtime::WatchReceiver;
         self.raft.metrics().borrow_watched().current_leader
+    }
+}
+
+/// The quorum a node takes part in: as a voter, or as an observer
+/// (`process.roles=broker`).
+#[derive(Debug, Clone)]
+pub enum AnyQuorum {
+    Voter(RaftQuorum),
+    Observer(ObserverQuorum),
+}
+
+impl AnyQuorum {
+    pub fn node_id(&self) -> u64 {
+        match self {
+            Self::Voter(q) => q.node_id(),
+            Self::Observer(q) => q.node_id(),
+        }
+    }
+
+    pub fn address_of(&self, id: u64) -> Option<&str> {
+        match self {
+            Self::Voter(q) => q.address_of(id),
+            Self::Observer(q) => q.address_of(id),
+        }
+    }
+
+    pub fn set_controller_id(&self, id: i32) {
+        match self {
+            Self::Voter(q) => q.set_controller_id(id),
+            Self::Observer(q) => q.set_controller_id(id),
+        }
+    }
+
+    pub fn snapshot(&self) -> crate::meta::Snapshot {
+        match self {
+            Self::Voter(q) => q.snapshot(),
+            Self::Observer(q) => q.snapshot(),
+        }
+    }
+
+    /// Heartbeats received while leading (always empty on an observer).
+    pub fn heartbeats(&self) -> &Heartbeats {
+        match self {
+            Self::Voter(q) => &q.heartbeats,
+            Self::Observer(q) => &q.heartbeats,
+        }
+    }
+}
+
+impl Quorum for AnyQuorum {
+    async fn write(&self, command: Command) -> Result<Reply, QuorumError> {
+        match self {
+            Self::Voter(q) => q.write(command).await,
+            Self::Observer(q) => q.write(command).await,
+        }
+    }
+
+    fn state(&self) -> Ref<'_, MachineState> {
+        match self {
+            Self::Voter(q) => q.state(),
+            Self::Observer(q) => q.state(),
+        }
+    }
+
+    fn leader(&self) -> Option<u64> {
+        match self {
+            Self::Voter(q) => q.leader(),
+            Self::Observer(q) => q.leader(),
+        }
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use compio::BufResult;
 use compio::io::{AsyncReadExt, AsyncWriteExt};
 use compio::net::{TcpListener, TcpStream};
-use openraft::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
+use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, VoteOf};
 use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
@@ -23,6 +23,11 @@ use serde::{Deserialize, Serialize};
 
 use super::machine::Machine;
 use super::{Command, Heartbeats, MetaRaft, Reply};
+use crate::image::Image;
+
+/// A voter's answer to an observer: the leader it knows, and the applied
+/// image with its log id when newer than what the observer has.
+pub type ImageAnswer = (Option<u64>, Option<(Option<LogIdOf<MetaRaft>>, Image)>);
 
 /// Frames above this are refused.
 const MAX_FRAME: usize = 256 << 20;
@@ -44,6 +49,11 @@ enum Rpc {
         broker: i32,
         epoch: i64,
     },
+    /// An observer asks for the applied image if it is newer than the
+    /// entry index it has.
+    Image {
+        known: Option<u64>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -54,6 +64,11 @@ enum RpcReply {
     Snapshot(SnapshotResponse<MetaRaft>),
     Write(Reply),
     Heartbeat,
+    /// The leader this voter knows, and its image when newer.
+    Image {
+        leader: Option<u64>,
+        newer: Option<(Option<LogIdOf<MetaRaft>>, Image)>,
+    },
     /// The receiver could not serve the request (it is shutting down, it
     /// no longer leads); the text says why.
     Failed(String),
@@ -85,7 +100,7 @@ async fn read_frame<T: DeserializeOwned>(stream: &mut TcpStream) -> io::Result<T
 }
 
 /// Serves the quorum's RPCs on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, raft: Raft<MetaRaft, Machine>, heartbeats: Heartbeats) {
+pub async fn serve(listener: TcpListener, raft: Raft<MetaRaft, Machine>, machine: Machine, heartbeats: Heartbeats) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -97,8 +112,9 @@ pub async fn serve(listener: TcpListener, raft: Raft<MetaRaft, Machine>, heartbe
         };
         let raft = raft.clone();
         let heartbeats = heartbeats.clone();
+        let machine = machine.clone();
         compio::runtime::spawn(async move {
-            if let Err(e) = serve_one(stream, &raft, &heartbeats).await
+            if let Err(e) = serve_one(stream, &raft, &machine, &heartbeats).await
                 && e.kind() != io::ErrorKind::UnexpectedEof
             {
                 tracing::debug!(%peer, error = %e, "controller connection closed");
@@ -108,7 +124,12 @@ pub async fn serve(listener: TcpListener, raft: Raft<MetaRaft, Machine>, heartbe
     }
 }
 
-async fn serve_one(mut stream: TcpStream, raft: &Raft<MetaRaft, Machine>, heartbeats: &Heartbeats) -> io::Result<()> {
+async fn serve_one(
+    mut stream: TcpStream,
+    raft: &Raft<MetaRaft, Machine>,
+    machine: &Machine,
+    heartbeats: &Heartbeats,
+) -> io::Result<()> {
     loop {
         let rpc: Rpc = read_frame(&mut stream).await?;
         let reply = match rpc {
@@ -136,6 +157,13 @@ async fn serve_one(mut stream: TcpStream, raft: &Raft<MetaRaft, Machine>, heartb
             Rpc::Heartbeat { broker, epoch } => {
                 heartbeats.borrow_mut().insert(broker, (epoch, Instant::now()));
                 RpcReply::Heartbeat
+            }
+            Rpc::Image { known } => {
+                use openraft::async_runtime::WatchReceiver;
+                let leader = raft.metrics().borrow_watched().current_leader;
+                let st = machine.state.borrow();
+                let newer = (st.applied.map(|l| l.index) > known).then(|| (st.applied, st.image.clone()));
+                RpcReply::Image { leader, newer }
             }
         };
         write_frame(&mut stream, &reply).await?;
@@ -193,6 +221,15 @@ impl Peer {
     pub async fn heartbeat(&mut self, broker: i32, epoch: i64, ttl: Duration) -> Result<(), String> {
         match self.call(&Rpc::Heartbeat { broker, epoch }, ttl).await? {
             RpcReply::Heartbeat => Ok(()),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
+    /// The leader the voter at this peer knows, and its applied image when
+    /// it is past entry `known`.
+    pub async fn image(&mut self, known: Option<u64>, ttl: Duration) -> Result<ImageAnswer, String> {
+        match self.call(&Rpc::Image { known }, ttl).await? {
+            RpcReply::Image { leader, newer } => Ok((leader, newer)),
             other => Err(format!("unexpected answer {other:?}")),
         }
     }
