@@ -276,7 +276,15 @@ impl Quorum for RaftQuorum {
             return Err(QuorumError::NoLeader("no leader is elected".into()));
         };
         let mut peer = net::Peer::new(node.addr);
-        peer.write(command, ttl).await.map_err(QuorumError::NoLeader)
+        let reply = peer.write(command, ttl).await.map_err(QuorumError::NoLeader)?;
+        // Answer once this node has applied the entry too (and so installed
+        // it on its shards), as the leader does before it answers.
+        self.raft
+            .wait(Some(ttl))
+            .applied_index_at_least(Some(reply.applied_index), "a forwarded write applied here")
+            .await
+            .map_err(|e| QuorumError::TimedOut(format!("the change did not reach this node: {e}")))?;
+        Ok(reply)
     }
 
     fn state(&self) -> Ref<'_, MachineState> {

@@ -127,25 +127,26 @@ async fn follow(inner: std::rc::Weak<Inner>, publisher: Publisher, first: Rc<cra
                 first.set();
                 q.leader.set(leader);
                 if let Some((applied, image)) = newer {
-                    {
-                        let mut st = q.state.borrow_mut();
-                        st.applied = applied;
-                        st.image = image;
-                    }
-                    let file = ImageFile {
-                        applied,
-                        image: q.state.borrow().image.clone(),
-                    };
+                    let file = ImageFile { applied, image };
                     if let Err(e) = serde_json::to_vec(&file)
                         .map_err(std::io::Error::other)
                         .and_then(|b| replace_file(&q.file, &b))
                     {
                         tracing::warn!(error = %e, "keeping the metadata image");
                     }
-                    let snapshot = with_controller(&q.state.borrow(), q.controller_id.get(), q.settings.node_id as i32);
+                    // Installed on the shards first, then visible as
+                    // applied: a write waiting for this index is answered
+                    // only once the shards have it.
+                    let next = MachineState {
+                        image: file.image,
+                        applied,
+                        membership: Default::default(),
+                    };
+                    let snapshot = with_controller(&next, q.controller_id.get(), q.settings.node_id as i32);
                     if let Err(e) = publisher(Arc::new(snapshot)).await {
                         tracing::error!(error = %e, "installing metadata from the controller");
                     }
+                    *q.state.borrow_mut() = next;
                 }
             }
             Err(e) => {
@@ -163,7 +164,8 @@ impl Quorum for ObserverQuorum {
         let ttl = self.inner.settings.write_timeout;
         let deadline = Instant::now() + ttl;
         // Wait a little for a leader to be known (a start, an election).
-        while self.inner.leader.get().is_none() && Instant::now() < deadline.min(Instant::now() + POLL * 30) {
+        let known_by = deadline.min(Instant::now() + POLL * 30);
+        while self.inner.leader.get().is_none() && Instant::now() < known_by {
             compio::runtime::time::sleep(POLL).await;
         }
         let leader = self
