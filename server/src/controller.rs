@@ -897,6 +897,130 @@ impl Controller {
     }
 }
 
+/// An ISR change asked by a partition's leader (Kafka's AlterPartition).
+#[derive(Debug, Clone)]
+pub struct IsrChange {
+    pub broker: i32,
+    pub broker_epoch: i64,
+    pub topic: Uuid,
+    pub partition: i32,
+    /// The leader epoch and partition epoch the leader holds.
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub isr: Vec<i32>,
+}
+
+/// Checks an ISR change against the image, as Kafka's controller does, and
+/// returns the record that makes it: the asker must be the partition's
+/// leader with its current broker epoch, at the current leader and
+/// partition epochs; the new ISR holds the leader, only replicas, and only
+/// unfenced brokers among those it adds.
+pub fn alter_isr(image: &Image, change: &IsrChange) -> Result<MetaRecord, MetaError> {
+    let broker = image
+        .brokers
+        .get(&change.broker)
+        .filter(|b| b.epoch == change.broker_epoch);
+    if broker.is_none_or(|b| b.fenced) {
+        return Err(refuse(
+            ErrorCode::StaleBrokerEpoch,
+            format!(
+                "broker {} has no live registration with epoch {}",
+                change.broker, change.broker_epoch
+            ),
+        ));
+    }
+    let topic = image
+        .topic_by_id(&change.topic)
+        .ok_or_else(|| refuse(ErrorCode::UnknownTopicId, format!("no topic has id {}", change.topic)))?;
+    let now = usize::try_from(change.partition)
+        .ok()
+        .and_then(|i| topic.partition_states.get(i))
+        .ok_or_else(|| {
+            refuse(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("`{}` has no partition {}", topic.name, change.partition),
+            )
+        })?;
+    if now.leader != change.broker {
+        return Err(refuse(
+            ErrorCode::NotLeaderOrFollower,
+            format!(
+                "broker {} does not lead {}-{}",
+                change.broker, topic.name, change.partition
+            ),
+        ));
+    }
+    if change.leader_epoch != now.leader_epoch {
+        return Err(refuse(
+            ErrorCode::FencedLeaderEpoch,
+            format!(
+                "leader epoch {} is not the current {}",
+                change.leader_epoch, now.leader_epoch
+            ),
+        ));
+    }
+    if change.partition_epoch != now.partition_epoch {
+        return Err(refuse(
+            ErrorCode::InvalidUpdateVersion,
+            format!(
+                "partition epoch {} is not the current {}",
+                change.partition_epoch, now.partition_epoch
+            ),
+        ));
+    }
+    if !change.isr.contains(&change.broker) || change.isr.iter().any(|b| !now.replicas.contains(b)) {
+        return Err(refuse(
+            ErrorCode::InvalidRequest,
+            format!(
+                "ISR {:?} must hold the leader and only replicas {:?}",
+                change.isr, now.replicas
+            ),
+        ));
+    }
+    if let Some(b) = change.isr.iter().find(|b| !now.isr.contains(b) && !is_live(image, **b)) {
+        return Err(refuse(
+            ErrorCode::IneligibleReplica,
+            format!("broker {b} is fenced or not registered and cannot join the ISR"),
+        ));
+    }
+    let mut isr = change.isr.clone();
+    isr.dedup();
+    Ok(MetaRecord::ChangePartition {
+        id: topic.id,
+        partition: change.partition,
+        state: PartitionState {
+            replicas: now.replicas.clone(),
+            isr,
+            leader: now.leader,
+            leader_epoch: now.leader_epoch,
+            partition_epoch: now.partition_epoch + 1,
+        },
+    })
+}
+
+impl Controller {
+    /// Applies an ISR change from a partition's leader through the quorum
+    /// (one at a time, as every change); answers with the partition state
+    /// after it.
+    pub async fn alter_partition(&self, shard: &Shard, change: IsrChange) -> Result<PartitionState, MetaError> {
+        let answers = self
+            .change(shard, vec![change], |draft, change| {
+                let record = alter_isr(&draft.image, &change)?;
+                draft.push(record, None)?;
+                let t = draft
+                    .image
+                    .topic_by_id(&change.topic)
+                    .ok_or_else(|| refuse(ErrorCode::UnknownTopicId, "the topic went away"))?;
+                Ok(t.partition_states[change.partition as usize].clone())
+            })
+            .await;
+        answers
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Err(refuse(ErrorCode::UnknownServerError, "no answer")))
+    }
+}
+
 /// Whether `broker` may lead: registered and not fenced.
 fn is_live(image: &Image, broker: i32) -> bool {
     image.brokers.get(&broker).is_some_and(|b| !b.fenced)
@@ -1162,6 +1286,67 @@ mod tests {
         // With unclean election the live out-of-sync replica leads alone.
         let p = after(img.clone(), &fence_records(&img, 1, true));
         assert_eq!((p[2].leader, p[2].isr.clone()), (2, vec![2]));
+    }
+
+    #[test]
+    fn isr_changes_are_checked_against_leader_broker_and_partition_epochs() {
+        let img = image(
+            &[(1, false), (2, false), (3, true)],
+            vec![state(&[1, 2, 3], &[1, 2], 1)],
+        );
+        let ask = |broker: i32, broker_epoch: i64, leader_epoch: i32, partition_epoch: i32, isr: &[i32]| {
+            alter_isr(
+                &img,
+                &IsrChange {
+                    broker,
+                    broker_epoch,
+                    topic: Uuid::from_u128(1),
+                    partition: 0,
+                    leader_epoch,
+                    partition_epoch,
+                    isr: isr.to_vec(),
+                },
+            )
+        };
+        let code = |r: Result<MetaRecord, MetaError>| r.unwrap_err().code;
+        // The leader shrinks the ISR at the current epochs.
+        let ok = ask(1, 0, 4, 7, &[1]).unwrap();
+        let p = after(img.clone(), &[ok]);
+        assert_eq!(
+            (p[0].isr.clone(), p[0].leader_epoch, p[0].partition_epoch),
+            (vec![1], 4, 8)
+        );
+        assert_eq!(
+            code(ask(2, 1, 4, 7, &[2])),
+            ErrorCode::NotLeaderOrFollower,
+            "only the leader asks"
+        );
+        assert_eq!(
+            code(ask(1, 5, 4, 7, &[1])),
+            ErrorCode::StaleBrokerEpoch,
+            "a past registration"
+        );
+        assert_eq!(code(ask(1, 0, 3, 7, &[1])), ErrorCode::FencedLeaderEpoch);
+        assert_eq!(
+            code(ask(1, 0, 4, 6, &[1])),
+            ErrorCode::InvalidUpdateVersion,
+            "one change at a time"
+        );
+        assert_eq!(
+            code(ask(1, 0, 4, 7, &[2])),
+            ErrorCode::InvalidRequest,
+            "the ISR holds the leader"
+        );
+        assert_eq!(
+            code(ask(1, 0, 4, 7, &[1, 9])),
+            ErrorCode::InvalidRequest,
+            "only replicas"
+        );
+        assert_eq!(
+            code(ask(1, 0, 4, 7, &[1, 2, 3])),
+            ErrorCode::IneligibleReplica,
+            "3 is fenced"
+        );
     }
 
     #[test]
