@@ -11,8 +11,8 @@
 //! records that reverse it, and the resource gets KAFKA_STORAGE_ERROR.
 //! Changes are serialised on the controller.
 
-use std::cell::{Cell, OnceCell};
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -132,7 +132,7 @@ impl Draft {
 
     /// Refuses a change that adds `more` partitions past the cap.
     fn check_room(&self, more: i32) -> Result<(), MetaError> {
-        let total: i64 = self.image.topics.values().map(|t| i64::from(t.partitions)).sum();
+        let total = self.image.partition_count();
         if total + i64::from(more) > self.max_partitions {
             return Err(refuse(
                 ErrorCode::PolicyViolation,
@@ -145,16 +145,6 @@ impl Draft {
         Ok(())
     }
 
-    /// Brokers that may take new replicas: registered and not fenced.
-    fn live_brokers(&self) -> Vec<i32> {
-        self.image
-            .brokers
-            .values()
-            .filter(|b| !b.fenced)
-            .map(|b| b.id)
-            .collect()
-    }
-
     /// Replicas for partitions `first..first + count`: `rf` live brokers
     /// each, leaders spread round the brokers.
     fn place(&self, first: i32, count: i32, replication_factor: i16) -> Result<Vec<PartitionState>, MetaError> {
@@ -163,7 +153,13 @@ impl Draft {
         } else {
             replication_factor
         };
-        let live = self.live_brokers();
+        let live: Vec<i32> = self
+            .image
+            .brokers
+            .keys()
+            .copied()
+            .filter(|&b| self.image.is_live(b))
+            .collect();
         if rf < 1 || rf as usize > live.len() {
             return Err(refuse(
                 ErrorCode::InvalidReplicationFactor,
@@ -175,7 +171,7 @@ impl Draft {
         }
         // Start where the cluster's partition count leaves off, so the
         // leaders of many small topics do not all land on one broker.
-        let offset: i64 = self.image.topics.values().map(|t| i64::from(t.partitions)).sum();
+        let offset = self.image.partition_count();
         Ok((first..first + count)
             .map(|p| {
                 let start = (offset + i64::from(p)) as usize % live.len();
@@ -184,32 +180,24 @@ impl Draft {
             .collect())
     }
 
-    /// Partitions from a request's own replica assignment.
+    /// Partitions from a request's own replica assignment: registered
+    /// brokers, the same number for every partition, each broker once.
     fn assigned(&self, assignments: &[Vec<i32>]) -> Result<Vec<PartitionState>, MetaError> {
-        let known: BTreeSet<i32> = self.image.brokers.keys().copied().collect();
         let rf = assignments.first().map_or(0, Vec::len);
         assignments
             .iter()
             .map(|replicas| {
+                let bad = |m: String| refuse(ErrorCode::InvalidReplicaAssignment, m);
                 if replicas.len() != rf {
-                    return Err(refuse(
-                        ErrorCode::InvalidReplicaAssignment,
-                        "every partition of an assignment needs the same number of replicas",
+                    return Err(bad(
+                        "every partition of an assignment needs the same number of replicas".into(),
                     ));
                 }
-                if let Some(b) = replicas.iter().find(|b| !known.contains(b)) {
-                    return Err(refuse(
-                        ErrorCode::InvalidReplicaAssignment,
-                        format!("broker {b} is not registered"),
-                    ));
+                if let Some(b) = replicas.iter().find(|b| !self.image.brokers.contains_key(b)) {
+                    return Err(bad(format!("broker {b} is not registered")));
                 }
                 let state = PartitionState::new(replicas.clone());
-                if replicas.iter().collect::<BTreeSet<_>>().len() != replicas.len() || replicas.is_empty() {
-                    return Err(refuse(
-                        ErrorCode::InvalidReplicaAssignment,
-                        format!("replicas {replicas:?} are empty or name a broker twice"),
-                    ));
-                }
+                state.check().map_err(bad)?;
                 Ok(state)
             })
             .collect()
@@ -809,8 +797,7 @@ async fn duties(shard: Rc<Shard>, mut known_leader: Option<u64>) {
             }
         }
         if let Some(since) = leading_since {
-            c.check_sessions(&shard, since, session, c.unclean_leader_election)
-                .await;
+            c.check_sessions(&shard, since, session).await;
         }
     }
 }
@@ -825,18 +812,15 @@ impl Controller {
             return;
         }
         self.leaving.set(true);
-        let mut draft = self.draft();
-        for r in fence_records(&draft.image, self.node_id, self.unclean_leader_election) {
-            if let Err(e) = draft.push(r, None) {
-                tracing::warn!(error = %e.message, "drafting the controlled shutdown");
-                return;
-            }
-        }
-        self.lock().await;
-        let mut answers: Vec<Result<(), MetaError>> = vec![Ok(())];
-        self.write(shard, draft.records, &mut answers).await;
-        self.unlock();
-        match answers.first() {
+        let (node, unclean) = (self.node_id, self.unclean_leader_election);
+        let answer = self
+            .change(shard, vec![()], move |draft, ()| {
+                fence_records(&draft.image, node, unclean)
+                    .into_iter()
+                    .try_for_each(|r| draft.push(r, None))
+            })
+            .await;
+        match answer.first() {
             Some(Err(e)) => tracing::warn!(error = %e.message, "controlled shutdown: leadership not moved"),
             _ => tracing::info!("controlled shutdown: this broker is fenced and leads nothing"),
         }
@@ -846,52 +830,44 @@ impl Controller {
     /// `session` (counting from their registration, or from when this node
     /// began to lead, whichever is later, for brokers it has not heard
     /// from), and unfences fenced brokers that heartbeat again with their
-    /// current epoch.
-    async fn check_sessions(&self, shard: &Shard, since: Instant, session: Duration, unclean: bool) {
-        let now = Instant::now();
-        let mut draft = self.draft();
+    /// current epoch. Drafted under the change lock, on the image as it is.
+    async fn check_sessions(&self, shard: &Shard, since: Instant, session: Duration) {
         let beats = self.quorum.heartbeats().borrow().clone();
-        let brokers: Vec<BrokerMeta> = draft.image.brokers.values().cloned().collect();
-        let wall = crate::groups::group::now_ms();
-        for b in brokers {
-            let seen = beats.get(&b.id).filter(|(e, _)| *e == b.epoch).map(|(_, t)| *t);
-            // A registration counts as a heartbeat: a broker that has just
-            // (re)registered gets a whole session to send its first one.
-            let registered_ago = Duration::from_millis(u64::try_from(wall - b.registered_ms).unwrap_or(0));
-            let registered = now.checked_sub(registered_ago).unwrap_or(since);
-            let last = seen.unwrap_or(since).max(since).max(registered);
-            let alive = now.duration_since(last) < session;
-            let records = match (b.fenced, alive) {
-                (false, false) => {
-                    tracing::warn!(
-                        broker = b.id,
-                        "no heartbeat within broker.session.timeout.ms: fencing it"
-                    );
-                    fence_records(&draft.image, b.id, unclean)
+        let unclean = self.unclean_leader_election;
+        let answer = self
+            .change(shard, vec![()], move |draft, ()| {
+                let now = Instant::now();
+                let wall = crate::groups::group::now_ms();
+                let brokers: Vec<BrokerMeta> = draft.image.brokers.values().cloned().collect();
+                for b in brokers {
+                    let seen = beats.get(&b.id).filter(|(e, _)| *e == b.epoch).map(|(_, t)| *t);
+                    // A registration counts as a heartbeat: a broker that
+                    // has just (re)registered gets a whole session to send
+                    // its first one.
+                    let registered_ago = Duration::from_millis(u64::try_from(wall - b.registered_ms).unwrap_or(0));
+                    let registered = now.checked_sub(registered_ago).unwrap_or(since);
+                    let last = seen.unwrap_or(since).max(since).max(registered);
+                    let alive = now.duration_since(last) < session;
+                    let records = match (b.fenced, alive) {
+                        (false, false) => {
+                            tracing::warn!(
+                                broker = b.id,
+                                "no heartbeat within broker.session.timeout.ms: fencing it"
+                            );
+                            fence_records(&draft.image, b.id, unclean)
+                        }
+                        (true, true) if seen.is_some() => {
+                            tracing::info!(broker = b.id, "heartbeat from a fenced broker: unfencing it");
+                            unfence_records(&draft.image, b.id, unclean)
+                        }
+                        _ => continue,
+                    };
+                    records.into_iter().try_for_each(|r| draft.push(r, None))?;
                 }
-                (true, true) if seen.is_some() => {
-                    tracing::info!(broker = b.id, "heartbeat from a fenced broker: unfencing it");
-                    unfence_records(&draft.image, b.id, unclean)
-                }
-                _ => continue,
-            };
-            for r in records {
-                if let Err(e) = draft.push(r, None) {
-                    tracing::error!(error = %e.message, "drafting an election");
-                }
-            }
-        }
-        if draft.records.is_empty() {
-            return;
-        }
-        self.lock().await;
-        let mut answers: Vec<Result<(), MetaError>> = vec![Ok(())];
-        for d in &mut draft.records {
-            d.slot = 0;
-        }
-        self.write(shard, draft.records, &mut answers).await;
-        self.unlock();
-        if let Some(Err(e)) = answers.first() {
+                Ok(())
+            })
+            .await;
+        if let Some(Err(e)) = answer.first() {
             tracing::warn!(error = %e.message, "writing fencing and elections");
         }
     }
@@ -977,7 +953,7 @@ pub fn alter_isr(image: &Image, change: &IsrChange) -> Result<MetaRecord, MetaEr
             ),
         ));
     }
-    if let Some(b) = change.isr.iter().find(|b| !now.isr.contains(b) && !is_live(image, **b)) {
+    if let Some(b) = change.isr.iter().find(|b| !now.isr.contains(b) && !image.is_live(**b)) {
         return Err(refuse(
             ErrorCode::IneligibleReplica,
             format!("broker {b} is fenced or not registered and cannot join the ISR"),
@@ -1021,11 +997,6 @@ impl Controller {
     }
 }
 
-/// Whether `broker` may lead: registered and not fenced.
-fn is_live(image: &Image, broker: i32) -> bool {
-    image.brokers.get(&broker).is_some_and(|b| !b.fenced)
-}
-
 /// The next state of a partition, or `None` when nothing changes: the
 /// leader epoch grows when the leader changes, the partition epoch always.
 fn next_state(now: &PartitionState, isr: Vec<i32>, leader: i32) -> Option<PartitionState> {
@@ -1054,7 +1025,7 @@ pub fn fence_records(image: &Image, broker: i32, unclean: bool) -> Vec<MetaRecor
         id: broker,
         epoch: b.epoch,
     }];
-    let live = |id: i32| id != broker && is_live(image, id);
+    let live = |id: i32| id != broker && image.is_live(id);
     for t in image.topics.values() {
         for (i, p) in t.partition_states.iter().enumerate() {
             if p.leader != broker && !p.isr.contains(&broker) {
@@ -1206,9 +1177,6 @@ where
             .collect(),
     }
 }
-
-/// The controller slot of a shard: set on shard 0 at start.
-pub type ControllerSlot = OnceCell<Controller>;
 
 #[cfg(test)]
 mod tests {

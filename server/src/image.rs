@@ -52,7 +52,7 @@ impl PartitionState {
 
     /// Checks what must hold of every partition state; a record that
     /// breaks it is refused.
-    fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         if self.replicas.is_empty() {
             return Err("a partition needs at least one replica".into());
         }
@@ -165,6 +165,16 @@ fn refuse(code: ErrorCode, message: impl Into<String>) -> MetaError {
 }
 
 impl Image {
+    /// Whether `broker` may lead and take replicas: registered, not fenced.
+    pub fn is_live(&self, broker: i32) -> bool {
+        self.brokers.get(&broker).is_some_and(|b| !b.fenced)
+    }
+
+    /// Partitions of all topics together.
+    pub fn partition_count(&self) -> i64 {
+        self.topics.values().map(|t| i64::from(t.partitions)).sum()
+    }
+
     pub fn topic_by_id(&self, id: &Uuid) -> Option<&Arc<TopicMeta>> {
         self.topics.values().find(|t| t.id == *id)
     }

@@ -212,17 +212,10 @@ struct TopicsFile {
 /// `meta/topics.json` and `meta/producer-ids` (the end of the producer ids
 /// reserved). `None` when there are none.
 pub fn read_legacy(meta_dir: &Path) -> std::io::Result<Option<(Vec<LegacyTopic>, i64)>> {
-    let path = meta_dir.join("topics.json");
-    let topics = match std::fs::read(&path) {
-        Ok(bytes) => {
-            let file: TopicsFile = serde_json::from_slice(&bytes).map_err(|e| {
-                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))
-            })?;
-            file.topics
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
+    let Some(file) = crate::quorum::read_json::<TopicsFile>(&meta_dir.join("topics.json"))? else {
+        return Ok(None);
     };
+    let topics = file.topics;
     let reserved = match std::fs::read_to_string(meta_dir.join("producer-ids")) {
         Ok(s) => s
             .trim()

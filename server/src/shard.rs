@@ -20,7 +20,7 @@ use crossbeam_queue::SegQueue;
 use sluice_engine::{Env, Log, LogConfig, OpenFiles};
 
 use crate::config::BrokerConfig;
-use crate::controller::{Controller, ControllerSlot};
+use crate::controller::Controller;
 use crate::meta::{self, Snapshot, TopicMeta};
 use crate::partition::Partition;
 use crate::producer_state::ProducerStates;
@@ -141,7 +141,7 @@ pub struct Shard {
     meta: RefCell<Arc<Snapshot>>,
     partitions: RefCell<PartitionTable>,
     /// The controller; set on shard 0 only, once it has started.
-    controller: ControllerSlot,
+    controller: std::cell::OnceCell<Controller>,
     /// Set once this shard has installed the metadata the controller
     /// recovered at start; it serves clients only after that.
     pub installed: Flag,
@@ -177,7 +177,7 @@ impl Shard {
             common,
             meta: RefCell::new(snapshot),
             partitions: RefCell::new(HashMap::new()),
-            controller: ControllerSlot::new(),
+            controller: std::cell::OnceCell::new(),
             installed: Flag::default(),
             budget,
             stopping: Flag::default(),

@@ -34,7 +34,7 @@ pub use net::Peer;
 pub type Heartbeats = Rc<RefCell<HashMap<i32, (i64, Instant)>>>;
 
 pub use machine::{MachineState, Publisher};
-pub use store::replace_file;
+pub use store::{read_json, replace_file};
 
 use machine::Machine;
 
@@ -250,13 +250,6 @@ impl RaftQuorum {
     /// Sets the controller id shards see in Metadata (the leader, or -1).
     pub fn set_controller_id(&self, id: i32) {
         self.machine.controller_id.set(id);
-    }
-
-    /// Stops the Raft node.
-    pub async fn shutdown(&self) {
-        if let Err(e) = self.raft.shutdown().await {
-            tracing::warn!(error = %e, "stopping the controller quorum");
-        }
     }
 }
 

@@ -217,21 +217,34 @@ impl Peer {
         }
     }
 
+    /// [`Peer::call`], taking the answer of the kind `pick` accepts; any
+    /// other answer is an error.
+    async fn ask<T>(
+        &mut self,
+        rpc: &Rpc,
+        ttl: Duration,
+        pick: fn(RpcReply) -> Result<T, RpcReply>,
+    ) -> Result<T, String> {
+        pick(self.call(rpc, ttl).await?).map_err(|other| format!("unexpected answer {other:?}"))
+    }
+
     /// Tells the leader at this peer that `broker` is alive.
     pub async fn heartbeat(&mut self, broker: i32, epoch: i64, ttl: Duration) -> Result<(), String> {
-        match self.call(&Rpc::Heartbeat { broker, epoch }, ttl).await? {
+        self.ask(&Rpc::Heartbeat { broker, epoch }, ttl, |r| match r {
             RpcReply::Heartbeat => Ok(()),
-            other => Err(format!("unexpected answer {other:?}")),
-        }
+            other => Err(other),
+        })
+        .await
     }
 
     /// The leader the voter at this peer knows, and its applied image when
     /// it is past entry `known`.
     pub async fn image(&mut self, known: Option<u64>, ttl: Duration) -> Result<ImageAnswer, String> {
-        match self.call(&Rpc::Image { known }, ttl).await? {
+        self.ask(&Rpc::Image { known }, ttl, |r| match r {
             RpcReply::Image { leader, newer } => Ok((leader, newer)),
-            other => Err(format!("unexpected answer {other:?}")),
-        }
+            other => Err(other),
+        })
+        .await
     }
 
     /// The address this peer was made for.
@@ -241,10 +254,11 @@ impl Peer {
 
     /// Forwards a metadata write to the leader at this peer.
     pub async fn write(&mut self, command: Command, ttl: Duration) -> Result<Reply, String> {
-        match self.call(&Rpc::Write(command), ttl).await? {
+        self.ask(&Rpc::Write(command), ttl, |r| match r {
             RpcReply::Write(r) => Ok(r),
-            other => Err(format!("unexpected answer {other:?}")),
-        }
+            other => Err(other),
+        })
+        .await
     }
 }
 
@@ -260,13 +274,12 @@ impl RaftNetworkV2<MetaRaft> for Peer {
         rpc: AppendEntriesRequest<MetaRaft>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<MetaRaft>, RPCError<MetaRaft>> {
-        match self.call(&Rpc::Append(rpc), option.hard_ttl()).await {
-            Ok(RpcReply::Append(r)) => Ok(r),
-            Ok(other) => Err(RPCError::Unreachable(unreachable(format!(
-                "unexpected answer {other:?}"
-            )))),
-            Err(why) => Err(RPCError::Unreachable(unreachable(why))),
-        }
+        self.ask(&Rpc::Append(rpc), option.hard_ttl(), |r| match r {
+            RpcReply::Append(a) => Ok(a),
+            other => Err(other),
+        })
+        .await
+        .map_err(|why| RPCError::Unreachable(unreachable(why)))
     }
 
     async fn vote(
@@ -274,13 +287,12 @@ impl RaftNetworkV2<MetaRaft> for Peer {
         rpc: VoteRequest<MetaRaft>,
         option: RPCOption,
     ) -> Result<VoteResponse<MetaRaft>, RPCError<MetaRaft>> {
-        match self.call(&Rpc::Vote(rpc), option.hard_ttl()).await {
-            Ok(RpcReply::Vote(r)) => Ok(r),
-            Ok(other) => Err(RPCError::Unreachable(unreachable(format!(
-                "unexpected answer {other:?}"
-            )))),
-            Err(why) => Err(RPCError::Unreachable(unreachable(why))),
-        }
+        self.ask(&Rpc::Vote(rpc), option.hard_ttl(), |r| match r {
+            RpcReply::Vote(v) => Ok(v),
+            other => Err(other),
+        })
+        .await
+        .map_err(|why| RPCError::Unreachable(unreachable(why)))
     }
 
     async fn full_snapshot(
@@ -297,13 +309,12 @@ impl RaftNetworkV2<MetaRaft> for Peer {
             meta: snapshot.meta,
             data,
         };
-        match self.call(&rpc, option.hard_ttl()).await {
-            Ok(RpcReply::Snapshot(r)) => Ok(r),
-            Ok(other) => Err(StreamingError::Unreachable(unreachable(format!(
-                "unexpected answer {other:?}"
-            )))),
-            Err(why) => Err(StreamingError::Unreachable(unreachable(why))),
-        }
+        self.ask(&rpc, option.hard_ttl(), |r| match r {
+            RpcReply::Snapshot(s) => Ok(s),
+            other => Err(other),
+        })
+        .await
+        .map_err(|why| StreamingError::Unreachable(unreachable(why)))
     }
 }
 

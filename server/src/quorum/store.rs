@@ -57,7 +57,7 @@ fn invalid(path: &Path, why: impl std::fmt::Display) -> io::Error {
 }
 
 /// Reads a small JSON file; `None` when it does not exist.
-pub(super) fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| invalid(path, e)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
