@@ -42,6 +42,13 @@ pub enum LogError {
         position: u64,
         reason: String,
     },
+    /// A leader's append carried an epoch below the newest in the log, or a
+    /// follower got such a batch from its leader.
+    #[error("leader epoch {epoch} is below the log's newest epoch {latest}")]
+    StaleEpoch { epoch: i32, latest: i32 },
+    /// A follower's batch does not start where the log ends.
+    #[error("replicated batch starts at {got}, the log ends at {expected}")]
+    NotContiguous { expected: i64, got: i64 },
     /// A configuration value is out of range.
     #[error("invalid log configuration: {0}")]
     Config(String),

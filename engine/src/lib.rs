@@ -8,6 +8,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod epochs;
 pub mod error;
 mod files;
 pub mod index;
@@ -17,10 +18,12 @@ mod notify;
 mod segment;
 
 pub use config::{FlushPolicy, LogConfig};
+pub use epochs::{EpochEnd, EpochHistory, LEADER_EPOCH_FILE};
 pub use error::{LogError, Result};
 pub use files::OpenFiles;
 pub use io::{FaultInjector, IoStats};
 pub use log::{
-    AppendInfo, Clock, Durability, Env, FileSlice, LOG_START_OFFSET_FILE, Log, ReadBound, ReadResult, TimestampOffset,
+    AppendInfo, Clock, Durability, Env, FileSlice, HIGH_WATERMARK_FILE, LOG_START_OFFSET_FILE, Log, ReadBound,
+    ReadResult, TimestampOffset,
 };
 pub use notify::{WaitList, Waiter};

@@ -35,6 +35,7 @@ use compio::{
 use crate::{
     batch,
     config::{FlushPolicy, LogConfig},
+    epochs::{EpochEnd, EpochHistory},
     error::{LogError, Result},
     files::OpenFiles,
     io::{FaultInjector, Io, IoStats},
@@ -54,6 +55,8 @@ const MIN_PREALLOCATE_STEP: u64 = 1 << 20;
 
 /// Name of the checkpoint of an advanced log start offset (DeleteRecords).
 pub const LOG_START_OFFSET_FILE: &str = "log-start-offset";
+/// Name of the high-watermark checkpoint of a replicated partition.
+pub const HIGH_WATERMARK_FILE: &str = "high-watermark";
 
 /// Milliseconds since the Unix epoch, as the log sees time.
 pub type Clock = Rc<dyn Fn() -> u64>;
@@ -190,9 +193,15 @@ struct State {
     /// Offset after the last batch covered by a completed fdatasync.
     durable_offset: i64,
     high_watermark: i64,
-    /// One node: the high watermark follows the log end offset. Replication
-    /// turns this off and drives [`Log::set_high_watermark`].
-    auto_high_watermark: bool,
+    /// The high watermark is `min(log end, hw_limit)`, never moving back
+    /// (but for a truncation): `i64::MAX` on one node, where it follows the
+    /// log end; replication sets it to what the ISR holds
+    /// ([`Log::set_hw_limit`]).
+    hw_limit: i64,
+    /// The high watermark last written to [`HIGH_WATERMARK_FILE`].
+    hw_checkpointed: Option<i64>,
+    /// Leader epoch → first offset, persisted in the epoch file.
+    epochs: EpochHistory,
     pending: Vec<Pending>,
     /// The previous round's emptied queue, kept for its capacity.
     spare_pending: Vec<Pending>,
@@ -213,6 +222,31 @@ struct State {
 }
 
 impl State {
+    /// What must hold of the offsets at every change; a break is a bug.
+    fn check_offsets(&self) {
+        assert!(
+            self.log_start_offset <= self.high_watermark
+                && self.high_watermark <= self.log_end_offset
+                && self.log_end_offset <= self.next_offset
+                && self.durable_offset <= self.log_end_offset,
+            "log offsets out of order: start {} hw {} end {} next {} durable {}",
+            self.log_start_offset,
+            self.high_watermark,
+            self.log_end_offset,
+            self.next_offset,
+            self.durable_offset
+        );
+    }
+
+    /// Moves the high watermark up to what the log end and the limit allow.
+    /// Returns whether it moved.
+    fn advance_high_watermark(&mut self) -> bool {
+        let hw = self.log_end_offset.min(self.hw_limit).max(self.high_watermark);
+        let moved = hw != self.high_watermark;
+        self.high_watermark = hw;
+        moved
+    }
+
     fn check_writable(&self) -> Result<()> {
         if let Some(cause) = &self.poisoned {
             return Err(LogError::Poisoned { cause: cause.clone() });
@@ -304,6 +338,53 @@ async fn open_rw(path: &Path, create_new: bool) -> io::Result<File> {
         o.create_new(true);
     }
     o.open(path).await
+}
+
+/// A directory sync on the calling thread, for the rare changes (truncation)
+/// made while the log's state is borrowed.
+fn sync_dir_now(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+/// The epoch history of a log being opened: the file, less epochs that
+/// start at or past the log end; rebuilt from the batch headers when the
+/// file is missing, unreadable or older than the newest batch.
+fn load_epochs(dir: &Path, segments: &VecDeque<Segment>, log_start: i64, log_end: i64) -> Result<EpochHistory> {
+    let path = dir.join(crate::epochs::LEADER_EPOCH_FILE);
+    let newest_batch_epoch = match segments.iter().rev().find(|s| s.size > 0) {
+        Some(seg) => seg.last_batch_epoch().map_err(io_err("read", &seg.paths.log))?,
+        None => None,
+    };
+    if let Some(mut h) = EpochHistory::load(dir).map_err(io_err("read", &path))? {
+        let changed = h.truncate_end(log_end);
+        let stale = match newest_batch_epoch {
+            Some(e) => e > h.latest(),
+            None => log_end > log_start && h.latest() < 0,
+        };
+        if !stale {
+            if changed {
+                h.save(dir).map_err(io_err("write", &path))?;
+            }
+            return Ok(h);
+        }
+    }
+    if log_end == log_start && newest_batch_epoch.is_none() {
+        return Ok(EpochHistory::default());
+    }
+    tracing::info!(dir = %dir.display(), "rebuilding the leader-epoch history from batch headers");
+    let mut h = EpochHistory::default();
+    for seg in segments {
+        seg.for_each_header_from(seg.base_offset, |b| {
+            if h.accepts(b.partition_leader_epoch()) {
+                h.note(b.partition_leader_epoch(), b.base_offset());
+            }
+            true
+        })
+        .map_err(io_err("read", &seg.paths.log))?;
+    }
+    h.truncate_start(log_start);
+    h.save(dir).map_err(io_err("write", &path))?;
+    Ok(h)
 }
 
 async fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -432,6 +513,18 @@ impl Log {
         let log_end_offset = active.next_offset;
         let first_base = segments.front().map_or(0, |s| s.base_offset);
         let log_start_offset = checkpoint.unwrap_or(first_base).max(first_base).min(log_end_offset);
+        let epochs = load_epochs(&dir, &segments, log_start_offset, log_end_offset)?;
+        // No checkpoint: a log that never replicated, whose high watermark
+        // is its end; replication lowers the limit before anything is read.
+        let hw_path = dir.join(HIGH_WATERMARK_FILE);
+        let hw_checkpointed = match fs::read_to_string(&hw_path) {
+            Ok(s) => Some(s.trim().parse::<i64>().unwrap_or(log_start_offset)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(LogError::io("read", &hw_path, e)),
+        };
+        let high_watermark = hw_checkpointed
+            .unwrap_or(log_end_offset)
+            .clamp(log_start_offset, log_end_offset);
         let now = clock();
         let state = State {
             config,
@@ -440,8 +533,10 @@ impl Log {
             next_offset: log_end_offset,
             log_end_offset,
             durable_offset: log_end_offset,
-            high_watermark: log_end_offset,
-            auto_high_watermark: true,
+            high_watermark,
+            hw_limit: i64::MAX,
+            hw_checkpointed,
+            epochs,
             pending: Vec::new(),
             spare_pending: Vec::new(),
             projection,
@@ -454,6 +549,7 @@ impl Log {
             files_closed: false,
             releasing: false,
         };
+        state.check_offsets();
         Ok(Self {
             shared: Rc::new(Shared {
                 dir,
@@ -474,12 +570,62 @@ impl Log {
     /// flush round. Returns at once; [`Log::wait`] (or [`Log::append_wait`])
     /// completes when the batch is written or synced. The batch's bytes are
     /// not copied: they are rewritten in place and written from this buffer.
-    pub fn append(&self, mut batch: BytesMut, leader_epoch: i32) -> Result<AppendInfo> {
+    ///
+    /// `leader_epoch` is stamped into the batch; it may not be below the
+    /// newest epoch in the log ([`LogError::StaleEpoch`]). The first batch
+    /// of a new epoch writes the epoch file first.
+    pub fn append(&self, batch: BytesMut, leader_epoch: i32) -> Result<AppendInfo> {
         let mut st = self.shared.state.borrow_mut();
         st.check_writable()?;
         let info = batch::validate(&batch, st.config.max_batch_bytes as usize)?;
-        let now = (self.shared.clock)();
         let base_offset = st.next_offset;
+        self.queue(&mut st, batch, &info, base_offset, leader_epoch, true)
+    }
+
+    /// A follower's append: the batch keeps the offsets and leader epoch
+    /// the leader gave it. It must start at the log's next offset, pass its
+    /// CRC check, and not carry an epoch below the log's newest.
+    pub fn append_replica(&self, batch: BytesMut) -> Result<AppendInfo> {
+        let mut st = self.shared.state.borrow_mut();
+        st.check_writable()?;
+        let info = batch::validate(&batch, usize::MAX)?;
+        let header = batch::BatchHeader::parse(&batch)?;
+        let (base_offset, epoch) = (header.base_offset(), header.partition_leader_epoch());
+        if base_offset != st.next_offset {
+            return Err(LogError::NotContiguous {
+                expected: st.next_offset,
+                got: base_offset,
+            });
+        }
+        self.queue(&mut st, batch, &info, base_offset, epoch, false)
+    }
+
+    fn queue(
+        &self,
+        st: &mut State,
+        mut batch: BytesMut,
+        info: &batch::BatchInfo,
+        base_offset: i64,
+        leader_epoch: i32,
+        stamp: bool,
+    ) -> Result<AppendInfo> {
+        if !st.epochs.accepts(leader_epoch) {
+            return Err(LogError::StaleEpoch {
+                epoch: leader_epoch,
+                latest: st.epochs.latest(),
+            });
+        }
+        if st.epochs.note(leader_epoch, base_offset)
+            && let Err(e) = st.epochs.save(&self.shared.dir)
+        {
+            st.epochs.truncate_end(base_offset);
+            return Err(LogError::io(
+                "write",
+                self.shared.dir.join(crate::epochs::LEADER_EPOCH_FILE),
+                e,
+            ));
+        }
+        let now = (self.shared.clock)();
         let last_offset = base_offset + i64::from(info.last_offset_delta);
         let len = info.len as u64;
         let (segment_bytes, segment_ms) = (st.config.segment_bytes, st.config.segment_ms);
@@ -497,7 +643,9 @@ impl Log {
         }
         p.first_append_ms.get_or_insert(now);
         p.size += len;
-        batch::assign(&mut batch, base_offset, leader_epoch);
+        if stamp {
+            batch::assign(&mut batch, base_offset, leader_epoch);
+        }
         st.pending.push(Pending {
             data: batch.freeze(),
             len,
@@ -509,7 +657,7 @@ impl Log {
         st.next_offset = last_offset + 1;
         self.shared.io.count_appended(1);
         // A caller that never waits (acks=0) still gets its batch written.
-        self.kick(&mut st);
+        self.kick(st);
         Ok(AppendInfo {
             base_offset,
             last_offset,
@@ -908,7 +1056,11 @@ impl Log {
         let mut deleted = Vec::new();
         while st.segments.len() > 1 {
             let front = &st.segments[0];
-            if !(front.next_offset <= st.log_start_offset || also(front, total)) {
+            // Never past the high watermark: what followers may still need,
+            // and what a consumer may not see yet, stays.
+            if front.next_offset > st.high_watermark
+                || !(front.next_offset <= st.log_start_offset || also(front, total))
+            {
                 break;
             }
             let seg = st
@@ -917,6 +1069,9 @@ impl Log {
                 .unwrap_or_else(|| unreachable!("len checked above"));
             total -= seg.size;
             st.log_start_offset = st.log_start_offset.max(st.segments[0].base_offset);
+            let start = st.log_start_offset;
+            st.epochs.truncate_start(start);
+            st.check_offsets();
             seg.delete_files()?;
             tracing::info!(dir = %self.shared.dir.display(), base_offset = seg.base_offset, "deleted segment");
             deleted.push(seg.base_offset);
@@ -981,14 +1136,206 @@ impl Log {
         self.shared.state.borrow().config.clone()
     }
 
-    /// Replication hook: stop following the log end offset and let the
-    /// caller drive the high watermark.
-    pub fn set_high_watermark(&self, hw: i64) {
+    /// Sets how far the high watermark may go (replication: the lowest
+    /// log end of the ISR, a follower's leader's high watermark; `i64::MAX`
+    /// to follow the log end). The high watermark becomes
+    /// `min(log end, limit)` when that is higher; it never moves back but
+    /// for a truncation. Wakes waiters when it moves.
+    pub fn set_hw_limit(&self, limit: i64) {
         let mut st = self.shared.state.borrow_mut();
-        st.auto_high_watermark = false;
-        st.high_watermark = hw.clamp(st.log_start_offset, st.log_end_offset);
+        st.hw_limit = limit;
+        let moved = st.advance_high_watermark();
+        st.check_offsets();
         drop(st);
+        if moved {
+            self.shared.notify.notify_all();
+        }
+    }
+
+    /// Wakes every waiter on this log (a replica's role changed, so waits
+    /// for the high watermark must look again).
+    pub fn wake_all(&self) {
         self.shared.notify.notify_all();
+    }
+
+    /// Writes the high watermark to [`HIGH_WATERMARK_FILE`] when it moved
+    /// since the last write. A lower bound after a crash: a restarted
+    /// replica starts from it rather than from its log end.
+    pub fn checkpoint_high_watermark(&self) -> Result<()> {
+        let hw = {
+            let st = self.shared.state.borrow();
+            if st.hw_checkpointed == Some(st.high_watermark) {
+                return Ok(());
+            }
+            st.high_watermark
+        };
+        let dir = &self.shared.dir;
+        let tmp = dir.join(format!("{HIGH_WATERMARK_FILE}.tmp"));
+        let path = dir.join(HIGH_WATERMARK_FILE);
+        let write = || -> io::Result<()> {
+            let f = fs::File::create(&tmp)?;
+            f.write_all_at(hw.to_string().as_bytes(), 0)?;
+            f.sync_data()?;
+            fs::rename(&tmp, &path)
+        };
+        write().map_err(io_err("checkpoint", &path))?;
+        self.shared.state.borrow_mut().hw_checkpointed = Some(hw);
+        Ok(())
+    }
+
+    /// The newest leader epoch in the log (-1 when empty).
+    pub fn latest_epoch(&self) -> i32 {
+        self.shared.state.borrow().epochs.latest()
+    }
+
+    /// Where the newest epoch's first batch is, if any.
+    pub fn latest_epoch_start(&self) -> Option<i64> {
+        self.shared.state.borrow().epochs.latest_start()
+    }
+
+    /// Where `epoch` ends in this log (OffsetForLeaderEpoch).
+    pub fn epoch_end(&self, epoch: i32) -> EpochEnd {
+        let st = self.shared.state.borrow();
+        st.epochs.end_of(epoch, st.log_end_offset)
+    }
+
+    /// The epoch history, oldest first: `(epoch, start offset)`.
+    pub fn epoch_entries(&self) -> Vec<(i32, i64)> {
+        self.shared.state.borrow().epochs.entries().to_vec()
+    }
+
+    /// Waits until no write is queued or running, so the files may change
+    /// under the log.
+    async fn wait_idle(&self) -> Result<()> {
+        loop {
+            let listen = self.shared.notify.listen();
+            {
+                let st = self.shared.state.borrow();
+                st.check_writable()?;
+                if !st.flushing && !st.releasing && st.pending.is_empty() {
+                    return Ok(());
+                }
+            }
+            listen.await;
+        }
+    }
+
+    /// Cuts the log back to `offset` (a follower whose tail diverged from
+    /// its leader's). The batch holding `offset` goes too, so the log may
+    /// end a little below it; returns the new log end. Newer segments are
+    /// deleted newest first, the one holding the cut is shortened and
+    /// synced, then recovered like at open; the epoch history and the high
+    /// watermark follow. A crash part-way leaves a longer log with the
+    /// same prefix, which the next fetch truncates again.
+    pub async fn truncate_to(&self, offset: i64) -> Result<i64> {
+        self.wait_idle().await?;
+        let mut st = self.shared.state.borrow_mut();
+        if offset >= st.log_end_offset {
+            return Ok(st.log_end_offset);
+        }
+        if offset < st.log_start_offset {
+            return Err(LogError::OffsetOutOfRange {
+                requested: offset,
+                log_start_offset: st.log_start_offset,
+                log_end_offset: st.log_end_offset,
+            });
+        }
+        st.active_mut().writer = None;
+        while st.segments.len() > 1 && st.active().base_offset >= offset {
+            let seg = st
+                .segments
+                .pop_back()
+                .unwrap_or_else(|| unreachable!("more than one segment"));
+            seg.delete_files()?;
+        }
+        let (base, position) = {
+            let seg = st.active();
+            let err = io_err("read", &seg.paths.log);
+            let pos = seg.position_of(offset).map_err(err)?.map_or(seg.size, |(p, _)| p);
+            (seg.base_offset, pos)
+        };
+        let path = st.active().paths.log.clone();
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        file.set_len(position)
+            .and_then(|()| file.sync_data())
+            .map_err(io_err("truncate", &path))?;
+        drop(file);
+        sync_dir_now(&self.shared.dir).map_err(io_err("sync", &self.shared.dir))?;
+        let seg = Segment::recover(&self.shared.dir, base, &st.config, true, &self.shared.files)?;
+        let end = seg.next_offset;
+        assert!(end <= offset, "truncation to {offset} kept the log to {end}");
+        let now = (self.shared.clock)();
+        st.projection = Projection {
+            base_offset: seg.base_offset,
+            size: seg.size,
+            first_append_ms: (seg.size > 0).then_some(now),
+        };
+        let last = st.segments.len() - 1;
+        st.segments[last] = seg;
+        st.next_offset = end;
+        st.log_end_offset = end;
+        st.durable_offset = st.durable_offset.min(end);
+        st.durable_wanted = st.durable_wanted.min(end);
+        st.high_watermark = st.high_watermark.min(end);
+        if st.epochs.truncate_end(end) {
+            st.epochs
+                .save(&self.shared.dir)
+                .map_err(io_err("write", &self.shared.dir))?;
+        }
+        st.check_offsets();
+        drop(st);
+        tracing::info!(dir = %self.shared.dir.display(), offset, end, "truncated log");
+        self.shared.notify.notify_all();
+        Ok(end)
+    }
+
+    /// Empties the log and restarts it at `start` (a follower that fell
+    /// behind its leader's log start): every segment goes, newest first, the
+    /// log-start checkpoint names `start`, and a new empty segment begins
+    /// there.
+    pub async fn truncate_fully(&self, start: i64) -> Result<()> {
+        self.wait_idle().await?;
+        let dir = self.shared.dir.clone();
+        let mut st = self.shared.state.borrow_mut();
+        st.active_mut().writer = None;
+        let checkpoint = dir.join(LOG_START_OFFSET_FILE);
+        let tmp = dir.join(format!("{LOG_START_OFFSET_FILE}.tmp"));
+        let write = || -> io::Result<()> {
+            let f = fs::File::create(&tmp)?;
+            f.write_all_at(start.to_string().as_bytes(), 0)?;
+            f.sync_data()?;
+            fs::rename(&tmp, &checkpoint)
+        };
+        write().map_err(io_err("checkpoint", &checkpoint))?;
+        while let Some(seg) = st.segments.pop_back() {
+            seg.delete_files()?;
+        }
+        let paths = SegmentPaths::new(&dir, start);
+        fs::File::create(&paths.log).map_err(io_err("create", &paths.log))?;
+        sync_dir_now(&dir).map_err(io_err("sync", &dir))?;
+        let seg = Segment::recover(&dir, start, &st.config, true, &self.shared.files)?;
+        st.segments.push_back(seg);
+        st.projection = Projection {
+            base_offset: start,
+            size: 0,
+            first_append_ms: None,
+        };
+        st.log_start_offset = start;
+        st.next_offset = start;
+        st.log_end_offset = start;
+        st.durable_offset = start;
+        st.durable_wanted = start;
+        st.high_watermark = start;
+        st.epochs.clear();
+        st.epochs.save(&dir).map_err(io_err("write", &dir))?;
+        st.check_offsets();
+        drop(st);
+        tracing::info!(dir = %dir.display(), start, "emptied log to restart at a new offset");
+        self.shared.notify.notify_all();
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -1132,9 +1479,8 @@ impl Shared {
                 Default::default()
             };
             st.log_end_offset = end;
-            if st.auto_high_watermark {
-                st.high_watermark = end;
-            }
+            st.advance_high_watermark();
+            st.check_offsets();
             unpersisted
         };
         self.notify.notify_all();

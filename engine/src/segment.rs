@@ -12,6 +12,9 @@
 //! | `missing_index` | `.index` or `.timeindex` absent or unordered | rebuild both from a full scan (CRCs checked) |
 //! | `empty_segment` | the newest `.log` is empty and an older segment exists (crash in the middle of a roll) | delete it; the older segment becomes active again |
 //! | `orphan_index` | index files without a `.log` (crash in the middle of a roll or of a deletion) | delete them |
+//! | `interrupted_truncation` | a follower's truncation crashed after deleting newer segments, before shortening the one holding the cut | keep the longer log (its prefix is intact); the next fetch from the leader truncates again |
+//! | `epoch_file_missing` | no readable `leader-epoch-checkpoint` | rebuild the epoch history from the batch headers and write it |
+//! | `epoch_file_stale` | the epoch file misses the newest batch's epoch, or names epochs at or past the log end | rebuild it, or drop those entries |
 //! | `corrupt_older_segment` | a segment that is not the newest fails its tail check | refuse to open with [`LogError::Corrupt`]: data acknowledged earlier would be lost silently |
 
 use std::{
@@ -302,6 +305,19 @@ impl Segment {
         self.bytes_since_index += b.len;
         self.size = b.position + b.len;
         self.next_offset = b.last_offset + 1;
+    }
+
+    /// The leader epoch of the segment's last batch, when its tail knows
+    /// where that batch is.
+    pub fn last_batch_epoch(&self) -> io::Result<Option<i32>> {
+        let Some(t) = self.tail.last() else {
+            return Ok(None);
+        };
+        let header = read_header(self.reader()?, t.position(), self.size)?;
+        Ok(header
+            .as_ref()
+            .and_then(|h| BatchHeader::parse(h).ok())
+            .map(|h| h.partition_leader_epoch()))
     }
 
     /// Drops the tail of a segment that is no longer written (after a roll).

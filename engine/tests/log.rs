@@ -68,8 +68,9 @@ async fn read_at_log_end_is_empty_and_beyond_is_out_of_range() {
 async fn high_watermark_hook_bounds_consumer_reads() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), LogConfig::default()).await;
+    log.set_hw_limit(6);
     let model = append_n(&log, 4, 10, 1).await;
-    log.set_high_watermark(6);
+    assert_eq!(log.high_watermark(), 6);
     let r = log.read(0, 1 << 20, ReadBound::HighWatermark).unwrap();
     assert_eq!(split_batches(r.slice.unwrap().to_bytes().unwrap()), model[..2].to_vec());
     assert!(log.read(6, 1 << 20, ReadBound::HighWatermark).unwrap().slice.is_none());

@@ -22,6 +22,9 @@ pub fn for_log_error(e: &LogError) -> ErrorCode {
         // stops: the client should look up the leader again.
         LogError::Closed => ErrorCode::NotLeaderOrFollower,
         LogError::Config(_) => ErrorCode::InvalidConfig,
+        // A leader whose epoch is behind its own log has been replaced.
+        LogError::StaleEpoch { .. } => ErrorCode::NotLeaderOrFollower,
+        LogError::NotContiguous { .. } => ErrorCode::CorruptMessage,
     }
 }
 
