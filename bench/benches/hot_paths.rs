@@ -66,6 +66,7 @@ fn fetch_encoding(c: &mut Criterion) {
                     len: 4096,
                     recent: false,
                 }),
+                diverging_epoch: None,
             })
             .collect(),
     }];

@@ -724,6 +724,13 @@ impl Log {
         self.kick(&mut st);
     }
 
+    /// Like [`Log::changed`], but listening from the moment it is called:
+    /// a waiter creates it, checks the state, then awaits it, and cannot
+    /// miss a change in between.
+    pub fn listen(&self) -> impl std::future::Future<Output = ()> + '_ {
+        self.shared.notify.listen()
+    }
+
     /// Completes when the next flush round, roll or poisoning happens: for
     /// long-poll fetches that wait for new data.
     pub async fn changed(&self) {

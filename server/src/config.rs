@@ -116,8 +116,27 @@ pub struct BrokerConfig {
     /// `broker.session.timeout.ms`: a broker without a heartbeat for this
     /// long is fenced.
     pub broker_session_timeout_ms: u64,
-    /// `min.insync.replicas`.
+    /// `min.insync.replicas`: in-sync replicas an acks=all write needs (a
+    /// topic may override it).
     pub min_insync_replicas: i32,
+    /// `replica.lag.time.max.ms`: a follower that has not caught up with
+    /// its leader for this long leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
+    /// `replica.fetch.wait.max.ms`: how long a follower's fetch waits at
+    /// the leader for new data.
+    pub replica_fetch_wait_max_ms: u64,
+    /// `replica.fetch.max.bytes`: bytes per partition in one follower fetch.
+    pub replica_fetch_max_bytes: u32,
+    /// `replica.fetch.response.max.bytes`: bytes in one follower fetch.
+    pub replica_fetch_response_max_bytes: u32,
+    /// `replica.fetch.backoff.ms`: a follower's pause after a failed fetch.
+    pub replica_fetch_backoff_ms: u64,
+    /// `replica.high.watermark.checkpoint.interval.ms`.
+    pub replica_hw_checkpoint_interval_ms: u64,
+    /// `sluice.replica.fsync.before.ack`: followers fdatasync what they
+    /// fetched before fetching again, and a leader syncs before it answers
+    /// acks=all, so an acknowledged write is on every ISR member's disk.
+    pub replica_fsync_before_ack: bool,
     /// `unclean.leader.election.enable`: elect a replica outside the ISR
     /// when no ISR member is alive (may lose acknowledged writes).
     pub unclean_leader_election: bool,
@@ -192,6 +211,13 @@ pub struct GroupConfig {
     pub offsets_partitions: i32,
     /// `offsets.topic.segment.bytes`.
     pub offsets_segment_bytes: u64,
+    /// `offsets.topic.replication.factor`; unset: 3, or the number of
+    /// controller voters when there are fewer (1 on a single node). The
+    /// topic is created once that many brokers are live.
+    pub offsets_replication_factor: Option<i16>,
+    /// `offsets.commit.timeout.ms`: how long a commit waits for the
+    /// offsets partition's in-sync replicas.
+    pub offsets_commit_timeout_ms: u64,
     /// `offsets.retention.minutes`: how long an empty group keeps its
     /// committed offsets.
     pub offsets_retention_ms: i64,
@@ -215,6 +241,8 @@ impl Default for GroupConfig {
         Self {
             offsets_partitions: 50,
             offsets_segment_bytes: 100 * 1024 * 1024,
+            offsets_replication_factor: None,
+            offsets_commit_timeout_ms: 5000,
             offsets_retention_ms: 7 * 24 * 3_600_000,
             offsets_retention_check_interval_ms: 600_000,
             offset_metadata_max_bytes: 4096,
@@ -269,6 +297,13 @@ impl Default for BrokerConfig {
             broker_heartbeat_interval_ms: 2000,
             broker_session_timeout_ms: 9000,
             min_insync_replicas: 1,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_wait_max_ms: 500,
+            replica_fetch_max_bytes: 1 << 20,
+            replica_fetch_response_max_bytes: 10 << 20,
+            replica_fetch_backoff_ms: 1000,
+            replica_hw_checkpoint_interval_ms: 5000,
+            replica_fsync_before_ack: false,
             unclean_leader_election: false,
             metadata_snapshot_records: 1000,
             controller_write_timeout_ms: 30_000,
@@ -362,7 +397,35 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "min.insync.replicas",
-        "in-sync replicas an acks=all write will need once replication is built; no effect yet (default 1)",
+        "in-sync replicas an acks=all write needs; a topic may override it (default 1)",
+    ),
+    (
+        "replica.lag.time.max.ms",
+        "a follower that has not caught up with its leader for this long leaves the ISR (default 30000)",
+    ),
+    (
+        "replica.fetch.wait.max.ms",
+        "how long a follower's fetch waits at the leader for new data (default 500)",
+    ),
+    (
+        "replica.fetch.max.bytes",
+        "bytes per partition in one follower fetch (default 1048576)",
+    ),
+    (
+        "replica.fetch.response.max.bytes",
+        "bytes in one follower fetch answer (default 10485760)",
+    ),
+    (
+        "replica.fetch.backoff.ms",
+        "a follower's pause after a failed fetch (default 1000)",
+    ),
+    (
+        "replica.high.watermark.checkpoint.interval.ms",
+        "how often each replica writes its high watermark to disk (default 5000)",
+    ),
+    (
+        "sluice.replica.fsync.before.ack",
+        "acks=all answers only once every in-sync replica has fdatasynced the batch (default false)",
     ),
     (
         "unclean.leader.election.enable",
@@ -403,6 +466,14 @@ pub const SETTINGS: &[(&str, &str)] = &[
     (
         "offsets.topic.segment.bytes",
         "segment size of __consumer_offsets (default 104857600)",
+    ),
+    (
+        "offsets.topic.replication.factor",
+        "replicas of __consumer_offsets, created once that many brokers are live (default 3, or the number of controller voters if fewer)",
+    ),
+    (
+        "offsets.commit.timeout.ms",
+        "how long an offset commit waits for the offsets partition's in-sync replicas (default 5000)",
     ),
     (
         "offsets.retention.minutes",
@@ -553,6 +624,17 @@ impl BrokerConfig {
             }
             "broker.session.timeout.ms" => self.broker_session_timeout_ms = parse_at_least_one::<u64>(key, value)?,
             "min.insync.replicas" => self.min_insync_replicas = parse_at_least_one::<i32>(key, value)?,
+            "replica.lag.time.max.ms" => self.replica_lag_time_max_ms = parse_at_least_one::<u64>(key, value)?,
+            "replica.fetch.wait.max.ms" => self.replica_fetch_wait_max_ms = parse_num(key, value)?,
+            "replica.fetch.max.bytes" => self.replica_fetch_max_bytes = parse_at_least_one::<u32>(key, value)?,
+            "replica.fetch.response.max.bytes" => {
+                self.replica_fetch_response_max_bytes = parse_at_least_one::<u32>(key, value)?
+            }
+            "replica.fetch.backoff.ms" => self.replica_fetch_backoff_ms = parse_num(key, value)?,
+            "replica.high.watermark.checkpoint.interval.ms" => {
+                self.replica_hw_checkpoint_interval_ms = parse_at_least_one::<u64>(key, value)?
+            }
+            "sluice.replica.fsync.before.ack" => self.replica_fsync_before_ack = parse_bool(key, value)?,
             "unclean.leader.election.enable" => self.unclean_leader_election = parse_bool(key, value)?,
             "sluice.metadata.snapshot.records" => {
                 self.metadata_snapshot_records = parse_at_least_one::<u64>(key, value)?
@@ -565,6 +647,12 @@ impl BrokerConfig {
             "sluice.shutdown.close.ms" => self.shutdown_close_ms = parse_num(key, value)?,
             "offsets.topic.num.partitions" => self.groups.offsets_partitions = parse_at_least_one::<i32>(key, value)?,
             "offsets.topic.segment.bytes" => self.groups.offsets_segment_bytes = parse_num(key, value)?,
+            "offsets.topic.replication.factor" => {
+                self.groups.offsets_replication_factor = Some(parse_at_least_one::<i16>(key, value)?)
+            }
+            "offsets.commit.timeout.ms" => {
+                self.groups.offsets_commit_timeout_ms = parse_at_least_one::<u64>(key, value)?
+            }
             "offsets.retention.minutes" => {
                 self.groups.offsets_retention_ms = parse_at_least_one::<i64>(key, value)?.saturating_mul(60_000)
             }

@@ -553,13 +553,17 @@ impl Controller {
             ),
         ]);
         let partitions = groups.offsets_partitions;
+        let voters = i16::try_from(shard.config().quorum_voters.len())
+            .unwrap_or(i16::MAX)
+            .max(1);
+        let rf = groups.offsets_replication_factor.unwrap_or(voters.min(3));
         let answer = self
             .change(shard, vec![()], move |draft, ()| {
                 if draft.topic(OFFSETS_TOPIC).is_some() {
                     return Ok(());
                 }
                 draft
-                    .create_topic(OFFSETS_TOPIC, partitions, configs.clone(), -1, &[])
+                    .create_topic(OFFSETS_TOPIC, partitions, configs.clone(), rf, &[])
                     .map(|_| ())
             })
             .await;
@@ -972,6 +976,13 @@ pub fn alter_isr(image: &Image, change: &IsrChange) -> Result<MetaRecord, MetaEr
             partition_epoch: now.partition_epoch + 1,
         },
     })
+}
+
+/// Drafts an ISR change (see [`alter_isr`]): the form a leader's ask takes
+/// through [`controller_each`].
+pub fn draft_isr_change(draft: &mut Draft, change: &IsrChange) -> Result<(), MetaError> {
+    let record = alter_isr(&draft.image, change)?;
+    draft.push(record, None)
 }
 
 impl Controller {

@@ -4,7 +4,8 @@
 //! - [`shard`]: one pinned thread per core; its partition table, the
 //!   placement table and cross-shard jobs.
 //! - [`partition`]: one partition replica (log, producer table, append
-//!   rules).
+//!   rules, leader or follower state, high watermark and ISR).
+//! - [`replication`]: followers fetching from their leaders.
 //! - [`net`]: connections, framing, back-pressure, ordered responses and
 //!   zero-copy sends.
 //! - [`handlers`]: one module per Kafka API family and the table of
@@ -33,6 +34,7 @@ pub mod partition;
 pub mod producer_state;
 pub mod protocol;
 pub mod quorum;
+pub mod replication;
 pub mod shard;
 pub mod util;
 

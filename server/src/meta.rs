@@ -107,6 +107,7 @@ pub const TOPIC_CONFIGS: &[&str] = &[
     "segment.ms",
     "max.message.bytes",
     "flush.ms",
+    "min.insync.replicas",
 ];
 
 /// Checks a topic config value; the error is the message for the client.
@@ -125,6 +126,10 @@ pub fn validate_topic_config(key: &str, value: &str) -> Result<(), String> {
             _ => Err(format!("cleanup.policy `{value}` is not supported: only `delete`")),
         },
         "retention.ms" | "retention.bytes" | "flush.ms" => int(-1),
+        "min.insync.replicas" => int(1).and_then(|()| match value.trim().parse::<i64>() {
+            Ok(v) if v <= i64::from(i16::MAX) => Ok(()),
+            _ => Err(format!("min.insync.replicas `{value}` above {}", i16::MAX)),
+        }),
         "segment.bytes" => int(1024).and_then(|()| match value.trim().parse::<i64>() {
             Ok(v) if v <= i64::from(i32::MAX) => Ok(()),
             _ => Err(format!("segment.bytes `{value}` above 2147483647")),
@@ -162,6 +167,16 @@ pub fn log_config(broker: &BrokerConfig, topic: &TopicMeta) -> LogConfig {
         }
     }
     c
+}
+
+/// The `min.insync.replicas` of a topic: its override, else the broker's.
+pub fn min_insync_replicas(broker: &BrokerConfig, topic: &TopicMeta) -> usize {
+    topic
+        .configs
+        .get("min.insync.replicas")
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(usize::try_from(broker.min_insync_replicas).unwrap_or(1))
+        .max(1)
 }
 
 /// Why a topic name is refused, as Kafka words it.

@@ -1,15 +1,18 @@
 //! One partition replica on the shard that owns it: its log, its
-//! idempotent-producer table, and the append rules Produce relies on. Today
-//! every replica is a leader (one node); this is the home the leader and
-//! follower replica logic will share.
+//! idempotent-producer table, the append rules Produce relies on, and its
+//! place in replication ([`ReplicaState`]): leader or follower, the leader
+//! epoch, the ISR, and on a leader what each follower has fetched, from
+//! which the high watermark follows.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use sluice_engine::{Log, batch};
 
 use crate::error_codes::{self, ErrorCode};
+use crate::image::PartitionState;
 use crate::producer_state::{BatchRange, ProducerStates, Verdict};
 use crate::protocol::produce::split_batches;
 
@@ -24,11 +27,109 @@ pub struct Partition {
     /// When its shard last read or appended to it (`Shard::touch`): the
     /// least recently used partitions release their files first.
     pub(crate) last_used: Cell<u64>,
+    pub replica: RefCell<ReplicaState>,
+}
+
+/// What this broker is for a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    Follower {
+        leader: i32,
+    },
+    /// No leader is known (or the partition was just opened).
+    Offline,
+}
+
+/// A follower as its leader sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct FollowerState {
+    /// The follower's log end, from its last fetch offset; -1 before its
+    /// first fetch in this leader epoch.
+    pub log_end: i64,
+    /// When it last had everything the leader had (Kafka's
+    /// lastCaughtUpTime), ms.
+    pub caught_up_ms: u64,
+    /// The leader's log end and the time at the follower's last fetch.
+    pub last_fetch_leader_end: i64,
+    pub last_fetch_ms: u64,
+}
+
+/// A partition's replication state on this broker, from the metadata image
+/// and, on a leader, from its followers' fetches.
+#[derive(Debug, Clone)]
+pub struct ReplicaState {
+    pub me: i32,
+    pub role: Role,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub min_isr: usize,
+    /// Leader: its log end when it took over (the new epoch's start).
+    pub epoch_start: i64,
+    pub followers: HashMap<i32, FollowerState>,
+    /// An ISR change sent to the controller and not seen in the image yet.
+    pub pending_isr: Option<Vec<i32>>,
+}
+
+/// What applying a new partition state changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleChange {
+    None,
+    BecameLeader,
+    BecameFollower {
+        leader: i32,
+    },
+    /// Same role, but the leader or its epoch changed under a follower.
+    NewLeader {
+        leader: i32,
+    },
+    WentOffline,
+}
+
+impl ReplicaState {
+    fn new(me: i32) -> Self {
+        Self {
+            me,
+            role: Role::Offline,
+            leader_epoch: -1,
+            partition_epoch: -1,
+            replicas: Vec::new(),
+            isr: Vec::new(),
+            min_isr: 1,
+            epoch_start: 0,
+            followers: HashMap::new(),
+            pending_isr: None,
+        }
+    }
+
+    /// The ISR the high watermark waits for: the committed one plus the
+    /// replicas being added (Kafka's maximal ISR).
+    pub fn maximal_isr(&self) -> impl Iterator<Item = i32> + '_ {
+        let extra = self.pending_isr.iter().flatten().filter(|r| !self.isr.contains(r));
+        self.isr.iter().chain(extra).copied()
+    }
+
+    /// How far the leader's high watermark may go: the lowest log end of
+    /// the other members of the maximal ISR (unlimited when there are
+    /// none), or no further than `hw` while the ISR is below
+    /// `min.insync.replicas`.
+    pub fn hw_limit(&self, hw: i64) -> i64 {
+        if self.isr.len() < self.min_isr {
+            return hw;
+        }
+        self.maximal_isr()
+            .filter(|&r| r != self.me)
+            .map(|r| self.followers.get(&r).map_or(-1, |f| f.log_end))
+            .min()
+            .unwrap_or(i64::MAX)
+    }
 }
 
 /// Offsets a produce to one partition got: the first batch's base offset
 /// (a duplicate's original one) and the end offset to wait for (0 when
-/// nothing new was appended).
+/// there is nothing to wait for).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
     pub base_offset: i64,
@@ -43,7 +144,7 @@ pub struct Refused {
 }
 
 impl Refused {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -59,7 +160,270 @@ impl Partition {
             log,
             producers: RefCell::new(producers),
             last_used: Cell::new(last_used),
+            replica: RefCell::new(ReplicaState::new(-1)),
         }
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.replica.borrow().leader_epoch
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.replica.borrow().role == Role::Leader
+    }
+
+    /// Applies the partition's state from a new metadata image. A new
+    /// leader epoch starts at the log end; a follower forgets nothing here
+    /// (its fetcher truncates by epoch). Waiters on the log are woken so
+    /// that waits for the high watermark see the change.
+    pub fn apply_state(&self, state: &PartitionState, me: i32, min_isr: usize, now_ms: u64) -> RoleChange {
+        let mut r = self.replica.borrow_mut();
+        r.me = me;
+        r.min_isr = min_isr.max(1);
+        let before = (r.role, r.leader_epoch);
+        let role = if state.leader == me {
+            Role::Leader
+        } else if state.leader >= 0 {
+            Role::Follower { leader: state.leader }
+        } else {
+            Role::Offline
+        };
+        if state.partition_epoch > r.partition_epoch || state.leader_epoch > r.leader_epoch {
+            r.pending_isr = None;
+        }
+        r.replicas = state.replicas.clone();
+        r.isr = state.isr.clone();
+        r.partition_epoch = state.partition_epoch;
+        r.leader_epoch = state.leader_epoch;
+        r.role = role;
+        let change = match (before, role) {
+            ((Role::Leader, e), Role::Leader) if e == state.leader_epoch => RoleChange::None,
+            (_, Role::Leader) => {
+                r.epoch_start = self.log.next_offset();
+                // Every follower starts this epoch unknown; those in the
+                // ISR get a full lag period to show up.
+                r.followers = state
+                    .replicas
+                    .iter()
+                    .filter(|&&b| b != me)
+                    .map(|&b| {
+                        (
+                            b,
+                            FollowerState {
+                                log_end: -1,
+                                caught_up_ms: now_ms,
+                                last_fetch_leader_end: -1,
+                                last_fetch_ms: 0,
+                            },
+                        )
+                    })
+                    .collect();
+                RoleChange::BecameLeader
+            }
+            ((Role::Follower { leader: l }, e), Role::Follower { leader })
+                if l == leader && e == state.leader_epoch =>
+            {
+                RoleChange::None
+            }
+            ((Role::Follower { .. }, _), Role::Follower { leader }) => RoleChange::NewLeader { leader },
+            (_, Role::Follower { leader }) => RoleChange::BecameFollower { leader },
+            ((Role::Offline, _), Role::Offline) => RoleChange::None,
+            (_, Role::Offline) => RoleChange::WentOffline,
+        };
+        if role != Role::Leader {
+            r.followers.clear();
+            r.pending_isr = None;
+        }
+        let limit = match role {
+            Role::Leader => r.hw_limit(self.log.high_watermark()),
+            // A follower's high watermark comes from its leader's answers.
+            _ => self.log.high_watermark(),
+        };
+        drop(r);
+        self.log.set_hw_limit(limit);
+        if change != RoleChange::None {
+            self.log.wake_all();
+        }
+        change
+    }
+
+    /// A follower fetched from `fetch_offset` (its log end): notes it,
+    /// moves the high watermark, and returns the ISR to ask the
+    /// controller for when the follower has caught up and is not in it.
+    pub fn follower_fetched(&self, follower: i32, fetch_offset: i64, now_ms: u64) -> Option<Vec<i32>> {
+        let mut r = self.replica.borrow_mut();
+        if r.role != Role::Leader {
+            return None;
+        }
+        let leader_end = self.log.log_end_offset();
+        let f = r.followers.get_mut(&follower)?;
+        f.log_end = fetch_offset.min(leader_end);
+        if fetch_offset >= leader_end {
+            f.caught_up_ms = now_ms;
+        } else if fetch_offset >= f.last_fetch_leader_end && f.last_fetch_leader_end >= 0 {
+            f.caught_up_ms = f.caught_up_ms.max(f.last_fetch_ms);
+        }
+        f.last_fetch_leader_end = leader_end;
+        f.last_fetch_ms = now_ms;
+        let log_end = f.log_end;
+        let limit = r.hw_limit(self.log.high_watermark());
+        drop(r);
+        self.log.set_hw_limit(limit);
+        let r = self.replica.borrow();
+        let hw = self.log.high_watermark();
+        let joins = !r.isr.contains(&follower) && r.pending_isr.is_none() && log_end >= hw && log_end >= r.epoch_start;
+        joins.then(|| {
+            let mut isr = r.isr.clone();
+            isr.push(follower);
+            isr
+        })
+    }
+
+    /// Whether acks=all may append now: the ISR is at least
+    /// `min.insync.replicas` (NOT_ENOUGH_REPLICAS otherwise).
+    pub fn check_min_isr(&self) -> Result<(), Refused> {
+        let r = self.replica.borrow();
+        if r.isr.len() < r.min_isr {
+            return Err(Refused::new(
+                ErrorCode::NotEnoughReplicas,
+                format!(
+                    "{}-{} has {} in-sync replicas {:?}, below min.insync.replicas {}",
+                    self.topic,
+                    self.index,
+                    r.isr.len(),
+                    r.isr,
+                    r.min_isr
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Waits until the high watermark reaches `end` (every in-sync replica
+    /// has the batches below it), woken by the log's notifications: the
+    /// follower fetches that move the high watermark, role changes. Fails
+    /// with NOT_LEADER_OR_FOLLOWER when this broker stops leading in
+    /// `epoch`, NOT_ENOUGH_REPLICAS_AFTER_APPEND when the ISR shrank below
+    /// `min.insync.replicas` meanwhile, REQUEST_TIMED_OUT at `deadline`.
+    pub async fn wait_replicated(&self, end: i64, epoch: i32, deadline: std::time::Instant) -> Result<(), Refused> {
+        loop {
+            let listen = self.log.listen();
+            {
+                let r = self.replica.borrow();
+                if r.role != Role::Leader || r.leader_epoch != epoch {
+                    return Err(Refused::new(
+                        ErrorCode::NotLeaderOrFollower,
+                        format!("leadership of {}-{} moved", self.topic, self.index),
+                    ));
+                }
+                if self.log.high_watermark() >= end {
+                    if r.isr.len() < r.min_isr {
+                        return Err(Refused::new(
+                            ErrorCode::NotEnoughReplicasAfterAppend,
+                            format!(
+                                "{}-{}: the ISR {:?} shrank below min.insync.replicas {}",
+                                self.topic, self.index, r.isr, r.min_isr
+                            ),
+                        ));
+                    }
+                    return Ok(());
+                }
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(Refused::new(
+                    ErrorCode::RequestTimedOut,
+                    format!(
+                        "{}-{}: the in-sync replicas did not confirm in time",
+                        self.topic, self.index
+                    ),
+                ));
+            }
+            let _ = crate::util::race(listen, compio::runtime::time::sleep(left)).await;
+        }
+    }
+
+    /// Follower: appends the batches its leader sent (whole batches, as
+    /// the leader's log holds them), skipping any that end before the log
+    /// end, and notes idempotent producers' batches so that this replica
+    /// deduplicates retries once it leads. Returns the new end offset.
+    pub fn append_replicated(&self, mut records: bytes::Bytes) -> Result<i64, sluice_engine::LogError> {
+        let mut end = self.log.next_offset();
+        while !records.is_empty() {
+            let h = batch::BatchHeader::parse(&records)?;
+            let Some(len) = h.total_len().filter(|&l| l <= records.len()) else {
+                // A partial batch at the end of a fetch answer (the leader's
+                // size limit): it comes whole with the next fetch.
+                break;
+            };
+            let (pid, epoch, first_seq, last_delta) = (
+                h.producer_id(),
+                h.producer_epoch(),
+                h.base_sequence(),
+                h.last_offset_delta(),
+            );
+            if h.last_offset() < end {
+                records = records.split_off(len);
+                continue;
+            }
+            let b = BytesMut::from(&records[..len]);
+            records = records.split_off(len);
+            let info = self.log.append_replica(b)?;
+            end = info.last_offset + 1;
+            let last_seq = first_seq.wrapping_add(last_delta) & i32::MAX;
+            self.producers.borrow_mut().record(
+                pid,
+                epoch,
+                BatchRange {
+                    first_seq,
+                    last_seq,
+                    base_offset: info.base_offset,
+                },
+                end,
+            );
+        }
+        Ok(end)
+    }
+
+    /// Follower: cuts the log back to `offset` and rebuilds the producer
+    /// table from what is left.
+    pub async fn truncate_to(&self, offset: i64) -> Result<i64, String> {
+        let end = self.log.truncate_to(offset).await.map_err(|e| e.to_string())?;
+        self.reload_producers()?;
+        Ok(end)
+    }
+
+    /// Follower: empties the log to restart at the leader's log start.
+    pub async fn truncate_fully(&self, start: i64) -> Result<(), String> {
+        self.log.truncate_fully(start).await.map_err(|e| e.to_string())?;
+        self.reload_producers()
+    }
+
+    fn reload_producers(&self) -> Result<(), String> {
+        let _ = std::fs::remove_file(self.log.dir().join(crate::producer_state::FILE));
+        *self.producers.borrow_mut() = ProducerStates::load(&self.log).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// Leader: the ISR without followers that have not caught up within
+    /// `max_lag_ms`, when that drops any and no change is in flight.
+    pub fn shrunk_isr(&self, now_ms: u64, max_lag_ms: u64) -> Option<Vec<i32>> {
+        let r = self.replica.borrow();
+        if r.role != Role::Leader || r.pending_isr.is_some() {
+            return None;
+        }
+        let isr: Vec<i32> = r
+            .isr
+            .iter()
+            .copied()
+            .filter(|&b| {
+                b == r.me
+                    || r.followers
+                        .get(&b)
+                        .is_some_and(|f| now_ms.saturating_sub(f.caught_up_ms) <= max_lag_ms)
+            })
+            .collect();
+        (isr.len() != r.isr.len()).then_some(isr)
     }
 
     /// Appends the record batches of one partition of a Produce request,
@@ -103,6 +467,11 @@ impl Partition {
                 Verdict::Append => {}
                 Verdict::Duplicate { base_offset } => {
                     first_offset.get_or_insert(base_offset);
+                    // The original may still be on its way to the ISR: the
+                    // answer waits for it as for a new batch (a high
+                    // watermark past its first offset is past all of it,
+                    // as followers copy whole batches).
+                    end_offset = end_offset.max(base_offset + 1);
                     continue;
                 }
                 Verdict::Reject(code) => {
@@ -114,7 +483,7 @@ impl Partition {
             }
             let info = self
                 .log
-                .append(b, 0)
+                .append(b, self.leader_epoch().max(0))
                 .map_err(|e| Refused::new(error_codes::for_log_error(&e), e.to_string()))?;
             first_offset.get_or_insert(info.base_offset);
             end_offset = info.last_offset + 1;

@@ -20,7 +20,7 @@ use crate::error_codes::ErrorCode;
 
 /// Batches remembered per producer, as Kafka does.
 pub const CACHED_BATCHES: usize = 5;
-const FILE: &str = "producer-state.json";
+pub const FILE: &str = "producer-state.json";
 
 /// One appended batch of a producer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

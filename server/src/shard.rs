@@ -153,6 +153,8 @@ pub struct Shard {
     pub connections_changed: Changed,
     /// The consumer groups this shard coordinates.
     pub groups: crate::groups::Groups,
+    /// The fetchers of the partitions this shard follows.
+    pub fetchers: crate::replication::Fetchers,
     /// This shard's view of the data directory's free space.
     pub disk: crate::disk::DiskSpace,
     /// Files this shard's logs hold open, and the most they may hold:
@@ -184,6 +186,7 @@ impl Shard {
             live_connections: Cell::new(0),
             connections_changed: Changed::default(),
             groups: Default::default(),
+            fetchers: Default::default(),
             disk,
             files: OpenFiles::new(),
             files_budget,
@@ -451,7 +454,64 @@ impl Shard {
                 }
             }
         }
+        self.apply_roles(&snapshot);
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Brings each owned partition's replica state in line with the
+    /// snapshot: leaders start a new epoch, followers fetch from their
+    /// leader, and the group coordinator follows the leadership of its
+    /// offsets partitions.
+    fn apply_roles(&self, snapshot: &Snapshot) {
+        use crate::partition::RoleChange;
+        let me = self.config().node_id;
+        let now = crate::groups::group::now_ms().max(0) as u64;
+        let shard = self.rc();
+        for p in self.owned_partitions() {
+            let Some(topic) = snapshot.topic(&p.topic) else {
+                continue;
+            };
+            let Some(state) = usize::try_from(p.index)
+                .ok()
+                .and_then(|i| topic.partition_states.get(i))
+            else {
+                continue;
+            };
+            let min_isr = meta::min_insync_replicas(self.config(), topic);
+            let change = p.apply_state(state, me, min_isr, now);
+            if change != RoleChange::None {
+                tracing::info!(topic = %p.topic, partition = p.index, ?change, leader_epoch = state.leader_epoch, isr = ?state.isr, "replica role");
+            }
+            let offsets = &*p.topic == meta::OFFSETS_TOPIC;
+            match change {
+                RoleChange::None => {}
+                RoleChange::BecameLeader => {
+                    self.fetchers.unfollow(&p.topic, p.index);
+                    if offsets {
+                        crate::groups::unload(self, p.index);
+                        match crate::groups::load(self, &p) {
+                            Ok(n) if n > 0 => {
+                                tracing::info!(partition = p.index, records = n, "loaded committed offsets")
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::error!(partition = p.index, error = %e, "loading committed offsets"),
+                        }
+                    }
+                }
+                RoleChange::BecameFollower { leader } | RoleChange::NewLeader { leader } => {
+                    self.fetchers.follow(&shard, p.topic.clone(), p.index, leader);
+                    if offsets {
+                        crate::groups::unload(self, p.index);
+                    }
+                }
+                RoleChange::WentOffline => {
+                    self.fetchers.unfollow(&p.topic, p.index);
+                    if offsets {
+                        crate::groups::unload(self, p.index);
+                    }
+                }
+            }
+        }
     }
 
     /// Closes this shard's partitions of topic `name` and removes their
@@ -460,6 +520,7 @@ impl Shard {
         let slots = self.partitions.borrow_mut().remove(name).unwrap_or_default();
         self.bump_layout();
         for p in slots.into_iter().flatten() {
+            self.fetchers.unfollow(&p.topic, p.index);
             if let Err(e) = p.log.close().await {
                 tracing::warn!(topic = %name, partition = p.index, error = %e, "closing deleted partition");
             }
@@ -495,12 +556,7 @@ impl Shard {
             producers,
             self.use_clock.get(),
         ));
-        if &*topic.name == meta::OFFSETS_TOPIC {
-            let n = crate::groups::load(self, &p)?;
-            if n > 0 {
-                tracing::info!(partition = index, records = n, "loaded committed offsets");
-            }
-        }
+        // An offsets partition's groups load when it becomes leader.
         Ok(p)
     }
 
@@ -561,6 +617,8 @@ impl Shard {
         let offsets_every = std::time::Duration::from_millis(self.config().groups.offsets_retention_check_interval_ms);
         let mut last_retention = std::time::Instant::now();
         let mut last_offsets_expiry = std::time::Instant::now();
+        let hw_every = std::time::Duration::from_millis(self.config().replica_hw_checkpoint_interval_ms);
+        let mut last_hw_checkpoint = std::time::Instant::now();
         // The few partitions each tick must visit, rebuilt when the layout
         // changes: a shard of many idle partitions does not walk them all
         // ten times a second.
@@ -596,6 +654,21 @@ impl Shard {
                 {
                     self.reopen(p).await;
                 }
+            }
+            // Once a second: leaders drop followers that lag too long
+            // from the ISR.
+            if ticks.is_multiple_of(10) {
+                let now = crate::groups::group::now_ms().max(0) as u64;
+                let lag = self.config().replica_lag_time_max_ms;
+                for p in self.owned_partitions() {
+                    if let Some(isr) = p.shrunk_isr(now, lag) {
+                        crate::replication::propose_isr(&self, &p, isr);
+                    }
+                }
+            }
+            if last_hw_checkpoint.elapsed() >= hw_every {
+                last_hw_checkpoint = std::time::Instant::now();
+                crate::replication::checkpoint_high_watermarks(&self.owned_partitions());
             }
             crate::groups::compact_offsets(&self, &offsets).await;
             for p in &timed_flush {
@@ -640,6 +713,10 @@ impl Shard {
                     *slot = Some(p);
                     self.bump_layout();
                     tracing::info!(topic = %old.topic, partition = old.index, "reopened a partition after the disk had space again");
+                    drop(map);
+                    // The new replica takes up the old one's role.
+                    self.apply_roles(&self.meta());
+                    return;
                 }
             }
             Err(e) => {
@@ -651,6 +728,7 @@ impl Shard {
     /// Closes every partition this shard owns (final flush and sync).
     pub async fn close_partitions(&self) {
         let parts = self.owned_partitions();
+        crate::replication::checkpoint_high_watermarks(&parts);
         for p in parts {
             if let Err(e) = p.producers.borrow_mut().save(&p.log) {
                 tracing::error!(topic = %p.topic, partition = p.index, error = %e, "saving producer state");

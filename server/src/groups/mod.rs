@@ -196,7 +196,7 @@ pub async fn write_offsets(
         .ok_or(ErrorCode::NotCoordinator)?;
     let info = p
         .log
-        .append(records::batch_of(&records, now_ms()), 0)
+        .append(records::batch_of(&records, now_ms()), p.leader_epoch().max(0))
         .map_err(|e| error_codes::for_log_error(&e))?;
     {
         let mut g = h.group.borrow_mut();
@@ -204,12 +204,30 @@ pub async fn write_offsets(
             apply(&mut g, r);
         }
     }
+    let end = info.last_offset + 1;
     p.log
-        .wait(info.last_offset + 1, Durability::Synced)
+        .wait(end, Durability::Synced)
         .await
         .map_err(|e| match error_codes::for_log_error(&e) {
             ErrorCode::NotLeaderOrFollower => ErrorCode::NotCoordinator,
             other => other,
+        })?;
+    wait_replicated(shard, &p, end).await
+}
+
+/// Waits until every in-sync replica of a replicated offsets partition
+/// holds the records below `end`, mapping failures as Kafka's coordinator
+/// does: both retriable for the client.
+async fn wait_replicated(shard: &Shard, p: &Partition, end: i64) -> Result<(), ErrorCode> {
+    if p.replica.borrow().replicas.len() < 2 {
+        return Ok(());
+    }
+    let deadline = Instant::now() + std::time::Duration::from_millis(shard.config().groups.offsets_commit_timeout_ms);
+    p.wait_replicated(end, p.leader_epoch(), deadline)
+        .await
+        .map_err(|r| match r.code {
+            ErrorCode::NotLeaderOrFollower | ErrorCode::KafkaStorageError => ErrorCode::NotCoordinator,
+            _ => ErrorCode::CoordinatorNotAvailable,
         })
 }
 
@@ -251,6 +269,20 @@ pub fn load(shard: &Shard, p: &Partition) -> Result<usize, String> {
         shard.groups.remove_if_removable(&id);
     }
     Ok(count)
+}
+
+/// Forgets the groups of offsets partition `partition` (its leadership
+/// moved away, or it is about to be replayed).
+pub fn unload(shard: &Shard, partition: i32) {
+    let Some(n) = shard.meta().topic(OFFSETS_TOPIC).map(|t| t.partitions) else {
+        return;
+    };
+    for h in shard.groups.all() {
+        let id = h.group.borrow().id.clone();
+        if partition_for(&id, n) == partition {
+            shard.groups.remove(&id);
+        }
+    }
 }
 
 /// Deletes the offsets of empty groups that have been empty for
@@ -310,7 +342,7 @@ pub async fn expire_offsets(shard: &Rc<Shard>) {
 pub async fn compact_offsets(shard: &Rc<Shard>, owned: &[Rc<Partition>]) {
     const REWRITE_BATCH: usize = 1000;
     for p in owned {
-        if &*p.topic != OFFSETS_TOPIC || p.log.segment_count() < 2 || p.log.is_poisoned() {
+        if &*p.topic != OFFSETS_TOPIC || p.log.segment_count() < 2 || p.log.is_poisoned() || !p.is_leader() {
             continue;
         }
         let start = p.log.log_end_offset();
@@ -333,7 +365,10 @@ pub async fn compact_offsets(shard: &Rc<Shard>, owned: &[Rc<Partition>]) {
                 })
                 .collect();
             for chunk in live.chunks(REWRITE_BATCH) {
-                match p.log.append(records::batch_of(chunk, now_ms()), 0) {
+                match p
+                    .log
+                    .append(records::batch_of(chunk, now_ms()), p.leader_epoch().max(0))
+                {
                     Ok(info) => end = info.last_offset + 1,
                     Err(e) => failed = Some(e),
                 }
@@ -345,8 +380,9 @@ pub async fn compact_offsets(shard: &Rc<Shard>, owned: &[Rc<Partition>]) {
             continue;
         }
         let done = async {
-            p.log.wait(end, Durability::Synced).await?;
-            p.log.advance_log_start_offset(start)
+            p.log.wait(end, Durability::Synced).await.map_err(|e| e.to_string())?;
+            wait_replicated(shard, p, end).await.map_err(|e| format!("{e:?}"))?;
+            p.log.advance_log_start_offset(start).map_err(|e| e.to_string())
         };
         match done.await {
             Ok(_) => tracing::info!(

@@ -33,6 +33,7 @@ fn topic_default(config: &BrokerConfig, key: &str) -> String {
         "flush.ms" => config
             .log_flush_interval_ms
             .map_or_else(|| i64::MAX.to_string(), |v| v.to_string()),
+        "min.insync.replicas" => config.min_insync_replicas.to_string(),
         _ => String::new(),
     }
 }
@@ -41,6 +42,8 @@ fn topic_default(config: &BrokerConfig, key: &str) -> String {
 fn broker_entries(config: &BrokerConfig) -> Vec<(&'static str, String)> {
     vec![
         ("node.id", config.node_id.to_string()),
+        ("min.insync.replicas", config.min_insync_replicas.to_string()),
+        ("replica.lag.time.max.ms", config.replica_lag_time_max_ms.to_string()),
         ("num.partitions", config.num_partitions.to_string()),
         ("auto.create.topics.enable", config.auto_create_topics.to_string()),
         ("message.max.bytes", config.message_max_bytes.to_string()),

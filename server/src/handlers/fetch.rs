@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::{Ctx, Outcome};
 use crate::error_codes::{self, ErrorCode};
+use crate::partition::Partition;
 use crate::protocol::fetch::{self as codec, PartitionData, Top, TopicData};
 use crate::shard::{ByOwner, Shard};
 use crate::util::race;
@@ -26,6 +27,8 @@ struct Wanted {
     partition: i32,
     offset: i64,
     max_bytes: u64,
+    current_leader_epoch: i32,
+    last_fetched_epoch: i32,
     /// Error found before reading (unknown topic).
     error: Option<ErrorCode>,
 }
@@ -33,6 +36,14 @@ struct Wanted {
 pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: FetchRequest = decode_or_return!(ctx, body);
     let start = Instant::now();
+    // A follower replica (a broker id) reads up to the log end and tells
+    // the leader where it is; consumers send -1.
+    let replica = if ctx.version >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
+    let replica = (replica >= 0).then_some(replica);
     let snapshot = ctx.shard.meta();
     let mut layout: Vec<(Arc<str>, Uuid, usize)> = Vec::new();
     let mut wanted: Vec<Wanted> = Vec::new();
@@ -61,6 +72,8 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
                 partition: p.partition,
                 offset: p.fetch_offset,
                 max_bytes: u64::try_from(p.partition_max_bytes).unwrap_or(0),
+                current_leader_epoch: if ctx.version >= 9 { p.current_leader_epoch } else { -1 },
+                last_fetched_epoch: if ctx.version >= 12 { p.last_fetched_epoch } else { -1 },
                 error,
             });
         }
@@ -75,10 +88,10 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
             .unwrap_or(0)
             .min(ctx.shard.config().fetch_max_wait_ms),
     );
-    let mut results = read_all(&ctx.shard, &wanted, max_bytes).await;
+    let mut results = read_all(&ctx.shard, &wanted, max_bytes, replica).await;
     loop {
         let total: u64 = results.iter().map(|r| r.records.as_ref().map_or(0, |s| s.len)).sum();
-        let any_error = results.iter().any(|r| r.error_code != 0);
+        let any_error = results.iter().any(|r| r.error_code != 0 || r.diverging_epoch.is_some());
         // min_bytes 0 answers at once, as in Kafka.
         if total >= min_bytes || any_error || start.elapsed() >= max_wait {
             break;
@@ -93,7 +106,9 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
         for (w, r) in wanted.iter().zip(&results) {
             if let Some(t) = &w.topic {
                 let owner = ctx.shard.owner_of(t, w.partition);
-                by_owner.push(owner, (t.clone(), w.partition, w.offset.max(r.high_watermark)));
+                // A follower also waits for the log end to pass its offset.
+                let end = if replica.is_some() { w.offset } else { i64::MAX };
+                by_owner.push(owner, (t.clone(), w.partition, w.offset.max(r.high_watermark), end));
             }
         }
         let waits = by_owner
@@ -104,7 +119,7 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
             break;
         }
         let _ = race(futures_util::future::select_all(waits), ctx.shard.stopping.wait()).await;
-        results = read_all(&ctx.shard, &wanted, max_bytes).await;
+        results = read_all(&ctx.shard, &wanted, max_bytes, replica).await;
         if ctx.shard.stopping.is_set() {
             break;
         }
@@ -134,6 +149,7 @@ fn failed(partition: i32, code: ErrorCode) -> PartitionData {
         last_stable_offset: -1,
         log_start_offset: -1,
         records: None,
+        diverging_epoch: None,
     }
 }
 
@@ -145,13 +161,16 @@ struct Read {
     partition: i32,
     offset: i64,
     max_bytes: u64,
+    current_leader_epoch: i32,
+    last_fetched_epoch: i32,
+    replica: Option<i32>,
 }
 
 /// Reads every wanted partition on its owner (one synchronous job per
 /// owner shard), then keeps slices in request order while they fit in
 /// `max_bytes` (the first non-empty one always fits, as in Kafka, so a
 /// consumer is never stuck behind a large batch).
-async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted], max_bytes: u64) -> Vec<PartitionData> {
+async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted], max_bytes: u64, replica: Option<i32>) -> Vec<PartitionData> {
     let mut results: Vec<Option<PartitionData>> = Vec::with_capacity(wanted.len());
     let mut by_owner = ByOwner::new(shard.shard_count());
     for (slot, w) in wanted.iter().enumerate() {
@@ -166,6 +185,9 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted], max_bytes: u64) -> Vec<P
                         partition: w.partition,
                         offset: w.offset,
                         max_bytes: w.max_bytes.min(max_bytes),
+                        current_leader_epoch: w.current_leader_epoch,
+                        last_fetched_epoch: w.last_fetched_epoch,
+                        replica,
                     },
                 );
                 results.push(None);
@@ -182,7 +204,7 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted], max_bytes: u64) -> Vec<P
             shard.call(owner, move |s| {
                 items
                     .into_iter()
-                    .map(|r| (r.slot, read_partition(s, &r.topic, r.partition, r.offset, r.max_bytes)))
+                    .map(|r| (r.slot, read_partition(s, &r)))
                     .collect::<Vec<_>>()
             })
         })
@@ -213,12 +235,61 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted], max_bytes: u64) -> Vec<P
     results
 }
 
-fn read_partition(shard: &Shard, topic: &str, partition: i32, offset: i64, max_bytes: u64) -> PartitionData {
-    let Some(p) = shard.partition(topic, partition) else {
+/// The leader-epoch check of Fetch, ListOffsets and OffsetForLeaderEpoch:
+/// a client that knows a newer epoch than this replica's is ahead of it
+/// (UNKNOWN_LEADER_EPOCH, retry); an older one is fenced.
+pub fn check_leader_epoch(p: &Partition, current_leader_epoch: i32) -> Result<(), ErrorCode> {
+    if current_leader_epoch < 0 {
+        return Ok(());
+    }
+    let mine = p.leader_epoch();
+    if current_leader_epoch > mine {
+        Err(ErrorCode::UnknownLeaderEpoch)
+    } else if current_leader_epoch < mine {
+        Err(ErrorCode::FencedLeaderEpoch)
+    } else {
+        Ok(())
+    }
+}
+
+fn read_partition(shard: &Rc<Shard>, r: &Read) -> PartitionData {
+    let (partition, offset, max_bytes) = (r.partition, r.offset, r.max_bytes);
+    let Some(p) = shard.partition(&r.topic, partition) else {
         return failed(partition, ErrorCode::UnknownTopicOrPartition);
     };
     shard.touch(&p);
-    match p.log.read(offset, max_bytes.max(1), ReadBound::HighWatermark) {
+    if let Err(code) = check_leader_epoch(&p, r.current_leader_epoch) {
+        return failed(partition, code);
+    }
+    if !p.is_leader() {
+        return failed(partition, ErrorCode::NotLeaderOrFollower);
+    }
+    // A fetcher whose last fetched epoch ends earlier here (or is unknown
+    // here) holds a tail this log does not: it must truncate first.
+    if r.last_fetched_epoch >= 0 {
+        let end = p.log.epoch_end(r.last_fetched_epoch);
+        if end.epoch < r.last_fetched_epoch || end.end_offset < offset {
+            return PartitionData {
+                partition_index: partition,
+                error_code: 0,
+                high_watermark: p.log.high_watermark(),
+                last_stable_offset: p.log.high_watermark(),
+                log_start_offset: p.log.log_start_offset(),
+                records: None,
+                diverging_epoch: Some((end.epoch, end.end_offset)),
+            };
+        }
+    }
+    let bound = match r.replica {
+        Some(follower) => {
+            if let Some(isr) = p.follower_fetched(follower, offset, crate::groups::group::now_ms().max(0) as u64) {
+                crate::replication::propose_isr(shard, &p, isr);
+            }
+            ReadBound::LogEnd
+        }
+        None => ReadBound::HighWatermark,
+    };
+    match p.log.read(offset, max_bytes.max(1), bound) {
         Ok(r) => PartitionData {
             partition_index: partition,
             error_code: 0,
@@ -226,6 +297,7 @@ fn read_partition(shard: &Shard, topic: &str, partition: i32, offset: i64, max_b
             last_stable_offset: r.high_watermark,
             log_start_offset: r.log_start_offset,
             records: r.slice.filter(|s: &FileSlice| s.len > 0),
+            diverging_epoch: None,
         },
         Err(e @ LogError::OffsetOutOfRange { .. }) => PartitionData {
             high_watermark: p.log.high_watermark(),
@@ -238,26 +310,31 @@ fn read_partition(shard: &Shard, topic: &str, partition: i32, offset: i64, max_b
 }
 
 /// On the owner of every partition in `items` (topic, partition, the high
-/// watermark the last read saw): returns a future that completes when one
-/// of them has its high watermark above what was seen, when one of their
-/// logs changes in any way (a flush round, a roll, a poisoning), or at the
-/// deadline.
+/// watermark the last read saw, and for a follower its fetch offset):
+/// returns a future that completes when one of them has its high watermark
+/// above what was seen (or, for a follower, its log end past the fetch
+/// offset), when one of their logs changes in any way (a flush round, a
+/// roll, a poisoning), or at the deadline.
 fn wait_for_data(
     shard: &Rc<Shard>,
-    items: Vec<(Arc<str>, i32, i64)>,
+    items: Vec<(Arc<str>, i32, i64, i64)>,
     deadline: Instant,
 ) -> impl std::future::Future<Output = ()> + use<> {
     let parts: Vec<_> = items
         .iter()
-        .filter_map(|(topic, partition, seen)| Some((shard.partition(topic, *partition)?, *seen)))
+        .filter_map(|(topic, partition, seen, end)| Some((shard.partition(topic, *partition)?, *seen, *end)))
         .collect();
     let shard = shard.clone();
     async move {
-        if parts.is_empty() || parts.iter().any(|(p, seen)| p.log.high_watermark() > *seen) {
+        if parts.is_empty()
+            || parts
+                .iter()
+                .any(|(p, seen, end)| p.log.high_watermark() > *seen || p.log.log_end_offset() > *end)
+        {
             return;
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        let changed = futures_util::future::select_all(parts.iter().map(|(p, _)| Box::pin(p.log.changed())));
+        let changed = futures_util::future::select_all(parts.iter().map(|(p, _, _)| Box::pin(p.log.changed())));
         let _ = race(race(changed, compio::runtime::time::sleep(left)), shard.stopping.wait()).await;
     }
 }

@@ -48,6 +48,7 @@ pub const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
     // The crate's response goes to v6 but its request decoder stops at v5.
     (ApiKey::InitProducerId, 0, 5),
     (ApiKey::DescribeConfigs, 1, 4),
@@ -208,6 +209,7 @@ pub async fn dispatch(shard: Rc<Shard>, mut frame: BytesMut, peer: Rc<str>) -> O
         ApiKey::Fetch => fetch::handle(ctx, body).await,
         ApiKey::ListOffsets => Box::pin(offsets::list_offsets(ctx, body)).await,
         ApiKey::DeleteRecords => Box::pin(offsets::delete_records(ctx, body)).await,
+        ApiKey::OffsetForLeaderEpoch => Box::pin(offsets::offset_for_leader_epoch(ctx, body)).await,
         ApiKey::Metadata => Box::pin(metadata::metadata(ctx, body)).await,
         ApiKey::DescribeCluster => metadata::describe_cluster(ctx, body),
         ApiKey::CreateTopics => Box::pin(admin::create_topics(ctx, body)).await,

@@ -6,7 +6,11 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
-use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
+use kafka_protocol::messages::{
+    DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse,
+};
 use kafka_protocol::records::RecordBatchDecoder;
 use sluice_engine::{Log, batch};
 
@@ -23,12 +27,12 @@ pub const EARLIEST_PENDING_UPLOAD: i64 = -5;
 
 /// Runs `f(shard, topic, partition, arg)` on the partition's owner, which
 /// answers unknown partitions itself; `gone` when the owner stopped first.
-async fn on_owner<T: Send + 'static>(
+async fn on_owner<A: Send + 'static, T: Send + 'static>(
     ctx: &Ctx,
     topic: &str,
     partition: i32,
-    arg: i64,
-    f: fn(&Shard, &str, i32, i64) -> T,
+    arg: A,
+    f: fn(&Shard, &str, i32, A) -> T,
     gone: T,
 ) -> T {
     let topic: Arc<str> = topic.into();
@@ -43,12 +47,21 @@ pub async fn list_offsets(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: ListOffsetsRequest = decode_or_return!(ctx, body);
     // isolation_level needs no handling: with no transactions the last
     // stable offset is the high watermark.
-    let gone = (ErrorCode::NotLeaderOrFollower.code(), -1, -1);
+    let gone = (ErrorCode::NotLeaderOrFollower.code(), -1, -1, -1);
+    let version = ctx.version;
     let futs = req.topics.iter().flat_map(|t| {
         let ctx = &ctx;
-        t.partitions
-            .iter()
-            .map(move |p| on_owner(ctx, t.name.0.as_str(), p.partition_index, p.timestamp, lookup, gone))
+        t.partitions.iter().map(move |p| {
+            let epoch = if version >= 4 { p.current_leader_epoch } else { -1 };
+            on_owner(
+                ctx,
+                t.name.0.as_str(),
+                p.partition_index,
+                (p.timestamp, epoch),
+                lookup,
+                gone,
+            )
+        })
     });
     let answers = futures_util::future::join_all(futs).await;
     let mut answers = answers.into_iter();
@@ -57,14 +70,17 @@ pub async fn list_offsets(ctx: Ctx, body: BytesMut) -> Outcome {
         let mut tr = ListOffsetsTopicResponse::default();
         tr.name = t.name.clone();
         for p in &t.partitions {
-            let (code, offset, timestamp) = answers.next().unwrap_or((ErrorCode::UnknownServerError.code(), -1, -1));
+            let (code, offset, timestamp, leader_epoch) =
+                answers
+                    .next()
+                    .unwrap_or((ErrorCode::UnknownServerError.code(), -1, -1, -1));
             let mut pr = ListOffsetsPartitionResponse::default();
             pr.partition_index = p.partition_index;
             pr.error_code = code;
             pr.offset = offset;
             pr.timestamp = timestamp;
             if ctx.version >= 4 {
-                pr.leader_epoch = if code == 0 { 0 } else { -1 };
+                pr.leader_epoch = if code == 0 { leader_epoch } else { -1 };
             }
             tr.partitions.push(pr);
         }
@@ -73,24 +89,36 @@ pub async fn list_offsets(ctx: Ctx, body: BytesMut) -> Outcome {
     ctx.respond(&resp)
 }
 
-/// `(error_code, offset, timestamp)` for one partition.
-fn lookup(shard: &Shard, topic: &str, partition: i32, ts: i64) -> (i16, i64, i64) {
+/// `(error_code, offset, timestamp, leader_epoch)` for one partition,
+/// asked with the client's current leader epoch (-1: none).
+fn lookup(shard: &Shard, topic: &str, partition: i32, (ts, current_epoch): (i64, i32)) -> (i16, i64, i64, i32) {
     let Some(p) = shard.partition(topic, partition) else {
-        return (not_here(shard, topic, partition), -1, -1);
+        return (not_here(shard, topic, partition), -1, -1, -1);
     };
     shard.touch(&p);
+    if let Err(code) = super::fetch::check_leader_epoch(&p, current_epoch) {
+        return (code.code(), -1, -1, -1);
+    }
+    if !p.is_leader() {
+        return (ErrorCode::NotLeaderOrFollower.code(), -1, -1, -1);
+    }
+    let epoch = p.leader_epoch().max(0);
     let log = &p.log;
+    // A new leader's high watermark may be below what the old one
+    // announced until its followers catch up: "latest" would go back.
+    let settled = log.high_watermark() >= p.replica.borrow().epoch_start;
     let found = match ts {
-        LATEST => return (0, log.high_watermark(), -1),
-        EARLIEST | EARLIEST_LOCAL | EARLIEST_PENDING_UPLOAD => return (0, log.log_start_offset(), -1),
+        LATEST if !settled => return (ErrorCode::OffsetNotAvailable.code(), -1, -1, -1),
+        LATEST => return (0, log.high_watermark(), -1, epoch),
+        EARLIEST | EARLIEST_LOCAL | EARLIEST_PENDING_UPLOAD => return (0, log.log_start_offset(), -1, epoch),
         MAX_TIMESTAMP => max_timestamp_record(log),
-        ts if ts < 0 => return (ErrorCode::InvalidRequest.code(), -1, -1),
+        ts if ts < 0 => return (ErrorCode::InvalidRequest.code(), -1, -1, -1),
         ts => record_at_or_after(log, ts),
     };
     match found {
-        Ok(Some((offset, timestamp))) => (0, offset, timestamp),
-        Ok(None) => (0, -1, -1),
-        Err(code) => (code.code(), -1, -1),
+        Ok(Some((offset, timestamp))) => (0, offset, timestamp, epoch),
+        Ok(None) => (0, -1, -1, epoch),
+        Err(code) => (code.code(), -1, -1, -1),
     }
 }
 
@@ -191,11 +219,67 @@ pub async fn delete_records(ctx: Ctx, body: BytesMut) -> Outcome {
     ctx.respond(&resp)
 }
 
+/// OffsetForLeaderEpoch (KIP-320): where each asked epoch ends in the
+/// leader's log, so a consumer (or follower) can tell whether the log it
+/// read was truncated under it.
+pub async fn offset_for_leader_epoch(ctx: Ctx, body: BytesMut) -> Outcome {
+    let req: OffsetForLeaderEpochRequest = decode_or_return!(ctx, body);
+    let gone = (ErrorCode::NotLeaderOrFollower.code(), -1, -1);
+    let futs = req.topics.iter().flat_map(|t| {
+        let ctx = &ctx;
+        t.partitions.iter().map(move |p| {
+            on_owner(
+                ctx,
+                t.topic.0.as_str(),
+                p.partition,
+                (p.leader_epoch, p.current_leader_epoch),
+                epoch_end,
+                gone,
+            )
+        })
+    });
+    let mut answers = futures_util::future::join_all(futs).await.into_iter();
+    let mut resp = OffsetForLeaderEpochResponse::default();
+    for t in &req.topics {
+        let mut tr = OffsetForLeaderTopicResult::default();
+        tr.topic = t.topic.clone();
+        for p in &t.partitions {
+            let (code, epoch, end) = answers.next().unwrap_or((ErrorCode::UnknownServerError.code(), -1, -1));
+            let mut pr = EpochEndOffset::default();
+            pr.partition = p.partition;
+            pr.error_code = code;
+            pr.leader_epoch = epoch;
+            pr.end_offset = end;
+            tr.partitions.push(pr);
+        }
+        resp.topics.push(tr);
+    }
+    ctx.respond(&resp)
+}
+
+/// `(error_code, epoch, end_offset)` of `epoch` in the partition's log.
+fn epoch_end(shard: &Shard, topic: &str, partition: i32, (epoch, current_epoch): (i32, i32)) -> (i16, i32, i64) {
+    let Some(p) = shard.partition(topic, partition) else {
+        return (not_here(shard, topic, partition), -1, -1);
+    };
+    if let Err(code) = super::fetch::check_leader_epoch(&p, current_epoch) {
+        return (code.code(), -1, -1);
+    }
+    if !p.is_leader() {
+        return (ErrorCode::NotLeaderOrFollower.code(), -1, -1);
+    }
+    let end = p.log.epoch_end(epoch);
+    (0, end.epoch, end.end_offset)
+}
+
 /// `(error_code, low_watermark)`; offset -1 means the high watermark.
 fn truncate_front(shard: &Shard, topic: &str, partition: i32, offset: i64) -> (i16, i64) {
     let Some(p) = shard.partition(topic, partition) else {
         return (not_here(shard, topic, partition), -1);
     };
+    if !p.is_leader() {
+        return (ErrorCode::NotLeaderOrFollower.code(), -1);
+    }
     let hw = p.log.high_watermark();
     let target = if offset == -1 { hw } else { offset };
     if target < 0 || target > hw {

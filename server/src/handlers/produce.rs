@@ -4,9 +4,13 @@
 //! frame's buffer), sends each partition's batches to the owning shard, and
 //! gathers the answers. The owner checks producer sequences, assigns offsets
 //! in place, appends, and waits for the durability `acks` asks for:
-//! acks=-1 waits for the group-committed fdatasync, acks=1 for the write to
-//! the page cache (or the sync, under `log.flush.interval.ms=0`), acks=0
-//! for nothing and gets no response.
+//! acks=-1 on a partition with one replica waits for the group-committed
+//! fdatasync; on a replicated partition it is refused up front while the
+//! ISR is below `min.insync.replicas`, and answers once the high watermark
+//! passes the batch (every in-sync replica has it; with
+//! `sluice.replica.fsync.before.ack`, synced on each). acks=1 waits for the
+//! leader's write to the page cache (or the sync, under
+//! `log.flush.interval.ms=0`), acks=0 for nothing and gets no response.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -57,6 +61,8 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
         Err(e) => return Outcome::Close(format!("Produce v{}: {e}", ctx.version)),
     };
     let acks = req.acks;
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0));
     let snapshot = ctx.shard.meta();
     // One answer slot per partition in request order; partitions that
     // reach an owner are gathered per owner shard, so a request costs one
@@ -137,7 +143,10 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
             let slots: Vec<usize> = items.iter().map(|a| a.slot).collect();
             // Boxed: the answers are awaited one by one, and the handler's
             // future should not carry the largest of them inline.
-            let answer = Box::pin(ctx.shard.run_on(owner, move |s| append_partitions(s, items, acks)));
+            let answer = Box::pin(
+                ctx.shard
+                    .run_on(owner, move |s| append_partitions(s, items, acks, deadline)),
+            );
             (slots, answer)
         })
         .collect();
@@ -217,8 +226,12 @@ fn append_partitions(
     shard: &Rc<Shard>,
     items: Vec<Append>,
     acks: i16,
+    deadline: std::time::Instant,
 ) -> impl std::future::Future<Output = Vec<PartitionResult>> + use<> {
-    let answers: Vec<Answer> = items.into_iter().map(|a| append_partition(shard, a, acks)).collect();
+    let answers: Vec<Answer> = items
+        .into_iter()
+        .map(|a| append_partition(shard, a, acks, deadline))
+        .collect();
     async move {
         let mut out = Vec::with_capacity(answers.len());
         for a in answers {
@@ -229,9 +242,16 @@ fn append_partitions(
                     end_offset,
                     durability,
                     base_offset,
+                    replicated,
                 } => match partition.log.wait(end_offset, durability).await {
-                    Ok(()) => PartitionResult::ok(base_offset, &partition),
                     Err(e) => PartitionResult::error(error_codes::for_log_error(&e), e.to_string()),
+                    Ok(()) => match replicated {
+                        None => PartitionResult::ok(base_offset, &partition),
+                        Some((epoch, deadline)) => match partition.wait_replicated(end_offset, epoch, deadline).await {
+                            Ok(()) => PartitionResult::ok(base_offset, &partition),
+                            Err(r) => PartitionResult::error(r.code, r.message),
+                        },
+                    },
                 },
             });
         }
@@ -248,12 +268,15 @@ enum Answer {
         end_offset: i64,
         durability: Durability,
         base_offset: i64,
+        /// acks=all on a replicated partition: the leader epoch of the
+        /// append and the request's deadline for the ISR to have it.
+        replicated: Option<(i32, std::time::Instant)>,
     },
 }
 
 /// Checks producer sequences and appends one partition's batches, on its
 /// owner, synchronously.
-fn append_partition(shard: &Shard, item: Append, acks: i16) -> Answer {
+fn append_partition(shard: &Shard, item: Append, acks: i16, deadline: std::time::Instant) -> Answer {
     let done = Answer::Now;
     let Append {
         topic, index, records, ..
@@ -277,13 +300,26 @@ fn append_partition(shard: &Shard, item: Append, acks: i16) -> Answer {
             ),
         ));
     }
+    if !p.is_leader() {
+        return done(PartitionResult::error(
+            ErrorCode::NotLeaderOrFollower,
+            format!("broker {} does not lead {topic}-{index}", shard.config().node_id),
+        ));
+    }
+    let replicated = p.replica.borrow().replicas.len() > 1;
+    if acks == -1
+        && let Err(r) = p.check_min_isr()
+    {
+        return done(PartitionResult::error(r.code, r.message));
+    }
+    let epoch = p.leader_epoch();
     let appended = match p.append_records(records) {
         Ok(a) => a,
         Err(r) => return done(PartitionResult::error(r.code, r.message)),
     };
     let durability = match acks {
-        -1 => Some(Durability::Synced),
-        1 => Some(p.log.default_durability()),
+        -1 if !replicated || shard.config().replica_fsync_before_ack => Some(Durability::Synced),
+        -1 | 1 => Some(p.log.default_durability()),
         _ => None,
     };
     if durability == Some(Durability::Synced) && appended.end_offset > 0 {
@@ -297,6 +333,7 @@ fn append_partition(shard: &Shard, item: Append, acks: i16) -> Answer {
             end_offset: appended.end_offset,
             durability,
             base_offset: appended.base_offset,
+            replicated: (acks == -1 && replicated).then_some((epoch, deadline)),
         },
         _ => done(PartitionResult::ok(appended.base_offset, &p)),
     }

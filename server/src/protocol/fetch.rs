@@ -28,6 +28,10 @@ pub struct PartitionData {
     pub log_start_offset: i64,
     /// Whole batches from the log; `None` sends empty records.
     pub records: Option<FileSlice>,
+    /// For a fetch whose last fetched epoch the leader's log does not end
+    /// the same way: the largest epoch at or below it and where it ends
+    /// (v12+, tagged field 0).
+    pub diverging_epoch: Option<(i32, i64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -96,7 +100,17 @@ pub fn encode(version: i16, correlation_id: i32, top: Top, topics: &[TopicData])
                 _ => put_len(&mut buf, 0, flexible),
             }
             if flexible {
-                buf.put_u8(0);
+                match p.diverging_epoch {
+                    Some((epoch, end_offset)) => {
+                        buf.put_u8(1); // one tagged field
+                        buf.put_u8(0); // tag 0: DivergingEpoch
+                        buf.put_u8(13); // its size
+                        buf.put_i32(epoch);
+                        buf.put_i64(end_offset);
+                        buf.put_u8(0); // its own tagged fields
+                    }
+                    None => buf.put_u8(0),
+                }
             }
         }
         if flexible {
@@ -169,6 +183,7 @@ mod tests {
                         last_stable_offset: 42,
                         log_start_offset: 3,
                         records: Some(s1),
+                        diverging_epoch: None,
                     },
                     PartitionData {
                         partition_index: 4,
@@ -177,6 +192,7 @@ mod tests {
                         last_stable_offset: -1,
                         log_start_offset: -1,
                         records: None,
+                        diverging_epoch: Some((3, 17)),
                     },
                 ],
             },
@@ -190,6 +206,7 @@ mod tests {
                     last_stable_offset: 7,
                     log_start_offset: 0,
                     records: Some(s2),
+                    diverging_epoch: None,
                 }],
             },
         ];
@@ -222,6 +239,10 @@ mod tests {
                     assert_eq!(dp.last_stable_offset, tp.last_stable_offset);
                     if version >= 5 {
                         assert_eq!(dp.log_start_offset, tp.log_start_offset);
+                    }
+                    if version >= FLEXIBLE_FROM {
+                        let (e, o) = tp.diverging_epoch.unwrap_or((-1, -1));
+                        assert_eq!((dp.diverging_epoch.epoch, dp.diverging_epoch.end_offset), (e, o));
                     }
                     let want = tp.records.as_ref().map(|s| s.to_bytes().unwrap()).unwrap_or_default();
                     assert_eq!(dp.records.clone().unwrap_or_default(), want, "v{version}");

@@ -1,0 +1,410 @@
+//! Followers: each shard fetches the partitions it owns and follows from
+//! their leaders, with the ordinary Fetch API (v15, ReplicaState), one
+//! long-polled connection per (shard, leader broker) carrying all of that
+//! shard's partitions led there. Answers are applied on the shard that owns
+//! the partitions, with no locks: truncation at a diverging epoch, follower
+//! appends that keep the leader's offsets and epochs (CRC-checked by the
+//! engine), the leader's high watermark and log start.
+//!
+//! The leader side is in the Fetch handler: a fetch with a replica id reads
+//! up to the log end (the same zero-copy file path as consumers) and tells
+//! the partition where the follower is, which moves the high watermark and
+//! the ISR ([`crate::partition::Partition::follower_fetched`]).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use compio::BufResult;
+use compio::io::{AsyncReadExt, AsyncWriteExt};
+use compio::net::TcpStream;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
+use kafka_protocol::messages::fetch_response::PartitionData;
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use sluice_engine::Durability;
+
+use crate::error_codes::ErrorCode;
+use crate::partition::{Partition, Role};
+use crate::shard::Shard;
+use crate::util::{Changed, race};
+
+/// The Fetch version followers speak: topic ids and ReplicaState.
+pub const FETCH_VERSION: i16 = 15;
+/// Largest answer a follower reads (a bound on what a bad peer can make it
+/// allocate); the leader's answers stay within
+/// `replica.fetch.response.max.bytes` plus one batch.
+const MAX_ANSWER_BYTES: usize = 256 << 20;
+
+/// The fetchers of one shard, by leader broker.
+#[derive(Debug, Default)]
+pub struct Fetchers {
+    by_leader: RefCell<HashMap<i32, Rc<Fetcher>>>,
+}
+
+#[derive(Debug)]
+struct Fetcher {
+    leader: i32,
+    partitions: RefCell<BTreeSet<(Arc<str>, i32)>>,
+    changed: Changed,
+    correlation: Cell<i32>,
+}
+
+impl Fetchers {
+    /// Fetches `topic`-`index` from `leader` from now on (and from no one
+    /// else).
+    pub fn follow(&self, shard: &Rc<Shard>, topic: Arc<str>, index: i32, leader: i32) {
+        self.unfollow(&topic, index);
+        let mut table = self.by_leader.borrow_mut();
+        let f = table.entry(leader).or_insert_with(|| {
+            let f = Rc::new(Fetcher {
+                leader,
+                partitions: RefCell::default(),
+                changed: Changed::default(),
+                correlation: Cell::new(0),
+            });
+            compio::runtime::spawn(run(shard.clone(), f.clone())).detach();
+            f
+        });
+        f.partitions.borrow_mut().insert((topic, index));
+        f.changed.notify();
+    }
+
+    /// Stops fetching `topic`-`index`.
+    pub fn unfollow(&self, topic: &Arc<str>, index: i32) {
+        for f in self.by_leader.borrow().values() {
+            if f.partitions.borrow_mut().remove(&(topic.clone(), index)) {
+                f.changed.notify();
+            }
+        }
+    }
+
+    /// Partitions followed, for tests and metrics.
+    pub fn followed(&self) -> usize {
+        self.by_leader
+            .borrow()
+            .values()
+            .map(|f| f.partitions.borrow().len())
+            .sum()
+    }
+}
+
+/// One partition of a fetch, as it was when the fetch was sent.
+struct Sent {
+    partition: Rc<Partition>,
+    leader_epoch: i32,
+    fetch_offset: i64,
+}
+
+async fn run(shard: Rc<Shard>, f: Rc<Fetcher>) {
+    let config = shard.common.config.clone();
+    let backoff = Duration::from_millis(config.replica_fetch_backoff_ms.max(10));
+    let mut conn: Option<TcpStream> = None;
+    tracing::debug!(shard = shard.id.0, leader = f.leader, "replica fetcher started");
+    loop {
+        if shard.stopping.is_set() {
+            break;
+        }
+        let wanted: Vec<(Arc<str>, i32)> = f.partitions.borrow().iter().cloned().collect();
+        if wanted.is_empty() {
+            let mut table = shard.fetchers.by_leader.borrow_mut();
+            if table.get(&f.leader).is_some_and(|cur| Rc::ptr_eq(cur, &f)) && f.partitions.borrow().is_empty() {
+                table.remove(&f.leader);
+                break;
+            }
+            continue;
+        }
+        let snapshot = shard.meta();
+        let Some(addr) = snapshot
+            .brokers
+            .get(&f.leader)
+            .map(|b| format!("{}:{}", b.host, b.port))
+        else {
+            let _ = race(compio::runtime::time::sleep(backoff), f.changed.next()).await;
+            continue;
+        };
+        let my_epoch = snapshot.brokers.get(&config.node_id).map_or(-1, |b| b.epoch);
+        let mut sent: HashMap<(uuid::Uuid, i32), Sent> = HashMap::new();
+        let mut req = FetchRequest::default();
+        req.replica_id = BrokerId(-1);
+        req.replica_state = ReplicaState::default()
+            .with_replica_id(BrokerId(config.node_id))
+            .with_replica_epoch(my_epoch);
+        req.max_wait_ms = i32::try_from(config.replica_fetch_wait_max_ms).unwrap_or(i32::MAX);
+        req.min_bytes = 1;
+        req.max_bytes = i32::try_from(config.replica_fetch_response_max_bytes).unwrap_or(i32::MAX);
+        req.session_id = 0;
+        req.session_epoch = -1;
+        for (topic, index) in &wanted {
+            let (Some(meta), Some(p)) = (snapshot.topic(topic), shard.partition(topic, *index)) else {
+                continue;
+            };
+            if p.replica.borrow().role != (Role::Follower { leader: f.leader }) {
+                continue;
+            }
+            let fetch_offset = p.log.log_end_offset();
+            let part = FetchPartition::default()
+                .with_partition(*index)
+                .with_current_leader_epoch(p.leader_epoch())
+                .with_fetch_offset(fetch_offset)
+                .with_last_fetched_epoch(p.log.latest_epoch())
+                .with_log_start_offset(p.log.log_start_offset())
+                .with_partition_max_bytes(i32::try_from(config.replica_fetch_max_bytes).unwrap_or(i32::MAX));
+            match req.topics.iter_mut().find(|t| t.topic_id == meta.id) {
+                Some(t) => t.partitions.push(part),
+                None => req
+                    .topics
+                    .push(FetchTopic::default().with_topic_id(meta.id).with_partitions(vec![part])),
+            }
+            sent.insert(
+                (meta.id, *index),
+                Sent {
+                    leader_epoch: p.leader_epoch(),
+                    partition: p,
+                    fetch_offset,
+                },
+            );
+        }
+        if sent.is_empty() {
+            // Roles not applied yet (or the topic is gone): wait for a change.
+            let _ = race(compio::runtime::time::sleep(backoff), f.changed.next()).await;
+            continue;
+        }
+        let correlation = f.correlation.get().wrapping_add(1);
+        f.correlation.set(correlation);
+        let timeout = Duration::from_millis(config.replica_fetch_wait_max_ms + 30_000);
+        let answer = race(
+            exchange(&mut conn, &addr, correlation, config.node_id, &req, timeout),
+            shard.stopping.wait(),
+        )
+        .await;
+        let resp = match answer {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::debug!(leader = f.leader, %addr, error = %e, "replica fetch failed");
+                conn = None;
+                let _ = race(compio::runtime::time::sleep(backoff), shard.stopping.wait()).await;
+                continue;
+            }
+            Err(()) => break,
+        };
+        let mut pause = false;
+        for t in resp.responses {
+            for pd in t.partitions {
+                let Some(s) = sent.remove(&(t.topic_id, pd.partition_index)) else {
+                    continue;
+                };
+                // The role may have changed while the fetch was out.
+                if s.partition.leader_epoch() != s.leader_epoch
+                    || !f
+                        .partitions
+                        .borrow()
+                        .contains(&(s.partition.topic.clone(), s.partition.index))
+                {
+                    continue;
+                }
+                if let Err(e) = apply(&shard, &s, pd).await {
+                    tracing::warn!(topic = %s.partition.topic, partition = s.partition.index, leader = f.leader, error = %e, "replica fetch answer");
+                    pause = true;
+                }
+            }
+        }
+        if pause {
+            let _ = race(compio::runtime::time::sleep(backoff), f.changed.next()).await;
+        }
+    }
+    tracing::debug!(shard = shard.id.0, leader = f.leader, "replica fetcher stopped");
+}
+
+/// Applies one partition's answer on the follower.
+async fn apply(shard: &Shard, s: &Sent, pd: PartitionData) -> Result<(), String> {
+    let p = &s.partition;
+    match ErrorCode::try_from_code(pd.error_code) {
+        None => {}
+        Some(ErrorCode::OffsetOutOfRange) => {
+            if pd.log_start_offset > p.log.log_end_offset() {
+                tracing::info!(topic = %p.topic, partition = p.index, start = pd.log_start_offset, "behind the leader's log start: restarting the replica there");
+                return p.truncate_fully(pd.log_start_offset).await;
+            }
+            let hw = p.log.high_watermark();
+            tracing::warn!(topic = %p.topic, partition = p.index, offset = s.fetch_offset, hw, "fetch offset past the leader's log end: truncating to the high watermark");
+            p.truncate_to(hw).await?;
+            return Ok(());
+        }
+        Some(e) => return Err(format!("leader answered {e:?}")),
+    }
+    let div = &pd.diverging_epoch;
+    if div.epoch >= 0 || div.end_offset >= 0 {
+        let target = if div.epoch < 0 {
+            p.log.high_watermark()
+        } else {
+            let mine = p.log.epoch_end(div.epoch);
+            if mine.epoch < 0 {
+                div.end_offset.min(p.log.high_watermark())
+            } else {
+                div.end_offset.min(mine.end_offset)
+            }
+        };
+        let end = p.truncate_to(target).await?;
+        tracing::info!(topic = %p.topic, partition = p.index, epoch = div.epoch, leader_end = div.end_offset, end, "truncated a diverging tail");
+        return Ok(());
+    }
+    if let Some(records) = pd.records.filter(|r| !r.is_empty()) {
+        let end = p.append_replicated(records).map_err(|e| e.to_string())?;
+        let durability = if shard.config().replica_fsync_before_ack {
+            Durability::Synced
+        } else {
+            Durability::Written
+        };
+        if end > s.fetch_offset {
+            p.log.wait(end, durability).await.map_err(|e| e.to_string())?;
+        }
+    }
+    if pd.high_watermark >= 0 {
+        p.log.set_hw_limit(pd.high_watermark);
+    }
+    if pd.log_start_offset > p.log.log_start_offset() && pd.log_start_offset <= p.log.high_watermark() {
+        p.log
+            .advance_log_start_offset(pd.log_start_offset)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Sends one fetch on the connection (opening it when there is none) and
+/// reads its answer.
+async fn exchange(
+    conn: &mut Option<TcpStream>,
+    addr: &str,
+    correlation: i32,
+    me: i32,
+    req: &FetchRequest,
+    timeout: Duration,
+) -> Result<FetchResponse, String> {
+    let work = async {
+        if conn.is_none() {
+            let s = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+            let _ = s.set_nodelay(true);
+            *conn = Some(s);
+        }
+        let stream = conn.as_mut().ok_or("no connection")?;
+        let frame = encode(correlation, me, req)?;
+        let BufResult(r, _) = stream.write_all(frame).await;
+        r.map_err(|e| format!("send: {e}"))?;
+        let BufResult(r, len) = stream.read_exact([0u8; 4]).await;
+        r.map_err(|e| format!("receive: {e}"))?;
+        let len = usize::try_from(i32::from_be_bytes(len)).map_err(|_| "negative frame size")?;
+        if len > MAX_ANSWER_BYTES {
+            return Err(format!("answer of {len} bytes is over {MAX_ANSWER_BYTES}"));
+        }
+        let BufResult(r, body) = stream.read_exact(Vec::with_capacity(len)).await;
+        r.map_err(|e| format!("receive: {e}"))?;
+        decode(Bytes::from(body), correlation)
+    };
+    match race(work, compio::runtime::time::sleep(timeout)).await {
+        Ok(r) => r,
+        Err(()) => Err(format!("no answer within {timeout:?}")),
+    }
+}
+
+fn encode(correlation: i32, me: i32, req: &FetchRequest) -> Result<BytesMut, String> {
+    let mut header = RequestHeader::default();
+    header.request_api_key = ApiKey::Fetch as i16;
+    header.request_api_version = FETCH_VERSION;
+    header.correlation_id = correlation;
+    header.client_id = Some(StrBytes::from_string(format!("sluice-replica-{me}")));
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    header
+        .encode(&mut buf, ApiKey::Fetch.request_header_version(FETCH_VERSION))
+        .map_err(|e| format!("encoding a fetch header: {e}"))?;
+    req.encode(&mut buf, FETCH_VERSION)
+        .map_err(|e| format!("encoding a fetch: {e}"))?;
+    let len = i32::try_from(buf.len() - 4).map_err(|_| "fetch too large")?;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf)
+}
+
+fn decode(mut body: Bytes, correlation: i32) -> Result<FetchResponse, String> {
+    let header = ResponseHeader::decode(&mut body, ApiKey::Fetch.response_header_version(FETCH_VERSION))
+        .map_err(|e| format!("decoding a fetch answer header: {e}"))?;
+    if header.correlation_id != correlation {
+        return Err(format!(
+            "answer to request {} where {correlation} was expected",
+            header.correlation_id
+        ));
+    }
+    let resp = FetchResponse::decode(&mut body, FETCH_VERSION).map_err(|e| format!("decoding a fetch answer: {e}"))?;
+    if body.has_remaining() {
+        return Err(format!("{} bytes after the fetch answer", body.remaining()));
+    }
+    if resp.error_code != 0 {
+        return Err(format!("fetch refused with error {}", resp.error_code));
+    }
+    Ok(resp)
+}
+
+/// Writes every owned partition's high watermark that moved since the last
+/// checkpoint; from the shard's housekeeping.
+pub fn checkpoint_high_watermarks(parts: &[Rc<Partition>]) {
+    for p in parts {
+        if let Err(e) = p.log.checkpoint_high_watermark() {
+            tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "high-watermark checkpoint");
+        }
+    }
+}
+
+/// Leader: asks the controller for `isr` as the ISR of `p`, unless another
+/// change is in flight; the answer arrives as a new image. One ask per
+/// partition at a time.
+pub fn propose_isr(shard: &Rc<Shard>, p: &Rc<Partition>, isr: Vec<i32>) {
+    let change = {
+        let mut r = p.replica.borrow_mut();
+        if r.role != Role::Leader || r.pending_isr.is_some() {
+            return;
+        }
+        let Some(topic) = shard.meta().topic(&p.topic).map(|t| t.id) else {
+            return;
+        };
+        let broker_epoch = shard.meta().brokers.get(&r.me).map_or(-1, |b| b.epoch);
+        r.pending_isr = Some(isr.clone());
+        crate::controller::IsrChange {
+            broker: r.me,
+            broker_epoch,
+            topic,
+            partition: p.index,
+            leader_epoch: r.leader_epoch,
+            partition_epoch: r.partition_epoch,
+            isr,
+        }
+    };
+    tracing::info!(topic = %p.topic, partition = p.index, isr = ?change.isr, "asking the controller for an ISR change");
+    let (shard, p) = (shard.clone(), p.clone());
+    compio::runtime::spawn(async move {
+        let asked = change.isr.clone();
+        let answer = crate::controller::controller_each(&shard, vec![change], |draft, change| {
+            crate::controller::draft_isr_change(draft, &change)
+        })
+        .await;
+        let failed = answer.into_iter().next().and_then(|r| r.err());
+        let mut r = p.replica.borrow_mut();
+        if r.pending_isr.as_ref() == Some(&asked) {
+            // Done either way: the image carries the result, or the next
+            // fetch or lag check asks again.
+            r.pending_isr = None;
+        }
+        drop(r);
+        if let Some(e) = failed {
+            tracing::warn!(topic = %p.topic, partition = p.index, isr = ?asked, error = %e.message, "ISR change refused");
+        }
+        // The high watermark waits for the maximal ISR; recompute it.
+        let limit = p.replica.borrow().hw_limit(p.log.high_watermark());
+        if p.is_leader() {
+            p.log.set_hw_limit(limit);
+        }
+    })
+    .detach();
+}
