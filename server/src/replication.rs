@@ -191,7 +191,7 @@ async fn run(shard: Rc<Shard>, f: Rc<Fetcher>) {
             }
             Err(()) => break,
         };
-        let mut pause = false;
+        let mut pause = None;
         for t in resp.responses {
             for pd in t.partitions {
                 let Some(s) = sent.remove(&(t.topic_id, pd.partition_index)) else {
@@ -206,35 +206,69 @@ async fn run(shard: Rc<Shard>, f: Rc<Fetcher>) {
                 {
                     continue;
                 }
-                if let Err(e) = apply(&shard, &s, pd).await {
-                    tracing::warn!(topic = %s.partition.topic, partition = s.partition.index, leader = f.leader, error = %e, "replica fetch answer");
-                    pause = true;
+                match apply(&shard, &s, pd).await {
+                    Ok(()) => {}
+                    // The two brokers' metadata differ for a moment: look
+                    // again soon.
+                    Err(Failure::Transient(code)) => {
+                        tracing::debug!(topic = %s.partition.topic, partition = s.partition.index, leader = f.leader, ?code, "replica fetch answer");
+                        pause = Some(pause.map_or(TRANSIENT_BACKOFF, |p: Duration| p.max(TRANSIENT_BACKOFF)));
+                    }
+                    Err(Failure::Other(e)) => {
+                        tracing::warn!(topic = %s.partition.topic, partition = s.partition.index, leader = f.leader, error = %e, "replica fetch answer");
+                        pause = Some(backoff);
+                    }
                 }
             }
         }
-        if pause {
-            let _ = race(compio::runtime::time::sleep(backoff), f.changed.next()).await;
+        if let Some(pause) = pause {
+            let _ = race(compio::runtime::time::sleep(pause), f.changed.next()).await;
         }
     }
     tracing::debug!(shard = shard.id.0, leader = f.leader, "replica fetcher stopped");
 }
 
+/// The pause after an answer that says the leader's metadata and this
+/// broker's differ (they converge within the metadata propagation time).
+const TRANSIENT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Why a partition's answer was not applied.
+enum Failure {
+    /// The leader does not (yet, or any more) agree on the partition's
+    /// leadership: retried after [`TRANSIENT_BACKOFF`].
+    Transient(ErrorCode),
+    Other(String),
+}
+
+impl From<String> for Failure {
+    fn from(e: String) -> Self {
+        Self::Other(e)
+    }
+}
+
 /// Applies one partition's answer on the follower.
-async fn apply(shard: &Shard, s: &Sent, pd: PartitionData) -> Result<(), String> {
+async fn apply(shard: &Shard, s: &Sent, pd: PartitionData) -> Result<(), Failure> {
     let p = &s.partition;
     match ErrorCode::try_from_code(pd.error_code) {
         None => {}
+        Some(
+            code @ (ErrorCode::NotLeaderOrFollower
+            | ErrorCode::UnknownLeaderEpoch
+            | ErrorCode::FencedLeaderEpoch
+            | ErrorCode::UnknownTopicOrPartition
+            | ErrorCode::UnknownTopicId),
+        ) => return Err(Failure::Transient(code)),
         Some(ErrorCode::OffsetOutOfRange) => {
             if pd.log_start_offset > p.log.log_end_offset() {
                 tracing::info!(topic = %p.topic, partition = p.index, start = pd.log_start_offset, "behind the leader's log start: restarting the replica there");
-                return p.truncate_fully(pd.log_start_offset).await;
+                return Ok(p.truncate_fully(pd.log_start_offset).await?);
             }
             let hw = p.log.high_watermark();
             tracing::warn!(topic = %p.topic, partition = p.index, offset = s.fetch_offset, hw, "fetch offset past the leader's log end: truncating to the high watermark");
             p.truncate_to(hw).await?;
             return Ok(());
         }
-        Some(e) => return Err(format!("leader answered {e:?}")),
+        Some(e) => return Err(Failure::Other(format!("leader answered {e:?}"))),
     }
     let div = &pd.diverging_epoch;
     if div.epoch >= 0 || div.end_offset >= 0 {

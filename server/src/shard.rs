@@ -716,7 +716,6 @@ impl Shard {
                     drop(map);
                     // The new replica takes up the old one's role.
                     self.apply_roles(&self.meta());
-                    return;
                 }
             }
             Err(e) => {
