@@ -505,6 +505,7 @@ impl Controller {
                 shards: u32::try_from(shard.shard_count()).unwrap_or(u32::MAX),
                 fenced: true,
                 registered_ms: crate::groups::group::now_ms(),
+                shut_down: false,
             };
             // Registered, then unfenced with the elections that brings: the
             // partitions left without a leader whose ISR it is in.
@@ -819,7 +820,7 @@ impl Controller {
         let (node, unclean) = (self.node_id, self.unclean_leader_election);
         let answer = self
             .change(shard, vec![()], move |draft, ()| {
-                fence_records(&draft.image, node, unclean)
+                fence_records_for(&draft.image, node, unclean, true)
                     .into_iter()
                     .try_for_each(|r| draft.push(r, None))
             })
@@ -860,7 +861,9 @@ impl Controller {
                             );
                             fence_records(&draft.image, b.id, unclean)
                         }
-                        (true, true) if seen.is_some() => {
+                        // A broker that shut itself down comes back only by
+                        // registering again.
+                        (true, true) if seen.is_some() && !b.shut_down => {
                             tracing::info!(broker = b.id, "heartbeat from a fenced broker: unfencing it");
                             unfence_records(&draft.image, b.id, unclean)
                         }
@@ -1029,12 +1032,19 @@ fn next_state(now: &PartitionState, isr: Vec<i32>, leader: i32) -> Option<Partit
 /// order as leader; none → no leader, unless unclean election is on, when
 /// the first live replica leads alone.
 pub fn fence_records(image: &Image, broker: i32, unclean: bool) -> Vec<MetaRecord> {
+    fence_records_for(image, broker, unclean, false)
+}
+
+/// [`fence_records`], marking a broker's own controlled shutdown when
+/// `shutdown`.
+pub fn fence_records_for(image: &Image, broker: i32, unclean: bool, shutdown: bool) -> Vec<MetaRecord> {
     let Some(b) = image.brokers.get(&broker) else {
         return Vec::new();
     };
     let mut records = vec![MetaRecord::FenceBroker {
         id: broker,
         epoch: b.epoch,
+        shutdown,
     }];
     let live = |id: i32| id != broker && image.is_live(id);
     for t in image.topics.values() {
@@ -1208,6 +1218,7 @@ mod tests {
                     shards: 1,
                     fenced,
                     registered_ms: 0,
+                    shut_down: false,
                 }))
                 .unwrap();
         }

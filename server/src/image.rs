@@ -88,6 +88,10 @@ pub struct BrokerMeta {
     pub fenced: bool,
     /// When the controller registered it, in ms since the epoch.
     pub registered_ms: i64,
+    /// Fenced by its own controlled shutdown: a heartbeat still in flight
+    /// does not unfence it; only a new registration does.
+    #[serde(default)]
+    pub shut_down: bool,
 }
 
 /// A change to the cluster metadata, as written to the metadata log.
@@ -100,6 +104,9 @@ pub enum MetaRecord {
     FenceBroker {
         id: i32,
         epoch: i64,
+        /// The broker's own controlled shutdown.
+        #[serde(default)]
+        shutdown: bool,
     },
     UnfenceBroker {
         id: i32,
@@ -209,13 +216,15 @@ impl Image {
                 self.next_broker_epoch = b.epoch + 1;
                 self.brokers.insert(b.id, b.clone());
             }
-            MetaRecord::FenceBroker { id, epoch } | MetaRecord::UnfenceBroker { id, epoch } => {
+            MetaRecord::FenceBroker { id, epoch, .. } | MetaRecord::UnfenceBroker { id, epoch } => {
+                let shutdown = matches!(record, MetaRecord::FenceBroker { shutdown: true, .. });
                 let fenced = matches!(record, MetaRecord::FenceBroker { .. });
                 let b =
                     self.brokers.get_mut(id).filter(|b| b.epoch == *epoch).ok_or_else(|| {
                         refuse(ErrorCode::StaleBrokerEpoch, format!("broker {id} has no epoch {epoch}"))
                     })?;
                 b.fenced = fenced;
+                b.shut_down = shutdown;
             }
             MetaRecord::CreateTopic {
                 name,
@@ -387,6 +396,7 @@ mod tests {
             shards: 2,
             fenced: true,
             registered_ms: 1_700_000_000_000,
+            shut_down: false,
         }
     }
 
@@ -428,7 +438,11 @@ mod tests {
                 first: 5,
                 count: 10,
             },
-            MetaRecord::FenceBroker { id: 1, epoch: 0 },
+            MetaRecord::FenceBroker {
+                id: 1,
+                epoch: 0,
+                shutdown: false,
+            },
         ];
         for r in &bad {
             assert!(image.apply(r).is_err(), "{r:?}");
@@ -484,7 +498,15 @@ mod tests {
         // A re-registration after a restart gets a higher epoch; the old
         // epoch no longer fences it.
         image.apply(&MetaRecord::RegisterBroker(broker(1, 1))).unwrap();
-        assert!(image.apply(&MetaRecord::FenceBroker { id: 1, epoch: 0 }).is_err());
+        assert!(
+            image
+                .apply(&MetaRecord::FenceBroker {
+                    id: 1,
+                    epoch: 0,
+                    shutdown: false
+                })
+                .is_err()
+        );
         assert!(image.apply(&MetaRecord::RegisterBroker(broker(2, 1))).is_err());
         assert_eq!(image.next_broker_epoch, 2);
     }
@@ -505,7 +527,11 @@ mod tests {
         });
         prop_oneof![
             (1i32..4, 0i64..6).prop_map(|(id, epoch)| MetaRecord::RegisterBroker(broker(id, epoch))),
-            (1i32..4, 0i64..6).prop_map(|(id, epoch)| MetaRecord::FenceBroker { id, epoch }),
+            (1i32..4, 0i64..6, any::<bool>()).prop_map(|(id, epoch, shutdown)| MetaRecord::FenceBroker {
+                id,
+                epoch,
+                shutdown
+            }),
             (1i32..4, 0i64..6).prop_map(|(id, epoch)| MetaRecord::UnfenceBroker { id, epoch }),
             (ids.clone(), proptest::collection::vec(replicas.clone(), 1..4)).prop_map(|(n, parts)| {
                 MetaRecord::CreateTopic {
