@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableReplicaAssignment, CreatableTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::*;
@@ -82,13 +82,41 @@ impl Layout {
     }
 }
 
+/// Creates the run's topics. `sluice-bench` drives one node: on a
+/// cluster, every partition's replicas are assigned with `driven` (the
+/// bootstrap address) first, so that node leads them all and the others
+/// follow.
 pub fn create_topics(
     conn: &mut Connection,
     versions: &Versions,
     names: &[String],
     partitions: u32,
+    replication_factor: i16,
+    driven: &str,
 ) -> Result<Layout, Error> {
     let v = versions.pick(ApiKey::CreateTopics, 2, 7)?;
+    let brokers = metadata(conn, versions, &[])?.brokers;
+    let assignments = if replication_factor >= 1 && brokers.len() > 1 {
+        let me = brokers.iter().find(|(_, a)| a.as_str() == driven).map(|(&id, _)| id);
+        let mut others: Vec<i32> = brokers.keys().copied().filter(|&id| Some(id) != me).collect();
+        others.sort_unstable();
+        match me {
+            Some(me) if others.len() + 1 >= replication_factor as usize => (0..partitions)
+                .map(|p| {
+                    let mut ids = vec![me];
+                    let k = others.len().max(1);
+                    ids.extend((0..replication_factor as usize - 1).map(|i| others[(p as usize + i) % k]));
+                    let mut a = CreatableReplicaAssignment::default();
+                    a.partition_index = p as i32;
+                    a.broker_ids = ids.into_iter().map(BrokerId).collect();
+                    a
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    } else {
+        Vec::new()
+    };
     let mut req = CreateTopicsRequest::default();
     req.timeout_ms = 30_000;
     req.topics = names
@@ -96,8 +124,14 @@ pub fn create_topics(
         .map(|n| {
             let mut t = CreatableTopic::default();
             t.name = TopicName(s(n));
-            t.num_partitions = partitions as i32;
-            t.replication_factor = 1;
+            if assignments.is_empty() {
+                t.num_partitions = partitions as i32;
+                t.replication_factor = replication_factor;
+            } else {
+                t.num_partitions = -1;
+                t.replication_factor = -1;
+                t.assignments = assignments.clone();
+            }
             t
         })
         .collect();

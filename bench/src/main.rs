@@ -69,6 +69,10 @@ struct RunArgs {
     /// Write the report here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Processes of the broker (or of every broker of a cluster) at
+    /// --bootstrap whose CPU time to report, e.g. `4101,4102,4103`.
+    #[arg(long, value_delimiter = ',', conflicts_with = "spawn")]
+    broker_pids: Vec<u32>,
     /// Generator threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -160,7 +164,10 @@ fn run(args: RunArgs) -> Result<(), String> {
         keep_topics: args.keep_topics,
         test_secs: args.test_secs,
         warmup_secs: args.warmup_secs,
-        broker_pid: spawned.as_ref().map(spawn::Spawned::pid),
+        broker_pids: match &spawned {
+            Some(s) => vec![s.pid()],
+            None => args.broker_pids.clone(),
+        },
     };
     let mut targets = vec![Target {
         label: "A".into(),
@@ -185,7 +192,7 @@ fn run(args: RunArgs) -> Result<(), String> {
             for t in &targets {
                 let mut o = opts.clone();
                 if t.label != "A" {
-                    o.broker_pid = None;
+                    o.broker_pids.clear();
                 }
                 let r = run_workload(w, &t.bootstrap, &t.label, pair, &o, &mut progress)
                     .map_err(|e| format!("{} on {}: {e}", w.name, t.bootstrap))?;

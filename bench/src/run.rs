@@ -57,8 +57,9 @@ pub struct RunOptions {
     /// Overrides of the workload's durations.
     pub test_secs: Option<f64>,
     pub warmup_secs: Option<f64>,
-    /// Process to sample CPU and memory of (a spawned broker).
-    pub broker_pid: Option<u32>,
+    /// Processes to sample CPU (summed) and memory (the largest) of: a
+    /// spawned broker, or the brokers of a cluster named by `--broker-pids`.
+    pub broker_pids: Vec<u32>,
 }
 
 impl Default for RunOptions {
@@ -70,7 +71,7 @@ impl Default for RunOptions {
             keep_topics: false,
             test_secs: None,
             warmup_secs: None,
-            broker_pid: None,
+            broker_pids: Vec::new(),
         }
     }
 }
@@ -197,8 +198,15 @@ pub fn run_workload(
     let topics: Vec<String> = (0..w.topics)
         .map(|i| format!("sluice-bench-{}-{i}", &tag[..8]))
         .collect();
-    let layout =
-        admin::create_topics(&mut conn, &versions, &topics, w.partitions_per_topic).map_err(|e| e.to_string())?;
+    let layout = admin::create_topics(
+        &mut conn,
+        &versions,
+        &topics,
+        w.partitions_per_topic,
+        w.replication_factor,
+        bootstrap,
+    )
+    .map_err(|e| e.to_string())?;
     let addr = layout.single_leader().map_err(|e| e.to_string())?;
 
     let mut producers = Vec::new();
@@ -335,7 +343,7 @@ pub fn run_workload(
     let outcome = (|| {
         sleep_checking(warmup_secs, &shared, &mut || report("warmup", &shared))?;
         let cpu0 = own_cpu_seconds();
-        let broker0 = opts.broker_pid.and_then(proc_cpu_seconds);
+        let broker0 = brokers_cpu_seconds(&opts.broker_pids);
         let base = Snapshot::take(&shared);
         shared.measure_from_us.store(clock.now_us(), Relaxed);
         shared.phase.store(MEASURE, Relaxed);
@@ -344,11 +352,7 @@ pub fn run_workload(
         let end = Snapshot::take(&shared);
         let end_backlog = backlog(&shared);
         let cpu = own_cpu_seconds() - cpu0;
-        let broker_cpu = opts
-            .broker_pid
-            .and_then(proc_cpu_seconds)
-            .zip(broker0)
-            .map(|(b, a)| b - a);
+        let broker_cpu = brokers_cpu_seconds(&opts.broker_pids).zip(broker0).map(|(b, a)| b - a);
         shared.phase.store(STOP, Relaxed);
         Ok::<_, String>((base, end, end_backlog, cpu, broker_cpu))
     })();
@@ -393,7 +397,7 @@ pub fn run_workload(
         end_to_end_latency_ms: Latency::of(&e2e),
         generator_cpu_seconds: cpu,
         broker_cpu_seconds: broker_cpu,
-        broker_peak_rss_bytes: opts.broker_pid.and_then(proc_peak_rss),
+        broker_peak_rss_bytes: opts.broker_pids.iter().filter_map(|&p| proc_peak_rss(p)).max(),
     })
 }
 
@@ -429,6 +433,15 @@ pub fn own_cpu_seconds() -> f64 {
         let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
         t(u.user_time()) + t(u.system_time())
     })
+}
+
+/// CPU seconds of all of `pids` together; `None` when there are none or one
+/// is gone.
+fn brokers_cpu_seconds(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| proc_cpu_seconds(p)).sum()
 }
 
 /// CPU seconds of another process, from `/proc/PID/stat`.

@@ -89,6 +89,9 @@ pub struct Workload {
     /// Producer: 0, 1 or -1 (all).
     #[serde(default = "acks_all")]
     pub acks: i16,
+    /// Replicas of each topic the run creates (-1: the broker's default).
+    #[serde(default = "one_replica")]
+    pub replication_factor: i16,
     /// Producer: bytes of records per batch before it is sent.
     #[serde(default = "batch_size")]
     pub batch_size_bytes: usize,
@@ -126,6 +129,9 @@ fn pool() -> usize {
 }
 fn acks_all() -> i16 {
     -1
+}
+fn one_replica() -> i16 {
+    1
 }
 fn batch_size() -> usize {
     128 * 1024
@@ -217,6 +223,12 @@ impl Workload {
         }
         if self.randomized_payload_pool_size == 0 {
             return bad("randomizedPayloadPoolSize must be at least 1".into());
+        }
+        if self.replication_factor == 0 || self.replication_factor < -1 {
+            return bad(format!(
+                "replicationFactor {} must be -1 (the broker's default) or at least 1",
+                self.replication_factor
+            ));
         }
         if ![0, 1, -1].contains(&self.acks) {
             return bad(format!("acks {} must be 0, 1 or -1", self.acks));

@@ -56,6 +56,12 @@ pub struct LogConfig {
     /// cost. A buffered write to the page cache blocks only when the kernel
     /// throttles dirty pages. 0 sends every round through io_uring.
     pub inline_write_bytes: u64,
+    /// Once this many bytes were written since the last fdatasync, one is
+    /// started in the background (appends go on meanwhile), so the dirty
+    /// pages a roll must sync stay few: a roll's fdatasync of a whole
+    /// segment's dirty pages would stall the log's writes for seconds.
+    /// What it covers counts as durable when it returns. 0 turns it off.
+    pub writeback_bytes: u64,
 }
 
 pub const DAY_MS: u64 = 24 * 60 * 60 * 1000;
@@ -72,6 +78,7 @@ impl Default for LogConfig {
             flush: FlushPolicy::Never,
             preallocate_bytes: 64 << 20,
             inline_write_bytes: 64 << 10,
+            writeback_bytes: 32 << 20,
         }
     }
 }

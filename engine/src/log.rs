@@ -209,6 +209,11 @@ struct State {
     flushing: bool,
     durable_wanted: i64,
     last_sync_ms: u64,
+    /// Bytes written since the last fdatasync started (foreground,
+    /// background or a roll's), for [`LogConfig::writeback_bytes`].
+    written_since_sync: u64,
+    /// A background writeback fdatasync is running.
+    writing_back: bool,
     poisoned: Option<String>,
     /// The poisoning write or open failed for want of space or file
     /// descriptors, not an fsync: nothing acknowledged is in doubt, so
@@ -543,6 +548,8 @@ impl Log {
             flushing: false,
             durable_wanted: log_end_offset,
             last_sync_ms: now,
+            written_since_sync: 0,
+            writing_back: false,
             poisoned: None,
             poisoned_reopenable: false,
             closed: false,
@@ -574,18 +581,26 @@ impl Log {
     /// `leader_epoch` is stamped into the batch; it may not be below the
     /// newest epoch in the log ([`LogError::StaleEpoch`]). The first batch
     /// of a new epoch writes the epoch file first.
-    pub fn append(&self, batch: BytesMut, leader_epoch: i32) -> Result<AppendInfo> {
+    pub fn append(&self, mut batch: BytesMut, leader_epoch: i32) -> Result<AppendInfo> {
         let mut st = self.shared.state.borrow_mut();
         st.check_writable()?;
         let info = batch::validate(&batch, st.config.max_batch_bytes as usize)?;
         let base_offset = st.next_offset;
-        self.queue(&mut st, batch, &info, base_offset, leader_epoch, true)
+        if !st.epochs.accepts(leader_epoch) {
+            return Err(LogError::StaleEpoch {
+                epoch: leader_epoch,
+                latest: st.epochs.latest(),
+            });
+        }
+        batch::assign(&mut batch, base_offset, leader_epoch);
+        self.queue(&mut st, batch.freeze(), &info, base_offset, leader_epoch)
     }
 
     /// A follower's append: the batch keeps the offsets and leader epoch
     /// the leader gave it. It must start at the log's next offset, pass its
-    /// CRC check, and not carry an epoch below the log's newest.
-    pub fn append_replica(&self, batch: BytesMut) -> Result<AppendInfo> {
+    /// CRC check, and not carry an epoch below the log's newest. The bytes
+    /// are written as they are, without a copy.
+    pub fn append_replica(&self, batch: Bytes) -> Result<AppendInfo> {
         let mut st = self.shared.state.borrow_mut();
         st.check_writable()?;
         let info = batch::validate(&batch, usize::MAX)?;
@@ -597,17 +612,17 @@ impl Log {
                 got: base_offset,
             });
         }
-        self.queue(&mut st, batch, &info, base_offset, epoch, false)
+        self.queue(&mut st, batch, &info, base_offset, epoch)
     }
 
+    /// Queues a validated batch that carries its offsets and epoch.
     fn queue(
         &self,
         st: &mut State,
-        mut batch: BytesMut,
+        batch: Bytes,
         info: &batch::BatchInfo,
         base_offset: i64,
         leader_epoch: i32,
-        stamp: bool,
     ) -> Result<AppendInfo> {
         if !st.epochs.accepts(leader_epoch) {
             return Err(LogError::StaleEpoch {
@@ -643,11 +658,8 @@ impl Log {
         }
         p.first_append_ms.get_or_insert(now);
         p.size += len;
-        if stamp {
-            batch::assign(&mut batch, base_offset, leader_epoch);
-        }
         st.pending.push(Pending {
-            data: batch.freeze(),
+            data: batch,
             len,
             base_offset,
             last_offset,
@@ -1431,6 +1443,7 @@ impl Shared {
         };
         if sync {
             let file = self.writer().await?.log;
+            self.state.borrow_mut().written_since_sync = 0;
             self.io
                 .sync_data(&file)
                 .await
@@ -1438,9 +1451,55 @@ impl Shared {
             let mut st = self.state.borrow_mut();
             st.durable_offset = st.durable_offset.max(target);
             st.last_sync_ms = (self.clock)();
+        } else {
+            self.maybe_write_back().await?;
         }
         self.notify.notify_all();
         Ok(true)
+    }
+
+    /// Starts a background fdatasync of the active segment once
+    /// [`LogConfig::writeback_bytes`] were written since the last one; it
+    /// runs while appends go on, and what it covers becomes durable when it
+    /// returns. A failure poisons the log like any failed fdatasync.
+    async fn maybe_write_back(self: &Rc<Self>) -> Result<(), String> {
+        let target = {
+            let st = self.state.borrow();
+            let every = st.config.writeback_bytes;
+            if every == 0 || st.writing_back || st.written_since_sync < every {
+                return Ok(());
+            }
+            st.log_end_offset
+        };
+        let file = self.writer().await?.log;
+        {
+            let mut st = self.state.borrow_mut();
+            st.writing_back = true;
+            st.written_since_sync = 0;
+        }
+        let shared = Rc::clone(self);
+        compio::runtime::spawn(async move {
+            let r = shared.io.sync_data(&file).await;
+            let mut st = shared.state.borrow_mut();
+            st.writing_back = false;
+            match r {
+                Ok(()) => {
+                    // The segment may have rolled meanwhile: the roll synced
+                    // the file too, so `target` is durable either way.
+                    st.durable_offset = st.durable_offset.max(target.min(st.log_end_offset));
+                    st.check_offsets();
+                }
+                Err(e) => {
+                    let cause = format!("background fdatasync of {}: {e}", shared.dir.display());
+                    tracing::error!(dir = %shared.dir.display(), %cause, "log poisoned");
+                    st.poisoned.get_or_insert(cause);
+                }
+            }
+            drop(st);
+            shared.notify.notify_all();
+        })
+        .detach();
+        Ok(())
     }
 
     /// Writes batches that all land in the active segment, in one writev per
@@ -1486,6 +1545,7 @@ impl Shared {
                 Default::default()
             };
             st.log_end_offset = end;
+            st.written_since_sync += want;
             st.advance_high_watermark();
             st.check_offsets();
             unpersisted
@@ -1588,6 +1648,7 @@ impl Shared {
         let fail = |what: &str, e: &io::Error| format!("roll to {base_offset} in {}: {what}: {e}", self.dir.display());
         let old = self.writer().await?;
         let old_end = self.state.borrow().log_end_offset;
+        self.state.borrow_mut().written_since_sync = 0;
         self.io.sync_data(&old.log).await.map_err(|e| fail("fdatasync", &e))?;
         let (size, reserved_to) = {
             let st = self.state.borrow();

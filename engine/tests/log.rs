@@ -691,3 +691,26 @@ async fn a_sync_wanted_at_append_time_rides_in_the_first_round() {
     assert_eq!(plain.stats().sync_calls, 0);
     assert!(plain.durable_offset() < end);
 }
+
+#[compio::test]
+async fn background_writeback_makes_written_data_durable_without_a_waiter() {
+    for (writeback_bytes, expect_durable) in [(4096, true), (0, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            writeback_bytes,
+            flush: FlushPolicy::Never,
+            ..LogConfig::default()
+        };
+        let log = open(dir.path(), cfg).await;
+        append_n(&log, 20, 500, 1).await;
+        // Each round after the first 4 KiB starts a background fdatasync.
+        for _ in 0..200 {
+            if log.durable_offset() > 0 {
+                break;
+            }
+            compio::runtime::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(log.durable_offset() > 0, expect_durable, "writeback {writeback_bytes}");
+        assert!(log.durable_offset() <= log.log_end_offset());
+    }
+}

@@ -8,7 +8,7 @@ mod common;
 
 use std::fs;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use common::*;
 use sluice_engine::{
     Durability, EpochEnd, LEADER_EPOCH_FILE, Log, LogConfig, LogError,
@@ -29,7 +29,7 @@ async fn lead(log: &Log, n: usize, epoch: i32) -> Vec<(i64, Bytes)> {
 
 async fn follow(log: &Log, batches: &[(i64, Bytes)]) {
     for (_, b) in batches {
-        let info = log.append_replica(BytesMut::from(&b[..])).unwrap();
+        let info = log.append_replica(b.clone()).unwrap();
         log.wait(info.last_offset + 1, Durability::Written).await.unwrap();
     }
 }
@@ -61,20 +61,20 @@ async fn follower_append_preserves_offsets_and_epochs() {
     let mut gap = batch(1, 5, 1);
     batch::assign(&mut gap, end + 1, 3);
     assert!(matches!(
-        follower.append_replica(gap),
+        follower.append_replica(gap.freeze()),
         Err(LogError::NotContiguous { expected, got }) if expected == end && got == end + 1
     ));
     let mut old = batch(1, 5, 1);
     batch::assign(&mut old, end, 2);
     assert!(matches!(
-        follower.append_replica(old),
+        follower.append_replica(old.freeze()),
         Err(LogError::StaleEpoch { epoch: 2, latest: 3 })
     ));
     let mut bad = batch(1, 5, 1);
     batch::assign(&mut bad, end, 3);
     let last = bad.len() - 1;
     bad[last] ^= 1;
-    assert!(follower.append_replica(bad).is_err());
+    assert!(follower.append_replica(bad.freeze()).is_err());
     assert_eq!(follower.next_offset(), end);
     // A leader cannot go back to an older epoch either.
     assert!(matches!(
@@ -237,7 +237,7 @@ async fn truncate_fully_restarts_at_an_offset() {
     assert!(log.epoch_entries().is_empty());
     let mut b = batch(2, 10, 1);
     batch::assign(&mut b, 500, 3);
-    log.append_replica(b).unwrap();
+    log.append_replica(b.freeze()).unwrap();
     log.wait(502, Durability::Written).await.unwrap();
     drop(log);
     let log = open(dir.path(), small_config()).await;

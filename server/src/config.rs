@@ -81,6 +81,8 @@ pub struct BrokerConfig {
     /// `sluice.log.inline.write.bytes`: flush rounds up to this size are
     /// written by the shard thread itself, larger ones through io_uring.
     pub log_inline_write_bytes: u64,
+    /// `sluice.log.writeback.bytes`: see [`LogConfig::writeback_bytes`].
+    pub log_writeback_bytes: u64,
     /// `max.request.partition.size.limit`: partitions in one
     /// DescribeTopicPartitions response.
     pub max_request_partition_size_limit: usize,
@@ -281,6 +283,7 @@ impl Default for BrokerConfig {
             fetch_zero_copy: true,
             log_preallocate_bytes: LogConfig::default().preallocate_bytes,
             log_inline_write_bytes: LogConfig::default().inline_write_bytes,
+            log_writeback_bytes: LogConfig::default().writeback_bytes,
             max_open_files: 0,
             max_partitions: 100_000,
             max_request_partition_size_limit: 2000,
@@ -370,6 +373,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
     (
         "sluice.log.inline.write.bytes",
         "flush rounds up to this size are written by the shard thread, larger ones by io_uring; 0 = always io_uring (default 65536)",
+    ),
+    (
+        "sluice.log.writeback.bytes",
+        "start a background fdatasync once this many bytes are written since the last, so a segment roll has little to sync; 0 = off (default 33554432)",
     ),
     (
         "max.request.partition.size.limit",
@@ -611,6 +618,7 @@ impl BrokerConfig {
             "sluice.fetch.zero.copy" => self.fetch_zero_copy = parse_bool(key, value)?,
             "sluice.log.preallocate.bytes" => self.log_preallocate_bytes = parse_num(key, value)?,
             "sluice.log.inline.write.bytes" => self.log_inline_write_bytes = parse_num(key, value)?,
+            "sluice.log.writeback.bytes" => self.log_writeback_bytes = parse_num(key, value)?,
             "max.request.partition.size.limit" => {
                 self.max_request_partition_size_limit = parse_at_least_one::<usize>(key, value)?
             }
@@ -787,6 +795,7 @@ impl BrokerConfig {
             },
             preallocate_bytes: self.log_preallocate_bytes,
             inline_write_bytes: self.log_inline_write_bytes,
+            writeback_bytes: self.log_writeback_bytes,
             ..LogConfig::default()
         }
     }

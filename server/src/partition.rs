@@ -366,8 +366,7 @@ impl Partition {
                 records = records.split_off(len);
                 continue;
             }
-            let b = BytesMut::from(&records[..len]);
-            records = records.split_off(len);
+            let b = records.split_to(len);
             let info = self.log.append_replica(b)?;
             end = info.last_offset + 1;
             let last_seq = first_seq.wrapping_add(last_delta) & i32::MAX;
