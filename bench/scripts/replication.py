@@ -14,9 +14,11 @@ compare, not MB/s alone):
               RF=3 next to RF=1.
   failover    kill -9 of a partition's leader while an idempotent acks=all
               producer (librdkafka) sends every 2 ms: time from the kill to
-              the first acknowledgement after it; then SIGTERM (controlled
-              shutdown) the same way. N trials each; the node is restarted
-              and back in the ISR between trials.
+              the acknowledgement of the first record sent after it (from
+              the new leader); and the longest gap between consecutive
+              acknowledgements around it. Then SIGTERM (controlled shutdown)
+              the same way. N trials each; the node is restarted and back
+              in the ISR between trials.
 
   bench/scripts/replication.py [--bin-dir target/release] [--secs 15]
       [--trials 20] [--session-ms 9000] [--only throughput|latency|failover]
@@ -145,6 +147,7 @@ def failover(args, root):
     bootstrap = ",".join(n.bootstrap for n in nodes)
     a = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     results = {"kill9": [], "sigterm": []}
+    gaps = {"kill9": [], "sigterm": []}
     try:
         for kind in ("kill9", "sigterm"):
             for k in range(args.trials):
@@ -155,7 +158,7 @@ def failover(args, root):
                     metadata(nodes[0])))
                 lead = md.topics[topic].partitions[0].leader
                 victim = nodes[lead - 1]
-                acks = []
+                acks = []  # (sent, acknowledged) times
                 p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
                               "linger.ms": 0, "log_level": 0, "message.timeout.ms": 60000,
                               "topic.metadata.refresh.interval.ms": 1000})
@@ -163,8 +166,9 @@ def failover(args, root):
 
                 def send():
                     while not stop.is_set():
+                        sent = time.time()
                         p.produce(topic, b"x" * 100, partition=0,
-                                  on_delivery=lambda e, m: e is None and acks.append(time.time()))
+                                  on_delivery=lambda e, m, sent=sent: e is None and acks.append((sent, time.time())))
                         p.poll(0.002)
 
                 t = threading.Thread(target=send)
@@ -175,11 +179,14 @@ def failover(args, root):
                     victim.kill9()
                 else:
                     victim.proc.send_signal(signal.SIGTERM)
-                poll(lambda: any(x > t0 for x in acks), timeout=120, every=0.005)
-                results[kind].append(min(x for x in acks if x > t0) - t0)
+                poll(lambda: any(s > t0 for s, _ in acks), timeout=120, every=0.005)
+                results[kind].append(min(a for s, a in acks if s > t0) - t0)
+                time.sleep(0.5)
                 stop.set()
                 t.join()
                 p.flush(60)
+                times = sorted(a for _, a in acks)
+                gaps[kind].append(max(b - a for a, b in zip(times, times[1:]) if b > t0 - 1))
                 if victim.proc:
                     victim.proc.wait(timeout=60)
                     victim.proc = None
@@ -189,7 +196,7 @@ def failover(args, root):
                      timeout=120)
     finally:
         stop_cluster(nodes)
-    return {k: summary(v) for k, v in results.items()}
+    return {k: {"first_ack_after": summary(v), "longest_gap": summary(gaps[k])} for k, v in results.items()}
 
 
 def main():

@@ -95,6 +95,12 @@ impl Broker {
     /// [`BrokerConfig::finish`].
     pub fn start(config: BrokerConfig) -> Result<Self, StartError> {
         let lock = lock_data_dir(&config.data_dir)?;
+        if config.unsafe_ack_before_replication {
+            tracing::warn!(
+                "sluice.unsafe.ack.before.replication is set: acks=all is answered before the ISR has the batch, \
+                 and a leader's failure loses acknowledged writes (a setting for testing the history checker)"
+            );
+        }
         let mut config = config;
         if config.max_open_files == 0 {
             config.max_open_files = raise_open_file_limit() / 2;

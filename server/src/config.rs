@@ -139,6 +139,11 @@ pub struct BrokerConfig {
     /// fetched before fetching again, and a leader syncs before it answers
     /// acks=all, so an acknowledged write is on every ISR member's disk.
     pub replica_fsync_before_ack: bool,
+    /// `sluice.unsafe.ack.before.replication`: a deliberately broken
+    /// setting for testing the history checker: acks=all is answered once
+    /// the leader has written the batch, before the ISR has it. Never set it
+    /// elsewhere.
+    pub unsafe_ack_before_replication: bool,
     /// `unclean.leader.election.enable`: elect a replica outside the ISR
     /// when no ISR member is alive (may lose acknowledged writes).
     pub unclean_leader_election: bool,
@@ -307,6 +312,7 @@ impl Default for BrokerConfig {
             replica_fetch_backoff_ms: 1000,
             replica_hw_checkpoint_interval_ms: 5000,
             replica_fsync_before_ack: false,
+            unsafe_ack_before_replication: false,
             unclean_leader_election: false,
             metadata_snapshot_records: 1000,
             controller_write_timeout_ms: 30_000,
@@ -433,6 +439,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
     (
         "sluice.replica.fsync.before.ack",
         "acks=all answers only once every in-sync replica has fdatasynced the batch (default false)",
+    ),
+    (
+        "sluice.unsafe.ack.before.replication",
+        "BROKEN ON PURPOSE, for testing the history checker: acks=all answers before the ISR has the batch (default false)",
     ),
     (
         "unclean.leader.election.enable",
@@ -643,6 +653,7 @@ impl BrokerConfig {
                 self.replica_hw_checkpoint_interval_ms = parse_at_least_one::<u64>(key, value)?
             }
             "sluice.replica.fsync.before.ack" => self.replica_fsync_before_ack = parse_bool(key, value)?,
+            "sluice.unsafe.ack.before.replication" => self.unsafe_ack_before_replication = parse_bool(key, value)?,
             "unclean.leader.election.enable" => self.unclean_leader_election = parse_bool(key, value)?,
             "sluice.metadata.snapshot.records" => {
                 self.metadata_snapshot_records = parse_at_least_one::<u64>(key, value)?

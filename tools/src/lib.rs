@@ -8,8 +8,12 @@
 //!
 //! [`fuzz`] mutates Kafka requests for the broker's fuzz tests and
 //! `sluice-wire-fuzz`.
+//!
+//! [`history`] checks the operations a workload recorded against a cluster
+//! for lost, duplicated and reordered records (`sluice-check`).
 
 pub mod fuzz;
+pub mod history;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

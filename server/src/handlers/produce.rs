@@ -333,7 +333,8 @@ fn append_partition(shard: &Shard, item: Append, acks: i16, deadline: std::time:
             end_offset: appended.end_offset,
             durability,
             base_offset: appended.base_offset,
-            replicated: (acks == -1 && replicated).then_some((epoch, deadline)),
+            replicated: (acks == -1 && replicated && !shard.config().unsafe_ack_before_replication)
+                .then_some((epoch, deadline)),
         },
         _ => done(PartitionResult::ok(appended.base_offset, &p)),
     }

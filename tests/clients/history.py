@@ -1,0 +1,83 @@
+"""Recording a client-side history in the checker's format (JSON Lines,
+`tools/src/history.rs`) and judging it with `sluice-check`."""
+import json
+import os
+import subprocess
+import time
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from conftest import ROOT
+
+CHECKER = os.path.join(ROOT, "target", "release", "sluice-check")
+
+
+def now_ms():
+    return time.time() * 1000.0
+
+
+class History:
+    def __init__(self, path):
+        self.path = path
+        self.ops = []
+
+    def sender(self, process, topic, partition, value, idempotent, acks):
+        """A delivery callback that records the send of `value`, started now."""
+        start = now_ms()
+
+        def done(err, msg):
+            op = {"op": "send", "process": process, "start_ms": start, "end_ms": now_ms(),
+                  "outcome": "ok" if err is None else "fail", "topic": topic, "partition": partition,
+                  "value": value, "idempotent": idempotent, "acks": acks}
+            if err is None:
+                op["offset"] = msg.offset()
+                op["partition"] = msg.partition()
+            self.ops.append(op)
+        return done
+
+    def read(self, process, session, topic, partition, offset, value):
+        t = now_ms()
+        self.ops.append({"op": "read", "process": process, "session": session, "start_ms": t, "end_ms": t,
+                         "topic": topic, "partition": partition, "offset": offset, "value": value})
+
+    def drain(self, bootstrap, topic, partitions, timeout=30):
+        """Reads every partition from its start to its high watermark as the
+        `final` session."""
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"drain-{time.time()}",
+                      "enable.auto.commit": False, "log_level": 0})
+        for p in range(partitions):
+            deadline = time.time() + timeout
+            high = None
+            while high is None:
+                try:
+                    _, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                except KafkaException:
+                    # A new leader answers OFFSET_NOT_AVAILABLE until its
+                    # high watermark reaches its epoch's start.
+                    if time.time() > deadline:
+                        raise
+                    time.sleep(0.2)
+            c.assign([TopicPartition(topic, p, 0)])
+            last = -1
+            while last < high - 1 and time.time() < deadline:
+                m = c.poll(0.5)
+                if m is None or m.error():
+                    continue
+                last = m.offset()
+                self.read("drain", "final", topic, p, m.offset(), m.value().decode())
+        c.close()
+
+    def check(self, allow_unclean=False):
+        """Writes the history and runs the checker; returns its report and
+        the number of forbidden anomalies."""
+        with open(self.path, "w") as f:
+            for op in self.ops:
+                f.write(json.dumps(op) + "\n")
+        cmd = [CHECKER, self.path] + (["--allow-unclean"] if allow_unclean else [])
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        lines = out.stdout.rstrip().split("\n")
+        assert lines[-1].startswith("anomalies: "), out.stdout + out.stderr
+        report = json.loads("\n".join(lines[:-1]))
+        n = int(lines[-1].split()[1])
+        assert (out.returncode == 0) == (n == 0), out
+        return report, n
