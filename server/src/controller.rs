@@ -740,7 +740,15 @@ async fn duties(shard: Rc<Shard>, mut known_leader: Option<u64>) {
     let session = Duration::from_millis(config.broker_session_timeout_ms);
     let mut last_beat: Option<Instant> = None;
     let mut last_complaint: Option<Instant> = None;
-    let mut peer: Option<Peer> = None;
+    // Heartbeats go to every voter, each from its own task (a paused voter
+    // must not hold up the others), so that a newly elected controller
+    // knows when each broker was last heard from: a dead broker is then
+    // fenced a session after its last heartbeat, not after the election.
+    for (id, addr) in &config.quorum_voters {
+        if *id != config.node_id {
+            compio::runtime::spawn(heartbeat_voter(shard.clone(), addr.clone())).detach();
+        }
+    }
     let mut leading_since: Option<Instant> = None;
     while !shard.stopping.is_set() {
         compio::runtime::time::sleep(tick).await;
@@ -779,30 +787,38 @@ async fn duties(shard: Rc<Shard>, mut known_leader: Option<u64>) {
             && last_beat.is_none_or(|t| t.elapsed() >= beat_every)
         {
             last_beat = Some(Instant::now());
-            match leader {
-                Some(l) if l == c.quorum.node_id() => {
-                    c.quorum
-                        .heartbeats()
-                        .borrow_mut()
-                        .insert(c.node_id, (epoch, Instant::now()));
-                }
-                Some(l) => {
-                    let addr = c.quorum.address_of(l).unwrap_or_default().to_string();
-                    let p = match peer.take() {
-                        Some(p) if p.addr() == addr => p,
-                        _ => Peer::new(addr),
-                    };
-                    let mut p = p;
-                    if let Err(e) = p.heartbeat(c.node_id, epoch, beat_every).await {
-                        tracing::debug!(error = %e, "heartbeat to the controller");
-                    }
-                    peer = Some(p);
-                }
-                None => {}
-            }
+            // This node's own voter (if it is one) hears it directly.
+            c.quorum
+                .heartbeats()
+                .borrow_mut()
+                .insert(c.node_id, (epoch, Instant::now()));
         }
         if let Some(since) = leading_since {
             c.check_sessions(&shard, since, session).await;
+        }
+    }
+}
+
+/// Sends this broker's heartbeat to the voter at `addr` every
+/// `broker.heartbeat.interval.ms` while it is registered and not leaving.
+/// The first heartbeat of a new registration goes out at once, so the
+/// broker is unfenced without waiting a whole interval.
+async fn heartbeat_voter(shard: Rc<Shard>, addr: String) {
+    let every = Duration::from_millis(shard.config().broker_heartbeat_interval_ms);
+    let tick = Duration::from_millis(100).min(every);
+    let mut peer = Peer::new(addr);
+    let mut last: Option<(i64, Instant)> = None;
+    while !shard.stopping.is_set() {
+        compio::runtime::time::sleep(tick).await;
+        let Some(c) = shard.controller() else { continue };
+        let Some(epoch) = c.epoch.get() else { continue };
+        let due = last.is_none_or(|(e, t)| e != epoch || t.elapsed() >= every);
+        if c.leaving.get() || !due {
+            continue;
+        }
+        last = Some((epoch, Instant::now()));
+        if let Err(e) = peer.heartbeat(c.node_id, epoch, every).await {
+            tracing::debug!(voter = peer.addr(), error = %e, "heartbeat to a controller voter");
         }
     }
 }
@@ -851,7 +867,15 @@ impl Controller {
                     // its first one.
                     let registered_ago = Duration::from_millis(u64::try_from(wall - b.registered_ms).unwrap_or(0));
                     let registered = now.checked_sub(registered_ago).unwrap_or(since);
-                    let last = seen.unwrap_or(since).max(since).max(registered);
+                    // A heartbeat this node received before it led counts
+                    // if it was still within the session when it began to
+                    // lead (voters receive every broker's heartbeats);
+                    // otherwise the broker gets a whole session from then.
+                    let last = match seen {
+                        Some(t) if since.saturating_duration_since(t) < session => t,
+                        _ => since,
+                    }
+                    .max(registered);
                     let alive = now.duration_since(last) < session;
                     let records = match (b.fenced, alive) {
                         (false, false) => {

@@ -71,6 +71,10 @@ pub struct ReplicaState {
     pub followers: HashMap<i32, FollowerState>,
     /// An ISR change sent to the controller and not seen in the image yet.
     pub pending_isr: Option<Vec<i32>>,
+    /// After a refused ISR change, no other is asked before this time (a
+    /// fenced follower that still fetches would otherwise be proposed on
+    /// every fetch).
+    pub isr_retry_at: Option<std::time::Instant>,
 }
 
 /// What applying a new partition state changed.
@@ -101,7 +105,13 @@ impl ReplicaState {
             epoch_start: 0,
             followers: HashMap::new(),
             pending_isr: None,
+            isr_retry_at: None,
         }
+    }
+
+    /// Whether an ISR change may be asked now.
+    pub fn may_ask(&self) -> bool {
+        self.pending_isr.is_none() && self.isr_retry_at.is_none_or(|t| std::time::Instant::now() >= t)
     }
 
     /// The ISR the high watermark waits for: the committed one plus the
@@ -271,7 +281,7 @@ impl Partition {
         self.log.set_hw_limit(limit);
         let r = self.replica.borrow();
         let hw = self.log.high_watermark();
-        let joins = !r.isr.contains(&follower) && r.pending_isr.is_none() && log_end >= hw && log_end >= r.epoch_start;
+        let joins = !r.isr.contains(&follower) && r.may_ask() && log_end >= hw && log_end >= r.epoch_start;
         joins.then(|| {
             let mut isr = r.isr.clone();
             isr.push(follower);
@@ -408,7 +418,7 @@ impl Partition {
     /// `max_lag_ms`, when that drops any and no change is in flight.
     pub fn shrunk_isr(&self, now_ms: u64, max_lag_ms: u64) -> Option<Vec<i32>> {
         let r = self.replica.borrow();
-        if r.role != Role::Leader || r.pending_isr.is_some() {
+        if r.role != Role::Leader || !r.may_ask() {
             return None;
         }
         let isr: Vec<i32> = r
@@ -497,5 +507,97 @@ impl Partition {
             base_offset: first_offset.unwrap_or(-1),
             end_offset,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use sluice_engine::{Durability, Env, LogConfig};
+
+    async fn leader(dir: &std::path::Path, isr: Vec<i32>, min_isr: usize) -> Partition {
+        let log = Log::open(dir, LogConfig::default(), Env::default()).await.unwrap();
+        let p = Partition::new("t".into(), 0, log, ProducerStates::default(), 0);
+        let state = PartitionState {
+            replicas: vec![1, 2, 3],
+            isr,
+            leader: 1,
+            leader_epoch: 4,
+            partition_epoch: 7,
+        };
+        assert_eq!(p.apply_state(&state, 1, min_isr, 1_000), RoleChange::BecameLeader);
+        p
+    }
+
+    async fn append(p: &Partition, records: usize) {
+        let end = p
+            .append_records(batch::build_simple(records, 10, 1))
+            .unwrap()
+            .end_offset;
+        p.log.wait(end, Durability::Written).await.unwrap();
+    }
+
+    #[compio::test]
+    async fn the_high_watermark_is_the_lowest_log_end_of_the_isr() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader(dir.path(), vec![1, 2, 3], 2).await;
+        append(&p, 10).await;
+        assert_eq!(p.log.high_watermark(), 0, "followers not heard from yet");
+        assert_eq!(p.follower_fetched(2, 6, 1_100), None);
+        assert_eq!(p.log.high_watermark(), 0, "follower 3 holds it");
+        p.follower_fetched(3, 4, 1_100);
+        assert_eq!(p.log.high_watermark(), 4);
+        p.follower_fetched(3, 10, 1_200);
+        assert_eq!(p.log.high_watermark(), 6);
+        p.follower_fetched(2, 10, 1_200);
+        assert_eq!(p.log.high_watermark(), 10);
+        // Batches carry the leader's epoch.
+        assert_eq!(p.log.epoch_entries(), vec![(4, 0)]);
+    }
+
+    #[compio::test]
+    async fn below_min_insync_the_high_watermark_holds_and_acks_all_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader(dir.path(), vec![1], 2).await;
+        append(&p, 5).await;
+        assert_eq!(p.log.high_watermark(), 0);
+        assert_eq!(p.check_min_isr().unwrap_err().code, ErrorCode::NotEnoughReplicas);
+        // A caught-up follower outside the ISR is proposed, and while the
+        // change is in flight it holds the high watermark too.
+        let proposed = p.follower_fetched(2, 5, 1_100);
+        assert_eq!(proposed, Some(vec![1, 2]));
+        p.replica.borrow_mut().pending_isr = proposed;
+        assert_eq!(p.follower_fetched(3, 5, 1_100), None, "one change at a time");
+        // The ISR grows in the image: the high watermark moves.
+        let state = PartitionState {
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2],
+            leader: 1,
+            leader_epoch: 4,
+            partition_epoch: 8,
+        };
+        assert_eq!(p.apply_state(&state, 1, 2, 1_200), RoleChange::None);
+        assert_eq!(p.log.high_watermark(), 5);
+        assert!(p.check_min_isr().is_ok());
+    }
+
+    #[compio::test]
+    async fn a_follower_that_has_not_caught_up_within_the_lag_leaves_the_isr() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader(dir.path(), vec![1, 2, 3], 1).await;
+        append(&p, 5).await;
+        p.follower_fetched(2, 5, 2_000);
+        p.follower_fetched(3, 2, 2_000);
+        assert_eq!(p.shrunk_isr(10_000, 30_000), None, "within the lag");
+        assert_eq!(
+            p.shrunk_isr(32_000, 30_000),
+            Some(vec![1, 2]),
+            "3 last caught up at 1 000"
+        );
+        // A refused change waits before the next ask.
+        p.replica.borrow_mut().isr_retry_at = Some(std::time::Instant::now() + std::time::Duration::from_secs(60));
+        assert_eq!(p.shrunk_isr(32_000, 30_000), None);
     }
 }

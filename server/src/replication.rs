@@ -391,13 +391,16 @@ pub fn checkpoint_high_watermarks(parts: &[Rc<Partition>]) {
     }
 }
 
+/// How long a leader waits after a refused ISR change before asking again.
+const ISR_RETRY: Duration = Duration::from_secs(1);
+
 /// Leader: asks the controller for `isr` as the ISR of `p`, unless another
 /// change is in flight; the answer arrives as a new image. One ask per
 /// partition at a time.
 pub fn propose_isr(shard: &Rc<Shard>, p: &Rc<Partition>, isr: Vec<i32>) {
     let change = {
         let mut r = p.replica.borrow_mut();
-        if r.role != Role::Leader || r.pending_isr.is_some() {
+        if r.role != Role::Leader || !r.may_ask() {
             return;
         }
         let Some(topic) = shard.meta().topic(&p.topic).map(|t| t.id) else {
@@ -427,8 +430,12 @@ pub fn propose_isr(shard: &Rc<Shard>, p: &Rc<Partition>, isr: Vec<i32>) {
         let mut r = p.replica.borrow_mut();
         if r.pending_isr.as_ref() == Some(&asked) {
             // Done either way: the image carries the result, or the next
-            // fetch or lag check asks again.
+            // fetch or lag check asks again (not before a second, when
+            // refused).
             r.pending_isr = None;
+            if failed.is_some() {
+                r.isr_retry_at = Some(std::time::Instant::now() + ISR_RETRY);
+            }
         }
         drop(r);
         if let Some(e) = failed {
