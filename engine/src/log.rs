@@ -345,6 +345,22 @@ async fn open_rw(path: &Path, create_new: bool) -> io::Result<File> {
     o.open(path).await
 }
 
+/// Replaces the file `name` in `dir` with the decimal `value`: a temporary
+/// file, fdatasynced, renamed over it; the directory synced too when
+/// `sync_dir` (else by the caller's next directory sync, or not at all for
+/// a hint).
+fn write_number(dir: &Path, name: &str, value: i64, sync_dir: bool) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let f = fs::File::create(&tmp)?;
+    f.write_all_at(value.to_string().as_bytes(), 0)?;
+    f.sync_data()?;
+    fs::rename(&tmp, dir.join(name))?;
+    if sync_dir {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// A directory sync on the calling thread, for the rare changes (truncation)
 /// made while the log's state is borrowed.
 fn sync_dir_now(dir: &Path) -> io::Result<()> {
@@ -1114,15 +1130,8 @@ impl Log {
                 return Ok(st.log_start_offset);
             }
             let dir = &self.shared.dir;
-            let tmp = dir.join(format!("{LOG_START_OFFSET_FILE}.tmp"));
             let path = dir.join(LOG_START_OFFSET_FILE);
-            let write = || -> io::Result<()> {
-                let f = fs::File::create(&tmp)?;
-                f.write_all_at(offset.to_string().as_bytes(), 0)?;
-                f.sync_data()?;
-                fs::rename(&tmp, &path)?;
-                fs::File::open(dir)?.sync_all()
-            };
+            let write = || write_number(dir, LOG_START_OFFSET_FILE, offset, true);
             match write() {
                 Ok(()) => {}
                 // A full disk: the segments wholly below the new start are
@@ -1189,15 +1198,8 @@ impl Log {
             st.high_watermark
         };
         let dir = &self.shared.dir;
-        let tmp = dir.join(format!("{HIGH_WATERMARK_FILE}.tmp"));
-        let path = dir.join(HIGH_WATERMARK_FILE);
-        let write = || -> io::Result<()> {
-            let f = fs::File::create(&tmp)?;
-            f.write_all_at(hw.to_string().as_bytes(), 0)?;
-            f.sync_data()?;
-            fs::rename(&tmp, &path)
-        };
-        write().map_err(io_err("checkpoint", &path))?;
+        write_number(dir, HIGH_WATERMARK_FILE, hw, false)
+            .map_err(io_err("checkpoint", &dir.join(HIGH_WATERMARK_FILE)))?;
         self.shared.state.borrow_mut().hw_checkpointed = Some(hw);
         Ok(())
     }
@@ -1320,15 +1322,8 @@ impl Log {
         let dir = self.shared.dir.clone();
         let mut st = self.shared.state.borrow_mut();
         st.active_mut().writer = None;
-        let checkpoint = dir.join(LOG_START_OFFSET_FILE);
-        let tmp = dir.join(format!("{LOG_START_OFFSET_FILE}.tmp"));
-        let write = || -> io::Result<()> {
-            let f = fs::File::create(&tmp)?;
-            f.write_all_at(start.to_string().as_bytes(), 0)?;
-            f.sync_data()?;
-            fs::rename(&tmp, &checkpoint)
-        };
-        write().map_err(io_err("checkpoint", &checkpoint))?;
+        write_number(&dir, LOG_START_OFFSET_FILE, start, false)
+            .map_err(io_err("checkpoint", &dir.join(LOG_START_OFFSET_FILE)))?;
         while let Some(seg) = st.segments.pop_back() {
             seg.delete_files()?;
         }

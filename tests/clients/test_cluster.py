@@ -1,6 +1,7 @@
 """A three-node cluster of real `sluice` processes on loopback, seen through
 librdkafka: brokers, RF=3 topics, the controller quorum losing one and two
 voters (kill -9), fencing of a dead broker, restarts, and bad starts."""
+import contextlib
 import os
 import tempfile
 import time
@@ -85,16 +86,26 @@ class Cluster:
                 n.kill9()
 
 
-@pytest.fixture
-def cluster():
+@contextlib.contextmanager
+def running_cluster(extra=()):
+    """Three nodes with `extra` settings each, started and registered; all
+    killed on the way out."""
     with tempfile.TemporaryDirectory() as root:
         c = Cluster(root)
+        for n in c.nodes:
+            n.extra += list(extra)
         c.start()
         try:
             wait_for("three live brokers", lambda: len(metadata(c.node(1)).brokers) == 3)
             yield c
         finally:
             c.stop()
+
+
+@pytest.fixture
+def cluster():
+    with running_cluster() as c:
+        yield c
 
 
 def topic_view(md, name):

@@ -7,31 +7,22 @@ import hashlib
 import os
 import signal
 import subprocess
-import tempfile
 import time
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from history import History
-from test_cluster import Cluster, metadata, wait_for
+from test_cluster import metadata, running_cluster, wait_for
 
 LAG_MS = 4000
 
 
 @pytest.fixture
 def cluster():
-    with tempfile.TemporaryDirectory() as root:
-        c = Cluster(root)
-        for n in c.nodes:
-            n.extra += [f"replica.lag.time.max.ms={LAG_MS}", "replica.fetch.backoff.ms=200"]
-        c.start()
-        try:
-            wait_for("three live brokers", lambda: len(metadata(c.node(1)).brokers) == 3)
-            yield c
-        finally:
-            c.stop()
+    with running_cluster([f"replica.lag.time.max.ms={LAG_MS}", "replica.fetch.backoff.ms=200"]) as c:
+        yield c
 
 
 def create(node, name, partitions=1, rf=3, configs=None):
@@ -289,43 +280,35 @@ def test_the_checker_catches_a_broker_that_acknowledges_before_the_isr_has_the_b
     `sluice.unsafe.ack.before.replication`, acks=all is answered once the
     leader wrote the batch; the leader dies before its followers fetch it,
     and the checker must report the acknowledged writes as lost."""
-    with tempfile.TemporaryDirectory() as root:
-        c = Cluster(root)
-        for n in c.nodes:
-            n.extra += [f"replica.lag.time.max.ms={LAG_MS}", "sluice.unsafe.ack.before.replication=true"]
-        c.start()
-        try:
-            wait_for("three live brokers", lambda: len(metadata(c.node(1)).brokers) == 3)
-            create(c.node(1), "early", configs={"min.insync.replicas": "2"})
-            leader, replicas, _ = partition_view(c.node(1), "early")
-            followers = [r for r in replicas if r != leader]
-            hist = History(str(tmp_path / "history.jsonl"))
-            prod = producer(c)
-            for i in range(20):
-                v = "replicated-%d" % i
-                prod.produce("early", value=v.encode(), partition=0,
-                             on_delivery=hist.sender("p", "early", 0, v, True, -1))
-            assert prod.flush(20) == 0
-            for f in followers:
-                c.node(f).proc.send_signal(signal.SIGSTOP)
-            time.sleep(1.5)
-            # Not idempotent: a producer id would need the controller quorum,
-            # and two of its three voters are paused.
-            lone = Producer({"bootstrap.servers": c.node(leader).bootstrap, "acks": "all", "log_level": 0,
-                             "enable.idempotence": False})
-            for i in range(7):
-                v = "early-%d" % i
-                lone.produce("early", value=v.encode(), partition=0,
-                             on_delivery=hist.sender("lone", "early", 0, v, False, -1))
-            assert lone.flush(10) == 0
-            c.node(leader).kill9()
-            for f in followers:
-                c.node(f).proc.send_signal(signal.SIGCONT)
-            wait_for("a new leader", lambda: partition_view(c.node(followers[0]), "early")[0] in followers,
-                     timeout=40)
-            hist.drain(",".join(n.bootstrap for n in c.live()), "early", 1)
-            report, anomalies = hist.check()
-            assert report["counts"].get("lost_acked") == 7, report["counts"]
-            assert anomalies >= 7
-        finally:
-            c.stop()
+    with running_cluster([f"replica.lag.time.max.ms={LAG_MS}", "sluice.unsafe.ack.before.replication=true"]) as c:
+        create(c.node(1), "early", configs={"min.insync.replicas": "2"})
+        leader, replicas, _ = partition_view(c.node(1), "early")
+        followers = [r for r in replicas if r != leader]
+        hist = History(str(tmp_path / "history.jsonl"))
+        prod = producer(c)
+        for i in range(20):
+            v = "replicated-%d" % i
+            prod.produce("early", value=v.encode(), partition=0,
+                         on_delivery=hist.sender("p", "early", 0, v, True, -1))
+        assert prod.flush(20) == 0
+        for f in followers:
+            c.node(f).proc.send_signal(signal.SIGSTOP)
+        time.sleep(1.5)
+        # Not idempotent: a producer id would need the controller quorum,
+        # and two of its three voters are paused.
+        lone = Producer({"bootstrap.servers": c.node(leader).bootstrap, "acks": "all", "log_level": 0,
+                         "enable.idempotence": False})
+        for i in range(7):
+            v = "early-%d" % i
+            lone.produce("early", value=v.encode(), partition=0,
+                         on_delivery=hist.sender("lone", "early", 0, v, False, -1))
+        assert lone.flush(10) == 0
+        c.node(leader).kill9()
+        for f in followers:
+            c.node(f).proc.send_signal(signal.SIGCONT)
+        wait_for("a new leader", lambda: partition_view(c.node(followers[0]), "early")[0] in followers,
+                 timeout=40)
+        hist.drain(",".join(n.bootstrap for n in c.live()), "early", 1)
+        report, anomalies = hist.check()
+        assert report["counts"].get("lost_acked") == 7, report["counts"]
+        assert anomalies >= 7
