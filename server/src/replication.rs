@@ -256,7 +256,8 @@ async fn apply(shard: &Shard, s: &Sent, pd: PartitionData) -> Result<(), Failure
             | ErrorCode::UnknownLeaderEpoch
             | ErrorCode::FencedLeaderEpoch
             | ErrorCode::UnknownTopicOrPartition
-            | ErrorCode::UnknownTopicId),
+            | ErrorCode::UnknownTopicId
+            | ErrorCode::StaleBrokerEpoch),
         ) => return Err(Failure::Transient(code)),
         Some(ErrorCode::OffsetOutOfRange) => {
             if pd.log_start_offset > p.log.log_end_offset() {

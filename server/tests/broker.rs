@@ -810,3 +810,55 @@ fn describe_topic_partitions_pages_sorted_topics_with_a_cursor() {
     assert_eq!(second.topics[1].error_code, 3);
     assert!(second.next_cursor.is_none());
 }
+
+#[test]
+fn leader_epochs_diverging_epochs_and_replica_fetches_are_checked() {
+    let b = TestBroker::start(1, |_| {});
+    let mut c = b.client();
+    create_topic(&mut c, "ep", 1);
+    let id = topic_id(&mut c, "ep");
+    assert_eq!(produce(&mut c, 9, "ep", 0, 1, records(3, 1)), (0, 0));
+    assert_eq!(produce(&mut c, 9, "ep", 0, 1, records(2, 2)), (0, 3));
+    let fetch = |c: &mut Client, version: i16, tweak: &dyn Fn(&mut FetchRequest)| {
+        let mut req = fetch_req("ep", id, 0, 0, 0);
+        tweak(&mut req);
+        let resp: FetchResponse = c.call(ApiKey::Fetch, version, &req);
+        resp.responses[0].partitions[0].clone()
+    };
+    // A fresh topic's leader epoch is 0; a client ahead of it retries, one
+    // behind it is fenced.
+    let pd = fetch(&mut c, 12, &|r| r.topics[0].partitions[0].current_leader_epoch = 0);
+    assert_eq!(pd.error_code, 0);
+    let pd = fetch(&mut c, 12, &|r| r.topics[0].partitions[0].current_leader_epoch = 3);
+    assert_eq!(pd.error_code, 75, "UNKNOWN_LEADER_EPOCH");
+    // A fetcher whose last fetched epoch the log does not hold is told where
+    // the log's epochs end instead of getting records.
+    let pd = fetch(&mut c, 12, &|r| {
+        let p = &mut r.topics[0].partitions[0];
+        p.last_fetched_epoch = 4;
+        p.fetch_offset = 5;
+    });
+    assert_eq!(pd.error_code, 0);
+    assert_eq!((pd.diverging_epoch.epoch, pd.diverging_epoch.end_offset), (0, 5));
+    assert!(pd.records.as_ref().is_none_or(|r| r.is_empty()));
+    // A replica's fetch must name a broker and its current epoch.
+    let pd = fetch(&mut c, 15, &|r| {
+        r.replica_state.replica_id = BrokerId(7);
+        r.replica_state.replica_epoch = 0;
+    });
+    assert_eq!(pd.error_code, 77, "STALE_BROKER_EPOCH");
+    // OffsetForLeaderEpoch: epoch 0 ends at the log end.
+    let mut p = kafka_protocol::messages::offset_for_leader_epoch_request::OffsetForLeaderPartition::default();
+    p.partition = 0;
+    p.leader_epoch = 0;
+    p.current_leader_epoch = 0;
+    let mut t = kafka_protocol::messages::offset_for_leader_epoch_request::OffsetForLeaderTopic::default();
+    t.topic = name("ep");
+    t.partitions = vec![p];
+    let mut req = OffsetForLeaderEpochRequest::default();
+    req.replica_id = BrokerId(-1);
+    req.topics = vec![t];
+    let resp: OffsetForLeaderEpochResponse = c.call(ApiKey::OffsetForLeaderEpoch, 4, &req);
+    let e = &resp.topics[0].partitions[0];
+    assert_eq!((e.error_code, e.leader_epoch, e.end_offset), (0, 0, 5));
+}

@@ -45,6 +45,17 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
     };
     let replica = (replica >= 0).then_some(replica);
     let snapshot = ctx.shard.meta();
+    // A replica's fetch reads past the high watermark and moves it: it must
+    // name a registered broker and that broker's current epoch (v15+), or
+    // every partition is refused.
+    let replica_error = replica.and_then(|id| {
+        let current = ctx.version >= 15
+            && snapshot
+                .brokers
+                .get(&id)
+                .is_some_and(|b| b.epoch == req.replica_state.replica_epoch);
+        (!current).then_some(ErrorCode::StaleBrokerEpoch)
+    });
     let mut layout: Vec<(Arc<str>, Uuid, usize)> = Vec::new();
     let mut wanted: Vec<Wanted> = Vec::new();
     for t in &req.topics {
@@ -59,6 +70,7 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
         layout.push((name, t.topic_id, t.partitions.len()));
         for p in &t.partitions {
             let error = match &meta {
+                _ if replica_error.is_some() => replica_error,
                 None if ctx.version >= 13 => Some(ErrorCode::UnknownTopicId),
                 None => Some(ErrorCode::UnknownTopicOrPartition),
                 Some(m) if p.partition < 0 || p.partition >= m.partitions => Some(ErrorCode::UnknownTopicOrPartition),
@@ -281,6 +293,9 @@ fn read_partition(shard: &Rc<Shard>, r: &Read) -> PartitionData {
         }
     }
     let bound = match r.replica {
+        Some(follower) if !p.replica.borrow().replicas.contains(&follower) => {
+            return failed(partition, ErrorCode::NotLeaderOrFollower);
+        }
         Some(follower) => {
             if let Some(isr) = p.follower_fetched(follower, offset, crate::groups::group::now_ms().max(0) as u64) {
                 crate::replication::propose_isr(shard, &p, isr);
