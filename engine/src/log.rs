@@ -170,6 +170,7 @@ struct Pending {
     base_offset: i64,
     last_offset: i64,
     max_timestamp: i64,
+    leader_epoch: i32,
     roll_before: bool,
 }
 
@@ -372,10 +373,8 @@ fn sync_dir_now(dir: &Path) -> io::Result<()> {
 /// file is missing, unreadable or older than the newest batch.
 fn load_epochs(dir: &Path, segments: &VecDeque<Segment>, log_start: i64, log_end: i64) -> Result<EpochHistory> {
     let path = dir.join(crate::epochs::LEADER_EPOCH_FILE);
-    let newest_batch_epoch = match segments.iter().rev().find(|s| s.size > 0) {
-        Some(seg) => seg.last_batch_epoch().map_err(io_err("read", &seg.paths.log))?,
-        None => None,
-    };
+    // Recovery's tail scan read the newest batch's header: no extra I/O.
+    let newest_batch_epoch = segments.iter().rev().find(|s| s.size > 0).and_then(|s| s.last_epoch);
     if let Some(mut h) = EpochHistory::load(dir).map_err(io_err("read", &path))? {
         let changed = h.truncate_end(log_end);
         let stale = match newest_batch_epoch {
@@ -602,12 +601,8 @@ impl Log {
         st.check_writable()?;
         let info = batch::validate(&batch, st.config.max_batch_bytes as usize)?;
         let base_offset = st.next_offset;
-        if !st.epochs.accepts(leader_epoch) {
-            return Err(LogError::StaleEpoch {
-                epoch: leader_epoch,
-                latest: st.epochs.latest(),
-            });
-        }
+        // Stamped before `queue` checks the epoch: a refused batch is not
+        // written, stamped or not.
         batch::assign(&mut batch, base_offset, leader_epoch);
         self.queue(&mut st, batch.freeze(), &info, base_offset, leader_epoch)
     }
@@ -680,6 +675,7 @@ impl Log {
             base_offset,
             last_offset,
             max_timestamp: info.max_timestamp,
+            leader_epoch,
             roll_before,
         });
         st.next_offset = last_offset + 1;
@@ -752,17 +748,12 @@ impl Log {
         self.kick(&mut st);
     }
 
-    /// Like [`Log::changed`], but listening from the moment it is called:
-    /// a waiter creates it, checks the state, then awaits it, and cannot
-    /// miss a change in between.
+    /// Completes at the next flush round, roll, poisoning, high-watermark
+    /// move or role change, counting from when it is called: a waiter
+    /// creates it, checks the state, then awaits it, and cannot miss a
+    /// change in between.
     pub fn listen(&self) -> impl std::future::Future<Output = ()> + '_ {
         self.shared.notify.listen()
-    }
-
-    /// Completes when the next flush round, roll or poisoning happens: for
-    /// long-poll fetches that wait for new data.
-    pub async fn changed(&self) {
-        self.shared.notify.listen().await;
     }
 
     /// Syncs written data when the `IntervalMs` policy says it is due; the
@@ -1526,6 +1517,7 @@ impl Shared {
                         base_offset: p.base_offset,
                         last_offset: p.last_offset,
                         max_timestamp: p.max_timestamp,
+                        leader_epoch: p.leader_epoch,
                     },
                     interval,
                 );

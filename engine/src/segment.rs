@@ -115,6 +115,10 @@ pub(crate) struct Segment {
     /// Largest batch maxTimestamp in the segment, -1 when none.
     pub max_timestamp: i64,
     pub offset_of_max_timestamp: i64,
+    /// The leader epoch of the last batch noted (written, or seen by the
+    /// recovery scan, which always reaches the last batch); `None` when
+    /// none was.
+    pub last_epoch: Option<i32>,
     /// Wall-clock time of the segment's first append, for `segment_ms`.
     pub first_append_ms: Option<u64>,
     /// Wall-clock time of this process's last write to the segment (0:
@@ -161,6 +165,7 @@ pub(crate) struct ScannedBatch {
     pub base_offset: i64,
     pub last_offset: i64,
     pub max_timestamp: i64,
+    pub leader_epoch: i32,
 }
 
 /// Reads the header of the batch at `pos`, or `None` at end of file.
@@ -226,6 +231,7 @@ pub(crate) fn scan(
             base_offset: header.base_offset(),
             last_offset: header.last_offset(),
             max_timestamp: header.max_timestamp(),
+            leader_epoch: header.partition_leader_epoch(),
         });
         expected_offset = header.last_offset() + 1;
         pos += len as u64;
@@ -305,19 +311,7 @@ impl Segment {
         self.bytes_since_index += b.len;
         self.size = b.position + b.len;
         self.next_offset = b.last_offset + 1;
-    }
-
-    /// The leader epoch of the segment's last batch, when its tail knows
-    /// where that batch is.
-    pub fn last_batch_epoch(&self) -> io::Result<Option<i32>> {
-        let Some(t) = self.tail.last() else {
-            return Ok(None);
-        };
-        let header = read_header(self.reader()?, t.position(), self.size)?;
-        Ok(header
-            .as_ref()
-            .and_then(|h| BatchHeader::parse(h).ok())
-            .map(|h| h.partition_leader_epoch()))
+        self.last_epoch = Some(b.leader_epoch);
     }
 
     /// Drops the tail of a segment that is no longer written (after a roll).
@@ -379,6 +373,7 @@ impl Segment {
             tail: Vec::new(),
             max_timestamp: -1,
             offset_of_max_timestamp: -1,
+            last_epoch: None,
             first_append_ms: None,
             last_write_ms: 0,
             preallocated_to: 0,
@@ -649,6 +644,7 @@ mod tests {
                 base_offset: offset,
                 last_offset: h.last_offset(),
                 max_timestamp: h.max_timestamp(),
+                leader_epoch: 0,
             };
             file.write_all(&b).unwrap();
             offset = h.last_offset() + 1;

@@ -381,7 +381,7 @@ async fn flush_policy_interval_syncs_when_due() {
         if log.durable_offset() == 12 {
             break;
         }
-        log.changed().await;
+        log.listen().await;
     }
     assert_eq!(
         log.durable_offset(),
@@ -427,7 +427,7 @@ async fn changed_wakes_a_waiting_reader_on_append() {
         let log = log.clone();
         compio::runtime::spawn(async move {
             while log.log_end_offset() == 0 {
-                log.changed().await;
+                log.listen().await;
             }
             log.read(0, 100, ReadBound::HighWatermark).unwrap().slice.is_some()
         })
@@ -488,7 +488,7 @@ async fn an_append_nobody_waits_for_is_still_written() {
         if log.log_end_offset() == 2 {
             break;
         }
-        log.changed().await;
+        log.listen().await;
     }
     assert_eq!(log.log_end_offset(), 2, "acks=0 style append reached the file");
     assert_eq!(read_all(&log), vec![(info.base_offset, expected(b, 0))]);
@@ -679,7 +679,7 @@ async fn a_sync_wanted_at_append_time_rides_in_the_first_round() {
     }
     for (log, end) in logs.iter().zip(&ends) {
         while log.durable_offset() < *end {
-            log.changed().await;
+            log.listen().await;
         }
         let stats = log.stats();
         assert_eq!((stats.write_calls, stats.sync_calls), (1, 1), "one round with its sync");

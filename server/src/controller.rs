@@ -1012,29 +1012,6 @@ pub fn draft_isr_change(draft: &mut Draft, change: &IsrChange) -> Result<(), Met
     draft.push(record, None)
 }
 
-impl Controller {
-    /// Applies an ISR change from a partition's leader through the quorum
-    /// (one at a time, as every change); answers with the partition state
-    /// after it.
-    pub async fn alter_partition(&self, shard: &Shard, change: IsrChange) -> Result<PartitionState, MetaError> {
-        let answers = self
-            .change(shard, vec![change], |draft, change| {
-                let record = alter_isr(&draft.image, &change)?;
-                draft.push(record, None)?;
-                let t = draft
-                    .image
-                    .topic_by_id(&change.topic)
-                    .ok_or_else(|| refuse(ErrorCode::UnknownTopicId, "the topic went away"))?;
-                Ok(t.partition_states[change.partition as usize].clone())
-            })
-            .await;
-        answers
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| Err(refuse(ErrorCode::UnknownServerError, "no answer")))
-    }
-}
-
 /// The next state of a partition, or `None` when nothing changes: the
 /// leader epoch grows when the leader changes, the partition epoch always.
 fn next_state(now: &PartitionState, isr: Vec<i32>, leader: i32) -> Option<PartitionState> {

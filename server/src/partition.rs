@@ -244,17 +244,24 @@ impl Partition {
             r.followers.clear();
             r.pending_isr = None;
         }
-        let limit = match role {
-            Role::Leader => r.hw_limit(self.log.high_watermark()),
-            // A follower's high watermark comes from its leader's answers.
-            _ => self.log.high_watermark(),
-        };
         drop(r);
-        self.log.set_hw_limit(limit);
+        self.refresh_hw();
         if change != RoleChange::None {
             self.log.wake_all();
         }
         change
+    }
+
+    /// Gives the log the high-watermark limit this replica's state allows
+    /// (on a leader, [`ReplicaState::hw_limit`]; a follower's comes from
+    /// its leader's answers and stays where it is).
+    pub fn refresh_hw(&self) {
+        let hw = self.log.high_watermark();
+        let limit = {
+            let r = self.replica.borrow();
+            if r.role == Role::Leader { r.hw_limit(hw) } else { hw }
+        };
+        self.log.set_hw_limit(limit);
     }
 
     /// A follower fetched from `fetch_offset` (its log end): notes it,
@@ -276,9 +283,8 @@ impl Partition {
         f.last_fetch_leader_end = leader_end;
         f.last_fetch_ms = now_ms;
         let log_end = f.log_end;
-        let limit = r.hw_limit(self.log.high_watermark());
         drop(r);
-        self.log.set_hw_limit(limit);
+        self.refresh_hw();
         let r = self.replica.borrow();
         let hw = self.log.high_watermark();
         let joins = !r.isr.contains(&follower) && r.may_ask() && log_end >= hw && log_end >= r.epoch_start;

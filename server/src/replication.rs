@@ -81,15 +81,6 @@ impl Fetchers {
             }
         }
     }
-
-    /// Partitions followed, for tests and metrics.
-    pub fn followed(&self) -> usize {
-        self.by_leader
-            .borrow()
-            .values()
-            .map(|f| f.partitions.borrow().len())
-            .sum()
-    }
 }
 
 /// One partition of a fetch, as it was when the fetch was sent.
@@ -382,10 +373,12 @@ fn decode(mut body: Bytes, correlation: i32) -> Result<FetchResponse, String> {
     Ok(resp)
 }
 
-/// Writes every owned partition's high watermark that moved since the last
-/// checkpoint; from the shard's housekeeping.
+/// Writes the high watermark of every replicated partition in `parts` that
+/// moved since its last checkpoint; from the shard's housekeeping and at
+/// close. A one-replica partition's high watermark is its log end, so it
+/// writes nothing.
 pub fn checkpoint_high_watermarks(parts: &[Rc<Partition>]) {
-    for p in parts {
+    for p in parts.iter().filter(|p| p.replica.borrow().replicas.len() > 1) {
         if let Err(e) = p.log.checkpoint_high_watermark() {
             tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "high-watermark checkpoint");
         }
@@ -443,10 +436,7 @@ pub fn propose_isr(shard: &Rc<Shard>, p: &Rc<Partition>, isr: Vec<i32>) {
             tracing::warn!(topic = %p.topic, partition = p.index, isr = ?asked, error = %e.message, "ISR change refused");
         }
         // The high watermark waits for the maximal ISR; recompute it.
-        let limit = p.replica.borrow().hw_limit(p.log.high_watermark());
-        if p.is_leader() {
-            p.log.set_hw_limit(limit);
-        }
+        p.refresh_hw();
     })
     .detach();
 }

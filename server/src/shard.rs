@@ -482,32 +482,24 @@ impl Shard {
             if change != RoleChange::None {
                 tracing::info!(topic = %p.topic, partition = p.index, ?change, leader_epoch = state.leader_epoch, isr = ?state.isr, "replica role");
             }
-            let offsets = &*p.topic == meta::OFFSETS_TOPIC;
+            if change == RoleChange::None {
+                continue;
+            }
             match change {
-                RoleChange::None => {}
-                RoleChange::BecameLeader => {
-                    self.fetchers.unfollow(&p.topic, p.index);
-                    if offsets {
-                        crate::groups::unload(self, p.index);
-                        match crate::groups::load(self, &p) {
-                            Ok(n) if n > 0 => {
-                                tracing::info!(partition = p.index, records = n, "loaded committed offsets")
-                            }
-                            Ok(_) => {}
-                            Err(e) => tracing::error!(partition = p.index, error = %e, "loading committed offsets"),
-                        }
-                    }
-                }
                 RoleChange::BecameFollower { leader } | RoleChange::NewLeader { leader } => {
                     self.fetchers.follow(&shard, p.topic.clone(), p.index, leader);
-                    if offsets {
-                        crate::groups::unload(self, p.index);
-                    }
                 }
-                RoleChange::WentOffline => {
-                    self.fetchers.unfollow(&p.topic, p.index);
-                    if offsets {
-                        crate::groups::unload(self, p.index);
+                _ => self.fetchers.unfollow(&p.topic, p.index),
+            }
+            // The groups of an offsets partition live with its leader: any
+            // change forgets them, and a new leader replays the partition.
+            if &*p.topic == meta::OFFSETS_TOPIC {
+                crate::groups::unload(self, p.index);
+                if change == RoleChange::BecameLeader {
+                    match crate::groups::load(self, &p) {
+                        Ok(n) if n > 0 => tracing::info!(partition = p.index, records = n, "loaded committed offsets"),
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(partition = p.index, error = %e, "loading committed offsets"),
                     }
                 }
             }

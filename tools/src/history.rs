@@ -183,10 +183,13 @@ pub fn check(ops: &[Op], allow: Allowances) -> Report {
         }
     }
 
-    // What each offset was seen holding, by any read.
+    // What each offset was seen holding, by any read, and the final log:
+    // offsets and values per partition, from the drain.
     let mut at: HashMap<(Key, i64), (&str, usize)> = HashMap::new();
+    let mut final_log: HashMap<Key, BTreeMap<i64, (&str, usize)>> = HashMap::new();
     for (i, op) in ops.iter().enumerate() {
         if let Op::Read {
+            session,
             topic,
             partition,
             offset,
@@ -194,6 +197,12 @@ pub fn check(ops: &[Op], allow: Allowances) -> Report {
             ..
         } = op
         {
+            if session == "final" {
+                final_log
+                    .entry((topic.clone(), *partition))
+                    .or_default()
+                    .insert(*offset, (value.as_str(), i));
+            }
             let k = ((topic.clone(), *partition), *offset);
             match at.get(&k) {
                 Some(&(v, j)) if v != value => push(
@@ -216,25 +225,6 @@ pub fn check(ops: &[Op], allow: Allowances) -> Report {
         }
     }
 
-    // The final log: offsets and values per partition.
-    let mut final_log: HashMap<Key, BTreeMap<i64, (&str, usize)>> = HashMap::new();
-    for (i, op) in ops.iter().enumerate() {
-        if let Op::Read {
-            session,
-            topic,
-            partition,
-            offset,
-            value,
-            ..
-        } = op
-            && session == "final"
-        {
-            final_log
-                .entry((topic.clone(), *partition))
-                .or_default()
-                .insert(*offset, (value.as_str(), i));
-        }
-    }
     let mut final_values: HashMap<&str, Vec<(Key, i64, usize)>> = HashMap::new();
     for (k, log) in &final_log {
         for (&o, &(v, i)) in log {

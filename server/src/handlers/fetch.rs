@@ -15,7 +15,6 @@ use uuid::Uuid;
 
 use super::{Ctx, Outcome};
 use crate::error_codes::{self, ErrorCode};
-use crate::partition::Partition;
 use crate::protocol::fetch::{self as codec, PartitionData, Top, TopicData};
 use crate::shard::{ByOwner, Shard};
 use crate::util::race;
@@ -247,35 +246,12 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted], max_bytes: u64, replica:
     results
 }
 
-/// The leader-epoch check of Fetch, ListOffsets and OffsetForLeaderEpoch:
-/// a client that knows a newer epoch than this replica's is ahead of it
-/// (UNKNOWN_LEADER_EPOCH, retry); an older one is fenced.
-pub fn check_leader_epoch(p: &Partition, current_leader_epoch: i32) -> Result<(), ErrorCode> {
-    if current_leader_epoch < 0 {
-        return Ok(());
-    }
-    let mine = p.leader_epoch();
-    if current_leader_epoch > mine {
-        Err(ErrorCode::UnknownLeaderEpoch)
-    } else if current_leader_epoch < mine {
-        Err(ErrorCode::FencedLeaderEpoch)
-    } else {
-        Ok(())
-    }
-}
-
 fn read_partition(shard: &Rc<Shard>, r: &Read) -> PartitionData {
     let (partition, offset, max_bytes) = (r.partition, r.offset, r.max_bytes);
-    let Some(p) = shard.partition(&r.topic, partition) else {
-        return failed(partition, ErrorCode::UnknownTopicOrPartition);
+    let p = match super::leader_replica(shard, &r.topic, partition, r.current_leader_epoch) {
+        Ok(p) => p,
+        Err(code) => return failed(partition, code),
     };
-    shard.touch(&p);
-    if let Err(code) = check_leader_epoch(&p, r.current_leader_epoch) {
-        return failed(partition, code);
-    }
-    if !p.is_leader() {
-        return failed(partition, ErrorCode::NotLeaderOrFollower);
-    }
     // A fetcher whose last fetched epoch ends earlier here (or is unknown
     // here) holds a tail this log does not: it must truncate first.
     if r.last_fetched_epoch >= 0 {
@@ -349,7 +325,7 @@ fn wait_for_data(
             return;
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        let changed = futures_util::future::select_all(parts.iter().map(|(p, _, _)| Box::pin(p.log.changed())));
+        let changed = futures_util::future::select_all(parts.iter().map(|(p, _, _)| Box::pin(p.log.listen())));
         let _ = race(race(changed, compio::runtime::time::sleep(left)), shard.stopping.wait()).await;
     }
 }

@@ -71,6 +71,40 @@ pub const APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
+/// The replica of `topic`-`partition` this broker leads, for the requests
+/// only a leader answers (Fetch, ListOffsets, OffsetForLeaderEpoch,
+/// DeleteRecords), marked as used. Checked against the client's current
+/// leader epoch (-1: none): a client that knows a newer epoch than this
+/// replica's is ahead of it (UNKNOWN_LEADER_EPOCH, retry); an older one is
+/// fenced (FENCED_LEADER_EPOCH). A partition this shard has not opened
+/// exists elsewhere (NOT_LEADER_OR_FOLLOWER) or not at all.
+pub(crate) fn leader_replica(
+    shard: &Shard,
+    topic: &str,
+    partition: i32,
+    current_leader_epoch: i32,
+) -> Result<Rc<crate::partition::Partition>, ErrorCode> {
+    let Some(p) = shard.partition(topic, partition) else {
+        return Err(match shard.meta().topic(topic).and_then(|t| t.leader(partition)) {
+            Some(_) => ErrorCode::NotLeaderOrFollower,
+            None => ErrorCode::UnknownTopicOrPartition,
+        });
+    };
+    shard.touch(&p);
+    let mine = p.leader_epoch();
+    if current_leader_epoch >= 0 && current_leader_epoch != mine {
+        return Err(if current_leader_epoch > mine {
+            ErrorCode::UnknownLeaderEpoch
+        } else {
+            ErrorCode::FencedLeaderEpoch
+        });
+    }
+    if !p.is_leader() {
+        return Err(ErrorCode::NotLeaderOrFollower);
+    }
+    Ok(p)
+}
+
 /// Kafka's value for "authorized operations not requested".
 pub const OPS_NOT_REQUESTED: i32 = i32::MIN;
 

@@ -92,16 +92,10 @@ pub async fn list_offsets(ctx: Ctx, body: BytesMut) -> Outcome {
 /// `(error_code, offset, timestamp, leader_epoch)` for one partition,
 /// asked with the client's current leader epoch (-1: none).
 fn lookup(shard: &Shard, topic: &str, partition: i32, (ts, current_epoch): (i64, i32)) -> (i16, i64, i64, i32) {
-    let Some(p) = shard.partition(topic, partition) else {
-        return (not_here(shard, topic, partition), -1, -1, -1);
+    let p = match super::leader_replica(shard, topic, partition, current_epoch) {
+        Ok(p) => p,
+        Err(code) => return (code.code(), -1, -1, -1),
     };
-    shard.touch(&p);
-    if let Err(code) = super::fetch::check_leader_epoch(&p, current_epoch) {
-        return (code.code(), -1, -1, -1);
-    }
-    if !p.is_leader() {
-        return (ErrorCode::NotLeaderOrFollower.code(), -1, -1, -1);
-    }
     let epoch = p.leader_epoch().max(0);
     let log = &p.log;
     // A new leader's high watermark may be below what the old one
@@ -259,27 +253,20 @@ pub async fn offset_for_leader_epoch(ctx: Ctx, body: BytesMut) -> Outcome {
 
 /// `(error_code, epoch, end_offset)` of `epoch` in the partition's log.
 fn epoch_end(shard: &Shard, topic: &str, partition: i32, (epoch, current_epoch): (i32, i32)) -> (i16, i32, i64) {
-    let Some(p) = shard.partition(topic, partition) else {
-        return (not_here(shard, topic, partition), -1, -1);
+    let p = match super::leader_replica(shard, topic, partition, current_epoch) {
+        Ok(p) => p,
+        Err(code) => return (code.code(), -1, -1),
     };
-    if let Err(code) = super::fetch::check_leader_epoch(&p, current_epoch) {
-        return (code.code(), -1, -1);
-    }
-    if !p.is_leader() {
-        return (ErrorCode::NotLeaderOrFollower.code(), -1, -1);
-    }
     let end = p.log.epoch_end(epoch);
     (0, end.epoch, end.end_offset)
 }
 
 /// `(error_code, low_watermark)`; offset -1 means the high watermark.
 fn truncate_front(shard: &Shard, topic: &str, partition: i32, offset: i64) -> (i16, i64) {
-    let Some(p) = shard.partition(topic, partition) else {
-        return (not_here(shard, topic, partition), -1);
+    let p = match super::leader_replica(shard, topic, partition, -1) {
+        Ok(p) => p,
+        Err(code) => return (code.code(), -1),
     };
-    if !p.is_leader() {
-        return (ErrorCode::NotLeaderOrFollower.code(), -1);
-    }
     let hw = p.log.high_watermark();
     let target = if offset == -1 { hw } else { offset };
     if target < 0 || target > hw {
@@ -288,15 +275,5 @@ fn truncate_front(shard: &Shard, topic: &str, partition: i32, offset: i64) -> (i
     match p.log.advance_log_start_offset(target) {
         Ok(low) => (0, low),
         Err(e) => (error_codes::for_log_error(&e).code(), -1),
-    }
-}
-
-/// The error for a partition this shard has not opened: it exists in the
-/// cluster but another broker holds it (NOT_LEADER_OR_FOLLOWER), or it
-/// does not exist.
-fn not_here(shard: &Shard, topic: &str, partition: i32) -> i16 {
-    match shard.meta().topic(topic).and_then(|t| t.leader(partition)) {
-        Some(_) => ErrorCode::NotLeaderOrFollower.code(),
-        None => ErrorCode::UnknownTopicOrPartition.code(),
     }
 }
