@@ -107,13 +107,23 @@ impl EpochHistory {
         self.entries.clear();
     }
 
-    /// Where `epoch` ends in a log whose end is `log_end`.
+    /// Where `epoch` ends in a log whose end is `log_end`: the largest
+    /// epoch at or below it and the start of the next one (or `log_end`).
+    /// An epoch older than every entry ends where the oldest entry starts
+    /// (a follower's tail from before this log's history diverges there);
+    /// an empty history knows no epoch: `(-1, -1)`.
     pub fn end_of(&self, epoch: i32, log_end: i64) -> EpochEnd {
         let i = self.entries.partition_point(|e| e.0 <= epoch);
         if i == 0 {
-            return EpochEnd {
-                epoch: -1,
-                end_offset: -1,
+            return match self.entries.first() {
+                Some(&(_, start)) if epoch >= 0 => EpochEnd {
+                    epoch,
+                    end_offset: start,
+                },
+                _ => EpochEnd {
+                    epoch: -1,
+                    end_offset: -1,
+                },
             };
         }
         let found = self.entries[i - 1].0;
@@ -188,8 +198,24 @@ mod tests {
     #[test]
     fn end_of_answers_like_offset_for_leader_epoch() {
         let h = history(&[(1, 0), (3, 10), (4, 25)]);
+        // Older than the history: it ends where the history starts.
         assert_eq!(
             h.end_of(0, 40),
+            EpochEnd {
+                epoch: 0,
+                end_offset: 0
+            }
+        );
+        let later = history(&[(5, 12)]);
+        assert_eq!(
+            later.end_of(2, 40),
+            EpochEnd {
+                epoch: 2,
+                end_offset: 12
+            }
+        );
+        assert_eq!(
+            history(&[]).end_of(2, 40),
             EpochEnd {
                 epoch: -1,
                 end_offset: -1

@@ -144,6 +144,11 @@ pub struct BrokerConfig {
     /// the leader has written the batch, before the ISR has it. Never set it
     /// elsewhere.
     pub unsafe_ack_before_replication: bool,
+    /// `sluice.outbound.address`: the local IP address this node's own
+    /// connections to other nodes (replica fetches, controller traffic)
+    /// start from; `None` lets the operating system choose. Lets a fault
+    /// test cut the link between two nodes on one host by address.
+    pub outbound_address: Option<std::net::IpAddr>,
     /// `unclean.leader.election.enable`: elect a replica outside the ISR
     /// when no ISR member is alive (may lose acknowledged writes).
     pub unclean_leader_election: bool,
@@ -313,6 +318,7 @@ impl Default for BrokerConfig {
             replica_hw_checkpoint_interval_ms: 5000,
             replica_fsync_before_ack: false,
             unsafe_ack_before_replication: false,
+            outbound_address: None,
             unclean_leader_election: false,
             metadata_snapshot_records: 1000,
             controller_write_timeout_ms: 30_000,
@@ -439,6 +445,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
     (
         "sluice.replica.fsync.before.ack",
         "acks=all answers only once every in-sync replica has fdatasynced the batch (default false)",
+    ),
+    (
+        "sluice.outbound.address",
+        "local IP address connections to other nodes start from (default: the system's choice)",
     ),
     (
         "sluice.unsafe.ack.before.replication",
@@ -654,6 +664,17 @@ impl BrokerConfig {
             }
             "sluice.replica.fsync.before.ack" => self.replica_fsync_before_ack = parse_bool(key, value)?,
             "sluice.unsafe.ack.before.replication" => self.unsafe_ack_before_replication = parse_bool(key, value)?,
+            "sluice.outbound.address" => {
+                self.outbound_address = if value.is_empty() {
+                    None
+                } else {
+                    Some(
+                        value
+                            .parse()
+                            .map_err(|_| invalid(key, format!("`{value}` is not an IP address")))?,
+                    )
+                }
+            }
             "unclean.leader.election.enable" => self.unclean_leader_election = parse_bool(key, value)?,
             "sluice.metadata.snapshot.records" => {
                 self.metadata_snapshot_records = parse_at_least_one::<u64>(key, value)?

@@ -92,6 +92,9 @@ fn main() -> ExitCode {
         eprintln!("sluice: blocking signals: {e}");
         return ExitCode::FAILURE;
     }
+    if let Some(ip) = config.outbound_address {
+        sluice::net::set_outbound_address(ip);
+    }
     let shards = config.shard_count();
     let data_dir = config.data_dir.clone();
     let broker = match Broker::start(config) {

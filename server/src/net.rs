@@ -27,6 +27,39 @@ use crate::protocol::{Part, Response};
 use crate::shard::Shard;
 use crate::util::{Flag, LocalQueue, Permit, race};
 
+/// The local address this process's connections to other nodes start
+/// from (`sluice.outbound.address`), set once at start-up.
+static OUTBOUND: std::sync::OnceLock<std::net::IpAddr> = std::sync::OnceLock::new();
+
+/// Makes connections to other nodes start from `ip`. The first call wins;
+/// a process is one node.
+pub fn set_outbound_address(ip: std::net::IpAddr) {
+    let _ = OUTBOUND.set(ip);
+}
+
+/// Connects to another node (`host:port`), from the outbound address when
+/// one is set.
+pub async fn connect_node(addr: &str) -> io::Result<TcpStream> {
+    let Some(&local) = OUTBOUND.get() else {
+        return TcpStream::connect(addr).await;
+    };
+    use compio::net::ToSocketAddrsAsync;
+    let mut last = io::Error::new(io::ErrorKind::InvalidInput, format!("{addr}: no address"));
+    for remote in addr.to_socket_addrs_async().await? {
+        let socket = if remote.is_ipv4() {
+            compio::net::TcpSocket::new_v4().await?
+        } else {
+            compio::net::TcpSocket::new_v6().await?
+        };
+        socket.bind(std::net::SocketAddr::new(local, 0)).await?;
+        match socket.connect(remote).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 /// Bytes asked of the socket per read when no frame size is known yet.
 const READ_CHUNK: usize = 64 * 1024;
 /// Smallest request: api key, api version, correlation id.

@@ -240,6 +240,7 @@ impl From<String> for Failure {
 /// Applies one partition's answer on the follower.
 async fn apply(shard: &Shard, s: &Sent, pd: PartitionData) -> Result<(), Failure> {
     let p = &s.partition;
+    tracing::trace!(topic = %p.topic, partition = p.index, offset = s.fetch_offset, code = pd.error_code, hw = pd.high_watermark, div_epoch = pd.diverging_epoch.epoch, div_end = pd.diverging_epoch.end_offset, bytes = pd.records.as_ref().map_or(0, |r| r.len()), "replica fetch answer");
     match ErrorCode::try_from_code(pd.error_code) {
         None => {}
         Some(
@@ -312,7 +313,9 @@ async fn exchange(
 ) -> Result<FetchResponse, String> {
     let work = async {
         if conn.is_none() {
-            let s = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+            let s = crate::net::connect_node(addr)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
             let _ = s.set_nodelay(true);
             *conn = Some(s);
         }

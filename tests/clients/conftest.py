@@ -16,27 +16,28 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BINARY = os.environ.get("SLUICE_BIN", os.path.join(ROOT, "target", "release", "sluice"))
 
 
-def free_port():
+def free_port(host="127.0.0.1"):
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
 class Broker:
-    def __init__(self, data_dir, port, extra, cores=2):
+    def __init__(self, data_dir, port, extra, cores=2, host="127.0.0.1", log_path=None):
         self.data_dir = data_dir
+        self.host = host
         self.port = port
         self.extra = extra
         self.cores = cores
         self.proc = None
         logs = os.path.join(ROOT, "target", "client-test-logs")
         os.makedirs(logs, exist_ok=True)
-        self.log_path = os.path.join(logs, f"sluice-{port}.log")
+        self.log_path = log_path or os.path.join(logs, f"sluice-{port}.log")
         self.log = open(self.log_path, "ab")
 
     @property
     def bootstrap(self):
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def start(self, wait=True):
         """Starts the process; with `wait`, returns once it listens."""
@@ -53,7 +54,7 @@ class Broker:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"sluice exited with {self.proc.returncode}")
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                socket.create_connection((self.host, self.port), timeout=0.2).close()
                 return
             except OSError:
                 time.sleep(0.05)

@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+import threading
 import time
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -17,9 +18,25 @@ def now_ms():
 
 
 class History:
-    def __init__(self, path):
+    """Operations appended from any thread, written to `path` as they come;
+    with `keep`, also held in `ops`."""
+
+    def __init__(self, path, keep=True):
         self.path = path
+        self.keep = keep
         self.ops = []
+        self.counts = {}
+        self._lock = threading.Lock()
+        self._file = open(path, "w")
+
+    def add(self, op):
+        line = json.dumps(op) + "\n"
+        with self._lock:
+            self._file.write(line)
+            key = op["op"] if op["op"] != "send" else f"send_{op['outcome']}"
+            self.counts[key] = self.counts.get(key, 0) + 1
+            if self.keep:
+                self.ops.append(op)
 
     def sender(self, process, topic, partition, value, idempotent, acks):
         """A delivery callback that records the send of `value`, started now."""
@@ -32,17 +49,23 @@ class History:
             if err is None:
                 op["offset"] = msg.offset()
                 op["partition"] = msg.partition()
-            self.ops.append(op)
+            self.add(op)
         return done
+
+    def unknown(self, process, start, topic, partition, value, idempotent, acks):
+        """A send whose outcome never came (the producer was closed first)."""
+        self.add({"op": "send", "process": process, "start_ms": start, "end_ms": now_ms(), "outcome": "info",
+                  "topic": topic, "partition": partition, "value": value, "idempotent": idempotent,
+                  "acks": acks})
 
     def read(self, process, session, topic, partition, offset, value):
         t = now_ms()
-        self.ops.append({"op": "read", "process": process, "session": session, "start_ms": t, "end_ms": t,
-                         "topic": topic, "partition": partition, "offset": offset, "value": value})
+        self.add({"op": "read", "process": process, "session": session, "start_ms": t, "end_ms": t,
+                  "topic": topic, "partition": partition, "offset": offset, "value": value})
 
     def drain(self, bootstrap, topic, partitions, timeout=30):
         """Reads every partition from its start to its high watermark as the
-        `final` session."""
+        `final` session; `timeout` bounds each wait for the next record."""
         c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"drain-{time.time()}",
                       "enable.auto.commit": False, "log_level": 0})
         for p in range(partitions):
@@ -59,22 +82,24 @@ class History:
                     time.sleep(0.2)
             c.assign([TopicPartition(topic, p, 0)])
             last = -1
+            # `timeout` bounds each wait for progress, not the whole read.
+            deadline = time.time() + timeout
             while last < high - 1 and time.time() < deadline:
-                m = c.poll(0.5)
-                if m is None or m.error():
-                    continue
-                last = m.offset()
-                self.read("drain", "final", topic, p, m.offset(), m.value().decode())
+                for m in c.consume(1000, 0.5):
+                    if m.error():
+                        continue
+                    last = m.offset()
+                    deadline = time.time() + timeout
+                    self.read("drain", "final", topic, p, m.offset(), m.value().decode())
         c.close()
 
     def check(self, allow_unclean=False):
-        """Writes the history and runs the checker; returns its report and
+        """Closes the history and runs the checker; returns its report and
         the number of forbidden anomalies."""
-        with open(self.path, "w") as f:
-            for op in self.ops:
-                f.write(json.dumps(op) + "\n")
+        with self._lock:
+            self._file.close()
         cmd = [CHECKER, self.path] + (["--allow-unclean"] if allow_unclean else [])
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         lines = out.stdout.rstrip().split("\n")
         assert lines[-1].startswith("anomalies: "), out.stdout + out.stderr
         report = json.loads("\n".join(lines[:-1]))

@@ -202,6 +202,10 @@ pub struct Group {
     /// Committed offsets by topic and partition, as of the newest record
     /// appended to the offsets log (applied in log order).
     pub offsets: HashMap<(Arc<str>, i32), OffsetValue>,
+    /// The log offset of the record each entry of `offsets` (or its
+    /// deletion) came from, so commits finishing out of order keep the
+    /// newest.
+    pub offsets_at: HashMap<(Arc<str>, i32), i64>,
     /// Wall-clock ms since the group has had no members; offsets expire
     /// counted from here.
     pub empty_since_ms: i64,
@@ -227,6 +231,7 @@ impl Group {
             rebalance_deadline: None,
             initial_delay: None,
             offsets: HashMap::new(),
+            offsets_at: HashMap::new(),
             empty_since_ms: now_ms,
             timer_running: false,
         }
@@ -847,6 +852,7 @@ impl Group {
     pub fn kill(&mut self) {
         self.state = State::Dead;
         self.offsets.clear();
+        self.offsets_at.clear();
     }
 
     /// Never had a member and holds nothing: a group id a request only

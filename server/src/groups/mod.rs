@@ -129,9 +129,19 @@ where
         return Err(ErrorCode::NotCoordinator);
     }
     shard
-        .submit_to(owner, move |s| f(s, partition))
+        .submit_to(owner, move |s| async move {
+            // A new coordinator serves once its offsets partition's high
+            // watermark reaches its epoch's start: before, what it loaded
+            // may hold commits its followers do not have.
+            if let Some(p) = s.partition(OFFSETS_TOPIC, partition)
+                && p.log.high_watermark() < p.replica.borrow().epoch_start
+            {
+                return Err(ErrorCode::CoordinatorLoadInProgress);
+            }
+            Ok(f(s, partition).await)
+        })
         .await
-        .map_err(|_| ErrorCode::CoordinatorNotAvailable)
+        .map_err(|_| ErrorCode::CoordinatorNotAvailable)?
 }
 
 /// Makes sure the group's timer runs and sees the group's current
@@ -180,8 +190,10 @@ async fn run_timer(shard: Rc<Shard>, h: GroupRef) {
     shard.groups.remove_if_removable(&id);
 }
 
-/// Appends offset records for `group` to its offsets partition, applies
-/// them to the group in log order, and waits until they are synced.
+/// Appends offset records for `group` to its offsets partition, waits
+/// until they are synced and replicated, and only then applies them to the
+/// group (so no fetch sees a commit a failover could take back); records
+/// that complete out of log order do not undo newer ones.
 pub async fn write_offsets(
     shard: &Rc<Shard>,
     partition: i32,
@@ -198,12 +210,6 @@ pub async fn write_offsets(
         .log
         .append(records::batch_of(&records, now_ms()), p.leader_epoch().max(0))
         .map_err(|e| error_codes::for_log_error(&e))?;
-    {
-        let mut g = h.group.borrow_mut();
-        for r in records {
-            apply(&mut g, r);
-        }
-    }
     let end = info.last_offset + 1;
     p.log
         .wait(end, Durability::Synced)
@@ -212,7 +218,14 @@ pub async fn write_offsets(
             ErrorCode::NotLeaderOrFollower => ErrorCode::NotCoordinator,
             other => other,
         })?;
-    wait_replicated(shard, &p, end).await
+    wait_replicated(shard, &p, end).await?;
+    let mut g = h.group.borrow_mut();
+    if g.state != group::State::Dead {
+        for r in records {
+            apply(&mut g, r, info.base_offset);
+        }
+    }
+    Ok(())
 }
 
 /// Waits until every in-sync replica of a replicated offsets partition
@@ -231,8 +244,14 @@ async fn wait_replicated(shard: &Shard, p: &Partition, end: i64) -> Result<(), E
         })
 }
 
-fn apply(g: &mut Group, r: OffsetRecord) {
+/// Applies one offsets record written at log offset `at`, unless a newer
+/// record of the same partition is already applied.
+fn apply(g: &mut Group, r: OffsetRecord, at: i64) {
     let key = (Arc::<str>::from(r.topic.as_str()), r.partition);
+    if g.offsets_at.get(&key).is_some_and(|&newer| newer > at) {
+        return;
+    }
+    g.offsets_at.insert(key.clone(), at);
     match r.value {
         Some(v) => {
             g.offsets.insert(key, v);
@@ -252,7 +271,7 @@ pub fn load(shard: &Shard, p: &Partition) -> Result<usize, String> {
             let read = records::for_each_record(batch, |k, v| match records::decode(k, v) {
                 Ok(Some(r)) => {
                     let g = shard.groups.get_or_create(&r.group);
-                    apply(&mut g.group.borrow_mut(), r);
+                    apply(&mut g.group.borrow_mut(), r, h.base_offset());
                     count += 1;
                 }
                 Ok(None) => {}

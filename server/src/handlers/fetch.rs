@@ -252,10 +252,15 @@ fn read_partition(shard: &Rc<Shard>, r: &Read) -> PartitionData {
         Ok(p) => p,
         Err(code) => return failed(partition, code),
     };
-    // A fetcher whose last fetched epoch ends earlier here (or is unknown
-    // here) holds a tail this log does not: it must truncate first.
+    // A fetcher whose last fetched epoch ends earlier here holds a tail
+    // this log does not: it must truncate first. When this log knows no
+    // epoch at all, the fetch offset is out of range (the fetcher then
+    // truncates to its high watermark).
     if r.last_fetched_epoch >= 0 {
         let end = p.log.epoch_end(r.last_fetched_epoch);
+        if end.epoch < 0 || end.end_offset < 0 {
+            return failed(partition, ErrorCode::OffsetOutOfRange);
+        }
         if end.epoch < r.last_fetched_epoch || end.end_offset < offset {
             return PartitionData {
                 partition_index: partition,

@@ -161,12 +161,27 @@ fn show_voters(voters: &BTreeMap<u64, String>) -> String {
 /// node's id, and so its address, stops here.
 pub async fn bind(settings: &QuorumSettings) -> Result<Option<compio::net::TcpListener>, String> {
     match settings.voters.get(&settings.node_id) {
-        Some(addr) if settings.voters.len() > 1 => compio::net::TcpListener::bind(addr.as_str())
-            .await
+        Some(addr) if settings.voters.len() > 1 => listen(addr)
             .map(Some)
             .map_err(|e| format!("controller listener on {addr}: {e}")),
         _ => Ok(None),
     }
+}
+
+/// Listens on `addr` with SO_REUSEADDR, so a node restarted at once binds
+/// its port while the old process's connections are still in TIME_WAIT.
+/// Without SO_REUSEPORT a second listener on the port is still refused.
+fn listen(addr: &str) -> std::io::Result<compio::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let addr: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    compio::net::TcpListener::from_std(socket.into())
 }
 
 impl RaftQuorum {

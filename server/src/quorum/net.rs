@@ -190,7 +190,7 @@ impl Peer {
                     .addr
                     .parse()
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{}: {e}", self.addr)))?;
-                let s = TcpStream::connect(addr).await?;
+                let s = crate::net::connect_node(&addr.to_string()).await?;
                 s.set_nodelay(true)?;
                 s
             }

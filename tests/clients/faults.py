@@ -1,0 +1,505 @@
+"""The fault-injection harness (docs/reliability.md): a three-node cluster
+whose nodes each have their own loopback address and a small tmpfs for
+data, a workload of real clients recording a history for `sluice-check`,
+and the faults (nemeses) that the short suite (`test_faults.py`) runs once
+each and the soak (`soak.py`, `scripts/soak.sh`) runs at random.
+
+Every fault is real: kill -9 and SIGSTOP of processes, nftables rules that
+drop or rate-limit the packets between two nodes' addresses, a filled
+filesystem, a segment file cut short. Each fault is undone by `heal`, which
+is always safe to call and is called on every way out."""
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import Broker, free_port
+from history import History, now_ms
+
+TOPIC = "faults"
+PARTITIONS = 3
+GROUP = "faults-group"
+TABLE = "sluice_faults"
+SESSION_MS = 3000
+
+FAULTS = [
+    "kill_leader", "kill_follower", "kill_controller", "kill_majority", "pause_leader",
+    "partition_leader", "partition_follower", "partition_controller", "one_way_leader",
+    "slow_follower", "disk_full", "lose_tail", "bounce",
+]
+
+
+def sh(cmd):
+    out = subprocess.run(cmd, shell=True, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{cmd}: {out.stderr.strip()}")
+    return out.stdout
+
+
+class FaultCluster:
+    """Three combined nodes on 127.0.0.11-13, each with its data on its own
+    tmpfs of `disk_mb` MiB (so a disk can fill) and its connections to the
+    other nodes starting from its own address (so a link can be cut)."""
+
+    def __init__(self, root, n=3, disk_mb=192, extra=()):
+        self.root = root
+        self.mounts = []
+        hosts = [f"127.0.0.{11 + i}" for i in range(n)]
+        ports = [(free_port(h), free_port(h)) for h in hosts]
+        voters = ",".join(f"{i + 1}@{h}:{c}" for i, (h, (_, c)) in enumerate(zip(hosts, ports)))
+        self.nodes = []
+        for i, (h, (p, _)) in enumerate(zip(hosts, ports)):
+            disk = os.path.join(root, f"node-{i + 1}")
+            os.makedirs(disk)
+            sh(f"mount -t tmpfs -o size={disk_mb}m sluice-faults {disk}")
+            self.mounts.append(disk)
+            data = os.path.join(disk, "data")
+            os.makedirs(data)
+            settings = [
+                f"node.id={i + 1}",
+                f"controller.quorum.voters={voters}",
+                f"sluice.outbound.address={h}",
+                "default.replication.factor=3",
+                "min.insync.replicas=2",
+                "offsets.topic.num.partitions=3",
+                f"broker.session.timeout.ms={SESSION_MS}",
+                "broker.heartbeat.interval.ms=500",
+                "sluice.controller.write.timeout.ms=5000",
+                "replica.lag.time.max.ms=4000",
+                "replica.fetch.backoff.ms=200",
+                "log.segment.bytes=4194304",
+                "sluice.storage.min.free.bytes=16777216",
+                "num.partitions=1",
+            ] + list(extra)
+            b = Broker(data, p, settings, cores=1, host=h, log_path=os.path.join(root, f"node-{i + 1}.log"))
+            b.node_id = i + 1
+            b.disk = disk
+            self.nodes.append(b)
+
+    def start(self):
+        for n in self.nodes:
+            n.start(wait=False)
+        for n in self.nodes:
+            n.wait_listening()
+
+    def node(self, node_id):
+        return self.nodes[node_id - 1]
+
+    def live(self):
+        return [n for n in self.nodes if n.proc is not None]
+
+    @property
+    def bootstrap(self):
+        return ",".join(n.bootstrap for n in self.nodes)
+
+    def admin(self):
+        return AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+
+    def metadata(self, timeout=5):
+        return self.admin().list_topics(timeout=timeout)
+
+    def create_topic(self):
+        a = self.admin()
+        deadline = time.time() + 60
+        while True:
+            try:
+                if len(a.list_topics(timeout=5).brokers) == len(self.nodes):
+                    break
+            except KafkaException:
+                pass
+            if time.time() > deadline:
+                raise AssertionError("brokers did not register")
+            time.sleep(0.2)
+        fs = a.create_topics([NewTopic(TOPIC, num_partitions=PARTITIONS, replication_factor=3)],
+                             request_timeout=20)
+        fs[TOPIC].result(timeout=25)
+        if not self.settled(30):
+            raise AssertionError("the new topic did not get leaders and full ISRs")
+
+    def settled(self, timeout):
+        """Waits until every node is registered and every partition of the
+        workload's topic and of __consumer_offsets (once it exists) has a
+        leader and its full ISR; returns whether it happened in time."""
+        deadline = time.time() + timeout
+        self.last_view = None
+        while time.time() < deadline:
+            try:
+                md = self.metadata()
+                ok = len(md.brokers) == len(self.nodes) and TOPIC in md.topics
+                view = {"brokers": sorted(md.brokers), "controller": md.controller_id}
+                for name in (TOPIC, "__consumer_offsets"):
+                    for p, x in md.topics[name].partitions.items() if name in md.topics else []:
+                        ok = ok and x.leader >= 0 and sorted(x.isrs) == sorted(x.replicas)
+                        view[f"{name}-{p}"] = [x.leader, sorted(x.isrs)]
+                self.last_view = view
+                if ok:
+                    return True
+            except KafkaException as e:
+                self.last_view = str(e)
+            time.sleep(0.25)
+        return False
+
+    def stop(self):
+        for n in self.nodes:
+            if n.proc is not None:
+                if n.proc.poll() is None:
+                    try:
+                        os.kill(n.proc.pid, signal.SIGCONT)
+                    except ProcessLookupError:
+                        pass
+                n.kill9()
+        for m in self.mounts:
+            subprocess.run(["umount", "-l", m], capture_output=True)
+        self.mounts = []
+
+
+class Nemesis:
+    """Starts one fault at a time and heals it."""
+
+    def __init__(self, cluster, rng):
+        self.c = cluster
+        self.rng = rng
+        self.undo = []
+        subprocess.run(["nft", "delete", "table", "inet", TABLE], capture_output=True)
+
+    def _leader(self):
+        md = self.c.metadata()
+        p = self.rng.randrange(PARTITIONS)
+        leader = md.topics[TOPIC].partitions[p].leader
+        if leader < 1:
+            raise RuntimeError(f"partition {p} has no leader")
+        return leader
+
+    def _controller(self):
+        ctl = self.c.metadata().controller_id
+        if ctl < 1:
+            raise RuntimeError("no active controller")
+        return ctl
+
+    def _other(self, node_id):
+        return self.rng.choice([n.node_id for n in self.c.nodes if n.node_id != node_id])
+
+    def _kill(self, node_id):
+        node = self.c.node(node_id)
+        node.kill9()
+        self.undo.append(lambda: node.start(wait=False))
+
+    def _nft(self, rules):
+        sh(f"nft add table inet {TABLE}")
+        sh(f"nft add chain inet {TABLE} out '{{ type filter hook output priority 0; policy accept; }}'")
+        for r in rules:
+            sh(f"nft add rule inet {TABLE} out {r}")
+        self.undo.append(lambda: subprocess.run(["nft", "delete", "table", "inet", TABLE], capture_output=True))
+
+    def _isolate(self, node_id, both_ways=True):
+        me = self.c.node(node_id).host
+        others = ", ".join(n.host for n in self.c.nodes if n.node_id != node_id)
+        rules = [f"ip saddr {me} ip daddr {{ {others} }} drop"]
+        if both_ways:
+            rules.append(f"ip saddr {{ {others} }} ip daddr {me} drop")
+        self._nft(rules)
+
+    def start(self, kind):
+        """Starts fault `kind`; returns what it did."""
+        assert not self.undo, "one fault at a time"
+        nodes = []
+        if kind == "kill_leader":
+            nodes = [self._leader()]
+            self._kill(nodes[0])
+        elif kind == "kill_follower":
+            nodes = [self._other(self._leader())]
+            self._kill(nodes[0])
+        elif kind == "kill_controller":
+            nodes = [self._controller()]
+            self._kill(nodes[0])
+        elif kind == "kill_majority":
+            nodes = self.rng.sample([n.node_id for n in self.c.nodes], 2)
+            for n in nodes:
+                self._kill(n)
+        elif kind == "pause_leader":
+            nodes = [self._leader()]
+            pid = self.c.node(nodes[0]).proc.pid
+            os.kill(pid, signal.SIGSTOP)
+            self.undo.append(lambda: os.kill(pid, signal.SIGCONT))
+        elif kind == "partition_leader":
+            nodes = [self._leader()]
+            self._isolate(nodes[0])
+        elif kind == "partition_follower":
+            nodes = [self._other(self._leader())]
+            self._isolate(nodes[0])
+        elif kind == "partition_controller":
+            nodes = [self._controller()]
+            self._isolate(nodes[0])
+        elif kind == "one_way_leader":
+            # The leader hears the others but cannot answer them.
+            nodes = [self._leader()]
+            self._isolate(nodes[0], both_ways=False)
+        elif kind == "slow_follower":
+            leader = self._leader()
+            nodes = [leader, self._other(leader)]
+            src, dst = self.c.node(nodes[0]).host, self.c.node(nodes[1]).host
+            self._nft([f"ip saddr {src} ip daddr {dst} limit rate over 64 kbytes/second drop"])
+        elif kind == "disk_full":
+            nodes = [self.rng.choice(self.c.nodes).node_id]
+            filler = os.path.join(self.c.node(nodes[0]).disk, "filler")
+            st = os.statvfs(self.c.node(nodes[0]).disk)
+            free = st.f_bavail * st.f_frsize
+            fd = os.open(filler, os.O_CREAT | os.O_WRONLY)
+            try:
+                os.posix_fallocate(fd, 0, max(free, 4096))
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+            self.undo.append(lambda: os.unlink(filler))
+        elif kind == "lose_tail":
+            # A follower crashes and loses what it had not synced: each of
+            # its partitions' newest segment is cut by up to 256 KiB.
+            nodes = [self._other(self._leader())]
+            node = self.c.node(nodes[0])
+            node.kill9()
+            for d in os.listdir(node.data_dir):
+                path = os.path.join(node.data_dir, d)
+                logs = sorted(f for f in os.listdir(path) if f.endswith(".log")) if os.path.isdir(path) else []
+                if logs:
+                    seg = os.path.join(path, logs[-1])
+                    size = os.path.getsize(seg)
+                    os.truncate(seg, max(0, size - self.rng.randrange(1, 256 << 10)))
+            self.undo.append(lambda: node.start(wait=False))
+        elif kind == "bounce":
+            nodes = [self.rng.choice(self.c.nodes).node_id]
+            node = self.c.node(nodes[0])
+            node.kill9()
+            node.start(wait=False)
+        else:
+            raise ValueError(kind)
+        return nodes
+
+    def heal(self):
+        while self.undo:
+            f = self.undo.pop()
+            try:
+                f()
+            except (OSError, RuntimeError):
+                pass
+        for n in self.c.live():
+            n.wait_listening()
+
+
+class Workload:
+    """Three producers (idempotent acks=all, plain acks=all, acks=1) writing
+    uniquely numbered values round-robin to the topic's partitions, one
+    consumer reading every partition by assignment, two consumers in a
+    group committing their positions, and a watcher fetching the group's
+    committed offsets; everything recorded in `hist`."""
+
+    def __init__(self, bootstrap, hist, rate=150):
+        self.bootstrap = bootstrap
+        self.hist = hist
+        self.rate = rate
+        self.stopping = threading.Event()
+        self.threads = []
+        self.errors = []
+
+    def start(self):
+        producers = [("idem", True, -1), ("plain", False, -1), ("one", False, 1)]
+        for name, idem, acks in producers:
+            self._spawn(self._produce, name, idem, acks)
+        self._spawn(self._read_assigned)
+        for name in ("g1", "g2"):
+            self._spawn(self._read_group, name)
+        self._spawn(self._watch_commits)
+
+    def stop(self):
+        self.stopping.set()
+        for t in self.threads:
+            t.join(timeout=150)
+        if self.errors:
+            raise AssertionError(f"workload threads failed: {self.errors}")
+
+    def _spawn(self, f, *args):
+        def run():
+            try:
+                f(*args)
+            except Exception as e:  # reported by stop()
+                self.errors.append(f"{f.__name__}{args}: {e!r}")
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        self.threads.append(t)
+
+    def _produce(self, name, idempotent, acks):
+        p = Producer({
+            "bootstrap.servers": self.bootstrap, "acks": acks, "enable.idempotence": idempotent,
+            "linger.ms": 5, "message.timeout.ms": 120000, "request.timeout.ms": 10000,
+            "retry.backoff.ms": 100, "log_level": 0,
+        })
+        outstanding = {}
+        start, i = time.time(), 0
+        while not self.stopping.is_set():
+            target = int((time.time() - start) * self.rate)
+            while i < target:
+                value = f"{name}-{i}"
+                part = i % PARTITIONS
+                record = self.hist.sender(name, TOPIC, part, value, idempotent, acks)
+                outstanding[value] = (now_ms(), part)
+
+                def done(err, msg, record=record, value=value):
+                    outstanding.pop(value, None)
+                    record(err, msg)
+                try:
+                    p.produce(TOPIC, value=value.encode(), partition=part, on_delivery=done)
+                except BufferError:
+                    outstanding.pop(value, None)
+                    break
+                i += 1
+            p.poll(0.01)
+        p.flush(120)
+        for value, (t, part) in list(outstanding.items()):
+            self.hist.unknown(name, t, TOPIC, part, value, idempotent, acks)
+
+    def _read_assigned(self):
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"reader-{time.time()}",
+                      "enable.auto.commit": False, "fetch.wait.max.ms": 100, "log_level": 0})
+        c.assign([TopicPartition(TOPIC, p, 0) for p in range(PARTITIONS)])
+        while not self.stopping.is_set():
+            for m in c.consume(500, 0.1):
+                if not m.error():
+                    self.hist.read("reader", "assigned", TOPIC, m.partition(), m.offset(), m.value().decode())
+        c.close()
+
+    def _read_group(self, name):
+        session = [None]
+        generation = [0]
+
+        def assigned(consumer, parts):
+            generation[0] += 1
+            session[0] = f"{name}-{generation[0]}"
+
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": GROUP, "enable.auto.commit": False,
+                      "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100, "session.timeout.ms": 10000,
+                      "heartbeat.interval.ms": 1000, "log_level": 0})
+        c.subscribe([TOPIC], on_assign=assigned)
+        last_commit = time.time()
+        while not self.stopping.is_set():
+            for m in c.consume(500, 0.1):
+                if not m.error():
+                    self.hist.read(name, session[0], TOPIC, m.partition(), m.offset(), m.value().decode())
+            if time.time() - last_commit >= 1.0:
+                last_commit = time.time()
+                self._commit(c, name)
+        c.close()
+
+    def _commit(self, c, name):
+        try:
+            positions = [tp for tp in c.position(c.assignment()) if tp.offset >= 0]
+        except KafkaException:
+            return
+        if not positions:
+            return
+        start = now_ms()
+        try:
+            result = c.commit(offsets=positions, asynchronous=False)
+            outcome = {(tp.partition): "ok" if tp.error is None else "fail" for tp in result}
+        except KafkaException:
+            outcome = {}
+        end = now_ms()
+        for tp in positions:
+            self.hist.add({"op": "commit", "process": name, "start_ms": start, "end_ms": end,
+                           "outcome": outcome.get(tp.partition, "info"), "group": GROUP, "topic": TOPIC,
+                           "partition": tp.partition, "offset": tp.offset})
+
+    def _watch_commits(self):
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": GROUP, "log_level": 0})
+        parts = [TopicPartition(TOPIC, p) for p in range(PARTITIONS)]
+        while not self.stopping.wait(1.0):
+            start = now_ms()
+            try:
+                got = c.committed(parts, timeout=5)
+            except KafkaException:
+                continue
+            end = now_ms()
+            for tp in got:
+                if tp.error is None and tp.offset >= 0:
+                    self.hist.add({"op": "fetch_committed", "process": "watcher", "start_ms": start,
+                                   "end_ms": end, "group": GROUP, "topic": TOPIC, "partition": tp.partition,
+                                   "offset": tp.offset})
+        c.close()
+
+
+def longest_gap(hist_path, windows, process="idem"):
+    """For each (kind, start_ms, end_ms) window, the longest time in seconds
+    without an acknowledged send of `process` that overlaps the window."""
+    import json
+    acks = []
+    with open(hist_path) as f:
+        for line in f:
+            if f'"process": "{process}"' in line and '"outcome": "ok"' in line:
+                acks.append(json.loads(line)["end_ms"])
+    acks.sort()
+    out = []
+    for kind, start, end in windows:
+        worst, prev = 0.0, None
+        for t in acks:
+            if prev is not None and t >= start and prev <= end:
+                worst = max(worst, t - prev)
+            prev = t
+            if t > end:
+                break
+        out.append((kind, worst / 1000.0))
+    return out
+
+
+def run_faults(root, schedule, seed, hold, rate=150, settle=60, disk_mb=192, extra=(), log=print):
+    """Runs `schedule` (fault kinds, in order; any iterable) against a
+    fresh cluster under the workload: each fault is held for `hold(rng)`
+    seconds, healed, and followed by a wait for the cluster to settle.
+    Drains and checks the history; returns a dict report."""
+    rng = random.Random(seed)
+    cluster = FaultCluster(root, disk_mb=disk_mb, extra=extra)
+    nemesis = Nemesis(cluster, rng)
+    hist = History(os.path.join(root, "history.jsonl"), keep=False)
+    faults, unsettled = [], 0
+    started = time.time()
+    try:
+        cluster.start()
+        cluster.create_topic()
+        work = Workload(cluster.bootstrap, hist, rate=rate)
+        work.start()
+        time.sleep(3)
+        for kind in schedule:
+            t0 = now_ms()
+            nodes = nemesis.start(kind)
+            secs = hold(rng)
+            log(f"{time.strftime('%H:%M:%S')} fault {kind} on node(s) {nodes} for {secs:.1f}s")
+            time.sleep(secs)
+            nemesis.heal()
+            t1 = now_ms()
+            ok = cluster.settled(settle)
+            unsettled += 0 if ok else 1
+            faults.append({"fault": kind, "nodes": nodes, "start_ms": t0, "healed_ms": t1,
+                           "settled_ms": now_ms(), "settled": ok})
+            if not ok:
+                log(f"not settled: {cluster.last_view}")
+            time.sleep(rng.uniform(1, 3))
+        time.sleep(2)
+        work.stop()
+        hist.drain(cluster.bootstrap, TOPIC, PARTITIONS)
+    finally:
+        nemesis.heal()
+        cluster.stop()
+    report, anomalies = hist.check()
+    gaps = longest_gap(hist.path, [(f["fault"], f["start_ms"], f["settled_ms"]) for f in faults])
+    availability = {}
+    for kind, g in gaps:
+        availability[kind] = max(availability.get(kind, 0.0), g)
+    return {
+        "seed": seed, "seconds": round(time.time() - started, 1), "faults": faults,
+        "fault_counts": {k: sum(1 for f in faults if f["fault"] == k) for k in sorted({f["fault"] for f in faults})},
+        "unsettled": unsettled, "operations": dict(hist.counts), "availability_longest_gap_s": availability,
+        "check": report, "anomalies": anomalies,
+    }
