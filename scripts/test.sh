@@ -9,6 +9,8 @@ need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v kcat >/dev/null 2>&1 || need_apt+=(kcat)
 command -v javac >/dev/null 2>&1 || need_apt+=(openjdk-17-jdk-headless)
+# The fault-injection suite cuts and slows links between nodes with nft.
+command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}"

@@ -24,7 +24,6 @@ from history import History, now_ms
 TOPIC = "faults"
 PARTITIONS = 3
 GROUP = "faults-group"
-TABLE = "sluice_faults"
 SESSION_MS = 3000
 
 FAULTS = [
@@ -42,14 +41,16 @@ def sh(cmd):
 
 
 class FaultCluster:
-    """Three combined nodes on 127.0.0.11-13, each with its data on its own
-    tmpfs of `disk_mb` MiB (so a disk can fill) and its connections to the
-    other nodes starting from its own address (so a link can be cut)."""
+    """Three combined nodes on 127.0.0.<base>, <base+1>, <base+2>, each
+    with its data on its own tmpfs of `disk_mb` MiB (so a disk can fill) and
+    its connections to the other nodes starting from its own address (so a
+    link can be cut). Runs with different bases can share a host."""
 
-    def __init__(self, root, n=3, disk_mb=192, extra=()):
+    def __init__(self, root, n=3, disk_mb=192, extra=(), base=31):
         self.root = root
+        self.base = base
         self.mounts = []
-        hosts = [f"127.0.0.{11 + i}" for i in range(n)]
+        hosts = [f"127.0.0.{base + i}" for i in range(n)]
         ports = [(free_port(h), free_port(h)) for h in hosts]
         voters = ",".join(f"{i + 1}@{h}:{c}" for i, (h, (_, c)) in enumerate(zip(hosts, ports)))
         self.nodes = []
@@ -145,6 +146,8 @@ class FaultCluster:
         return False
 
     def stop(self):
+        """Kills every node (paused ones too) and removes the mounts; safe
+        to call at any point."""
         for n in self.nodes:
             if n.proc is not None:
                 if n.proc.poll() is None:
@@ -165,7 +168,10 @@ class Nemesis:
         self.c = cluster
         self.rng = rng
         self.undo = []
-        subprocess.run(["nft", "delete", "table", "inet", TABLE], capture_output=True)
+        # One nftables table per cluster, so runs on other addresses keep
+        # theirs.
+        self.table = f"sluice_faults_{cluster.base}"
+        subprocess.run(["nft", "delete", "table", "inet", self.table], capture_output=True)
 
     def _leader(self):
         md = self.c.metadata()
@@ -190,11 +196,11 @@ class Nemesis:
         self.undo.append(lambda: node.start(wait=False))
 
     def _nft(self, rules):
-        sh(f"nft add table inet {TABLE}")
-        sh(f"nft add chain inet {TABLE} out '{{ type filter hook output priority 0; policy accept; }}'")
+        sh(f"nft add table inet {self.table}")
+        sh(f"nft add chain inet {self.table} out '{{ type filter hook output priority 0; policy accept; }}'")
         for r in rules:
-            sh(f"nft add rule inet {TABLE} out {r}")
-        self.undo.append(lambda: subprocess.run(["nft", "delete", "table", "inet", TABLE], capture_output=True))
+            sh(f"nft add rule inet {self.table} out {r}")
+        self.undo.append(lambda: subprocess.run(["nft", "delete", "table", "inet", self.table], capture_output=True))
 
     def _isolate(self, node_id, both_ways=True):
         me = self.c.node(node_id).host
@@ -454,13 +460,13 @@ def longest_gap(hist_path, windows, process="idem"):
     return out
 
 
-def run_faults(root, schedule, seed, hold, rate=150, settle=60, disk_mb=192, extra=(), log=print):
+def run_faults(root, schedule, seed, hold, rate=150, settle=60, disk_mb=192, base=31, extra=(), log=print):
     """Runs `schedule` (fault kinds, in order; any iterable) against a
     fresh cluster under the workload: each fault is held for `hold(rng)`
     seconds, healed, and followed by a wait for the cluster to settle.
     Drains and checks the history; returns a dict report."""
     rng = random.Random(seed)
-    cluster = FaultCluster(root, disk_mb=disk_mb, extra=extra)
+    cluster = FaultCluster(root, disk_mb=disk_mb, extra=extra, base=base)
     nemesis = Nemesis(cluster, rng)
     hist = History(os.path.join(root, "history.jsonl"), keep=False)
     faults, unsettled = [], 0
@@ -490,8 +496,10 @@ def run_faults(root, schedule, seed, hold, rate=150, settle=60, disk_mb=192, ext
         work.stop()
         hist.drain(cluster.bootstrap, TOPIC, PARTITIONS)
     finally:
-        nemesis.heal()
-        cluster.stop()
+        try:
+            nemesis.heal()
+        finally:
+            cluster.stop()
     report, anomalies = hist.check()
     gaps = longest_gap(hist.path, [(f["fault"], f["start_ms"], f["settled_ms"]) for f in faults])
     availability = {}

@@ -80,7 +80,7 @@ def main():
 
     log(f"soak: {args.seconds} s, seed {args.seed}, output in {out}")
     report = run_faults(out, schedule(rng, args.seconds), seed=args.seed, hold=lambda r: r.uniform(2, 10),
-                        rate=100, disk_mb=1024, log=log)
+                        rate=100, disk_mb=1024, base=21, log=log)
     with open(os.path.join(out, "report.json"), "w") as f:
         json.dump(report, f, indent=1)
     text = summary(report, args)

@@ -161,12 +161,30 @@ fn show_voters(voters: &BTreeMap<u64, String>) -> String {
 /// node's id, and so its address, stops here.
 pub async fn bind(settings: &QuorumSettings) -> Result<Option<compio::net::TcpListener>, String> {
     match settings.voters.get(&settings.node_id) {
-        Some(addr) if settings.voters.len() > 1 => listen(addr)
-            .map(Some)
-            .map_err(|e| format!("controller listener on {addr}: {e}")),
+        Some(addr) if settings.voters.len() > 1 => {
+            // A killed predecessor's listener can outlive its process for a
+            // moment (the kernel tears an io_uring down after the exit), so
+            // "in use" is retried for a bounded time before it means a
+            // second process.
+            let mut tries = 0;
+            loop {
+                match listen(addr) {
+                    Ok(l) => return Ok(Some(l)),
+                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < BIND_RETRIES => {
+                        tries += 1;
+                        compio::runtime::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    Err(e) => return Err(format!("controller listener on {addr}: {e}")),
+                }
+            }
+        }
         _ => Ok(None),
     }
 }
+
+/// Tries of the controller listener's bind, 100 ms apart, while its port
+/// is in use.
+const BIND_RETRIES: u32 = 30;
 
 /// Listens on `addr` with SO_REUSEADDR, so a node restarted at once binds
 /// its port while the old process's connections are still in TIME_WAIT.
