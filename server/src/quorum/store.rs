@@ -259,7 +259,10 @@ impl RaftLogStorage<MetaRaft> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        write_json(&self.dir.join("vote"), vote)?;
+        let (path, owned) = (self.dir.join("vote"), *vote);
+        compio::runtime::spawn_blocking(move || write_json(&path, &owned))
+            .await
+            .unwrap_or_else(|_| Err(io::Error::other("vote write task panicked")))?;
         self.inner.borrow_mut().vote = Some(*vote);
         Ok(())
     }
@@ -288,14 +291,17 @@ impl RaftLogStorage<MetaRaft> for LogStore {
         for e in &entries {
             frame(e, &mut bytes)?;
         }
-        let result = (|| {
-            let mut f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.dir.join("log"))?;
+        // The write and its fdatasync run on the blocking pool: on the
+        // shard's thread they would stall every connection of shard 0 for
+        // the length of a sync. openraft calls `append` one at a time.
+        let path = self.dir.join("log");
+        let result = compio::runtime::spawn_blocking(move || {
+            let mut f = OpenOptions::new().create(true).append(true).open(path)?;
             f.write_all(&bytes)?;
             f.sync_data()
-        })();
+        })
+        .await
+        .unwrap_or_else(|_| Err(io::Error::other("metadata log write task panicked")));
         if result.is_ok() {
             let mut inner = self.inner.borrow_mut();
             for e in entries {
