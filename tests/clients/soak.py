@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import random
+import subprocess
 import sys
 import time
 
@@ -36,7 +37,8 @@ def summary(report, args):
     check = report["check"]
     ops = report["operations"]
     lines = [
-        f"sluice soak: {args.seconds} s asked, {report['seconds']} s run, seed {args.seed}",
+        f"sluice soak: {args.seconds} s asked, {report['seconds']} s run, seed {args.seed}, "
+        f"commit {report['commit']}",
         f"operations: {sum(ops.values())} ({', '.join(f'{k} {v}' for k, v in sorted(ops.items()))})",
         f"acknowledged sends: {check['acknowledged']} of {check['sends']}; reads: {check['reads']}",
         f"faults: {len(report['faults'])} ({', '.join(f'{k} {v}' for k, v in report['fault_counts'].items())})",
@@ -81,6 +83,9 @@ def main():
     log(f"soak: {args.seconds} s, seed {args.seed}, output in {out}")
     report = run_faults(out, schedule(rng, args.seconds), seed=args.seed, hold=lambda r: r.uniform(2, 10),
                         rate=100, disk_mb=1024, base=21, log=log)
+    report["binary"] = BINARY
+    report["commit"] = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                                      capture_output=True, text=True).stdout.strip() or None
     with open(os.path.join(out, "report.json"), "w") as f:
         json.dump(report, f, indent=1)
     text = summary(report, args)
