@@ -13,8 +13,6 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
-
 use crate::config::BrokerConfig;
 use crate::meta::Snapshot;
 use crate::shard::{Common, Inbox, Shard, ShardId};
@@ -44,16 +42,6 @@ pub struct Broker {
     /// stop them listening from this thread even when a shard is stuck.
     listeners: Vec<std::net::TcpListener>,
     lock: File,
-}
-
-fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    Ok(socket.into())
 }
 
 /// Raises the soft limit on open files to the hard limit, logs both, and
@@ -108,7 +96,7 @@ impl Broker {
         let shards = config.shard_count();
         // Bind the first listener (port 0 picks one), then the others to the
         // same address.
-        let first = bind(config.listen).map_err(|source| StartError::Listen {
+        let first = crate::net::listen_socket(config.listen, true).map_err(|source| StartError::Listen {
             addr: config.listen,
             source,
         })?;
@@ -118,7 +106,8 @@ impl Broker {
         })?;
         let mut listeners = vec![first];
         for _ in 1..shards {
-            listeners.push(bind(addr).map_err(|source| StartError::Listen { addr, source })?);
+            listeners
+                .push(crate::net::listen_socket(addr, true).map_err(|source| StartError::Listen { addr, source })?);
         }
         let listener_handles = listeners
             .iter()

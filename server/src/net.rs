@@ -27,6 +27,23 @@ use crate::protocol::{Part, Response};
 use crate::shard::Shard;
 use crate::util::{Flag, LocalQueue, Permit, race};
 
+/// A non-blocking listening socket on `addr` with SO_REUSEADDR (a port
+/// whose old connections sit in TIME_WAIT binds at once) and, with
+/// `reuse_port`, SO_REUSEPORT (every shard binds the client port; without
+/// it a second listener on the port is refused).
+pub fn listen_socket(addr: std::net::SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
 /// The local address this process's connections to other nodes start
 /// from (`sluice.outbound.address`), set once at start-up.
 static OUTBOUND: std::sync::OnceLock<std::net::IpAddr> = std::sync::OnceLock::new();

@@ -182,6 +182,13 @@ impl Partition {
         self.replica.borrow().role == Role::Leader
     }
 
+    /// Whether the high watermark has reached the current epoch's start: a
+    /// new leader's may be below what the old one announced until its
+    /// followers catch up.
+    pub fn epoch_settled(&self) -> bool {
+        self.log.high_watermark() >= self.replica.borrow().epoch_start
+    }
+
     /// Applies the partition's state from a new metadata image. A new
     /// leader epoch starts at the log end; a follower forgets nothing here
     /// (its fetcher truncates by epoch). Waiters on the log are woken so

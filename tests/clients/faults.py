@@ -8,6 +8,7 @@ Every fault is real: kill -9 and SIGSTOP of processes, nftables rules that
 drop or rate-limit the packets between two nodes' addresses, a filled
 filesystem, a segment file cut short. Each fault is undone by `heal`, which
 is always safe to call and is called on every way out."""
+import json
 import os
 import random
 import signal
@@ -187,6 +188,14 @@ class Nemesis:
             raise RuntimeError("no active controller")
         return ctl
 
+    def _target(self, role):
+        """A node in `role`: a random partition's leader or one of its
+        followers, or the active controller."""
+        if role == "controller":
+            return self._controller()
+        leader = self._leader()
+        return leader if role == "leader" else self._other(leader)
+
     def _other(self, node_id):
         return self.rng.choice([n.node_id for n in self.c.nodes if n.node_id != node_id])
 
@@ -214,15 +223,10 @@ class Nemesis:
         """Starts fault `kind`; returns what it did."""
         assert not self.undo, "one fault at a time"
         nodes = []
-        if kind == "kill_leader":
-            nodes = [self._leader()]
-            self._kill(nodes[0])
-        elif kind == "kill_follower":
-            nodes = [self._other(self._leader())]
-            self._kill(nodes[0])
-        elif kind == "kill_controller":
-            nodes = [self._controller()]
-            self._kill(nodes[0])
+        action, _, role = kind.partition("_")
+        if action in ("kill", "partition") and role in ("leader", "follower", "controller"):
+            nodes = [self._target(role)]
+            (self._kill if action == "kill" else self._isolate)(nodes[0])
         elif kind == "kill_majority":
             nodes = self.rng.sample([n.node_id for n in self.c.nodes], 2)
             for n in nodes:
@@ -232,15 +236,6 @@ class Nemesis:
             pid = self.c.node(nodes[0]).proc.pid
             os.kill(pid, signal.SIGSTOP)
             self.undo.append(lambda: os.kill(pid, signal.SIGCONT))
-        elif kind == "partition_leader":
-            nodes = [self._leader()]
-            self._isolate(nodes[0])
-        elif kind == "partition_follower":
-            nodes = [self._other(self._leader())]
-            self._isolate(nodes[0])
-        elif kind == "partition_controller":
-            nodes = [self._controller()]
-            self._isolate(nodes[0])
         elif kind == "one_way_leader":
             # The leader hears the others but cannot answer them.
             nodes = [self._leader()]
@@ -266,7 +261,7 @@ class Nemesis:
         elif kind == "lose_tail":
             # A follower crashes and loses what it had not synced: each of
             # its partitions' newest segment is cut by up to 256 KiB.
-            nodes = [self._other(self._leader())]
+            nodes = [self._target("follower")]
             node = self.c.node(nodes[0])
             node.kill9()
             for d in os.listdir(node.data_dir):
@@ -440,7 +435,6 @@ class Workload:
 def longest_gap(hist_path, windows, process="idem"):
     """For each (kind, start_ms, end_ms) window, the longest time in seconds
     without an acknowledged send of `process` that overlaps the window."""
-    import json
     acks = []
     with open(hist_path) as f:
         for line in f:

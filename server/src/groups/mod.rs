@@ -133,8 +133,8 @@ where
             // A new coordinator serves once its offsets partition's high
             // watermark reaches its epoch's start: before, what it loaded
             // may hold commits its followers do not have.
-            if let Some(p) = s.partition(OFFSETS_TOPIC, partition)
-                && p.log.high_watermark() < p.replica.borrow().epoch_start
+            if s.partition(OFFSETS_TOPIC, partition)
+                .is_some_and(|p| !p.epoch_settled())
             {
                 return Err(ErrorCode::CoordinatorLoadInProgress);
             }

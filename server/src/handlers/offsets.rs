@@ -98,9 +98,8 @@ fn lookup(shard: &Shard, topic: &str, partition: i32, (ts, current_epoch): (i64,
     };
     let epoch = p.leader_epoch().max(0);
     let log = &p.log;
-    // A new leader's high watermark may be below what the old one
-    // announced until its followers catch up: "latest" would go back.
-    let settled = log.high_watermark() >= p.replica.borrow().epoch_start;
+    // Until then "latest" could go back.
+    let settled = p.epoch_settled();
     let found = match ts {
         LATEST if !settled => return (ErrorCode::OffsetNotAvailable.code(), -1, -1, -1),
         LATEST => return (0, log.high_watermark(), -1, epoch),

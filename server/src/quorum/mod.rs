@@ -186,20 +186,13 @@ pub async fn bind(settings: &QuorumSettings) -> Result<Option<compio::net::TcpLi
 /// is in use.
 const BIND_RETRIES: u32 = 30;
 
-/// Listens on `addr` with SO_REUSEADDR, so a node restarted at once binds
-/// its port while the old process's connections are still in TIME_WAIT.
-/// Without SO_REUSEPORT a second listener on the port is still refused.
+/// Listens on `addr` (SO_REUSEADDR, no SO_REUSEPORT: a second process
+/// with this node's address is refused).
 fn listen(addr: &str) -> std::io::Result<compio::net::TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
     let addr: std::net::SocketAddr = addr
         .parse()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?;
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    compio::net::TcpListener::from_std(socket.into())
+    compio::net::TcpListener::from_std(crate::net::listen_socket(addr, false)?)
 }
 
 impl RaftQuorum {
