@@ -124,6 +124,7 @@ impl Broker {
             config: Arc::new(config),
             inboxes,
             connections: AtomicUsize::new(0),
+            incarnation: uuid::Uuid::new_v4(),
         });
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();

@@ -490,16 +490,17 @@ impl Controller {
         crate::meta::retire_legacy(meta_dir).map_err(|e| format!("renaming old metadata files: {e}"))
     }
 
-    /// Registers this broker with a new incarnation and epoch, unfenced:
-    /// it is the controller's own process.
+    /// Registers this process's incarnation of the broker with a new epoch,
+    /// unfenced: it is the controller's own process. See
+    /// [`registration_records`] for what happens to an earlier incarnation.
     async fn register(&self, shard: &Shard) -> Result<(), String> {
         let config = shard.config();
         for _ in 0..5 {
-            let epoch = self.quorum.state().image.next_broker_epoch;
+            let image = self.quorum.state().image.clone();
             let broker = BrokerMeta {
                 id: self.node_id,
-                incarnation: Uuid::new_v4(),
-                epoch,
+                incarnation: shard.incarnation(),
+                epoch: image.next_broker_epoch,
                 host: config.advertised_host.clone(),
                 port: config.advertised_port,
                 shards: u32::try_from(shard.shard_count()).unwrap_or(u32::MAX),
@@ -507,29 +508,28 @@ impl Controller {
                 registered_ms: crate::groups::group::now_ms(),
                 shut_down: false,
             };
-            // Registered, then unfenced with the elections that brings: the
-            // partitions left without a leader whose ISR it is in.
-            let mut image = self.quorum.state().image.clone();
-            let register = MetaRecord::RegisterBroker(broker);
-            if image.apply(&register).is_err() {
+            let epoch = broker.epoch;
+            let Ok((records, at)) = registration_records(image, broker, self.unclean_leader_election) else {
                 compio::runtime::time::sleep(Duration::from_millis(50)).await;
                 continue;
-            }
-            let mut records = vec![register];
-            records.extend(unfence_records(&image, self.node_id, self.unclean_leader_election));
+            };
             let reply = self
                 .quorum
                 .write(Command { records })
                 .await
                 .map_err(|e| format!("registering broker {}: {e}", self.node_id))?;
-            match reply.results.first() {
+            // Records apply one by one: a fence record refused because the
+            // image moved meanwhile makes the image refuse the registration
+            // too (the old incarnation still holds something), and the next
+            // try drafts from the newer image.
+            match reply.results.get(at) {
                 Some(Ok(())) => {
                     self.epoch.set(Some(epoch));
                     return Ok(());
                 }
-                Some(Err(e)) if e.code == ErrorCode::StaleBrokerEpoch => {
-                    // Another registration took the epoch; wait for the
-                    // image to show it.
+                Some(Err(e)) if matches!(e.code, ErrorCode::StaleBrokerEpoch | ErrorCode::InvalidRequest) => {
+                    // Another registration took the epoch, or the image
+                    // moved under the fencing: draft again once it shows.
                     compio::runtime::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -1085,6 +1085,39 @@ pub fn fence_records_for(image: &Image, broker: i32, unclean: bool, shutdown: bo
     records
 }
 
+/// The records that register `broker` (fenced, as drafted) and unfence
+/// it, and the index of the registration among them. An earlier
+/// incarnation of the broker in `image` is fenced first: a restarted broker
+/// may have lost the unsynced tail of its logs, so it gives up what it led
+/// and leaves every ISR it is not the last member of; it catches up as a
+/// follower before its leaders take it back.
+pub fn registration_records(
+    mut image: Image,
+    broker: BrokerMeta,
+    unclean: bool,
+) -> Result<(Vec<MetaRecord>, usize), MetaError> {
+    let mut records = Vec::new();
+    if image
+        .brokers
+        .get(&broker.id)
+        .is_some_and(|b| b.incarnation != broker.incarnation)
+    {
+        for r in fence_records(&image, broker.id, unclean) {
+            image.apply(&r)?;
+            records.push(r);
+        }
+    }
+    let id = broker.id;
+    let register = MetaRecord::RegisterBroker(broker);
+    image.apply(&register)?;
+    let at = records.len();
+    records.push(register);
+    // Unfenced with the elections that brings: the partitions left without
+    // a leader whose ISR it is in.
+    records.extend(unfence_records(&image, id, unclean));
+    Ok((records, at))
+}
+
 /// Unfences `broker` and gives it the partitions that have no leader and
 /// keep it in their ISR (or, with unclean election, hold a replica on it).
 pub fn unfence_records(image: &Image, broker: i32, unclean: bool) -> Vec<MetaRecord> {
@@ -1348,6 +1381,56 @@ mod tests {
         );
         let p = after(img.clone(), &fence_records(&img, 1, false));
         assert_eq!(p[0].leader, 3);
+    }
+
+    #[test]
+    fn a_restarted_broker_gives_up_what_its_previous_incarnation_held() {
+        let img = image(
+            &[(1, false), (2, false), (3, false)],
+            vec![
+                state(&[1, 2, 3], &[1, 2, 3], 1),
+                state(&[2, 1, 3], &[2, 1, 3], 2),
+                state(&[1], &[1], 1),
+            ],
+        );
+        let again = BrokerMeta {
+            incarnation: Uuid::from_u128(9),
+            epoch: img.next_broker_epoch,
+            ..img.brokers[&1].clone()
+        };
+        // Registered straight over the old incarnation, it would lead with
+        // whatever tail of its log survived: the image refuses that.
+        let mut direct = img.clone();
+        let refused = direct.apply(&MetaRecord::RegisterBroker(again.clone())).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::InvalidRequest);
+        assert_eq!(direct, img, "a refused record changes nothing");
+
+        let (records, at) = registration_records(img.clone(), again.clone(), false).unwrap();
+        assert!(matches!(records[0], MetaRecord::FenceBroker { id: 1, epoch: 0, .. }));
+        assert!(matches!(&records[at], MetaRecord::RegisterBroker(b) if b.incarnation == again.incarnation));
+        let mut done = img.clone();
+        for r in &records {
+            done.apply(r).unwrap();
+        }
+        let p = &done.topics["t"].partition_states;
+        // It led with followers in sync: one of them leads now, and the
+        // restarted broker is out of every ISR it shared.
+        assert_eq!((p[0].leader, p[0].isr.clone(), p[0].leader_epoch), (2, vec![2, 3], 5));
+        assert_eq!((p[1].leader, p[1].isr.clone(), p[1].leader_epoch), (2, vec![2, 3], 4));
+        // The only copy: it leads it again, at a new epoch.
+        assert_eq!((p[2].leader, p[2].isr.clone()), (1, vec![1]));
+        assert!(p[2].leader_epoch > 4);
+        assert!(done.is_live(1) && done.brokers[&1].incarnation == again.incarnation);
+        assert_eq!(done.held_by(1), Some(("t", 2)), "only the partition it alone holds");
+
+        // The same incarnation registering again fences nothing.
+        let twice = BrokerMeta {
+            epoch: done.next_broker_epoch,
+            ..again
+        };
+        let (records, at) = registration_records(done.clone(), twice, false).unwrap();
+        assert_eq!(at, 0);
+        assert!(!records.iter().any(|r| matches!(r, MetaRecord::FenceBroker { .. })));
     }
 
     #[test]

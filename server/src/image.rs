@@ -177,6 +177,17 @@ impl Image {
         self.brokers.get(&broker).is_some_and(|b| !b.fenced)
     }
 
+    /// A partition `broker` leads, or whose ISR it shares with others;
+    /// none once it is fenced.
+    pub fn held_by(&self, broker: i32) -> Option<(&str, usize)> {
+        self.topics.values().find_map(|t| {
+            t.partition_states
+                .iter()
+                .position(|p| p.leader == broker || (p.isr.contains(&broker) && p.isr.len() > 1))
+                .map(|i| (&*t.name, i))
+        })
+    }
+
     /// Partitions of all topics together.
     pub fn partition_count(&self) -> i64 {
         self.topics.values().map(|t| i64::from(t.partitions)).sum()
@@ -211,6 +222,20 @@ impl Image {
                     return Err(refuse(
                         ErrorCode::StaleBrokerEpoch,
                         format!("broker epoch {} below {}", b.epoch, self.next_broker_epoch),
+                    ));
+                }
+                if self
+                    .brokers
+                    .get(&b.id)
+                    .is_some_and(|old| old.incarnation != b.incarnation)
+                    && let Some((t, i)) = self.held_by(b.id)
+                {
+                    return Err(refuse(
+                        ErrorCode::InvalidRequest,
+                        format!(
+                            "broker {}'s previous incarnation still holds `{t}` partition {i}: fence it first",
+                            b.id
+                        ),
                     ));
                 }
                 self.next_broker_epoch = b.epoch + 1;

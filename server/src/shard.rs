@@ -129,6 +129,10 @@ pub struct Common {
     pub config: Arc<BrokerConfig>,
     pub inboxes: Arc<[Inbox]>,
     pub connections: AtomicUsize,
+    /// This process's incarnation: the controller fences the broker's
+    /// earlier incarnations when this one registers, and the shards lead
+    /// nothing until the image shows it registered.
+    pub incarnation: uuid::Uuid,
 }
 
 /// One per shard thread. Owns the shard's connections (through their
@@ -203,6 +207,11 @@ impl Shard {
 
     pub fn shard_count(&self) -> usize {
         self.common.inboxes.len()
+    }
+
+    /// This process's incarnation (see [`Common::incarnation`]).
+    pub fn incarnation(&self) -> uuid::Uuid {
+        self.common.incarnation
     }
 
     pub fn meta(&self) -> Arc<Snapshot> {
@@ -467,6 +476,14 @@ impl Shard {
         let me = self.config().node_id;
         let now = crate::groups::group::now_ms().max(0) as u64;
         let shard = self.rc();
+        // A restarted broker may have lost the unsynced tail of its logs:
+        // it leads nothing from the image it replayed until the controller
+        // has registered this incarnation (which moves its leaderships and
+        // takes it out of the ISRs it held before) and unfenced it.
+        let registered = snapshot
+            .brokers
+            .get(&me)
+            .is_some_and(|b| b.incarnation == self.incarnation() && !b.fenced);
         for p in self.owned_partitions() {
             let Some(topic) = snapshot.topic(&p.topic) else {
                 continue;
@@ -478,7 +495,15 @@ impl Shard {
                 continue;
             };
             let min_isr = meta::min_insync_replicas(self.config(), topic);
-            let change = p.apply_state(state, me, min_isr, now);
+            let change = if state.leader == me && !registered {
+                let offline = crate::image::PartitionState {
+                    leader: crate::image::NO_LEADER,
+                    ..state.clone()
+                };
+                p.apply_state(&offline, me, min_isr, now)
+            } else {
+                p.apply_state(state, me, min_isr, now)
+            };
             if change != RoleChange::None {
                 tracing::info!(topic = %p.topic, partition = p.index, ?change, leader_epoch = state.leader_epoch, isr = ?state.isr, "replica role");
             }

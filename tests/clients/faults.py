@@ -30,7 +30,7 @@ SESSION_MS = 3000
 FAULTS = [
     "kill_leader", "kill_follower", "kill_controller", "kill_majority", "pause_leader",
     "partition_leader", "partition_follower", "partition_controller", "one_way_leader",
-    "slow_follower", "disk_full", "lose_tail", "bounce",
+    "slow_follower", "disk_full", "lose_tail", "lose_tail_leader", "bounce",
 ]
 
 
@@ -219,6 +219,17 @@ class Nemesis:
             rules.append(f"ip saddr {{ {others} }} ip daddr {me} drop")
         self._nft(rules)
 
+    def _cut_tails(self, node):
+        """Cuts each of a stopped node's partitions' newest segment by up to
+        256 KiB: the writes its page cache had not synced."""
+        for d in os.listdir(node.data_dir):
+            path = os.path.join(node.data_dir, d)
+            logs = sorted(f for f in os.listdir(path) if f.endswith(".log")) if os.path.isdir(path) else []
+            if logs:
+                seg = os.path.join(path, logs[-1])
+                size = os.path.getsize(seg)
+                os.truncate(seg, max(0, size - self.rng.randrange(1, 256 << 10)))
+
     def start(self, kind):
         """Starts fault `kind`; returns what it did."""
         assert not self.undo, "one fault at a time"
@@ -259,19 +270,22 @@ class Nemesis:
                 os.close(fd)
             self.undo.append(lambda: os.unlink(filler))
         elif kind == "lose_tail":
-            # A follower crashes and loses what it had not synced: each of
-            # its partitions' newest segment is cut by up to 256 KiB.
+            # A follower crashes and loses what it had not synced; it comes
+            # back when the fault heals.
             nodes = [self._target("follower")]
             node = self.c.node(nodes[0])
             node.kill9()
-            for d in os.listdir(node.data_dir):
-                path = os.path.join(node.data_dir, d)
-                logs = sorted(f for f in os.listdir(path) if f.endswith(".log")) if os.path.isdir(path) else []
-                if logs:
-                    seg = os.path.join(path, logs[-1])
-                    size = os.path.getsize(seg)
-                    os.truncate(seg, max(0, size - self.rng.randrange(1, 256 << 10)))
+            self._cut_tails(node)
             self.undo.append(lambda: node.start(wait=False))
+        elif kind == "lose_tail_leader":
+            # The leader crashes, loses what it had not synced and restarts
+            # at once, well within its session: it must not lead again from
+            # the metadata it had.
+            nodes = [self._leader()]
+            node = self.c.node(nodes[0])
+            node.kill9()
+            self._cut_tails(node)
+            node.start(wait=False)
         elif kind == "bounce":
             nodes = [self.rng.choice(self.c.nodes).node_id]
             node = self.c.node(nodes[0])
@@ -317,11 +331,11 @@ class Workload:
         self._spawn(self._watch_commits)
 
     def stop(self):
+        """Stops the clients; returns the errors that ended any of them."""
         self.stopping.set()
         for t in self.threads:
             t.join(timeout=150)
-        if self.errors:
-            raise AssertionError(f"workload threads failed: {self.errors}")
+        return list(self.errors)
 
     def _spawn(self, f, *args):
         def run():
@@ -485,9 +499,15 @@ def run_faults(root, schedule, seed, hold, rate=150, settle=60, disk_mb=192, bas
                            "settled_ms": now_ms(), "settled": ok})
             if not ok:
                 log(f"not settled: {cluster.last_view}")
+            if work.errors:
+                # A client gave up (a fatal error such as a desynchronized
+                # idempotent producer): that is a finding, and the rest of
+                # the schedule would only run without it.
+                log(f"{time.strftime('%H:%M:%S')} a client stopped: {work.errors}; ending the run")
+                break
             time.sleep(rng.uniform(1, 3))
         time.sleep(2)
-        work.stop()
+        client_errors = work.stop()
         hist.drain(cluster.bootstrap, TOPIC, PARTITIONS)
     finally:
         try:
@@ -495,6 +515,12 @@ def run_faults(root, schedule, seed, hold, rate=150, settle=60, disk_mb=192, bas
         finally:
             cluster.stop()
     report, anomalies = hist.check()
+    # Each client a fatal error stopped counts as an anomaly of its own.
+    for e in client_errors:
+        report["anomalies"].append({"kind": "client_stopped", "message": e, "ops": []})
+        report["counts"]["client_stopped"] = report["counts"].get("client_stopped", 0) + 1
+    anomalies += len(client_errors)
+    report["forbidden"] = anomalies
     gaps = longest_gap(hist.path, [(f["fault"], f["start_ms"], f["settled_ms"]) for f in faults])
     availability = {}
     for kind, g in gaps:
