@@ -15,6 +15,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}"
 fi
+# promtool checks the /metrics output (Debian's prometheus package; only
+# the binary is used, not the server or its recommended exporters).
+if ! command -v promtool >/dev/null 2>&1; then
+  [ ${#need_apt[@]} -gt 0 ] || apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus
+fi
 # Real Kafka clients for tests/clients (librdkafka via confluent-kafka,
 # kafka-python), pinned.
 python3 -m pip install -q --disable-pip-version-check -r tests/clients/requirements.txt

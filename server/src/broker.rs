@@ -27,6 +27,8 @@ pub enum StartError {
     Locked(PathBuf),
     #[error("listening on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("sluice.admin.listen {addr}: {source}")]
+    AdminListen { addr: SocketAddr, source: std::io::Error },
     #[error("shard {shard}: {reason}")]
     Shard { shard: usize, reason: String },
 }
@@ -41,6 +43,8 @@ pub struct Broker {
     /// Second descriptors of the shards' listening sockets, so shutdown can
     /// stop them listening from this thread even when a shard is stuck.
     listeners: Vec<std::net::TcpListener>,
+    /// The operators' HTTP listener, when on.
+    ops: Option<crate::ops::OpsServer>,
     lock: File,
 }
 
@@ -125,7 +129,22 @@ impl Broker {
             inboxes,
             connections: AtomicUsize::new(0),
             incarnation: uuid::Uuid::new_v4(),
+            started: Default::default(),
+            registered: Default::default(),
+            shutting_down: Default::default(),
         });
+        // The operators' listener answers /health while the shards start.
+        let ops = match common.config.admin_listen {
+            None => None,
+            Some(addr) => match crate::ops::OpsServer::start(addr, common.clone()) {
+                Ok(s) => Some(s),
+                Err(source) if !common.config.admin_listen_chosen => {
+                    tracing::warn!(%addr, error = %source, "the default admin HTTP address is taken: no /metrics, /health or /ready (set sluice.admin.listen)");
+                    None
+                }
+                Err(source) => return Err(StartError::AdminListen { addr, source }),
+            },
+        };
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
         let mut threads = Vec::with_capacity(shards);
@@ -148,6 +167,7 @@ impl Broker {
             common,
             threads,
             listeners: listener_handles,
+            ops,
             lock,
         };
         for _ in 0..shards {
@@ -166,7 +186,13 @@ impl Broker {
                 }
             }
         }
+        broker.common.started.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(broker)
+    }
+
+    /// The operators' HTTP listener's address, when it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.ops.as_ref().map(crate::ops::OpsServer::local_addr)
     }
 
     /// The address the shards listen on (with the real port when the config
@@ -214,7 +240,12 @@ impl Broker {
     /// returns [`Stopped::Abandoned`] without joining it and keeps the data
     /// directory locked until the process exits, which the caller should
     /// then do.
-    pub fn shutdown(self) -> Stopped {
+    pub fn shutdown(mut self) -> Stopped {
+        // /ready answers 503 from here on; /health until the end.
+        self.common
+            .shutting_down
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let ops = self.ops.take();
         // In a cluster, hand leadership over first (bounded: without a
         // quorum the broker stops anyway and is fenced by its session).
         if !self.common.config.quorum_voters.is_empty() {
@@ -271,10 +302,16 @@ impl Broker {
             // The lock stays held until the process exits, so no other
             // broker opens the directory under a shard that may still write.
             std::mem::forget(self.lock);
+            if let Some(o) = ops {
+                o.stop();
+            }
             return Stopped::Abandoned;
         }
         for t in self.threads {
             let _ = t.join();
+        }
+        if let Some(o) = ops {
+            o.stop();
         }
         Stopped::Clean
     }

@@ -149,6 +149,13 @@ pub struct BrokerConfig {
     /// start from; `None` lets the operating system choose. Lets a fault
     /// test cut the link between two nodes on one host by address.
     pub outbound_address: Option<std::net::IpAddr>,
+    /// `sluice.admin.listen`: the operators' HTTP listener (`/metrics`,
+    /// `/health`, `/ready`); `None` turns it off.
+    pub admin_listen: Option<SocketAddr>,
+    /// Whether `admin_listen` was set rather than left at its default: a
+    /// default address already in use turns the listener off with a
+    /// warning, a chosen one refuses the start.
+    pub admin_listen_chosen: bool,
     /// `unclean.leader.election.enable`: elect a replica outside the ISR
     /// when no ISR member is alive (may lose acknowledged writes).
     pub unclean_leader_election: bool,
@@ -319,6 +326,8 @@ impl Default for BrokerConfig {
             replica_fsync_before_ack: false,
             unsafe_ack_before_replication: false,
             outbound_address: None,
+            admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9644))),
+            admin_listen_chosen: false,
             unclean_leader_election: false,
             metadata_snapshot_records: 1000,
             controller_write_timeout_ms: 30_000,
@@ -447,6 +456,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "acks=all answers only once every in-sync replica has fdatasynced the batch (default false)",
     ),
     (
+        "sluice.admin.listen",
+        "HTTP listener for operators: /metrics, /health, /ready (default 127.0.0.1:9644; empty turns it off)",
+    ),
+    (
         "sluice.outbound.address",
         "local IP address connections to other nodes start from (default: the system's choice)",
     ),
@@ -563,6 +576,13 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
     }
 }
 
+/// The environment variable of setting `key` (see
+/// [`BrokerConfig::load_env`]).
+pub fn env_name(key: &str) -> String {
+    let bare = key.strip_prefix("sluice.").unwrap_or(key);
+    format!("SLUICE_{}", bare.to_ascii_uppercase().replace(['.', '-'], "_"))
+}
+
 /// Splits `host:port`, accepting a `PLAINTEXT://` prefix as Kafka writes it.
 fn parse_host_port(key: &str, value: &str) -> Result<(String, u16), ConfigError> {
     let v = value.trim();
@@ -664,6 +684,25 @@ impl BrokerConfig {
             }
             "sluice.replica.fsync.before.ack" => self.replica_fsync_before_ack = parse_bool(key, value)?,
             "sluice.unsafe.ack.before.replication" => self.unsafe_ack_before_replication = parse_bool(key, value)?,
+            "sluice.admin.listen" => {
+                self.admin_listen_chosen = true;
+                self.admin_listen = if value.trim().is_empty() {
+                    None
+                } else {
+                    let (host, port) = parse_host_port(key, value)?;
+                    let host = match host.as_str() {
+                        "" => "0.0.0.0".to_string(),
+                        "localhost" => "127.0.0.1".to_string(),
+                        h if h.contains(':') => format!("[{h}]"),
+                        h => h.to_string(),
+                    };
+                    Some(
+                        format!("{host}:{port}")
+                            .parse()
+                            .map_err(|e: std::net::AddrParseError| invalid(key, e.to_string()))?,
+                    )
+                }
+            }
             "sluice.outbound.address" => {
                 self.outbound_address = if value.is_empty() {
                     None
@@ -737,6 +776,32 @@ impl BrokerConfig {
             self.set(&k, &v)?;
         }
         Ok(())
+    }
+
+    /// Applies the settings found in `vars` (the process environment, as
+    /// `std::env::vars()` gives it): `SLUICE_` and the setting's name in
+    /// upper case with dots as underscores (`SLUICE_NUM_PARTITIONS=3`);
+    /// a `sluice.` setting drops its own prefix (`SLUICE_ADMIN_LISTEN`).
+    /// Other `SLUICE_` variables are not settings and are left alone.
+    /// Returns the settings applied, in name order.
+    pub fn load_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) -> Result<Vec<String>, ConfigError> {
+        let by_var: BTreeMap<String, &str> = SETTINGS.iter().map(|(k, _)| (env_name(k), *k)).collect();
+        let mut found: BTreeMap<&str, String> = BTreeMap::new();
+        for (var, value) in vars {
+            if let Some(key) = by_var.get(&var) {
+                found.insert(key, value);
+            }
+        }
+        for (key, value) in &found {
+            self.set(key, value).map_err(|e| match e {
+                ConfigError::Invalid { key, reason } => ConfigError::Invalid {
+                    key: format!("{key} (from {})", env_name(&key)),
+                    reason,
+                },
+                other => other,
+            })?;
+        }
+        Ok(found.into_keys().map(str::to_string).collect())
     }
 
     /// Fills in derived values and checks cross-setting constraints.
@@ -856,6 +921,34 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn settings_come_from_sluice_environment_variables() {
+        // Every setting has its own variable, and none is taken by the
+        // tools' own variables.
+        let names: std::collections::BTreeSet<String> = SETTINGS.iter().map(|(k, _)| env_name(k)).collect();
+        assert_eq!(names.len(), SETTINGS.len());
+        assert!(!names.contains("SLUICE_BIN") && !names.contains("SLUICE_BROKERS"));
+        assert_eq!(env_name("num.partitions"), "SLUICE_NUM_PARTITIONS");
+        assert_eq!(env_name("sluice.admin.listen"), "SLUICE_ADMIN_LISTEN");
+
+        let mut c = BrokerConfig::default();
+        let vars = [
+            ("SLUICE_NUM_PARTITIONS", "6"),
+            ("SLUICE_ADMIN_LISTEN", ""),
+            ("SLUICE_BIN", "/not/a/setting"),
+            ("NUM_PARTITIONS", "9"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let applied = c.load_env(vars).unwrap_or_default();
+        assert_eq!(applied, vec!["num.partitions", "sluice.admin.listen"]);
+        assert_eq!(c.num_partitions, 6);
+        assert_eq!(c.admin_listen, None);
+
+        let bad = [("SLUICE_NUM_PARTITIONS".to_string(), "many".to_string())];
+        let e = BrokerConfig::default().load_env(bad).unwrap_err().to_string();
+        assert!(e.contains("SLUICE_NUM_PARTITIONS"), "{e}");
+    }
+
     use super::*;
 
     #[test]

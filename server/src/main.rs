@@ -28,6 +28,8 @@ struct Args {
     #[arg(long)]
     cores: Option<usize>,
     /// Any setting as KEY=VALUE, e.g. `-o num.partitions=6`; repeatable.
+    /// Precedence, lowest first: defaults, the config file, `SLUICE_*`
+    /// environment variables (`SLUICE_NUM_PARTITIONS=6`), `-o`, the flags.
     #[arg(long = "override", short = 'o', value_name = "KEY=VALUE")]
     overrides: Vec<String>,
     /// List the settings `-o` and the config file accept, and exit.
@@ -40,6 +42,8 @@ fn build_config(args: &Args) -> Result<BrokerConfig, String> {
     if let Some(path) = &args.config {
         c.load_toml(path).map_err(|e| e.to_string())?;
     }
+    // The environment over the file, `-o` and the flags over both.
+    c.load_env(std::env::vars()).map_err(|e| e.to_string())?;
     for o in &args.overrides {
         let (k, v) = o
             .split_once('=')

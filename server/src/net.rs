@@ -115,6 +115,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         if open >= shard.config().max_connections {
             common.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(%peer, limit = shard.config().max_connections, "max.connections reached; closing new connection");
+            crate::metrics::ShardMetrics::bump(&shard.metrics.connections_refused);
             drop(stream);
             continue;
         }
@@ -122,6 +123,7 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             tracing::debug!(%peer, error = %e, "set_nodelay");
         }
         shard.live_connections.set(shard.live_connections.get() + 1);
+        crate::metrics::ShardMetrics::bump(&shard.metrics.connections_accepted);
         let s = shard.clone();
         // Kafka reports a member's host as `/address`.
         let host: Rc<str> = format!("/{}", peer.ip()).into();

@@ -28,6 +28,8 @@ pub struct Partition {
     /// least recently used partitions release their files first.
     pub(crate) last_used: Cell<u64>,
     pub replica: RefCell<ReplicaState>,
+    /// What producers appended, for `/metrics`.
+    pub traffic: crate::metrics::Traffic,
 }
 
 /// What this broker is for a partition.
@@ -171,6 +173,7 @@ impl Partition {
             producers: RefCell::new(producers),
             last_used: Cell::new(last_used),
             replica: RefCell::new(ReplicaState::new(-1)),
+            traffic: Default::default(),
         }
     }
 
@@ -503,10 +506,12 @@ impl Partition {
                     ));
                 }
             }
+            let (bytes, records) = (b.len() as u64, u64::from(last_delta.unsigned_abs()) + 1);
             let info = self
                 .log
                 .append(b, self.leader_epoch().max(0))
                 .map_err(|e| Refused::new(error_codes::for_log_error(&e), e.to_string()))?;
+            self.traffic.appended(bytes, records);
             first_offset.get_or_insert(info.base_offset);
             end_offset = info.last_offset + 1;
             let range = BatchRange {

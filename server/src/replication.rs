@@ -419,6 +419,7 @@ pub fn propose_isr(shard: &Rc<Shard>, p: &Rc<Partition>, isr: Vec<i32>) {
     let (shard, p) = (shard.clone(), p.clone());
     compio::runtime::spawn(async move {
         let asked = change.isr.clone();
+        let before = p.replica.borrow().isr.len();
         let answer = crate::controller::controller_each(&shard, vec![change], |draft, change| {
             crate::controller::draft_isr_change(draft, &change)
         })
@@ -437,6 +438,10 @@ pub fn propose_isr(shard: &Rc<Shard>, p: &Rc<Partition>, isr: Vec<i32>) {
         drop(r);
         if let Some(e) = failed {
             tracing::warn!(topic = %p.topic, partition = p.index, isr = ?asked, error = %e.message, "ISR change refused");
+        } else if asked.len() < before {
+            crate::metrics::ShardMetrics::bump(&shard.metrics.isr_shrinks);
+        } else if asked.len() > before {
+            crate::metrics::ShardMetrics::bump(&shard.metrics.isr_expands);
         }
         // The high watermark waits for the maximal ISR; recompute it.
         p.refresh_hw();

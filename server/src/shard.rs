@@ -133,6 +133,20 @@ pub struct Common {
     /// earlier incarnations when this one registers, and the shards lead
     /// nothing until the image shows it registered.
     pub incarnation: uuid::Uuid,
+    /// Every shard has started and listens (set once by `Broker::start`).
+    pub started: std::sync::atomic::AtomicBool,
+    /// The image shows this incarnation registered and unfenced.
+    pub registered: std::sync::atomic::AtomicBool,
+    /// Shutdown has begun.
+    pub shutting_down: std::sync::atomic::AtomicBool,
+}
+
+impl Common {
+    /// Ready for clients: started, registered and unfenced, not stopping.
+    pub fn ready(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.started.load(Relaxed) && self.registered.load(Relaxed) && !self.shutting_down.load(Relaxed)
+    }
 }
 
 /// One per shard thread. Owns the shard's connections (through their
@@ -161,6 +175,8 @@ pub struct Shard {
     pub fetchers: crate::replication::Fetchers,
     /// This shard's view of the data directory's free space.
     pub disk: crate::disk::DiskSpace,
+    /// This shard's counters for `/metrics`.
+    pub metrics: crate::metrics::ShardMetrics,
     /// Files this shard's logs hold open, and the most they may hold:
     /// `sluice.max.open.files` over the shards.
     files: Rc<OpenFiles>,
@@ -192,6 +208,7 @@ impl Shard {
             groups: Default::default(),
             fetchers: Default::default(),
             disk,
+            metrics: Default::default(),
             files: OpenFiles::new(),
             files_budget,
             layout_version: Cell::new(0),
@@ -373,6 +390,7 @@ impl Shard {
         target: ShardId,
         job: impl FnOnce(&Rc<Shard>, futures_channel::oneshot::Sender<T>) + Send + 'static,
     ) -> futures_channel::oneshot::Receiver<T> {
+        crate::metrics::ShardMetrics::bump(&self.metrics.handoffs);
         let (tx, rx) = futures_channel::oneshot::channel();
         self.common.inboxes[target.0].push(Box::new(move |shard: &Rc<Shard>| job(shard, tx)));
         rx
@@ -484,6 +502,11 @@ impl Shard {
             .brokers
             .get(&me)
             .is_some_and(|b| b.incarnation == self.incarnation() && !b.fenced);
+        if self.id == ShardId(0) {
+            self.common
+                .registered
+                .store(registered, std::sync::atomic::Ordering::Relaxed);
+        }
         for p in self.owned_partitions() {
             let Some(topic) = snapshot.topic(&p.topic) else {
                 continue;

@@ -135,13 +135,23 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
             break;
         }
     }
+    let metrics = &ctx.shard.metrics;
     let mut results = results.into_iter();
     let mut topics = Vec::with_capacity(layout.len());
     for (name, topic_id, count) in layout {
+        let partitions: Vec<PartitionData> = results.by_ref().take(count).collect();
+        let mut bytes = 0;
+        for p in &partitions {
+            metrics.error(ctx.key as i16, p.error_code);
+            bytes += p.records.as_ref().map_or(0, |s| s.len);
+        }
+        if replica.is_none() && bytes > 0 {
+            metrics.sent(&name, bytes);
+        }
         topics.push(TopicData {
             name,
             topic_id,
-            partitions: results.by_ref().take(count).collect(),
+            partitions,
         });
     }
     let top = Top {

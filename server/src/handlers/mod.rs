@@ -194,7 +194,20 @@ pub fn api_versions_message(error: Option<ErrorCode>) -> ApiVersionsResponse {
 /// Checks the frame's header, then runs the API's handler. Runs as its own
 /// task per request; handlers dispatch partition work before their first
 /// await, which keeps per-partition order across pipelined requests.
-pub async fn dispatch(shard: Rc<Shard>, mut frame: BytesMut, peer: Rc<str>) -> Outcome {
+pub async fn dispatch(shard: Rc<Shard>, frame: BytesMut, peer: Rc<str>) -> Outcome {
+    let started = std::time::Instant::now();
+    let key = protocol::peek(&frame).map(|(k, _, _)| k);
+    let metrics = shard.clone();
+    let outcome = answer(shard, frame, peer).await;
+    if let Some(key) = key {
+        let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        metrics.metrics.request(key, ns);
+    }
+    outcome
+}
+
+/// [`dispatch`] without the counting.
+async fn answer(shard: Rc<Shard>, mut frame: BytesMut, peer: Rc<str>) -> Outcome {
     let Some((raw_key, version, correlation_id)) = protocol::peek(&frame) else {
         return Outcome::Close("request shorter than its header".into());
     };

@@ -195,6 +195,7 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
             let mut p = PartitionProduceResponse::default();
             p.index = index;
             p.error_code = error_codes::code(r.error);
+            ctx.shard.metrics.error(ctx.key as i16, p.error_code);
             p.base_offset = r.base_offset;
             p.log_append_time_ms = -1;
             p.log_start_offset = r.log_start_offset;

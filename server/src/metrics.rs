@@ -1,0 +1,764 @@
+//! Operator metrics. Each shard counts in plain cells on its own thread (no
+//! locks or atomics on the request path, nothing allocated per request);
+//! a scrape asks every shard for a [`ShardReport`], merges them into a
+//! [`Report`], and writes it in the OpenMetrics text format with
+//! `prometheus-client`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+/// Upper bounds of the latency buckets, in nanoseconds: 50 µs times
+/// powers of √2 up to about 13 s, so p99 and p99.9 read within a factor
+/// of 1.41 from 50 µs to 10 s.
+pub const LATENCY_BOUNDS_NS: [u64; 37] = latency_bounds();
+
+const fn latency_bounds() -> [u64; 37] {
+    let mut b = [0u64; 37];
+    let mut k = 0;
+    while k < 37 {
+        let base = if k % 2 == 0 { 50_000 } else { 70_711 };
+        b[k] = base << (k / 2);
+        k += 1;
+    }
+    b
+}
+
+/// The highest Kafka API key counted; others count under this one.
+const MAX_API_KEY: usize = 80;
+
+/// A latency histogram over [`LATENCY_BOUNDS_NS`], plus one bucket past
+/// the last bound.
+#[derive(Debug)]
+pub struct Histogram {
+    counts: [Cell<u64>; LATENCY_BOUNDS_NS.len() + 1],
+    sum_ns: Cell<u64>,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            counts: std::array::from_fn(|_| Cell::new(0)),
+            sum_ns: Cell::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    pub fn observe_ns(&self, ns: u64) {
+        let i = LATENCY_BOUNDS_NS.partition_point(|&b| b < ns);
+        self.counts[i].set(self.counts[i].get() + 1);
+        self.sum_ns.set(self.sum_ns.get().saturating_add(ns));
+    }
+
+    fn data(&self) -> HistogramData {
+        HistogramData {
+            counts: self.counts.iter().map(Cell::get).collect(),
+            sum_ns: self.sum_ns.get(),
+        }
+    }
+}
+
+/// A histogram's counts as sent between threads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistogramData {
+    /// One count per bucket (not cumulative); the last is past every bound.
+    pub counts: Vec<u64>,
+    pub sum_ns: u64,
+}
+
+impl HistogramData {
+    fn add(&mut self, other: &HistogramData) {
+        if self.counts.len() < other.counts.len() {
+            self.counts.resize(other.counts.len(), 0);
+        }
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.sum_ns += other.sum_ns;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+#[derive(Debug, Default)]
+struct ApiMetrics {
+    requests: Cell<u64>,
+    latency: Histogram,
+}
+
+/// One shard's counters.
+#[derive(Debug)]
+pub struct ShardMetrics {
+    apis: Box<[ApiMetrics]>,
+    /// Error codes answered, by API key and code. Touched only when a
+    /// partition or request gets an error.
+    errors: RefCell<BTreeMap<(i16, i16), u64>>,
+    /// Bytes of record batches sent to consumers, by topic.
+    bytes_out: RefCell<HashMap<Arc<str>, u64>>,
+    pub connections_accepted: Cell<u64>,
+    pub connections_refused: Cell<u64>,
+    /// Jobs this shard handed to another shard.
+    pub handoffs: Cell<u64>,
+    pub isr_shrinks: Cell<u64>,
+    pub isr_expands: Cell<u64>,
+}
+
+impl Default for ShardMetrics {
+    fn default() -> Self {
+        Self {
+            apis: (0..=MAX_API_KEY).map(|_| ApiMetrics::default()).collect(),
+            errors: RefCell::default(),
+            bytes_out: RefCell::default(),
+            connections_accepted: Cell::new(0),
+            connections_refused: Cell::new(0),
+            handoffs: Cell::new(0),
+            isr_shrinks: Cell::new(0),
+            isr_expands: Cell::new(0),
+        }
+    }
+}
+
+fn bump(c: &Cell<u64>, by: u64) {
+    c.set(c.get().wrapping_add(by));
+}
+
+impl ShardMetrics {
+    /// A request of API `key` answered after `ns` nanoseconds.
+    pub fn request(&self, key: i16, ns: u64) {
+        let a = &self.apis[usize::try_from(key).unwrap_or(0).min(MAX_API_KEY)];
+        bump(&a.requests, 1);
+        a.latency.observe_ns(ns);
+    }
+
+    /// An error code (non-zero) answered for API `key`, once per partition
+    /// or request that carried it.
+    pub fn error(&self, key: i16, code: i16) {
+        if code != 0 {
+            *self.errors.borrow_mut().entry((key, code)).or_default() += 1;
+        }
+    }
+
+    /// `bytes` of records of `topic` sent to a consumer.
+    pub fn sent(&self, topic: &Arc<str>, bytes: u64) {
+        let mut m = self.bytes_out.borrow_mut();
+        match m.get_mut(&**topic) {
+            Some(n) => *n += bytes,
+            None => {
+                m.insert(topic.clone(), bytes);
+            }
+        }
+    }
+
+    pub fn bump(c: &Cell<u64>) {
+        bump(c, 1);
+    }
+
+    /// Fills this shard's counters into `r`.
+    pub fn fill(&self, r: &mut ShardReport) {
+        for (key, a) in self.apis.iter().enumerate() {
+            if a.requests.get() > 0 {
+                r.apis.push((key as i16, a.requests.get(), a.latency.data()));
+            }
+        }
+        r.errors = self.errors.borrow().iter().map(|(&k, &v)| (k, v)).collect();
+        r.bytes_out = self
+            .bytes_out
+            .borrow()
+            .iter()
+            .map(|(k, &v)| (k.to_string(), v))
+            .collect();
+        r.connections_accepted = self.connections_accepted.get();
+        r.connections_refused = self.connections_refused.get();
+        r.handoffs = self.handoffs.get();
+        r.isr_shrinks = self.isr_shrinks.get();
+        r.isr_expands = self.isr_expands.get();
+    }
+}
+
+/// Per-partition traffic, counted on the partition's shard.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub bytes_in: Cell<u64>,
+    pub records_in: Cell<u64>,
+}
+
+impl Traffic {
+    pub fn appended(&self, bytes: u64, records: u64) {
+        bump(&self.bytes_in, bytes);
+        bump(&self.records_in, records);
+    }
+}
+
+/// One partition replica as a scrape sees it.
+#[derive(Debug, Clone, Default)]
+pub struct PartitionReport {
+    pub topic: String,
+    pub partition: i32,
+    pub segments: u64,
+    pub size_bytes: u64,
+    pub bytes_in: u64,
+    pub records_in: u64,
+    pub leader: bool,
+    pub under_replicated: bool,
+    /// Leaders only: the high watermark, which consumer lag is counted to.
+    pub high_watermark: i64,
+}
+
+/// One coordinated group as a scrape sees it.
+#[derive(Debug, Clone, Default)]
+pub struct GroupReport {
+    pub group: String,
+    pub state: String,
+    pub members: u64,
+    pub committed: Vec<(String, i32, i64)>,
+}
+
+/// What one shard sends for a scrape.
+#[derive(Debug, Clone, Default)]
+pub struct ShardReport {
+    pub shard: usize,
+    pub apis: Vec<(i16, u64, HistogramData)>,
+    pub errors: Vec<((i16, i16), u64)>,
+    pub bytes_out: Vec<(String, u64)>,
+    pub connections_accepted: u64,
+    pub connections_refused: u64,
+    pub connections_open: u64,
+    pub handoffs: u64,
+    pub isr_shrinks: u64,
+    pub isr_expands: u64,
+    pub queued_request_bytes: u64,
+    pub partitions: Vec<PartitionReport>,
+    pub groups: Vec<GroupReport>,
+}
+
+/// Broker-wide facts from the metadata image.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterReport {
+    pub node_id: i32,
+    pub active_controller: bool,
+    pub brokers: u64,
+    pub fenced_brokers: u64,
+    /// Partitions of the whole cluster with no leader.
+    pub offline_partitions: u64,
+    pub ready: bool,
+}
+
+/// Every shard's report with the image's facts: what a scrape writes.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub cluster: ClusterReport,
+    pub shards: Vec<ShardReport>,
+    /// Shards that did not answer the scrape in time.
+    pub missing_shards: u64,
+}
+
+fn api_name(key: i16) -> String {
+    kafka_protocol::messages::ApiKey::try_from(key).map_or_else(|_| format!("api{key}"), |k| format!("{k:?}"))
+}
+
+fn error_name(code: i16) -> String {
+    format!("{:?}", kafka_protocol::error::ResponseError::try_from_code(code))
+        .trim_start_matches("Some(")
+        .trim_end_matches(')')
+        .to_string()
+}
+
+impl Report {
+    /// Consumer lag per group, summed and maxed over the partitions it
+    /// committed to that this broker leads.
+    pub fn group_lag(&self) -> Vec<(String, i64, i64)> {
+        let hw: HashMap<(&str, i32), i64> = self
+            .shards
+            .iter()
+            .flat_map(|s| &s.partitions)
+            .filter(|p| p.leader)
+            .map(|p| ((p.topic.as_str(), p.partition), p.high_watermark))
+            .collect();
+        let mut out = Vec::new();
+        for g in self.shards.iter().flat_map(|s| &s.groups) {
+            let lags: Vec<i64> = g
+                .committed
+                .iter()
+                .filter_map(|(t, p, o)| hw.get(&(t.as_str(), *p)).map(|h| (h - o).max(0)))
+                .collect();
+            out.push((
+                g.group.clone(),
+                lags.iter().sum(),
+                lags.iter().copied().max().unwrap_or(0),
+            ));
+        }
+        out.sort();
+        out
+    }
+
+    /// The OpenMetrics text of this report.
+    pub fn encode(self) -> Result<String, std::fmt::Error> {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(self));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry)?;
+        Ok(out)
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Writes one metric family: a descriptor, then each labelled sample.
+fn family<M: EncodeMetric>(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: impl IntoIterator<Item = (Labels, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, kind)?;
+    for (labels, v) in samples {
+        if labels.is_empty() {
+            // A family of one unlabelled sample.
+            return v.encode(m);
+        }
+        v.encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// The Prometheus text format (0.0.4) of an OpenMetrics text written by
+/// [`Report::encode`], for scrapers that do not ask for OpenMetrics: a
+/// counter's family takes its samples' `_total` name, and the `# EOF`
+/// line goes.
+pub fn to_classic(open_metrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open_metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open_metrics.len());
+    for line in open_metrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+fn counter(v: u64) -> ConstCounter<u64> {
+    ConstCounter::new(v)
+}
+
+fn gauge(v: i64) -> ConstGauge<i64> {
+    ConstGauge::new(v)
+}
+
+fn label(k: &'static str, v: impl ToString) -> (&'static str, String) {
+    (k, v.to_string())
+}
+
+impl Collector for Report {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let e = &mut enc;
+        let c = &self.cluster;
+        let shards = &self.shards;
+        let sum = |f: fn(&ShardReport) -> u64| shards.iter().map(f).sum::<u64>();
+
+        // Requests, errors and latency per API.
+        let mut apis: BTreeMap<i16, (u64, HistogramData)> = BTreeMap::new();
+        let mut errors: BTreeMap<(i16, i16), u64> = BTreeMap::new();
+        for s in shards {
+            for (k, n, h) in &s.apis {
+                let a = apis.entry(*k).or_default();
+                a.0 += n;
+                a.1.add(h);
+            }
+            for (k, n) in &s.errors {
+                *errors.entry(*k).or_default() += n;
+            }
+        }
+        family(
+            e,
+            "sluice_requests",
+            "Requests answered, by Kafka API.",
+            MetricType::Counter,
+            apis.iter()
+                .map(|(k, (n, _))| (vec![label("api", api_name(*k))], counter(*n))),
+        )?;
+        family(
+            e,
+            "sluice_request_errors",
+            "Error codes answered, by Kafka API and error (once per partition or request that carried one).",
+            MetricType::Counter,
+            errors.iter().map(|((k, code), n)| {
+                (
+                    vec![label("api", api_name(*k)), label("error", error_name(*code))],
+                    counter(*n),
+                )
+            }),
+        )?;
+        {
+            let mut m = e.encode_descriptor(
+                "sluice_request_latency_seconds",
+                "Time from a request's arrival to its response being ready, by Kafka API.",
+                None,
+                MetricType::Histogram,
+            )?;
+            for (k, (_, h)) in &apis {
+                let labels = vec![label("api", api_name(*k))];
+                let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS_NS
+                    .iter()
+                    .map(|&b| b as f64 / 1e9)
+                    .chain(std::iter::once(f64::MAX))
+                    .zip(h.counts.iter().copied())
+                    .collect();
+                m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
+                    h.sum_ns as f64 / 1e9,
+                    h.count(),
+                    &buckets,
+                    None,
+                )?;
+            }
+        }
+
+        // Traffic per topic.
+        let mut topics: BTreeMap<&str, (u64, u64, u64)> = BTreeMap::new();
+        for s in shards {
+            for p in &s.partitions {
+                let t = topics.entry(p.topic.as_str()).or_default();
+                t.0 += p.bytes_in;
+                t.1 += p.records_in;
+            }
+            for (name, n) in &s.bytes_out {
+                topics.entry(name.as_str()).or_default().2 += n;
+            }
+        }
+        family(
+            e,
+            "sluice_topic_bytes_in",
+            "Bytes of record batches appended by producers, by topic.",
+            MetricType::Counter,
+            topics.iter().map(|(t, v)| (vec![label("topic", t)], counter(v.0))),
+        )?;
+        family(
+            e,
+            "sluice_topic_records_in",
+            "Records appended by producers, by topic.",
+            MetricType::Counter,
+            topics.iter().map(|(t, v)| (vec![label("topic", t)], counter(v.1))),
+        )?;
+        family(
+            e,
+            "sluice_topic_bytes_out",
+            "Bytes of record batches sent to consumers (not to followers), by topic.",
+            MetricType::Counter,
+            topics.iter().map(|(t, v)| (vec![label("topic", t)], counter(v.2))),
+        )?;
+
+        // The log per partition.
+        let mut sorted: Vec<&PartitionReport> = shards.iter().flat_map(|s| &s.partitions).collect();
+        sorted.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        let parts = || sorted.iter().copied();
+        let plabels = |p: &PartitionReport| vec![label("topic", &p.topic), label("partition", p.partition)];
+        family(
+            e,
+            "sluice_log_segments",
+            "Segment files of each partition replica on this broker.",
+            MetricType::Gauge,
+            parts().map(|p| (plabels(p), gauge(p.segments as i64))),
+        )?;
+        family(
+            e,
+            "sluice_log_size_bytes",
+            "Bytes in the segments of each partition replica on this broker.",
+            MetricType::Gauge,
+            parts().map(|p| (plabels(p), gauge(p.size_bytes as i64))),
+        )?;
+
+        // Connections and shards.
+        family(
+            e,
+            "sluice_connections_open",
+            "Client connections open.",
+            MetricType::Gauge,
+            [(vec![], gauge(sum(|s| s.connections_open) as i64))],
+        )?;
+        family(
+            e,
+            "sluice_connections_accepted",
+            "Client connections accepted.",
+            MetricType::Counter,
+            [(vec![], counter(sum(|s| s.connections_accepted)))],
+        )?;
+        family(
+            e,
+            "sluice_connections_refused",
+            "Client connections closed at once because max.connections was reached.",
+            MetricType::Counter,
+            [(vec![], counter(sum(|s| s.connections_refused)))],
+        )?;
+        family(
+            e,
+            "sluice_shard_queued_request_bytes",
+            "Bytes of requests read and not yet answered, by shard.",
+            MetricType::Gauge,
+            shards
+                .iter()
+                .map(|s| (vec![label("shard", s.shard)], gauge(s.queued_request_bytes as i64))),
+        )?;
+        family(
+            e,
+            "sluice_shard_handoffs",
+            "Work handed from one shard to another (a request for a partition another shard owns), by the shard that handed it.",
+            MetricType::Counter,
+            shards
+                .iter()
+                .map(|s| (vec![label("shard", s.shard)], counter(s.handoffs))),
+        )?;
+
+        // Replication and the cluster.
+        let leaders = parts().filter(|p| p.leader).count();
+        let under = parts().filter(|p| p.leader && p.under_replicated).count();
+        family(
+            e,
+            "sluice_partitions_led",
+            "Partitions this broker leads.",
+            MetricType::Gauge,
+            [(vec![], gauge(leaders as i64))],
+        )?;
+        family(
+            e,
+            "sluice_under_replicated_partitions",
+            "Partitions this broker leads whose ISR is smaller than their replica set.",
+            MetricType::Gauge,
+            [(vec![], gauge(under as i64))],
+        )?;
+        family(
+            e,
+            "sluice_offline_partitions",
+            "Partitions of the cluster without a leader, in this broker's metadata image.",
+            MetricType::Gauge,
+            [(vec![], gauge(c.offline_partitions as i64))],
+        )?;
+        family(
+            e,
+            "sluice_isr_shrinks",
+            "ISR shrinks this broker's leaders made.",
+            MetricType::Counter,
+            [(vec![], counter(sum(|s| s.isr_shrinks)))],
+        )?;
+        family(
+            e,
+            "sluice_isr_expands",
+            "ISR expansions this broker's leaders made.",
+            MetricType::Counter,
+            [(vec![], counter(sum(|s| s.isr_expands)))],
+        )?;
+        family(
+            e,
+            "sluice_active_controller",
+            "1 when this node is the active controller (the quorum's leader).",
+            MetricType::Gauge,
+            [(vec![], gauge(i64::from(c.active_controller)))],
+        )?;
+        family(
+            e,
+            "sluice_brokers",
+            "Registered brokers in the metadata image, by state.",
+            MetricType::Gauge,
+            [
+                (
+                    vec![label("state", "unfenced")],
+                    gauge((c.brokers - c.fenced_brokers) as i64),
+                ),
+                (vec![label("state", "fenced")], gauge(c.fenced_brokers as i64)),
+            ],
+        )?;
+        family(
+            e,
+            "sluice_scrape_missing_shards",
+            "Shards that did not answer this scrape in time (their counters are left out).",
+            MetricType::Gauge,
+            [(vec![], gauge(self.missing_shards as i64))],
+        )?;
+        family(
+            e,
+            "sluice_ready",
+            "1 when this broker is ready: started, listening and (in a cluster) registered and unfenced.",
+            MetricType::Gauge,
+            [(vec![label("node", c.node_id)], gauge(i64::from(c.ready)))],
+        )?;
+
+        // Consumer groups this broker coordinates.
+        let groups = || shards.iter().flat_map(|s| &s.groups);
+        family(
+            e,
+            "sluice_consumer_groups",
+            "Consumer groups this broker coordinates, by state.",
+            MetricType::Gauge,
+            {
+                let mut by_state: BTreeMap<&str, i64> = BTreeMap::new();
+                for g in groups() {
+                    *by_state.entry(g.state.as_str()).or_default() += 1;
+                }
+                by_state
+                    .into_iter()
+                    .map(|(s, n)| (vec![label("state", s)], gauge(n)))
+                    .collect::<Vec<_>>()
+            },
+        )?;
+        family(
+            e,
+            "sluice_consumer_group_members",
+            "Members of each consumer group this broker coordinates.",
+            MetricType::Gauge,
+            groups().map(|g| (vec![label("group", &g.group)], gauge(g.members as i64))),
+        )?;
+        let lag = self.group_lag();
+        family(
+            e,
+            "sluice_consumer_group_lag",
+            "Records between each group's committed offsets and the high watermark, summed over the partitions it committed to that this broker leads.",
+            MetricType::Gauge,
+            lag.iter().map(|(g, s, _)| (vec![label("group", g)], gauge(*s))),
+        )?;
+        family(
+            e,
+            "sluice_consumer_group_max_lag",
+            "The largest lag of one partition, over the same partitions.",
+            MetricType::Gauge,
+            lag.iter().map(|(g, _, m)| (vec![label("group", g)], gauge(*m))),
+        )?;
+        Ok(())
+    }
+}
+
+/// This shard's report: its counters, its partitions and its groups.
+/// Runs on the shard's thread.
+pub fn shard_report(shard: &crate::shard::Shard) -> ShardReport {
+    let mut r = ShardReport {
+        shard: shard.id.0,
+        connections_open: shard.live_connections.get() as u64,
+        queued_request_bytes: shard.budget.used(),
+        ..Default::default()
+    };
+    shard.metrics.fill(&mut r);
+    for p in shard.owned_partitions() {
+        let replica = p.replica.borrow();
+        let leader = replica.role == crate::partition::Role::Leader;
+        r.partitions.push(PartitionReport {
+            topic: p.topic.to_string(),
+            partition: p.index,
+            segments: p.log.segment_count() as u64,
+            size_bytes: p.log.size_bytes(),
+            bytes_in: p.traffic.bytes_in.get(),
+            records_in: p.traffic.records_in.get(),
+            leader,
+            under_replicated: leader && replica.isr.len() < replica.replicas.len(),
+            high_watermark: p.log.high_watermark(),
+        });
+    }
+    for h in shard.groups.all() {
+        let g = h.group.borrow();
+        r.groups.push(GroupReport {
+            group: g.id.to_string(),
+            state: g.state.name().to_string(),
+            members: g.members.len() as u64,
+            committed: g
+                .offsets
+                .iter()
+                .map(|((t, p), v)| (t.to_string(), *p, v.offset))
+                .collect(),
+        });
+    }
+    r
+}
+
+/// The image's facts as this shard sees them.
+pub fn cluster_report(shard: &crate::shard::Shard) -> ClusterReport {
+    let snap = shard.meta();
+    let me = shard.config().node_id;
+    ClusterReport {
+        node_id: me,
+        active_controller: snap.controller_id == me,
+        brokers: snap.brokers.len() as u64,
+        fenced_brokers: snap.brokers.values().filter(|b| b.fenced).count() as u64,
+        offline_partitions: snap
+            .topics
+            .values()
+            .flat_map(|t| &t.partition_states)
+            .filter(|p| p.leader == crate::image::NO_LEADER)
+            .count() as u64,
+        ready: shard.common.ready(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_cover_50_microseconds_to_10_seconds_by_root_two() {
+        assert_eq!(LATENCY_BOUNDS_NS[0], 50_000);
+        assert!(*LATENCY_BOUNDS_NS.last().unwrap_or(&0) > 10_000_000_000);
+        for w in LATENCY_BOUNDS_NS.windows(2) {
+            let ratio = w[1] as f64 / w[0] as f64;
+            assert!((ratio - std::f64::consts::SQRT_2).abs() < 0.001, "{w:?}");
+        }
+        let h = Histogram::default();
+        h.observe_ns(50_000); // on a bound: that bucket
+        h.observe_ns(50_001);
+        h.observe_ns(u64::MAX); // past every bound
+        let d = h.data();
+        assert_eq!((d.counts[0], d.counts[1], d.counts[LATENCY_BOUNDS_NS.len()]), (1, 1, 1));
+        assert_eq!(d.count(), 3);
+    }
+
+    #[test]
+    fn lag_counts_to_the_high_watermark_of_partitions_led_here() {
+        let part = |t: &str, p, hw, leader| PartitionReport {
+            topic: t.into(),
+            partition: p,
+            leader,
+            high_watermark: hw,
+            ..Default::default()
+        };
+        let report = Report {
+            cluster: ClusterReport::default(),
+            shards: vec![ShardReport {
+                partitions: vec![part("t", 0, 100, true), part("t", 1, 50, true), part("t", 2, 70, false)],
+                groups: vec![GroupReport {
+                    group: "g".into(),
+                    state: "Empty".into(),
+                    members: 0,
+                    committed: vec![("t".into(), 0, 40), ("t".into(), 1, 50), ("t".into(), 2, 0)],
+                }],
+                ..Default::default()
+            }],
+            missing_shards: 0,
+        };
+        assert_eq!(report.group_lag(), vec![("g".to_string(), 60, 60)]);
+        let text = report.encode().unwrap_or_default();
+        assert!(text.contains("sluice_consumer_group_lag{group=\"g\"} 60"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+        assert!(text.contains("# TYPE sluice_requests counter\n"));
+        let classic = to_classic(&text);
+        assert!(classic.contains("# TYPE sluice_requests_total counter\n"));
+        assert!(classic.contains("# HELP sluice_requests_total Requests"));
+        assert!(!classic.contains("# EOF"));
+        assert!(classic.contains("# TYPE sluice_log_segments gauge\n"));
+    }
+}

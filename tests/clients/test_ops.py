@@ -1,0 +1,159 @@
+"""The operators' HTTP listener (`sluice.admin.listen`): `/metrics` parses
+and passes `promtool check metrics`, its counters move by exactly what a
+scripted workload does, and `/health` and `/ready` answer as a load
+balancer expects while a broker starts, serves and shuts down."""
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from conftest import Broker, create, free_port, running_broker
+
+
+def get(port, path, accept=None):
+    """(status, body) of GET `path` on the admin listener."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if accept:
+        req.add_header("Accept", accept)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def sample(text, name, **labels):
+    """The value of one sample of the classic text format, its labels in
+    any order; 0 when absent."""
+    for line in text.splitlines():
+        m = re.match(r"([a-z_]+)(\{(.*)\})? (\S+)$", line)
+        if not m or m.group(1) != name:
+            continue
+        got = dict(re.findall(r'([a-z_]+)="([^"]*)"', m.group(3) or ""))
+        if got == {k: str(v) for k, v in labels.items()}:
+            return float(m.group(4))
+    return 0.0
+
+
+def test_metrics_pass_promtool_and_count_a_scripted_workload():
+    port = free_port()
+    with running_broker([f"sluice.admin.listen=127.0.0.1:{port}"]) as b:
+        create(b, "ops", 1)
+        status, before = get(port, "/metrics")
+        assert status == 200
+        p = Producer({"bootstrap.servers": b.bootstrap, "linger.ms": 0, "acks": 1})
+        for i in range(100):
+            p.produce("ops", value=f"v{i}".encode(), partition=0)
+            p.flush(10)  # one Produce request per record
+        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "ops-group", "enable.auto.commit": False})
+        c.commit(offsets=[TopicPartition("ops", 0, 40)], asynchronous=False)
+        c.close()
+        status, after = get(port, "/metrics")
+        assert status == 200
+
+        out = subprocess.run(["promtool", "check", "metrics"], input=after, capture_output=True, text=True)
+        assert out.returncode == 0, out.stdout + out.stderr
+
+        def delta(name, **labels):
+            return sample(after, name, **labels) - sample(before, name, **labels)
+
+        assert delta("sluice_requests_total", api="Produce") == 100
+        assert delta("sluice_topic_records_in_total", topic="ops") == 100
+        assert delta("sluice_request_latency_seconds_count", api="Produce") == 100
+        assert sample(after, "sluice_request_latency_seconds_bucket", api="Produce", le="+Inf") >= 100
+        assert sample(after, "sluice_requests_total", api="OffsetCommit") >= 1
+        # 100 records produced, 40 committed: 60 behind.
+        assert sample(after, "sluice_consumer_group_lag", group="ops-group") == 60
+        assert sample(after, "sluice_consumer_group_max_lag", group="ops-group") == 60
+        assert sample(after, "sluice_log_segments", topic="ops", partition="0") == 1
+        assert sample(after, "sluice_partitions_led") >= 1
+        assert sample(after, "sluice_active_controller") == 1
+        assert sample(after, "sluice_ready", node="0") == 1
+        assert sample(after, "sluice_connections_accepted_total") >= 2
+
+        # A produce to a partition that does not exist counts its error.
+        p2 = Producer({"bootstrap.servers": b.bootstrap, "message.timeout.ms": 3000})
+        errors = []
+        p2.produce("ops", value=b"x", partition=5, on_delivery=lambda err, msg: errors.append(err))
+        p2.flush(10)
+        assert errors and errors[0] is not None
+
+        # OpenMetrics for a scraper that asks for it.
+        status, om = get(port, "/metrics", accept="application/openmetrics-text; version=1.0.0")
+        assert status == 200 and om.endswith("# EOF\n")
+        assert "# TYPE sluice_requests counter" in om
+
+        assert get(port, "/nothing")[0] == 404
+
+
+def test_health_and_ready_while_starting_serving_and_stopping():
+    # One voter of three started alone: it serves, but no controller can
+    # register it, so it is healthy and not ready.
+    with tempfile.TemporaryDirectory() as tmp:
+        admin_port = free_port()
+        voters = ",".join(f"{i}@127.0.0.1:{free_port()}" for i in (1, 2, 3))
+        data = os.path.join(tmp, "data")
+        os.makedirs(data)
+        lonely = Broker(data, free_port(), [
+            "node.id=1", f"controller.quorum.voters={voters}", f"sluice.admin.listen=127.0.0.1:{admin_port}",
+        ])
+        lonely.start(wait=False)
+        try:
+            deadline = time.time() + 20
+            seen = None
+            while time.time() < deadline:
+                try:
+                    seen = get(admin_port, "/health")
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            assert seen == (200, "ok\n")
+            status, body = get(admin_port, "/ready")
+            assert status == 503, body
+            assert body in ("starting\n", "not registered with the controller, or fenced\n")
+        finally:
+            lonely.proc.send_signal(signal.SIGKILL)
+            lonely.proc.wait(timeout=30)
+
+    # A single node: ready once serving; while it drains at shutdown, not
+    # ready but healthy.
+    port = free_port()
+    with running_broker([f"sluice.admin.listen=127.0.0.1:{port}", "sluice.shutdown.drain.ms=4000"]) as b:
+        deadline = time.time() + 10
+        while get(port, "/ready")[0] != 200 and time.time() < deadline:
+            time.sleep(0.05)
+        assert get(port, "/ready") == (200, "ready\n")
+        assert get(port, "/health") == (200, "ok\n")
+        # Half a request keeps a connection in its read: shutdown waits for
+        # it (up to the drain time) before stopping.
+        s = socket.create_connection((b.host, b.port))
+        s.sendall((100).to_bytes(4, "big") + b"\x00\x12")
+        time.sleep(0.2)
+        b.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert b.proc.poll() is None, "still draining"
+        assert get(port, "/ready") == (503, "shutting down\n")
+        assert get(port, "/health") == (200, "ok\n")
+        s.close()
+        assert b.proc.wait(timeout=30) == 0
+        b.proc = None
+
+
+def test_a_chosen_admin_address_in_use_refuses_the_start():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with tempfile.TemporaryDirectory() as tmp:
+            b = Broker(tmp, free_port(), [f"sluice.admin.listen=127.0.0.1:{port}"])
+            b.start(wait=False)
+            assert b.proc.wait(timeout=30) != 0
+            with open(b.log_path, "rb") as f:
+                assert b"sluice.admin.listen" in f.read()
