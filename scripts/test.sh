@@ -11,6 +11,8 @@ command -v kcat >/dev/null 2>&1 || need_apt+=(kcat)
 command -v javac >/dev/null 2>&1 || need_apt+=(openjdk-17-jdk-headless)
 # The fault-injection suite cuts and slows links between nodes with nft.
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
+# The systemd unit in packaging/ is checked with systemd-analyze verify.
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}"

@@ -2,7 +2,7 @@
 """Many partitions on one node: creates TOPICS x PARTITIONS partitions on a
 fresh `sluice` (one shard, pinned to a core, the machine's default open-file
 limits), then reports create time, RSS, open descriptors, idle CPU,
-Metadata latency, produce and consume to a random 1% of the partitions,
+Metadata latency, the time of a /metrics scrape, produce and consume to a random 1% of the partitions,
 and the same after a restart (start-up time included). Used for the
 50,000-partition figures in docs/benchmarks.md and docs/reliability.md.
 
@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -40,7 +41,8 @@ def proc_stats(pid):
 
 def start(args, log):
     cmd = ["taskset", "-c", args.broker_core, os.path.join(ROOT, "target/release/sluice"), "--cores", "1",
-           "--listen", f"127.0.0.1:{args.port}", "--data-dir", args.data]
+           "--listen", f"127.0.0.1:{args.port}", "--data-dir", args.data,
+           "-o", f"sluice.admin.listen=127.0.0.1:{args.port + 1}"]
     p = subprocess.Popen(cmd, stdout=log, stderr=log)
     while True:
         try:
@@ -51,6 +53,17 @@ def start(args, log):
                 sys.exit(f"broker exited with {p.returncode}; see {log.name}")
             time.sleep(0.01)
     return p
+
+
+def scrape_ms(port, n=5):
+    """Median wall time of `n` GET /metrics, and the body's size."""
+    times, size = [], 0
+    for _ in range(n):
+        t0 = time.monotonic()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as r:
+            size = len(r.read())
+        times.append((time.monotonic() - t0) * 1000)
+    return statistics.median(times), size
 
 
 def metadata_ms(admin, topic, n=20):
@@ -138,6 +151,8 @@ def main():
         print(f"create: {create_s:.1f} s ({total / create_s:.0f} partitions/s); RSS {rss:.0f} MiB; "
               f"open fds {fds}; idle CPU {(t_b - t_a) / 5:.1f}% of a core")
         print(f"metadata: all topics {full:.1f} ms, one topic {one:.2f} ms (medians of 20)")
+        ms, size = scrape_ms(args.port + 1)
+        print(f"/metrics: {ms:.1f} ms per scrape (median of 5), {size / 1024:.0f} KiB")
         rng = random.Random(7)
         chosen = rng.sample([(n, p) for n in names for p in range(args.partitions)], max(1, total // 100))
         want = len(chosen) * args.messages

@@ -35,6 +35,17 @@ struct Args {
     /// List the settings `-o` and the config file accept, and exit.
     #[arg(long)]
     help_settings: bool,
+    /// Log lines as text, or as one JSON object per line (for log
+    /// collectors). The level filter is `RUST_LOG` (default
+    /// `info,openraft=warn`).
+    #[arg(long, value_enum, env = "SLUICE_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 fn build_config(args: &Args) -> Result<BrokerConfig, String> {
@@ -73,13 +84,15 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let config = match build_config(&args) {
         Ok(c) => c,
         Err(e) => {

@@ -2,6 +2,7 @@
 and passes `promtool check metrics`, its counters move by exactly what a
 scripted workload does, and `/health` and `/ready` answer as a load
 balancer expects while a broker starts, serves and shuts down."""
+import json
 import os
 import re
 import signal
@@ -14,7 +15,7 @@ import urllib.request
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from conftest import Broker, create, free_port, running_broker
+from conftest import BINARY, ROOT, Broker, create, free_port, running_broker
 
 
 def get(port, path, accept=None):
@@ -157,3 +158,48 @@ def test_a_chosen_admin_address_in_use_refuses_the_start():
             assert b.proc.wait(timeout=30) != 0
             with open(b.log_path, "rb") as f:
                 assert b"sluice.admin.listen" in f.read()
+
+
+def test_json_log_lines():
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, SLUICE_LOG_FORMAT="json")
+        port = free_port()
+        log = os.path.join(tmp, "log")
+        with open(log, "wb") as out:
+            p = subprocess.Popen([BINARY, "--listen", f"127.0.0.1:{port}", "--data-dir", os.path.join(tmp, "d"),
+                                  "--cores", "1", "-o", "sluice.admin.listen="], stdout=out, stderr=out, env=env)
+            try:
+                deadline = time.time() + 30
+                while time.time() < deadline:
+                    try:
+                        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                        break
+                    except OSError:
+                        time.sleep(0.05)
+            finally:
+                p.send_signal(signal.SIGTERM)
+                assert p.wait(timeout=30) == 0
+        lines = [l for l in open(log).read().splitlines() if l.startswith("{")]
+        assert lines, "no JSON log lines"
+        for line in lines:
+            entry = json.loads(line)
+            assert {"timestamp", "level", "fields", "target"} <= entry.keys(), entry
+        assert any(json.loads(l)["fields"].get("message") == "open-file limit" for l in lines)
+
+
+def test_systemd_unit_verifies():
+    unit = os.path.join(ROOT, "packaging", "sluice.service")
+    text = open(unit).read()
+    assert "ExecStart=/usr/local/bin/sluice " in text
+    with tempfile.TemporaryDirectory() as tmp:
+        # The unit as installed, with this build's binary where the unit
+        # expects /usr/local/bin/sluice (verify checks that it exists).
+        copy = os.path.join(tmp, "sluice.service")
+        with open(copy, "w") as f:
+            f.write(text.replace("/usr/local/bin/sluice", BINARY))
+        out = subprocess.run(["systemd-analyze", "verify", copy], capture_output=True, text=True)
+        assert out.returncode == 0 and "sluice.service" not in out.stdout + out.stderr, out.stdout + out.stderr
+    # The arguments of its ExecStart are the binary's.
+    args = text.split("ExecStart=/usr/local/bin/sluice ", 1)[1].splitlines()[0].split()
+    out = subprocess.run([BINARY] + args + ["--help-settings"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
