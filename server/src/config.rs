@@ -346,7 +346,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("log.dirs", "data directory (default ./sluice-data)"),
     ("num.cores", "shards, one pinned thread each (default: all cores)"),
     ("node.id", "broker id (default 0)"),
-    ("cluster.id", "cluster id reported to clients"),
+    ("cluster.id", "cluster id reported to clients (default sluice-cluster)"),
     ("num.partitions", "partitions of auto-created topics (default 1)"),
     (
         "auto.create.topics.enable",
@@ -576,6 +576,16 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
     }
 }
 
+/// The default `--help-settings` documents in a setting's description:
+/// the text of its `(default ...)` or `(default: ...)`, up to a `;`.
+pub fn documented_default(doc: &str) -> Option<&str> {
+    let start = doc.find("(default")? + "(default".len();
+    let rest = &doc[start..];
+    let rest = rest.strip_prefix(':').unwrap_or(rest);
+    let len = rest.find([')', ';'])?;
+    Some(rest[..len].trim())
+}
+
 /// The environment variable of setting `key` (see
 /// [`BrokerConfig::load_env`]).
 pub fn env_name(key: &str) -> String {
@@ -761,7 +771,9 @@ impl BrokerConfig {
     /// Applies a TOML file. Keys may be written quoted (`"num.partitions" =
     /// 3`) or as TOML's dotted keys (`num.partitions = 3`); both mean the
     /// Kafka setting of that name.
-    pub fn load_toml(&mut self, path: &std::path::Path) -> Result<(), ConfigError> {
+    /// Applies the settings of a TOML file; returns them as applied
+    /// (name, value), in name order.
+    pub fn load_toml(&mut self, path: &std::path::Path) -> Result<Vec<(String, String)>, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
             path: path.into(),
             reason: e.to_string(),
@@ -772,10 +784,10 @@ impl BrokerConfig {
         })?;
         let mut flat = BTreeMap::new();
         flatten("", &toml::Value::Table(table), &mut flat);
-        for (k, v) in flat {
-            self.set(&k, &v)?;
+        for (k, v) in &flat {
+            self.set(k, v)?;
         }
-        Ok(())
+        Ok(flat.into_iter().collect())
     }
 
     /// Applies the settings found in `vars` (the process environment, as
@@ -783,8 +795,11 @@ impl BrokerConfig {
     /// upper case with dots as underscores (`SLUICE_NUM_PARTITIONS=3`);
     /// a `sluice.` setting drops its own prefix (`SLUICE_ADMIN_LISTEN`).
     /// Other `SLUICE_` variables are not settings and are left alone.
-    /// Returns the settings applied, in name order.
-    pub fn load_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) -> Result<Vec<String>, ConfigError> {
+    /// Returns the settings applied (name, value), in name order.
+    pub fn load_env(
+        &mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Vec<(String, String)>, ConfigError> {
         let by_var: BTreeMap<String, &str> = SETTINGS.iter().map(|(k, _)| (env_name(k), *k)).collect();
         let mut found: BTreeMap<&str, String> = BTreeMap::new();
         for (var, value) in vars {
@@ -801,7 +816,7 @@ impl BrokerConfig {
                 other => other,
             })?;
         }
-        Ok(found.into_keys().map(str::to_string).collect())
+        Ok(found.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
     }
 
     /// Fills in derived values and checks cross-setting constraints.
@@ -922,6 +937,26 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>
 #[cfg(test)]
 mod tests {
     #[test]
+    fn documented_defaults_are_the_defaults() {
+        // Setting a documented default that the parser takes as a value
+        // must change nothing; descriptions ("7 days", "all cores") are
+        // not values and are skipped.
+        let plain = format!("{:?}", BrokerConfig::default());
+        let mut checked = 0;
+        for (key, doc) in SETTINGS {
+            let Some(value) = documented_default(doc) else { continue };
+            let mut c = BrokerConfig::default();
+            if c.set(key, value).is_err() {
+                continue;
+            }
+            c.admin_listen_chosen = false;
+            assert_eq!(format!("{c:?}"), plain, "`{key}` documents default `{value}`");
+            checked += 1;
+        }
+        assert!(checked > 40, "only {checked} defaults checked");
+    }
+
+    #[test]
     fn settings_come_from_sluice_environment_variables() {
         // Every setting has its own variable, and none is taken by the
         // tools' own variables.
@@ -940,7 +975,8 @@ mod tests {
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()));
         let applied = c.load_env(vars).unwrap_or_default();
-        assert_eq!(applied, vec!["num.partitions", "sluice.admin.listen"]);
+        let keys: Vec<&str> = applied.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, vec!["num.partitions", "sluice.admin.listen"]);
         assert_eq!(c.num_partitions, 6);
         assert_eq!(c.admin_listen, None);
 

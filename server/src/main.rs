@@ -1,6 +1,7 @@
 //! The `sluice` broker binary. With no arguments it serves one node on
 //! 127.0.0.1:9092 with data in ./sluice-data.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -35,6 +36,11 @@ struct Args {
     /// List the settings `-o` and the config file accept, and exit.
     #[arg(long)]
     help_settings: bool,
+    /// Print every setting with its value and where it came from (the
+    /// file, the environment, `-o`, a flag, or the documented default),
+    /// and exit.
+    #[arg(long)]
+    print_config: bool,
     /// Log lines as text, or as one JSON object per line (for log
     /// collectors). The level filter is `RUST_LOG` (default
     /// `info,openraft=warn`).
@@ -48,18 +54,27 @@ enum LogFormat {
     Json,
 }
 
-fn build_config(args: &Args) -> Result<BrokerConfig, String> {
+/// Where each setting given came from: name -> (value, source).
+type Sources = BTreeMap<String, (String, String)>;
+
+fn build_config(args: &Args, sources: &mut Sources) -> Result<BrokerConfig, String> {
     let mut c = BrokerConfig::default();
     if let Some(path) = &args.config {
-        c.load_toml(path).map_err(|e| e.to_string())?;
+        for (k, v) in c.load_toml(path).map_err(|e| e.to_string())? {
+            sources.insert(k, (v, format!("file {}", path.display())));
+        }
     }
     // The environment over the file, `-o` and the flags over both.
-    c.load_env(std::env::vars()).map_err(|e| e.to_string())?;
+    for (k, v) in c.load_env(std::env::vars()).map_err(|e| e.to_string())? {
+        let var = sluice::config::env_name(&k);
+        sources.insert(k, (v, format!("environment {var}")));
+    }
     for o in &args.overrides {
         let (k, v) = o
             .split_once('=')
             .ok_or_else(|| format!("override `{o}`: expected KEY=VALUE"))?;
         c.set(k.trim(), v).map_err(|e| e.to_string())?;
+        sources.insert(k.trim().to_string(), (v.to_string(), "-o".into()));
     }
     let flags = [
         ("listeners", args.listen.clone()),
@@ -70,10 +85,32 @@ fn build_config(args: &Args) -> Result<BrokerConfig, String> {
     for (k, v) in flags {
         if let Some(v) = v {
             c.set(k, &v).map_err(|e| e.to_string())?;
+            sources.insert(k.to_string(), (v, "flag".into()));
         }
     }
     c.finish().map_err(|e| e.to_string())?;
     Ok(c)
+}
+
+/// `--print-config`: each documented setting, then any other name given
+/// (an alias such as `listen`), as `name = value  # source`.
+fn print_config(sources: &Sources) {
+    let mut shown = std::collections::BTreeSet::new();
+    for (k, doc) in sluice::config::SETTINGS {
+        shown.insert(*k);
+        match sources.get(*k) {
+            Some((v, from)) => println!("{k} = {v}  # {from}"),
+            None => {
+                let v = sluice::config::documented_default(doc).unwrap_or("(none)");
+                println!("{k} = {v}  # default");
+            }
+        }
+    }
+    for (k, (v, from)) in sources {
+        if !shown.contains(k.as_str()) {
+            println!("{k} = {v}  # {from}");
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -93,13 +130,18 @@ fn main() -> ExitCode {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
-    let config = match build_config(&args) {
+    let mut sources = Sources::new();
+    let config = match build_config(&args, &mut sources) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("sluice: {e}");
             return ExitCode::from(2);
         }
     };
+    if args.print_config {
+        print_config(&sources);
+        return ExitCode::SUCCESS;
+    }
     // Block SIGINT and SIGTERM before any thread starts, so every shard
     // inherits the mask and this thread alone receives them.
     let mut signals = SigSet::empty();

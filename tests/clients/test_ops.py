@@ -203,3 +203,24 @@ def test_systemd_unit_verifies():
     args = text.split("ExecStart=/usr/local/bin/sluice ", 1)[1].splitlines()[0].split()
     out = subprocess.run([BINARY] + args + ["--help-settings"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_print_config_names_where_each_setting_came_from():
+    with tempfile.TemporaryDirectory() as tmp:
+        conf = os.path.join(tmp, "sluice.toml")
+        with open(conf, "w") as f:
+            f.write("num.partitions = 4\nmin.insync.replicas = 3\n")
+        env = dict(os.environ, SLUICE_MIN_INSYNC_REPLICAS="2", SLUICE_LOG_RETENTION_BYTES="5000")
+        out = subprocess.run([BINARY, "--config", conf, "-o", "log.retention.bytes=7000", "--cores", "1",
+                              "--print-config"], capture_output=True, text=True, env=env)
+        assert out.returncode == 0, out.stderr
+        lines = dict(l.split(" = ", 1) for l in out.stdout.splitlines())
+        assert lines["num.partitions"] == f"4  # file {conf}"
+        assert lines["min.insync.replicas"] == "2  # environment SLUICE_MIN_INSYNC_REPLICAS"
+        assert lines["log.retention.bytes"] == "7000  # -o"
+        assert lines["num.cores"] == "1  # flag"
+        assert lines["node.id"] == "0  # default"
+        # A bad value from the environment names its variable.
+        env["SLUICE_NUM_PARTITIONS"] = "many"
+        out = subprocess.run([BINARY, "--print-config"], capture_output=True, text=True, env=env)
+        assert out.returncode == 2 and "SLUICE_NUM_PARTITIONS" in out.stderr, out.stderr
