@@ -130,6 +130,7 @@ impl Broker {
             connections: AtomicUsize::new(0),
             incarnation: uuid::Uuid::new_v4(),
             started: Default::default(),
+            controller_started: Default::default(),
             registered: Default::default(),
             shutting_down: Default::default(),
         });
@@ -365,17 +366,35 @@ fn shard_thread(
             }
         };
         // Shard 0 starts the controller, which installs the recovered
-        // metadata on every shard; the others wait for it. No shard
-        // accepts clients before that.
+        // metadata on every shard and registers the broker; the others
+        // wait for both. No shard accepts clients before that: an
+        // unregistered broker's image has no live broker, not even itself.
         let exit = EXIT.with(Rc::clone);
         let started = if id == ShardId(0) {
             match crate::util::race(crate::controller::Controller::start(&shard), exit.wait()).await {
-                Ok(r) => r,
+                Ok(r) => {
+                    shard
+                        .common
+                        .controller_started
+                        .store(r.is_ok(), std::sync::atomic::Ordering::Release);
+                    r
+                }
                 Err(()) => return,
             }
         } else {
             if crate::util::race(shard.installed.wait(), exit.wait()).await.is_err() {
                 return;
+            }
+            // Start-up only: a short poll of shard 0's flag.
+            while !shard
+                .common
+                .controller_started
+                .load(std::sync::atomic::Ordering::Acquire)
+            {
+                if exit.is_set() {
+                    return;
+                }
+                compio::runtime::time::sleep(std::time::Duration::from_millis(5)).await;
             }
             Ok(())
         };

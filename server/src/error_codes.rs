@@ -32,3 +32,21 @@ pub fn for_log_error(e: &LogError) -> ErrorCode {
 pub fn code(e: Option<ErrorCode>) -> i16 {
     e.map_or(0, |e| e.code())
 }
+
+/// Kafka's name of an error code (`UNKNOWN_TOPIC_OR_PARTITION`), or
+/// `error code N` for a code Kafka does not define.
+pub fn kafka_name(code: i16) -> String {
+    let e = match kafka_protocol::error::ResponseError::try_from_code(code) {
+        Some(kafka_protocol::error::ResponseError::Unknown(_)) | None => return format!("error code {code}"),
+        Some(e) => e,
+    };
+    let camel = format!("{e:?}");
+    let mut out = String::with_capacity(camel.len() + 8);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}

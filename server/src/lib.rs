@@ -21,6 +21,7 @@
 //! `docs/architecture.md` walks through a produce and a fetch.
 
 pub mod broker;
+pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod disk;

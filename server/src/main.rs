@@ -11,8 +11,12 @@ use sluice::{Broker, BrokerConfig};
 
 /// Sluice: a thread-per-core Kafka-protocol broker.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Args {
+    /// Administer a running broker instead of starting one (any
+    /// Kafka-protocol broker; `--brokers` or `SLUICE_BROKERS`).
+    #[command(subcommand)]
+    command: Option<sluice::cli::Command>,
     /// TOML file of Kafka-named settings (`num.partitions = 3`, ...).
     #[arg(long, short = 'c')]
     config: Option<PathBuf>,
@@ -115,6 +119,9 @@ fn print_config(sources: &Sources) {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(cmd) = args.command {
+        return sluice::cli::run(cmd);
+    }
     if args.help_settings {
         for (k, doc) in sluice::config::SETTINGS {
             println!("{k:40} {doc}");

@@ -267,10 +267,7 @@ fn api_name(key: i16) -> String {
 }
 
 fn error_name(code: i16) -> String {
-    format!("{:?}", kafka_protocol::error::ResponseError::try_from_code(code))
-        .trim_start_matches("Some(")
-        .trim_end_matches(')')
-        .to_string()
+    crate::error_codes::kafka_name(code)
 }
 
 impl Report {

@@ -135,6 +135,10 @@ pub struct Common {
     pub incarnation: uuid::Uuid,
     /// Every shard has started and listens (set once by `Broker::start`).
     pub started: std::sync::atomic::AtomicBool,
+    /// Shard 0 has started the controller (and, unless no quorum leader
+    /// answered in time, registered the broker): the other shards accept
+    /// clients from then on.
+    pub controller_started: std::sync::atomic::AtomicBool,
     /// The image shows this incarnation registered and unfenced.
     pub registered: std::sync::atomic::AtomicBool,
     /// Shutdown has begun.

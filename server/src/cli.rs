@@ -1,0 +1,569 @@
+//! `sluice topic|group|cluster ...`: administration of any Kafka-protocol
+//! broker from a terminal, over the Kafka protocol (a blocking connection
+//! to the first reachable broker of `--brokers`). Tables by default,
+//! `--json` for scripts. Exit codes: 0 done, 1 the broker refused (the
+//! Kafka error's name is printed), 3 no broker reachable or the
+//! connection failed; clap answers bad usage with 2.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeClusterRequest, DescribeClusterResponse, DescribeGroupsRequest, DescribeGroupsResponse, GroupId,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, MetadataRequest, MetadataResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use serde_json::json;
+use sluice_tools::{Connection, Error};
+
+/// Where the brokers are, and how to print.
+#[derive(Debug, clap::Args)]
+pub struct Target {
+    /// Brokers to try, in order: HOST:PORT[,HOST:PORT...].
+    #[arg(long, env = "SLUICE_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// JSON on stdout instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Topics: list, describe, create, alter-config, delete.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// Consumer groups: list, describe (members and lag per partition).
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// The cluster: brokers and the active controller.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TopicCommand {
+    /// Every topic with its partition count and replication factor.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Each partition's leader, replicas and ISR.
+    Describe {
+        #[command(flatten)]
+        target: Target,
+        topics: Vec<String>,
+    },
+    /// Creates a topic.
+    Create {
+        #[command(flatten)]
+        target: Target,
+        topic: String,
+        /// Partitions (the broker's num.partitions when left out).
+        #[arg(long, short = 'p')]
+        partitions: Option<i32>,
+        /// Replicas of each partition (the broker's
+        /// default.replication.factor when left out).
+        #[arg(long, short = 'r')]
+        replication_factor: Option<i16>,
+        /// A topic config, KEY=VALUE; repeatable.
+        #[arg(long = "config", short = 'c', value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+    },
+    /// Sets or removes topic configs.
+    AlterConfig {
+        #[command(flatten)]
+        target: Target,
+        topic: String,
+        /// KEY=VALUE to set; repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// KEY to return to the broker's default; repeatable.
+        #[arg(long = "delete", value_name = "KEY")]
+        delete: Vec<String>,
+    },
+    /// Deletes topics.
+    Delete {
+        #[command(flatten)]
+        target: Target,
+        #[arg(required = true)]
+        topics: Vec<String>,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum GroupCommand {
+    /// Every consumer group with its state.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// A group's state and members, and per partition its committed
+    /// offset, the log end and the lag.
+    Describe {
+        #[command(flatten)]
+        target: Target,
+        group: String,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ClusterCommand {
+    /// The cluster id, the brokers and the active controller.
+    Info {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// A failed command: what to print and the exit code.
+#[derive(Debug)]
+struct Failure {
+    message: String,
+    code: u8,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Kafka { api, code } => Failure {
+                message: format!("{api}: {}", error_name(code)),
+                code: 1,
+            },
+            other => Failure {
+                message: other.to_string(),
+                code: 3,
+            },
+        }
+    }
+}
+
+fn refused(what: &str, code: i16, message: Option<&StrBytes>) -> Failure {
+    let detail = message.map(|m| format!(": {m}")).unwrap_or_default();
+    Failure {
+        message: format!("{what}: {}{detail}", error_name(code)),
+        code: 1,
+    }
+}
+
+/// Kafka's name of an error code (`UNKNOWN_TOPIC_OR_PARTITION`).
+pub fn error_name(code: i16) -> String {
+    crate::error_codes::kafka_name(code)
+}
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+fn connect(brokers: &str) -> Result<Connection, Failure> {
+    let mut last = None;
+    for b in brokers.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+        match Connection::connect(b) {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.map_or_else(
+        || Failure {
+            message: "no broker given (--brokers)".into(),
+            code: 3,
+        },
+        Failure::from,
+    ))
+}
+
+fn key_value(kv: &str) -> Result<(String, String), Failure> {
+    kv.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .ok_or_else(|| Failure {
+            message: format!("`{kv}`: expected KEY=VALUE"),
+            code: 2,
+        })
+}
+
+/// Prints rows as an aligned table under `head`.
+fn table(head: &[&str], rows: &[Vec<String>]) {
+    let mut width: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let parts: Vec<String> = cells.iter().zip(&width).map(|(c, w)| format!("{c:w$}")).collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(head.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+fn ids(v: &[kafka_protocol::messages::BrokerId]) -> String {
+    v.iter().map(|b| b.0.to_string()).collect::<Vec<_>>().join(",")
+}
+
+fn metadata(conn: &mut Connection, topics: Option<&[String]>) -> Result<MetadataResponse, Failure> {
+    let mut req = MetadataRequest::default();
+    req.topics = topics.map(|ts| {
+        ts.iter()
+            .map(|t| {
+                let mut rt = MetadataRequestTopic::default();
+                rt.name = Some(TopicName(s(t)));
+                rt
+            })
+            .collect()
+    });
+    req.allow_auto_topic_creation = false;
+    Ok(conn.call(ApiKey::Metadata, 12, &req)?)
+}
+
+/// Runs a subcommand; prints its result and returns the exit code.
+pub fn run(cmd: Command) -> ExitCode {
+    match dispatch(cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("sluice: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn dispatch(cmd: Command) -> Result<(), Failure> {
+    match cmd {
+        Command::Topic(TopicCommand::List { target }) => topic_list(&target),
+        Command::Topic(TopicCommand::Describe { target, topics }) => topic_describe(&target, &topics),
+        Command::Topic(TopicCommand::Create {
+            target,
+            topic,
+            partitions,
+            replication_factor,
+            configs,
+        }) => topic_create(&target, &topic, partitions, replication_factor, &configs),
+        Command::Topic(TopicCommand::AlterConfig {
+            target,
+            topic,
+            set,
+            delete,
+        }) => topic_alter_config(&target, &topic, &set, &delete),
+        Command::Topic(TopicCommand::Delete { target, topics }) => topic_delete(&target, &topics),
+        Command::Group(GroupCommand::List { target }) => group_list(&target),
+        Command::Group(GroupCommand::Describe { target, group }) => group_describe(&target, &group),
+        Command::Cluster(ClusterCommand::Info { target }) => cluster_info(&target),
+    }
+}
+
+fn topic_list(t: &Target) -> Result<(), Failure> {
+    let mut conn = connect(&t.brokers)?;
+    let md = metadata(&mut conn, None)?;
+    let mut rows: Vec<(String, usize, usize, bool)> = md
+        .topics
+        .iter()
+        .map(|tp| {
+            let name = tp.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
+            let rf = tp.partitions.first().map_or(0, |p| p.replica_nodes.len());
+            (name, tp.partitions.len(), rf, tp.is_internal)
+        })
+        .collect();
+    rows.sort();
+    if t.json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(n, p, rf, i)| json!({"topic": n, "partitions": p, "replication_factor": rf, "internal": i}))
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+    } else {
+        let cells: Vec<Vec<String>> = rows
+            .iter()
+            .map(|(n, p, rf, i)| vec![n.clone(), p.to_string(), rf.to_string(), i.to_string()])
+            .collect();
+        table(&["TOPIC", "PARTITIONS", "REPLICATION", "INTERNAL"], &cells);
+    }
+    Ok(())
+}
+
+fn topic_describe(t: &Target, topics: &[String]) -> Result<(), Failure> {
+    let mut conn = connect(&t.brokers)?;
+    let md = metadata(&mut conn, (!topics.is_empty()).then_some(topics))?;
+    let mut out = Vec::new();
+    let mut rows = Vec::new();
+    for tp in &md.topics {
+        let name = tp.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
+        if tp.error_code != 0 {
+            return Err(refused(&format!("topic `{name}`"), tp.error_code, None));
+        }
+        let mut parts: Vec<_> = tp.partitions.iter().collect();
+        parts.sort_by_key(|p| p.partition_index);
+        for p in parts {
+            out.push(json!({
+                "topic": name, "partition": p.partition_index, "leader": p.leader_id.0,
+                "leader_epoch": p.leader_epoch,
+                "replicas": p.replica_nodes.iter().map(|b| b.0).collect::<Vec<_>>(),
+                "isr": p.isr_nodes.iter().map(|b| b.0).collect::<Vec<_>>(),
+                "offline": p.offline_replicas.iter().map(|b| b.0).collect::<Vec<_>>(),
+            }));
+            rows.push(vec![
+                name.clone(),
+                p.partition_index.to_string(),
+                p.leader_id.0.to_string(),
+                p.leader_epoch.to_string(),
+                ids(&p.replica_nodes),
+                ids(&p.isr_nodes),
+                ids(&p.offline_replicas),
+            ]);
+        }
+    }
+    if t.json {
+        println!("{}", serde_json::Value::Array(out));
+    } else {
+        table(
+            &["TOPIC", "PARTITION", "LEADER", "EPOCH", "REPLICAS", "ISR", "OFFLINE"],
+            &rows,
+        );
+    }
+    Ok(())
+}
+
+fn topic_create(
+    t: &Target,
+    topic: &str,
+    partitions: Option<i32>,
+    rf: Option<i16>,
+    configs: &[String],
+) -> Result<(), Failure> {
+    let mut ct = CreatableTopic::default();
+    ct.name = TopicName(s(topic));
+    ct.num_partitions = partitions.unwrap_or(-1);
+    ct.replication_factor = rf.unwrap_or(-1);
+    for kv in configs {
+        let (k, v) = key_value(kv)?;
+        let mut c = CreatableTopicConfig::default();
+        c.name = s(&k);
+        c.value = Some(s(&v));
+        ct.configs.push(c);
+    }
+    let mut req = CreateTopicsRequest::default();
+    req.topics = vec![ct];
+    req.timeout_ms = 30_000;
+    let mut conn = connect(&t.brokers)?;
+    let resp: CreateTopicsResponse = conn.call(ApiKey::CreateTopics, 7, &req)?;
+    let r = resp.topics.first().ok_or_else(|| Failure {
+        message: "CreateTopics: empty answer".into(),
+        code: 1,
+    })?;
+    if r.error_code != 0 {
+        return Err(refused(
+            &format!("creating `{topic}`"),
+            r.error_code,
+            r.error_message.as_ref(),
+        ));
+    }
+    if t.json {
+        println!(
+            "{}",
+            json!({"topic": topic, "topic_id": r.topic_id.to_string(), "partitions": r.num_partitions, "replication_factor": r.replication_factor})
+        );
+    } else {
+        println!(
+            "created {topic}: {} partition(s), replication factor {}",
+            r.num_partitions, r.replication_factor
+        );
+    }
+    Ok(())
+}
+
+fn topic_alter_config(t: &Target, topic: &str, set: &[String], delete: &[String]) -> Result<(), Failure> {
+    let mut res = AlterConfigsResource::default();
+    res.resource_type = 2; // TOPIC
+    res.resource_name = s(topic);
+    for kv in set {
+        let (k, v) = key_value(kv)?;
+        let mut c = AlterableConfig::default();
+        c.name = s(&k);
+        c.config_operation = 0; // SET
+        c.value = Some(s(&v));
+        res.configs.push(c);
+    }
+    for k in delete {
+        let mut c = AlterableConfig::default();
+        c.name = s(k);
+        c.config_operation = 1; // DELETE
+        res.configs.push(c);
+    }
+    if res.configs.is_empty() {
+        return Err(Failure {
+            message: "nothing to change: give --set KEY=VALUE or --delete KEY".into(),
+            code: 2,
+        });
+    }
+    let mut req = IncrementalAlterConfigsRequest::default();
+    req.resources = vec![res];
+    let mut conn = connect(&t.brokers)?;
+    let resp: IncrementalAlterConfigsResponse = conn.call(ApiKey::IncrementalAlterConfigs, 1, &req)?;
+    for r in &resp.responses {
+        if r.error_code != 0 {
+            return Err(refused(
+                &format!("altering `{topic}`"),
+                r.error_code,
+                r.error_message.as_ref(),
+            ));
+        }
+    }
+    if t.json {
+        println!("{}", json!({"topic": topic, "set": set, "deleted": delete}));
+    } else {
+        println!("altered {topic}");
+    }
+    Ok(())
+}
+
+fn topic_delete(t: &Target, topics: &[String]) -> Result<(), Failure> {
+    let mut req = DeleteTopicsRequest::default();
+    req.topics = topics
+        .iter()
+        .map(|n| {
+            let mut d = DeleteTopicState::default();
+            d.name = Some(TopicName(s(n)));
+            d
+        })
+        .collect();
+    req.timeout_ms = 30_000;
+    let mut conn = connect(&t.brokers)?;
+    let resp: DeleteTopicsResponse = conn.call(ApiKey::DeleteTopics, 6, &req)?;
+    let mut first_error = None;
+    let mut out = Vec::new();
+    for r in &resp.responses {
+        let name = r.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
+        out.push(json!({"topic": name, "error": (r.error_code != 0).then(|| error_name(r.error_code))}));
+        if r.error_code != 0 {
+            first_error
+                .get_or_insert_with(|| refused(&format!("deleting `{name}`"), r.error_code, r.error_message.as_ref()));
+        } else if !t.json {
+            println!("deleted {name}");
+        }
+    }
+    if t.json {
+        println!("{}", serde_json::Value::Array(out));
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+fn group_list(t: &Target) -> Result<(), Failure> {
+    let mut conn = connect(&t.brokers)?;
+    let groups = sluice_tools::list_groups(&mut conn)?;
+    let described = describe_groups(&mut conn, &groups)?;
+    if t.json {
+        let v: Vec<_> = described
+            .iter()
+            .map(|(g, (state, members))| json!({"group": g, "state": state, "members": members}))
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+    } else {
+        let rows: Vec<Vec<String>> = described
+            .iter()
+            .map(|(g, (state, members))| vec![g.clone(), state.clone(), members.to_string()])
+            .collect();
+        table(&["GROUP", "STATE", "MEMBERS"], &rows);
+    }
+    Ok(())
+}
+
+/// State and member count of each group.
+fn describe_groups(conn: &mut Connection, groups: &[String]) -> Result<BTreeMap<String, (String, usize)>, Failure> {
+    let mut out = BTreeMap::new();
+    if groups.is_empty() {
+        return Ok(out);
+    }
+    let mut req = DescribeGroupsRequest::default();
+    req.groups = groups.iter().map(|g| GroupId(s(g))).collect();
+    let resp: DescribeGroupsResponse = conn.call(ApiKey::DescribeGroups, 5, &req)?;
+    for g in resp.groups {
+        if g.error_code != 0 {
+            return Err(refused(&format!("group `{}`", &*g.group_id), g.error_code, None));
+        }
+        out.insert(g.group_id.to_string(), (g.group_state.to_string(), g.members.len()));
+    }
+    Ok(out)
+}
+
+fn group_describe(t: &Target, group: &str) -> Result<(), Failure> {
+    let mut conn = connect(&t.brokers)?;
+    let described = describe_groups(&mut conn, &[group.to_string()])?;
+    let (state, members) = described.get(group).cloned().unwrap_or_default();
+    let rows = sluice_tools::lag(&t.brokers_first(), &[group.to_string()])?;
+    if t.json {
+        println!(
+            "{}",
+            json!({"group": group, "state": state, "members": members, "partitions": rows})
+        );
+    } else {
+        println!("group {group}: {state}, {members} member(s)");
+        print!("{}", sluice_tools::table(&rows));
+    }
+    Ok(())
+}
+
+impl Target {
+    /// The first broker of `--brokers` that accepts a connection.
+    fn brokers_first(&self) -> String {
+        self.brokers
+            .split(',')
+            .map(str::trim)
+            .find(|b| Connection::connect(b).is_ok())
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+fn cluster_info(t: &Target) -> Result<(), Failure> {
+    let mut conn = connect(&t.brokers)?;
+    let resp: DescribeClusterResponse = conn.call(ApiKey::DescribeCluster, 1, &DescribeClusterRequest::default())?;
+    if resp.error_code != 0 {
+        return Err(refused("DescribeCluster", resp.error_code, resp.error_message.as_ref()));
+    }
+    let mut brokers: Vec<_> = resp.brokers.iter().collect();
+    brokers.sort_by_key(|b| b.broker_id.0);
+    if t.json {
+        let v: Vec<_> = brokers
+            .iter()
+            .map(|b| json!({"id": b.broker_id.0, "host": b.host.to_string(), "port": b.port, "fenced": b.is_fenced}))
+            .collect();
+        println!(
+            "{}",
+            json!({"cluster_id": resp.cluster_id.to_string(), "controller": resp.controller_id.0, "brokers": v})
+        );
+    } else {
+        println!(
+            "cluster {}, active controller {}",
+            resp.cluster_id, resp.controller_id.0
+        );
+        let rows: Vec<Vec<String>> = brokers
+            .iter()
+            .map(|b| {
+                vec![
+                    b.broker_id.0.to_string(),
+                    format!("{}:{}", b.host, b.port),
+                    b.is_fenced.to_string(),
+                ]
+            })
+            .collect();
+        table(&["BROKER", "ADDRESS", "FENCED"], &rows);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_names_are_kafkas() {
+        assert_eq!(error_name(3), "UNKNOWN_TOPIC_OR_PARTITION");
+        assert_eq!(error_name(36), "TOPIC_ALREADY_EXISTS");
+        assert_eq!(error_name(-32000), "error code -32000");
+    }
+}

@@ -1,0 +1,82 @@
+"""`sluice topic|group|cluster ...` against a running broker: tables and
+`--json` parsed back, Kafka error names on stderr with exit code 1, exit
+code 3 when no broker answers."""
+import json
+import subprocess
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from conftest import BINARY, free_port
+
+
+def cli(broker, *args):
+    out = subprocess.run([BINARY, *args, "--brokers", broker.bootstrap], capture_output=True, text=True, timeout=60)
+    return out.returncode, out.stdout, out.stderr
+
+
+def test_topic_commands(broker):
+    rc, out, err = cli(broker, "topic", "create", "cli-t", "-p", "3", "-c", "retention.ms=60000")
+    assert rc == 0, err
+    assert "created cli-t: 3 partition(s)" in out
+    rc, out, err = cli(broker, "topic", "create", "cli-t", "-p", "3")
+    assert rc == 1 and "TOPIC_ALREADY_EXISTS" in err, err
+
+    rc, out, _ = cli(broker, "topic", "list", "--json")
+    assert rc == 0
+    topics = {t["topic"]: t for t in json.loads(out)}
+    assert topics["cli-t"] == {"topic": "cli-t", "partitions": 3, "replication_factor": 1, "internal": False}
+    rc, out, _ = cli(broker, "topic", "list")
+    assert rc == 0 and out.splitlines()[0].split() == ["TOPIC", "PARTITIONS", "REPLICATION", "INTERNAL"]
+
+    rc, out, _ = cli(broker, "topic", "describe", "cli-t", "--json")
+    assert rc == 0
+    parts = json.loads(out)
+    assert [p["partition"] for p in parts] == [0, 1, 2]
+    assert all(p["leader"] == p["replicas"][0] and p["isr"] == p["replicas"] for p in parts)
+    rc, _, err = cli(broker, "topic", "describe", "no-such-topic")
+    assert rc == 1 and "UNKNOWN_TOPIC_OR_PARTITION" in err
+
+    rc, _, err = cli(broker, "topic", "alter-config", "cli-t", "--set", "retention.ms=5000")
+    assert rc == 0, err
+    rc, _, err = cli(broker, "topic", "alter-config", "cli-t", "--set", "no.such.config=1")
+    assert rc == 1 and "INVALID_CONFIG" in err, err
+
+    rc, out, err = cli(broker, "topic", "delete", "cli-t", "--json")
+    assert rc == 0, err
+    assert json.loads(out) == [{"topic": "cli-t", "error": None}]
+    rc, _, err = cli(broker, "topic", "delete", "cli-t")
+    assert rc == 1 and "UNKNOWN_TOPIC_OR_PARTITION" in err
+
+
+def test_group_and_cluster_commands(broker):
+    assert cli(broker, "topic", "create", "cli-g", "-p", "1")[0] == 0
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(100):
+        p.produce("cli-g", value=b"x", partition=0)
+    p.flush(10)
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "cli-group", "enable.auto.commit": False})
+    c.commit(offsets=[TopicPartition("cli-g", 0, 40)], asynchronous=False)
+    c.close()
+
+    rc, out, _ = cli(broker, "group", "list", "--json")
+    assert rc == 0
+    assert {"group": "cli-group", "state": "Empty", "members": 0} in json.loads(out)
+    rc, out, _ = cli(broker, "group", "describe", "cli-group", "--json")
+    assert rc == 0
+    d = json.loads(out)
+    assert d["state"] == "Empty"
+    assert d["partitions"] == [{"group": "cli-group", "topic": "cli-g", "partition": 0,
+                                "committed": 40, "log_end": 100, "lag": 60}]
+    rc, out, _ = cli(broker, "group", "describe", "cli-group")
+    assert rc == 0 and "LAG" in out and "60" in out
+
+    rc, out, _ = cli(broker, "cluster", "info", "--json")
+    assert rc == 0
+    info = json.loads(out)
+    assert info["controller"] == 0 and [b["id"] for b in info["brokers"]] == [0]
+
+
+def test_no_broker_answers():
+    out = subprocess.run([BINARY, "topic", "list", "--brokers", f"127.0.0.1:{free_port()}"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 3 and "connecting to" in out.stderr
