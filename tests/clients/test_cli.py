@@ -80,3 +80,35 @@ def test_no_broker_answers():
     out = subprocess.run([BINARY, "topic", "list", "--brokers", f"127.0.0.1:{free_port()}"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 3 and "connecting to" in out.stderr
+
+
+def test_log_dump_checks_every_batch(broker):
+    import os
+    assert cli(broker, "topic", "create", "cli-log", "-p", "1")[0] == 0
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0, "compression.type": "none"})
+    for i in range(5):
+        p.produce("cli-log", key=b"k", value=b"v" * (10 + i), partition=0)
+        p.flush(10)  # five batches of one record
+    broker.stop()
+    seg = os.path.join(broker.data_dir, "cli-log-0", "00000000000000000000.log")
+    out = subprocess.run([BINARY, "log", "dump", seg, "--records", "--json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    batches = [json.loads(l) for l in out.stdout.splitlines()]
+    assert [b["base_offset"] for b in batches] == [0, 1, 2, 3, 4]
+    assert all(b["status"] == "ok" and b["count"] == 1 for b in batches)
+    assert [b["records"][0]["value_size"] for b in batches] == [10, 11, 12, 13, 14]
+
+    # Flip a byte inside the third batch's records: its CRC no longer
+    # matches, the others still do.
+    third = batches[2]
+    with open(seg, "r+b") as f:
+        f.seek(third["position"] + third["size"] - 3)
+        b = f.read(1)
+        f.seek(third["position"] + third["size"] - 3)
+        f.write(bytes([b[0] ^ 0xFF]))
+    out = subprocess.run([BINARY, "log", "dump", seg], capture_output=True, text=True)
+    assert out.returncode == 1, out.stdout
+    lines = out.stdout.splitlines()
+    assert "DAMAGED: CRC32C mismatch" in lines[2] and all(l.endswith(" ok") for l in lines[:2] + lines[3:5])
+    assert "5 batch(es), 1 damaged" in lines[5]
+    assert "damaged batch" in out.stderr
