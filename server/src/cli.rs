@@ -12,10 +12,13 @@ use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableT
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::{
-    ApiKey, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    DescribeClusterRequest, DescribeClusterResponse, DescribeGroupsRequest, DescribeGroupsResponse, GroupId,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, MetadataRequest, MetadataResponse, TopicName,
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, DeleteGroupsRequest, DeleteGroupsResponse, DeleteTopicsRequest,
+    DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
+    OffsetCommitRequest, OffsetCommitResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use serde_json::json;
@@ -129,6 +132,47 @@ pub enum GroupCommand {
         target: Target,
         group: String,
     },
+    /// Moves an empty group's committed offsets on the partitions of
+    /// `--topic` (all of them, or `TOPIC:0,2`).
+    ResetOffsets {
+        #[command(flatten)]
+        target: Target,
+        group: String,
+        /// TOPIC or TOPIC:P,P,...; repeatable.
+        #[arg(long = "topic", required = true)]
+        topics: Vec<String>,
+        #[command(flatten)]
+        to: ResetTo,
+        /// Print the new offsets without committing them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Deletes empty groups and their committed offsets.
+    Delete {
+        #[command(flatten)]
+        target: Target,
+        #[arg(required = true)]
+        groups: Vec<String>,
+    },
+}
+
+/// Where `reset-offsets` moves each partition; exactly one.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct ResetTo {
+    /// The log start.
+    #[arg(long)]
+    to_earliest: bool,
+    /// The high watermark.
+    #[arg(long)]
+    to_latest: bool,
+    /// This offset, kept within the log start and the high watermark.
+    #[arg(long)]
+    to_offset: Option<i64>,
+    /// The first offset whose timestamp is at or after this UTC time,
+    /// `YYYY-MM-DDTHH:MM:SS[.mmm]Z` (the high watermark when none is).
+    #[arg(long)]
+    to_datetime: Option<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -273,6 +317,14 @@ fn dispatch(cmd: Command) -> Result<(), Failure> {
         Command::Topic(TopicCommand::Delete { target, topics }) => topic_delete(&target, &topics),
         Command::Group(GroupCommand::List { target }) => group_list(&target),
         Command::Group(GroupCommand::Describe { target, group }) => group_describe(&target, &group),
+        Command::Group(GroupCommand::ResetOffsets {
+            target,
+            group,
+            topics,
+            to,
+            dry_run,
+        }) => group_reset_offsets(&target, &group, &topics, &to, dry_run),
+        Command::Group(GroupCommand::Delete { target, groups }) => group_delete(&target, &groups),
         Command::Cluster(ClusterCommand::Info { target }) => cluster_info(&target),
         Command::Log(LogCommand::Dump { segment, records, json }) => log_dump(&segment, records, json),
     }
@@ -615,7 +667,7 @@ fn group_describe(t: &Target, group: &str) -> Result<(), Failure> {
     let mut conn = connect(&t.brokers)?;
     let described = describe_groups(&mut conn, &[group.to_string()])?;
     let (state, members) = described.get(group).cloned().unwrap_or_default();
-    let rows = sluice_tools::lag(&t.brokers_first(), &[group.to_string()])?;
+    let rows = sluice_tools::lag(&coordinator(t, group)?, &[group.to_string()])?;
     if t.json {
         println!(
             "{}",
@@ -628,16 +680,230 @@ fn group_describe(t: &Target, group: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-impl Target {
-    /// The first broker of `--brokers` that accepts a connection.
-    fn brokers_first(&self) -> String {
-        self.brokers
-            .split(',')
-            .map(str::trim)
-            .find(|b| Connection::connect(b).is_ok())
-            .unwrap_or_default()
-            .to_string()
+/// The address of `group`'s coordinator (FindCoordinator through any
+/// broker of `--brokers`).
+fn coordinator(t: &Target, group: &str) -> Result<String, Failure> {
+    let mut conn = connect(&t.brokers)?;
+    let mut req = FindCoordinatorRequest::default();
+    req.key = s(group);
+    let resp: FindCoordinatorResponse = conn.call(ApiKey::FindCoordinator, 3, &req)?;
+    if resp.error_code != 0 {
+        return Err(refused(
+            &format!("finding the coordinator of `{group}`"),
+            resp.error_code,
+            resp.error_message.as_ref(),
+        ));
     }
+    Ok(format!("{}:{}", resp.host, resp.port))
+}
+
+/// Milliseconds since the epoch of `YYYY-MM-DDTHH:MM:SS[.mmm]Z`.
+pub fn parse_utc(text: &str) -> Option<i64> {
+    let t = text.strip_suffix('Z')?;
+    let (date, time) = t.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut h = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (h.next()??, h.next()??, h.next()??);
+    let ms: i64 = format!("{frac:0<3}").get(..3)?.parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from the civil date (proleptic Gregorian).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000 + ms)
+}
+
+/// ListOffsets at `timestamp` (-2 earliest, -1 latest) for `parts`.
+fn list_offsets(
+    conn: &mut Connection,
+    parts: &BTreeMap<String, Vec<i32>>,
+    timestamp: i64,
+) -> Result<BTreeMap<(String, i32), i64>, Failure> {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let mut req = ListOffsetsRequest::default();
+    req.replica_id = kafka_protocol::messages::BrokerId(-1);
+    req.topics = parts
+        .iter()
+        .map(|(t, ps)| {
+            let mut lt = ListOffsetsTopic::default();
+            lt.name = TopicName(s(t));
+            lt.partitions = ps
+                .iter()
+                .map(|&p| {
+                    let mut lp = ListOffsetsPartition::default();
+                    lp.partition_index = p;
+                    lp.timestamp = timestamp;
+                    lp
+                })
+                .collect();
+            lt
+        })
+        .collect();
+    let resp: ListOffsetsResponse = conn.call(ApiKey::ListOffsets, 7, &req)?;
+    let mut out = BTreeMap::new();
+    for t in resp.topics {
+        for p in t.partitions {
+            if p.error_code != 0 {
+                return Err(refused(
+                    &format!("ListOffsets {}-{}", &*t.name, p.partition_index),
+                    p.error_code,
+                    None,
+                ));
+            }
+            out.insert((t.name.to_string(), p.partition_index), p.offset);
+        }
+    }
+    Ok(out)
+}
+
+fn group_reset_offsets(t: &Target, group: &str, topics: &[String], to: &ResetTo, dry_run: bool) -> Result<(), Failure> {
+    let mut conn = connect(&t.brokers)?;
+    // The partitions: named ones, or all of the topic's.
+    let mut parts: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    for spec in topics {
+        let (topic, list) = spec
+            .split_once(':')
+            .map_or((spec.as_str(), None), |(a, b)| (a, Some(b)));
+        let ps: Vec<i32> = match list {
+            Some(l) => l
+                .split(',')
+                .map(|p| {
+                    p.trim().parse().map_err(|_| Failure {
+                        message: format!("`{spec}`: expected TOPIC or TOPIC:P,P,..."),
+                        code: 2,
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            None => {
+                let md = metadata(&mut conn, Some(&[topic.to_string()]))?;
+                let tp = md.topics.first().ok_or_else(|| Failure {
+                    message: format!("no metadata for `{topic}`"),
+                    code: 1,
+                })?;
+                if tp.error_code != 0 {
+                    return Err(refused(&format!("topic `{topic}`"), tp.error_code, None));
+                }
+                tp.partitions.iter().map(|p| p.partition_index).collect()
+            }
+        };
+        parts.entry(topic.to_string()).or_default().extend(ps);
+    }
+    let earliest = list_offsets(&mut conn, &parts, -2)?;
+    let latest = list_offsets(&mut conn, &parts, -1)?;
+    let at_time = match &to.to_datetime {
+        Some(text) => {
+            let ms = parse_utc(text).ok_or_else(|| Failure {
+                message: format!("`{text}`: expected YYYY-MM-DDTHH:MM:SS[.mmm]Z"),
+                code: 2,
+            })?;
+            Some(list_offsets(&mut conn, &parts, ms)?)
+        }
+        None => None,
+    };
+    let mut plan: Vec<(String, i32, i64)> = Vec::new();
+    for (topic, ps) in &parts {
+        for &p in ps {
+            let k = (topic.clone(), p);
+            let (lo, hi) = (
+                earliest.get(&k).copied().unwrap_or(0),
+                latest.get(&k).copied().unwrap_or(0),
+            );
+            let new = if to.to_earliest {
+                lo
+            } else if to.to_latest {
+                hi
+            } else if let Some(o) = to.to_offset {
+                o.clamp(lo, hi)
+            } else {
+                // No record at or after the time: the high watermark.
+                at_time
+                    .as_ref()
+                    .and_then(|m| m.get(&k).copied())
+                    .filter(|&o| o >= 0)
+                    .unwrap_or(hi)
+            };
+            plan.push((topic.clone(), p, new));
+        }
+    }
+    if !dry_run {
+        let mut coord = Connection::connect(&coordinator(t, group)?)?;
+        let mut req = OffsetCommitRequest::default();
+        req.group_id = GroupId(s(group));
+        req.generation_id_or_member_epoch = -1;
+        req.retention_time_ms = -1;
+        for topic in parts.keys() {
+            let mut rt = OffsetCommitRequestTopic::default();
+            rt.name = TopicName(s(topic));
+            for (_, p, o) in plan.iter().filter(|(tp, _, _)| tp == topic) {
+                let mut rp = OffsetCommitRequestPartition::default();
+                rp.partition_index = *p;
+                rp.committed_offset = *o;
+                rp.committed_leader_epoch = -1;
+                rt.partitions.push(rp);
+            }
+            req.topics.push(rt);
+        }
+        let resp: OffsetCommitResponse = coord.call(ApiKey::OffsetCommit, 8, &req)?;
+        for rt in &resp.topics {
+            for rp in &rt.partitions {
+                if rp.error_code != 0 {
+                    return Err(refused(
+                        &format!("committing {}-{} for `{group}`", &*rt.name, rp.partition_index),
+                        rp.error_code,
+                        None,
+                    ));
+                }
+            }
+        }
+    }
+    if t.json {
+        let v: Vec<_> = plan
+            .iter()
+            .map(|(topic, p, o)| json!({"topic": topic, "partition": p, "offset": o}))
+            .collect();
+        println!("{}", json!({"group": group, "dry_run": dry_run, "partitions": v}));
+    } else {
+        let rows: Vec<Vec<String>> = plan
+            .iter()
+            .map(|(topic, p, o)| vec![topic.clone(), p.to_string(), o.to_string()])
+            .collect();
+        table(&["TOPIC", "PARTITION", "NEW-OFFSET"], &rows);
+        if dry_run {
+            println!("(dry run: nothing committed)");
+        }
+    }
+    Ok(())
+}
+
+fn group_delete(t: &Target, groups: &[String]) -> Result<(), Failure> {
+    let mut first_error = None;
+    let mut out = Vec::new();
+    for g in groups {
+        let mut conn = Connection::connect(&coordinator(t, g)?)?;
+        let mut req = DeleteGroupsRequest::default();
+        req.groups_names = vec![GroupId(s(g))];
+        let resp: DeleteGroupsResponse = conn.call(ApiKey::DeleteGroups, 2, &req)?;
+        for r in resp.results {
+            out.push(json!({"group": r.group_id.to_string(), "error": (r.error_code != 0).then(|| error_name(r.error_code))}));
+            if r.error_code != 0 {
+                first_error.get_or_insert_with(|| refused(&format!("deleting group `{g}`"), r.error_code, None));
+            } else if !t.json {
+                println!("deleted group {g}");
+            }
+        }
+    }
+    if t.json {
+        println!("{}", serde_json::Value::Array(out));
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 fn cluster_info(t: &Target) -> Result<(), Failure> {
@@ -680,6 +946,15 @@ fn cluster_info(t: &Target) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utc_datetimes_parse_to_epoch_milliseconds() {
+        assert_eq!(parse_utc("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_utc("2026-11-28T16:39:32Z"), Some(1_795_883_972_000));
+        assert_eq!(parse_utc("2000-02-29T12:00:00.5Z"), Some(951_825_600_500));
+        assert_eq!(parse_utc("2026-13-01T00:00:00Z"), None);
+        assert_eq!(parse_utc("2026-11-28 16:39:32"), None);
+    }
 
     #[test]
     fn error_names_are_kafkas() {

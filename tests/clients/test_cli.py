@@ -3,6 +3,7 @@
 code 3 when no broker answers."""
 import json
 import subprocess
+import time
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
@@ -112,3 +113,58 @@ def test_log_dump_checks_every_batch(broker):
     assert "DAMAGED: CRC32C mismatch" in lines[2] and all(l.endswith(" ok") for l in lines[:2] + lines[3:5])
     assert "5 batch(es), 1 damaged" in lines[5]
     assert "damaged batch" in out.stderr
+
+
+def test_group_reset_offsets_and_delete(broker):
+    assert cli(broker, "topic", "create", "cli-r", "-p", "2")[0] == 0
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
+    for i in range(10):
+        p.produce("cli-r", value=b"early", partition=i % 2)
+    p.flush(10)
+    time.sleep(1.1)
+    middle = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    time.sleep(1.1)
+    for i in range(10):
+        p.produce("cli-r", value=b"late", partition=i % 2)
+    p.flush(10)
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "cli-r-group", "enable.auto.commit": False})
+    c.commit(offsets=[TopicPartition("cli-r", 0, 3), TopicPartition("cli-r", 1, 3)], asynchronous=False)
+    c.close()
+
+    def committed():
+        rc, out, _ = cli(broker, "group", "describe", "cli-r-group", "--json")
+        assert rc == 0
+        return {r["partition"]: r["committed"] for r in json.loads(out)["partitions"]}
+
+    rc, out, err = cli(broker, "group", "reset-offsets", "cli-r-group", "--topic", "cli-r", "--to-latest",
+                       "--dry-run", "--json")
+    assert rc == 0, err
+    assert json.loads(out)["partitions"] == [{"topic": "cli-r", "partition": 0, "offset": 10},
+                                             {"topic": "cli-r", "partition": 1, "offset": 10}]
+    assert committed() == {0: 3, 1: 3}, "a dry run commits nothing"
+    assert cli(broker, "group", "reset-offsets", "cli-r-group", "--topic", "cli-r", "--to-latest")[0] == 0
+    assert committed() == {0: 10, 1: 10}
+    assert cli(broker, "group", "reset-offsets", "cli-r-group", "--topic", "cli-r:1", "--to-earliest")[0] == 0
+    assert committed() == {0: 10, 1: 0}
+    assert cli(broker, "group", "reset-offsets", "cli-r-group", "--topic", "cli-r", "--to-offset", "99")[0] == 0
+    assert committed() == {0: 10, 1: 10}, "kept within the log"
+    assert cli(broker, "group", "reset-offsets", "cli-r-group", "--topic", "cli-r", "--to-datetime", middle)[0] == 0
+    assert committed() == {0: 5, 1: 5}, "the first record at or after the time"
+    rc, _, err = cli(broker, "group", "reset-offsets", "cli-r-group", "--topic", "cli-r", "--to-datetime", "yesterday")
+    assert rc == 2 and "YYYY-MM-DD" in err
+
+    # A group with a member cannot be reset or deleted.
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "cli-r-group", "enable.auto.commit": False,
+                  "session.timeout.ms": 6000})
+    c.subscribe(["cli-r"])
+    deadline = time.time() + 30
+    while not c.assignment() and time.time() < deadline:
+        c.poll(0.2)
+    rc, _, err = cli(broker, "group", "delete", "cli-r-group")
+    assert rc == 1 and "NON_EMPTY_GROUP" in err, err
+    c.close()
+    rc, out, err = cli(broker, "group", "delete", "cli-r-group", "--json")
+    assert rc == 0, err
+    assert json.loads(out) == [{"group": "cli-r-group", "error": None}]
+    rc, out, _ = cli(broker, "group", "list", "--json")
+    assert all(g["group"] != "cli-r-group" for g in json.loads(out))
