@@ -49,6 +49,9 @@ pub enum Command {
     /// Log segment files, offline.
     #[command(subcommand)]
     Log(LogCommand),
+    /// Prints a shell completion script for `sluice` (bash, zsh, fish,
+    /// elvish, powershell).
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -179,6 +182,13 @@ pub struct ResetTo {
 pub enum ClusterCommand {
     /// The cluster id, the brokers and the active controller.
     Info {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Healthy when there is an active controller, no broker is fenced,
+    /// and every partition has a leader and its full ISR; exits 1 when
+    /// not, naming what is wrong.
+    Health {
         #[command(flatten)]
         target: Target,
     },
@@ -326,6 +336,11 @@ fn dispatch(cmd: Command) -> Result<(), Failure> {
         }) => group_reset_offsets(&target, &group, &topics, &to, dry_run),
         Command::Group(GroupCommand::Delete { target, groups }) => group_delete(&target, &groups),
         Command::Cluster(ClusterCommand::Info { target }) => cluster_info(&target),
+        Command::Cluster(ClusterCommand::Health { target }) => cluster_health(&target),
+        Command::Completions { .. } => Err(Failure {
+            message: "completions are printed by the binary's entry point".into(),
+            code: 2,
+        }),
         Command::Log(LogCommand::Dump { segment, records, json }) => log_dump(&segment, records, json),
     }
 }
@@ -906,9 +921,16 @@ fn group_delete(t: &Target, groups: &[String]) -> Result<(), Failure> {
     first_error.map_or(Ok(()), Err)
 }
 
+/// DescribeCluster v2 with the fenced brokers included.
+fn describe_cluster(conn: &mut Connection) -> Result<DescribeClusterResponse, Failure> {
+    let mut req = DescribeClusterRequest::default();
+    req.include_fenced_brokers = true;
+    Ok(conn.call(ApiKey::DescribeCluster, 2, &req)?)
+}
+
 fn cluster_info(t: &Target) -> Result<(), Failure> {
     let mut conn = connect(&t.brokers)?;
-    let resp: DescribeClusterResponse = conn.call(ApiKey::DescribeCluster, 1, &DescribeClusterRequest::default())?;
+    let resp = describe_cluster(&mut conn)?;
     if resp.error_code != 0 {
         return Err(refused("DescribeCluster", resp.error_code, resp.error_message.as_ref()));
     }
@@ -941,6 +963,88 @@ fn cluster_info(t: &Target) -> Result<(), Failure> {
         table(&["BROKER", "ADDRESS", "FENCED"], &rows);
     }
     Ok(())
+}
+
+fn cluster_health(t: &Target) -> Result<(), Failure> {
+    let mut conn = connect(&t.brokers)?;
+    let cluster = describe_cluster(&mut conn)?;
+    if cluster.error_code != 0 {
+        return Err(refused(
+            "DescribeCluster",
+            cluster.error_code,
+            cluster.error_message.as_ref(),
+        ));
+    }
+    let md = metadata(&mut conn, None)?;
+    let fenced: Vec<i32> = cluster
+        .brokers
+        .iter()
+        .filter(|b| b.is_fenced)
+        .map(|b| b.broker_id.0)
+        .collect();
+    let (mut offline, mut under, mut total) = (Vec::new(), Vec::new(), 0usize);
+    for tp in &md.topics {
+        let name = tp.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
+        for p in &tp.partitions {
+            total += 1;
+            if p.leader_id.0 < 0 {
+                offline.push(format!("{name}-{}", p.partition_index));
+            } else if p.isr_nodes.len() < p.replica_nodes.len() {
+                under.push(format!("{name}-{}", p.partition_index));
+            }
+        }
+    }
+    offline.sort();
+    under.sort();
+    let mut problems = Vec::new();
+    if cluster.controller_id.0 < 0 {
+        problems.push("no active controller".to_string());
+    }
+    if !fenced.is_empty() {
+        problems.push(format!("fenced brokers: {fenced:?}"));
+    }
+    if !offline.is_empty() {
+        problems.push(format!(
+            "{} partition(s) without a leader: {}",
+            offline.len(),
+            offline.join(" ")
+        ));
+    }
+    if !under.is_empty() {
+        problems.push(format!(
+            "{} under-replicated partition(s): {}",
+            under.len(),
+            under.join(" ")
+        ));
+    }
+    if t.json {
+        println!(
+            "{}",
+            json!({
+                "healthy": problems.is_empty(), "controller": cluster.controller_id.0,
+                "brokers": cluster.brokers.len(), "fenced_brokers": fenced, "partitions": total,
+                "offline_partitions": offline, "under_replicated_partitions": under,
+            })
+        );
+    } else if problems.is_empty() {
+        println!(
+            "healthy: controller {}, {} broker(s), {total} partition(s) led with their full ISR",
+            cluster.controller_id.0,
+            cluster.brokers.len()
+        );
+    } else {
+        for p in &problems {
+            println!("unhealthy: {p}");
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure {
+            message: format!("cluster unhealthy: {}", problems.join("; ")),
+            code: 1,
+        })
+    }
 }
 
 #[cfg(test)]

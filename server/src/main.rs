@@ -120,6 +120,11 @@ fn print_config(sources: &Sources) {
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(cmd) = args.command {
+        if let sluice::cli::Command::Completions { shell } = cmd {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Args::command(), "sluice", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
         return sluice::cli::run(cmd);
     }
     if args.help_settings {

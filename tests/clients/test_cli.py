@@ -168,3 +168,35 @@ def test_group_reset_offsets_and_delete(broker):
     assert json.loads(out) == [{"group": "cli-r-group", "error": None}]
     rc, out, _ = cli(broker, "group", "list", "--json")
     assert all(g["group"] != "cli-r-group" for g in json.loads(out))
+
+
+def test_cluster_health_sees_a_dead_broker():
+    from test_cluster import create as create_rf3, running_cluster, wait_for
+
+    class At:
+        def __init__(self, node):
+            self.bootstrap = node.bootstrap
+
+    with running_cluster() as c:
+        create_rf3(c.node(1), "cli-h", partitions=3, rf=3)
+
+        def health():
+            return cli(At(c.node(1)), "cluster", "health", "--json")
+
+        wait_for("healthy", lambda: health()[0] == 0)
+        rc, out, _ = health()
+        h = json.loads(out)
+        assert h["healthy"] and h["brokers"] == 3 and h["offline_partitions"] == []
+        c.node(3).kill9()
+        # Fenced once its session lapses; its partitions lose it from
+        # their ISR.
+        wait_for("node 3 fenced", lambda: json.loads(health()[1])["fenced_brokers"] == [3])
+        rc, out, err = health()
+        h = json.loads(out)
+        assert rc == 1 and not h["healthy"] and "fenced brokers" in err
+        assert any(p.startswith("cli-h-") for p in h["under_replicated_partitions"])
+
+
+def test_completions():
+    out = subprocess.run([BINARY, "completions", "bash"], capture_output=True, text=True)
+    assert out.returncode == 0 and "_sluice()" in out.stdout and "reset-offsets" in out.stdout

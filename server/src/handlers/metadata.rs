@@ -128,7 +128,7 @@ pub async fn metadata(ctx: Ctx, body: BytesMut) -> Outcome {
 }
 
 pub fn describe_cluster(ctx: Ctx, body: BytesMut) -> Outcome {
-    let _req: DescribeClusterRequest = decode_or_return!(ctx, body);
+    let req: DescribeClusterRequest = decode_or_return!(ctx, body);
     let config = ctx.shard.config();
     let mut resp = DescribeClusterResponse::default();
     resp.cluster_id = str_bytes(&config.cluster_id);
@@ -145,6 +145,20 @@ pub fn describe_cluster(ctx: Ctx, body: BytesMut) -> Outcome {
             b
         })
         .collect();
+    // v2 may ask for the fenced brokers too, marked as such.
+    if ctx.version >= 2 && req.include_fenced_brokers {
+        for b in snapshot.brokers.values().filter(|b| b.fenced) {
+            if resp.brokers.iter().any(|l| l.broker_id.0 == b.id) {
+                continue;
+            }
+            let mut d = DescribeClusterBroker::default();
+            d.broker_id = BrokerId(b.id);
+            d.host = str_bytes(&b.host);
+            d.port = i32::from(b.port);
+            d.is_fenced = true;
+            resp.brokers.push(d);
+        }
+    }
     ctx.respond(&resp)
 }
 
