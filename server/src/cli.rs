@@ -16,9 +16,10 @@ use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartiti
 use kafka_protocol::messages::{
     ApiKey, CreateTopicsRequest, CreateTopicsResponse, DeleteGroupsRequest, DeleteGroupsResponse, DeleteTopicsRequest,
     DeleteTopicsResponse, DescribeClusterRequest, DescribeClusterResponse, DescribeGroupsRequest,
-    DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
-    OffsetCommitRequest, OffsetCommitResponse, TopicName,
+    DescribeGroupsResponse, FetchRequest, FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, ListOffsetsRequest, ListOffsetsResponse,
+    MetadataRequest, MetadataResponse, OffsetCommitRequest, OffsetCommitResponse, ProduceRequest, ProduceResponse,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use serde_json::json;
@@ -118,6 +119,35 @@ pub enum TopicCommand {
         target: Target,
         #[arg(required = true)]
         topics: Vec<String>,
+    },
+    /// Writes each line of stdin as a record to one partition (acks=all).
+    Produce {
+        #[command(flatten)]
+        target: Target,
+        topic: String,
+        #[arg(long, short = 'p', default_value_t = 0)]
+        partition: i32,
+        /// Split each line at the first SEP into key and value.
+        #[arg(long, value_name = "SEP")]
+        key_separator: Option<String>,
+    },
+    /// Prints the records of one partition, one value per line (with
+    /// `--json`, one object per record).
+    Consume {
+        #[command(flatten)]
+        target: Target,
+        topic: String,
+        #[arg(long, short = 'p', default_value_t = 0)]
+        partition: i32,
+        /// The first offset to read (default: the log start).
+        #[arg(long)]
+        offset: Option<i64>,
+        /// Stop after this many records.
+        #[arg(long)]
+        max_messages: Option<u64>,
+        /// Stop when no record arrives for this long.
+        #[arg(long, default_value_t = 2000)]
+        idle_ms: u64,
     },
 }
 
@@ -325,6 +355,20 @@ fn dispatch(cmd: Command) -> Result<(), Failure> {
             delete,
         }) => topic_alter_config(&target, &topic, &set, &delete),
         Command::Topic(TopicCommand::Delete { target, topics }) => topic_delete(&target, &topics),
+        Command::Topic(TopicCommand::Produce {
+            target,
+            topic,
+            partition,
+            key_separator,
+        }) => topic_produce(&target, &topic, partition, key_separator.as_deref()),
+        Command::Topic(TopicCommand::Consume {
+            target,
+            topic,
+            partition,
+            offset,
+            max_messages,
+            idle_ms,
+        }) => topic_consume(&target, &topic, partition, offset, max_messages, idle_ms),
         Command::Group(GroupCommand::List { target }) => group_list(&target),
         Command::Group(GroupCommand::Describe { target, group }) => group_describe(&target, &group),
         Command::Group(GroupCommand::ResetOffsets {
@@ -638,6 +682,204 @@ fn topic_delete(t: &Target, topics: &[String]) -> Result<(), Failure> {
         println!("{}", serde_json::Value::Array(out));
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// A connection to the leader of `topic`-`partition`.
+fn leader_of(t: &Target, topic: &str, partition: i32) -> Result<Connection, Failure> {
+    let mut conn = connect(&t.brokers)?;
+    let md = metadata(&mut conn, Some(&[topic.to_string()]))?;
+    let tp = md.topics.first().ok_or_else(|| Failure {
+        message: format!("no metadata for `{topic}`"),
+        code: 1,
+    })?;
+    if tp.error_code != 0 {
+        return Err(refused(&format!("topic `{topic}`"), tp.error_code, None));
+    }
+    let p = tp
+        .partitions
+        .iter()
+        .find(|p| p.partition_index == partition)
+        .ok_or_else(|| refused(&format!("{topic}-{partition}"), 3, None))?;
+    let b = md
+        .brokers
+        .iter()
+        .find(|b| b.node_id == p.leader_id)
+        .ok_or_else(|| refused(&format!("{topic}-{partition}"), 5, None))?;
+    Ok(Connection::connect(&format!("{}:{}", b.host, b.port))?)
+}
+
+fn topic_produce(t: &Target, topic: &str, partition: i32, sep: Option<&str>) -> Result<(), Failure> {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    use std::io::BufRead;
+    let mut conn = leader_of(t, topic, partition)?;
+    let lines: Vec<String> = std::io::stdin()
+        .lock()
+        .lines()
+        .collect::<Result<_, _>>()
+        .map_err(|e| Failure {
+            message: format!("reading stdin: {e}"),
+            code: 3,
+        })?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let (mut sent, mut first) = (0usize, None);
+    for chunk in lines.chunks(1000) {
+        let records: Vec<Record> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, line)| {
+                let (key, value) = match sep.and_then(|s| line.split_once(s)) {
+                    Some((k, v)) => (Some(bytes::Bytes::from(k.to_string())), v.to_string()),
+                    None => (None, line.clone()),
+                };
+                Record {
+                    transactional: false,
+                    control: false,
+                    delete_horizon: false,
+                    partition_leader_epoch: -1,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    timestamp_type: TimestampType::Creation,
+                    offset: i as i64,
+                    sequence: -1,
+                    timestamp: now,
+                    key,
+                    value: Some(bytes::Bytes::from(value)),
+                    headers: Default::default(),
+                }
+            })
+            .collect();
+        let mut buf = bytes::BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, &records, &options).map_err(|e| Failure {
+            message: format!("encoding records: {e}"),
+            code: 3,
+        })?;
+        let mut pd = PartitionProduceData::default();
+        pd.index = partition;
+        pd.records = Some(buf.freeze());
+        let mut td = TopicProduceData::default();
+        td.name = TopicName(s(topic));
+        td.partition_data = vec![pd];
+        let mut req = ProduceRequest::default();
+        req.acks = -1;
+        req.timeout_ms = 30_000;
+        req.topic_data = vec![td];
+        let resp: ProduceResponse = conn.call(ApiKey::Produce, 9, &req)?;
+        for tr in &resp.responses {
+            for pr in &tr.partition_responses {
+                if pr.error_code != 0 {
+                    return Err(refused(
+                        &format!("producing to {topic}-{partition}"),
+                        pr.error_code,
+                        pr.error_message.as_ref(),
+                    ));
+                }
+                first.get_or_insert(pr.base_offset);
+            }
+        }
+        sent += chunk.len();
+    }
+    if t.json {
+        println!(
+            "{}",
+            json!({"topic": topic, "partition": partition, "records": sent, "base_offset": first})
+        );
+    } else {
+        println!(
+            "produced {sent} record(s) to {topic}-{partition}{}",
+            first.map(|o| format!(" from offset {o}")).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn topic_consume(
+    t: &Target,
+    topic: &str,
+    partition: i32,
+    offset: Option<i64>,
+    max: Option<u64>,
+    idle_ms: u64,
+) -> Result<(), Failure> {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::records::RecordBatchDecoder;
+    let mut conn = leader_of(t, topic, partition)?;
+    let mut next = match offset {
+        Some(o) => o,
+        None => {
+            let parts = BTreeMap::from([(topic.to_string(), vec![partition])]);
+            list_offsets(&mut conn, &parts, -2)?
+                .get(&(topic.to_string(), partition))
+                .copied()
+                .unwrap_or(0)
+        }
+    };
+    let (mut printed, mut idle_since) = (0u64, std::time::Instant::now());
+    loop {
+        if max.is_some_and(|m| printed >= m) || idle_since.elapsed().as_millis() as u64 >= idle_ms {
+            return Ok(());
+        }
+        let mut fp = FetchPartition::default();
+        fp.partition = partition;
+        fp.fetch_offset = next;
+        fp.partition_max_bytes = 1 << 20;
+        fp.current_leader_epoch = -1;
+        fp.last_fetched_epoch = -1;
+        let mut ft = FetchTopic::default();
+        ft.topic = TopicName(s(topic));
+        ft.partitions = vec![fp];
+        let mut req = FetchRequest::default();
+        req.replica_id = kafka_protocol::messages::BrokerId(-1);
+        req.max_wait_ms = 500;
+        req.min_bytes = 1;
+        req.max_bytes = 1 << 20;
+        req.topics = vec![ft];
+        let resp: FetchResponse = conn.call(ApiKey::Fetch, 12, &req)?;
+        if resp.error_code != 0 {
+            return Err(refused("Fetch", resp.error_code, None));
+        }
+        for tr in resp.responses {
+            for pd in tr.partitions {
+                if pd.error_code != 0 {
+                    return Err(refused(&format!("fetching {topic}-{partition}"), pd.error_code, None));
+                }
+                let Some(mut data) = pd.records else { continue };
+                while bytes::Buf::has_remaining(&data) {
+                    let set = RecordBatchDecoder::decode(&mut data).map_err(|e| Failure {
+                        message: format!("decoding records of {topic}-{partition}: {e}"),
+                        code: 3,
+                    })?;
+                    for r in set.records {
+                        if r.offset < next || r.control {
+                            continue;
+                        }
+                        next = r.offset + 1;
+                        idle_since = std::time::Instant::now();
+                        let text =
+                            |b: &Option<bytes::Bytes>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+                        if t.json {
+                            println!(
+                                "{}",
+                                json!({"offset": r.offset, "timestamp": r.timestamp, "key": text(&r.key), "value": text(&r.value)})
+                            );
+                        } else {
+                            println!("{}", text(&r.value).unwrap_or_default());
+                        }
+                        printed += 1;
+                        if max.is_some_and(|m| printed >= m) {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn group_list(t: &Target) -> Result<(), Failure> {

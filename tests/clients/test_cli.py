@@ -200,3 +200,26 @@ def test_cluster_health_sees_a_dead_broker():
 def test_completions():
     out = subprocess.run([BINARY, "completions", "bash"], capture_output=True, text=True)
     assert out.returncode == 0 and "_sluice()" in out.stdout and "reset-offsets" in out.stdout
+
+
+def test_topic_produce_and_consume(broker):
+    assert cli(broker, "topic", "create", "cli-pc", "-p", "2")[0] == 0
+    lines = "".join(f"k{i}:value {i}\n" for i in range(2500))
+    out = subprocess.run([BINARY, "topic", "produce", "cli-pc", "-p", "1", "--key-separator", ":",
+                          "--brokers", broker.bootstrap], input=lines, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "produced 2500 record(s) to cli-pc-1 from offset 0" in out.stdout
+    rc, out, err = cli(broker, "topic", "consume", "cli-pc", "-p", "1", "--json", "--offset", "2490")
+    assert rc == 0, err
+    got = [json.loads(l) for l in out.splitlines()]
+    assert [(r["offset"], r["key"], r["value"]) for r in got] == [(o, f"k{o}", f"value {o}") for o in range(2490, 2500)]
+    rc, out, _ = cli(broker, "topic", "consume", "cli-pc", "-p", "1", "--max-messages", "3")
+    assert rc == 0 and out.splitlines() == ["value 0", "value 1", "value 2"]
+    # What a real client produced reads back too.
+    p = Producer({"bootstrap.servers": broker.bootstrap, "compression.type": "lz4"})
+    p.produce("cli-pc", value=b"from librdkafka", partition=0)
+    p.flush(10)
+    rc, out, _ = cli(broker, "topic", "consume", "cli-pc", "-p", "0", "--max-messages", "1")
+    assert rc == 0 and out.strip() == "from librdkafka"
+    rc, _, err = cli(broker, "topic", "consume", "cli-pc", "-p", "9", "--max-messages", "1")
+    assert rc == 1 and "UNKNOWN_TOPIC_OR_PARTITION" in err
