@@ -97,6 +97,7 @@ fn injected(what: &str) -> io::Error {
 pub(crate) struct Io {
     pub(crate) stats: Counters,
     pub(crate) faults: Option<Rc<FaultInjector>>,
+    pub(crate) histograms: Option<Rc<crate::stats::IoHistograms>>,
 }
 
 impl Io {
@@ -139,6 +140,7 @@ impl Io {
                     bufs[0].truncate(half.max(1));
                 }
             }
+            let started = std::time::Instant::now();
             let (res, mut written_bufs) = if want as u64 <= inline_max {
                 (pwritev_now(file, &bufs, pos), bufs)
             } else {
@@ -146,6 +148,9 @@ impl Io {
                 let BufResult(res, bufs) = handle.write_vectored_at(bufs, pos).await;
                 (res, bufs)
             };
+            if let Some(h) = &self.histograms {
+                h.write_ns.observe(elapsed_ns(started));
+            }
             let n = res?;
             bump(&self.stats.bytes_written, n as u64);
             if let Some(e) = torn {
@@ -187,12 +192,28 @@ impl Io {
                 return Err(injected("fdatasync"));
             }
         }
-        file.sync_data().await
+        let started = std::time::Instant::now();
+        let r = file.sync_data().await;
+        if let Some(h) = &self.histograms {
+            h.sync_ns.observe(elapsed_ns(started));
+        }
+        r
     }
 
     pub(crate) fn count_appended(&self, batches: u64) {
         bump(&self.stats.batches_appended, batches);
     }
+
+    /// A group-commit round wrote `batches` batches.
+    pub(crate) fn count_round(&self, batches: usize) {
+        if let Some(h) = &self.histograms {
+            h.round_batches.observe(batches as u64);
+        }
+    }
+}
+
+fn elapsed_ns(since: std::time::Instant) -> u64 {
+    u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// One `pwritev` of `bufs` at `pos`, on this thread, retried on EINTR.

@@ -16,6 +16,7 @@ mod io;
 mod log;
 mod notify;
 mod segment;
+pub mod stats;
 
 pub use config::{FlushPolicy, LogConfig};
 pub use epochs::{EpochEnd, EpochHistory, LEADER_EPOCH_FILE};

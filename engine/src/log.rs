@@ -78,6 +78,8 @@ pub struct Env {
     pub clock: Option<Clock>,
     pub faults: Option<Rc<FaultInjector>>,
     pub open_files: Option<Rc<OpenFiles>>,
+    /// The shard's data-path histograms, shared by its logs.
+    pub histograms: Option<Rc<crate::stats::IoHistograms>>,
 }
 
 impl std::fmt::Debug for Env {
@@ -86,6 +88,7 @@ impl std::fmt::Debug for Env {
             .field("manual_clock", &self.clock.is_some())
             .field("faults", &self.faults)
             .field("open_files", &self.open_files)
+            .field("histograms", &self.histograms.is_some())
             .finish()
     }
 }
@@ -582,6 +585,7 @@ impl Log {
                 io: Io {
                     stats: Default::default(),
                     faults: env.faults,
+                    histograms: env.histograms,
                 },
                 clock,
             }),
@@ -1411,6 +1415,9 @@ impl Shared {
             std::mem::replace(&mut st.pending, spare)
         };
         self.exhausted.set(false);
+        if !pending.is_empty() {
+            self.io.count_round(pending.len());
+        }
         // Runs of batches bound for one segment, split where a roll comes.
         let mut i = 0;
         while i < pending.len() {

@@ -14,86 +14,24 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
-
-/// Upper bounds of the latency buckets, in nanoseconds: 50 µs times
-/// powers of √2 up to about 13 s, so p99 and p99.9 read within a factor
-/// of 1.41 from 50 µs to 10 s.
-pub const LATENCY_BOUNDS_NS: [u64; 37] = latency_bounds();
-
-const fn latency_bounds() -> [u64; 37] {
-    let mut b = [0u64; 37];
-    let mut k = 0;
-    while k < 37 {
-        let base = if k % 2 == 0 { 50_000 } else { 70_711 };
-        b[k] = base << (k / 2);
-        k += 1;
-    }
-    b
-}
+use sluice_engine::stats::{Histogram, HistogramData, IoHistograms};
 
 /// The highest Kafka API key counted; others count under this one.
 const MAX_API_KEY: usize = 80;
 
-/// A latency histogram over [`LATENCY_BOUNDS_NS`], plus one bucket past
-/// the last bound.
 #[derive(Debug)]
-pub struct Histogram {
-    counts: [Cell<u64>; LATENCY_BOUNDS_NS.len() + 1],
-    sum_ns: Cell<u64>,
-}
-
-impl Default for Histogram {
-    fn default() -> Self {
-        Self {
-            counts: std::array::from_fn(|_| Cell::new(0)),
-            sum_ns: Cell::new(0),
-        }
-    }
-}
-
-impl Histogram {
-    pub fn observe_ns(&self, ns: u64) {
-        let i = LATENCY_BOUNDS_NS.partition_point(|&b| b < ns);
-        self.counts[i].set(self.counts[i].get() + 1);
-        self.sum_ns.set(self.sum_ns.get().saturating_add(ns));
-    }
-
-    fn data(&self) -> HistogramData {
-        HistogramData {
-            counts: self.counts.iter().map(Cell::get).collect(),
-            sum_ns: self.sum_ns.get(),
-        }
-    }
-}
-
-/// A histogram's counts as sent between threads.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HistogramData {
-    /// One count per bucket (not cumulative); the last is past every bound.
-    pub counts: Vec<u64>,
-    pub sum_ns: u64,
-}
-
-impl HistogramData {
-    fn add(&mut self, other: &HistogramData) {
-        if self.counts.len() < other.counts.len() {
-            self.counts.resize(other.counts.len(), 0);
-        }
-        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
-            *a += b;
-        }
-        self.sum_ns += other.sum_ns;
-    }
-
-    pub fn count(&self) -> u64 {
-        self.counts.iter().sum()
-    }
-}
-
-#[derive(Debug, Default)]
 struct ApiMetrics {
     requests: Cell<u64>,
     latency: Histogram,
+}
+
+impl Default for ApiMetrics {
+    fn default() -> Self {
+        Self {
+            requests: Cell::new(0),
+            latency: Histogram::latency(),
+        }
+    }
 }
 
 /// One shard's counters.
@@ -137,7 +75,7 @@ impl ShardMetrics {
     pub fn request(&self, key: i16, ns: u64) {
         let a = &self.apis[usize::try_from(key).unwrap_or(0).min(MAX_API_KEY)];
         bump(&a.requests, 1);
-        a.latency.observe_ns(ns);
+        a.latency.observe(ns);
     }
 
     /// An error code (non-zero) answered for API `key`, once per partition
@@ -237,6 +175,8 @@ pub struct ShardReport {
     pub isr_shrinks: u64,
     pub isr_expands: u64,
     pub queued_request_bytes: u64,
+    /// The shard's log writes, fdatasyncs and group-commit rounds.
+    pub io: Option<(HistogramData, HistogramData, HistogramData)>,
     pub partitions: Vec<PartitionReport>,
     pub groups: Vec<GroupReport>,
 }
@@ -355,6 +295,24 @@ pub fn to_classic(open_metrics: &str) -> String {
     out
 }
 
+/// Writes `h` with its bounds and sum multiplied by `scale` (1e-9 turns
+/// nanoseconds into seconds).
+fn histogram(
+    m: prometheus_client::encoding::MetricEncoder<'_>,
+    h: &HistogramData,
+    scale: f64,
+) -> Result<(), std::fmt::Error> {
+    let mut m = m;
+    let buckets: Vec<(f64, u64)> = h
+        .bounds
+        .iter()
+        .map(|&b| b as f64 * scale)
+        .chain(std::iter::once(f64::MAX))
+        .zip(h.counts.iter().copied())
+        .collect();
+    m.encode_histogram::<NoLabelSet>(h.sum as f64 * scale, h.count(), &buckets, None)
+}
+
 fn counter(v: u64) -> ConstCounter<u64> {
     ConstCounter::new(v)
 }
@@ -376,10 +334,11 @@ impl Collector for Report {
 
         // Requests, errors and latency per API.
         let mut apis: BTreeMap<i16, (u64, HistogramData)> = BTreeMap::new();
+        let empty = || (0, HistogramData::empty(&sluice_engine::stats::LATENCY_BOUNDS_NS));
         let mut errors: BTreeMap<(i16, i16), u64> = BTreeMap::new();
         for s in shards {
             for (k, n, h) in &s.apis {
-                let a = apis.entry(*k).or_default();
+                let a = apis.entry(*k).or_insert_with(empty);
                 a.0 += n;
                 a.1.add(h);
             }
@@ -416,18 +375,41 @@ impl Collector for Report {
             )?;
             for (k, (_, h)) in &apis {
                 let labels = vec![label("api", api_name(*k))];
-                let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS_NS
-                    .iter()
-                    .map(|&b| b as f64 / 1e9)
-                    .chain(std::iter::once(f64::MAX))
-                    .zip(h.counts.iter().copied())
-                    .collect();
-                m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
-                    h.sum_ns as f64 / 1e9,
-                    h.count(),
-                    &buckets,
-                    None,
-                )?;
+                histogram(m.encode_family(&labels)?, h, 1e-9)?;
+            }
+        }
+        // The storage engine, all shards together.
+        let mut io: Option<(HistogramData, HistogramData, HistogramData)> = None;
+        for s in shards {
+            if let Some((w, f, r)) = &s.io {
+                match &mut io {
+                    None => io = Some((w.clone(), f.clone(), r.clone())),
+                    Some((aw, af, ar)) => {
+                        aw.add(w);
+                        af.add(f);
+                        ar.add(r);
+                    }
+                }
+            }
+        }
+        if let Some((w, f, r)) = &io {
+            for (name, help, h, scale) in [
+                (
+                    "sluice_log_write_seconds",
+                    "Each write of segment data (a group-commit round makes one or more).",
+                    w,
+                    1e-9,
+                ),
+                ("sluice_log_fdatasync_seconds", "Each fdatasync of a segment.", f, 1e-9),
+                (
+                    "sluice_log_group_commit_batches",
+                    "Record batches written by each group-commit round.",
+                    r,
+                    1.0,
+                ),
+            ] {
+                let m = e.encode_descriptor(name, help, None, MetricType::Histogram)?;
+                histogram(m, h, scale)?;
             }
         }
 
@@ -653,6 +635,8 @@ pub fn shard_report(shard: &crate::shard::Shard) -> ShardReport {
         ..Default::default()
     };
     shard.metrics.fill(&mut r);
+    let io: &IoHistograms = &shard.io_histograms;
+    r.io = Some((io.write_ns.data(), io.sync_ns.data(), io.round_batches.data()));
     for p in shard.owned_partitions() {
         let replica = p.replica.borrow();
         let leader = replica.role == crate::partition::Role::Leader;
@@ -706,23 +690,6 @@ pub fn cluster_report(shard: &crate::shard::Shard) -> ClusterReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn buckets_cover_50_microseconds_to_10_seconds_by_root_two() {
-        assert_eq!(LATENCY_BOUNDS_NS[0], 50_000);
-        assert!(*LATENCY_BOUNDS_NS.last().unwrap_or(&0) > 10_000_000_000);
-        for w in LATENCY_BOUNDS_NS.windows(2) {
-            let ratio = w[1] as f64 / w[0] as f64;
-            assert!((ratio - std::f64::consts::SQRT_2).abs() < 0.001, "{w:?}");
-        }
-        let h = Histogram::default();
-        h.observe_ns(50_000); // on a bound: that bucket
-        h.observe_ns(50_001);
-        h.observe_ns(u64::MAX); // past every bound
-        let d = h.data();
-        assert_eq!((d.counts[0], d.counts[1], d.counts[LATENCY_BOUNDS_NS.len()]), (1, 1, 1));
-        assert_eq!(d.count(), 3);
-    }
 
     #[test]
     fn lag_counts_to_the_high_watermark_of_partitions_led_here() {

@@ -181,6 +181,8 @@ pub struct Shard {
     pub disk: crate::disk::DiskSpace,
     /// This shard's counters for `/metrics`.
     pub metrics: crate::metrics::ShardMetrics,
+    /// Its logs' write, fdatasync and group-commit histograms.
+    pub io_histograms: Rc<sluice_engine::stats::IoHistograms>,
     /// Files this shard's logs hold open, and the most they may hold:
     /// `sluice.max.open.files` over the shards.
     files: Rc<OpenFiles>,
@@ -213,6 +215,7 @@ impl Shard {
             fetchers: Default::default(),
             disk,
             metrics: Default::default(),
+            io_histograms: Default::default(),
             files: OpenFiles::new(),
             files_budget,
             layout_version: Cell::new(0),
@@ -589,6 +592,7 @@ impl Shard {
         let dir: PathBuf = meta::partition_dir(&self.config().data_dir, &topic.name, index);
         let env = Env {
             open_files: Some(self.files.clone()),
+            histograms: Some(self.io_histograms.clone()),
             ..Env::default()
         };
         let log = Log::open(&dir, config, env).await.map_err(|e| e.to_string())?;

@@ -78,6 +78,11 @@ def test_metrics_pass_promtool_and_count_a_scripted_workload():
         assert sample(after, "sluice_active_controller") == 1
         assert sample(after, "sluice_ready", node="0") == 1
         assert sample(after, "sluice_connections_accepted_total") >= 2
+        # The storage engine: 100 produced batches and one offset commit
+        # went through group-commit rounds and writes.
+        assert 100 <= delta("sluice_log_group_commit_batches_sum") <= 101
+        assert delta("sluice_log_write_seconds_count") >= 1
+        assert "sluice_log_fdatasync_seconds_bucket{le=\"+Inf\"}" in after
 
         # A produce to a partition that does not exist counts its error.
         p2 = Producer({"bootstrap.servers": b.bootstrap, "message.timeout.ms": 3000})
