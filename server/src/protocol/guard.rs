@@ -103,6 +103,22 @@ const LIST_OFFSETS: &[F] = &[
     F(T::I32, 10, ALL),
 ];
 
+const OFFSET_FOR_LEADER_EPOCH: &[F] = &[
+    F(T::I32, 3, ALL),
+    F(
+        T::Arr(&[
+            F(T::Str, 0, ALL),
+            F(
+                T::Arr(&[F(T::I32, 0, ALL), F(T::I32, 2, ALL), F(T::I32, 0, ALL)]),
+                0,
+                ALL,
+            ),
+        ]),
+        0,
+        ALL,
+    ),
+];
+
 const DELETE_RECORDS: &[F] = &[
     F(
         T::Arr(&[
@@ -315,6 +331,7 @@ fn layout(key: ApiKey) -> Option<&'static [F]> {
         ApiKey::CreatePartitions => CREATE_PARTITIONS,
         ApiKey::ListOffsets => LIST_OFFSETS,
         ApiKey::DeleteRecords => DELETE_RECORDS,
+        ApiKey::OffsetForLeaderEpoch => OFFSET_FOR_LEADER_EPOCH,
         ApiKey::InitProducerId => INIT_PRODUCER_ID,
         ApiKey::DescribeConfigs => DESCRIBE_CONFIGS,
         ApiKey::AlterConfigs => ALTER_CONFIGS,
@@ -505,6 +522,20 @@ mod tests {
                 ]),
         ]);
         out.push((ApiKey::ListOffsets, enc(lo), 1, 10));
+        let mut ofle = OffsetForLeaderEpochRequest::default();
+        ofle.replica_id = BrokerId(2);
+        ofle.topics = vec![
+            offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                .with_topic(tn("t"))
+                .with_partitions(vec![
+                    offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                        .with_partition(1)
+                        .with_current_leader_epoch(4)
+                        .with_leader_epoch(3),
+                    offset_for_leader_epoch_request::OffsetForLeaderPartition::default().with_partition(2),
+                ]),
+        ];
+        out.push((ApiKey::OffsetForLeaderEpoch, enc(ofle), 2, 4));
         let dr = DeleteRecordsRequest::default().with_topics(vec![
             delete_records_request::DeleteRecordsTopic::default()
                 .with_name(tn("t"))
@@ -703,7 +734,29 @@ mod tests {
     }
 
     #[test]
+    fn every_api_the_crate_decodes_has_a_layout() {
+        // Produce has its own codec; ApiVersions is answered without
+        // decoding its body.
+        for &(key, _, _) in crate::handlers::APIS {
+            if !matches!(key, ApiKey::Produce | ApiKey::ApiVersions) {
+                assert!(
+                    layout(key).is_some(),
+                    "{key:?} has no layout: the crate would decode it unchecked"
+                );
+            }
+        }
+        let sampled: Vec<ApiKey> = samples().iter().map(|s| s.0).collect();
+        for &(key, _, _) in crate::handlers::APIS {
+            if layout(key).is_some() && key != ApiKey::Fetch {
+                assert!(sampled.contains(&key), "{key:?} has a layout but no sample");
+            }
+        }
+    }
+
+    #[test]
     fn absurd_array_lengths_are_refused_before_decoding() {
+        // OffsetForLeaderEpoch v2: topics claims 1e9 entries.
+        assert!(check(ApiKey::OffsetForLeaderEpoch, 2, &1_000_000_000i32.to_be_bytes()).is_err());
         // Metadata v12 (flexible): topics claims 2^32 - 2 entries.
         assert!(check(ApiKey::Metadata, 12, &[0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
         // Metadata v1: topics claims i32::MAX entries.
