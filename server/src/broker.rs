@@ -69,6 +69,35 @@ fn raise_open_file_limit() -> usize {
     usize::try_from(now).unwrap_or(usize::MAX).min(1 << 24)
 }
 
+/// Written into the data directory as the last step of a clean shutdown,
+/// once every log is closed and synced, and removed (durably) at the next
+/// start before anything is written: its presence at start means the
+/// previous process lost no unsynced write.
+pub const CLEAN_SHUTDOWN_MARKER: &str = ".clean-shutdown";
+
+/// Reads and removes the clean-shutdown marker; true when it was there.
+fn take_clean_marker(dir: &std::path::Path) -> Result<bool, StartError> {
+    let err = |source| StartError::DataDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    match std::fs::remove_file(dir.join(CLEAN_SHUTDOWN_MARKER)) {
+        Ok(()) => {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(err(e)),
+    }
+}
+
+/// Writes the clean-shutdown marker, synced with its directory entry.
+fn write_clean_marker(dir: &std::path::Path) -> std::io::Result<()> {
+    let f = File::create(dir.join(CLEAN_SHUTDOWN_MARKER))?;
+    f.sync_all()?;
+    File::open(dir)?.sync_all()
+}
+
 fn lock_data_dir(dir: &std::path::Path) -> Result<File, StartError> {
     let err = |source| StartError::DataDir {
         path: dir.to_path_buf(),
@@ -87,6 +116,7 @@ impl Broker {
     /// [`BrokerConfig::finish`].
     pub fn start(config: BrokerConfig) -> Result<Self, StartError> {
         let lock = lock_data_dir(&config.data_dir)?;
+        let clean_start = take_clean_marker(&config.data_dir)?;
         if config.unsafe_ack_before_replication {
             tracing::warn!(
                 "sluice.unsafe.ack.before.replication is set: acks=all is answered before the ISR has the batch, \
@@ -133,6 +163,8 @@ impl Broker {
             controller_started: Default::default(),
             registered: Default::default(),
             shutting_down: Default::default(),
+            clean_start,
+            close_failed: Default::default(),
         });
         // The operators' listener answers /health while the shards start.
         let ops = match common.config.admin_listen {
@@ -200,6 +232,12 @@ impl Broker {
     /// asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Whether this start found the previous process's clean-shutdown
+    /// marker ([`CLEAN_SHUTDOWN_MARKER`]).
+    pub fn clean_start(&self) -> bool {
+        self.common.clean_start
     }
 
     pub fn config(&self) -> &BrokerConfig {
@@ -310,6 +348,11 @@ impl Broker {
         }
         for t in self.threads {
             let _ = t.join();
+        }
+        if !self.common.close_failed.load(std::sync::atomic::Ordering::Relaxed)
+            && let Err(e) = write_clean_marker(&self.common.config.data_dir)
+        {
+            tracing::warn!(error = %e, "writing the clean-shutdown marker");
         }
         if let Some(o) = ops {
             o.stop();

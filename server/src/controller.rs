@@ -62,8 +62,8 @@ pub struct Controller {
     /// Set by a clean shutdown once this broker has fenced itself: no more
     /// heartbeats.
     leaving: Cell<bool>,
-    /// `unclean.leader.election.enable`.
-    unclean_leader_election: bool,
+    /// How partition leaders are elected.
+    rules: Rules,
     /// Set once `__consumer_offsets` is known to exist.
     offsets_ready: Cell<bool>,
 }
@@ -100,6 +100,7 @@ pub struct Draft {
     image: Image,
     max_partitions: i64,
     default_replication_factor: i16,
+    rules: Rules,
     slot: usize,
     records: Vec<Drafted>,
 }
@@ -410,7 +411,10 @@ impl Controller {
             producer_ids: Cell::new((0, 0)),
             epoch: Cell::new(None),
             leaving: Cell::new(false),
-            unclean_leader_election: config.unclean_leader_election,
+            rules: Rules {
+                unclean: config.unclean_leader_election,
+                min_isr: usize::try_from(config.min_insync_replicas).unwrap_or(1),
+            },
             offsets_ready: Cell::new(false),
         };
         shard.set_controller(controller)?;
@@ -507,9 +511,10 @@ impl Controller {
                 fenced: true,
                 registered_ms: crate::groups::group::now_ms(),
                 shut_down: false,
+                clean_start: shard.clean_start(),
             };
             let epoch = broker.epoch;
-            let Ok((records, at)) = registration_records(image, broker, self.unclean_leader_election) else {
+            let Ok((records, at)) = registration_records(image, broker, self.rules) else {
                 compio::runtime::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
@@ -584,6 +589,7 @@ impl Controller {
             image: self.quorum.state().image.clone(),
             max_partitions: self.max_partitions,
             default_replication_factor: self.default_replication_factor,
+            rules: self.rules,
             slot: 0,
             records: Vec::new(),
         }
@@ -833,10 +839,10 @@ impl Controller {
             return;
         }
         self.leaving.set(true);
-        let (node, unclean) = (self.node_id, self.unclean_leader_election);
+        let (node, rules) = (self.node_id, self.rules);
         let answer = self
             .change(shard, vec![()], move |draft, ()| {
-                fence_records_for(&draft.image, node, unclean, true)
+                fence_records_for(&draft.image, node, rules, true)
                     .into_iter()
                     .try_for_each(|r| draft.push(r, None))
             })
@@ -854,7 +860,7 @@ impl Controller {
     /// current epoch. Drafted under the change lock, on the image as it is.
     async fn check_sessions(&self, shard: &Shard, since: Instant, session: Duration) {
         let beats = self.quorum.heartbeats().borrow().clone();
-        let unclean = self.unclean_leader_election;
+        let rules = self.rules;
         let answer = self
             .change(shard, vec![()], move |draft, ()| {
                 let now = Instant::now();
@@ -883,13 +889,13 @@ impl Controller {
                                 broker = b.id,
                                 "no heartbeat within broker.session.timeout.ms: fencing it"
                             );
-                            fence_records(&draft.image, b.id, unclean)
+                            fence_records(&draft.image, b.id, rules)
                         }
                         // A broker that shut itself down comes back only by
                         // registering again.
                         (true, true) if seen.is_some() && !b.shut_down => {
                             tracing::info!(broker = b.id, "heartbeat from a fenced broker: unfencing it");
-                            unfence_records(&draft.image, b.id, unclean)
+                            unfence_records(&draft.image, b.id, rules)
                         }
                         _ => continue,
                     };
@@ -922,7 +928,7 @@ pub struct IsrChange {
 /// leader with its current broker epoch, at the current leader and
 /// partition epochs; the new ISR holds the leader, only replicas, and only
 /// unfenced brokers among those it adds.
-pub fn alter_isr(image: &Image, change: &IsrChange) -> Result<MetaRecord, MetaError> {
+pub fn alter_isr(image: &Image, change: &IsrChange, rules: Rules) -> Result<MetaRecord, MetaError> {
     let broker = image
         .brokers
         .get(&change.broker)
@@ -992,6 +998,7 @@ pub fn alter_isr(image: &Image, change: &IsrChange) -> Result<MetaRecord, MetaEr
     }
     let mut isr = change.isr.clone();
     isr.dedup();
+    let elr = next_elr(now, &isr, rules.min_isr(topic));
     Ok(MetaRecord::ChangePartition {
         id: topic.id,
         partition: change.partition,
@@ -1001,6 +1008,7 @@ pub fn alter_isr(image: &Image, change: &IsrChange) -> Result<MetaRecord, MetaEr
             leader: now.leader,
             leader_epoch: now.leader_epoch,
             partition_epoch: now.partition_epoch + 1,
+            elr,
         },
     })
 }
@@ -1008,14 +1016,54 @@ pub fn alter_isr(image: &Image, change: &IsrChange) -> Result<MetaRecord, MetaEr
 /// Drafts an ISR change (see [`alter_isr`]): the form a leader's ask takes
 /// through [`controller_each`].
 pub fn draft_isr_change(draft: &mut Draft, change: &IsrChange) -> Result<(), MetaError> {
-    let record = alter_isr(&draft.image, change)?;
+    let record = alter_isr(&draft.image, change, draft.rules)?;
     draft.push(record, None)
+}
+
+/// What elections depend on besides the image: the controller's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// `unclean.leader.election.enable`.
+    pub unclean: bool,
+    /// The broker's `min.insync.replicas` (a topic's override wins).
+    pub min_isr: usize,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            unclean: false,
+            min_isr: 1,
+        }
+    }
+}
+
+impl Rules {
+    fn min_isr(&self, topic: &TopicMeta) -> usize {
+        crate::meta::topic_min_insync_replicas(self.min_isr, topic)
+    }
+}
+
+/// The eligible leader replicas once the ISR is `isr` (KIP-966): while the
+/// ISR is below `min.insync.replicas` the leader's high watermark stands
+/// still, so the replicas that leave the ISR then hold every acknowledged
+/// write and stay electable; at `min.insync.replicas` or above none are
+/// kept. Replica order.
+fn next_elr(now: &PartitionState, isr: &[i32], min_isr: usize) -> Vec<i32> {
+    if isr.len() >= min_isr {
+        return Vec::new();
+    }
+    now.replicas
+        .iter()
+        .copied()
+        .filter(|r| !isr.contains(r) && (now.isr.contains(r) || now.elr.contains(r)))
+        .collect()
 }
 
 /// The next state of a partition, or `None` when nothing changes: the
 /// leader epoch grows when the leader changes, the partition epoch always.
-fn next_state(now: &PartitionState, isr: Vec<i32>, leader: i32) -> Option<PartitionState> {
-    if isr == now.isr && leader == now.leader {
+fn next_state(now: &PartitionState, isr: Vec<i32>, leader: i32, elr: Vec<i32>) -> Option<PartitionState> {
+    if isr == now.isr && leader == now.leader && elr == now.elr {
         return None;
     }
     Some(PartitionState {
@@ -1024,21 +1072,23 @@ fn next_state(now: &PartitionState, isr: Vec<i32>, leader: i32) -> Option<Partit
         leader,
         leader_epoch: now.leader_epoch + i32::from(leader != now.leader),
         partition_epoch: now.partition_epoch + 1,
+        elr,
     })
 }
 
 /// Fences `broker` and moves what it held: it leaves every ISR (unless it
 /// is the last member, which keeps the partition's acknowledged data),
 /// and each partition it led gets the first live ISR member in replica
-/// order as leader; none → no leader, unless unclean election is on, when
-/// the first live replica leads alone.
-pub fn fence_records(image: &Image, broker: i32, unclean: bool) -> Vec<MetaRecord> {
-    fence_records_for(image, broker, unclean, false)
+/// order as leader, else the first live eligible leader replica; none → no
+/// leader, unless unclean election is on, when the first live replica
+/// leads alone.
+pub fn fence_records(image: &Image, broker: i32, rules: Rules) -> Vec<MetaRecord> {
+    fence_records_for(image, broker, rules, false)
 }
 
 /// [`fence_records`], marking a broker's own controlled shutdown when
 /// `shutdown`.
-pub fn fence_records_for(image: &Image, broker: i32, unclean: bool, shutdown: bool) -> Vec<MetaRecord> {
+pub fn fence_records_for(image: &Image, broker: i32, rules: Rules, shutdown: bool) -> Vec<MetaRecord> {
     let Some(b) = image.brokers.get(&broker) else {
         return Vec::new();
     };
@@ -1049,6 +1099,7 @@ pub fn fence_records_for(image: &Image, broker: i32, unclean: bool, shutdown: bo
     }];
     let live = |id: i32| id != broker && image.is_live(id);
     for t in image.topics.values() {
+        let min_isr = rules.min_isr(t);
         for (i, p) in t.partition_states.iter().enumerate() {
             if p.leader != broker && !p.isr.contains(&broker) {
                 continue;
@@ -1058,6 +1109,7 @@ pub fn fence_records_for(image: &Image, broker: i32, unclean: bool, shutdown: bo
                 isr = vec![broker];
             }
             let mut leader = p.leader;
+            let mut unclean = false;
             if leader == broker || leader == NO_LEADER {
                 leader = p
                     .replicas
@@ -1066,14 +1118,28 @@ pub fn fence_records_for(image: &Image, broker: i32, unclean: bool, shutdown: bo
                     .find(|&r| isr.contains(&r) && live(r))
                     .unwrap_or(NO_LEADER);
                 if leader == NO_LEADER
-                    && unclean
-                    && let Some(r) = p.replicas.iter().copied().find(|&r| live(r))
+                    && let Some(r) = p.replicas.iter().copied().find(|&r| p.elr.contains(&r) && live(r))
                 {
                     leader = r;
                     isr = vec![r];
                 }
+                if leader == NO_LEADER
+                    && rules.unclean
+                    && let Some(r) = p.replicas.iter().copied().find(|&r| live(r))
+                {
+                    leader = r;
+                    isr = vec![r];
+                    unclean = true;
+                }
             }
-            if let Some(state) = next_state(p, isr, leader) {
+            // An unclean leader's followers truncate to its log: nobody
+            // else is eligible any more.
+            let elr = if unclean {
+                Vec::new()
+            } else {
+                next_elr(p, &isr, min_isr)
+            };
+            if let Some(state) = next_state(p, isr, leader, elr) {
                 records.push(MetaRecord::ChangePartition {
                     id: t.id,
                     partition: i as i32,
@@ -1090,11 +1156,14 @@ pub fn fence_records_for(image: &Image, broker: i32, unclean: bool, shutdown: bo
 /// incarnation of the broker in `image` is fenced first: a restarted broker
 /// may have lost the unsynced tail of its logs, so it gives up what it led
 /// and leaves every ISR it is not the last member of; it catches up as a
-/// follower before its leaders take it back.
+/// follower before its leaders take it back. Unless its previous
+/// incarnation shut down cleanly (`clean_start`), it also stops being an
+/// eligible leader replica, and leaves the ISR even as its last member
+/// when other replicas are eligible: those hold what it may have lost.
 pub fn registration_records(
     mut image: Image,
     broker: BrokerMeta,
-    unclean: bool,
+    rules: Rules,
 ) -> Result<(Vec<MetaRecord>, usize), MetaError> {
     let mut records = Vec::new();
     if image
@@ -1102,9 +1171,15 @@ pub fn registration_records(
         .get(&broker.id)
         .is_some_and(|b| b.incarnation != broker.incarnation)
     {
-        for r in fence_records(&image, broker.id, unclean) {
+        for r in fence_records(&image, broker.id, rules) {
             image.apply(&r)?;
             records.push(r);
+        }
+        if !broker.clean_start {
+            for r in forget_tail_records(&image, broker.id) {
+                image.apply(&r)?;
+                records.push(r);
+            }
         }
     }
     let id = broker.id;
@@ -1114,13 +1189,45 @@ pub fn registration_records(
     records.push(register);
     // Unfenced with the elections that brings: the partitions left without
     // a leader whose ISR it is in.
-    records.extend(unfence_records(&image, id, unclean));
+    records.extend(unfence_records(&image, id, rules));
     Ok((records, at))
 }
 
+/// A fenced `broker` that may have lost its logs' unsynced tail is no
+/// longer an eligible leader replica, and leaves the ISR it is the last
+/// member of while other replicas are eligible (the partition waits,
+/// leaderless, for one of those).
+fn forget_tail_records(image: &Image, broker: i32) -> Vec<MetaRecord> {
+    let mut records = Vec::new();
+    for t in image.topics.values() {
+        for (i, p) in t.partition_states.iter().enumerate() {
+            let elr: Vec<i32> = p.elr.iter().copied().filter(|&r| r != broker).collect();
+            let isr = if p.isr == [broker] && !elr.is_empty() {
+                Vec::new()
+            } else {
+                p.isr.clone()
+            };
+            if let Some(state) = next_state(p, isr, p.leader, elr) {
+                assert!(
+                    state.leader == NO_LEADER || state.leader != broker,
+                    "a fenced broker leads {}-{i}",
+                    t.name
+                );
+                records.push(MetaRecord::ChangePartition {
+                    id: t.id,
+                    partition: i as i32,
+                    state,
+                });
+            }
+        }
+    }
+    records
+}
+
 /// Unfences `broker` and gives it the partitions that have no leader and
-/// keep it in their ISR (or, with unclean election, hold a replica on it).
-pub fn unfence_records(image: &Image, broker: i32, unclean: bool) -> Vec<MetaRecord> {
+/// keep it in their ISR or among their eligible leader replicas (or, with
+/// unclean election, hold a replica on it).
+pub fn unfence_records(image: &Image, broker: i32, rules: Rules) -> Vec<MetaRecord> {
     let Some(b) = image.brokers.get(&broker) else {
         return Vec::new();
     };
@@ -1129,14 +1236,17 @@ pub fn unfence_records(image: &Image, broker: i32, unclean: bool) -> Vec<MetaRec
         epoch: b.epoch,
     }];
     for t in image.topics.values() {
+        let min_isr = rules.min_isr(t);
         for (i, p) in t.partition_states.iter().enumerate() {
             if p.leader != NO_LEADER || !p.replicas.contains(&broker) {
                 continue;
             }
             let state = if p.isr.contains(&broker) {
-                next_state(p, p.isr.clone(), broker)
-            } else if unclean {
-                next_state(p, vec![broker], broker)
+                next_state(p, p.isr.clone(), broker, p.elr.clone())
+            } else if p.elr.contains(&broker) {
+                next_state(p, vec![broker], broker, next_elr(p, &[broker], min_isr))
+            } else if rules.unclean {
+                next_state(p, vec![broker], broker, Vec::new())
             } else {
                 None
             };
@@ -1253,6 +1363,7 @@ mod tests {
                     fenced,
                     registered_ms: 0,
                     shut_down: false,
+                    clean_start: false,
                 }))
                 .unwrap();
         }
@@ -1274,6 +1385,7 @@ mod tests {
             leader,
             leader_epoch: 4,
             partition_epoch: 7,
+            elr: Vec::new(),
         }
     }
 
@@ -1295,7 +1407,7 @@ mod tests {
                 state(&[1, 2], &[1], 1),
             ],
         );
-        let records = fence_records(&img, 1, false);
+        let records = fence_records(&img, 1, Rules::default());
         let p = after(img.clone(), &records);
         // Replica order, not ISR order: 2 comes before 3.
         assert_eq!((p[0].leader, p[0].isr.clone()), (2, vec![3, 2]));
@@ -1308,7 +1420,17 @@ mod tests {
             (NO_LEADER, vec![1], 5)
         );
         // With unclean election the live out-of-sync replica leads alone.
-        let p = after(img.clone(), &fence_records(&img, 1, true));
+        let p = after(
+            img.clone(),
+            &fence_records(
+                &img,
+                1,
+                Rules {
+                    unclean: true,
+                    ..Rules::default()
+                },
+            ),
+        );
         assert_eq!((p[2].leader, p[2].isr.clone()), (2, vec![2]));
     }
 
@@ -1330,6 +1452,7 @@ mod tests {
                     partition_epoch,
                     isr: isr.to_vec(),
                 },
+                Rules::default(),
             )
         };
         let code = |r: Result<MetaRecord, MetaError>| r.unwrap_err().code;
@@ -1379,7 +1502,7 @@ mod tests {
             &[(1, false), (2, true), (3, false)],
             vec![state(&[1, 2, 3], &[1, 2, 3], 1)],
         );
-        let p = after(img.clone(), &fence_records(&img, 1, false));
+        let p = after(img.clone(), &fence_records(&img, 1, Rules::default()));
         assert_eq!(p[0].leader, 3);
     }
 
@@ -1405,7 +1528,7 @@ mod tests {
         assert_eq!(refused.code, ErrorCode::InvalidRequest);
         assert_eq!(direct, img, "a refused record changes nothing");
 
-        let (records, at) = registration_records(img.clone(), again.clone(), false).unwrap();
+        let (records, at) = registration_records(img.clone(), again.clone(), Rules::default()).unwrap();
         assert!(matches!(records[0], MetaRecord::FenceBroker { id: 1, epoch: 0, .. }));
         assert!(matches!(&records[at], MetaRecord::RegisterBroker(b) if b.incarnation == again.incarnation));
         let mut done = img.clone();
@@ -1421,14 +1544,18 @@ mod tests {
         assert_eq!((p[2].leader, p[2].isr.clone()), (1, vec![1]));
         assert!(p[2].leader_epoch > 4);
         assert!(done.is_live(1) && done.brokers[&1].incarnation == again.incarnation);
-        assert_eq!(done.held_by(1), Some(("t", 2)), "only the partition it alone holds");
+        assert_eq!(
+            done.held_by(1, false),
+            Some(("t", 2)),
+            "only the partition it alone holds"
+        );
 
         // The same incarnation registering again fences nothing.
         let twice = BrokerMeta {
             epoch: done.next_broker_epoch,
             ..again
         };
-        let (records, at) = registration_records(done.clone(), twice, false).unwrap();
+        let (records, at) = registration_records(done.clone(), twice, Rules::default()).unwrap();
         assert_eq!(at, 0);
         assert!(!records.iter().any(|r| matches!(r, MetaRecord::FenceBroker { .. })));
     }
@@ -1440,13 +1567,126 @@ mod tests {
             vec![state(&[1, 2], &[1], 1), state(&[2, 1], &[2], 2)],
         );
         let mut fenced = img.clone();
-        for r in fence_records(&img, 1, false) {
+        for r in fence_records(&img, 1, Rules::default()) {
             fenced.apply(&r).unwrap();
         }
         assert_eq!(fenced.topics["t"].partition_states[0].leader, NO_LEADER);
-        let p = after(fenced.clone(), &unfence_records(&fenced, 1, false));
+        let p = after(fenced.clone(), &unfence_records(&fenced, 1, Rules::default()));
         assert_eq!((p[0].leader, p[0].leader_epoch), (1, 6));
         // A partition it holds but is out of sync for stays as it is.
         assert_eq!(p[1].leader, 2);
+    }
+
+    const MIN2: Rules = Rules {
+        unclean: false,
+        min_isr: 2,
+    };
+
+    fn shrink(img: &Image, leader: i32, isr: &[i32]) -> Image {
+        let p = &img.topics["t"].partition_states[0];
+        let record = alter_isr(
+            img,
+            &IsrChange {
+                broker: leader,
+                broker_epoch: img.brokers[&leader].epoch,
+                topic: Uuid::from_u128(1),
+                partition: 0,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                isr: isr.to_vec(),
+            },
+            MIN2,
+        )
+        .unwrap();
+        let mut img = img.clone();
+        img.apply(&record).unwrap();
+        img
+    }
+
+    #[test]
+    fn a_replica_that_leaves_an_isr_below_min_insync_stays_eligible() {
+        let img = image(
+            &[(1, false), (2, false), (3, false)],
+            vec![state(&[1, 2, 3], &[1, 2, 3], 1)],
+        );
+        // At min.insync.replicas the high watermark still moves: 3 misses
+        // what is acknowledged from here on and is not eligible.
+        let img = shrink(&img, 1, &[1, 2]);
+        assert_eq!(img.topics["t"].partition_states[0].elr, Vec::<i32>::new());
+        // Below it the high watermark stands still: 2 holds all of it.
+        let img = shrink(&img, 1, &[1]);
+        let p = &img.topics["t"].partition_states[0];
+        assert_eq!((p.isr.clone(), p.elr.clone()), (vec![1], vec![2]));
+        // Back at min.insync.replicas, nobody outside the ISR is eligible.
+        let back = shrink(&img, 1, &[1, 3]);
+        assert_eq!(back.topics["t"].partition_states[0].elr, Vec::<i32>::new());
+
+        // The leader fails: the eligible replica leads, and the old leader,
+        // last of the ISR, becomes eligible in its place.
+        let p = after(img.clone(), &fence_records(&img, 1, MIN2));
+        assert_eq!((p[0].leader, p[0].isr.clone(), p[0].elr.clone()), (2, vec![2], vec![1]));
+        assert_eq!(p[0].leader_epoch, 5);
+    }
+
+    #[test]
+    fn a_last_isr_member_that_lost_its_tail_waits_for_an_eligible_replica() {
+        // The ISR is down to 1, and 2 and 3 (eligible, holding everything
+        // acknowledged) are fenced; 1 restarts after a kill.
+        let mut st = state(&[1, 2, 3], &[1], 1);
+        st.elr = vec![2, 3];
+        let img = image(&[(1, false), (2, true), (3, true)], vec![st]);
+        let again = BrokerMeta {
+            incarnation: Uuid::from_u128(9),
+            epoch: img.next_broker_epoch,
+            ..img.brokers[&1].clone()
+        };
+        // Straight over the old incarnation the image refuses it.
+        let mut direct = img.clone();
+        assert!(direct.apply(&MetaRecord::RegisterBroker(again.clone())).is_err());
+        let (records, _) = registration_records(img.clone(), again.clone(), MIN2).unwrap();
+        let mut done = img.clone();
+        for r in &records {
+            done.apply(r).unwrap();
+        }
+        let p = &done.topics["t"].partition_states[0];
+        // It does not lead what it may have lost: the partition is offline.
+        assert_eq!(
+            (p.leader, p.isr.clone(), p.elr.clone()),
+            (NO_LEADER, vec![], vec![2, 3])
+        );
+        assert!(done.is_live(1));
+        // An eligible replica comes back and leads.
+        let p = after(done.clone(), &unfence_records(&done, 3, MIN2));
+        assert_eq!((p[0].leader, p[0].isr.clone(), p[0].elr.clone()), (3, vec![3], vec![2]));
+
+        // After a clean shutdown its log lost nothing: it leads again.
+        let clean = BrokerMeta {
+            clean_start: true,
+            ..again
+        };
+        let (records, _) = registration_records(img.clone(), clean, MIN2).unwrap();
+        let p = after(img.clone(), &records);
+        assert_eq!(
+            (p[0].leader, p[0].isr.clone(), p[0].elr.clone()),
+            (1, vec![1], vec![2, 3])
+        );
+    }
+
+    #[test]
+    fn a_restarted_eligible_replica_that_lost_its_tail_is_no_longer_eligible() {
+        let mut st = state(&[1, 2, 3], &[1], NO_LEADER);
+        st.elr = vec![2, 3];
+        let img = image(&[(1, true), (2, true), (3, true)], vec![st]);
+        let again = BrokerMeta {
+            incarnation: Uuid::from_u128(9),
+            epoch: img.next_broker_epoch,
+            ..img.brokers[&2].clone()
+        };
+        let (records, _) = registration_records(img.clone(), again, MIN2).unwrap();
+        let p = after(img.clone(), &records);
+        assert_eq!(
+            (p[0].leader, p[0].isr.clone(), p[0].elr.clone()),
+            (NO_LEADER, vec![1], vec![3])
+        );
     }
 }

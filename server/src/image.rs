@@ -36,6 +36,13 @@ pub struct PartitionState {
     pub leader_epoch: i32,
     /// Grows with every change to this partition's state.
     pub partition_epoch: i32,
+    /// Eligible leader replicas (Kafka's KIP-966): replicas that left the
+    /// ISR while it was below `min.insync.replicas`. The leader's high
+    /// watermark stands still then, so they hold every acknowledged write
+    /// and may lead when no ISR member is live. Disjoint from the ISR;
+    /// empty whenever the ISR is at `min.insync.replicas` or above.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub elr: Vec<i32>,
 }
 
 impl PartitionState {
@@ -47,6 +54,7 @@ impl PartitionState {
             replicas,
             leader_epoch: 0,
             partition_epoch: 0,
+            elr: Vec::new(),
         }
     }
 
@@ -66,6 +74,18 @@ impl PartitionState {
         }
         if self.leader != NO_LEADER && !self.isr.contains(&self.leader) {
             return Err(format!("leader {} is not in the ISR {:?}", self.leader, self.isr));
+        }
+        if let Some(b) = self
+            .elr
+            .iter()
+            .find(|b| !self.replicas.contains(b) || self.isr.contains(b))
+        {
+            return Err(format!("eligible leader replica {b} is not a replica outside the ISR"));
+        }
+        let mut elr = self.elr.clone();
+        elr.sort_unstable();
+        if elr.windows(2).any(|w| w[0] == w[1]) {
+            return Err(format!("eligible leader replicas {:?} name a broker twice", self.elr));
         }
         Ok(())
     }
@@ -92,6 +112,12 @@ pub struct BrokerMeta {
     /// does not unfence it; only a new registration does.
     #[serde(default)]
     pub shut_down: bool,
+    /// This incarnation found its logs closed by a clean shutdown of the
+    /// previous one (every write synced). One that did not may have lost
+    /// the unsynced tail of its logs, so it is no longer an eligible leader
+    /// of any partition.
+    #[serde(default)]
+    pub clean_start: bool,
 }
 
 /// A change to the cluster metadata, as written to the metadata log.
@@ -178,12 +204,18 @@ impl Image {
     }
 
     /// A partition `broker` leads, or whose ISR it shares with others;
-    /// none once it is fenced.
-    pub fn held_by(&self, broker: i32) -> Option<(&str, usize)> {
+    /// none once it is fenced. With `unclean`, also one where it is an
+    /// eligible leader replica, or the last ISR member while others are
+    /// eligible: a broker that may have lost its logs' tail gives those up.
+    pub fn held_by(&self, broker: i32, unclean: bool) -> Option<(&str, usize)> {
         self.topics.values().find_map(|t| {
             t.partition_states
                 .iter()
-                .position(|p| p.leader == broker || (p.isr.contains(&broker) && p.isr.len() > 1))
+                .position(|p| {
+                    p.leader == broker
+                        || (p.isr.contains(&broker) && p.isr.len() > 1)
+                        || (unclean && (p.elr.contains(&broker) || (p.isr == [broker] && !p.elr.is_empty())))
+                })
                 .map(|i| (&*t.name, i))
         })
     }
@@ -228,7 +260,7 @@ impl Image {
                     .brokers
                     .get(&b.id)
                     .is_some_and(|old| old.incarnation != b.incarnation)
-                    && let Some((t, i)) = self.held_by(b.id)
+                    && let Some((t, i)) = self.held_by(b.id, !b.clean_start)
                 {
                     return Err(refuse(
                         ErrorCode::InvalidRequest,
@@ -422,6 +454,7 @@ mod tests {
             fenced: true,
             registered_ms: 1_700_000_000_000,
             shut_down: false,
+            clean_start: false,
         }
     }
 
@@ -496,6 +529,7 @@ mod tests {
                 leader,
                 leader_epoch,
                 partition_epoch,
+                elr: Vec::new(),
             },
         };
         // A shrink by the same leader: partition epoch +1, leader epoch kept.
@@ -548,6 +582,7 @@ mod tests {
                 replicas,
                 leader_epoch: le,
                 partition_epoch: pe,
+                elr: Vec::new(),
             }
         });
         prop_oneof![

@@ -171,11 +171,16 @@ pub fn log_config(broker: &BrokerConfig, topic: &TopicMeta) -> LogConfig {
 
 /// The `min.insync.replicas` of a topic: its override, else the broker's.
 pub fn min_insync_replicas(broker: &BrokerConfig, topic: &TopicMeta) -> usize {
+    topic_min_insync_replicas(usize::try_from(broker.min_insync_replicas).unwrap_or(1), topic)
+}
+
+/// The `min.insync.replicas` of a topic: its override, else `default`.
+pub fn topic_min_insync_replicas(default: usize, topic: &TopicMeta) -> usize {
     topic
         .configs
         .get("min.insync.replicas")
         .and_then(|v| v.trim().parse::<usize>().ok())
-        .unwrap_or(usize::try_from(broker.min_insync_replicas).unwrap_or(1))
+        .unwrap_or(default)
         .max(1)
 }
 

@@ -544,6 +544,7 @@ mod tests {
             leader: 1,
             leader_epoch: 4,
             partition_epoch: 7,
+            elr: Vec::new(),
         };
         assert_eq!(p.apply_state(&state, 1, min_isr, 1_000), RoleChange::BecameLeader);
         p
@@ -595,6 +596,7 @@ mod tests {
             leader: 1,
             leader_epoch: 4,
             partition_epoch: 8,
+            elr: Vec::new(),
         };
         assert_eq!(p.apply_state(&state, 1, 2, 1_200), RoleChange::None);
         assert_eq!(p.log.high_watermark(), 5);

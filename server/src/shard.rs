@@ -143,6 +143,11 @@ pub struct Common {
     pub registered: std::sync::atomic::AtomicBool,
     /// Shutdown has begun.
     pub shutting_down: std::sync::atomic::AtomicBool,
+    /// The previous process closed this data directory cleanly (see
+    /// `broker::CLEAN_SHUTDOWN_MARKER`): its logs lost nothing.
+    pub clean_start: bool,
+    /// A shard failed to close a log at shutdown: no clean-shutdown marker.
+    pub close_failed: std::sync::atomic::AtomicBool,
 }
 
 impl Common {
@@ -231,6 +236,12 @@ impl Shard {
 
     pub fn shard_count(&self) -> usize {
         self.common.inboxes.len()
+    }
+
+    /// Whether the previous process closed the data directory cleanly
+    /// (see [`Common::clean_start`]).
+    pub fn clean_start(&self) -> bool {
+        self.common.clean_start
     }
 
     /// This process's incarnation (see [`Common::incarnation`]).
@@ -772,7 +783,8 @@ impl Shard {
         }
     }
 
-    /// Closes every partition this shard owns (final flush and sync).
+    /// Closes every partition this shard owns (final flush and sync); a
+    /// failure is logged and noted in [`Common::close_failed`].
     pub async fn close_partitions(&self) {
         let parts = self.owned_partitions();
         crate::replication::checkpoint_high_watermarks(&parts);
@@ -782,6 +794,9 @@ impl Shard {
             }
             if let Err(e) = p.log.close().await {
                 tracing::error!(topic = %p.topic, partition = p.index, error = %e, "closing partition");
+                self.common
+                    .close_failed
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
             }
         }
     }

@@ -862,3 +862,17 @@ fn leader_epochs_diverging_epochs_and_replica_fetches_are_checked() {
     let e = &resp.topics[0].partitions[0];
     assert_eq!((e.error_code, e.leader_epoch, e.end_offset), (0, 0, 5));
 }
+
+#[test]
+fn a_clean_shutdown_leaves_a_marker_that_the_next_start_takes() {
+    let mut b = TestBroker::start(1, |_| {});
+    let marker = b.dir.path().join(sluice::broker::CLEAN_SHUTDOWN_MARKER);
+    assert!(!b.broker.as_ref().unwrap().clean_start(), "a new data directory");
+    assert!(!marker.exists());
+    b.broker.take().unwrap().shutdown();
+    assert!(marker.exists(), "written once every log is closed");
+    b.broker = Some(sluice::Broker::start(b.config.clone()).unwrap());
+    assert!(b.broker.as_ref().unwrap().clean_start());
+    // Taken at start: a crash from here on finds no marker.
+    assert!(!marker.exists());
+}

@@ -30,7 +30,7 @@ SESSION_MS = 3000
 FAULTS = [
     "kill_leader", "kill_follower", "kill_controller", "kill_majority", "pause_leader",
     "partition_leader", "partition_follower", "partition_controller", "one_way_leader",
-    "slow_follower", "disk_full", "lose_tail", "lose_tail_leader", "bounce",
+    "slow_follower", "disk_full", "lose_tail", "lose_tail_leader", "lose_tail_last_isr", "bounce",
 ]
 
 
@@ -219,16 +219,66 @@ class Nemesis:
             rules.append(f"ip saddr {{ {others} }} ip daddr {me} drop")
         self._nft(rules)
 
-    def _cut_tails(self, node):
-        """Cuts each of a stopped node's partitions' newest segment by up to
-        256 KiB: the writes its page cache had not synced."""
+    def _newest_segments(self, node):
+        """{partition directory name: (newest segment, its size)}."""
+        out = {}
         for d in os.listdir(node.data_dir):
             path = os.path.join(node.data_dir, d)
             logs = sorted(f for f in os.listdir(path) if f.endswith(".log")) if os.path.isdir(path) else []
             if logs:
                 seg = os.path.join(path, logs[-1])
-                size = os.path.getsize(seg)
-                os.truncate(seg, max(0, size - self.rng.randrange(1, 256 << 10)))
+                out[d] = (seg, os.path.getsize(seg))
+        return out
+
+    def _cut_tails(self, node, since=None):
+        """Cuts each of a stopped node's partitions' newest segment by up to
+        256 KiB: the writes its page cache had not synced. With `since` (an
+        earlier `_newest_segments`), cuts each segment that has not rolled
+        since then to below its size then: everything written after that
+        moment is lost too."""
+        for d, (seg, size) in self._newest_segments(node).items():
+            cut = size - self.rng.randrange(1, 256 << 10)
+            if since and since.get(d, (None, 0))[0] == seg:
+                cut = min(cut, since[d][1] - self.rng.randrange(1, 64 << 10))
+            os.truncate(seg, max(0, cut))
+
+    def _partition_isr(self, p):
+        x = self.c.metadata().topics[TOPIC].partitions[p]
+        return x.leader, sorted(x.isrs)
+
+    def _lose_tail_last_isr(self):
+        """The followers of one partition's leader stop reaching its client
+        port (the controller port stays open) until the leader's ISR is
+        itself alone: from then on acks=all is refused and its high
+        watermark stands still. Then the leader is killed, loses the unsynced
+        tail of its logs (back to before the followers were cut off, so
+        writes acknowledged with the followers in the ISR go too) and
+        restarts at once. The followers hold every acknowledged write; the
+        restarted leader, the ISR's last member, must not lead from its
+        shorter log."""
+        p = self.rng.randrange(PARTITIONS)
+        leader, _ = self._partition_isr(p)
+        if leader < 1:
+            raise RuntimeError(f"partition {p} has no leader")
+        node = self.c.node(leader)
+        others = ", ".join(n.host for n in self.c.nodes if n.node_id != leader)
+        before = self._newest_segments(node)
+        self._nft([f"ip saddr {{ {others} }} ip daddr {node.host} tcp dport {node.port} drop"])
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                if self._partition_isr(p) == (leader, [leader]):
+                    break
+            except KafkaException:
+                pass
+            time.sleep(0.25)
+        else:
+            raise RuntimeError(f"partition {p}'s ISR did not shrink to its leader {leader}")
+        node.kill9()
+        self._cut_tails(node, since=before)
+        self.heal()
+        node.start(wait=False)
+        return [leader]
 
     def start(self, kind):
         """Starts fault `kind`; returns what it did."""
@@ -286,6 +336,8 @@ class Nemesis:
             node.kill9()
             self._cut_tails(node)
             node.start(wait=False)
+        elif kind == "lose_tail_last_isr":
+            nodes = self._lose_tail_last_isr()
         elif kind == "bounce":
             nodes = [self.rng.choice(self.c.nodes).node_id]
             node = self.c.node(nodes[0])

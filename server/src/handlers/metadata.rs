@@ -235,7 +235,7 @@ pub fn describe_topic_partitions(ctx: Ctx, body: BytesMut) -> Outcome {
             p.replica_nodes = v.replicas;
             p.isr_nodes = v.isr;
             p.offline_replicas = v.offline;
-            p.eligible_leader_replicas = Some(Vec::new());
+            p.eligible_leader_replicas = Some(v.elr);
             p.last_known_elr = Some(Vec::new());
             out.partitions.push(p);
             budget -= 1;
@@ -277,6 +277,8 @@ struct PartitionView {
     isr: Vec<BrokerId>,
     /// Replicas on brokers that are fenced or not registered.
     offline: Vec<BrokerId>,
+    /// Eligible leader replicas (KIP-966).
+    elr: Vec<BrokerId>,
 }
 
 impl PartitionView {
@@ -289,6 +291,7 @@ impl PartitionView {
                 replicas: Vec::new(),
                 isr: Vec::new(),
                 offline: Vec::new(),
+                elr: Vec::new(),
             };
         };
         let ids = |v: &[i32]| v.iter().copied().map(BrokerId).collect::<Vec<_>>();
@@ -309,6 +312,7 @@ impl PartitionView {
             replicas: ids(&state.replicas),
             isr: ids(&state.isr),
             offline: ids(&offline),
+            elr: ids(&state.elr),
         }
     }
 }
