@@ -483,7 +483,7 @@ impl Controller {
             let n = records.len();
             let reply = self
                 .quorum
-                .write(Command { records })
+                .write(Command::each(records))
                 .await
                 .map_err(|e| format!("writing old metadata to the quorum: {e}"))?;
             if let Some(e) = reply.results.iter().find_map(|r| r.as_ref().err()) {
@@ -520,13 +520,12 @@ impl Controller {
             };
             let reply = self
                 .quorum
-                .write(Command { records })
+                .write(Command::atomic(records))
                 .await
                 .map_err(|e| format!("registering broker {}: {e}", self.node_id))?;
-            // Records apply one by one: a fence record refused because the
-            // image moved meanwhile makes the image refuse the registration
-            // too (the old incarnation still holds something), and the next
-            // try drafts from the newer image.
+            // One change, all or none: a fence record refused because the
+            // image moved meanwhile refuses the registration with it, and
+            // the next try drafts from the newer image.
             match reply.results.get(at) {
                 Some(Ok(())) => {
                     self.epoch.set(Some(epoch));
@@ -609,7 +608,22 @@ impl Controller {
 
     /// Drafts one answer per item with `f`, writes the records, installs
     /// the result, and answers each item.
-    async fn change<I, T, F>(&self, shard: &Shard, items: Vec<I>, mut f: F) -> Vec<Result<T, MetaError>>
+    async fn change<I, T, F>(&self, shard: &Shard, items: Vec<I>, f: F) -> Vec<Result<T, MetaError>>
+    where
+        F: FnMut(&mut Draft, I) -> Result<T, MetaError>,
+    {
+        self.change_as(shard, items, f, false).await
+    }
+
+    /// [`Controller::change`]; with `leader_only`, written only if this
+    /// node still leads the quorum (see [`Command::leader_only`]).
+    async fn change_as<I, T, F>(
+        &self,
+        shard: &Shard,
+        items: Vec<I>,
+        mut f: F,
+        leader_only: bool,
+    ) -> Vec<Result<T, MetaError>>
     where
         F: FnMut(&mut Draft, I) -> Result<T, MetaError>,
     {
@@ -620,17 +634,31 @@ impl Controller {
             .enumerate()
             .map(|(i, item)| {
                 draft.slot = i;
-                f(&mut draft, item)
+                // An item refused half-way leaves nothing behind: the
+                // records it drafted before the refusal are not written.
+                let (image, drafted) = (draft.image.clone(), draft.records.len());
+                let answer = f(&mut draft, item);
+                if answer.is_err() {
+                    draft.image = image;
+                    draft.records.truncate(drafted);
+                }
+                answer
             })
             .collect();
         if !draft.records.is_empty() {
-            self.write(shard, draft.records, &mut answers).await;
+            self.write(shard, draft.records, &mut answers, leader_only).await;
         }
         self.unlock();
         answers
     }
 
-    async fn write<T>(&self, shard: &Shard, drafted: Vec<Drafted>, answers: &mut [Result<T, MetaError>]) {
+    async fn write<T>(
+        &self,
+        shard: &Shard,
+        drafted: Vec<Drafted>,
+        answers: &mut [Result<T, MetaError>],
+        leader_only: bool,
+    ) {
         let fail_all = |answers: &mut [Result<T, MetaError>], e: MetaError| {
             for d in &drafted {
                 answers[d.slot] = Err(e.clone());
@@ -641,6 +669,11 @@ impl Controller {
         }
         let command = Command {
             records: drafted.iter().map(|d| d.record.clone()).collect(),
+            changes: drafted
+                .iter()
+                .map(|d| u32::try_from(d.slot).unwrap_or(u32::MAX))
+                .collect(),
+            leader_only,
         };
         let reply = match self.quorum.write(command).await {
             Ok(r) => r,
@@ -670,7 +703,7 @@ impl Controller {
             .filter_map(|(d, _)| d.undo.clone())
             .collect();
         if !undo.is_empty() {
-            match self.quorum.write(Command { records: undo }).await {
+            match self.quorum.write(Command::each(undo)).await {
                 Ok(r) => {
                     if let Some(e) = r.not_installed {
                         tracing::error!(error = %e, "installing the metadata from before the change");
@@ -718,7 +751,7 @@ impl Controller {
             };
             let reply = self
                 .quorum
-                .write(Command { records: vec![record] })
+                .write(Command::each(vec![record]))
                 .await
                 .map_err(|e| e.to_string())?;
             match reply.results.first() {
@@ -862,47 +895,52 @@ impl Controller {
         let beats = self.quorum.heartbeats().borrow().clone();
         let rules = self.rules;
         let answer = self
-            .change(shard, vec![()], move |draft, ()| {
-                let now = Instant::now();
-                let wall = crate::groups::group::now_ms();
-                let brokers: Vec<BrokerMeta> = draft.image.brokers.values().cloned().collect();
-                for b in brokers {
-                    let seen = beats.get(&b.id).filter(|(e, _)| *e == b.epoch).map(|(_, t)| *t);
-                    // A registration counts as a heartbeat: a broker that
-                    // has just (re)registered gets a whole session to send
-                    // its first one.
-                    let registered_ago = Duration::from_millis(u64::try_from(wall - b.registered_ms).unwrap_or(0));
-                    let registered = now.checked_sub(registered_ago).unwrap_or(since);
-                    // A heartbeat this node received before it led counts
-                    // if it was still within the session when it began to
-                    // lead (voters receive every broker's heartbeats);
-                    // otherwise the broker gets a whole session from then.
-                    let last = match seen {
-                        Some(t) if since.saturating_duration_since(t) < session => t,
-                        _ => since,
+            .change_as(
+                shard,
+                vec![()],
+                move |draft, ()| {
+                    let now = Instant::now();
+                    let wall = crate::groups::group::now_ms();
+                    let brokers: Vec<BrokerMeta> = draft.image.brokers.values().cloned().collect();
+                    for b in brokers {
+                        let seen = beats.get(&b.id).filter(|(e, _)| *e == b.epoch).map(|(_, t)| *t);
+                        // A registration counts as a heartbeat: a broker that
+                        // has just (re)registered gets a whole session to send
+                        // its first one.
+                        let registered_ago = Duration::from_millis(u64::try_from(wall - b.registered_ms).unwrap_or(0));
+                        let registered = now.checked_sub(registered_ago).unwrap_or(since);
+                        // A heartbeat this node received before it led counts
+                        // if it was still within the session when it began to
+                        // lead (voters receive every broker's heartbeats);
+                        // otherwise the broker gets a whole session from then.
+                        let last = match seen {
+                            Some(t) if since.saturating_duration_since(t) < session => t,
+                            _ => since,
+                        }
+                        .max(registered);
+                        let alive = now.duration_since(last) < session;
+                        let records = match (b.fenced, alive) {
+                            (false, false) => {
+                                tracing::warn!(
+                                    broker = b.id,
+                                    "no heartbeat within broker.session.timeout.ms: fencing it"
+                                );
+                                fence_records(&draft.image, b.id, rules)
+                            }
+                            // A broker that shut itself down comes back only by
+                            // registering again.
+                            (true, true) if seen.is_some() && !b.shut_down => {
+                                tracing::info!(broker = b.id, "heartbeat from a fenced broker: unfencing it");
+                                unfence_records(&draft.image, b.id, rules)
+                            }
+                            _ => continue,
+                        };
+                        records.into_iter().try_for_each(|r| draft.push(r, None))?;
                     }
-                    .max(registered);
-                    let alive = now.duration_since(last) < session;
-                    let records = match (b.fenced, alive) {
-                        (false, false) => {
-                            tracing::warn!(
-                                broker = b.id,
-                                "no heartbeat within broker.session.timeout.ms: fencing it"
-                            );
-                            fence_records(&draft.image, b.id, rules)
-                        }
-                        // A broker that shut itself down comes back only by
-                        // registering again.
-                        (true, true) if seen.is_some() && !b.shut_down => {
-                            tracing::info!(broker = b.id, "heartbeat from a fenced broker: unfencing it");
-                            unfence_records(&draft.image, b.id, rules)
-                        }
-                        _ => continue,
-                    };
-                    records.into_iter().try_for_each(|r| draft.push(r, None))?;
-                }
-                Ok(())
-            })
+                    Ok(())
+                },
+                true,
+            )
             .await;
         if let Some(Err(e)) = answer.first() {
             tracing::warn!(error = %e.message, "writing fencing and elections");

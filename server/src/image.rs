@@ -245,6 +245,43 @@ impl Image {
         self.topics.insert(topic.name.clone(), Arc::new(topic));
     }
 
+    /// Applies a log entry's records (see [`crate::quorum::Command`]):
+    /// consecutive records with the same number in `changes` all or none,
+    /// each record on its own when `changes` does not number them all.
+    pub fn apply_changes(&mut self, records: &[MetaRecord], changes: &[u32]) -> Vec<Result<(), MetaError>> {
+        if changes.len() != records.len() {
+            return records.iter().map(|r| self.apply(r)).collect();
+        }
+        let mut results = Vec::with_capacity(records.len());
+        let mut start = 0;
+        while start < records.len() {
+            let n = changes[start..].iter().take_while(|&&c| c == changes[start]).count();
+            let group = &records[start..start + n];
+            start += n;
+            if let [one] = group {
+                results.push(self.apply(one));
+                continue;
+            }
+            let mut next = self.clone();
+            let done: Vec<Result<(), MetaError>> = group.iter().map(|r| next.apply(r)).collect();
+            match done.iter().find_map(|r| r.as_ref().err()).cloned() {
+                None => {
+                    *self = next;
+                    results.extend(done);
+                }
+                Some(e) => results.extend(done.into_iter().map(|r| {
+                    r.and_then(|()| {
+                        Err(refuse(
+                            e.code,
+                            format!("not applied: another record of its change was refused: {}", e.message),
+                        ))
+                    })
+                })),
+            }
+        }
+        results
+    }
+
     /// Applies one record. A refused record changes nothing; the same
     /// record refused here is refused on every node.
     pub fn apply(&mut self, record: &MetaRecord) -> Result<(), MetaError> {
@@ -506,6 +543,34 @@ mod tests {
             assert!(image.apply(r).is_err(), "{r:?}");
             assert_eq!(image, before, "{r:?}");
         }
+    }
+
+    #[test]
+    fn a_change_applies_all_or_none_of_its_records() {
+        let mut image = Image::default();
+        image.apply(&MetaRecord::RegisterBroker(broker(1, 0))).unwrap();
+        image.apply(&MetaRecord::RegisterBroker(broker(2, 1))).unwrap();
+        image.apply(&MetaRecord::UnfenceBroker { id: 1, epoch: 0 }).unwrap();
+        image.apply(&MetaRecord::UnfenceBroker { id: 2, epoch: 1 }).unwrap();
+        let before = image.clone();
+        let fence = |id, epoch| MetaRecord::FenceBroker {
+            id,
+            epoch,
+            shutdown: false,
+        };
+        // The second record was drafted on an image where broker 2 had
+        // epoch 0: the first, valid on its own, is not applied either.
+        let records = [fence(1, 0), fence(2, 0), fence(2, 1)];
+        let results = image.apply_changes(&records, &[0, 0, 1]);
+        assert!(results[0].is_err() && results[1].is_err(), "{results:?}");
+        assert!(results[2].is_ok());
+        assert!(!image.brokers[&1].fenced, "the refused change left nothing");
+        assert!(image.brokers[&2].fenced);
+        // Without change numbers every record stands on its own.
+        let mut each = before.clone();
+        let results = each.apply_changes(&records[..2], &[]);
+        assert!(results[0].is_ok() && results[1].is_err());
+        assert!(each.brokers[&1].fenced);
     }
 
     #[test]

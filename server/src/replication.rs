@@ -50,6 +50,11 @@ struct Fetcher {
     leader: i32,
     partitions: RefCell<BTreeSet<(Arc<str>, i32)>>,
     changed: Changed,
+    /// A partition was added: a fetch in flight without it is abandoned,
+    /// so a new leader's followers reach it without waiting out a long
+    /// poll of `replica.fetch.wait.max.ms` (its high watermark, and the
+    /// acks=all writes it answers, wait for them).
+    grew: Changed,
     correlation: Cell<i32>,
 }
 
@@ -64,12 +69,15 @@ impl Fetchers {
                 leader,
                 partitions: RefCell::default(),
                 changed: Changed::default(),
+                grew: Changed::default(),
                 correlation: Cell::new(0),
             });
             compio::runtime::spawn(run(shard.clone(), f.clone())).detach();
             f
         });
-        f.partitions.borrow_mut().insert((topic, index));
+        if f.partitions.borrow_mut().insert((topic, index)) {
+            f.grew.notify();
+        }
         f.changed.notify();
     }
 
@@ -108,6 +116,9 @@ async fn run(shard: Rc<Shard>, f: Rc<Fetcher>) {
             }
             continue;
         }
+        // Armed before the request is built: a partition added from here
+        // on ends the fetch below.
+        let grew = f.grew.next();
         let snapshot = shard.meta();
         let Some(addr) = snapshot
             .brokers
@@ -169,7 +180,7 @@ async fn run(shard: Rc<Shard>, f: Rc<Fetcher>) {
         let timeout = Duration::from_millis(config.replica_fetch_wait_max_ms + 30_000);
         let answer = race(
             exchange(&mut conn, &addr, correlation, config.node_id, &req, timeout),
-            shard.stopping.wait(),
+            race(shard.stopping.wait(), grew),
         )
         .await;
         let resp = match answer {
@@ -180,7 +191,13 @@ async fn run(shard: Rc<Shard>, f: Rc<Fetcher>) {
                 let _ = race(compio::runtime::time::sleep(backoff), shard.stopping.wait()).await;
                 continue;
             }
-            Err(()) => break,
+            Err(Ok(())) => break,
+            Err(Err(())) => {
+                // Its answer would come on this connection after the long
+                // poll: drop it and fetch again with the new partition.
+                conn = None;
+                continue;
+            }
         };
         let mut pause = None;
         for t in resp.responses {

@@ -187,7 +187,7 @@ impl RaftStateMachine<MetaRaft> for Machine {
             st.applied = Some(entry.log_id);
             let results = match entry.payload {
                 EntryPayload::Blank => Vec::new(),
-                EntryPayload::Normal(command) => command.records.iter().map(|r| st.image.apply(r)).collect(),
+                EntryPayload::Normal(command) => st.image.apply_changes(&command.records, &command.changes),
                 EntryPayload::Membership(m) => {
                     st.membership = StoredMembership::new(Some(entry.log_id), m);
                     Vec::new()

@@ -38,11 +38,42 @@ pub use store::{read_json, replace_file};
 
 use machine::Machine;
 
-/// One entry of the metadata log: records applied in order, each on its
-/// own (one refused record does not stop the others).
+/// One entry of the metadata log: records applied in order by
+/// [`crate::image::Image::apply_changes`]. Consecutive records with the same
+/// number in `changes` are one change, applied all or none (a change
+/// drafted on an image that has moved since is refused whole, not in
+/// part); without `changes` each record stands on its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
     pub records: Vec<MetaRecord>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<u32>,
+    /// Appended only by this node as the quorum's leader, never forwarded:
+    /// for decisions only the active controller may take (fencing on
+    /// missed heartbeats), which a deposed leader cut off from the others
+    /// would otherwise hand to the new one, drafted on what it last saw.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub leader_only: bool,
+}
+
+impl Command {
+    /// Records that each stand on their own.
+    pub fn each(records: Vec<MetaRecord>) -> Self {
+        Self {
+            records,
+            changes: Vec::new(),
+            leader_only: false,
+        }
+    }
+
+    /// Records that form one change: applied all or none.
+    pub fn atomic(records: Vec<MetaRecord>) -> Self {
+        Self {
+            changes: vec![0; records.len()],
+            records,
+            leader_only: false,
+        }
+    }
 }
 
 impl fmt::Display for Command {
@@ -291,6 +322,9 @@ impl Quorum for RaftQuorum {
         let Some(forward) = err.forward_to_leader() else {
             return Err(QuorumError::Unavailable(err.to_string()));
         };
+        if command.leader_only {
+            return Err(QuorumError::NoLeader("this node no longer leads the quorum".into()));
+        }
         let Some(node) = forward.leader_node.clone() else {
             return Err(QuorumError::NoLeader("no leader is elected".into()));
         };

@@ -161,6 +161,9 @@ async fn follow(inner: std::rc::Weak<Inner>, publisher: Publisher, first: Rc<cra
 
 impl Quorum for ObserverQuorum {
     async fn write(&self, command: Command) -> Result<Reply, QuorumError> {
+        if command.leader_only {
+            return Err(QuorumError::NoLeader("an observer never leads the quorum".into()));
+        }
         let ttl = self.inner.settings.write_timeout;
         let deadline = Instant::now() + ttl;
         // Wait a little for a leader to be known (a start, an election).

@@ -363,7 +363,7 @@ mod tests {
     }
 
     fn entry(term: u64, index: u64) -> Entry {
-        Entry::new_normal(log_id(term, index), Command { records: Vec::new() })
+        Entry::new_normal(log_id(term, index), Command::each(Vec::new()))
     }
 
     fn run<F: std::future::Future>(f: F) -> F::Output {
