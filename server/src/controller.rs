@@ -862,6 +862,10 @@ async fn heartbeat_voter(shard: Rc<Shard>, addr: String) {
     }
 }
 
+/// How many times a controlled shutdown drafts its fencing before it
+/// gives up (and is fenced by its session instead).
+const LEAVE_ATTEMPTS: u32 = 3;
+
 impl Controller {
     /// A clean shutdown in a cluster (Kafka's controlled shutdown): this
     /// broker fences itself, stops heartbeating, and its partitions get new
@@ -873,16 +877,38 @@ impl Controller {
         }
         self.leaving.set(true);
         let (node, rules) = (self.node_id, self.rules);
-        let answer = self
-            .change(shard, vec![()], move |draft, ()| {
-                fence_records_for(&draft.image, node, rules, true)
-                    .into_iter()
-                    .try_for_each(|r| draft.push(r, None))
-            })
-            .await;
-        match answer.first() {
-            Some(Err(e)) => tracing::warn!(error = %e.message, "controlled shutdown: leadership not moved"),
-            _ => tracing::info!("controlled shutdown: this broker is fenced and leads nothing"),
+        // Drafted here, on this node's image: a change refused because the
+        // image moved meanwhile (it applies all or none) is drafted again
+        // on the image that refused it, which this node has by then.
+        for attempt in 1..=LEAVE_ATTEMPTS {
+            let answer = self
+                .change(shard, vec![()], move |draft, ()| {
+                    fence_records_for(&draft.image, node, rules, true)
+                        .into_iter()
+                        .try_for_each(|r| draft.push(r, None))
+                })
+                .await;
+            match answer.into_iter().next() {
+                Some(Err(e))
+                    if attempt < LEAVE_ATTEMPTS
+                        && matches!(
+                            e.code,
+                            ErrorCode::InvalidUpdateVersion
+                                | ErrorCode::FencedLeaderEpoch
+                                | ErrorCode::StaleBrokerEpoch
+                        ) =>
+                {
+                    tracing::debug!(error = %e.message, "controlled shutdown: the metadata moved; drafting again");
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e.message, "controlled shutdown: leadership not moved");
+                    return;
+                }
+                _ => {
+                    tracing::info!("controlled shutdown: this broker is fenced and leads nothing");
+                    return;
+                }
+            }
         }
     }
 
@@ -1234,16 +1260,14 @@ pub fn registration_records(
 /// A fenced `broker` that may have lost its logs' unsynced tail is no
 /// longer an eligible leader replica, and leaves the ISR it is the last
 /// member of while other replicas are eligible (the partition waits,
-/// leaderless, for one of those).
+/// leaderless, for one of those); see
+/// [`PartitionState::after_unclean_restart`].
 fn forget_tail_records(image: &Image, broker: i32) -> Vec<MetaRecord> {
     let mut records = Vec::new();
     for t in image.topics.values() {
         for (i, p) in t.partition_states.iter().enumerate() {
-            let elr: Vec<i32> = p.elr.iter().copied().filter(|&r| r != broker).collect();
-            let isr = if p.isr == [broker] && !elr.is_empty() {
-                Vec::new()
-            } else {
-                p.isr.clone()
+            let Some((isr, elr)) = p.after_unclean_restart(broker) else {
+                continue;
             };
             if let Some(state) = next_state(p, isr, p.leader, elr) {
                 assert!(
@@ -1726,5 +1750,24 @@ mod tests {
             (p[0].leader, p[0].isr.clone(), p[0].elr.clone()),
             (NO_LEADER, vec![1], vec![3])
         );
+    }
+
+    #[test]
+    fn the_last_candidate_keeps_its_place_after_an_unclean_restart() {
+        // 1 left the ISR after its own unclean restart; 2, the one eligible
+        // replica left, restarts uncleanly too: nobody is known to hold
+        // more, so it stays eligible and leads rather than leave the
+        // partition without any candidate.
+        let mut st = state(&[1, 2, 3], &[], NO_LEADER);
+        st.elr = vec![2];
+        let img = image(&[(1, false), (2, true), (3, false)], vec![st]);
+        let again = BrokerMeta {
+            incarnation: Uuid::from_u128(9),
+            epoch: img.next_broker_epoch,
+            ..img.brokers[&2].clone()
+        };
+        let (records, _) = registration_records(img.clone(), again, MIN2).unwrap();
+        let p = after(img.clone(), &records);
+        assert_eq!((p[0].leader, p[0].isr.clone(), p[0].elr.clone()), (2, vec![2], vec![]));
     }
 }

@@ -89,6 +89,23 @@ impl PartitionState {
         }
         Ok(())
     }
+
+    /// The ISR and eligible leader replicas once `broker` is known to have
+    /// restarted without a clean shutdown (it may have lost its logs'
+    /// unsynced tail): it is no longer eligible, and it leaves the ISR it is
+    /// the last member of while other replicas are eligible. `None` when
+    /// nothing changes, and when it is the partition's last candidate (it
+    /// keeps its place: nobody is known to hold more).
+    pub fn after_unclean_restart(&self, broker: i32) -> Option<(Vec<i32>, Vec<i32>)> {
+        let elr: Vec<i32> = self.elr.iter().copied().filter(|&r| r != broker).collect();
+        let isr = if self.isr == [broker] && !elr.is_empty() {
+            Vec::new()
+        } else {
+            self.isr.clone()
+        };
+        let changed = elr != self.elr || isr != self.isr;
+        (changed && !(isr.is_empty() && elr.is_empty())).then_some((isr, elr))
+    }
 }
 
 /// One registered broker.
@@ -204,9 +221,9 @@ impl Image {
     }
 
     /// A partition `broker` leads, or whose ISR it shares with others;
-    /// none once it is fenced. With `unclean`, also one where it is an
-    /// eligible leader replica, or the last ISR member while others are
-    /// eligible: a broker that may have lost its logs' tail gives those up.
+    /// none once it is fenced. With `unclean`, also one whose ISR or
+    /// eligible replicas a broker that may have lost its logs' tail must
+    /// leave ([`PartitionState::after_unclean_restart`]).
     pub fn held_by(&self, broker: i32, unclean: bool) -> Option<(&str, usize)> {
         self.topics.values().find_map(|t| {
             t.partition_states
@@ -214,7 +231,7 @@ impl Image {
                 .position(|p| {
                     p.leader == broker
                         || (p.isr.contains(&broker) && p.isr.len() > 1)
-                        || (unclean && (p.elr.contains(&broker) || (p.isr == [broker] && !p.elr.is_empty())))
+                        || (unclean && p.after_unclean_restart(broker).is_some())
                 })
                 .map(|i| (&*t.name, i))
         })
