@@ -81,11 +81,14 @@ def main():
         log_file.flush()
 
     log(f"soak: {args.seconds} s, seed {args.seed}, output in {out}")
+    # The commit the binaries were built from is the one checked out now,
+    # not whatever is checked out when the hour is over.
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip() or None
     report = run_faults(out, schedule(rng, args.seconds), seed=args.seed, hold=lambda r: r.uniform(2, 10),
                         rate=100, disk_mb=1024, base=21, log=log)
     report["binary"] = BINARY
-    report["commit"] = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                                      capture_output=True, text=True).stdout.strip() or None
+    report["commit"] = commit
     with open(os.path.join(out, "report.json"), "w") as f:
         json.dump(report, f, indent=1)
     text = summary(report, args)
