@@ -18,10 +18,12 @@ compare, not MB/s alone):
               the new leader); and the longest gap between consecutive
               acknowledgements around it. Then SIGTERM (controlled shutdown)
               the same way. N trials each; the node is restarted and back
-              in the ISR between trials.
+              in the ISR between trials, then one heartbeat interval
+              passes so that every voter has heard from every broker.
 
   bench/scripts/replication.py [--bin-dir target/release] [--secs 15]
       [--trials 20] [--session-ms 9000] [--only throughput|latency|failover]
+      [--set KEY=VALUE ...]
 
 Prints a JSON object (and a Markdown table per section on stderr).
 """
@@ -143,7 +145,7 @@ def latency(args, root):
 
 def failover(args, root):
     d = tempfile.mkdtemp(dir=root)
-    nodes = start_cluster(args.bin, d, args.session_ms)
+    nodes = start_cluster(args.bin, d, args.session_ms, args.set)
     bootstrap = ",".join(n.bootstrap for n in nodes)
     a = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     results = {"kill9": [], "sigterm": []}
@@ -194,6 +196,10 @@ def failover(args, root):
                 victim.wait_listening()
                 poll(lambda: sorted(metadata(nodes[0]).topics[topic].partitions[0].isrs) == [1, 2, 3],
                      timeout=120)
+                # Steady state again: every voter has had a heartbeat from
+                # the restarted broker and the restarted voter from every
+                # broker (one interval, 2 s), as before the first trial.
+                time.sleep(2.5)
     finally:
         stop_cluster(nodes)
     return {k: {"first_ack_after": summary(v), "longest_gap": summary(gaps[k])} for k, v in results.items()}
@@ -206,6 +212,8 @@ def main():
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--session-ms", type=int, default=9000)
     ap.add_argument("--only", choices=["throughput", "latency", "failover"])
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting for every broker in the failover trials (repeatable)")
     args = ap.parse_args()
     args.bin = os.path.join(args.bin_dir, "sluice")
     out = {"session_ms": args.session_ms}

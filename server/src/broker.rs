@@ -288,22 +288,29 @@ impl Broker {
         // In a cluster, hand leadership over first (bounded: without a
         // quorum the broker stops anyway and is fenced by its session).
         if !self.common.config.quorum_voters.is_empty() {
-            let (tx, rx) = mpsc::channel::<()>();
+            let (tx, rx) = mpsc::channel::<bool>();
             self.common.inboxes[0].push(Box::new(move |shard: &Rc<Shard>| {
                 let shard = shard.clone();
                 compio::runtime::spawn(async move {
+                    let mut moved = false;
                     if let Some(c) = shard.controller() {
-                        let _ = compio::runtime::time::timeout(CONTROLLED_SHUTDOWN_WAIT, c.leave(&shard)).await;
+                        moved = compio::runtime::time::timeout(CONTROLLED_SHUTDOWN_WAIT, c.leave(&shard))
+                            .await
+                            .unwrap_or(false);
                     }
-                    let _ = tx.send(());
+                    let _ = tx.send(moved);
                 })
                 .detach();
             }));
-            if rx
-                .recv_timeout(CONTROLLED_SHUTDOWN_WAIT + Duration::from_secs(1))
-                .is_err()
-            {
-                tracing::warn!("controlled shutdown did not finish; stopping anyway");
+            match rx.recv_timeout(CONTROLLED_SHUTDOWN_WAIT + Duration::from_secs(1)) {
+                // Leadership moved: keep answering a moment, so a client
+                // still sending here is told where its partitions went
+                // (NOT_LEADER_OR_FOLLOWER naming the new leader) rather
+                // than finding its connection closed and waiting for its
+                // next metadata refresh.
+                Ok(true) => std::thread::sleep(Duration::from_millis(self.common.config.shutdown_linger_ms)),
+                Ok(false) => {}
+                Err(_) => tracing::warn!("controlled shutdown did not finish; stopping anyway"),
             }
         }
         for l in &self.listeners {

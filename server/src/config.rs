@@ -102,6 +102,17 @@ pub struct BrokerConfig {
     /// `sluice.shutdown.close.ms`: how long shutdown then waits for the
     /// shards to flush and close their logs before it gives up on them.
     pub shutdown_close_ms: u64,
+    /// `sluice.shutdown.linger.ms`: in a cluster, how long a broker keeps
+    /// serving after its controlled shutdown moved its leadership away, so
+    /// that clients still sending to it are told where each partition went
+    /// (NOT_LEADER_OR_FOLLOWER with the new leader) instead of finding the
+    /// connection closed.
+    pub shutdown_linger_ms: u64,
+    /// `sluice.broker.fence.when.gone`: the controller fences a broker as
+    /// soon as the connection carrying its heartbeats closes and its
+    /// address refuses connections (its process died), instead of after
+    /// `broker.session.timeout.ms`.
+    pub fence_gone_brokers: bool,
     /// `cluster.id` reported in Metadata and DescribeCluster.
     pub cluster_id: String,
     /// `default.replication.factor`: replicas of a topic created without
@@ -307,6 +318,8 @@ impl Default for BrokerConfig {
             storage_min_free_bytes: 1 << 30,
             shutdown_drain_ms: 10_000,
             shutdown_close_ms: 30_000,
+            shutdown_linger_ms: 500,
+            fence_gone_brokers: true,
             cluster_id: "sluice-cluster".into(),
             default_replication_factor: 1,
             roles: Roles {
@@ -498,6 +511,14 @@ pub const SETTINGS: &[(&str, &str)] = &[
     (
         "sluice.shutdown.close.ms",
         "how long shutdown then waits for logs to close before exiting anyway (default 30000)",
+    ),
+    (
+        "sluice.broker.fence.when.gone",
+        "fence a broker once its heartbeat connection closed and its address refuses connections, before its session ends (default true)",
+    ),
+    (
+        "sluice.shutdown.linger.ms",
+        "in a cluster, how long a broker keeps answering after handing its leadership over, pointing clients to the new leaders (default 500)",
     ),
     (
         "offsets.topic.num.partitions",
@@ -734,6 +755,8 @@ impl BrokerConfig {
             "sluice.storage.min.free.bytes" => self.storage_min_free_bytes = parse_num(key, value)?,
             "sluice.shutdown.drain.ms" => self.shutdown_drain_ms = parse_num(key, value)?,
             "sluice.shutdown.close.ms" => self.shutdown_close_ms = parse_num(key, value)?,
+            "sluice.shutdown.linger.ms" => self.shutdown_linger_ms = parse_num(key, value)?,
+            "sluice.broker.fence.when.gone" => self.fence_gone_brokers = parse_bool(key, value)?,
             "offsets.topic.num.partitions" => self.groups.offsets_partitions = parse_at_least_one::<i32>(key, value)?,
             "offsets.topic.segment.bytes" => self.groups.offsets_segment_bytes = parse_num(key, value)?,
             "offsets.topic.replication.factor" => {

@@ -830,6 +830,7 @@ async fn duties(shard: Rc<Shard>, mut known_leader: Option<u64>) {
             c.quorum
                 .heartbeats()
                 .borrow_mut()
+                .beats
                 .insert(c.node_id, (epoch, Instant::now()));
         }
         if let Some(since) = leading_since {
@@ -870,10 +871,11 @@ impl Controller {
     /// A clean shutdown in a cluster (Kafka's controlled shutdown): this
     /// broker fences itself, stops heartbeating, and its partitions get new
     /// leaders from their ISRs before it stops serving. One node alone
-    /// keeps its leadership: nobody could take it over.
-    pub async fn leave(&self, shard: &Shard) {
+    /// keeps its leadership: nobody could take it over. True when the
+    /// fencing was written: this broker leads nothing any more.
+    pub async fn leave(&self, shard: &Shard) -> bool {
         if shard.config().quorum_voters.is_empty() || self.epoch.get().is_none() {
-            return;
+            return false;
         }
         self.leaving.set(true);
         let (node, rules) = (self.node_id, self.rules);
@@ -902,14 +904,15 @@ impl Controller {
                 }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e.message, "controlled shutdown: leadership not moved");
-                    return;
+                    return false;
                 }
                 _ => {
                     tracing::info!("controlled shutdown: this broker is fenced and leads nothing");
-                    return;
+                    return true;
                 }
             }
         }
+        false
     }
 
     /// On the leader: fences registered brokers whose heartbeats stopped for
@@ -918,7 +921,8 @@ impl Controller {
     /// from), and unfences fenced brokers that heartbeat again with their
     /// current epoch. Drafted under the change lock, on the image as it is.
     async fn check_sessions(&self, shard: &Shard, since: Instant, session: Duration) {
-        let beats = self.quorum.heartbeats().borrow().clone();
+        let liveness = self.quorum.heartbeats().borrow().clone();
+        let fence_gone = shard.config().fence_gone_brokers;
         let rules = self.rules;
         let answer = self
             .change_as(
@@ -929,7 +933,18 @@ impl Controller {
                     let wall = crate::groups::group::now_ms();
                     let brokers: Vec<BrokerMeta> = draft.image.brokers.values().cloned().collect();
                     for b in brokers {
-                        let seen = beats.get(&b.id).filter(|(e, _)| *e == b.epoch).map(|(_, t)| *t);
+                        let seen = liveness
+                            .beats
+                            .get(&b.id)
+                            .filter(|(e, _)| *e == b.epoch)
+                            .map(|(_, t)| *t);
+                        // Its process is gone (and has not heartbeat since):
+                        // no need to wait out the session.
+                        let gone = fence_gone
+                            && liveness
+                                .gone
+                                .get(&b.id)
+                                .is_some_and(|(e, t)| *e == b.epoch && seen.is_none_or(|s| *t > s));
                         // A registration counts as a heartbeat: a broker that
                         // has just (re)registered gets a whole session to send
                         // its first one.
@@ -944,8 +959,12 @@ impl Controller {
                             _ => since,
                         }
                         .max(registered);
-                        let alive = now.duration_since(last) < session;
+                        let alive = !gone && now.duration_since(last) < session;
                         let records = match (b.fenced, alive) {
+                            (false, false) if gone => {
+                                tracing::warn!(broker = b.id, "its process is gone: fencing it");
+                                fence_records(&draft.image, b.id, rules)
+                            }
                             (false, false) => {
                                 tracing::warn!(
                                     broker = b.id,

@@ -161,7 +161,14 @@ def test_the_quorum_survives_one_voter_refuses_changes_without_a_majority_and_ca
                  lambda: {"before", "one-down", "after"} <= set(metadata(n).topics))
 
 
-def test_a_dead_brokers_partitions_get_new_leaders_and_it_rejoins_after_restart(cluster):
+def test_a_dead_brokers_partitions_get_new_leaders_and_it_rejoins_after_restart():
+    # Fencing by the session alone: a dead process is otherwise found
+    # sooner (the next test).
+    with running_cluster(["sluice.broker.fence.when.gone=false"]) as cluster:
+        session_fencing_moves_a_dead_brokers_partitions(cluster)
+
+
+def session_fencing_moves_a_dead_brokers_partitions(cluster):
     create(cluster.node(1), "moves", partitions=6)
     ctl = metadata(cluster.node(1)).controller_id
     victim = next(i for i in (1, 2, 3) if i != ctl)
@@ -180,6 +187,43 @@ def test_a_dead_brokers_partitions_get_new_leaders_and_it_rejoins_after_restart(
     assert all(leader in (1, 2, 3) for leader, _, _ in view.values()), "every partition still has a leader"
     cluster.node(victim).start()
     wait_for("the restarted broker registers again", lambda: victim in metadata(survivor).brokers)
+
+
+def test_a_killed_broker_is_fenced_when_its_address_refuses_connections_not_a_session_later():
+    long_session_s = 60
+    with running_cluster([f"broker.session.timeout.ms={long_session_s * 1000}"]) as cluster:
+        create(cluster.node(1), "gone", partitions=6)
+        ctl = metadata(cluster.node(1)).controller_id
+        # Steady state first: every ISR full and a heartbeat interval
+        # passed. (A process killed in its first moments can be held in
+        # its exit by a request still in flight in its ring, its sockets
+        # open; then only the session fences it. ADR 0016.)
+        wait_for("full ISRs", lambda: all(
+            len(x.isrs) == 3 for x in metadata(cluster.node(ctl)).topics["gone"].partitions.values()))
+        time.sleep(1)
+        # A voter that is not the quorum's leader, and then the leader
+        # itself: the new leader has seen the old one's connection close.
+        for victim in (next(i for i in (1, 2, 3) if i != ctl), ctl):
+            survivor = cluster.node(next(i for i in (1, 2, 3) if i != victim and cluster.node(i).proc))
+            assert any(x.leader == victim for x in metadata(survivor).topics["gone"].partitions.values())
+            cluster.node(victim).kill9()
+            killed = time.time()
+
+            def moved():
+                md = metadata(survivor)
+                return victim not in md.brokers and all(
+                    x.leader not in (victim, -1) and victim not in x.isrs
+                    for x in md.topics["gone"].partitions.values())
+
+            wait_for("leaders off the killed broker", moved, timeout=long_session_s)
+            assert time.time() - killed < long_session_s / 4, "fenced once it was gone, not by its session"
+            cluster.node(victim).start()
+            wait_for("the restarted broker registers again", lambda: victim in metadata(survivor).brokers)
+            wait_for("back in every ISR", lambda: all(
+                victim in x.isrs for x in metadata(survivor).topics["gone"].partitions.values()))
+            # One heartbeat interval: every voter hears from the restarted
+            # broker and the restarted voter from every broker.
+            time.sleep(1)
 
 
 def test_every_node_restarts_with_the_same_metadata(cluster):
@@ -257,9 +301,13 @@ def test_a_paused_broker_is_fenced_and_unfenced_when_it_heartbeats_again(cluster
     observer = cluster.node(ctl)
     node_id = cluster.nodes.index(paused) + 1
     paused.proc.send_signal(signal.SIGSTOP)
+    t0 = time.time()
     try:
         wait_for("the paused broker fenced", lambda: node_id not in metadata(observer).brokers,
                  timeout=SESSION_MS / 1000 + 10)
+        # Its connections stay open and its address takes connections: only
+        # the session fences a paused process.
+        assert time.time() - t0 >= SESSION_MS / 1000 * 0.9, "fenced by the session"
     finally:
         paused.proc.send_signal(signal.SIGCONT)
     wait_for("the broker unfenced after it resumes", lambda: node_id in metadata(observer).brokers, timeout=10)

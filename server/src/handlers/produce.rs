@@ -16,8 +16,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProduceResponse, ProducerId, TopicName};
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{
+    BrokerId, InitProducerIdRequest, InitProducerIdResponse, ProduceResponse, ProducerId, TopicName,
+};
 use sluice_engine::Durability;
 
 use super::{Ctx, Outcome, str_bytes};
@@ -184,6 +188,8 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
     }
     let mut results = results.into_iter();
     let mut resp = ProduceResponse::default();
+    // The image as it is now, after any wait: where leadership went.
+    let now = ctx.shard.meta();
     for (name, topic_id, indexes) in layout {
         let mut t = TopicProduceResponse::default();
         t.name = name;
@@ -202,11 +208,54 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
             if r.error.is_some() {
                 p.error_message = r.message.as_deref().map(str_bytes);
             }
+            if r.error == Some(ErrorCode::NotLeaderOrFollower) && ctx.version >= 10 {
+                point_to_leader(
+                    &now,
+                    &t.name.0,
+                    &mut p,
+                    &mut resp.node_endpoints,
+                    ctx.shard.config().node_id,
+                );
+            }
             t.partition_responses.push(p);
         }
         resp.responses.push(t);
     }
     ctx.respond(&resp)
+}
+
+/// Kafka's KIP-951 (Produce v10+): a NOT_LEADER_OR_FOLLOWER answer names
+/// the partition's current leader and epoch, and the response carries that
+/// broker's endpoint, so the client sends its retry there at once instead
+/// of waiting for a metadata refresh. Nothing is added when no other live
+/// broker leads the partition.
+fn point_to_leader(
+    snapshot: &crate::meta::Snapshot,
+    topic: &str,
+    p: &mut PartitionProduceResponse,
+    endpoints: &mut Vec<NodeEndpoint>,
+    me: i32,
+) {
+    let Some(state) = snapshot
+        .topic(topic)
+        .and_then(|t| usize::try_from(p.index).ok().and_then(|i| t.partition_states.get(i)))
+    else {
+        return;
+    };
+    let Some(b) = snapshot.brokers.get(&state.leader).filter(|b| !b.fenced && b.id != me) else {
+        return;
+    };
+    p.current_leader = LeaderIdAndEpoch::default()
+        .with_leader_id(BrokerId(b.id))
+        .with_leader_epoch(state.leader_epoch);
+    if !endpoints.iter().any(|e| e.node_id.0 == b.id) {
+        endpoints.push(
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(str_bytes(&b.host))
+                .with_port(i32::from(b.port)),
+        );
+    }
 }
 
 /// One partition's batches, bound for the shard that owns the partition.
@@ -380,4 +429,65 @@ pub async fn init_producer_id(ctx: Ctx, body: BytesMut) -> Outcome {
         Err(_) => resp.error_code = ErrorCode::CoordinatorNotAvailable.code(),
     }
     ctx.respond(&resp)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::image::{BrokerMeta, PartitionState};
+    use crate::meta::{Snapshot, TopicMeta};
+
+    fn snapshot(leader: i32, fenced: bool) -> Snapshot {
+        let broker = |id: i32| BrokerMeta {
+            id,
+            incarnation: uuid::Uuid::nil(),
+            epoch: i64::from(id),
+            host: format!("10.0.0.{id}"),
+            port: 9092,
+            shards: 1,
+            fenced: fenced && id == leader,
+            registered_ms: 0,
+            shut_down: false,
+            clean_start: false,
+        };
+        let mut state = PartitionState::new(vec![1, 2, 3]);
+        state.leader = leader;
+        state.leader_epoch = 7;
+        let topic = TopicMeta {
+            name: "t".into(),
+            id: uuid::Uuid::from_u128(1),
+            partitions: 1,
+            configs: BTreeMap::new(),
+            partition_states: vec![state],
+        };
+        Snapshot::build(1, [Arc::new(topic)], (1..=3).map(|id| (id, broker(id))).collect())
+    }
+
+    #[test]
+    fn not_leader_names_the_new_leader_and_its_endpoint() {
+        let mut p = PartitionProduceResponse::default();
+        let mut endpoints = Vec::new();
+        point_to_leader(&snapshot(2, false), "t", &mut p, &mut endpoints, 1);
+        assert_eq!((p.current_leader.leader_id.0, p.current_leader.leader_epoch), (2, 7));
+        assert_eq!(endpoints.len(), 1);
+        assert_eq!(
+            (endpoints[0].node_id.0, &*endpoints[0].host, endpoints[0].port),
+            (2, "10.0.0.2", 9092)
+        );
+        // A second partition led by the same broker adds no endpoint.
+        let mut q = PartitionProduceResponse::default();
+        point_to_leader(&snapshot(2, false), "t", &mut q, &mut endpoints, 1);
+        assert_eq!(endpoints.len(), 1);
+        // No live leader elsewhere: nothing to point at.
+        for (leader, fenced, me) in [(-1, false, 1), (2, true, 1), (1, false, 1)] {
+            let mut r = PartitionProduceResponse::default();
+            let mut e = Vec::new();
+            point_to_leader(&snapshot(leader, fenced), "t", &mut r, &mut e, me);
+            assert_eq!(r.current_leader, LeaderIdAndEpoch::default(), "{leader} {fenced}");
+            assert!(e.is_empty());
+        }
+    }
 }

@@ -30,8 +30,20 @@ pub use observer::ObserverQuorum;
 
 pub use net::Peer;
 
-/// The last heartbeat the leader got from each broker: its epoch and when.
-pub type Heartbeats = Rc<RefCell<HashMap<i32, (i64, Instant)>>>;
+/// What a voter has seen of each broker's liveness.
+#[derive(Debug, Default, Clone)]
+pub struct Liveness {
+    /// The last heartbeat from each broker: its epoch and when.
+    pub beats: HashMap<i32, (i64, Instant)>,
+    /// Brokers whose process is gone: the connection that carried their
+    /// heartbeats closed and then nothing listened at their address (the
+    /// connection was refused). Epoch and when it was found.
+    pub gone: HashMap<i32, (i64, Instant)>,
+}
+
+/// Shared by a voter's transport (which records) and its controller duties
+/// (which fence).
+pub type Heartbeats = Rc<RefCell<Liveness>>;
 
 pub use machine::{MachineState, Publisher};
 pub use store::{read_json, replace_file};

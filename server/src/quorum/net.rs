@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use compio::BufResult;
-use compio::io::{AsyncReadExt, AsyncWriteExt};
+use compio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use compio::net::{TcpListener, TcpStream};
 use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, VoteOf};
 use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -114,21 +114,91 @@ pub async fn serve(listener: TcpListener, raft: Raft<MetaRaft, Machine>, machine
         let heartbeats = heartbeats.clone();
         let machine = machine.clone();
         compio::runtime::spawn(async move {
-            if let Err(e) = serve_one(stream, &raft, &machine, &heartbeats).await
+            let mut carried = None;
+            if let Err(e) = serve_one(stream, &raft, &machine, &heartbeats, &mut carried).await
                 && e.kind() != io::ErrorKind::UnexpectedEof
             {
                 tracing::debug!(%peer, error = %e, "controller connection closed");
+            }
+            tracing::debug!(%peer, ?carried, "controller connection ended");
+            if let Some((broker, epoch)) = carried {
+                probe_gone(&machine, &heartbeats, broker, epoch).await;
             }
         })
         .detach();
     }
 }
 
+/// The check that a broker is gone: how long it waits for a connection or
+/// an answer, and how many times it looks.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+const PROBE_ATTEMPTS: u32 = 5;
+/// ApiVersions v0 with correlation id 1 and no client id: any Kafka
+/// broker that serves answers it at once.
+const PROBE_REQUEST: [u8; 14] = [0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 1, 0xff, 0xff];
+
+/// The connection that carried a broker's heartbeats has closed: if its
+/// registered address now refuses connections, its process is gone (a
+/// crash or kill, not a pause or a cut link, which refuse nothing), and
+/// the controller may fence it without waiting out its session.
+///
+/// A dead process's listener can outlive it briefly (its ring's pending
+/// accept holds it while the kernel tears the ring down) and take a
+/// connection that nobody will serve: the check asks for the broker's API
+/// versions, and looks again while it gets no answer. An answer ends the
+/// check (alive); so does a connection that neither fails nor is refused
+/// within the attempts (a paused process or a lost host: the session
+/// decides).
+async fn probe_gone(machine: &Machine, heartbeats: &Heartbeats, broker: i32, epoch: i64) {
+    for attempt in 0..PROBE_ATTEMPTS {
+        // Its registration may not have reached this voter's image yet
+        // (a broker killed right after it registered): look again.
+        let addr = machine
+            .state
+            .borrow()
+            .image
+            .brokers
+            .get(&broker)
+            .map(|b| format!("{}:{}", b.host, b.port));
+        tracing::debug!(broker, attempt, ?addr, "probe");
+        if let Some(addr) = addr {
+            match compio::runtime::time::timeout(PROBE_TIMEOUT, crate::net::connect_node(&addr)).await {
+                Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    tracing::info!(broker, %addr, "its heartbeat connection closed and its address refuses connections");
+                    heartbeats.borrow_mut().gone.insert(broker, (epoch, Instant::now()));
+                    return;
+                }
+                Ok(Ok(mut stream)) => {
+                    let asked = async {
+                        let BufResult(w, _) = stream.write_all(PROBE_REQUEST.to_vec()).await;
+                        w?;
+                        let BufResult(r, _) = stream.read(Vec::with_capacity(4)).await;
+                        r
+                    };
+                    if let Ok(Ok(n)) = compio::runtime::time::timeout(PROBE_TIMEOUT, asked).await
+                        && n > 0
+                    {
+                        tracing::debug!(broker, "probe: it answers");
+                        return;
+                    }
+                }
+                Ok(Err(e)) => tracing::debug!(broker, error = %e, "probe: connect failed"),
+                // Not even a connection within the time: the session decides.
+                Err(_) => return,
+            }
+        }
+        compio::runtime::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Serves one connection's RPCs in order. `carried` is the broker whose
+/// heartbeats came on it, with the epoch of the last one.
 async fn serve_one(
     mut stream: TcpStream,
     raft: &Raft<MetaRaft, Machine>,
     machine: &Machine,
     heartbeats: &Heartbeats,
+    carried: &mut Option<(i32, i64)>,
 ) -> io::Result<()> {
     loop {
         let rpc: Rpc = read_frame(&mut stream).await?;
@@ -155,7 +225,8 @@ async fn serve_one(
                 Err(e) => RpcReply::Failed(e.to_string()),
             },
             Rpc::Heartbeat { broker, epoch } => {
-                heartbeats.borrow_mut().insert(broker, (epoch, Instant::now()));
+                heartbeats.borrow_mut().beats.insert(broker, (epoch, Instant::now()));
+                *carried = Some((broker, epoch));
                 RpcReply::Heartbeat
             }
             Rpc::Image { known } => {
