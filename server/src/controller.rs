@@ -915,14 +915,40 @@ impl Controller {
         false
     }
 
+    /// On the leader: checks the address of each live broker whose
+    /// heartbeat is overdue (none for more than an interval and a half, or
+    /// none yet), so that a process that died without closing a heartbeat
+    /// connection to this voter (killed before its first heartbeat, or
+    /// before this voter restarted) is found gone as well.
+    fn probe_quiet_brokers(&self, shard: &Shard) {
+        let every = Duration::from_millis(shard.config().broker_heartbeat_interval_ms);
+        let overdue = every + every / 2;
+        let beats = self.quorum.heartbeats().borrow().beats.clone();
+        for b in shard.meta().brokers.values() {
+            if b.fenced || b.id == self.node_id {
+                continue;
+            }
+            let quiet = beats
+                .get(&b.id)
+                .filter(|(e, _)| *e == b.epoch)
+                .is_none_or(|(_, t)| t.elapsed() > overdue);
+            if quiet {
+                self.quorum.probe(b.id, b.epoch, every);
+            }
+        }
+    }
+
     /// On the leader: fences registered brokers whose heartbeats stopped for
     /// `session` (counting from their registration, or from when this node
     /// began to lead, whichever is later, for brokers it has not heard
     /// from), and unfences fenced brokers that heartbeat again with their
     /// current epoch. Drafted under the change lock, on the image as it is.
     async fn check_sessions(&self, shard: &Shard, since: Instant, session: Duration) {
-        let liveness = self.quorum.heartbeats().borrow().clone();
         let fence_gone = shard.config().fence_gone_brokers;
+        if fence_gone {
+            self.probe_quiet_brokers(shard);
+        }
+        let liveness = self.quorum.heartbeats().borrow().clone();
         let rules = self.rules;
         let answer = self
             .change_as(

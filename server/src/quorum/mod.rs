@@ -39,6 +39,9 @@ pub struct Liveness {
     /// heartbeats closed and then nothing listened at their address (the
     /// connection was refused). Epoch and when it was found.
     pub gone: HashMap<i32, (i64, Instant)>,
+    /// When a check of each broker's address last started, and whether it
+    /// is still running.
+    pub probed: HashMap<i32, (Instant, bool)>,
 }
 
 /// Shared by a voter's transport (which records) and its controller duties
@@ -371,6 +374,32 @@ pub enum AnyQuorum {
 }
 
 impl AnyQuorum {
+    /// Checks in the background whether `broker`'s process is gone (its
+    /// address refuses connections) and records it in the heartbeats'
+    /// [`Liveness::gone`]; at most one check per broker at a time, and one
+    /// per `every`. Only voters check (only a voter leads).
+    pub fn probe(&self, broker: i32, epoch: i64, every: Duration) {
+        let Self::Voter(q) = self else { return };
+        {
+            let mut l = q.heartbeats.borrow_mut();
+            if l.probed
+                .get(&broker)
+                .is_some_and(|(t, running)| *running || t.elapsed() < every)
+            {
+                return;
+            }
+            l.probed.insert(broker, (Instant::now(), true));
+        }
+        let (machine, heartbeats) = (q.machine.clone(), q.heartbeats.clone());
+        compio::runtime::spawn(async move {
+            net::probe_gone(&machine, &heartbeats, broker, epoch).await;
+            if let Some((_, running)) = heartbeats.borrow_mut().probed.get_mut(&broker) {
+                *running = false;
+            }
+        })
+        .detach();
+    }
+
     pub fn node_id(&self) -> u64 {
         match self {
             Self::Voter(q) => q.node_id(),

@@ -149,7 +149,7 @@ const PROBE_REQUEST: [u8; 14] = [0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 1, 0xff, 0xf
 /// check (alive); so does a connection that neither fails nor is refused
 /// within the attempts (a paused process or a lost host: the session
 /// decides).
-async fn probe_gone(machine: &Machine, heartbeats: &Heartbeats, broker: i32, epoch: i64) {
+pub(super) async fn probe_gone(machine: &Machine, heartbeats: &Heartbeats, broker: i32, epoch: i64) {
     for attempt in 0..PROBE_ATTEMPTS {
         // Its registration may not have reached this voter's image yet
         // (a broker killed right after it registered): look again.
