@@ -26,7 +26,7 @@ use crate::meta::{
     MetaError, OFFSETS_TOPIC, TOPIC_CONFIGS, TopicMeta, is_internal, validate_topic_config, validate_topic_name,
 };
 use crate::quorum::{
-    AnyQuorum, Command, ObserverQuorum, Peer, Publisher, Quorum, QuorumError, QuorumSettings, RaftQuorum,
+    AnyQuorum, Command, Liveness, ObserverQuorum, Peer, Publisher, Quorum, QuorumError, QuorumSettings, RaftQuorum,
 };
 use crate::shard::{Shard, ShardGone, ShardId};
 use crate::util::Changed;
@@ -920,18 +920,14 @@ impl Controller {
     /// none yet), so that a process that died without closing a heartbeat
     /// connection to this voter (killed before its first heartbeat, or
     /// before this voter restarted) is found gone as well.
-    fn probe_quiet_brokers(&self, shard: &Shard) {
+    fn probe_quiet_brokers(&self, shard: &Shard, liveness: &Liveness) {
         let every = Duration::from_millis(shard.config().broker_heartbeat_interval_ms);
         let overdue = every + every / 2;
-        let beats = self.quorum.heartbeats().borrow().beats.clone();
         for b in shard.meta().brokers.values() {
             if b.fenced || b.id == self.node_id {
                 continue;
             }
-            let quiet = beats
-                .get(&b.id)
-                .filter(|(e, _)| *e == b.epoch)
-                .is_none_or(|(_, t)| t.elapsed() > overdue);
+            let quiet = liveness.last_beat(b.id, b.epoch).is_none_or(|t| t.elapsed() > overdue);
             if quiet {
                 self.quorum.probe(b.id, b.epoch, every);
             }
@@ -945,10 +941,10 @@ impl Controller {
     /// current epoch. Drafted under the change lock, on the image as it is.
     async fn check_sessions(&self, shard: &Shard, since: Instant, session: Duration) {
         let fence_gone = shard.config().fence_gone_brokers;
-        if fence_gone {
-            self.probe_quiet_brokers(shard);
-        }
         let liveness = self.quorum.heartbeats().borrow().clone();
+        if fence_gone {
+            self.probe_quiet_brokers(shard, &liveness);
+        }
         let rules = self.rules;
         let answer = self
             .change_as(
@@ -959,11 +955,7 @@ impl Controller {
                     let wall = crate::groups::group::now_ms();
                     let brokers: Vec<BrokerMeta> = draft.image.brokers.values().cloned().collect();
                     for b in brokers {
-                        let seen = liveness
-                            .beats
-                            .get(&b.id)
-                            .filter(|(e, _)| *e == b.epoch)
-                            .map(|(_, t)| *t);
+                        let seen = liveness.last_beat(b.id, b.epoch);
                         // Its process is gone (and has not heartbeat since):
                         // no need to wait out the session.
                         let gone = fence_gone

@@ -8,7 +8,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::*;
 
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
@@ -77,14 +76,7 @@ fn a_broker_that_handed_its_leadership_over_points_producers_to_the_new_leader()
     wait("three live brokers", || {
         (metadata(&mut c1, &[]).brokers.len() == 3).then_some(())
     });
-    let mut t = CreatableTopic::default();
-    t.name = name("handover");
-    t.num_partitions = 1;
-    t.replication_factor = 3;
-    let mut req = CreateTopicsRequest::default();
-    req.topics = vec![t];
-    req.timeout_ms = 10_000;
-    let created: CreateTopicsResponse = c1.call(ApiKey::CreateTopics, 7, &req);
+    let created = create_replicated_topic(&mut c1, "handover", 1, 3);
     assert_eq!(created.topics[0].error_code, 0, "{:?}", created.topics[0].error_message);
     let (old, old_epoch, _) = wait("a leader with all three in its ISR", || {
         leader_of(&mut c1, "handover").filter(|(_, _, isr)| *isr == 3)

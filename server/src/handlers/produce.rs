@@ -188,8 +188,9 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
     }
     let mut results = results.into_iter();
     let mut resp = ProduceResponse::default();
-    // The image as it is now, after any wait: where leadership went.
-    let now = ctx.shard.meta();
+    // The image as it is now, after any wait (where leadership went),
+    // taken only for an answer that needs it.
+    let mut now = None;
     for (name, topic_id, indexes) in layout {
         let mut t = TopicProduceResponse::default();
         t.name = name;
@@ -210,7 +211,7 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
             }
             if r.error == Some(ErrorCode::NotLeaderOrFollower) && ctx.version >= 10 {
                 point_to_leader(
-                    &now,
+                    now.get_or_insert_with(|| ctx.shard.meta()),
                     &t.name.0,
                     &mut p,
                     &mut resp.node_endpoints,

@@ -44,6 +44,13 @@ pub struct Liveness {
     pub probed: HashMap<i32, (Instant, bool)>,
 }
 
+impl Liveness {
+    /// When the last heartbeat of `broker` at `epoch` arrived.
+    pub fn last_beat(&self, broker: i32, epoch: i64) -> Option<Instant> {
+        self.beats.get(&broker).filter(|(e, _)| *e == epoch).map(|(_, t)| *t)
+    }
+}
+
 /// Shared by a voter's transport (which records) and its controller duties
 /// (which fence).
 pub type Heartbeats = Rc<RefCell<Liveness>>;

@@ -155,10 +155,14 @@ pub fn name(s: &str) -> TopicName {
 }
 
 pub fn create_topic(c: &mut Client, topic: &str, partitions: i32) -> CreateTopicsResponse {
+    create_replicated_topic(c, topic, partitions, 1)
+}
+
+pub fn create_replicated_topic(c: &mut Client, topic: &str, partitions: i32, rf: i16) -> CreateTopicsResponse {
     let mut t = CreatableTopic::default();
     t.name = name(topic);
     t.num_partitions = partitions;
-    t.replication_factor = 1;
+    t.replication_factor = rf;
     let mut req = CreateTopicsRequest::default();
     req.topics = vec![t];
     req.timeout_ms = 5000;
