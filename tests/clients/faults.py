@@ -9,6 +9,7 @@ drop or rate-limit the packets between two nodes' addresses, a filled
 filesystem, a segment file cut short. Each fault is undone by `heal`, which
 is always safe to call and is called on every way out."""
 import json
+import logging
 import os
 import random
 import signal
@@ -106,7 +107,14 @@ class FaultCluster:
         return self.admin().list_topics(timeout=timeout)
 
     def create_topic(self):
-        a = self.admin()
+        # librdkafka's own account of finding the controller goes to a file
+        # next to the nodes' logs, for a set-up that fails.
+        logger = logging.getLogger(f"faults-admin-{id(self)}")
+        logger.propagate = False
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(logging.FileHandler(os.path.join(self.root, "admin-create.log")))
+        a = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 7,
+                         "debug": "admin,broker,metadata", "logger": logger})
         deadline = time.time() + 60
         while True:
             try:
@@ -119,9 +127,26 @@ class FaultCluster:
             time.sleep(0.2)
         fs = a.create_topics([NewTopic(TOPIC, num_partitions=PARTITIONS, replication_factor=3)],
                              request_timeout=20)
-        fs[TOPIC].result(timeout=25)
+        try:
+            fs[TOPIC].result(timeout=25)
+        except KafkaException as e:
+            a.poll(0)  # hands the queued log lines to the logger
+            raise AssertionError(f"creating {TOPIC}: {e}; each node's view: {self.views()}; "
+                                 f"librdkafka's log: {os.path.join(self.root, 'admin-create.log')}") from e
         if not self.settled(30):
             raise AssertionError("the new topic did not get leaders and full ISRs")
+
+    def views(self):
+        """What each live node's Metadata says of brokers and controller."""
+        out = {}
+        for n in self.live():
+            try:
+                md = AdminClient({"bootstrap.servers": n.bootstrap, "log_level": 0}).list_topics(timeout=3)
+                out[n.node_id] = {"answered_by": md.orig_broker_id, "brokers": sorted(md.brokers),
+                                  "controller": md.controller_id}
+            except KafkaException as e:
+                out[n.node_id] = str(e)
+        return out
 
     def settled(self, timeout):
         """Waits until every node is registered and every partition of the

@@ -206,6 +206,11 @@ pub struct Group {
     /// deletion) came from, so commits finishing out of order keep the
     /// newest.
     pub offsets_at: HashMap<(Arc<str>, i32), i64>,
+    /// Offsets records already in the log whose write has not finished
+    /// (synced and replicated) yet, by key: the log offset of the newest
+    /// such record and its value (`None` deletes). The offsets log's
+    /// rewrite takes them, so that replay after it ends where the log did.
+    pub unapplied: HashMap<(Arc<str>, i32), (i64, Option<OffsetValue>)>,
     /// Wall-clock ms since the group has had no members; offsets expire
     /// counted from here.
     pub empty_since_ms: i64,
@@ -232,6 +237,7 @@ impl Group {
             initial_delay: None,
             offsets: HashMap::new(),
             offsets_at: HashMap::new(),
+            unapplied: HashMap::new(),
             empty_since_ms: now_ms,
             timer_running: false,
         }
@@ -853,6 +859,26 @@ impl Group {
         self.state = State::Dead;
         self.offsets.clear();
         self.offsets_at.clear();
+        self.unapplied.clear();
+    }
+
+    /// The offsets that replaying the offsets log up to its end would give:
+    /// the applied ones, overridden by newer records still being written.
+    /// Sorted by topic and partition.
+    pub fn live_offsets(&self) -> Vec<((Arc<str>, i32), OffsetValue)> {
+        let mut live: HashMap<&(Arc<str>, i32), &OffsetValue> = self.offsets.iter().collect();
+        for (key, (at, value)) in &self.unapplied {
+            if self.offsets_at.get(key).is_some_and(|applied| applied > at) {
+                continue;
+            }
+            match value {
+                Some(v) => live.insert(key, v),
+                None => live.remove(key),
+            };
+        }
+        let mut out: Vec<_> = live.into_iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// Never had a member and holds nothing: a group id a request only
@@ -1140,5 +1166,31 @@ mod tests {
         let meta = [0, 1, 0, 0, 0, 2, 0, 1, b'a', 0, 2, b'b', b'c', 255, 255, 255, 255];
         assert_eq!(parse_subscription(&meta), vec!["a", "bc"]);
         assert!(parse_subscription(&[0, 1, 127, 255, 255, 255]).is_empty());
+    }
+
+    #[test]
+    fn the_offsets_to_rewrite_include_writes_still_in_flight() {
+        let v = |offset: i64| OffsetValue {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_ms: 0,
+        };
+        let key = |p: i32| (Arc::<str>::from("t"), p);
+        let mut g = Group::new("g".into(), 0);
+        for (p, at) in [(0, 10), (1, 11), (2, 12)] {
+            g.offsets.insert(key(p), v(at));
+            g.offsets_at.insert(key(p), at);
+        }
+        // Appended after what was applied, not yet synced: these win.
+        g.unapplied.insert(key(0), (20, Some(v(20))));
+        g.unapplied.insert(key(1), (21, None));
+        g.unapplied.insert(key(3), (22, Some(v(22))));
+        // Older than what a later write already applied: ignored.
+        g.unapplied.insert(key(2), (5, Some(v(5))));
+        let live: Vec<(i32, i64)> = g.live_offsets().into_iter().map(|((_, p), v)| (p, v.offset)).collect();
+        assert_eq!(live, vec![(0, 20), (2, 12), (3, 22)]);
+        g.kill();
+        assert!(g.live_offsets().is_empty());
     }
 }

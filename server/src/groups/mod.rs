@@ -210,19 +210,39 @@ pub async fn write_offsets(
         .log
         .append(records::batch_of(&records, now_ms()), p.leader_epoch().max(0))
         .map_err(|e| error_codes::for_log_error(&e))?;
+    let at = info.base_offset;
+    // In the log from here on: a rewrite of the offsets log that starts
+    // before this write finishes must carry these values, not older ones.
+    {
+        let mut g = h.group.borrow_mut();
+        for r in &records {
+            g.unapplied
+                .insert((Arc::from(r.topic.as_str()), r.partition), (at, r.value.clone()));
+        }
+    }
     let end = info.last_offset + 1;
-    p.log
-        .wait(end, Durability::Synced)
-        .await
-        .map_err(|e| match error_codes::for_log_error(&e) {
-            ErrorCode::NotLeaderOrFollower => ErrorCode::NotCoordinator,
-            other => other,
-        })?;
-    wait_replicated(shard, &p, end).await?;
+    let written = async {
+        p.log
+            .wait(end, Durability::Synced)
+            .await
+            .map_err(|e| match error_codes::for_log_error(&e) {
+                ErrorCode::NotLeaderOrFollower => ErrorCode::NotCoordinator,
+                other => other,
+            })?;
+        wait_replicated(shard, &p, end).await
+    }
+    .await;
     let mut g = h.group.borrow_mut();
+    for r in &records {
+        let key = (Arc::<str>::from(r.topic.as_str()), r.partition);
+        if g.unapplied.get(&key).is_some_and(|(newest, _)| *newest == at) {
+            g.unapplied.remove(&key);
+        }
+    }
+    written?;
     if g.state != group::State::Dead {
         for r in records {
-            apply(&mut g, r, info.base_offset);
+            apply(&mut g, r, at);
         }
     }
     Ok(())
@@ -351,7 +371,9 @@ pub async fn expire_offsets(shard: &Rc<Shard>) {
 }
 
 /// Bounds the offsets log: when an offsets partition has rolled to a new
-/// segment, the live offsets of its groups are written again at the log end
+/// segment, the live offsets of its groups (applied ones, and those of
+/// writes still syncing, which are already in the log) are written again at
+/// the log end
 /// (one batch per group and at most `REWRITE_BATCH` records; values keep
 /// their commit times), synced, and the log start moves to the first
 /// rewritten record, which deletes every older segment. Replay after that
@@ -374,13 +396,13 @@ pub async fn compact_offsets(shard: &Rc<Shard>, owned: &[Rc<Partition>]) {
                 continue;
             }
             let live: Vec<OffsetRecord> = g
-                .offsets
-                .iter()
+                .live_offsets()
+                .into_iter()
                 .map(|((topic, partition), v)| OffsetRecord {
                     group: g.id.to_string(),
                     topic: topic.to_string(),
-                    partition: *partition,
-                    value: Some(v.clone()),
+                    partition,
+                    value: Some(v),
                 })
                 .collect();
             for chunk in live.chunks(REWRITE_BATCH) {
