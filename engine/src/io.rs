@@ -183,6 +183,35 @@ impl Io {
         Ok(())
     }
 
+    /// Writes `bufs` at `pos` past the page cache through a staged
+    /// `O_DIRECT` handle ([`crate::direct`]); returns the file's end,
+    /// padding included.
+    pub(crate) async fn write_direct(
+        &self,
+        direct: &std::cell::RefCell<crate::direct::Direct>,
+        segment: i64,
+        staged: crate::direct::Staged,
+        bufs: &[Bytes],
+        pos: u64,
+    ) -> io::Result<u64> {
+        bump(&self.stats.write_calls, 1);
+        if let Some(f) = &self.faults {
+            let n = f.writes.get() + 1;
+            f.writes.set(n);
+            if f.fail_write.get() == Some(n) {
+                crate::direct::unstage(direct, staged);
+                return Err(injected("write"));
+            }
+        }
+        let started = std::time::Instant::now();
+        let end = crate::direct::write(direct, segment, staged, bufs, pos).await?;
+        if let Some(h) = &self.histograms {
+            h.write_ns.observe(elapsed_ns(started));
+        }
+        bump(&self.stats.bytes_written, bufs.iter().map(|b| b.len() as u64).sum());
+        Ok(end)
+    }
+
     pub(crate) async fn sync_data(&self, file: &File) -> io::Result<()> {
         bump(&self.stats.sync_calls, 1);
         if let Some(f) = &self.faults {

@@ -8,6 +8,7 @@
 
 pub mod batch;
 pub mod config;
+mod direct;
 pub mod epochs;
 pub mod error;
 mod files;

@@ -307,6 +307,8 @@ struct Shared {
     notify: Notify,
     io: Io,
     clock: Clock,
+    /// Appends past the page cache, for a follower (ADR 0017).
+    direct: RefCell<crate::direct::Direct>,
 }
 
 /// A partition log. Owned by the partition's shard; cloning makes another
@@ -588,6 +590,7 @@ impl Log {
                     histograms: env.histograms,
                 },
                 clock,
+                direct: RefCell::default(),
             }),
         })
     }
@@ -798,6 +801,7 @@ impl Log {
                 seg.preallocated_to,
             )
         };
+        self.shared.direct.borrow_mut().reset();
         if let Some(w) = writer {
             self.shared.release_reserve(&w.log, size, reserved_to).await;
             let dir = &self.shared.dir;
@@ -835,6 +839,7 @@ impl Log {
             };
             let out = (w, seg.take_unpersisted_index(), seg.size, seg.preallocated_to);
             st.releasing = true;
+            self.shared.direct.borrow_mut().reset();
             out
         };
         self.shared.release_reserve(&writer.log, size, reserved_to).await;
@@ -1159,6 +1164,23 @@ impl Log {
         self.shared.state.borrow().config.clone()
     }
 
+    /// Writes appends from now on straight to the device, past the page
+    /// cache (`O_DIRECT`), or back through it. A follower's log is read only
+    /// once it leads, so its copies into the page cache are wasted work
+    /// (ADR 0017). On a filesystem without `O_DIRECT` appends stay buffered.
+    pub fn set_direct_writes(&self, on: bool) {
+        let mut d = self.shared.direct.borrow_mut();
+        if d.on != on {
+            d.on = on;
+            d.reset();
+        }
+    }
+
+    /// Whether appends go past the page cache now.
+    pub fn direct_writes(&self) -> bool {
+        self.shared.direct.borrow().wanted()
+    }
+
     /// Sets how far the high watermark may go (replication: the lowest
     /// log end of the ISR, a follower's leader's high watermark; `i64::MAX`
     /// to follow the log end). The high watermark becomes
@@ -1257,6 +1279,7 @@ impl Log {
             });
         }
         st.active_mut().writer = None;
+        self.shared.direct.borrow_mut().reset();
         while st.segments.len() > 1 && st.active().base_offset >= offset {
             let seg = st
                 .segments
@@ -1317,6 +1340,7 @@ impl Log {
         let dir = self.shared.dir.clone();
         let mut st = self.shared.state.borrow_mut();
         st.active_mut().writer = None;
+        self.shared.direct.borrow_mut().reset();
         write_number(&dir, LOG_START_OFFSET_FILE, start, false)
             .map_err(io_err("checkpoint", &dir.join(LOG_START_OFFSET_FILE)))?;
         while let Some(seg) = st.segments.pop_back() {
@@ -1504,10 +1528,43 @@ impl Shared {
         self.preallocate(&writer, position, want).await;
         let bufs: Vec<Bytes> = run.iter_mut().map(|p| std::mem::take(&mut p.data)).collect();
         let inline = self.state.borrow().config.inline_write_bytes;
-        self.io
-            .write_all(&writer.log, bufs, position, inline)
-            .await
-            .map_err(|e| self.write_failed(format!("write to {}: {e}", self.dir.display()), &e))?;
+        let fail = |e: io::Error| self.write_failed(format!("write to {}: {e}", self.dir.display()), &e);
+        let staged = if self.direct.borrow().wanted() {
+            let (segment, path) = {
+                let st = self.state.borrow();
+                (st.active().base_offset, st.active().paths.log.clone())
+            };
+            crate::direct::stage(&self.direct, segment, &path, &writer.log, position, want)
+                .await
+                .map_err(fail)?
+                .map(|s| (segment, s))
+        } else {
+            self.direct.borrow_mut().reset();
+            None
+        };
+        match staged {
+            Some((segment, staged)) => {
+                let file_end = self
+                    .io
+                    .write_direct(&self.direct, segment, staged, &bufs, position)
+                    .await
+                    .map_err(fail)?;
+                let mut st = self.state.borrow_mut();
+                let seg = st.active_mut();
+                if file_end > position + want {
+                    // Zeros past the end until the segment rolls or closes.
+                    seg.padded = true;
+                    if seg.preallocated_to != u64::MAX {
+                        seg.preallocated_to = seg.preallocated_to.max(file_end);
+                    }
+                }
+            }
+            None => self
+                .io
+                .write_all(&writer.log, bufs, position, inline)
+                .await
+                .map_err(fail)?,
+        }
         let (idx, idx_pos, time, time_pos) = {
             let mut st = self.state.borrow_mut();
             let now = (self.clock)();
@@ -1644,11 +1701,19 @@ impl Shared {
         let old_end = self.state.borrow().log_end_offset;
         self.state.borrow_mut().written_since_sync = 0;
         self.io.sync_data(&old.log).await.map_err(|e| fail("fdatasync", &e))?;
-        let (size, reserved_to) = {
+        let (size, reserved_to, padded) = {
             let st = self.state.borrow();
-            (st.active().size, st.active().preallocated_to)
+            (st.active().size, st.active().preallocated_to, st.active().padded)
         };
-        self.release_reserve(&old.log, size, reserved_to).await;
+        if padded {
+            // A rolled segment must end at its last batch: recovery cuts a
+            // zero tail only from the newest one.
+            old.log.set_len(size).await.map_err(|e| fail("cut the padding", &e))?;
+            self.state.borrow_mut().active_mut().padded = false;
+        } else {
+            self.release_reserve(&old.log, size, reserved_to).await;
+        }
+        self.direct.borrow_mut().reset();
         let (idx, idx_pos, time, time_pos) = {
             let mut st = self.state.borrow_mut();
             st.durable_offset = st.durable_offset.max(old_end);

@@ -129,6 +129,9 @@ pub(crate) struct Segment {
     /// none are known to be, `u64::MAX` once a reserve failed (no more
     /// attempts for this segment).
     pub preallocated_to: u64,
+    /// Direct writes left zeros past `size` in the file (up to a block);
+    /// cut when the segment rolls.
+    pub padded: bool,
 }
 
 /// How many of its newest batches a segment keeps the positions of: 16
@@ -377,6 +380,7 @@ impl Segment {
             first_append_ms: None,
             last_write_ms: 0,
             preallocated_to: 0,
+            padded: false,
         }
     }
 

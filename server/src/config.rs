@@ -150,6 +150,9 @@ pub struct BrokerConfig {
     /// fetched before fetching again, and a leader syncs before it answers
     /// acks=all, so an acknowledged write is on every ISR member's disk.
     pub replica_fsync_before_ack: bool,
+    /// `sluice.replica.direct.writes`: a follower appends past the page
+    /// cache (`O_DIRECT`); its log is read only once it leads (ADR 0017).
+    pub replica_direct_writes: bool,
     /// `sluice.unsafe.ack.before.replication`: a deliberately broken
     /// setting for testing the history checker: acks=all is answered once
     /// the leader has written the batch, before the ISR has it. Never set it
@@ -337,6 +340,7 @@ impl Default for BrokerConfig {
             replica_fetch_backoff_ms: 1000,
             replica_hw_checkpoint_interval_ms: 5000,
             replica_fsync_before_ack: false,
+            replica_direct_writes: true,
             unsafe_ack_before_replication: false,
             outbound_address: None,
             admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9644))),
@@ -467,6 +471,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
     (
         "sluice.replica.fsync.before.ack",
         "acks=all answers only once every in-sync replica has fdatasynced the batch (default false)",
+    ),
+    (
+        "sluice.replica.direct.writes",
+        "a follower writes what it fetches past the page cache with O_DIRECT, where the filesystem has it (default true)",
     ),
     (
         "sluice.admin.listen",
@@ -714,6 +722,7 @@ impl BrokerConfig {
                 self.replica_hw_checkpoint_interval_ms = parse_at_least_one::<u64>(key, value)?
             }
             "sluice.replica.fsync.before.ack" => self.replica_fsync_before_ack = parse_bool(key, value)?,
+            "sluice.replica.direct.writes" => self.replica_direct_writes = parse_bool(key, value)?,
             "sluice.unsafe.ack.before.replication" => self.unsafe_ack_before_replication = parse_bool(key, value)?,
             "sluice.admin.listen" => {
                 self.admin_listen_chosen = true;
