@@ -13,7 +13,9 @@
 //! closes, and recovery cuts them (as a torn tail) after a crash. The
 //! partial block is kept in the buffer between writes; after anything else
 //! moves the log's end (truncation, a roll, a buffered write, a reopen) it
-//! is read back from the file.
+//! is read back from the file. Staging buffers are lent per write from the
+//! shard's [`DirectBuffers`], so idle follower logs hold only their partial
+//! block.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -30,7 +32,7 @@ pub(crate) const BLOCK: u64 = 4096;
 
 /// A heap buffer whose usable part starts on a [`BLOCK`] boundary. Its
 /// allocation is reused from write to write.
-pub(crate) struct AlignedBuf {
+struct AlignedBuf {
     vec: Vec<u8>,
     start: usize,
 }
@@ -53,6 +55,67 @@ impl AlignedBuf {
     }
 }
 
+/// The aligned staging buffers of one shard's logs, lent for one write
+/// each: memory grows with the writes in flight, not with the number of
+/// follower logs. At most `keep_bytes` of idle buffers are kept.
+pub struct DirectBuffers {
+    idle: std::cell::RefCell<Vec<AlignedBuf>>,
+    keep_bytes: usize,
+}
+
+impl DirectBuffers {
+    pub fn new(keep_bytes: usize) -> std::rc::Rc<Self> {
+        std::rc::Rc::new(Self {
+            idle: std::cell::RefCell::default(),
+            keep_bytes,
+        })
+    }
+
+    /// The smallest idle buffer that holds `need` bytes, or a new one.
+    fn take(&self, need: usize) -> AlignedBuf {
+        let mut idle = self.idle.borrow_mut();
+        let best = idle
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.capacity() >= need)
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i);
+        match best {
+            Some(i) => idle.swap_remove(i),
+            None => AlignedBuf::with_capacity(need),
+        }
+    }
+
+    /// Keeps `buf` for later writes, dropping the smallest idle ones while
+    /// more than `keep_bytes` would be kept.
+    fn give_back(&self, buf: AlignedBuf) {
+        let mut idle = self.idle.borrow_mut();
+        idle.push(buf);
+        idle.sort_by_key(|b| std::cmp::Reverse(b.capacity()));
+        while idle.len() > 1 && idle.iter().map(AlignedBuf::capacity).sum::<usize>() > self.keep_bytes {
+            idle.pop();
+        }
+    }
+}
+
+impl std::fmt::Debug for DirectBuffers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectBuffers")
+            .field("idle", &self.idle.borrow().len())
+            .field("keep_bytes", &self.keep_bytes)
+            .finish()
+    }
+}
+
+impl Default for DirectBuffers {
+    fn default() -> Self {
+        Self {
+            idle: std::cell::RefCell::default(),
+            keep_bytes: 16 << 20,
+        }
+    }
+}
+
 /// A log's direct-write state.
 #[derive(Default)]
 pub(crate) struct Direct {
@@ -63,14 +126,22 @@ pub(crate) struct Direct {
     /// The active segment's `O_DIRECT` handle, with the segment's base
     /// offset.
     file: Option<(i64, File)>,
-    /// The staging buffer; taken while a write is in flight.
-    buf: Option<AlignedBuf>,
-    /// The buffer's first bytes are those of the partial block ending at
-    /// this (segment base offset, position).
+    /// Where staging buffers come from (the shard's, or the log's own).
+    pub buffers: std::rc::Rc<DirectBuffers>,
+    /// The bytes of the partial block at the log's end...
+    tail_bytes: Vec<u8>,
+    /// ...when it ends at this (segment base offset, position).
     tail: Option<(i64, u64)>,
 }
 
 impl Direct {
+    pub fn new(buffers: std::rc::Rc<DirectBuffers>) -> Self {
+        Self {
+            buffers,
+            ..Self::default()
+        }
+    }
+
     /// Forgets the handle and the cached partial block: the log's end moved
     /// by other means, or its files are being closed.
     pub fn reset(&mut self) {
@@ -101,7 +172,7 @@ pub(crate) struct Staged {
 pub(crate) async fn stage(
     direct: &std::cell::RefCell<Direct>,
     segment: i64,
-    path: &std::path::Path,
+    path: impl FnOnce() -> std::path::PathBuf,
     buffered: &File,
     position: u64,
     want: u64,
@@ -109,22 +180,23 @@ pub(crate) async fn stage(
     let block_start = position - position % BLOCK;
     let head = usize::try_from(position - block_start).unwrap_or(0);
     let need = head + usize::try_from(want).unwrap_or(usize::MAX);
-    let (file, buf, cached) = {
+    let (file, cached, buffers) = {
         let mut d = direct.borrow_mut();
         let file = match &d.file {
             Some((base, f)) if *base == segment => Some(f.clone()),
             _ => None,
         };
-        let cached = d.tail == Some((segment, position));
+        let cached = d.tail == Some((segment, position)) && d.tail_bytes.len() == head;
         d.tail = None;
-        (file, d.buf.take(), cached)
+        (file, cached, d.buffers.clone())
     };
     let file = match file {
         Some(f) => f,
         None => {
+            let path = path();
             let mut o = OpenOptions::new();
             o.write(true).custom_flags(o_direct());
-            match o.open(path).await {
+            match o.open(&path).await {
                 Ok(f) => {
                     direct.borrow_mut().file = Some((segment, f.clone()));
                     f
@@ -138,26 +210,22 @@ pub(crate) async fn stage(
             }
         }
     };
-    let mut buf = match buf {
-        Some(b) if b.capacity() >= need + BLOCK as usize => b,
-        other => {
-            // Grow, keeping a cached partial block.
-            let mut b = AlignedBuf::with_capacity(need + BLOCK as usize);
-            if let (Some(old), true) = (other, cached) {
-                b.bytes_mut()[..head].copy_from_slice(&old.vec[old.start..old.start + head]);
-            }
-            b
-        }
-    };
-    if head > 0 && !cached {
-        read_exact_at(buffered, &mut buf.bytes_mut()[..head], block_start)?;
+    let mut buf = buffers.take(need + BLOCK as usize);
+    if cached {
+        buf.bytes_mut()[..head].copy_from_slice(&direct.borrow().tail_bytes);
+    } else if head > 0
+        && let Err(e) = read_exact_at(buffered, &mut buf.bytes_mut()[..head], block_start)
+    {
+        buffers.give_back(buf);
+        return Err(e);
     }
     Ok(Some(Staged { file, buf, head }))
 }
 
 /// Gives the staged buffer back without writing.
 pub(crate) fn unstage(direct: &std::cell::RefCell<Direct>, staged: Staged) {
-    direct.borrow_mut().buf = Some(staged.buf);
+    let buffers = direct.borrow().buffers.clone();
+    buffers.give_back(staged.buf);
 }
 
 /// Writes `bufs` at `position` through the staged handle: copies them after
@@ -209,17 +277,19 @@ pub(crate) async fn write(
         }
     };
     buf.vec = vec;
+    let mut d = direct.borrow_mut();
     if result.is_ok() {
-        // The new partial block moves to the buffer's start.
+        // The new partial block, for the next write.
         let tail_start = usize::try_from(end - end % BLOCK - block_start).unwrap_or(0);
         let tail_len = usize::try_from(end % BLOCK).unwrap_or(0);
-        buf.bytes_mut().copy_within(tail_start..tail_start + tail_len, 0);
-    }
-    let mut d = direct.borrow_mut();
-    d.buf = Some(buf);
-    if result.is_ok() {
+        d.tail_bytes.clear();
+        d.tail_bytes
+            .extend_from_slice(&buf.bytes_mut()[tail_start..tail_start + tail_len]);
         d.tail = Some((segment, end));
     }
+    let buffers = d.buffers.clone();
+    drop(d);
+    buffers.give_back(buf);
     result.map(|()| block_start + padded as u64)
 }
 

@@ -20,6 +20,7 @@ mod segment;
 pub mod stats;
 
 pub use config::{FlushPolicy, LogConfig};
+pub use direct::DirectBuffers;
 pub use epochs::{EpochEnd, EpochHistory, LEADER_EPOCH_FILE};
 pub use error::{LogError, Result};
 pub use files::OpenFiles;

@@ -80,6 +80,9 @@ pub struct Env {
     pub open_files: Option<Rc<OpenFiles>>,
     /// The shard's data-path histograms, shared by its logs.
     pub histograms: Option<Rc<crate::stats::IoHistograms>>,
+    /// The shard's staging buffers for direct (follower) writes; a log
+    /// without them keeps its own.
+    pub direct_buffers: Option<Rc<crate::direct::DirectBuffers>>,
 }
 
 impl std::fmt::Debug for Env {
@@ -89,6 +92,7 @@ impl std::fmt::Debug for Env {
             .field("faults", &self.faults)
             .field("open_files", &self.open_files)
             .field("histograms", &self.histograms.is_some())
+            .field("direct_buffers", &self.direct_buffers.is_some())
             .finish()
     }
 }
@@ -577,6 +581,7 @@ impl Log {
             releasing: false,
         };
         state.check_offsets();
+        let direct_buffers = env.direct_buffers.clone().unwrap_or_default();
         Ok(Self {
             shared: Rc::new(Shared {
                 dir,
@@ -590,7 +595,7 @@ impl Log {
                     histograms: env.histograms,
                 },
                 clock,
-                direct: RefCell::default(),
+                direct: RefCell::new(crate::direct::Direct::new(direct_buffers)),
             }),
         })
     }
@@ -1530,11 +1535,9 @@ impl Shared {
         let inline = self.state.borrow().config.inline_write_bytes;
         let fail = |e: io::Error| self.write_failed(format!("write to {}: {e}", self.dir.display()), &e);
         let staged = if self.direct.borrow().wanted() {
-            let (segment, path) = {
-                let st = self.state.borrow();
-                (st.active().base_offset, st.active().paths.log.clone())
-            };
-            crate::direct::stage(&self.direct, segment, &path, &writer.log, position, want)
+            let segment = self.state.borrow().active().base_offset;
+            let path = || self.state.borrow().active().paths.log.clone();
+            crate::direct::stage(&self.direct, segment, path, &writer.log, position, want)
                 .await
                 .map_err(fail)?
                 .map(|s| (segment, s))

@@ -11,7 +11,7 @@ use std::{fs, path::Path};
 
 use bytes::Bytes;
 use common::*;
-use sluice_engine::{Durability, Log, LogConfig, batch};
+use sluice_engine::{DirectBuffers, Durability, Env, Log, LogConfig, batch};
 
 fn config() -> LogConfig {
     LogConfig {
@@ -117,8 +117,20 @@ async fn truncation_and_mode_switches_keep_every_byte() {
     let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let leader = open(ld.path(), config()).await;
     let first = lead(&leader, 30, 1, 5).await;
-    let follower = open(fd.path(), config()).await;
+    // Staging buffers shared with another follower log, and fewer kept
+    // than one round needs.
+    let shared = DirectBuffers::new(8192);
+    let env = || Env {
+        direct_buffers: Some(shared.clone()),
+        ..Env::default()
+    };
+    let follower = Log::open(fd.path(), config(), env()).await.unwrap();
     follower.set_direct_writes(true);
+    let other_follower_dir = tempfile::tempdir().unwrap();
+    let other_follower = Log::open(other_follower_dir.path(), config(), env()).await.unwrap();
+    other_follower.set_direct_writes(true);
+    follow(&other_follower, &first, 5).await;
+    assert_eq!(read_all(&other_follower), first);
     follow(&follower, &first, 3).await;
     // The follower's tail diverged: cut back to the 20th batch, inside a
     // block, and take the leader's new epoch from there.

@@ -188,6 +188,9 @@ pub struct Shard {
     pub metrics: crate::metrics::ShardMetrics,
     /// Its logs' write, fdatasync and group-commit histograms.
     pub io_histograms: Rc<sluice_engine::stats::IoHistograms>,
+    /// Staging buffers for the follower logs' direct writes (ADR 0017);
+    /// idle ones are kept up to `replica.fetch.response.max.bytes`.
+    direct_buffers: Rc<sluice_engine::DirectBuffers>,
     /// Files this shard's logs hold open, and the most they may hold:
     /// `sluice.max.open.files` over the shards.
     files: Rc<OpenFiles>,
@@ -205,6 +208,10 @@ impl Shard {
         let budget = Budget::new(common.config.queued_max_request_bytes);
         let files_budget = (common.config.max_open_files / common.inboxes.len().max(1)).max(16);
         let disk = crate::disk::DiskSpace::new(common.config.data_dir.clone(), common.config.storage_min_free_bytes);
+        // Idle staging buffers kept: one follower fetch answer's worth.
+        let direct_buffers = sluice_engine::DirectBuffers::new(
+            usize::try_from(common.config.replica_fetch_response_max_bytes).unwrap_or(10 << 20),
+        );
         Rc::new_cyclic(|me| Self {
             id,
             common,
@@ -221,6 +228,7 @@ impl Shard {
             disk,
             metrics: Default::default(),
             io_histograms: Default::default(),
+            direct_buffers,
             files: OpenFiles::new(),
             files_budget,
             layout_version: Cell::new(0),
@@ -606,6 +614,7 @@ impl Shard {
         let env = Env {
             open_files: Some(self.files.clone()),
             histograms: Some(self.io_histograms.clone()),
+            direct_buffers: Some(self.direct_buffers.clone()),
             ..Env::default()
         };
         let log = Log::open(&dir, config, env).await.map_err(|e| e.to_string())?;
