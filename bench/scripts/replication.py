@@ -9,7 +9,9 @@ compare, not MB/s alone):
               acks=all; MB/s and the three brokers' CPU seconds per GB
               produced. Then RF=3 again with `sluice.fetch.zero.copy=false`
               on every broker (follower fetches copied through user space):
-              the CPU-per-GB ratio shows what zero-copy saves.
+              the CPU-per-GB ratio shows what zero-copy saves. Then RF=3
+              with `sluice.replica.direct.writes=false` (followers write
+              through the page cache, as before ADR 0017).
   latency     publish latency at 5 000 and 50 000 msg/s of 1 KiB, acks=all,
               RF=3 next to RF=1.
   failover    kill -9 of a partition's leader while an idempotent acks=all
@@ -117,7 +119,8 @@ def throughput(args, root):
     variants = [(f"rf{rf}-acks{'all' if acks == -1 else acks}", rf, acks, 0, 4, 8)
                 for rf in (1, 3) for acks in (1, -1)]
     out = {}
-    for label, extra in (("zero_copy", ()), ("copying", ("sluice.fetch.zero.copy=false",))):
+    for label, extra in (("zero_copy", ()), ("copying", ("sluice.fetch.zero.copy=false",)),
+                         ("buffered_followers", ("sluice.replica.direct.writes=false",))):
         d = tempfile.mkdtemp(dir=root)
         nodes = start_cluster(args.bin, d, args.session_ms, extra)
         try:
