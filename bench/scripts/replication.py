@@ -137,7 +137,7 @@ def throughput(args, root):
 def latency(args, root):
     variants = [(f"rf{rf}-{rate // 1000}k", rf, -1, rate, 1, 1) for rate in (5000, 50000) for rf in (1, 3)]
     d = tempfile.mkdtemp(dir=root)
-    nodes = start_cluster(args.bin, d, args.session_ms)
+    nodes = start_cluster(args.bin, d, args.session_ms, args.set)
     try:
         res = bench(args.bin_dir, nodes, d, variants, args.secs)
     finally:
@@ -216,7 +216,7 @@ def main():
     ap.add_argument("--session-ms", type=int, default=9000)
     ap.add_argument("--only", choices=["throughput", "latency", "failover"])
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="a setting for every broker in the failover trials (repeatable)")
+                    help="a setting for every broker in the latency runs and failover trials (repeatable)")
     args = ap.parse_args()
     args.bin = os.path.join(args.bin_dir, "sluice")
     out = {"session_ms": args.session_ms}

@@ -62,6 +62,11 @@ pub struct LogConfig {
     /// segment's dirty pages would stall the log's writes for seconds.
     /// What it covers counts as durable when it returns. 0 turns it off.
     pub writeback_bytes: u64,
+    /// With direct writes allowed ([`crate::Log::set_direct_writes`]), a
+    /// flush round of at least this many bytes switches the log to writing
+    /// past the page cache; 32 smaller rounds in a row switch it back. 0:
+    /// every round goes direct.
+    pub direct_write_min_bytes: u64,
 }
 
 pub const DAY_MS: u64 = 24 * 60 * 60 * 1000;
@@ -79,6 +84,7 @@ impl Default for LogConfig {
             preallocate_bytes: 64 << 20,
             inline_write_bytes: 64 << 10,
             writeback_bytes: 32 << 20,
+            direct_write_min_bytes: 64 << 10,
         }
     }
 }

@@ -26,6 +26,10 @@ use compio::buf::{IntoInner, IoBuf};
 use compio::fs::{File, OpenOptions};
 use compio::io::AsyncWriteAt;
 
+/// Rounds below the threshold in a row that take an engaged log back to
+/// buffered writes.
+pub(crate) const SMALL_ROUNDS_TO_DISENGAGE: u32 = 32;
+
 /// The alignment of positions, lengths and memory: a page, which every
 /// device's logical block size divides.
 pub(crate) const BLOCK: u64 = 4096;
@@ -123,6 +127,10 @@ pub(crate) struct Direct {
     pub on: bool,
     /// The filesystem refused `O_DIRECT`: buffered writes from then on.
     pub unsupported: bool,
+    /// Rounds take the direct path now (a large one engaged it).
+    engaged: bool,
+    /// Rounds in a row below the threshold while engaged.
+    small_rounds: u32,
     /// The active segment's `O_DIRECT` handle, with the segment's base
     /// offset.
     file: Option<(i64, File)>,
@@ -149,9 +157,39 @@ impl Direct {
         self.tail = None;
     }
 
-    /// Whether appends should take the direct path now.
+    /// Back to buffered writes until a large round.
+    pub fn disengage(&mut self) {
+        self.engaged = false;
+        self.small_rounds = 0;
+        self.reset();
+    }
+
+    /// Whether appends may take the direct path.
     pub fn wanted(&self) -> bool {
         self.on && !self.unsupported
+    }
+
+    /// Whether a flush round of `want` bytes takes the direct path. A round
+    /// of at least `min` bytes engages it; [`SMALL_ROUNDS_TO_DISENGAGE`]
+    /// smaller rounds in a row disengage it. A small round pays the
+    /// device's latency on the direct path and saves little copying, so a
+    /// follower under light load stays buffered; switching costs a
+    /// read-back of one block, so it does not flip on every round.
+    pub fn choose(&mut self, want: u64, min: u64) -> bool {
+        if !self.wanted() {
+            self.engaged = false;
+            return false;
+        }
+        if want >= min {
+            self.engaged = true;
+            self.small_rounds = 0;
+        } else if self.engaged {
+            self.small_rounds += 1;
+            if self.small_rounds >= SMALL_ROUNDS_TO_DISENGAGE {
+                self.engaged = false;
+            }
+        }
+        self.engaged
     }
 }
 

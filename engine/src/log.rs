@@ -1169,15 +1169,16 @@ impl Log {
         self.shared.state.borrow().config.clone()
     }
 
-    /// Writes appends from now on straight to the device, past the page
-    /// cache (`O_DIRECT`), or back through it. A follower's log is read only
+    /// Lets flush rounds of at least [`LogConfig::direct_write_min_bytes`]
+    /// go straight to the device, past the page cache (`O_DIRECT`), or
+    /// sends every round back through it. A follower's log is read only
     /// once it leads, so its copies into the page cache are wasted work
     /// (ADR 0017). On a filesystem without `O_DIRECT` appends stay buffered.
     pub fn set_direct_writes(&self, on: bool) {
         let mut d = self.shared.direct.borrow_mut();
         if d.on != on {
             d.on = on;
-            d.reset();
+            d.disengage();
         }
     }
 
@@ -1534,7 +1535,9 @@ impl Shared {
         let bufs: Vec<Bytes> = run.iter_mut().map(|p| std::mem::take(&mut p.data)).collect();
         let inline = self.state.borrow().config.inline_write_bytes;
         let fail = |e: io::Error| self.write_failed(format!("write to {}: {e}", self.dir.display()), &e);
-        let staged = if self.direct.borrow().wanted() {
+        let min = self.state.borrow().config.direct_write_min_bytes;
+        let direct = self.direct.borrow_mut().choose(want, min);
+        let staged = if direct {
             let segment = self.state.borrow().active().base_offset;
             let path = || self.state.borrow().active().paths.log.clone();
             crate::direct::stage(&self.direct, segment, path, &writer.log, position, want)

@@ -13,10 +13,12 @@ use bytes::Bytes;
 use common::*;
 use sluice_engine::{DirectBuffers, Durability, Env, Log, LogConfig, batch};
 
+/// Every round direct (no size threshold), unless a test says otherwise.
 fn config() -> LogConfig {
     LogConfig {
         segment_bytes: 64 << 10,
         index_interval_bytes: 1024,
+        direct_write_min_bytes: 0,
         ..small_config()
     }
 }
@@ -154,4 +156,40 @@ async fn truncation_and_mode_switches_keep_every_byte() {
     follower.close().await.unwrap();
     let reopened = open(fd.path(), config()).await;
     assert_eq!(read_all(&reopened), want);
+}
+
+#[compio::test]
+async fn large_rounds_engage_direct_writes_and_small_ones_release_them() {
+    let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cfg = LogConfig {
+        segment_bytes: 1 << 20,
+        direct_write_min_bytes: 16 << 10,
+        ..config()
+    };
+    let leader = open(ld.path(), cfg.clone()).await;
+    let model = lead(&leader, 200, 1, 9).await;
+    let follower = open(fd.path(), cfg.clone()).await;
+    follower.set_direct_writes(true);
+    let file = || segment_file(fd.path(), 0);
+    let written = |n: usize| model[..n].iter().map(|(_, b)| b.len() as u64).sum::<u64>();
+    // Small rounds: buffered, the file ends at the log's end.
+    follow(&follower, &model[..10], 1).await;
+    assert_eq!(fs::metadata(file()).unwrap().len(), written(10));
+    // A large round engages the direct path: the file is padded to a block.
+    follow(&follower, &model[10..40], 30).await;
+    let len = fs::metadata(file()).unwrap().len();
+    assert!(
+        len.is_multiple_of(4096) && len > written(40),
+        "{len} for {}",
+        written(40)
+    );
+    // Small rounds stay direct for a while, then go back to buffered
+    // writes, which leave the file's length where direct writes put it
+    // until they pass it.
+    follow(&follower, &model[40..200], 1).await;
+    assert_eq!(fs::metadata(file()).unwrap().len(), written(200));
+    assert_eq!(read_all(&follower), model);
+    follower.close().await.unwrap();
+    let reopened = open(fd.path(), cfg).await;
+    assert_eq!(read_all(&reopened), model);
 }

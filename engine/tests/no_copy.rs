@@ -79,7 +79,11 @@ async fn appending_allocates_far_less_than_the_record_bytes() {
 /// the two must not run at once.
 async fn direct_follower_appends_reuse_their_staging_buffer() {
     let dir = tempfile::tempdir().unwrap();
-    let log = common::open(dir.path(), LogConfig::default()).await;
+    let cfg = LogConfig {
+        direct_write_min_bytes: 0,
+        ..LogConfig::default()
+    };
+    let log = common::open(dir.path(), cfg).await;
     log.set_direct_writes(true);
     assert!(log.direct_writes());
     let template = common::batch(64, 1000, 1);

@@ -153,6 +153,9 @@ pub struct BrokerConfig {
     /// `sluice.replica.direct.writes`: a follower appends past the page
     /// cache (`O_DIRECT`); its log is read only once it leads (ADR 0017).
     pub replica_direct_writes: bool,
+    /// `sluice.replica.direct.writes.min.bytes`: see
+    /// [`LogConfig::direct_write_min_bytes`].
+    pub replica_direct_writes_min_bytes: u64,
     /// `sluice.unsafe.ack.before.replication`: a deliberately broken
     /// setting for testing the history checker: acks=all is answered once
     /// the leader has written the batch, before the ISR has it. Never set it
@@ -341,6 +344,7 @@ impl Default for BrokerConfig {
             replica_hw_checkpoint_interval_ms: 5000,
             replica_fsync_before_ack: false,
             replica_direct_writes: true,
+            replica_direct_writes_min_bytes: LogConfig::default().direct_write_min_bytes,
             unsafe_ack_before_replication: false,
             outbound_address: None,
             admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9644))),
@@ -475,6 +479,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
     (
         "sluice.replica.direct.writes",
         "a follower writes what it fetches past the page cache with O_DIRECT, where the filesystem has it (default true)",
+    ),
+    (
+        "sluice.replica.direct.writes.min.bytes",
+        "a follower's write of at least this many bytes switches it to O_DIRECT; 32 smaller ones in a row switch it back (default 65536; 0: always)",
     ),
     (
         "sluice.admin.listen",
@@ -723,6 +731,7 @@ impl BrokerConfig {
             }
             "sluice.replica.fsync.before.ack" => self.replica_fsync_before_ack = parse_bool(key, value)?,
             "sluice.replica.direct.writes" => self.replica_direct_writes = parse_bool(key, value)?,
+            "sluice.replica.direct.writes.min.bytes" => self.replica_direct_writes_min_bytes = parse_num(key, value)?,
             "sluice.unsafe.ack.before.replication" => self.unsafe_ack_before_replication = parse_bool(key, value)?,
             "sluice.admin.listen" => {
                 self.admin_listen_chosen = true;
@@ -940,6 +949,7 @@ impl BrokerConfig {
             preallocate_bytes: self.log_preallocate_bytes,
             inline_write_bytes: self.log_inline_write_bytes,
             writeback_bytes: self.log_writeback_bytes,
+            direct_write_min_bytes: self.replica_direct_writes_min_bytes,
             ..LogConfig::default()
         }
     }

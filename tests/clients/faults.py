@@ -78,6 +78,9 @@ class FaultCluster:
                 "log.segment.bytes=4194304",
                 "sluice.storage.min.free.bytes=16777216",
                 "num.partitions=1",
+                # Follower writes of any size go past the page cache (ADR
+                # 0017), so every fault meets that path.
+                "sluice.replica.direct.writes.min.bytes=0",
             ] + list(extra)
             b = Broker(data, p, settings, cores=1, host=h, log_path=os.path.join(root, f"node-{i + 1}.log"))
             b.node_id = i + 1

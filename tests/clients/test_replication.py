@@ -21,7 +21,10 @@ LAG_MS = 4000
 
 @pytest.fixture
 def cluster():
-    with running_cluster([f"replica.lag.time.max.ms={LAG_MS}", "replica.fetch.backoff.ms=200"]) as c:
+    # Every follower write goes past the page cache (ADR 0017), however
+    # small, so these tests cover that path.
+    with running_cluster([f"replica.lag.time.max.ms={LAG_MS}", "replica.fetch.backoff.ms=200",
+                          "sluice.replica.direct.writes.min.bytes=0"]) as c:
         yield c
 
 
