@@ -62,10 +62,10 @@ pub struct LogConfig {
     /// segment's dirty pages would stall the log's writes for seconds.
     /// What it covers counts as durable when it returns. 0 turns it off.
     pub writeback_bytes: u64,
-    /// With direct writes allowed ([`crate::Log::set_direct_writes`]), a
-    /// flush round of at least this many bytes switches the log to writing
-    /// past the page cache; 32 smaller rounds in a row switch it back. 0:
-    /// every round goes direct.
+    /// With direct writes allowed ([`crate::Log::set_direct_writes`]), 8
+    /// flush rounds in a row of at least this many bytes switch the log to
+    /// writing past the page cache; 32 smaller rounds in a row switch it
+    /// back. 0: every round goes direct.
     pub direct_write_min_bytes: u64,
 }
 

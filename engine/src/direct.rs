@@ -30,6 +30,9 @@ use compio::io::AsyncWriteAt;
 /// buffered writes.
 pub(crate) const SMALL_ROUNDS_TO_DISENGAGE: u32 = 32;
 
+/// Rounds at or above the threshold in a row that engage direct writes.
+pub(crate) const LARGE_ROUNDS_TO_ENGAGE: u32 = 8;
+
 /// The alignment of positions, lengths and memory: a page, which every
 /// device's logical block size divides.
 pub(crate) const BLOCK: u64 = 4096;
@@ -131,6 +134,8 @@ pub(crate) struct Direct {
     engaged: bool,
     /// Rounds in a row below the threshold while engaged.
     small_rounds: u32,
+    /// Rounds in a row at or above the threshold.
+    large_rounds: u32,
     /// The active segment's `O_DIRECT` handle, with the segment's base
     /// offset.
     file: Option<(i64, File)>,
@@ -161,6 +166,7 @@ impl Direct {
     pub fn disengage(&mut self) {
         self.engaged = false;
         self.small_rounds = 0;
+        self.large_rounds = 0;
         self.reset();
     }
 
@@ -169,24 +175,32 @@ impl Direct {
         self.on && !self.unsupported
     }
 
-    /// Whether a flush round of `want` bytes takes the direct path. A round
-    /// of at least `min` bytes engages it; [`SMALL_ROUNDS_TO_DISENGAGE`]
-    /// smaller rounds in a row disengage it. A small round pays the
-    /// device's latency on the direct path and saves little copying, so a
-    /// follower under light load stays buffered; switching costs a
-    /// read-back of one block, so it does not flip on every round.
+    /// Whether a flush round of `want` bytes takes the direct path.
+    /// [`LARGE_ROUNDS_TO_ENGAGE`] rounds of at least `min` bytes in a row
+    /// engage it (one when `min` is 0); [`SMALL_ROUNDS_TO_DISENGAGE`]
+    /// smaller rounds in a row release it. A small round pays the device's
+    /// latency on the direct path and saves little copying, so a follower
+    /// under light or middling load stays buffered; each switch costs a
+    /// block read back or written out, so the log does not flip with every
+    /// round.
     pub fn choose(&mut self, want: u64, min: u64) -> bool {
         if !self.wanted() {
             self.engaged = false;
             return false;
         }
         if want >= min {
-            self.engaged = true;
+            self.large_rounds = self.large_rounds.saturating_add(1);
             self.small_rounds = 0;
-        } else if self.engaged {
-            self.small_rounds += 1;
-            if self.small_rounds >= SMALL_ROUNDS_TO_DISENGAGE {
-                self.engaged = false;
+            if self.large_rounds >= LARGE_ROUNDS_TO_ENGAGE || min == 0 {
+                self.engaged = true;
+            }
+        } else {
+            self.large_rounds = 0;
+            if self.engaged {
+                self.small_rounds += 1;
+                if self.small_rounds >= SMALL_ROUNDS_TO_DISENGAGE {
+                    self.engaged = false;
+                }
             }
         }
         self.engaged

@@ -162,32 +162,36 @@ async fn truncation_and_mode_switches_keep_every_byte() {
 async fn large_rounds_engage_direct_writes_and_small_ones_release_them() {
     let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let cfg = LogConfig {
-        segment_bytes: 1 << 20,
+        segment_bytes: 8 << 20,
         direct_write_min_bytes: 16 << 10,
         ..config()
     };
     let leader = open(ld.path(), cfg.clone()).await;
-    let model = lead(&leader, 200, 1, 9).await;
+    let model = lead(&leader, 320, 1, 9).await;
     let follower = open(fd.path(), cfg.clone()).await;
     follower.set_direct_writes(true);
     let file = || segment_file(fd.path(), 0);
     let written = |n: usize| model[..n].iter().map(|(_, b)| b.len() as u64).sum::<u64>();
+    let padded = || {
+        let (len, logical) = (fs::metadata(file()).unwrap().len(), written(read_all(&follower).len()));
+        assert!(len >= logical);
+        len > logical
+    };
     // Small rounds: buffered, the file ends at the log's end.
     follow(&follower, &model[..10], 1).await;
-    assert_eq!(fs::metadata(file()).unwrap().len(), written(10));
-    // A large round engages the direct path: the file is padded to a block.
-    follow(&follower, &model[10..40], 30).await;
-    let len = fs::metadata(file()).unwrap().len();
-    assert!(
-        len.is_multiple_of(4096) && len > written(40),
-        "{len} for {}",
-        written(40)
-    );
+    assert!(!padded());
+    // Large rounds (about 60 KiB each) interrupted by a small one do not
+    // engage the direct path...
+    follow(&follower, &model[10..70], 12).await;
+    follow(&follower, &model[70..71], 1).await;
+    assert!(!padded());
+    // ...eight in a row do: the file is padded to a block.
+    follow(&follower, &model[71..167], 12).await;
+    assert!(padded());
     // Small rounds stay direct for a while, then go back to buffered
-    // writes, which leave the file's length where direct writes put it
-    // until they pass it.
-    follow(&follower, &model[40..200], 1).await;
-    assert_eq!(fs::metadata(file()).unwrap().len(), written(200));
+    // writes, which overwrite the padding as they pass it.
+    follow(&follower, &model[167..320], 1).await;
+    assert!(!padded());
     assert_eq!(read_all(&follower), model);
     follower.close().await.unwrap();
     let reopened = open(fd.path(), cfg).await;
