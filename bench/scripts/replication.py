@@ -12,6 +12,9 @@ compare, not MB/s alone):
               the CPU-per-GB ratio shows what zero-copy saves. Then RF=3
               with `sluice.replica.direct.writes=false` (followers write
               through the page cache, as before ADR 0017).
+  ratio       RF=1 then RF=3 acks=all at the maximum rate, N pairs on one
+              cluster (3 unless --trials is given): the RF=3 / RF=1 MB/s
+              ratio of each pair and their median.
   latency     publish latency at 5 000 and 50 000 msg/s of 1 KiB, acks=all,
               RF=3 next to RF=1.
   failover    kill -9 of a partition's leader while an idempotent acks=all
@@ -24,7 +27,7 @@ compare, not MB/s alone):
               passes so that every voter has heard from every broker.
 
   bench/scripts/replication.py [--bin-dir target/release] [--secs 15]
-      [--trials 20] [--session-ms 9000] [--only throughput|latency|failover]
+      [--trials 20] [--session-ms 9000] [--only throughput|ratio|latency|failover]
       [--set KEY=VALUE ...]
 
 Prints a JSON object (and a Markdown table per section on stderr).
@@ -134,6 +137,30 @@ def throughput(args, root):
     return out
 
 
+def ratio(args, root):
+    """RF=1 then RF=3, both acks=all at the maximum rate, on one cluster,
+    `--trials` times (3 when not given): each pair's MB/s, CPU per GB and
+    the RF=3 / RF=1 ratio, and the median ratio. A pair run back to back
+    shares the state of this VM's memory (see docs/benchmarks.md, "Why
+    produce is slow here"), which moves single runs by ±20 %."""
+    trials = args.trials if args.trials_given else 3
+    d = tempfile.mkdtemp(dir=root)
+    nodes = start_cluster(args.bin, d, args.session_ms, args.set)
+    pairs = []
+    try:
+        for k in range(trials):
+            res = bench(args.bin_dir, nodes, d, [(f"rf1-{k}", 1, -1, 0, 4, 8), (f"rf3-{k}", 3, -1, 0, 4, 8)], args.secs)
+            one, three = res[f"rf1-{k}"], res[f"rf3-{k}"]
+            pairs.append({"rf1_mb_per_s": round(one["publish_mb_per_s"], 1),
+                          "rf3_mb_per_s": round(three["publish_mb_per_s"], 1),
+                          "rf1_cpu_s_per_gb": round(cpu_per_gb(one), 3),
+                          "rf3_cpu_s_per_gb": round(cpu_per_gb(three), 3),
+                          "ratio": round(three["publish_mb_per_s"] / one["publish_mb_per_s"], 3)})
+    finally:
+        stop_cluster(nodes)
+    return {"pairs": pairs, "median_ratio": statistics.median(p["ratio"] for p in pairs)}
+
+
 def latency(args, root):
     variants = [(f"rf{rf}-{rate // 1000}k", rf, -1, rate, 1, 1) for rate in (5000, 50000) for rf in (1, 3)]
     d = tempfile.mkdtemp(dir=root)
@@ -214,14 +241,15 @@ def main():
     ap.add_argument("--secs", type=int, default=15)
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--session-ms", type=int, default=9000)
-    ap.add_argument("--only", choices=["throughput", "latency", "failover"])
+    ap.add_argument("--only", choices=["throughput", "ratio", "latency", "failover"])
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="a setting for every broker in the latency runs and failover trials (repeatable)")
+                    help="a setting for every broker in the ratio and latency runs and the failover trials (repeatable)")
     args = ap.parse_args()
+    args.trials_given = "--trials" in sys.argv
     args.bin = os.path.join(args.bin_dir, "sluice")
     out = {"session_ms": args.session_ms}
     with tempfile.TemporaryDirectory() as root:
-        for section in ("throughput", "latency", "failover"):
+        for section in ("throughput", "ratio", "latency", "failover"):
             if args.only in (None, section):
                 out[section] = globals()[section](args, root)
                 print(json.dumps({section: out[section]}, indent=1), file=sys.stderr)
