@@ -84,7 +84,7 @@ impl Default for LogConfig {
             preallocate_bytes: 64 << 20,
             inline_write_bytes: 64 << 10,
             writeback_bytes: 32 << 20,
-            direct_write_min_bytes: 16 << 10,
+            direct_write_min_bytes: 64 << 10,
         }
     }
 }

@@ -482,7 +482,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "sluice.replica.direct.writes.min.bytes",
-        "8 follower writes in a row of at least this many bytes switch it to O_DIRECT; 32 smaller ones in a row switch it back (default 16384; 0: always)",
+        "8 follower writes in a row of at least this many bytes switch it to O_DIRECT; 32 smaller ones in a row switch it back (default 65536; 0: always)",
     ),
     (
         "sluice.admin.listen",
