@@ -6,16 +6,16 @@
 //! memory taken from the leaders' hot data) buys nothing. A direct write
 //! needs block-aligned positions, lengths and memory, and appends are not:
 //! each write stages the bytes of the partial block at the log's end plus
-//! the new batches in one reused aligned buffer, pads it with zeros to a
+//! the new batches in one aligned buffer, pads it with zeros to a
 //! whole block, and writes it at the block's start. The bytes before the
 //! old end are written again unchanged, so a torn write can damage only the
 //! new bytes; the zeros past the new end are cut when the segment rolls or
-//! closes, and recovery cuts them (as a torn tail) after a crash. The
-//! partial block is kept in the buffer between writes; after anything else
+//! closes, and recovery cuts them (as a torn tail) after a crash. The log
+//! keeps a copy of the partial block between writes; after anything else
 //! moves the log's end (truncation, a roll, a buffered write, a reopen) it
 //! is read back from the file. Staging buffers are lent per write from the
 //! shard's [`DirectBuffers`], so idle follower logs hold only their partial
-//! block.
+//! block. Only runs of large flush rounds take this path ([`Direct::choose`]).
 
 use std::io;
 use std::os::fd::AsFd;
