@@ -120,14 +120,8 @@ impl Io {
                 Vec::new()
             };
             let want: usize = bufs.iter().map(Bytes::len).sum();
-            bump(&self.stats.write_calls, 1);
             let mut torn = None;
-            if let Some(f) = &self.faults {
-                let n = f.writes.get() + 1;
-                f.writes.set(n);
-                if f.fail_write.get() == Some(n) {
-                    return Err(injected("write"));
-                }
+            if let Some((f, n)) = self.count_write()? {
                 let full = f.full_write.get() == Some(n);
                 if full || f.short_write.get() == Some(n) {
                     torn = Some(if full {
@@ -194,14 +188,9 @@ impl Io {
         bufs: &[Bytes],
         pos: u64,
     ) -> io::Result<u64> {
-        bump(&self.stats.write_calls, 1);
-        if let Some(f) = &self.faults {
-            let n = f.writes.get() + 1;
-            f.writes.set(n);
-            if f.fail_write.get() == Some(n) {
-                crate::direct::unstage(direct, staged);
-                return Err(injected("write"));
-            }
+        if let Err(e) = self.count_write() {
+            crate::direct::unstage(direct, staged);
+            return Err(e);
         }
         let started = std::time::Instant::now();
         let end = crate::direct::write(direct, segment, staged, bufs, pos).await?;
@@ -210,6 +199,21 @@ impl Io {
         }
         bump(&self.stats.bytes_written, bufs.iter().map(|b| b.len() as u64).sum());
         Ok(end)
+    }
+
+    /// Counts one write call; with a fault injector, also its number, and
+    /// the injected failure when this is the write it fails.
+    fn count_write(&self) -> io::Result<Option<(&FaultInjector, u64)>> {
+        bump(&self.stats.write_calls, 1);
+        let Some(f) = &self.faults else {
+            return Ok(None);
+        };
+        let n = f.writes.get() + 1;
+        f.writes.set(n);
+        if f.fail_write.get() == Some(n) {
+            return Err(injected("write"));
+        }
+        Ok(Some((f, n)))
     }
 
     pub(crate) async fn sync_data(&self, file: &File) -> io::Result<()> {

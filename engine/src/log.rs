@@ -1182,7 +1182,8 @@ impl Log {
         }
     }
 
-    /// Whether appends go past the page cache now.
+    /// Whether large flush rounds may go past the page cache: direct writes
+    /// are allowed and the filesystem has not refused `O_DIRECT`.
     pub fn direct_writes(&self) -> bool {
         self.shared.direct.borrow().wanted()
     }

@@ -48,6 +48,16 @@ async fn follow(log: &Log, batches: &[(i64, Bytes)], group: usize) {
     }
 }
 
+/// A leader's log and a follower's with direct writes allowed, each in its
+/// own temp dir (returned to keep them alive).
+async fn leader_and_follower(cfg: LogConfig) -> (tempfile::TempDir, Log, tempfile::TempDir, Log) {
+    let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let leader = open(ld.path(), cfg.clone()).await;
+    let follower = open(fd.path(), cfg).await;
+    follower.set_direct_writes(true);
+    (ld, leader, fd, follower)
+}
+
 /// Each segment file's length, by name.
 fn file_sizes(dir: &Path) -> Vec<(String, u64)> {
     let mut out: Vec<(String, u64)> = fs::read_dir(dir)
@@ -67,12 +77,9 @@ fn file_sizes(dir: &Path) -> Vec<(String, u64)> {
 
 #[compio::test]
 async fn direct_appends_hold_what_buffered_ones_do_and_close_without_padding() {
-    let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let leader = open(ld.path(), config()).await;
+    let (ld, leader, fd, follower) = leader_and_follower(config()).await;
     let model = lead(&leader, 120, 2, 0).await;
     assert!(leader.segment_count() > 3, "the appends cross rolls");
-    let follower = open(fd.path(), config()).await;
-    follower.set_direct_writes(true);
     assert!(follower.direct_writes(), "the temp dir's filesystem has O_DIRECT");
     follow(&follower, &model[..50], 1).await;
     follow(&follower, &model[50..], 7).await;
@@ -87,11 +94,8 @@ async fn direct_appends_hold_what_buffered_ones_do_and_close_without_padding() {
 
 #[compio::test]
 async fn a_crash_leaves_a_padded_block_that_recovery_cuts() {
-    let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let leader = open(ld.path(), config()).await;
+    let (_ld, leader, fd, follower) = leader_and_follower(config()).await;
     let model = lead(&leader, 9, 1, 3).await;
-    let follower = open(fd.path(), config()).await;
-    follower.set_direct_writes(true);
     follow(&follower, &model, 2).await;
     let logical: u64 = model.iter().map(|(_, b)| b.len() as u64).sum();
     let base = follower.segment_bases()[0];
@@ -160,16 +164,13 @@ async fn truncation_and_mode_switches_keep_every_byte() {
 
 #[compio::test]
 async fn large_rounds_engage_direct_writes_and_small_ones_release_them() {
-    let (ld, fd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let cfg = LogConfig {
         segment_bytes: 8 << 20,
         direct_write_min_bytes: 16 << 10,
         ..config()
     };
-    let leader = open(ld.path(), cfg.clone()).await;
+    let (_ld, leader, fd, follower) = leader_and_follower(cfg.clone()).await;
     let model = lead(&leader, 320, 1, 9).await;
-    let follower = open(fd.path(), cfg.clone()).await;
-    follower.set_direct_writes(true);
     let file = || segment_file(fd.path(), 0);
     let written = |n: usize| model[..n].iter().map(|(_, b)| b.len() as u64).sum::<u64>();
     let padded = || {

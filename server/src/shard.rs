@@ -556,11 +556,11 @@ impl Shard {
             if change != RoleChange::None {
                 tracing::info!(topic = %p.topic, partition = p.index, ?change, leader_epoch = state.leader_epoch, isr = ?state.isr, "replica role");
             }
-            p.log
-                .set_direct_writes(self.config().replica_direct_writes && !p.is_leader());
             if change == RoleChange::None {
                 continue;
             }
+            p.log
+                .set_direct_writes(self.config().replica_direct_writes && !p.is_leader());
             match change {
                 RoleChange::BecameFollower { leader } | RoleChange::NewLeader { leader } => {
                     self.fetchers.follow(&shard, p.topic.clone(), p.index, leader);

@@ -3,6 +3,7 @@ librdkafka and kcat: acks=all under kill -9 of the leader, the ISR falling
 below min.insync.replicas, a follower truncating an old epoch's tail,
 controlled shutdown, and committed offsets surviving their coordinator."""
 import glob
+import json
 import hashlib
 import os
 import signal
@@ -13,6 +14,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from conftest import BINARY
 from history import History
 from test_cluster import metadata, running_cluster, wait_for
 
@@ -111,17 +113,14 @@ def read_partition(cluster, topic, p, until_offset, timeout=30):
     return out
 
 
-def batches_end(data):
-    """Where the record batches of a segment's bytes end: a follower's
-    direct writes leave zeros past its last batch until the segment rolls
-    or closes (ADR 0017), and those are not part of its log."""
-    pos = 0
-    while pos + 12 <= len(data):
-        length = int.from_bytes(data[pos + 8:pos + 12], "big", signed=True)
-        if length <= 0 or pos + 12 + length > len(data):
-            break
-        pos += 12 + length
-    return pos
+def batches_end(path):
+    """Where the record batches of a segment end, as `sluice log dump`
+    walks them: a follower's direct writes leave zeros past its last batch
+    until the segment rolls or closes (ADR 0017), and those are not part of
+    its log."""
+    out = subprocess.run([BINARY, "log", "dump", "--json", path], capture_output=True, text=True, check=True)
+    batches = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    return batches[-1]["position"] + batches[-1]["size"] if batches else 0
 
 
 def segment_digests(cluster, topic, p=0):
@@ -131,7 +130,7 @@ def segment_digests(cluster, topic, p=0):
         for f in sorted(glob.glob(os.path.join(n.data_dir, f"{topic}-{p}", "*.log"))):
             with open(f, "rb") as fh:
                 data = fh.read()
-            end = batches_end(data)
+            end = batches_end(f)
             assert not any(data[end:]), f"{f}: bytes other than padding after its last batch"
             h.update(data[:end])
         out[n.port] = h.hexdigest()

@@ -213,11 +213,14 @@ pub async fn write_offsets(
     let at = info.base_offset;
     // In the log from here on: a rewrite of the offsets log that starts
     // before this write finishes must carry these values, not older ones.
+    let keys: Vec<(Arc<str>, i32)> = records
+        .iter()
+        .map(|r| (Arc::from(r.topic.as_str()), r.partition))
+        .collect();
     {
         let mut g = h.group.borrow_mut();
-        for r in &records {
-            g.unapplied
-                .insert((Arc::from(r.topic.as_str()), r.partition), (at, r.value.clone()));
+        for (key, r) in keys.iter().zip(&records) {
+            g.unapplied.insert(key.clone(), (at, r.value.clone()));
         }
     }
     let end = info.last_offset + 1;
@@ -233,10 +236,9 @@ pub async fn write_offsets(
     }
     .await;
     let mut g = h.group.borrow_mut();
-    for r in &records {
-        let key = (Arc::<str>::from(r.topic.as_str()), r.partition);
-        if g.unapplied.get(&key).is_some_and(|(newest, _)| *newest == at) {
-            g.unapplied.remove(&key);
+    for key in &keys {
+        if g.unapplied.get(key).is_some_and(|(newest, _)| *newest == at) {
+            g.unapplied.remove(key);
         }
     }
     written?;
