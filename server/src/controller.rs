@@ -231,6 +231,8 @@ impl Draft {
                     format!("partition count {partitions} is below 1"),
                 ));
             }
+            // Before placing: a request may ask for millions.
+            self.check_room(partitions)?;
             self.place(0, partitions, replication_factor)?
         } else {
             if partitions != -1 || replication_factor != -1 {
@@ -1486,6 +1488,31 @@ mod tests {
             partition_epoch: 7,
             elr: Vec::new(),
         }
+    }
+
+    /// A request for millions of partitions is refused by the cap before
+    /// any partition is placed (placing them first stalled the shard).
+    #[test]
+    fn the_partition_cap_is_checked_before_partitions_are_placed() {
+        let draft = Draft {
+            image: image(&[(1, false)], vec![state(&[1], &[1], 1)]),
+            max_partitions: 10,
+            default_replication_factor: 1,
+            rules: Rules::default(),
+            slot: 0,
+            records: Vec::new(),
+        };
+        // Replication factor 3 with one live broker: placing would fail
+        // with INVALID_REPLICATION_FACTOR, so the cap must answer first.
+        let err = draft
+            .check_create("big", 4_194_305, &BTreeMap::new(), 3, &[])
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::PolicyViolation, "{}", err.message);
+        let err = draft.check_partitions("t", i32::MAX).unwrap_err();
+        assert_eq!(err.code, ErrorCode::PolicyViolation, "{}", err.message);
+        // Within the cap the placement is what answers.
+        let err = draft.check_create("small", 2, &BTreeMap::new(), 3, &[]).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidReplicationFactor, "{}", err.message);
     }
 
     /// Applies `records` and returns the partition states after.

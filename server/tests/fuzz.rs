@@ -6,8 +6,10 @@
 //! within 1 s and a connection opened at the start must still work.
 //!
 //! `FUZZ_FRAMES` (default 20,000) and `FUZZ_SEED` (default: the time) set
-//! the run; `scripts/fuzz.sh` runs it for a given time. A failure prints
-//! the seed and the frame.
+//! the run; `FUZZ_CHECK_EVERY` (default 1,000) how many frames go between
+//! checks; `scripts/fuzz.sh` runs it for a given time. A failure prints
+//! the seed and the frames sent since the last check (rerun the seed with
+//! `FUZZ_CHECK_EVERY=1` to find the one that stalls).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -48,6 +50,7 @@ struct Tally {
 #[test]
 fn mutated_requests_never_panic_or_stall_a_shard() {
     let frames = env_u64("FUZZ_FRAMES").unwrap_or(20_000);
+    let check_every = env_u64("FUZZ_CHECK_EVERY").unwrap_or(1000).max(1);
     let seed = env_u64("FUZZ_SEED").unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -83,8 +86,13 @@ fn mutated_requests_never_panic_or_stall_a_shard() {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let broker = b.broker.as_ref().unwrap();
     let start = Instant::now();
+    let mut recent: Vec<String> = Vec::new();
     for i in 0..frames {
         let frame = mutator.next_frame();
+        if recent.len() as u64 >= check_every {
+            recent.clear();
+        }
+        recent.push(frame.iter().map(|b| format!("{b:02x}")).collect::<String>());
         let tally_here = tally.clone();
         broker.run_on_shard(
             (i % 2) as usize,
@@ -105,17 +113,19 @@ fn mutated_requests_never_panic_or_stall_a_shard() {
                 .detach();
             }),
         );
-        if (i + 1) % 1000 == 0 {
+        if (i + 1).is_multiple_of(check_every) {
             let mut fresh = b.client();
             assert!(
                 answered_within(&mut fresh, Duration::from_secs(1)),
-                "FUZZ_SEED={seed}: a fresh connection was not answered within 1 s after {} frames",
-                i + 1
+                "FUZZ_SEED={seed}: a fresh connection was not answered within 1 s after {} frames; the last {} frames: {recent:?}",
+                i + 1,
+                recent.len()
             );
             assert!(
                 answered_within(&mut idle, Duration::from_secs(1)),
-                "FUZZ_SEED={seed}: the idle connection stopped working after {} frames",
-                i + 1
+                "FUZZ_SEED={seed}: the idle connection stopped working after {} frames; the last {} frames: {recent:?}",
+                i + 1,
+                recent.len()
             );
             let t = tally.lock().unwrap();
             assert!(
