@@ -200,6 +200,19 @@ async fn run(shard: Rc<Shard>, f: Rc<Fetcher>) {
             }
         };
         let mut pause = None;
+        let mut note = |s: &Sent, failure: Failure| match failure {
+            // The two brokers' metadata differ for a moment: look again
+            // soon.
+            Failure::Transient(code) => {
+                tracing::debug!(topic = %s.partition.topic, partition = s.partition.index, leader = f.leader, ?code, "replica fetch answer");
+                pause = Some(pause.map_or(TRANSIENT_BACKOFF, |p: Duration| p.max(TRANSIENT_BACKOFF)));
+            }
+            Failure::Other(e) => {
+                tracing::warn!(topic = %s.partition.topic, partition = s.partition.index, leader = f.leader, error = %e, "replica fetch answer");
+                pause = Some(backoff);
+            }
+        };
+        let mut appended = Vec::new();
         for t in resp.responses {
             for pd in t.partitions {
                 let Some(s) = sent.remove(&(t.topic_id, pd.partition_index)) else {
@@ -214,19 +227,26 @@ async fn run(shard: Rc<Shard>, f: Rc<Fetcher>) {
                 {
                     continue;
                 }
-                match apply(&shard, &s, pd).await {
-                    Ok(()) => {}
-                    // The two brokers' metadata differ for a moment: look
-                    // again soon.
-                    Err(Failure::Transient(code)) => {
-                        tracing::debug!(topic = %s.partition.topic, partition = s.partition.index, leader = f.leader, ?code, "replica fetch answer");
-                        pause = Some(pause.map_or(TRANSIENT_BACKOFF, |p: Duration| p.max(TRANSIENT_BACKOFF)));
-                    }
-                    Err(Failure::Other(e)) => {
-                        tracing::warn!(topic = %s.partition.topic, partition = s.partition.index, leader = f.leader, error = %e, "replica fetch answer");
-                        pause = Some(backoff);
-                    }
+                match apply(&s, pd).await {
+                    Ok(Some(a)) => appended.push((s, a)),
+                    Ok(None) => {}
+                    Err(failure) => note(&s, failure),
                 }
+            }
+        }
+        // Every partition's batches are queued before any write is waited
+        // for, so the rounds of all partitions go to the disk together; the
+        // next fetch (whose offsets tell the leader what is written here)
+        // waits for all of them.
+        let durability = if config.replica_fsync_before_ack {
+            Durability::Synced
+        } else {
+            Durability::Written
+        };
+        let finished = futures_util::future::join_all(appended.iter().map(|(s, a)| finish(s, a, durability))).await;
+        for ((s, _), r) in appended.iter().zip(finished) {
+            if let Err(e) = r {
+                note(s, Failure::Other(e));
             }
         }
         if let Some(pause) = pause {
@@ -254,8 +274,17 @@ impl From<String> for Failure {
     }
 }
 
-/// Applies one partition's answer on the follower.
-async fn apply(shard: &Shard, s: &Sent, pd: PartitionData) -> Result<(), Failure> {
+/// What [`finish`] completes of an answer whose batches were queued.
+struct Appended {
+    /// The log end after the answer's batches.
+    end: i64,
+    high_watermark: i64,
+    log_start_offset: i64,
+}
+
+/// Applies one partition's answer on the follower: truncates (done when
+/// it returns `None`) or queues its batches for [`finish`].
+async fn apply(s: &Sent, pd: PartitionData) -> Result<Option<Appended>, Failure> {
     let p = &s.partition;
     tracing::trace!(topic = %p.topic, partition = p.index, offset = s.fetch_offset, code = pd.error_code, hw = pd.high_watermark, div_epoch = pd.diverging_epoch.epoch, div_end = pd.diverging_epoch.end_offset, bytes = pd.records.as_ref().map_or(0, |r| r.len()), "replica fetch answer");
     match ErrorCode::try_from_code(pd.error_code) {
@@ -271,12 +300,13 @@ async fn apply(shard: &Shard, s: &Sent, pd: PartitionData) -> Result<(), Failure
         Some(ErrorCode::OffsetOutOfRange) => {
             if pd.log_start_offset > p.log.log_end_offset() {
                 tracing::info!(topic = %p.topic, partition = p.index, start = pd.log_start_offset, "behind the leader's log start: restarting the replica there");
-                return Ok(p.truncate_fully(pd.log_start_offset).await?);
+                p.truncate_fully(pd.log_start_offset).await?;
+                return Ok(None);
             }
             let hw = p.log.high_watermark();
             tracing::warn!(topic = %p.topic, partition = p.index, offset = s.fetch_offset, hw, "fetch offset past the leader's log end: truncating to the high watermark");
             p.truncate_to(hw).await?;
-            return Ok(());
+            return Ok(None);
         }
         Some(e) => return Err(Failure::Other(format!("leader answered {e:?}"))),
     }
@@ -294,25 +324,32 @@ async fn apply(shard: &Shard, s: &Sent, pd: PartitionData) -> Result<(), Failure
         };
         let end = p.truncate_to(target).await?;
         tracing::info!(topic = %p.topic, partition = p.index, epoch = div.epoch, leader_end = div.end_offset, end, "truncated a diverging tail");
-        return Ok(());
+        return Ok(None);
     }
-    if let Some(records) = pd.records.filter(|r| !r.is_empty()) {
-        let end = p.append_replicated(records).map_err(|e| e.to_string())?;
-        let durability = if shard.config().replica_fsync_before_ack {
-            Durability::Synced
-        } else {
-            Durability::Written
-        };
-        if end > s.fetch_offset {
-            p.log.wait(end, durability).await.map_err(|e| e.to_string())?;
-        }
+    let end = match pd.records.filter(|r| !r.is_empty()) {
+        Some(records) => p.append_replicated(records).map_err(|e| e.to_string())?,
+        None => s.fetch_offset,
+    };
+    Ok(Some(Appended {
+        end,
+        high_watermark: pd.high_watermark,
+        log_start_offset: pd.log_start_offset,
+    }))
+}
+
+/// Waits for a partition's queued batches to reach `durability`, then
+/// takes the leader's high watermark and log start.
+async fn finish(s: &Sent, a: &Appended, durability: Durability) -> Result<(), String> {
+    let p = &s.partition;
+    if a.end > s.fetch_offset {
+        p.log.wait(a.end, durability).await.map_err(|e| e.to_string())?;
     }
-    if pd.high_watermark >= 0 {
-        p.log.set_hw_limit(pd.high_watermark);
+    if a.high_watermark >= 0 {
+        p.log.set_hw_limit(a.high_watermark);
     }
-    if pd.log_start_offset > p.log.log_start_offset() && pd.log_start_offset <= p.log.high_watermark() {
+    if a.log_start_offset > p.log.log_start_offset() && a.log_start_offset <= p.log.high_watermark() {
         p.log
-            .advance_log_start_offset(pd.log_start_offset)
+            .advance_log_start_offset(a.log_start_offset)
             .map_err(|e| e.to_string())?;
     }
     Ok(())
