@@ -67,6 +67,7 @@ fn fetch_encoding(c: &mut Criterion) {
                     recent: false,
                 }),
                 diverging_epoch: None,
+                current_leader: None,
             })
             .collect(),
     }];
@@ -76,7 +77,7 @@ fn fetch_encoding(c: &mut Criterion) {
         g.bench_function(
             BenchmarkId::new(format!("v{version}"), format!("{partitions}_partitions")),
             |b| {
-                b.iter(|| encode(version, 7, Top::default(), std::hint::black_box(&topics)));
+                b.iter(|| encode(version, 7, Top::default(), std::hint::black_box(&topics), &[]));
             },
         );
     }

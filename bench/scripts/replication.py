@@ -21,8 +21,10 @@ compare, not MB/s alone):
               producer (librdkafka) sends every 2 ms: time from the kill to
               the acknowledgement of the first record sent after it (from
               the new leader); and the longest gap between consecutive
-              acknowledgements around it. Then SIGTERM (controlled shutdown)
-              the same way. N trials each; the node is restarted and back
+              acknowledgements around it. A consumer (librdkafka, assigned
+              the partition) reads alongside: time from the kill to its read
+              of the first record sent after it, and its longest gap between
+              reads. Then SIGTERM (controlled shutdown) the same way. N trials each; the node is restarted and back
               in the ISR between trials, then one heartbeat interval
               passes so that every voter has heard from every broker.
 
@@ -37,6 +39,7 @@ import json
 import os
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -46,7 +49,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster_control import Node, metadata, poll, summary  # noqa: E402
 
-from confluent_kafka import Producer  # noqa: E402
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 WORKLOAD = """name: {name}
@@ -180,6 +183,8 @@ def failover(args, root):
     a = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     results = {"kill9": [], "sigterm": []}
     gaps = {"kill9": [], "sigterm": []}
+    read_after = {"kill9": [], "sigterm": []}
+    read_gaps = {"kill9": [], "sigterm": []}
     try:
         for kind in ("kill9", "sigterm"):
             for k in range(args.trials):
@@ -196,16 +201,30 @@ def failover(args, root):
                               "topic.metadata.refresh.interval.ms": 1000})
                 stop = threading.Event()
 
+                reads = []  # (sent, read) times
+                c = Consumer({"bootstrap.servers": bootstrap, "group.id": topic, "enable.auto.commit": False,
+                              "fetch.wait.max.ms": 100, "log_level": 0,
+                              "topic.metadata.refresh.interval.ms": 1000})
+                c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+
                 def send():
                     while not stop.is_set():
                         sent = time.time()
-                        p.produce(topic, b"x" * 100, partition=0,
+                        p.produce(topic, struct.pack(">d", sent) + b"x" * 92, partition=0,
                                   on_delivery=lambda e, m, sent=sent: e is None and acks.append((sent, time.time())))
                         p.poll(0.002)
 
+                def read():
+                    while not stop.is_set():
+                        m = c.poll(0.05)
+                        if m is not None and m.error() is None:
+                            reads.append((struct.unpack(">d", m.value()[:8])[0], time.time()))
+
                 t = threading.Thread(target=send)
                 t.start()
-                poll(lambda: len(acks) > 50)
+                r = threading.Thread(target=read)
+                r.start()
+                poll(lambda: len(acks) > 50 and len(reads) > 50)
                 t0 = time.time()
                 if kind == "kill9":
                     victim.kill9()
@@ -213,12 +232,18 @@ def failover(args, root):
                     victim.proc.send_signal(signal.SIGTERM)
                 poll(lambda: any(s > t0 for s, _ in acks), timeout=120, every=0.005)
                 results[kind].append(min(a for s, a in acks if s > t0) - t0)
+                poll(lambda: any(s > t0 for s, _ in reads), timeout=120, every=0.005)
+                read_after[kind].append(min(a for s, a in reads if s > t0) - t0)
                 time.sleep(0.5)
                 stop.set()
                 t.join()
+                r.join()
+                c.close()
                 p.flush(60)
                 times = sorted(a for _, a in acks)
                 gaps[kind].append(max(b - a for a, b in zip(times, times[1:]) if b > t0 - 1))
+                times = sorted(a for _, a in reads)
+                read_gaps[kind].append(max(b - a for a, b in zip(times, times[1:]) if b > t0 - 1))
                 if victim.proc:
                     victim.proc.wait(timeout=60)
                     victim.proc = None
@@ -232,7 +257,9 @@ def failover(args, root):
                 time.sleep(2.5)
     finally:
         stop_cluster(nodes)
-    return {k: {"first_ack_after": summary(v), "longest_gap": summary(gaps[k])} for k, v in results.items()}
+    return {k: {"first_ack_after": summary(v), "longest_gap": summary(gaps[k]),
+                "first_read_after": summary(read_after[k]), "longest_read_gap": summary(read_gaps[k])}
+            for k, v in results.items()}
 
 
 def main():

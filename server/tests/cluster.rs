@@ -39,7 +39,7 @@ fn wait<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 }
 
 #[test]
-fn a_broker_that_handed_its_leadership_over_points_producers_to_the_new_leader() {
+fn a_broker_that_handed_its_leadership_over_points_producers_and_consumers_to_the_new_leader() {
     let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let voters = (1..=3)
         .map(|i| format!("{i}@127.0.0.1:{}", free_port()))
@@ -78,6 +78,7 @@ fn a_broker_that_handed_its_leadership_over_points_producers_to_the_new_leader()
     });
     let created = create_replicated_topic(&mut c1, "handover", 1, 3);
     assert_eq!(created.topics[0].error_code, 0, "{:?}", created.topics[0].error_message);
+    let id = topic_id(&mut c1, "handover");
     let (old, old_epoch, _) = wait("a leader with all three in its ISR", || {
         leader_of(&mut c1, "handover").filter(|(_, _, isr)| *isr == 3)
     });
@@ -125,6 +126,28 @@ fn a_broker_that_handed_its_leadership_over_points_producers_to_the_new_leader()
         resp.responses[0].partition_responses[0].error_code,
         NOT_LEADER_OR_FOLLOWER
     );
+    // The same hint in Fetch: v16+ with the endpoint, v12..15 without.
+    let resp: FetchResponse = to_old.call(ApiKey::Fetch, 16, &fetch_req("handover", id, 0, 0, 0));
+    let f = &resp.responses[0].partitions[0];
+    assert_eq!(f.error_code, NOT_LEADER_OR_FOLLOWER);
+    assert_eq!(f.current_leader.leader_id.0, new);
+    assert!(f.current_leader.leader_epoch >= p.current_leader.leader_epoch);
+    let endpoint = resp
+        .node_endpoints
+        .iter()
+        .find(|e| e.node_id.0 == new)
+        .expect("the new leader's endpoint in the fetch answer");
+    assert_eq!(
+        (&*endpoint.host, endpoint.port),
+        ("127.0.0.1", i32::from(client_ports[new_index]))
+    );
+    let resp: FetchResponse = to_old.call(ApiKey::Fetch, 13, &fetch_req("handover", id, 0, 0, 0));
+    let f = &resp.responses[0].partitions[0];
+    assert_eq!(
+        (f.error_code, f.current_leader.leader_id.0),
+        (NOT_LEADER_OR_FOLLOWER, new)
+    );
+    assert!(resp.node_endpoints.is_empty());
     stopper.join().unwrap();
     let rest: Vec<_> = brokers
         .iter_mut()

@@ -138,10 +138,24 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
     let metrics = &ctx.shard.metrics;
     let mut results = results.into_iter();
     let mut topics = Vec::with_capacity(layout.len());
+    let mut endpoints = Vec::new();
+    let mut now = None;
     for (name, topic_id, count) in layout {
-        let partitions: Vec<PartitionData> = results.by_ref().take(count).collect();
+        let mut partitions: Vec<PartitionData> = results.by_ref().take(count).collect();
         let mut bytes = 0;
-        for p in &partitions {
+        for p in &mut partitions {
+            if ctx.version >= 12
+                && (p.error_code == ErrorCode::NotLeaderOrFollower.code()
+                    || p.error_code == ErrorCode::FencedLeaderEpoch.code())
+            {
+                point_to_leader(
+                    now.get_or_insert_with(|| ctx.shard.meta()),
+                    &name,
+                    p,
+                    &mut endpoints,
+                    ctx.shard.config().node_id,
+                );
+            }
             metrics.error(ctx.key as i16, p.error_code);
             bytes += p.records.as_ref().map_or(0, |s| s.len);
         }
@@ -159,7 +173,37 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
         error_code: 0,
         session_id: 0,
     };
-    Outcome::Respond(codec::encode(ctx.version, ctx.header.correlation_id, top, &topics))
+    Outcome::Respond(codec::encode(
+        ctx.version,
+        ctx.header.correlation_id,
+        top,
+        &topics,
+        &endpoints,
+    ))
+}
+
+/// KIP-951 (Fetch v12+, endpoints v16+): a NOT_LEADER_OR_FOLLOWER or
+/// FENCED_LEADER_EPOCH answer names the partition's current leader and
+/// epoch, and the response carries that broker's endpoint, so a consumer
+/// fetches from it at once instead of after a metadata refresh.
+fn point_to_leader(
+    snapshot: &crate::meta::Snapshot,
+    topic: &str,
+    p: &mut PartitionData,
+    endpoints: &mut Vec<codec::Endpoint>,
+    me: i32,
+) {
+    let Some((b, leader_epoch)) = super::other_leader(snapshot, topic, p.partition_index, me) else {
+        return;
+    };
+    p.current_leader = Some((b.id, leader_epoch));
+    if !endpoints.iter().any(|e| e.node_id == b.id) {
+        endpoints.push(codec::Endpoint {
+            node_id: b.id,
+            host: b.host.clone(),
+            port: i32::from(b.port),
+        });
+    }
 }
 
 fn failed(partition: i32, code: ErrorCode) -> PartitionData {
@@ -171,6 +215,7 @@ fn failed(partition: i32, code: ErrorCode) -> PartitionData {
         log_start_offset: -1,
         records: None,
         diverging_epoch: None,
+        current_leader: None,
     }
 }
 
@@ -280,6 +325,7 @@ fn read_partition(shard: &Rc<Shard>, r: &Read) -> PartitionData {
                 log_start_offset: p.log.log_start_offset(),
                 records: None,
                 diverging_epoch: Some((end.epoch, end.end_offset)),
+                current_leader: None,
             };
         }
     }
@@ -304,6 +350,7 @@ fn read_partition(shard: &Rc<Shard>, r: &Read) -> PartitionData {
             log_start_offset: r.log_start_offset,
             records: r.slice.filter(|s: &FileSlice| s.len > 0),
             diverging_epoch: None,
+            current_leader: None,
         },
         Err(e @ LogError::OffsetOutOfRange { .. }) => PartitionData {
             high_watermark: p.log.high_watermark(),

@@ -105,6 +105,25 @@ pub(crate) fn leader_replica(
     Ok(p)
 }
 
+/// KIP-951: the live broker, other than `me`, that leads `topic`-`index`,
+/// and the partition's leader epoch, for the hint a NOT_LEADER_OR_FOLLOWER
+/// answer carries; `None` when no such broker leads it.
+pub(crate) fn other_leader<'a>(
+    snapshot: &'a crate::meta::Snapshot,
+    topic: &str,
+    index: i32,
+    me: i32,
+) -> Option<(&'a crate::image::BrokerMeta, i32)> {
+    let state = snapshot
+        .topic(topic)
+        .and_then(|t| usize::try_from(index).ok().and_then(|i| t.partition_states.get(i)))?;
+    let b = snapshot
+        .brokers
+        .get(&state.leader)
+        .filter(|b| !b.fenced && b.id != me)?;
+    Some((b, state.leader_epoch))
+}
+
 /// Kafka's value for "authorized operations not requested".
 pub const OPS_NOT_REQUESTED: i32 = i32::MIN;
 

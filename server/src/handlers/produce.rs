@@ -237,18 +237,12 @@ fn point_to_leader(
     endpoints: &mut Vec<NodeEndpoint>,
     me: i32,
 ) {
-    let Some(state) = snapshot
-        .topic(topic)
-        .and_then(|t| usize::try_from(p.index).ok().and_then(|i| t.partition_states.get(i)))
-    else {
-        return;
-    };
-    let Some(b) = snapshot.brokers.get(&state.leader).filter(|b| !b.fenced && b.id != me) else {
+    let Some((b, leader_epoch)) = super::other_leader(snapshot, topic, p.index, me) else {
         return;
     };
     p.current_leader = LeaderIdAndEpoch::default()
         .with_leader_id(BrokerId(b.id))
-        .with_leader_epoch(state.leader_epoch);
+        .with_leader_epoch(leader_epoch);
     if !endpoints.iter().any(|e| e.node_id.0 == b.id) {
         endpoints.push(
             NodeEndpoint::default()

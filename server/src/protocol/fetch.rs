@@ -10,13 +10,14 @@ use bytes::{BufMut, BytesMut};
 use sluice_engine::FileSlice;
 use uuid::Uuid;
 
-use super::wire::{put_len, put_str};
+use super::wire::{put_len, put_str, put_uvarint};
 use super::{Part, Response};
 
 pub const MIN_VERSION: i16 = 4;
 pub const MAX_VERSION: i16 = 18;
 const FLEXIBLE_FROM: i16 = 12;
 const TOPIC_ID_FROM: i16 = 13;
+const NODE_ENDPOINTS_FROM: i16 = 16;
 
 /// One partition's answer.
 #[derive(Debug, Clone)]
@@ -32,6 +33,18 @@ pub struct PartitionData {
     /// the same way: the largest epoch at or below it and where it ends
     /// (v12+, tagged field 0).
     pub diverging_epoch: Option<(i32, i64)>,
+    /// KIP-951: for a partition this broker does not lead, the leader's id
+    /// and epoch (v12+, tagged field 1).
+    pub current_leader: Option<(i32, i32)>,
+}
+
+/// A broker named by a `current_leader` (KIP-951; v16+, top-level tagged
+/// field 0), so the client can reach it without a metadata request.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
 }
 
 #[derive(Debug, Clone)]
@@ -49,8 +62,18 @@ pub struct Top {
     pub session_id: i32,
 }
 
+/// A tagged field holding a struct of fixed-size fields (`body`) with no
+/// tagged fields of its own.
+fn put_tagged_struct(buf: &mut BytesMut, tag: u8, body: &[u8]) {
+    buf.put_u8(tag);
+    put_uvarint(buf, u32::try_from(body.len() + 1).unwrap_or(u32::MAX));
+    buf.put_slice(body);
+    buf.put_u8(0);
+}
+
 /// Encodes a complete response frame (size prefix and header included).
-pub fn encode(version: i16, correlation_id: i32, top: Top, topics: &[TopicData]) -> Response {
+/// `endpoints` are sent from v16 on.
+pub fn encode(version: i16, correlation_id: i32, top: Top, topics: &[TopicData], endpoints: &[Endpoint]) -> Response {
     let flexible = version >= FLEXIBLE_FROM;
     let mut buf = BytesMut::with_capacity(64 + topics.iter().map(|t| 64 + t.partitions.len() * 64).sum::<usize>());
     buf.put_i32(0); // size, patched below
@@ -100,16 +123,20 @@ pub fn encode(version: i16, correlation_id: i32, top: Top, topics: &[TopicData])
                 _ => put_len(&mut buf, 0, flexible),
             }
             if flexible {
-                match p.diverging_epoch {
-                    Some((epoch, end_offset)) => {
-                        buf.put_u8(1); // one tagged field
-                        buf.put_u8(0); // tag 0: DivergingEpoch
-                        buf.put_u8(13); // its size
-                        buf.put_i32(epoch);
-                        buf.put_i64(end_offset);
-                        buf.put_u8(0); // its own tagged fields
-                    }
-                    None => buf.put_u8(0),
+                // Tagged fields, in tag order.
+                let count = u8::from(p.diverging_epoch.is_some()) + u8::from(p.current_leader.is_some());
+                buf.put_u8(count);
+                if let Some((epoch, end_offset)) = p.diverging_epoch {
+                    let mut body = [0u8; 12];
+                    body[..4].copy_from_slice(&epoch.to_be_bytes());
+                    body[4..].copy_from_slice(&end_offset.to_be_bytes());
+                    put_tagged_struct(&mut buf, 0, &body); // DivergingEpoch
+                }
+                if let Some((leader_id, leader_epoch)) = p.current_leader {
+                    let mut body = [0u8; 8];
+                    body[..4].copy_from_slice(&leader_id.to_be_bytes());
+                    body[4..].copy_from_slice(&leader_epoch.to_be_bytes());
+                    put_tagged_struct(&mut buf, 1, &body); // CurrentLeader
                 }
             }
         }
@@ -117,7 +144,21 @@ pub fn encode(version: i16, correlation_id: i32, top: Top, topics: &[TopicData])
             buf.put_u8(0);
         }
     }
-    if flexible {
+    if version >= NODE_ENDPOINTS_FROM && !endpoints.is_empty() {
+        let mut field = BytesMut::new();
+        put_len(&mut field, endpoints.len(), true);
+        for e in endpoints {
+            field.put_i32(e.node_id);
+            put_str(&mut field, &e.host, true);
+            field.put_i32(e.port);
+            field.put_u8(0); // rack: null
+            field.put_u8(0); // tagged fields
+        }
+        buf.put_u8(1); // one tagged field
+        buf.put_u8(0); // tag 0: NodeEndpoints
+        put_uvarint(&mut buf, u32::try_from(field.len()).unwrap_or(u32::MAX));
+        buf.put_slice(&field);
+    } else if flexible {
         buf.put_u8(0);
     }
     let size = buf.len() - 4 + file_bytes;
@@ -184,6 +225,7 @@ mod tests {
                         log_start_offset: 3,
                         records: Some(s1),
                         diverging_epoch: None,
+                        current_leader: None,
                     },
                     PartitionData {
                         partition_index: 4,
@@ -193,6 +235,17 @@ mod tests {
                         log_start_offset: -1,
                         records: None,
                         diverging_epoch: Some((3, 17)),
+                        current_leader: None,
+                    },
+                    PartitionData {
+                        partition_index: 5,
+                        error_code: 6,
+                        high_watermark: -1,
+                        last_stable_offset: -1,
+                        log_start_offset: -1,
+                        records: None,
+                        diverging_epoch: None,
+                        current_leader: Some((3, 9)),
                     },
                 ],
             },
@@ -206,7 +259,8 @@ mod tests {
                     last_stable_offset: 7,
                     log_start_offset: 0,
                     records: Some(s2),
-                    diverging_epoch: None,
+                    diverging_epoch: Some((1, 2)),
+                    current_leader: Some((2, 5)),
                 }],
             },
         ];
@@ -215,8 +269,21 @@ mod tests {
             error_code: 0,
             session_id: 0,
         };
+        // A host long enough that the field's size takes two varint bytes.
+        let endpoints = vec![
+            Endpoint {
+                node_id: 3,
+                host: "h".repeat(150),
+                port: 9093,
+            },
+            Endpoint {
+                node_id: 2,
+                host: "127.0.0.2".into(),
+                port: 9092,
+            },
+        ];
         for version in MIN_VERSION..=MAX_VERSION {
-            let resp = encode(version, 77, top, &topics);
+            let resp = encode(version, 77, top, &topics, &endpoints);
             assert!(resp.parts.iter().any(|p| matches!(p, Part::File(_))));
             let mut wire = resp.to_bytes().unwrap();
             assert_eq!(wire.get_i32() as usize, wire.len(), "v{version} size prefix");
@@ -226,6 +293,19 @@ mod tests {
             let decoded = FetchResponse::decode(&mut wire, version).unwrap();
             assert!(wire.is_empty(), "v{version}: {} bytes left over", wire.len());
             assert_eq!(decoded.responses.len(), 2);
+            let sent: Vec<(i32, String, i32)> = decoded
+                .node_endpoints
+                .iter()
+                .map(|e| (e.node_id.0, e.host.to_string(), e.port))
+                .collect();
+            if version >= NODE_ENDPOINTS_FROM {
+                let want: Vec<(i32, String, i32)> =
+                    endpoints.iter().map(|e| (e.node_id, e.host.clone(), e.port)).collect();
+                assert_eq!(sent, want, "v{version}");
+                assert!(decoded.node_endpoints.iter().all(|e| e.rack.is_none()));
+            } else {
+                assert!(sent.is_empty(), "v{version}");
+            }
             for (d, t) in decoded.responses.iter().zip(&topics) {
                 if version >= TOPIC_ID_FROM {
                     assert_eq!(d.topic_id, t.topic_id);
@@ -243,6 +323,12 @@ mod tests {
                     if version >= FLEXIBLE_FROM {
                         let (e, o) = tp.diverging_epoch.unwrap_or((-1, -1));
                         assert_eq!((dp.diverging_epoch.epoch, dp.diverging_epoch.end_offset), (e, o));
+                        let (l, le) = tp.current_leader.unwrap_or((-1, -1));
+                        assert_eq!(
+                            (dp.current_leader.leader_id.0, dp.current_leader.leader_epoch),
+                            (l, le),
+                            "v{version}"
+                        );
                     }
                     let want = tp.records.as_ref().map(|s| s.to_bytes().unwrap()).unwrap_or_default();
                     assert_eq!(dp.records.clone().unwrap_or_default(), want, "v{version}");
