@@ -130,7 +130,7 @@ def failover(nodes, trials):
         # partition led by a broker that is not the controller.
         topic = f"failover-{k}"
         a.create_topics([NewTopic(topic, num_partitions=3, replication_factor=3)])[topic].result(30)
-        md = poll(lambda: topic in metadata(nodes[ctl - 1]).topics and metadata(nodes[ctl - 1]))
+        md = poll(lambda: (lambda m: topic in m.topics and m)(metadata(nodes[ctl - 1])))
         part, lead = next((p, x.leader) for p, x in md.topics[topic].partitions.items() if x.leader != ctl)
         victim = nodes[lead - 1]
         observer = nodes[ctl - 1]

@@ -23,6 +23,14 @@ def metadata(node):
     return admin(node).list_topics(timeout=10)
 
 
+def seen_by(node, node_id, topic):
+    """`node`'s own Metadata answer once it lists `topic`, else None: one
+    answer per call, since librdkafka may ask any broker it has learned of
+    and brokers apply a new topic a moment apart."""
+    md = metadata(node)
+    return md.orig_broker_id == node_id and topic in md.topics and md
+
+
 def wait_for(what, check, timeout=30):
     deadline = time.time() + timeout
     last = None
@@ -114,8 +122,8 @@ def topic_view(md, name):
 
 def test_three_brokers_and_rf3_topics_are_seen_through_every_broker(cluster):
     create(cluster.node(1), "rf3", partitions=6)
-    for n in cluster.nodes:
-        md = wait_for("the topic on every broker", lambda: "rf3" in metadata(n).topics and metadata(n))
+    for i, n in enumerate(cluster.nodes):
+        md = wait_for("the topic on every broker", lambda: seen_by(n, i + 1, "rf3"))
         assert sorted(md.brokers) == [1, 2, 3]
         assert md.controller_id in (1, 2, 3)
         view = topic_view(md, "rf3")
@@ -135,8 +143,8 @@ def test_the_quorum_survives_one_voter_refuses_changes_without_a_majority_and_ca
     ctl = metadata(cluster.node(1)).controller_id
     cluster.node(ctl).kill9()
     rest = cluster.live()
-    new = wait_for("a new controller", lambda: metadata(rest[0]).controller_id not in (ctl, -1)
-                   and metadata(rest[0]).controller_id)
+    new = wait_for("a new controller",
+                   lambda: (lambda c: c not in (ctl, -1) and c)(metadata(rest[0]).controller_id))
     assert new != ctl
     # Metadata changes go on through either survivor.
     create(rest[1], "one-down", rf=2)
@@ -365,8 +373,7 @@ def test_a_broker_only_node_follows_the_quorum_and_takes_partitions(cluster):
             wait_for("four brokers", lambda: sorted(metadata(cluster.node(1)).brokers) == [1, 2, 3, 4])
             # It reads the cluster's metadata, and writes through the leader.
             create(extra, "with-four", partitions=8)
-            md = wait_for("the topic seen by the broker-only node",
-                          lambda: "with-four" in metadata(extra).topics and metadata(extra))
+            md = wait_for("the topic seen by the broker-only node", lambda: seen_by(extra, 4, "with-four"))
             assert sorted(md.brokers) == [1, 2, 3, 4]
             assert md.controller_id in (1, 2, 3), "controllers are the voters"
             assert any(x.leader == 4 for x in md.topics["with-four"].partitions.values())
