@@ -163,6 +163,12 @@ def test_the_quorum_survives_one_voter_refuses_changes_without_a_majority_and_ca
     assert "no-majority" not in metadata(last).topics
     # Bring both back: they catch up with what happened while they were down.
     cluster.start([cluster.node(ctl), cluster.node(new)])
+    # Three replicas need three live brokers: each node's own view lists
+    # them (a controller is named as soon as one is elected, before the
+    # restarted brokers have registered again).
+    for i, n in enumerate(cluster.nodes):
+        wait_for(f"node {i + 1} sees three live brokers",
+                 lambda: (lambda m: m.orig_broker_id == i + 1 and sorted(m.brokers) == [1, 2, 3])(metadata(n)))
     create(cluster.node(ctl), "after", rf=3)
     for n in cluster.nodes:
         wait_for(f"node {n.port} sees every topic",

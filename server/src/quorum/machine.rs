@@ -6,7 +6,7 @@
 //! installs it on every shard) before the writers of the batch are
 //! answered.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -30,6 +30,9 @@ type SnapshotMeta = SnapshotMetaOf<MetaRaft>;
 
 /// Installs a new image on the broker; the error says why it could not.
 pub type Publisher = Rc<dyn Fn(Arc<Snapshot>) -> LocalBoxFuture<'static, Result<(), String>>>;
+
+/// Reads the quorum's current leader.
+pub type LeaderNow = Box<dyn Fn() -> Option<u64>>;
 
 /// What the machine holds, shared with the quorum handle.
 #[derive(Debug, Default)]
@@ -86,6 +89,12 @@ pub struct Machine {
     pub live: Rc<Cell<bool>>,
     /// The active controller as last seen, for Metadata (-1: none).
     pub controller_id: Rc<Cell<i32>>,
+    /// The quorum's leader as the Raft node sees it at this moment,
+    /// installed once the node exists. Snapshots take the controller from
+    /// it, so the first ones published after an election (the library's
+    /// blank entry, the brokers' registrations) already name the new
+    /// leader; `controller_id` is used before it is installed.
+    pub leader_now: Rc<OnceCell<LeaderNow>>,
     /// This node's id.
     node_id: i32,
 }
@@ -116,6 +125,7 @@ impl Machine {
             publisher,
             live: Rc::new(Cell::new(false)),
             controller_id: Rc::new(Cell::new(-1)),
+            leader_now: Rc::new(OnceCell::new()),
             node_id,
         })
     }
@@ -123,7 +133,11 @@ impl Machine {
     /// What shards read, with the controller id clients are given (see
     /// [`with_controller`]).
     pub fn snapshot(&self) -> Snapshot {
-        with_controller(&self.state.borrow(), self.controller_id.get(), self.node_id)
+        let leader = match self.leader_now.get() {
+            Some(now) => now().map_or(-1, |l| i32::try_from(l).unwrap_or(-1)),
+            None => self.controller_id.get(),
+        };
+        with_controller(&self.state.borrow(), leader, self.node_id)
     }
 
     fn snapshot_file(&self) -> io::Result<Option<SnapshotFile>> {
@@ -251,5 +265,53 @@ impl RaftStateMachine<MetaRaft> for Machine {
             meta: file.meta,
             snapshot: data,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::image::{BrokerMeta, MetaRecord};
+
+    /// The controller in a snapshot is the leader the Raft node sees when
+    /// the snapshot is made, not the one the controller's duties loop last
+    /// noted: registrations applied right after an election are published
+    /// naming the new leader (clients that saw -1 there waited for a
+    /// controller that Metadata did not name).
+    #[test]
+    fn snapshots_name_the_leader_the_raft_node_sees_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let publisher: Publisher = Rc::new(|_| Box::pin(async { Ok(()) }));
+        let machine = Machine::open(dir.path(), 2, publisher).unwrap();
+        machine
+            .state
+            .borrow_mut()
+            .image
+            .apply(&MetaRecord::RegisterBroker(BrokerMeta {
+                id: 2,
+                incarnation: uuid::Uuid::nil(),
+                epoch: 0,
+                host: "127.0.0.1".into(),
+                port: 9092,
+                shards: 1,
+                fenced: false,
+                registered_ms: 0,
+                shut_down: false,
+                clean_start: false,
+            }))
+            .unwrap();
+        // Before the Raft node exists: the last leader noted.
+        machine.controller_id.set(-1);
+        assert_eq!(machine.snapshot().controller_id, -1);
+        let leader = Rc::new(Cell::new(Some(2u64)));
+        let seen = leader.clone();
+        assert!(machine.leader_now.set(Box::new(move || seen.get())).is_ok());
+        // The duties loop has not noticed the election yet.
+        assert_eq!(machine.snapshot().controller_id, 2);
+        leader.set(None);
+        machine.controller_id.set(2);
+        assert_eq!(machine.snapshot().controller_id, -1);
     }
 }

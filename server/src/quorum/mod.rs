@@ -285,6 +285,11 @@ impl RaftQuorum {
         let raft = Raft::new(settings.node_id, config, net::Peers, log, machine.clone())
             .await
             .map_err(|e| format!("starting the controller quorum: {e}"))?;
+        let metrics = raft.metrics();
+        let _ = machine.leader_now.set(Box::new(move || {
+            use openraft::async_runtime::WatchReceiver;
+            metrics.borrow_watched().current_leader
+        }));
         let nodes: BTreeMap<u64, BasicNode> = settings
             .voters
             .iter()
