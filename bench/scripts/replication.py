@@ -24,9 +24,10 @@ compare, not MB/s alone):
               acknowledgements around it. A consumer (librdkafka, assigned
               the partition) reads alongside: time from the kill to its read
               of the first record sent after it, and its longest gap between
-              reads. Then SIGTERM (controlled shutdown) the same way. N trials each; the node is restarted and back
-              in the ISR between trials, then one heartbeat interval
-              passes so that every voter has heard from every broker.
+              reads. Then SIGTERM (controlled shutdown) the same way. N
+              trials each; the node is restarted and back in the ISR
+              between trials, then one heartbeat interval passes so that
+              every voter has heard from every broker.
 
   bench/scripts/replication.py [--bin-dir target/release] [--secs 15]
       [--trials 20] [--session-ms 9000] [--only throughput|ratio|latency|failover]
@@ -176,6 +177,19 @@ def latency(args, root):
             {"rate": round(r["publish_rate"])} for name, r in res.items()}
 
 
+def first_after(events, t0):
+    """Seconds from `t0` to the earliest event (sent, at) of a record sent
+    after `t0`."""
+    return min(at for sent, at in events if sent > t0) - t0
+
+
+def longest_gap(events, t0):
+    """The longest gap between consecutive events from a second before
+    `t0` on."""
+    times = sorted(at for _, at in events)
+    return max(b - a for a, b in zip(times, times[1:]) if b > t0 - 1)
+
+
 def failover(args, root):
     d = tempfile.mkdtemp(dir=root)
     nodes = start_cluster(args.bin, d, args.session_ms, args.set)
@@ -231,19 +245,17 @@ def failover(args, root):
                 else:
                     victim.proc.send_signal(signal.SIGTERM)
                 poll(lambda: any(s > t0 for s, _ in acks), timeout=120, every=0.005)
-                results[kind].append(min(a for s, a in acks if s > t0) - t0)
+                results[kind].append(first_after(acks, t0))
                 poll(lambda: any(s > t0 for s, _ in reads), timeout=120, every=0.005)
-                read_after[kind].append(min(a for s, a in reads if s > t0) - t0)
+                read_after[kind].append(first_after(reads, t0))
                 time.sleep(0.5)
                 stop.set()
                 t.join()
                 r.join()
                 c.close()
                 p.flush(60)
-                times = sorted(a for _, a in acks)
-                gaps[kind].append(max(b - a for a, b in zip(times, times[1:]) if b > t0 - 1))
-                times = sorted(a for _, a in reads)
-                read_gaps[kind].append(max(b - a for a, b in zip(times, times[1:]) if b > t0 - 1))
+                gaps[kind].append(longest_gap(acks, t0))
+                read_gaps[kind].append(longest_gap(reads, t0))
                 if victim.proc:
                     victim.proc.wait(timeout=60)
                     victim.proc = None

@@ -423,7 +423,6 @@ impl Controller {
         let c = shard.controller().ok_or("the controller was not installed")?;
         c.migrate(&meta_dir).await?;
         let leader = c.quorum.leader();
-        c.quorum.set_controller_id(leader.map_or(-1, |l| l as i32));
         shard.publish(Arc::new(c.quorum.snapshot())).await?;
         // A one-voter quorum always leads: register and create the offsets
         // topic before serving. With several voters a node may start
@@ -800,7 +799,8 @@ async fn duties(shard: Rc<Shard>, mut known_leader: Option<u64>) {
         if leader != known_leader {
             known_leader = leader;
             tracing::info!(leader = ?leader, "the controller quorum's leader changed");
-            c.quorum.set_controller_id(leader.map_or(-1, |l| l as i32));
+            // Snapshots name the leader when they are made; this one
+            // carries a change that came without a new metadata entry.
             if let Err(e) = shard.publish(Arc::new(c.quorum.snapshot())).await {
                 tracing::warn!(error = %e, "installing metadata after a leader change");
             }

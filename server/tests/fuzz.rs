@@ -92,14 +92,14 @@ fn mutated_requests_never_panic_or_stall_a_shard() {
         if recent.len() as u64 >= check_every {
             recent.clear();
         }
-        recent.push(frame.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let hex: String = frame.iter().map(|b| format!("{b:02x}")).collect();
+        recent.push(hex.clone());
         let tally_here = tally.clone();
         broker.run_on_shard(
             (i % 2) as usize,
             Box::new(move |shard| {
                 let shard = shard.clone();
                 compio::runtime::spawn(async move {
-                    let hex: String = frame.iter().map(|b| format!("{b:02x}")).collect();
                     let run = handlers::dispatch(shard, BytesMut::from(&frame[..]), "/127.0.0.1".into());
                     let outcome = AssertUnwindSafe(run).catch_unwind().await;
                     let mut t = tally_here.lock().unwrap();

@@ -138,7 +138,7 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
     let metrics = &ctx.shard.metrics;
     let mut results = results.into_iter();
     let mut topics = Vec::with_capacity(layout.len());
-    let mut endpoints = Vec::new();
+    let mut hinted = Vec::new();
     let mut now = None;
     for (name, topic_id, count) in layout {
         let mut partitions: Vec<PartitionData> = results.by_ref().take(count).collect();
@@ -148,12 +148,12 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
                 && (p.error_code == ErrorCode::NotLeaderOrFollower.code()
                     || p.error_code == ErrorCode::FencedLeaderEpoch.code())
             {
-                point_to_leader(
+                p.current_leader = super::leader_hint(
                     now.get_or_insert_with(|| ctx.shard.meta()),
                     &name,
-                    p,
-                    &mut endpoints,
+                    p.partition_index,
                     ctx.shard.config().node_id,
+                    &mut hinted,
                 );
             }
             metrics.error(ctx.key as i16, p.error_code);
@@ -178,32 +178,8 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
         ctx.header.correlation_id,
         top,
         &topics,
-        &endpoints,
+        &hinted,
     ))
-}
-
-/// KIP-951 (Fetch v12+, endpoints v16+): a NOT_LEADER_OR_FOLLOWER or
-/// FENCED_LEADER_EPOCH answer names the partition's current leader and
-/// epoch, and the response carries that broker's endpoint, so a consumer
-/// fetches from it at once instead of after a metadata refresh.
-fn point_to_leader(
-    snapshot: &crate::meta::Snapshot,
-    topic: &str,
-    p: &mut PartitionData,
-    endpoints: &mut Vec<codec::Endpoint>,
-    me: i32,
-) {
-    let Some((b, leader_epoch)) = super::other_leader(snapshot, topic, p.partition_index, me) else {
-        return;
-    };
-    p.current_leader = Some((b.id, leader_epoch));
-    if !endpoints.iter().any(|e| e.node_id == b.id) {
-        endpoints.push(codec::Endpoint {
-            node_id: b.id,
-            host: b.host.clone(),
-            port: i32::from(b.port),
-        });
-    }
 }
 
 fn failed(partition: i32, code: ErrorCode) -> PartitionData {

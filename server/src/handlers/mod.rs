@@ -105,15 +105,18 @@ pub(crate) fn leader_replica(
     Ok(p)
 }
 
-/// KIP-951: the live broker, other than `me`, that leads `topic`-`index`,
-/// and the partition's leader epoch, for the hint a NOT_LEADER_OR_FOLLOWER
-/// answer carries; `None` when no such broker leads it.
-pub(crate) fn other_leader<'a>(
-    snapshot: &'a crate::meta::Snapshot,
+/// Kafka's KIP-951 (Produce v10+, Fetch v12+): an answer that this broker
+/// does not lead `topic`-`index` names the current leader and epoch, and
+/// the response carries that broker's endpoint (`hinted`, each broker
+/// once), so the client goes there at once instead of after a metadata
+/// refresh. `None` when no live broker other than `me` leads it.
+pub(crate) fn leader_hint(
+    snapshot: &crate::meta::Snapshot,
     topic: &str,
     index: i32,
     me: i32,
-) -> Option<(&'a crate::image::BrokerMeta, i32)> {
+    hinted: &mut Vec<crate::image::BrokerMeta>,
+) -> Option<(i32, i32)> {
     let state = snapshot
         .topic(topic)
         .and_then(|t| usize::try_from(index).ok().and_then(|i| t.partition_states.get(i)))?;
@@ -121,7 +124,10 @@ pub(crate) fn other_leader<'a>(
         .brokers
         .get(&state.leader)
         .filter(|b| !b.fenced && b.id != me)?;
-    Some((b, state.leader_epoch))
+    if !hinted.iter().any(|h| h.id == b.id) {
+        hinted.push(b.clone());
+    }
+    Some((b.id, state.leader_epoch))
 }
 
 /// Kafka's value for "authorized operations not requested".
@@ -308,8 +314,61 @@ pub fn str_bytes(s: &str) -> StrBytes {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
     use super::*;
+    use crate::image::{BrokerMeta, PartitionState};
+    use crate::meta::{Snapshot, TopicMeta};
     use kafka_protocol::protocol::Message;
+
+    fn snapshot(leader: i32, fenced: bool) -> Snapshot {
+        let broker = |id: i32| BrokerMeta {
+            id,
+            incarnation: uuid::Uuid::nil(),
+            epoch: i64::from(id),
+            host: format!("10.0.0.{id}"),
+            port: 9092,
+            shards: 1,
+            fenced: fenced && id == leader,
+            registered_ms: 0,
+            shut_down: false,
+            clean_start: false,
+        };
+        let mut state = PartitionState::new(vec![1, 2, 3]);
+        state.leader = leader;
+        state.leader_epoch = 7;
+        let topic = TopicMeta {
+            name: "t".into(),
+            id: uuid::Uuid::from_u128(1),
+            partitions: 1,
+            configs: BTreeMap::new(),
+            partition_states: vec![state],
+        };
+        Snapshot::build(1, [Arc::new(topic)], (1..=3).map(|id| (id, broker(id))).collect())
+    }
+
+    #[test]
+    fn not_leader_names_the_new_leader_and_its_endpoint() {
+        let mut endpoints = Vec::new();
+        let hint = leader_hint(&snapshot(2, false), "t", 0, 1, &mut endpoints);
+        assert_eq!(hint, Some((2, 7)));
+        assert_eq!(endpoints.len(), 1);
+        assert_eq!(
+            (endpoints[0].id, &*endpoints[0].host, endpoints[0].port),
+            (2, "10.0.0.2", 9092)
+        );
+        // A second partition led by the same broker adds no endpoint.
+        leader_hint(&snapshot(2, false), "t", 0, 1, &mut endpoints);
+        assert_eq!(endpoints.len(), 1);
+        // No live leader elsewhere: nothing to point at.
+        for (leader, fenced, me) in [(-1, false, 1), (2, true, 1), (1, false, 1)] {
+            let mut e = Vec::new();
+            let hint = leader_hint(&snapshot(leader, fenced), "t", 0, me, &mut e);
+            assert_eq!(hint, None, "{leader} {fenced}");
+            assert!(e.is_empty());
+        }
+    }
 
     /// The table advertises exactly what the crate can decode (or, for
     /// Produce and Fetch, what the hand-written codec covers).

@@ -191,6 +191,7 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
     // The image as it is now, after any wait (where leadership went),
     // taken only for an answer that needs it.
     let mut now = None;
+    let mut hinted = Vec::new();
     for (name, topic_id, indexes) in layout {
         let mut t = TopicProduceResponse::default();
         t.name = name;
@@ -209,48 +210,34 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
             if r.error.is_some() {
                 p.error_message = r.message.as_deref().map(str_bytes);
             }
-            if r.error == Some(ErrorCode::NotLeaderOrFollower) && ctx.version >= 10 {
-                point_to_leader(
+            if r.error == Some(ErrorCode::NotLeaderOrFollower)
+                && ctx.version >= 10
+                && let Some((leader, epoch)) = super::leader_hint(
                     now.get_or_insert_with(|| ctx.shard.meta()),
                     &t.name.0,
-                    &mut p,
-                    &mut resp.node_endpoints,
+                    index,
                     ctx.shard.config().node_id,
-                );
+                    &mut hinted,
+                )
+            {
+                p.current_leader = LeaderIdAndEpoch::default()
+                    .with_leader_id(BrokerId(leader))
+                    .with_leader_epoch(epoch);
             }
             t.partition_responses.push(p);
         }
         resp.responses.push(t);
     }
-    ctx.respond(&resp)
-}
-
-/// Kafka's KIP-951 (Produce v10+): a NOT_LEADER_OR_FOLLOWER answer names
-/// the partition's current leader and epoch, and the response carries that
-/// broker's endpoint, so the client sends its retry there at once instead
-/// of waiting for a metadata refresh. Nothing is added when no other live
-/// broker leads the partition.
-fn point_to_leader(
-    snapshot: &crate::meta::Snapshot,
-    topic: &str,
-    p: &mut PartitionProduceResponse,
-    endpoints: &mut Vec<NodeEndpoint>,
-    me: i32,
-) {
-    let Some((b, leader_epoch)) = super::other_leader(snapshot, topic, p.index, me) else {
-        return;
-    };
-    p.current_leader = LeaderIdAndEpoch::default()
-        .with_leader_id(BrokerId(b.id))
-        .with_leader_epoch(leader_epoch);
-    if !endpoints.iter().any(|e| e.node_id.0 == b.id) {
-        endpoints.push(
+    resp.node_endpoints = hinted
+        .iter()
+        .map(|b| {
             NodeEndpoint::default()
                 .with_node_id(BrokerId(b.id))
                 .with_host(str_bytes(&b.host))
-                .with_port(i32::from(b.port)),
-        );
-    }
+                .with_port(i32::from(b.port))
+        })
+        .collect();
+    ctx.respond(&resp)
 }
 
 /// One partition's batches, bound for the shard that owns the partition.
@@ -424,65 +411,4 @@ pub async fn init_producer_id(ctx: Ctx, body: BytesMut) -> Outcome {
         Err(_) => resp.error_code = ErrorCode::CoordinatorNotAvailable.code(),
     }
     ctx.respond(&resp)
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use std::collections::BTreeMap;
-
-    use super::*;
-    use crate::image::{BrokerMeta, PartitionState};
-    use crate::meta::{Snapshot, TopicMeta};
-
-    fn snapshot(leader: i32, fenced: bool) -> Snapshot {
-        let broker = |id: i32| BrokerMeta {
-            id,
-            incarnation: uuid::Uuid::nil(),
-            epoch: i64::from(id),
-            host: format!("10.0.0.{id}"),
-            port: 9092,
-            shards: 1,
-            fenced: fenced && id == leader,
-            registered_ms: 0,
-            shut_down: false,
-            clean_start: false,
-        };
-        let mut state = PartitionState::new(vec![1, 2, 3]);
-        state.leader = leader;
-        state.leader_epoch = 7;
-        let topic = TopicMeta {
-            name: "t".into(),
-            id: uuid::Uuid::from_u128(1),
-            partitions: 1,
-            configs: BTreeMap::new(),
-            partition_states: vec![state],
-        };
-        Snapshot::build(1, [Arc::new(topic)], (1..=3).map(|id| (id, broker(id))).collect())
-    }
-
-    #[test]
-    fn not_leader_names_the_new_leader_and_its_endpoint() {
-        let mut p = PartitionProduceResponse::default();
-        let mut endpoints = Vec::new();
-        point_to_leader(&snapshot(2, false), "t", &mut p, &mut endpoints, 1);
-        assert_eq!((p.current_leader.leader_id.0, p.current_leader.leader_epoch), (2, 7));
-        assert_eq!(endpoints.len(), 1);
-        assert_eq!(
-            (endpoints[0].node_id.0, &*endpoints[0].host, endpoints[0].port),
-            (2, "10.0.0.2", 9092)
-        );
-        // A second partition led by the same broker adds no endpoint.
-        let mut q = PartitionProduceResponse::default();
-        point_to_leader(&snapshot(2, false), "t", &mut q, &mut endpoints, 1);
-        assert_eq!(endpoints.len(), 1);
-        // No live leader elsewhere: nothing to point at.
-        for (leader, fenced, me) in [(-1, false, 1), (2, true, 1), (1, false, 1)] {
-            let mut r = PartitionProduceResponse::default();
-            let mut e = Vec::new();
-            point_to_leader(&snapshot(leader, fenced), "t", &mut r, &mut e, me);
-            assert_eq!(r.current_leader, LeaderIdAndEpoch::default(), "{leader} {fenced}");
-            assert!(e.is_empty());
-        }
-    }
 }

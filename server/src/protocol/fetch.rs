@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::wire::{put_len, put_str, put_uvarint};
 use super::{Part, Response};
+use crate::image::BrokerMeta;
 
 pub const MIN_VERSION: i16 = 4;
 pub const MAX_VERSION: i16 = 18;
@@ -36,15 +37,6 @@ pub struct PartitionData {
     /// KIP-951: for a partition this broker does not lead, the leader's id
     /// and epoch (v12+, tagged field 1).
     pub current_leader: Option<(i32, i32)>,
-}
-
-/// A broker named by a `current_leader` (KIP-951; v16+, top-level tagged
-/// field 0), so the client can reach it without a metadata request.
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    pub node_id: i32,
-    pub host: String,
-    pub port: i32,
 }
 
 #[derive(Debug, Clone)]
@@ -72,8 +64,9 @@ fn put_tagged_struct(buf: &mut BytesMut, tag: u8, body: &[u8]) {
 }
 
 /// Encodes a complete response frame (size prefix and header included).
-/// `endpoints` are sent from v16 on.
-pub fn encode(version: i16, correlation_id: i32, top: Top, topics: &[TopicData], endpoints: &[Endpoint]) -> Response {
+/// `endpoints`, the brokers that `current_leader`s name (KIP-951), are sent
+/// from v16 on.
+pub fn encode(version: i16, correlation_id: i32, top: Top, topics: &[TopicData], endpoints: &[BrokerMeta]) -> Response {
     let flexible = version >= FLEXIBLE_FROM;
     let mut buf = BytesMut::with_capacity(64 + topics.iter().map(|t| 64 + t.partitions.len() * 64).sum::<usize>());
     buf.put_i32(0); // size, patched below
@@ -148,9 +141,9 @@ pub fn encode(version: i16, correlation_id: i32, top: Top, topics: &[TopicData],
         let mut field = BytesMut::new();
         put_len(&mut field, endpoints.len(), true);
         for e in endpoints {
-            field.put_i32(e.node_id);
+            field.put_i32(e.id);
             put_str(&mut field, &e.host, true);
-            field.put_i32(e.port);
+            field.put_i32(i32::from(e.port));
             field.put_u8(0); // rack: null
             field.put_u8(0); // tagged fields
         }
@@ -270,18 +263,19 @@ mod tests {
             session_id: 0,
         };
         // A host long enough that the field's size takes two varint bytes.
-        let endpoints = vec![
-            Endpoint {
-                node_id: 3,
-                host: "h".repeat(150),
-                port: 9093,
-            },
-            Endpoint {
-                node_id: 2,
-                host: "127.0.0.2".into(),
-                port: 9092,
-            },
-        ];
+        let broker = |id: i32, host: String, port: u16| BrokerMeta {
+            id,
+            incarnation: Uuid::nil(),
+            epoch: 0,
+            host,
+            port,
+            shards: 1,
+            fenced: false,
+            registered_ms: 0,
+            shut_down: false,
+            clean_start: false,
+        };
+        let endpoints = vec![broker(3, "h".repeat(150), 9093), broker(2, "127.0.0.2".into(), 9092)];
         for version in MIN_VERSION..=MAX_VERSION {
             let resp = encode(version, 77, top, &topics, &endpoints);
             assert!(resp.parts.iter().any(|p| matches!(p, Part::File(_))));
@@ -299,8 +293,10 @@ mod tests {
                 .map(|e| (e.node_id.0, e.host.to_string(), e.port))
                 .collect();
             if version >= NODE_ENDPOINTS_FROM {
-                let want: Vec<(i32, String, i32)> =
-                    endpoints.iter().map(|e| (e.node_id, e.host.clone(), e.port)).collect();
+                let want: Vec<(i32, String, i32)> = endpoints
+                    .iter()
+                    .map(|e| (e.id, e.host.clone(), i32::from(e.port)))
+                    .collect();
                 assert_eq!(sent, want, "v{version}");
                 assert!(decoded.node_endpoints.iter().all(|e| e.rack.is_none()));
             } else {

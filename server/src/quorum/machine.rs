@@ -54,6 +54,11 @@ impl MachineState {
     }
 }
 
+/// A quorum leader as a broker id in Metadata; -1 for none.
+pub fn leader_id(leader: Option<u64>) -> i32 {
+    leader.map_or(-1, |l| i32::try_from(l).unwrap_or(-1))
+}
+
 /// The snapshot shards read, with the controller id clients are given:
 /// the quorum `leader` when it is a live broker; when it is not (yet) a
 /// registered broker, this node, which forwards admin changes to it; -1
@@ -87,13 +92,11 @@ pub struct Machine {
     /// Set once the node has caught up at start; before that, applied
     /// batches are not published one by one.
     pub live: Rc<Cell<bool>>,
-    /// The active controller as last seen, for Metadata (-1: none).
-    pub controller_id: Rc<Cell<i32>>,
     /// The quorum's leader as the Raft node sees it at this moment,
-    /// installed once the node exists. Snapshots take the controller from
-    /// it, so the first ones published after an election (the library's
-    /// blank entry, the brokers' registrations) already name the new
-    /// leader; `controller_id` is used before it is installed.
+    /// installed once the node exists (none before). Snapshots take the
+    /// controller from it, so the first ones published after an election
+    /// (the library's blank entry, the brokers' registrations) already
+    /// name the new leader.
     pub leader_now: Rc<OnceCell<LeaderNow>>,
     /// This node's id.
     node_id: i32,
@@ -124,7 +127,6 @@ impl Machine {
             state: Rc::new(RefCell::new(state)),
             publisher,
             live: Rc::new(Cell::new(false)),
-            controller_id: Rc::new(Cell::new(-1)),
             leader_now: Rc::new(OnceCell::new()),
             node_id,
         })
@@ -133,10 +135,7 @@ impl Machine {
     /// What shards read, with the controller id clients are given (see
     /// [`with_controller`]).
     pub fn snapshot(&self) -> Snapshot {
-        let leader = match self.leader_now.get() {
-            Some(now) => now().map_or(-1, |l| i32::try_from(l).unwrap_or(-1)),
-            None => self.controller_id.get(),
-        };
+        let leader = leader_id(self.leader_now.get().and_then(|now| now()));
         with_controller(&self.state.borrow(), leader, self.node_id)
     }
 
@@ -302,16 +301,15 @@ mod tests {
                 clean_start: false,
             }))
             .unwrap();
-        // Before the Raft node exists: the last leader noted.
-        machine.controller_id.set(-1);
+        // Before the Raft node exists: none.
         assert_eq!(machine.snapshot().controller_id, -1);
         let leader = Rc::new(Cell::new(Some(2u64)));
         let seen = leader.clone();
         assert!(machine.leader_now.set(Box::new(move || seen.get())).is_ok());
-        // The duties loop has not noticed the election yet.
+        // As soon as the Raft node sees a leader (the controller's duties
+        // loop notices only at its next tick).
         assert_eq!(machine.snapshot().controller_id, 2);
         leader.set(None);
-        machine.controller_id.set(2);
         assert_eq!(machine.snapshot().controller_id, -1);
     }
 }

@@ -330,11 +330,6 @@ impl RaftQuorum {
     pub fn snapshot(&self) -> crate::meta::Snapshot {
         self.machine.snapshot()
     }
-
-    /// Sets the controller id shards see in Metadata (the leader, or -1).
-    pub fn set_controller_id(&self, id: i32) {
-        self.machine.controller_id.set(id);
-    }
 }
 
 impl Quorum for RaftQuorum {
@@ -423,13 +418,6 @@ impl AnyQuorum {
         match self {
             Self::Voter(q) => q.address_of(id),
             Self::Observer(q) => q.address_of(id),
-        }
-    }
-
-    pub fn set_controller_id(&self, id: i32) {
-        match self {
-            Self::Voter(q) => q.set_controller_id(id),
-            Self::Observer(q) => q.set_controller_id(id),
         }
     }
 

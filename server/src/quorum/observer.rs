@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::machine::{MachineState, Publisher, with_controller};
+use super::machine::{MachineState, Publisher, leader_id, with_controller};
 use super::net::Peer;
 use super::store::{read_json, replace_file};
 use super::{Command, Heartbeats, Quorum, QuorumError, QuorumSettings, Reply};
@@ -45,7 +45,6 @@ struct Inner {
     file: PathBuf,
     state: RefCell<MachineState>,
     leader: Cell<Option<u64>>,
-    controller_id: Cell<i32>,
 }
 
 impl ObserverQuorum {
@@ -69,7 +68,6 @@ impl ObserverQuorum {
                 file,
                 state: RefCell::new(state),
                 leader: Cell::new(None),
-                controller_id: Cell::new(-1),
             }),
             heartbeats: Heartbeats::default(),
         };
@@ -92,14 +90,11 @@ impl ObserverQuorum {
         self.inner.settings.voters.get(&id).map(String::as_str)
     }
 
-    pub fn set_controller_id(&self, id: i32) {
-        self.inner.controller_id.set(id);
-    }
-
+    /// The snapshot shards read, naming the leader the voters last gave.
     pub fn snapshot(&self) -> Snapshot {
         with_controller(
             &self.inner.state.borrow(),
-            self.inner.controller_id.get(),
+            leader_id(self.inner.leader.get()),
             self.node_id() as i32,
         )
     }
@@ -142,7 +137,7 @@ async fn follow(inner: std::rc::Weak<Inner>, publisher: Publisher, first: Rc<cra
                         applied,
                         membership: Default::default(),
                     };
-                    let snapshot = with_controller(&next, q.controller_id.get(), q.settings.node_id as i32);
+                    let snapshot = with_controller(&next, leader_id(q.leader.get()), q.settings.node_id as i32);
                     if let Err(e) = publisher(Arc::new(snapshot)).await {
                         tracing::error!(error = %e, "installing metadata from the controller");
                     }
