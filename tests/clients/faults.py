@@ -145,7 +145,7 @@ class FaultCluster:
         for n in self.live():
             try:
                 md = AdminClient({"bootstrap.servers": n.bootstrap, "log_level": 0}).list_topics(timeout=3)
-                out[n.node_id] = {"answered_by": md.orig_broker_id, "brokers": sorted(md.brokers),
+                out[n.node_id] = {"answered_by": md.orig_broker_name, "brokers": sorted(md.brokers),
                                   "controller": md.controller_id}
             except KafkaException as e:
                 out[n.node_id] = str(e)
