@@ -53,6 +53,12 @@ impl TopicMeta {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub version: u64,
+    /// When this snapshot was made, in a count that only grows within this
+    /// process (0 for the empty one a shard starts with). Snapshots are made
+    /// from the one metadata image, so the later made is never older; two
+    /// made at the same `version` differ in the controller they name. A
+    /// shard installs only snapshots made no earlier than the one it has.
+    pub made: u64,
     pub topics: BTreeMap<Arc<str>, Arc<TopicMeta>>,
     pub ids: HashMap<Uuid, Arc<str>>,
     /// Registered brokers by id.
@@ -80,6 +86,7 @@ impl Snapshot {
         let ids = topics.values().map(|t| (t.id, t.name.clone())).collect();
         Self {
             version,
+            made: MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
             topics,
             ids,
             brokers,
@@ -87,6 +94,9 @@ impl Snapshot {
         }
     }
 }
+
+/// The count `Snapshot::made` takes from.
+static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The internal topic that holds committed offsets of consumer groups.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";

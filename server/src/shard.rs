@@ -166,6 +166,9 @@ pub struct Shard {
     pub common: Arc<Common>,
     /// The newest metadata snapshot this shard has installed.
     meta: RefCell<Arc<Snapshot>>,
+    /// Held while a snapshot is installed: installs run one at a time, in
+    /// the order they reach the shard.
+    installing: futures_util::lock::Mutex<()>,
     partitions: RefCell<PartitionTable>,
     /// The controller; set on shard 0 only, once it has started.
     controller: std::cell::OnceCell<Controller>,
@@ -216,6 +219,7 @@ impl Shard {
             id,
             common,
             meta: RefCell::new(snapshot),
+            installing: futures_util::lock::Mutex::new(()),
             partitions: RefCell::new(HashMap::new()),
             controller: std::cell::OnceCell::new(),
             installed: Flag::default(),
@@ -435,7 +439,16 @@ impl Shard {
     /// line with it: opens partitions it now owns, applies config changes,
     /// closes and removes partitions of deleted topics. Returns the first
     /// error opening a log, after trying all of them.
+    /// Snapshots published from the quorum's applies and from a leader
+    /// change can cross on their way to a shard, and an install awaits
+    /// opening and removing logs: installs run one at a time, and one made
+    /// before the snapshot this shard has is passed over. Going back would
+    /// close the partitions of a topic just created and undo leaderships.
     pub async fn install(&self, snapshot: Arc<Snapshot>) -> Result<(), String> {
+        let _turn = self.installing.lock().await;
+        if snapshot.made < self.meta().made {
+            return Ok(());
+        }
         let old = self.meta.replace(snapshot.clone());
         self.bump_layout();
         let shards = self.shard_count();
@@ -815,6 +828,8 @@ impl Shard {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]
@@ -827,5 +842,52 @@ mod tests {
             assert!(counts.iter().all(|&c| c == 3), "{shards}: {counts:?}");
         }
         assert_eq!(owner_of("t", 5, 4), owner_of("t", 5, 4));
+    }
+
+    #[test]
+    fn a_shard_never_goes_back_to_a_snapshot_made_before_the_one_it_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..BrokerConfig::default()
+        };
+        let me = config.node_id;
+        let common = Arc::new(Common {
+            config: Arc::new(config),
+            inboxes: (0..1).map(|_| Inbox::default()).collect(),
+            connections: AtomicUsize::new(0),
+            incarnation: uuid::Uuid::new_v4(),
+            started: Default::default(),
+            controller_started: Default::default(),
+            registered: Default::default(),
+            shutting_down: Default::default(),
+            clean_start: true,
+            close_failed: Default::default(),
+        });
+        let shard = Shard::new(ShardId(0), common, Arc::new(Snapshot::default()));
+        // Made first: the image before a topic was created (as a leader
+        // change's republish may take it), then the image with the topic.
+        let before = Arc::new(Snapshot::build(4, Vec::<Arc<TopicMeta>>::new(), BTreeMap::new()));
+        let topic = TopicMeta {
+            name: "t".into(),
+            id: uuid::Uuid::from_u128(7),
+            partitions: 1,
+            configs: BTreeMap::new(),
+            partition_states: vec![crate::image::PartitionState::new(vec![me])],
+        };
+        let after = Arc::new(Snapshot::build(5, [Arc::new(topic)], BTreeMap::new()));
+        compio::runtime::Runtime::new().unwrap().block_on(async {
+            shard.install(after.clone()).await.unwrap();
+            let log_dir = shard.partition("t", 0).expect("opened").log.dir().to_path_buf();
+            assert!(log_dir.exists());
+            // The earlier one arrives late: passed over.
+            shard.install(before).await.unwrap();
+            assert_eq!(shard.meta().made, after.made);
+            assert!(
+                shard.partition("t", 0).is_some(),
+                "the new topic's partition stays open"
+            );
+            assert!(log_dir.exists(), "and its data stays");
+        });
     }
 }
