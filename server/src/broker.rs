@@ -9,13 +9,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::config::BrokerConfig;
 use crate::meta::Snapshot;
-use crate::shard::{Common, Inbox, Shard, ShardId};
+use crate::shard::{Common, Shard, ShardId};
 use crate::util::Flag;
 
 /// Why the broker did not start.
@@ -153,19 +152,7 @@ impl Broker {
         if config.advertised_port == config.listen.port() {
             config.advertised_port = addr.port();
         }
-        let inboxes: Arc<[Inbox]> = (0..shards).map(|_| Inbox::default()).collect();
-        let common = Arc::new(Common {
-            config: Arc::new(config),
-            inboxes,
-            connections: AtomicUsize::new(0),
-            incarnation: uuid::Uuid::new_v4(),
-            started: Default::default(),
-            controller_started: Default::default(),
-            registered: Default::default(),
-            shutting_down: Default::default(),
-            clean_start,
-            close_failed: Default::default(),
-        });
+        let common = Arc::new(Common::new(config, shards, clean_start));
         // The operators' listener answers /health while the shards start.
         let ops = match common.config.admin_listen {
             None => None,

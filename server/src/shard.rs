@@ -151,6 +151,22 @@ pub struct Common {
 }
 
 impl Common {
+    /// The shared state of a broker of `shards` shards, not yet started.
+    pub fn new(config: BrokerConfig, shards: usize, clean_start: bool) -> Self {
+        Self {
+            config: Arc::new(config),
+            inboxes: (0..shards).map(|_| Inbox::default()).collect(),
+            connections: AtomicUsize::new(0),
+            incarnation: uuid::Uuid::new_v4(),
+            started: Default::default(),
+            controller_started: Default::default(),
+            registered: Default::default(),
+            shutting_down: Default::default(),
+            clean_start,
+            close_failed: Default::default(),
+        }
+    }
+
     /// Ready for clients: started, registered and unfenced, not stopping.
     pub fn ready(&self) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
@@ -852,18 +868,7 @@ mod tests {
             ..BrokerConfig::default()
         };
         let me = config.node_id;
-        let common = Arc::new(Common {
-            config: Arc::new(config),
-            inboxes: (0..1).map(|_| Inbox::default()).collect(),
-            connections: AtomicUsize::new(0),
-            incarnation: uuid::Uuid::new_v4(),
-            started: Default::default(),
-            controller_started: Default::default(),
-            registered: Default::default(),
-            shutting_down: Default::default(),
-            clean_start: true,
-            close_failed: Default::default(),
-        });
+        let common = Arc::new(Common::new(config, 1, true));
         let shard = Shard::new(ShardId(0), common, Arc::new(Snapshot::default()));
         // Made first: the image before a topic was created (as a leader
         // change's republish may take it), then the image with the topic.
