@@ -182,8 +182,9 @@ pub struct Shard {
     pub common: Arc<Common>,
     /// The newest metadata snapshot this shard has installed.
     meta: RefCell<Arc<Snapshot>>,
-    /// Held while a snapshot is installed: installs run one at a time, in
-    /// the order they reach the shard.
+    /// Held while a snapshot is installed (or a topic's data is freed for
+    /// a deletion): installs run one at a time, in the order they reach
+    /// the shard.
     installing: futures_util::lock::Mutex<()>,
     partitions: RefCell<PartitionTable>,
     /// The controller; set on shard 0 only, once it has started.
@@ -632,6 +633,7 @@ impl Shard {
     /// write is tried again. The topic stays in this shard's snapshot until
     /// that write succeeds; a partition of it opened meanwhile starts empty.
     pub async fn free_topic_data(&self, name: &str, id: uuid::Uuid) {
+        let _turn = self.installing.lock().await;
         if self.meta().topic(name).is_some_and(|t| t.id == id) {
             tracing::warn!(topic = %name, "no space to record a topic deletion: removing its data first");
             self.remove_partitions(name).await;
