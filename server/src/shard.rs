@@ -456,6 +456,7 @@ impl Shard {
     /// line with it: opens partitions it now owns, applies config changes,
     /// closes and removes partitions of deleted topics. Returns the first
     /// error opening a log, after trying all of them.
+    ///
     /// Snapshots published from the quorum's applies and from a leader
     /// change can cross on their way to a shard, and an install awaits
     /// opening and removing logs: installs run one at a time, and one made
