@@ -9,7 +9,7 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -74,6 +74,32 @@ class Broker:
     def restart(self):
         self.stop()
         self.start()
+
+
+def own_answer(node):
+    """A Metadata answer that `node` itself gave, else None. librdkafka may
+    ask any broker it has learned of, and brokers apply a change a moment
+    apart, so a check takes one answer and looks at who gave it. The
+    answering connection's address says so: a bootstrap connection reports
+    broker id -1 (most answers of a fresh client), a learned one its id."""
+    md = AdminClient({"bootstrap.servers": node.bootstrap, "log_level": 0}).list_topics(timeout=10)
+    return md if md.orig_broker_name.rsplit("/", 1)[0] == node.bootstrap else None
+
+
+def wait_for(what, check, timeout=30):
+    """`check()`'s first true answer, asked every 0.1 s for `timeout`
+    seconds (a KafkaException counts as not yet)."""
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except KafkaException as e:
+            last = e
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: not within {timeout}s (last: {last})")
 
 
 def admin(broker):

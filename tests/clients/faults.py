@@ -42,6 +42,22 @@ def sh(cmd):
     return out.stdout
 
 
+def fill_disk(disk):
+    """Takes every free block of the filesystem at `disk` with one file;
+    returns its path (unlinking it gives the room back)."""
+    filler = os.path.join(disk, "filler")
+    st = os.statvfs(disk)
+    free = st.f_bavail * st.f_frsize
+    fd = os.open(filler, os.O_CREAT | os.O_WRONLY)
+    try:
+        os.posix_fallocate(fd, 0, max(free, 4096))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return filler
+
+
 class FaultCluster:
     """Three combined nodes on 127.0.0.<base>, <base+1>, <base+2>, each
     with its data on its own tmpfs of `disk_mb` MiB (so a disk can fill) and
@@ -336,16 +352,7 @@ class Nemesis:
             self._nft([f"ip saddr {src} ip daddr {dst} limit rate over 64 kbytes/second drop"])
         elif kind == "disk_full":
             nodes = [self.rng.choice(self.c.nodes).node_id]
-            filler = os.path.join(self.c.node(nodes[0]).disk, "filler")
-            st = os.statvfs(self.c.node(nodes[0]).disk)
-            free = st.f_bavail * st.f_frsize
-            fd = os.open(filler, os.O_CREAT | os.O_WRONLY)
-            try:
-                os.posix_fallocate(fd, 0, max(free, 4096))
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
+            filler = fill_disk(self.c.node(nodes[0]).disk)
             self.undo.append(lambda: os.unlink(filler))
         elif kind == "lose_tail":
             # A follower crashes and loses what it had not synced; it comes

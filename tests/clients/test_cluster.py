@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import Broker, free_port
+from conftest import Broker, free_port, own_answer, wait_for
 
 SESSION_MS = 3000
 
@@ -23,34 +23,10 @@ def metadata(node):
     return admin(node).list_topics(timeout=10)
 
 
-def own_answer(node):
-    """A Metadata answer that `node` itself gave, else None. librdkafka may
-    ask any broker it has learned of, and brokers apply a change a moment
-    apart, so a check takes one answer and looks at who gave it. The
-    answering connection's address says so: a bootstrap connection reports
-    broker id -1 (most answers of a fresh client), a learned one its id."""
-    md = metadata(node)
-    return md if md.orig_broker_name.rsplit("/", 1)[0] == node.bootstrap else None
-
-
 def seen_by(node, topic):
     """`node`'s own Metadata answer once it lists `topic`, else None."""
     md = own_answer(node)
     return md if md is not None and topic in md.topics else None
-
-
-def wait_for(what, check, timeout=30):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except KafkaException as e:
-            last = e
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout}s (last: {last})")
 
 
 def create(node, name, partitions=3, rf=3, timeout=20):

@@ -1,12 +1,18 @@
 """The short fault-injection suite: every fault of `faults.py` once, held a
 few seconds, against a three-node cluster under the recording workload; the
 history checker must find no anomaly the durability promise forbids, and
-writes must flow again once the fault is healed."""
+writes must flow again once the fault is healed. And a voter whose disk
+fills keeps its place in the controller quorum."""
 import json
+import os
+import time
 
 import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
 
-from faults import FAULTS, run_faults
+from conftest import own_answer, wait_for
+from faults import FAULTS, FaultCluster, fill_disk, run_faults
 
 
 @pytest.mark.parametrize("fault", FAULTS)
@@ -22,3 +28,49 @@ def test_fault(fault, tmp_path):
     # The idempotent acks=all producer was never stopped for good: its
     # longest stretch without an acknowledgement is bounded.
     assert report["availability_longest_gap_s"][fault] < 30, report["availability_longest_gap_s"]
+
+
+def test_a_voter_whose_disk_fills_keeps_its_place_in_the_quorum(tmp_path):
+    """A voter's metadata writes wait for room on a full disk instead of
+    failing (which the Raft library takes as fatal): once there is room it
+    catches up, and with the controller gone it helps elect the next."""
+    c = FaultCluster(str(tmp_path), base=41)
+    try:
+        c.start()
+        md = wait_for("three brokers and a controller",
+                      lambda: (lambda m: len(m.brokers) == 3 and m.controller_id > 0 and m)(c.metadata()))
+        ctl = md.controller_id
+        full, third = [n.node_id for n in c.nodes if n.node_id != ctl]
+        others = [[ctl, third]]
+
+        def create(name, via):
+            a = AdminClient({"bootstrap.servers": via, "log_level": 0})
+            a.create_topics([NewTopic(name, num_partitions=len(others), replica_assignment=others)], request_timeout=10)[name].result(15)
+
+        filler = fill_disk(c.node(full).disk)
+        # Metadata entries reach the full voter while it has no room (the
+        # topics' replicas are on the other two nodes).
+        for i in range(3):
+            create(f"while-full-{i}", c.bootstrap)
+        time.sleep(2)
+        os.unlink(filler)
+        create("after", c.bootstrap)
+        wanted = {"while-full-0", "while-full-1", "while-full-2", "after"}
+        wait_for(f"node {full} applies what was written while its disk was full",
+                 lambda: (lambda m: m is not None and wanted <= set(m.topics))(own_answer(c.node(full))))
+        # Without the controller, the two left are a majority only if the
+        # voter whose disk filled still votes.
+        c.node(ctl).kill9()
+        rest = f"{c.node(full).bootstrap},{c.node(third).bootstrap}"
+        others = [[full, third]]
+
+        def created_without_the_old_controller():
+            try:
+                create("without-the-old-controller", rest)
+            except KafkaException as e:
+                if "TOPIC_ALREADY_EXISTS" not in str(e):
+                    raise
+            return True
+        wait_for("a topic created by the two nodes left", created_without_the_old_controller, timeout=40)
+    finally:
+        c.stop()

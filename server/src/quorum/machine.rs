@@ -19,7 +19,7 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, RaftSnapshotBuilder, StoredMembership};
 use serde::{Deserialize, Serialize};
 
-use super::store::{read_json, replace_file};
+use super::store::{read_json, replace_file, until_room};
 use super::{MetaRaft, Reply};
 use crate::image::Image;
 use crate::meta::Snapshot;
@@ -165,10 +165,11 @@ impl RaftSnapshotBuilder<MetaRaft> for Builder {
             meta: meta.clone(),
             image,
         };
-        replace_file(
-            &self.0.dir.join("snapshot"),
-            &serde_json::to_vec(&file).map_err(io::Error::other)?,
-        )?;
+        let (path, bytes) = (
+            self.0.dir.join("snapshot"),
+            Arc::new(serde_json::to_vec(&file).map_err(io::Error::other)?),
+        );
+        until_room("metadata snapshot", move || replace_file(&path, &bytes)).await?;
         Ok(openraft::Snapshot { meta, snapshot: data })
     }
 }
@@ -236,10 +237,11 @@ impl RaftStateMachine<MetaRaft> for Machine {
             meta: meta.clone(),
             image: image.clone(),
         };
-        replace_file(
-            &self.dir.join("snapshot"),
-            &serde_json::to_vec(&file).map_err(io::Error::other)?,
-        )?;
+        let (path, bytes) = (
+            self.dir.join("snapshot"),
+            Arc::new(serde_json::to_vec(&file).map_err(io::Error::other)?),
+        );
+        until_room("metadata snapshot", move || replace_file(&path, &bytes)).await?;
         {
             let mut st = self.state.borrow_mut();
             st.image = image;

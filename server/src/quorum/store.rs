@@ -11,6 +11,9 @@
 //!
 //! The metadata log is small (snapshots bound it), so every entry is also
 //! kept in memory; reads never touch the disk.
+//!
+//! A write that finds the disk full waits for room and tries again
+//! ([`until_room`]): openraft would take the error as fatal.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -18,8 +21,11 @@ use std::fmt::Debug;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::ops::RangeBounds;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::alias::{EntryOf, LogIdOf, VoteOf};
 use openraft::entry::RaftEntry;
@@ -43,6 +49,9 @@ struct Inner {
     vote: Option<Vote>,
     purged: Option<LogId>,
     committed: Option<LogId>,
+    /// The length of the log file's whole frames: appends write from here
+    /// (over anything a failed attempt left).
+    len: u64,
 }
 
 /// The log store; cheap to clone (its readers share the entries).
@@ -80,6 +89,54 @@ pub(super) fn sync_dir(path: &Path) -> io::Result<()> {
     match path.parent() {
         Some(dir) => File::open(dir)?.sync_all(),
         None => Ok(()),
+    }
+}
+
+/// ENOSPC or EDQUOT: the disk, or the user's quota, is full.
+fn is_full(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    [Errno::NOSPC, Errno::DQUOT]
+        .iter()
+        .any(|c| e.raw_os_error() == Some(c.raw_os_error()))
+}
+
+/// How often a metadata write that met a full disk tries again.
+const ROOM_RETRY: Duration = Duration::from_millis(200);
+
+/// Runs `op` on the blocking pool until it does not fail for want of space,
+/// and returns what it returned then.
+///
+/// openraft takes any error of its storage as fatal: the node stops for
+/// good, and with it this voter's vote and this node's view of the
+/// metadata. A full disk is not that. A metadata write that meets one waits
+/// for room, as a write to a slow disk would, and the quorum goes on
+/// without this voter meanwhile. `op` must be safe to run again after it
+/// failed: it rewrites whatever a failed attempt left.
+pub(super) async fn until_room<T, F>(what: &'static str, op: F) -> io::Result<T>
+where
+    F: Fn() -> io::Result<T> + Clone + Send + 'static,
+    T: Send + 'static,
+{
+    let mut waited = false;
+    loop {
+        let result = compio::runtime::spawn_blocking(op.clone())
+            .await
+            .unwrap_or_else(|_| Err(io::Error::other(format!("{what}: the write task panicked"))));
+        match result {
+            Err(e) if is_full(&e) => {
+                if !waited {
+                    tracing::warn!(what, error = %e, "no room for a metadata write: trying again until there is");
+                    waited = true;
+                }
+                compio::runtime::time::sleep(ROOM_RETRY).await;
+            }
+            result => {
+                if waited && result.is_ok() {
+                    tracing::info!(what, "metadata write done once there was room");
+                }
+                return result;
+            }
+        }
     }
 }
 
@@ -162,6 +219,7 @@ impl LogStore {
             // Only a hint (it saves re-applying at start); a torn file is
             // read as "not known".
             committed: read_json(&dir.join("committed")).unwrap_or(None),
+            len: valid as u64,
         };
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -190,12 +248,16 @@ impl LogStore {
     }
 
     /// Writes the whole log again (after a truncation or a purge).
-    fn rewrite(&self) -> io::Result<()> {
+    async fn rewrite(&self) -> io::Result<()> {
         let mut bytes = Vec::new();
         for e in self.inner.borrow().entries.values() {
             frame(e, &mut bytes)?;
         }
-        replace_file(&self.dir.join("log"), &bytes)
+        let len = bytes.len() as u64;
+        let (path, bytes) = (self.dir.join("log"), Arc::new(bytes));
+        until_room("metadata log rewrite", move || replace_file(&path, &bytes)).await?;
+        self.inner.borrow_mut().len = len;
+        Ok(())
     }
 
     fn check(&self) {
@@ -260,20 +322,21 @@ impl RaftLogStorage<MetaRaft> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         let (path, owned) = (self.dir.join("vote"), *vote);
-        compio::runtime::spawn_blocking(move || write_json(&path, &owned))
-            .await
-            .unwrap_or_else(|_| Err(io::Error::other("vote write task panicked")))?;
+        until_room("metadata vote", move || write_json(&path, &owned)).await?;
         self.inner.borrow_mut().vote = Some(*vote);
         Ok(())
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         // A hint: no sync, a torn file reads as unknown.
-        let bytes = serde_json::to_vec(&committed).map_err(io::Error::other)?;
+        let bytes = Arc::new(serde_json::to_vec(&committed).map_err(io::Error::other)?);
         let path = self.dir.join("committed");
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, &path)?;
+        until_room("metadata commit hint", move || {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, &*bytes)?;
+            std::fs::rename(&tmp, &path)
+        })
+        .await?;
         self.inner.borrow_mut().committed = committed;
         Ok(())
     }
@@ -295,15 +358,26 @@ impl RaftLogStorage<MetaRaft> for LogStore {
         // shard's thread they would stall every connection of shard 0 for
         // the length of a sync. openraft calls `append` one at a time.
         let path = self.dir.join("log");
-        let result = compio::runtime::spawn_blocking(move || {
-            let mut f = OpenOptions::new().create(true).append(true).open(path)?;
-            f.write_all(&bytes)?;
+        let at = self.inner.borrow().len;
+        let written = bytes.len() as u64;
+        let bytes = Arc::new(bytes);
+        let result = until_room("metadata log append", move || {
+            let f = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(false)
+                .open(&path)?;
+            // A failed attempt may have left part of a frame past the end.
+            if f.metadata()?.len() != at {
+                f.set_len(at)?;
+            }
+            f.write_all_at(&bytes, at)?;
             f.sync_data()
         })
-        .await
-        .unwrap_or_else(|_| Err(io::Error::other("metadata log write task panicked")));
+        .await;
         if result.is_ok() {
             let mut inner = self.inner.borrow_mut();
+            inner.len = at + written;
             for e in entries {
                 if let Some(last) = inner.entries.keys().next_back() {
                     assert_eq!(e.index(), last + 1, "metadata log append leaves a hole");
@@ -327,21 +401,22 @@ impl RaftLogStorage<MetaRaft> for LogStore {
             !cut.is_empty()
         };
         if cut {
-            self.rewrite()?;
+            self.rewrite().await?;
         }
         self.check();
         Ok(())
     }
 
     async fn purge(&mut self, upto: LogId) -> Result<(), io::Error> {
-        write_json(&self.dir.join("purged"), &upto)?;
+        let path = self.dir.join("purged");
+        until_room("metadata purge mark", move || write_json(&path, &upto)).await?;
         {
             let mut inner = self.inner.borrow_mut();
             inner.purged = Some(upto);
             let keep = inner.entries.split_off(&(upto.index() + 1));
             inner.entries = keep;
         }
-        self.rewrite()?;
+        self.rewrite().await?;
         self.check();
         Ok(())
     }
@@ -370,6 +445,25 @@ mod tests {
         compio::runtime::Runtime::new().unwrap().block_on(f)
     }
 
+    /// A store opened in `dir` with entries 1 to `n` of term 1 appended.
+    async fn store_with(dir: &Path, n: u64) -> LogStore {
+        let mut store = LogStore::open(dir).unwrap();
+        store
+            .append((1..=n).map(|i| entry(1, i)), IOFlushed::noop())
+            .await
+            .unwrap();
+        store
+    }
+
+    /// Writes the first half of `e`'s frame at the end of the log in `dir`,
+    /// as an append cut short leaves it.
+    fn leave_half_a_frame(dir: &Path, e: &Entry) {
+        let mut half = Vec::new();
+        frame(e, &mut half).unwrap();
+        let mut f = OpenOptions::new().append(true).open(dir.join("log")).unwrap();
+        f.write_all(&half[..half.len() / 2]).unwrap();
+    }
+
     async fn entries(store: &mut LogStore) -> Vec<u64> {
         store
             .try_get_log_entries(0..)
@@ -391,11 +485,7 @@ mod tests {
                 .await
                 .unwrap();
             // A crash in the middle of the next append leaves half a frame.
-            let mut half = Vec::new();
-            frame(&entry(1, 6), &mut half).unwrap();
-            let mut f = OpenOptions::new().append(true).open(dir.path().join("log")).unwrap();
-            f.write_all(&half[..half.len() / 2]).unwrap();
-            drop(f);
+            leave_half_a_frame(dir.path(), &entry(1, 6));
             let mut again = LogStore::open(dir.path()).unwrap();
             assert_eq!(entries(&mut again).await, vec![1, 2, 3, 4, 5]);
             // The cut tail is gone from the file too: appends follow on.
@@ -406,14 +496,54 @@ mod tests {
     }
 
     #[test]
+    fn an_append_that_failed_for_want_of_space_leaves_nothing_in_the_way() {
+        let dir = tempfile::tempdir().unwrap();
+        run(async {
+            let mut store = store_with(dir.path(), 3).await;
+            // An attempt that met a full disk wrote part of its frame.
+            leave_half_a_frame(dir.path(), &entry(1, 4));
+            // The same store goes on: the next attempt writes over it.
+            store.append([entry(1, 4)], IOFlushed::noop()).await.unwrap();
+            store.append([entry(1, 5)], IOFlushed::noop()).await.unwrap();
+            let mut again = LogStore::open(dir.path()).unwrap();
+            assert_eq!(entries(&mut again).await, vec![1, 2, 3, 4, 5]);
+        });
+    }
+
+    #[test]
+    fn a_metadata_write_waits_for_room_and_other_errors_end_it() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let full = || io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error());
+        run(async {
+            let tries = Arc::new(AtomicUsize::new(0));
+            let t = tries.clone();
+            let got = until_room("test", move || match t.fetch_add(1, Ordering::SeqCst) {
+                0 | 1 => Err(full()),
+                _ => Ok(7),
+            })
+            .await
+            .unwrap();
+            assert_eq!((got, tries.load(Ordering::SeqCst)), (7, 3));
+            let tries = Arc::new(AtomicUsize::new(0));
+            let t = tries.clone();
+            let err = until_room("test", move || -> io::Result<()> {
+                t.fetch_add(1, Ordering::SeqCst);
+                Err(io::Error::other("an I/O error"))
+            })
+            .await
+            .unwrap_err();
+            assert_eq!(
+                (err.to_string().as_str(), tries.load(Ordering::SeqCst)),
+                ("an I/O error", 1)
+            );
+        });
+    }
+
+    #[test]
     fn truncation_and_purge_hold_across_reopen() {
         let dir = tempfile::tempdir().unwrap();
         run(async {
-            let mut store = LogStore::open(dir.path()).unwrap();
-            store
-                .append((1..=8).map(|i| entry(1, i)), IOFlushed::noop())
-                .await
-                .unwrap();
+            let mut store = store_with(dir.path(), 8).await;
             store.truncate_after(Some(log_id(1, 6))).await.unwrap();
             store.purge(log_id(1, 2)).await.unwrap();
             store.save_vote(&Vote::new(3, 1)).await.unwrap();
@@ -433,13 +563,7 @@ mod tests {
     #[test]
     fn a_corrupt_frame_before_the_end_refuses_the_open() {
         let dir = tempfile::tempdir().unwrap();
-        run(async {
-            let mut store = LogStore::open(dir.path()).unwrap();
-            store
-                .append((1..=3).map(|i| entry(1, i)), IOFlushed::noop())
-                .await
-                .unwrap();
-        });
+        run(store_with(dir.path(), 3));
         let path = dir.path().join("log");
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[12] ^= 0xff;
