@@ -19,7 +19,7 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, RaftSnapshotBuilder, StoredMembership};
 use serde::{Deserialize, Serialize};
 
-use super::store::{read_json, replace_file, until_room};
+use super::store::{read_json, save_json};
 use super::{MetaRaft, Reply};
 use crate::image::Image;
 use crate::meta::Snapshot;
@@ -135,8 +135,13 @@ impl Machine {
     /// What shards read, with the controller id clients are given (see
     /// [`with_controller`]).
     pub fn snapshot(&self) -> Snapshot {
-        let leader = leader_id(self.leader_now.get().and_then(|now| now()));
-        with_controller(&self.state.borrow(), leader, self.node_id)
+        with_controller(&self.state.borrow(), leader_id(self.leader()), self.node_id)
+    }
+
+    /// The quorum's leader as the Raft node sees it now (none before the
+    /// node exists).
+    pub fn leader(&self) -> Option<u64> {
+        self.leader_now.get().and_then(|now| now())
     }
 
     fn snapshot_file(&self) -> io::Result<Option<SnapshotFile>> {
@@ -165,11 +170,7 @@ impl RaftSnapshotBuilder<MetaRaft> for Builder {
             meta: meta.clone(),
             image,
         };
-        let (path, bytes) = (
-            self.0.dir.join("snapshot"),
-            Arc::new(serde_json::to_vec(&file).map_err(io::Error::other)?),
-        );
-        until_room("metadata snapshot", move || replace_file(&path, &bytes)).await?;
+        save_json("metadata snapshot", self.0.dir.join("snapshot"), &file).await?;
         Ok(openraft::Snapshot { meta, snapshot: data })
     }
 }
@@ -237,11 +238,7 @@ impl RaftStateMachine<MetaRaft> for Machine {
             meta: meta.clone(),
             image: image.clone(),
         };
-        let (path, bytes) = (
-            self.dir.join("snapshot"),
-            Arc::new(serde_json::to_vec(&file).map_err(io::Error::other)?),
-        );
-        until_room("metadata snapshot", move || replace_file(&path, &bytes)).await?;
+        save_json("metadata snapshot", self.dir.join("snapshot"), &file).await?;
         {
             let mut st = self.state.borrow_mut();
             st.image = image;

@@ -367,8 +367,7 @@ impl Quorum for RaftQuorum {
     }
 
     fn leader(&self) -> Option<u64> {
-        use openraft::async_runtime::WatchReceiver;
-        self.raft.metrics().borrow_watched().current_leader
+        self.machine.leader()
     }
 }
 

@@ -140,9 +140,17 @@ where
     }
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+/// Replaces `path` with `value` as JSON ([`replace_file`]), waiting for
+/// room on a full disk ([`until_room`]).
+pub(super) async fn save_json<T: Serialize>(what: &'static str, path: PathBuf, value: &T) -> io::Result<()> {
     let bytes = serde_json::to_vec(value).map_err(io::Error::other)?;
-    replace_file(path, &bytes)
+    replace_when_room(what, path, bytes).await
+}
+
+/// [`replace_file`], waiting for room on a full disk ([`until_room`]).
+async fn replace_when_room(what: &'static str, path: PathBuf, bytes: Vec<u8>) -> io::Result<()> {
+    let bytes = Arc::new(bytes);
+    until_room(what, move || replace_file(&path, &bytes)).await
 }
 
 fn frame(entry: &Entry, out: &mut Vec<u8>) -> io::Result<()> {
@@ -254,8 +262,7 @@ impl LogStore {
             frame(e, &mut bytes)?;
         }
         let len = bytes.len() as u64;
-        let (path, bytes) = (self.dir.join("log"), Arc::new(bytes));
-        until_room("metadata log rewrite", move || replace_file(&path, &bytes)).await?;
+        replace_when_room("metadata log rewrite", self.dir.join("log"), bytes).await?;
         self.inner.borrow_mut().len = len;
         Ok(())
     }
@@ -321,8 +328,7 @@ impl RaftLogStorage<MetaRaft> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        let (path, owned) = (self.dir.join("vote"), *vote);
-        until_room("metadata vote", move || write_json(&path, &owned)).await?;
+        save_json("metadata vote", self.dir.join("vote"), vote).await?;
         self.inner.borrow_mut().vote = Some(*vote);
         Ok(())
     }
@@ -408,8 +414,7 @@ impl RaftLogStorage<MetaRaft> for LogStore {
     }
 
     async fn purge(&mut self, upto: LogId) -> Result<(), io::Error> {
-        let path = self.dir.join("purged");
-        until_room("metadata purge mark", move || write_json(&path, &upto)).await?;
+        save_json("metadata purge mark", self.dir.join("purged"), &upto).await?;
         {
             let mut inner = self.inner.borrow_mut();
             inner.purged = Some(upto);
