@@ -1151,9 +1151,10 @@ impl Rules {
 /// ISR is below `min.insync.replicas` the leader's high watermark stands
 /// still, so the replicas that leave the ISR then hold every acknowledged
 /// write and stay electable; at `min.insync.replicas` or above none are
-/// kept. Replica order.
+/// kept. Replica order. The minimum is the effective one (see
+/// [`crate::meta::effective_min_isr`]), as Kafka's controller takes it.
 fn next_elr(now: &PartitionState, isr: &[i32], min_isr: usize) -> Vec<i32> {
-    if isr.len() >= min_isr {
+    if isr.len() >= crate::meta::effective_min_isr(min_isr, now.replicas.len()) {
         return Vec::new();
     }
     now.replicas

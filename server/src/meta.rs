@@ -194,6 +194,15 @@ pub fn topic_min_insync_replicas(default: usize, topic: &TopicMeta) -> usize {
         .max(1)
 }
 
+/// The in-sync replicas a partition of `replicas` replicas needs, as
+/// Kafka's partition takes it (`effectiveMinIsr`): `min.insync.replicas`,
+/// but never more than the partition has replicas. An RF=1 topic under a
+/// broker default of 2 takes acks=all writes; its one replica is all of
+/// its ISR. At least 1.
+pub fn effective_min_isr(min_insync_replicas: usize, replicas: usize) -> usize {
+    min_insync_replicas.min(replicas).max(1)
+}
+
 /// Why a topic name is refused, as Kafka words it.
 pub fn validate_topic_name(name: &str) -> Result<(), String> {
     if name.is_empty() {

@@ -148,6 +148,10 @@ pub struct PartitionReport {
     pub records_in: u64,
     pub leader: bool,
     pub under_replicated: bool,
+    /// A leader whose ISR is below its effective `min.insync.replicas`
+    /// (acks=all is refused), or exactly at it (one more loss refuses it).
+    pub under_min_isr: bool,
+    pub at_min_isr: bool,
     /// Leaders only: the high watermark, which consumer lag is counted to.
     pub high_watermark: i64,
 }
@@ -525,6 +529,22 @@ impl Collector for Report {
             MetricType::Gauge,
             [(vec![], gauge(under as i64))],
         )?;
+        let under_min = parts().filter(|p| p.under_min_isr).count();
+        let at_min = parts().filter(|p| p.at_min_isr).count();
+        family(
+            e,
+            "sluice_under_min_isr_partitions",
+            "Partitions this broker leads whose ISR is below their effective min.insync.replicas (the setting, at most the replica count): acks=all writes are refused.",
+            MetricType::Gauge,
+            [(vec![], gauge(under_min as i64))],
+        )?;
+        family(
+            e,
+            "sluice_at_min_isr_partitions",
+            "Partitions this broker leads whose ISR is exactly their effective min.insync.replicas: one more replica lost refuses acks=all.",
+            MetricType::Gauge,
+            [(vec![], gauge(at_min as i64))],
+        )?;
         family(
             e,
             "sluice_offline_partitions",
@@ -649,6 +669,8 @@ pub fn shard_report(shard: &crate::shard::Shard) -> ShardReport {
             records_in: p.traffic.records_in.get(),
             leader,
             under_replicated: leader && replica.isr.len() < replica.replicas.len(),
+            under_min_isr: leader && replica.isr.len() < replica.min_isr,
+            at_min_isr: leader && replica.isr.len() == replica.min_isr,
             high_watermark: p.log.high_watermark(),
         });
     }

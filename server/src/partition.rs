@@ -67,6 +67,8 @@ pub struct ReplicaState {
     pub partition_epoch: i32,
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
+    /// The effective `min.insync.replicas`: the topic's (or broker's)
+    /// setting, at most the replica count (`meta::effective_min_isr`).
     pub min_isr: usize,
     /// Leader: its log end when it took over (the new epoch's start).
     pub epoch_start: i64,
@@ -199,7 +201,7 @@ impl Partition {
     pub fn apply_state(&self, state: &PartitionState, me: i32, min_isr: usize, now_ms: u64) -> RoleChange {
         let mut r = self.replica.borrow_mut();
         r.me = me;
-        r.min_isr = min_isr.max(1);
+        r.min_isr = crate::meta::effective_min_isr(min_isr, state.replicas.len());
         let before = (r.role, r.leader_epoch);
         let role = if state.leader == me {
             Role::Leader
@@ -305,7 +307,7 @@ impl Partition {
         })
     }
 
-    /// Whether acks=all may append now: the ISR is at least
+    /// Whether acks=all may append now: the ISR is at least the effective
     /// `min.insync.replicas` (NOT_ENOUGH_REPLICAS otherwise).
     pub fn check_min_isr(&self) -> Result<(), Refused> {
         let r = self.replica.borrow();
@@ -313,7 +315,7 @@ impl Partition {
             return Err(Refused::new(
                 ErrorCode::NotEnoughReplicas,
                 format!(
-                    "{}-{} has {} in-sync replicas {:?}, below min.insync.replicas {}",
+                    "{}-{} has {} in-sync replicas {:?}, below its effective min.insync.replicas {}",
                     self.topic,
                     self.index,
                     r.isr.len(),
@@ -347,7 +349,7 @@ impl Partition {
                         return Err(Refused::new(
                             ErrorCode::NotEnoughReplicasAfterAppend,
                             format!(
-                                "{}-{}: the ISR {:?} shrank below min.insync.replicas {}",
+                                "{}-{}: the ISR {:?} shrank below its effective min.insync.replicas {}",
                                 self.topic, self.index, r.isr, r.min_isr
                             ),
                         ));
@@ -601,6 +603,50 @@ mod tests {
         assert_eq!(p.apply_state(&state, 1, 2, 1_200), RoleChange::None);
         assert_eq!(p.log.high_watermark(), 5);
         assert!(p.check_min_isr().is_ok());
+    }
+
+    #[compio::test]
+    async fn min_insync_above_the_replica_count_asks_for_every_replica_and_no_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), LogConfig::default(), Env::default())
+            .await
+            .unwrap();
+        let p = Partition::new("t".into(), 0, log, ProducerStates::default(), 0);
+        // RF=1 under min.insync.replicas=2: the one replica is enough.
+        let alone = PartitionState {
+            replicas: vec![1],
+            isr: vec![1],
+            leader: 1,
+            leader_epoch: 1,
+            partition_epoch: 1,
+            elr: Vec::new(),
+        };
+        assert_eq!(p.apply_state(&alone, 1, 2, 1_000), RoleChange::BecameLeader);
+        assert!(p.check_min_isr().is_ok());
+        append(&p, 3).await;
+        assert_eq!(
+            p.log.high_watermark(),
+            3,
+            "the high watermark moves with the one replica"
+        );
+        // RF=2 under min.insync.replicas=3: both replicas are needed...
+        let pair = PartitionState {
+            replicas: vec![1, 2],
+            isr: vec![1, 2],
+            partition_epoch: 2,
+            ..alone.clone()
+        };
+        assert_eq!(p.apply_state(&pair, 1, 3, 1_100), RoleChange::None);
+        assert_eq!(p.replica.borrow().min_isr, 2);
+        assert!(p.check_min_isr().is_ok());
+        // ...and one of them is not enough.
+        let shrunk = PartitionState {
+            isr: vec![1],
+            partition_epoch: 3,
+            ..pair
+        };
+        p.apply_state(&shrunk, 1, 3, 1_200);
+        assert_eq!(p.check_min_isr().unwrap_err().code, ErrorCode::NotEnoughReplicas);
     }
 
     #[compio::test]
