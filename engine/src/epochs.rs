@@ -13,8 +13,10 @@
 //! batch, is rebuilt from the batch headers.
 
 use std::fs;
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
+
+use crate::durable_file::{Replace, replace_file};
 
 /// File name of the epoch history in a partition directory.
 pub const LEADER_EPOCH_FILE: &str = "leader-epoch-checkpoint";
@@ -167,18 +169,13 @@ impl EpochHistory {
     /// Replaces the file atomically.
     pub fn save(&self, dir: &Path) -> io::Result<()> {
         let path = dir.join(LEADER_EPOCH_FILE);
-        let tmp: PathBuf = dir.join(format!("{LEADER_EPOCH_FILE}.tmp"));
         let mut text = String::with_capacity(16 + self.entries.len() * 24);
         text.push_str(HEADER);
         text.push('\n');
         for (e, o) in &self.entries {
             text.push_str(&format!("{e} {o}\n"));
         }
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_data()?;
-        fs::rename(&tmp, &path)?;
-        fs::File::open(dir)?.sync_all()
+        replace_file(&path, text.as_bytes(), Replace::Durable)
     }
 }
 

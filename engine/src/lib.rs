@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod config;
 mod direct;
+pub mod durable_file;
 pub mod epochs;
 pub mod error;
 mod files;

@@ -35,6 +35,7 @@ use compio::{
 use crate::{
     batch,
     config::{FlushPolicy, LogConfig},
+    durable_file::{Replace, replace_file},
     epochs::{EpochEnd, EpochHistory},
     error::{LogError, Result},
     files::OpenFiles,
@@ -360,15 +361,12 @@ async fn open_rw(path: &Path, create_new: bool) -> io::Result<File> {
 /// `sync_dir` (else by the caller's next directory sync, or not at all for
 /// a hint).
 fn write_number(dir: &Path, name: &str, value: i64, sync_dir: bool) -> io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let f = fs::File::create(&tmp)?;
-    f.write_all_at(value.to_string().as_bytes(), 0)?;
-    f.sync_data()?;
-    fs::rename(&tmp, dir.join(name))?;
-    if sync_dir {
-        fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    let how = if sync_dir {
+        Replace::Durable
+    } else {
+        Replace::DirectoryLater
+    };
+    replace_file(&dir.join(name), value.to_string().as_bytes(), how)
 }
 
 /// A directory sync on the calling thread, for the rare changes (truncation)

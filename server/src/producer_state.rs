@@ -11,10 +11,10 @@
 //! the table is exact after a crash too (the replay is then longer).
 
 use std::collections::{HashMap, VecDeque};
-use std::io::Write;
 
 use serde::{Deserialize, Serialize};
 use sluice_engine::Log;
+use sluice_engine::durable_file::{Replace, replace_file};
 
 use crate::error_codes::ErrorCode;
 
@@ -184,11 +184,9 @@ impl ProducerStates {
         };
         let bytes = serde_json::to_vec(&snap).map_err(std::io::Error::other)?;
         let path = log.dir().join(FILE);
-        let tmp = log.dir().join("producer-state.json.tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
+        // The directory is synced too: a crash could otherwise lose the
+        // rename and replay from an older snapshot than the log start.
+        replace_file(&path, &bytes, Replace::Durable)?;
         self.saved_end_offset = Some(end_offset);
         Ok(())
     }

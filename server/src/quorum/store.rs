@@ -19,7 +19,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::ops::RangeBounds;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -33,6 +33,7 @@ use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogReader};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use sluice_engine::durable_file::{self, Replace};
 
 use super::MetaRaft;
 
@@ -74,22 +75,9 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
     }
 }
 
-/// Replaces `path` with `bytes`: a temporary file, synced, renamed over
-/// it, and the directory synced.
+/// Replaces `path` with `bytes`, durably (the engine's one helper).
 pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_data()?;
-    std::fs::rename(&tmp, path)?;
-    sync_dir(path)
-}
-
-pub(super) fn sync_dir(path: &Path) -> io::Result<()> {
-    match path.parent() {
-        Some(dir) => File::open(dir)?.sync_all(),
-        None => Ok(()),
-    }
+    durable_file::replace_file(path, bytes, Replace::Durable)
 }
 
 /// ENOSPC or EDQUOT: the disk, or the user's quota, is full.
@@ -338,9 +326,7 @@ impl RaftLogStorage<MetaRaft> for LogStore {
         let bytes = Arc::new(serde_json::to_vec(&committed).map_err(io::Error::other)?);
         let path = self.dir.join("committed");
         until_room("metadata commit hint", move || {
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, &*bytes)?;
-            std::fs::rename(&tmp, &path)
+            durable_file::replace_file(&path, &bytes, Replace::Hint)
         })
         .await?;
         self.inner.borrow_mut().committed = committed;
@@ -436,6 +422,8 @@ mod tests {
     use openraft::vote::RaftLeaderId;
 
     use super::*;
+    use std::io::Write;
+
     use crate::quorum::Command;
 
     fn log_id(term: u64, index: u64) -> LogId {
