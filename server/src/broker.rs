@@ -129,7 +129,7 @@ impl Broker {
         let shards = config.shard_count();
         // Bind the first listener (port 0 picks one), then the others to the
         // same address.
-        let first = crate::net::listen_socket(config.listen, true).map_err(|source| StartError::Listen {
+        let first = crate::base::sockets::listen_socket(config.listen, true).map_err(|source| StartError::Listen {
             addr: config.listen,
             source,
         })?;
@@ -139,8 +139,10 @@ impl Broker {
         })?;
         let mut listeners = vec![first];
         for _ in 1..shards {
-            listeners
-                .push(crate::net::listen_socket(addr, true).map_err(|source| StartError::Listen { addr, source })?);
+            listeners.push(
+                crate::base::sockets::listen_socket(addr, true)
+                    .map_err(|source| StartError::Listen { addr, source })?,
+            );
         }
         let listener_handles = listeners
             .iter()

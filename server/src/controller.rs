@@ -510,7 +510,7 @@ impl Controller {
                 port: config.advertised_port,
                 shards: u32::try_from(shard.shard_count()).unwrap_or(u32::MAX),
                 fenced: true,
-                registered_ms: crate::groups::group::now_ms(),
+                registered_ms: crate::base::clock::now_ms(),
                 shut_down: false,
                 clean_start: shard.clean_start(),
             };
@@ -954,7 +954,7 @@ impl Controller {
                 vec![()],
                 move |draft, ()| {
                     let now = Instant::now();
-                    let wall = crate::groups::group::now_ms();
+                    let wall = crate::base::clock::now_ms();
                     let brokers: Vec<BrokerMeta> = draft.image.brokers.values().cloned().collect();
                     for b in brokers {
                         let seen = liveness.last_beat(b.id, b.epoch);

@@ -1,25 +1,36 @@
 //! Sluice, a Kafka-protocol broker built thread-per-core on io_uring.
 //!
-//! - [`broker`]: start-up and shut-down of the shards.
+//! The modules by layer, bottom to top (`docs/architecture.md`, "Layers";
+//! `tests/layers.rs` checks that no module names a layer above its own):
+//!
+//! - base: [`base`] (wall clock, small durable files, sockets, per-shard
+//!   counters), [`util`] (single-threaded queues, flags, permits),
+//!   [`error_codes`], [`disk`] (the free-space reserve).
+//! - [`config`]: the broker's settings.
+//! - metadata: [`meta`] (topics with the broker's config applied; the
+//!   image and records are the `sluice-metadata` crate, re-exported as
+//!   [`image`]).
+//! - [`quorum`]: the controller quorum (openraft), its log and state
+//!   machine; [`protocol`]: the hand-written codec parts (request header,
+//!   Produce request, Fetch response).
+//! - replica: [`partition`] (log, producer table, append rules, leader or
+//!   follower state, high watermark and ISR), [`producer_state`]
+//!   (idempotent-producer deduplication).
 //! - [`shard`]: one pinned thread per core; its partition table, the
 //!   placement table and cross-shard jobs.
-//! - [`partition`]: one partition replica (log, producer table, append
-//!   rules, leader or follower state, high watermark and ISR).
-//! - [`replication`]: followers fetching from their leaders.
-//! - [`net`]: connections, framing, back-pressure, ordered responses and
-//!   zero-copy sends.
-//! - [`handlers`]: one module per Kafka API family and the table of
-//!   supported APIs.
-//! - [`protocol`]: the hand-written codec parts (request header, Produce
-//!   request, Fetch response).
-//! - [`groups`]: the consumer-group coordinator and committed offsets.
-//! - [`controller`]: the metadata's one writer (shard 0): serialised
-//!   changes, undo, publication.
-//! - [`meta`]: topics and their persisted metadata; [`producer_state`]:
-//!   idempotent-producer deduplication.
+//! - services: [`controller`] (the metadata's one writer: serialised
+//!   changes, publication), [`groups`] (the consumer-group coordinator
+//!   and committed offsets), [`replication`] (followers fetching from
+//!   their leaders).
+//! - api: [`handlers`] (one module per Kafka API family and the table of
+//!   supported APIs), [`net`] (connections, framing, back-pressure,
+//!   ordered responses, zero-copy sends), [`metrics`] and [`ops`] (the
+//!   operators' HTTP listener).
+//! - process: [`broker`] (start-up and shut-down of the shards), [`cli`].
 //!
 //! `docs/architecture.md` walks through a produce and a fetch.
 
+pub mod base;
 pub mod broker;
 pub mod cli;
 pub mod config;
@@ -28,7 +39,6 @@ pub mod disk;
 pub mod error_codes;
 pub mod groups;
 pub mod handlers;
-pub mod image;
 pub mod meta;
 pub mod metrics;
 pub mod net;
@@ -43,3 +53,6 @@ pub mod util;
 
 pub use broker::{Broker, StartError, Stopped};
 pub use config::BrokerConfig;
+/// The metadata image and its records live in their own crate, below the
+/// shards; `crate::image` names it here.
+pub use sluice_metadata::image;

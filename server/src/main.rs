@@ -164,7 +164,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     if let Some(ip) = config.outbound_address {
-        sluice::net::set_outbound_address(ip);
+        sluice::base::sockets::set_outbound_address(ip);
     }
     let shards = config.shard_count();
     let data_dir = config.data_dir.clone();

@@ -36,7 +36,7 @@ pub struct OpsServer {
 impl OpsServer {
     /// Binds `addr` and serves on a new thread.
     pub fn start(addr: SocketAddr, common: Arc<Common>) -> io::Result<Self> {
-        let listener = crate::net::listen_socket(addr, false)?;
+        let listener = crate::base::sockets::listen_socket(addr, false)?;
         listener.set_nonblocking(false)?;
         let addr = listener.local_addr()?;
         let serving = listener.try_clone()?;

@@ -29,7 +29,7 @@ pub struct Partition {
     pub(crate) last_used: Cell<u64>,
     pub replica: RefCell<ReplicaState>,
     /// What producers appended, for `/metrics`.
-    pub traffic: crate::metrics::Traffic,
+    pub traffic: crate::base::counters::Traffic,
 }
 
 /// What this broker is for a partition.

@@ -367,7 +367,7 @@ async fn exchange(
 ) -> Result<FetchResponse, String> {
     let work = async {
         if conn.is_none() {
-            let s = crate::net::connect_node(addr)
+            let s = crate::base::sockets::connect_node(addr)
                 .await
                 .map_err(|e| format!("connect: {e}"))?;
             let _ = s.set_nodelay(true);
@@ -493,9 +493,9 @@ pub fn propose_isr(shard: &Rc<Shard>, p: &Rc<Partition>, isr: Vec<i32>) {
         if let Some(e) = failed {
             tracing::warn!(topic = %p.topic, partition = p.index, isr = ?asked, error = %e.message, "ISR change refused");
         } else if asked.len() < before {
-            crate::metrics::ShardMetrics::bump(&shard.metrics.isr_shrinks);
+            crate::base::counters::ShardMetrics::bump(&shard.metrics.isr_shrinks);
         } else if asked.len() > before {
-            crate::metrics::ShardMetrics::bump(&shard.metrics.isr_expands);
+            crate::base::counters::ShardMetrics::bump(&shard.metrics.isr_expands);
         }
         // The high watermark waits for the maximal ISR; recompute it.
         p.refresh_hw();

@@ -205,7 +205,7 @@ pub struct Shard {
     /// This shard's view of the data directory's free space.
     pub disk: crate::disk::DiskSpace,
     /// This shard's counters for `/metrics`.
-    pub metrics: crate::metrics::ShardMetrics,
+    pub metrics: crate::base::counters::ShardMetrics,
     /// Its logs' write, fdatasync and group-commit histograms.
     pub io_histograms: Rc<sluice_engine::stats::IoHistograms>,
     /// Staging buffers for the follower logs' direct writes (ADR 0017);
@@ -437,7 +437,7 @@ impl Shard {
         target: ShardId,
         job: impl FnOnce(&Rc<Shard>, futures_channel::oneshot::Sender<T>) + Send + 'static,
     ) -> futures_channel::oneshot::Receiver<T> {
-        crate::metrics::ShardMetrics::bump(&self.metrics.handoffs);
+        crate::base::counters::ShardMetrics::bump(&self.metrics.handoffs);
         let (tx, rx) = futures_channel::oneshot::channel();
         self.common.inboxes[target.0].push(Box::new(move |shard: &Rc<Shard>| job(shard, tx)));
         rx
@@ -549,7 +549,7 @@ impl Shard {
     fn apply_roles(&self, snapshot: &Snapshot) {
         use crate::partition::RoleChange;
         let me = self.config().node_id;
-        let now = crate::groups::group::now_ms().max(0) as u64;
+        let now = crate::base::clock::now_ms_u64();
         let shard = self.rc();
         // A restarted broker may have lost the unsynced tail of its logs:
         // it leads nothing from the image it replayed until the controller
@@ -760,7 +760,7 @@ impl Shard {
             // Once a second: leaders drop followers that lag too long
             // from the ISR.
             if ticks.is_multiple_of(10) {
-                let now = crate::groups::group::now_ms().max(0) as u64;
+                let now = crate::base::clock::now_ms_u64();
                 let lag = self.config().replica_lag_time_max_ms;
                 for p in self.owned_partitions() {
                     if let Some(isr) = p.shrunk_isr(now, lag) {

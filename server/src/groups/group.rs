@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_channel::oneshot;
 
+use crate::base::clock::now_ms;
 use crate::config::GroupConfig;
 use crate::error_codes::ErrorCode;
 
@@ -892,13 +893,6 @@ impl Group {
     pub fn is_expirable(&self) -> bool {
         self.state == State::Empty && self.offsets.is_empty() && self.pending.is_empty()
     }
-}
-
-/// Wall-clock milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The topics of a consumer-protocol subscription (version, then an array

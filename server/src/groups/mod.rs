@@ -33,7 +33,9 @@ use crate::meta::OFFSETS_TOPIC;
 use crate::partition::Partition;
 use crate::shard::{Shard, ShardId};
 use crate::util::{Changed, race};
-use group::{Group, now_ms};
+use group::Group;
+
+use crate::base::clock::now_ms;
 use records::{OffsetRecord, OffsetValue};
 
 /// A group and the signal that wakes its timer when a deadline moves.

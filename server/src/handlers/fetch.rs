@@ -310,7 +310,7 @@ fn read_partition(shard: &Rc<Shard>, r: &Read) -> PartitionData {
             return failed(partition, ErrorCode::NotLeaderOrFollower);
         }
         Some(follower) => {
-            if let Some(isr) = p.follower_fetched(follower, offset, crate::groups::group::now_ms().max(0) as u64) {
+            if let Some(isr) = p.follower_fetched(follower, offset, crate::base::clock::now_ms_u64()) {
                 crate::replication::propose_isr(shard, &p, isr);
             }
             ReadBound::LogEnd

@@ -29,8 +29,9 @@ use kafka_protocol::messages::{
 };
 
 use super::{Ctx, OPS_NOT_REQUESTED, Outcome, str_bytes};
+use crate::base::clock::now_ms;
 use crate::error_codes::{self, ErrorCode};
-use crate::groups::group::{JoinAnswer, JoinRequest, State, Step, SyncAnswer, SyncRequest, now_ms};
+use crate::groups::group::{JoinAnswer, JoinRequest, State, Step, SyncAnswer, SyncRequest};
 use crate::groups::records::{OffsetRecord, OffsetValue};
 use crate::groups::{self, GroupRef, kick, on_coordinator};
 use crate::shard::{Shard, ShardId};

@@ -19,8 +19,9 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, RaftSnapshotBuilder, StoredMembership};
 use serde::{Deserialize, Serialize};
 
-use super::store::{read_json, save_json};
+use super::store::save_json;
 use super::{MetaRaft, Reply};
+use crate::base::files::read_json;
 use crate::image::Image;
 use crate::meta::Snapshot;
 

@@ -56,7 +56,7 @@ impl Liveness {
 pub type Heartbeats = Rc<RefCell<Liveness>>;
 
 pub use machine::{MachineState, Publisher};
-pub use store::{read_json, replace_file};
+pub use store::replace_file;
 
 use machine::Machine;
 
@@ -245,7 +245,7 @@ fn listen(addr: &str) -> std::io::Result<compio::net::TcpListener> {
     let addr: std::net::SocketAddr = addr
         .parse()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?;
-    compio::net::TcpListener::from_std(crate::net::listen_socket(addr, false)?)
+    compio::net::TcpListener::from_std(crate::base::sockets::listen_socket(addr, false)?)
 }
 
 impl RaftQuorum {

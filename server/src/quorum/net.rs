@@ -162,7 +162,7 @@ pub(super) async fn probe_gone(machine: &Machine, heartbeats: &Heartbeats, broke
             .map(|b| format!("{}:{}", b.host, b.port));
         tracing::debug!(broker, attempt, ?addr, "probe");
         if let Some(addr) = addr {
-            match compio::runtime::time::timeout(PROBE_TIMEOUT, crate::net::connect_node(&addr)).await {
+            match compio::runtime::time::timeout(PROBE_TIMEOUT, crate::base::sockets::connect_node(&addr)).await {
                 Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     tracing::info!(broker, %addr, "its heartbeat connection closed and its address refuses connections");
                     heartbeats.borrow_mut().gone.insert(broker, (epoch, Instant::now()));
@@ -261,7 +261,7 @@ impl Peer {
                     .addr
                     .parse()
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{}: {e}", self.addr)))?;
-                let s = crate::net::connect_node(&addr.to_string()).await?;
+                let s = crate::base::sockets::connect_node(&addr.to_string()).await?;
                 s.set_nodelay(true)?;
                 s
             }

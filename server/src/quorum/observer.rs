@@ -17,8 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use super::machine::{MachineState, Publisher, leader_id, with_controller};
 use super::net::Peer;
-use super::store::{read_json, replace_file};
+use super::store::replace_file;
 use super::{Command, Heartbeats, Quorum, QuorumError, QuorumSettings, Reply};
+use crate::base::files::read_json;
 use crate::image::Image;
 use crate::meta::Snapshot;
 

@@ -32,10 +32,10 @@ use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogReader};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use sluice_engine::durable_file::{self, Replace};
 
 use super::MetaRaft;
+use crate::base::files::read_json;
 
 type Entry = EntryOf<MetaRaft>;
 type LogId = LogIdOf<MetaRaft>;
@@ -64,15 +64,6 @@ pub struct LogStore {
 
 fn invalid(path: &Path, why: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("{}: {why}", path.display()))
-}
-
-/// Reads a small JSON file; `None` when it does not exist.
-pub fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| invalid(path, e)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 /// Replaces `path` with `bytes`, durably (the engine's one helper).

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error_codes::ErrorCode;
-use crate::meta::{MetaError, Snapshot, TopicMeta, is_internal, validate_topic_config, validate_topic_name};
+use crate::ErrorCode;
+use crate::topics::{MetaError, Snapshot, TopicMeta, is_internal, validate_topic_config, validate_topic_name};
 
 /// No leader: the partition has no live in-sync replica.
 pub const NO_LEADER: i32 = -1;
@@ -60,7 +60,7 @@ impl PartitionState {
 
     /// Checks what must hold of every partition state; a record that
     /// breaks it is refused.
-    pub(crate) fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), String> {
         if self.replicas.is_empty() {
             return Err("a partition needs at least one replica".into());
         }
@@ -262,7 +262,7 @@ impl Image {
         self.topics.insert(topic.name.clone(), Arc::new(topic));
     }
 
-    /// Applies a log entry's records (see [`crate::quorum::Command`]):
+    /// Applies a log entry's records (the quorum's `Command`):
     /// consecutive records with the same number in `changes` all or none,
     /// each record on its own when `changes` does not number them all.
     pub fn apply_changes(&mut self, records: &[MetaRecord], changes: &[u32]) -> Vec<Result<(), MetaError>> {
