@@ -36,7 +36,11 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --workspace --all-targets --locked 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
-# Real clients against the release broker binary.
+# Real clients against the release broker binary. The checker's own test
+# starts a second build with the settings that break the broker on purpose
+# (cargo feature test-switches), which release builds refuse.
+cargo build --release --locked -p sluice --features test-switches 2>&1 | tail -n 1
+cp target/release/sluice target/release/sluice-test-switches
 cargo build --release --locked -p sluice -p sluice-tools 2>&1 | tail -n 1
 (cd tests/clients && python3 -m pytest -q -p no:cacheprovider) 2>&1 | tee -a "$log"
 client_status=${PIPESTATUS[0]}

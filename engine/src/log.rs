@@ -689,6 +689,7 @@ impl Log {
             roll_before,
         });
         st.next_offset = last_offset + 1;
+        st.check_offsets();
         self.shared.io.count_appended(1);
         // A caller that never waits (acks=0) still gets its batch written.
         self.kick(st);
@@ -1150,6 +1151,7 @@ impl Log {
                 Err(e) => return Err(LogError::io("checkpoint", &path, e)),
             }
             st.log_start_offset = offset;
+            st.check_offsets();
         }
         self.trim_front(|_, _| false)?;
         Ok(offset)
@@ -1471,7 +1473,9 @@ impl Shared {
                 .await
                 .map_err(|e| format!("fdatasync of {}: {e}", self.dir.display()))?;
             let mut st = self.state.borrow_mut();
-            st.durable_offset = st.durable_offset.max(target);
+            // A truncation while the sync ran may have cut below `target`.
+            st.durable_offset = st.durable_offset.max(target.min(st.log_end_offset));
+            st.check_offsets();
             st.last_sync_ms = (self.clock)();
         } else {
             self.maybe_write_back().await?;
@@ -1721,7 +1725,8 @@ impl Shared {
         self.direct.borrow_mut().reset();
         let (idx, idx_pos, time, time_pos) = {
             let mut st = self.state.borrow_mut();
-            st.durable_offset = st.durable_offset.max(old_end);
+            st.durable_offset = st.durable_offset.max(old_end.min(st.log_end_offset));
+            st.check_offsets();
             let seg = st.active_mut();
             if seg.max_timestamp >= 0 {
                 let rel = seg.rel(seg.offset_of_max_timestamp);

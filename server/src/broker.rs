@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use crate::config::BrokerConfig;
 use crate::meta::Snapshot;
-use crate::shard::{Common, Shard, ShardId};
+use crate::node::{Common, Job, Services, Shard};
+use crate::shard::ShardId;
 use crate::util::Flag;
 
 /// Why the broker did not start.
@@ -235,7 +236,7 @@ impl Broker {
 
     /// Queues `job` on shard `shard`'s thread (it runs between that shard's
     /// tasks). For tests and tools that need to act on a shard from outside.
-    pub fn run_on_shard(&self, shard: usize, job: crate::shard::Job) {
+    pub fn run_on_shard(&self, shard: usize, job: Job) {
         self.common.inboxes[shard].push(job);
     }
 
@@ -282,7 +283,7 @@ impl Broker {
                 let shard = shard.clone();
                 compio::runtime::spawn(async move {
                     let mut moved = false;
-                    if let Some(c) = shard.controller() {
+                    if let Some(c) = shard.services.controller() {
                         moved = compio::runtime::time::timeout(CONTROLLED_SHUTDOWN_WAIT, c.leave(&shard))
                             .await
                             .unwrap_or(false);
@@ -395,7 +396,7 @@ fn shard_thread(
         }
     };
     runtime.block_on(async move {
-        let shard = Shard::new(id, common, Arc::new(Snapshot::default()));
+        let shard = Shard::new(id, common, Arc::new(Snapshot::default()), Services::default());
         compio::runtime::spawn(shard.clone().run_inbox()).detach();
         let listener = match compio::net::TcpListener::from_std(listener) {
             Ok(l) => l,
@@ -440,7 +441,7 @@ fn shard_thread(
         let ok = started.is_ok();
         let _ = ready.send((id.0, started));
         if ok {
-            compio::runtime::spawn(shard.clone().housekeeping()).detach();
+            compio::runtime::spawn(crate::node::housekeeping::run(shard.clone())).detach();
             compio::runtime::spawn(crate::net::accept_loop(shard.clone(), listener)).detach();
         }
         exit.wait().await;

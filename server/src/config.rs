@@ -158,8 +158,9 @@ pub struct BrokerConfig {
     pub replica_direct_writes_min_bytes: u64,
     /// `sluice.unsafe.ack.before.replication`: a deliberately broken
     /// setting for testing the history checker: acks=all is answered once
-    /// the leader has written the batch, before the ISR has it. Never set it
-    /// elsewhere.
+    /// the leader has written the batch, before the ISR has it. Only a build
+    /// with the cargo feature `test-switches` accepts it; release builds
+    /// refuse the key.
     pub unsafe_ack_before_replication: bool,
     /// `sluice.outbound.address`: the local IP address this node's own
     /// connections to other nodes (replica fetches, controller traffic)
@@ -494,7 +495,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ),
     (
         "sluice.unsafe.ack.before.replication",
-        "BROKEN ON PURPOSE, for testing the history checker: acks=all answers before the ISR has the batch (default false)",
+        "BROKEN ON PURPOSE, for testing the history checker: acks=all answers before the ISR has the batch; only in builds with the cargo feature test-switches, refused by release builds (default false)",
     ),
     (
         "unclean.leader.election.enable",
@@ -732,7 +733,15 @@ impl BrokerConfig {
             "sluice.replica.fsync.before.ack" => self.replica_fsync_before_ack = parse_bool(key, value)?,
             "sluice.replica.direct.writes" => self.replica_direct_writes = parse_bool(key, value)?,
             "sluice.replica.direct.writes.min.bytes" => self.replica_direct_writes_min_bytes = parse_num(key, value)?,
-            "sluice.unsafe.ack.before.replication" => self.unsafe_ack_before_replication = parse_bool(key, value)?,
+            "sluice.unsafe.ack.before.replication" => {
+                if !cfg!(feature = "test-switches") {
+                    return Err(invalid(
+                        key,
+                        "exists only in test builds (cargo feature `test-switches`), never in a release",
+                    ));
+                }
+                self.unsafe_ack_before_replication = parse_bool(key, value)?
+            }
             "sluice.admin.listen" => {
                 self.admin_listen_chosen = true;
                 self.admin_listen = if value.trim().is_empty() {
@@ -996,6 +1005,17 @@ mod tests {
             checked += 1;
         }
         assert!(checked > 40, "only {checked} defaults checked");
+    }
+
+    #[test]
+    #[cfg(not(feature = "test-switches"))]
+    fn a_release_build_refuses_the_switch_that_breaks_acks_all() {
+        let mut c = BrokerConfig::default();
+        let e = c
+            .set("sluice.unsafe.ack.before.replication", "true")
+            .expect_err("refused without the test-switches feature");
+        assert!(e.to_string().contains("test-switches"), "{e}");
+        assert!(!c.unsafe_ack_before_replication);
     }
 
     #[test]

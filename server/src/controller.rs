@@ -92,6 +92,94 @@ fn refuse_internal(name: &str) -> Result<(), MetaError> {
     Ok(())
 }
 
+/// What the controller can be asked. The requests of one call are drafted
+/// in order, each against the image with the earlier ones applied, and
+/// written as one metadata log entry ([`Draft::handle`]); a request
+/// refused leaves nothing behind. Ids and times are chosen here or while
+/// drafting, before the records are written.
+#[derive(Debug, Clone)]
+pub enum ControllerRequest {
+    /// CreateTopics, a Metadata request's auto-creation, the offsets
+    /// topic: `assignments` empty to place the partitions, else the
+    /// replicas of each (with `partitions` and `replication_factor` -1).
+    CreateTopic {
+        name: String,
+        partitions: i32,
+        replication_factor: i16,
+        assignments: Vec<Vec<i32>>,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    /// CreatePartitions: the topic grows to `count` partitions.
+    CreatePartitions {
+        name: String,
+        count: i32,
+        validate_only: bool,
+    },
+    /// AlterConfigs (`incremental` false: the overrides are replaced) and
+    /// IncrementalAlterConfigs; each change sets (`Some`) or removes a key.
+    AlterTopicConfigs {
+        name: String,
+        changes: Vec<(String, Option<String>)>,
+        incremental: bool,
+        validate_only: bool,
+    },
+    /// A partition leader's AlterPartition.
+    AlterIsr(IsrChange),
+    /// A broker's clean shutdown: it fences itself and its partitions get
+    /// new leaders from their ISRs.
+    ControlledShutdown {
+        broker: i32,
+    },
+    /// The controller's own session check: fences brokers whose session
+    /// expired or whose process is gone, unfences fenced brokers that
+    /// heartbeat again.
+    CheckSessions(SessionCheck),
+}
+
+/// What an accepted [`ControllerRequest`] answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControllerAnswer {
+    /// The topic created, deleted, grown or reconfigured (with
+    /// `validate_only`, the one that would be; a topic only validated for
+    /// creation has the nil id).
+    Topic {
+        id: Uuid,
+        partitions: i32,
+        replication_factor: i16,
+    },
+    Done,
+}
+
+impl ControllerAnswer {
+    fn topic(t: &TopicMeta) -> Self {
+        Self::Topic {
+            id: t.id,
+            partitions: t.partitions,
+            replication_factor: t.partition_states.first().map_or(0, |p| p.replicas.len() as i16),
+        }
+    }
+}
+
+/// What a session check decides from: each broker's liveness as this
+/// voter has seen it, the times of the check, and the settings.
+#[derive(Debug, Clone)]
+pub struct SessionCheck {
+    pub liveness: Liveness,
+    /// When the check runs, by the monotonic and by the wall clock.
+    pub now: Instant,
+    pub wall_ms: i64,
+    /// When this node began to lead the quorum.
+    pub since: Instant,
+    /// `broker.session.timeout.ms`.
+    pub session: Duration,
+    /// `sluice.fence.gone.brokers`.
+    pub fence_gone: bool,
+}
+
 /// A change being drafted: the image as it will be, and the records that
 /// make it so, each with the resource it answers and the record that
 /// would reverse it.
@@ -113,6 +201,129 @@ struct Drafted {
 }
 
 impl Draft {
+    /// Drafts one request: the records it writes go into the draft, and
+    /// the answer comes back; a refusal changes nothing in the draft.
+    pub fn handle(&mut self, request: ControllerRequest) -> Result<ControllerAnswer, MetaError> {
+        let (image, drafted) = (self.image.clone(), self.records.len());
+        let answer = self.draft_one(request);
+        if answer.is_err() {
+            self.image = image;
+            self.records.truncate(drafted);
+        }
+        answer
+    }
+
+    fn draft_one(&mut self, request: ControllerRequest) -> Result<ControllerAnswer, MetaError> {
+        use ControllerRequest as R;
+        match request {
+            R::CreateTopic {
+                name,
+                partitions,
+                replication_factor,
+                assignments,
+                configs,
+                validate_only,
+            } => {
+                if !validate_only {
+                    let t = self.create_topic(&name, partitions, configs, replication_factor, &assignments)?;
+                    return Ok(ControllerAnswer::topic(&t));
+                }
+                let states = self.check_create(&name, partitions, &configs, replication_factor, &assignments)?;
+                Ok(ControllerAnswer::Topic {
+                    id: Uuid::nil(),
+                    partitions: states.len() as i32,
+                    replication_factor: states.first().map_or(0, |p| p.replicas.len() as i16),
+                })
+            }
+            R::DeleteTopic { name } => self.delete_topic(&name).map(|t| ControllerAnswer::topic(&t)),
+            R::CreatePartitions {
+                name,
+                count,
+                validate_only,
+            } => if validate_only {
+                self.check_partitions(&name, count)
+            } else {
+                self.create_partitions(&name, count)
+            }
+            .map(|t| ControllerAnswer::topic(&t)),
+            R::AlterTopicConfigs {
+                name,
+                changes,
+                incremental,
+                validate_only,
+            } => self
+                .alter_configs(&name, &changes, incremental, validate_only)
+                .map(|t| ControllerAnswer::topic(&t)),
+            R::AlterIsr(change) => {
+                let record = alter_isr(&self.image, &change, self.rules)?;
+                self.push(record, None)?;
+                Ok(ControllerAnswer::Done)
+            }
+            R::ControlledShutdown { broker } => {
+                fence_records_for(&self.image, broker, self.rules, true)
+                    .into_iter()
+                    .try_for_each(|r| self.push(r, None))?;
+                Ok(ControllerAnswer::Done)
+            }
+            R::CheckSessions(check) => {
+                self.check_sessions(&check)?;
+                Ok(ControllerAnswer::Done)
+            }
+        }
+    }
+
+    /// The fence and unfence records a session check calls for, drafted
+    /// on the image as it is.
+    fn check_sessions(&mut self, c: &SessionCheck) -> Result<(), MetaError> {
+        let brokers: Vec<BrokerMeta> = self.image.brokers.values().cloned().collect();
+        for b in brokers {
+            let seen = c.liveness.last_beat(b.id, b.epoch);
+            // Its process is gone (and has not heartbeat since): no need
+            // to wait out the session.
+            let gone = c.fence_gone
+                && c.liveness
+                    .gone
+                    .get(&b.id)
+                    .is_some_and(|(e, t)| *e == b.epoch && seen.is_none_or(|s| *t > s));
+            // A registration counts as a heartbeat: a broker that has just
+            // (re)registered gets a whole session to send its first one.
+            let registered_ago = Duration::from_millis(u64::try_from(c.wall_ms - b.registered_ms).unwrap_or(0));
+            let registered = c.now.checked_sub(registered_ago).unwrap_or(c.since);
+            // A heartbeat this node received before it led counts if it was
+            // still within the session when it began to lead (voters
+            // receive every broker's heartbeats); otherwise the broker gets
+            // a whole session from then.
+            let last = match seen {
+                Some(t) if c.since.saturating_duration_since(t) < c.session => t,
+                _ => c.since,
+            }
+            .max(registered);
+            let alive = !gone && c.now.duration_since(last) < c.session;
+            let records = match (b.fenced, alive) {
+                (false, false) if gone => {
+                    tracing::warn!(broker = b.id, "its process is gone: fencing it");
+                    fence_records(&self.image, b.id, self.rules)
+                }
+                (false, false) => {
+                    tracing::warn!(
+                        broker = b.id,
+                        "no heartbeat within broker.session.timeout.ms: fencing it"
+                    );
+                    fence_records(&self.image, b.id, self.rules)
+                }
+                // A broker that shut itself down comes back only by
+                // registering again.
+                (true, true) if seen.is_some() && !b.shut_down => {
+                    tracing::info!(broker = b.id, "heartbeat from a fenced broker: unfencing it");
+                    unfence_records(&self.image, b.id, self.rules)
+                }
+                _ => continue,
+            };
+            records.into_iter().try_for_each(|r| self.push(r, None))?;
+        }
+        Ok(())
+    }
+
     fn push(&mut self, record: MetaRecord, undo: Option<MetaRecord>) -> Result<(), MetaError> {
         self.image.apply(&record)?;
         self.records.push(Drafted {
@@ -361,7 +572,7 @@ impl Controller {
     /// topics from an older data directory into it, installs the image on
     /// every shard, registers this broker and makes sure the offsets topic
     /// exists. The broker serves nothing before this returns.
-    pub async fn start(shard: &Rc<Shard>) -> Result<(), String> {
+    pub async fn start<S: ControllerHost>(shard: &Rc<Shard<S>>) -> Result<(), String> {
         let config = shard.config();
         let meta_dir = config.data_dir.join("meta");
         let weak = Rc::downgrade(shard);
@@ -419,8 +630,11 @@ impl Controller {
             },
             offsets_ready: Cell::new(false),
         };
-        shard.set_controller(controller)?;
-        let c = shard.controller().ok_or("the controller was not installed")?;
+        if shard.id != ShardId(0) {
+            return Err(format!("the controller runs on shard 0, not {}", shard.id.0));
+        }
+        shard.services.set_controller(controller)?;
+        let c = shard.services.controller().ok_or("the controller was not installed")?;
         c.migrate(&meta_dir).await?;
         let leader = c.quorum.leader();
         shard.publish(Arc::new(c.quorum.snapshot())).await?;
@@ -498,7 +712,7 @@ impl Controller {
     /// Registers this process's incarnation of the broker with a new epoch,
     /// unfenced: it is the controller's own process. See
     /// [`registration_records`] for what happens to an earlier incarnation.
-    async fn register(&self, shard: &Shard) -> Result<(), String> {
+    async fn register<S: ControllerHost>(&self, shard: &Shard<S>) -> Result<(), String> {
         let config = shard.config();
         for _ in 0..5 {
             let image = self.quorum.state().image.clone();
@@ -548,7 +762,7 @@ impl Controller {
     /// Creates `__consumer_offsets` if it does not exist yet. Its partition
     /// count never changes afterwards: it decides which partition, and so
     /// which shard, coordinates each group.
-    async fn ensure_offsets_topic(&self, shard: &Shard) -> Result<(), String> {
+    async fn ensure_offsets_topic<S: ControllerHost>(&self, shard: &Shard<S>) -> Result<(), String> {
         let groups = &shard.config().groups;
         let configs = BTreeMap::from([
             ("retention.ms".to_string(), "-1".to_string()),
@@ -563,18 +777,20 @@ impl Controller {
             .unwrap_or(i16::MAX)
             .max(1);
         let rf = groups.offsets_replication_factor.unwrap_or(voters.min(3));
-        let answer = self
-            .change(shard, vec![()], move |draft, ()| {
-                if draft.topic(OFFSETS_TOPIC).is_some() {
-                    return Ok(());
-                }
-                draft
-                    .create_topic(OFFSETS_TOPIC, partitions, configs.clone(), rf, &[])
-                    .map(|_| ())
-            })
-            .await;
+        if self.quorum.state().image.topics.contains_key(OFFSETS_TOPIC) {
+            return Ok(());
+        }
+        let create = ControllerRequest::CreateTopic {
+            name: OFFSETS_TOPIC.into(),
+            partitions,
+            replication_factor: rf,
+            assignments: Vec::new(),
+            configs,
+            validate_only: false,
+        };
+        let answer = self.change(shard, vec![Ok(create)], false).await;
         match answer.into_iter().next() {
-            Some(Ok(()))
+            Some(Ok(_))
             | Some(Err(MetaError {
                 code: ErrorCode::TopicAlreadyExists,
                 ..
@@ -607,43 +823,24 @@ impl Controller {
         self.done.notify();
     }
 
-    /// Drafts one answer per item with `f`, writes the records, installs
-    /// the result, and answers each item.
-    async fn change<I, T, F>(&self, shard: &Shard, items: Vec<I>, f: F) -> Vec<Result<T, MetaError>>
-    where
-        F: FnMut(&mut Draft, I) -> Result<T, MetaError>,
-    {
-        self.change_as(shard, items, f, false).await
-    }
-
-    /// [`Controller::change`]; with `leader_only`, written only if this
-    /// node still leads the quorum (see [`Command::leader_only`]).
-    async fn change_as<I, T, F>(
+    /// Drafts each request ([`Draft::handle`]; an `Err` item is answered
+    /// as it is), writes the records as one log entry, installs the
+    /// result, and answers each request. With `leader_only`, written only
+    /// if this node still leads the quorum (see [`Command::leader_only`]).
+    async fn change<S: ControllerHost>(
         &self,
-        shard: &Shard,
-        items: Vec<I>,
-        mut f: F,
+        shard: &Shard<S>,
+        requests: Vec<Result<ControllerRequest, MetaError>>,
         leader_only: bool,
-    ) -> Vec<Result<T, MetaError>>
-    where
-        F: FnMut(&mut Draft, I) -> Result<T, MetaError>,
-    {
+    ) -> Vec<Result<ControllerAnswer, MetaError>> {
         self.lock().await;
         let mut draft = self.draft();
-        let mut answers: Vec<Result<T, MetaError>> = items
+        let mut answers: Vec<Result<ControllerAnswer, MetaError>> = requests
             .into_iter()
             .enumerate()
-            .map(|(i, item)| {
+            .map(|(i, request)| {
                 draft.slot = i;
-                // An item refused half-way leaves nothing behind: the
-                // records it drafted before the refusal are not written.
-                let (image, drafted) = (draft.image.clone(), draft.records.len());
-                let answer = f(&mut draft, item);
-                if answer.is_err() {
-                    draft.image = image;
-                    draft.records.truncate(drafted);
-                }
-                answer
+                request.and_then(|r| draft.handle(r))
             })
             .collect();
         if !draft.records.is_empty() {
@@ -653,9 +850,9 @@ impl Controller {
         answers
     }
 
-    async fn write<T>(
+    async fn write<S: ControllerHost, T>(
         &self,
-        shard: &Shard,
+        shard: &Shard<S>,
         drafted: Vec<Drafted>,
         answers: &mut [Result<T, MetaError>],
         leader_only: bool,
@@ -773,7 +970,7 @@ impl Controller {
 /// and create the offsets topic once a leader answers, send heartbeats,
 /// and, while leading, fence brokers whose session ran out and unfence
 /// those that are back, electing partition leaders as they go.
-async fn duties(shard: Rc<Shard>, mut known_leader: Option<u64>) {
+async fn duties<S: ControllerHost>(shard: Rc<Shard<S>>, mut known_leader: Option<u64>) {
     let tick = Duration::from_millis(100);
     let config = shard.config().clone();
     let beat_every = Duration::from_millis(config.broker_heartbeat_interval_ms);
@@ -792,7 +989,7 @@ async fn duties(shard: Rc<Shard>, mut known_leader: Option<u64>) {
     let mut leading_since: Option<Instant> = None;
     while !shard.stopping.is_set() {
         compio::runtime::time::sleep(tick).await;
-        let Some(c) = shard.controller() else {
+        let Some(c) = shard.services.controller() else {
             return;
         };
         let leader = c.quorum.leader();
@@ -845,14 +1042,14 @@ async fn duties(shard: Rc<Shard>, mut known_leader: Option<u64>) {
 /// `broker.heartbeat.interval.ms` while it is registered and not leaving.
 /// The first heartbeat of a new registration goes out at once, so the
 /// broker is unfenced without waiting a whole interval.
-async fn heartbeat_voter(shard: Rc<Shard>, addr: String) {
+async fn heartbeat_voter<S: ControllerHost>(shard: Rc<Shard<S>>, addr: String) {
     let every = Duration::from_millis(shard.config().broker_heartbeat_interval_ms);
     let tick = Duration::from_millis(100).min(every);
     let mut peer = Peer::new(addr);
     let mut last: Option<(i64, Instant)> = None;
     while !shard.stopping.is_set() {
         compio::runtime::time::sleep(tick).await;
-        let Some(c) = shard.controller() else { continue };
+        let Some(c) = shard.services.controller() else { continue };
         let Some(epoch) = c.epoch.get() else { continue };
         let due = last.is_none_or(|(e, t)| e != epoch || t.elapsed() >= every);
         if c.leaving.get() || !due {
@@ -875,23 +1072,18 @@ impl Controller {
     /// leaders from their ISRs before it stops serving. One node alone
     /// keeps its leadership: nobody could take it over. True when the
     /// fencing was written: this broker leads nothing any more.
-    pub async fn leave(&self, shard: &Shard) -> bool {
+    pub async fn leave<S: ControllerHost>(&self, shard: &Shard<S>) -> bool {
         if shard.config().quorum_voters.is_empty() || self.epoch.get().is_none() {
             return false;
         }
         self.leaving.set(true);
-        let (node, rules) = (self.node_id, self.rules);
+        let node = self.node_id;
         // Drafted here, on this node's image: a change refused because the
         // image moved meanwhile (it applies all or none) is drafted again
         // on the image that refused it, which this node has by then.
         for attempt in 1..=LEAVE_ATTEMPTS {
-            let answer = self
-                .change(shard, vec![()], move |draft, ()| {
-                    fence_records_for(&draft.image, node, rules, true)
-                        .into_iter()
-                        .try_for_each(|r| draft.push(r, None))
-                })
-                .await;
+            let request = ControllerRequest::ControlledShutdown { broker: node };
+            let answer = self.change(shard, vec![Ok(request)], false).await;
             match answer.into_iter().next() {
                 Some(Err(e))
                     if attempt < LEAVE_ATTEMPTS
@@ -922,7 +1114,7 @@ impl Controller {
     /// none yet), so that a process that died without closing a heartbeat
     /// connection to this voter (killed before its first heartbeat, or
     /// before this voter restarted) is found gone as well.
-    fn probe_quiet_brokers(&self, shard: &Shard, liveness: &Liveness) {
+    fn probe_quiet_brokers<S: ControllerHost>(&self, shard: &Shard<S>, liveness: &Liveness) {
         let every = Duration::from_millis(shard.config().broker_heartbeat_interval_ms);
         let overdue = every + every / 2;
         for b in shard.meta().brokers.values() {
@@ -941,71 +1133,22 @@ impl Controller {
     /// began to lead, whichever is later, for brokers it has not heard
     /// from), and unfences fenced brokers that heartbeat again with their
     /// current epoch. Drafted under the change lock, on the image as it is.
-    async fn check_sessions(&self, shard: &Shard, since: Instant, session: Duration) {
+    async fn check_sessions<S: ControllerHost>(&self, shard: &Shard<S>, since: Instant, session: Duration) {
         let fence_gone = shard.config().fence_gone_brokers;
         let liveness = self.quorum.heartbeats().borrow().clone();
         if fence_gone {
             self.probe_quiet_brokers(shard, &liveness);
         }
-        let rules = self.rules;
+        let check = SessionCheck {
+            liveness,
+            now: Instant::now(),
+            wall_ms: crate::base::clock::now_ms(),
+            since,
+            session,
+            fence_gone,
+        };
         let answer = self
-            .change_as(
-                shard,
-                vec![()],
-                move |draft, ()| {
-                    let now = Instant::now();
-                    let wall = crate::base::clock::now_ms();
-                    let brokers: Vec<BrokerMeta> = draft.image.brokers.values().cloned().collect();
-                    for b in brokers {
-                        let seen = liveness.last_beat(b.id, b.epoch);
-                        // Its process is gone (and has not heartbeat since):
-                        // no need to wait out the session.
-                        let gone = fence_gone
-                            && liveness
-                                .gone
-                                .get(&b.id)
-                                .is_some_and(|(e, t)| *e == b.epoch && seen.is_none_or(|s| *t > s));
-                        // A registration counts as a heartbeat: a broker that
-                        // has just (re)registered gets a whole session to send
-                        // its first one.
-                        let registered_ago = Duration::from_millis(u64::try_from(wall - b.registered_ms).unwrap_or(0));
-                        let registered = now.checked_sub(registered_ago).unwrap_or(since);
-                        // A heartbeat this node received before it led counts
-                        // if it was still within the session when it began to
-                        // lead (voters receive every broker's heartbeats);
-                        // otherwise the broker gets a whole session from then.
-                        let last = match seen {
-                            Some(t) if since.saturating_duration_since(t) < session => t,
-                            _ => since,
-                        }
-                        .max(registered);
-                        let alive = !gone && now.duration_since(last) < session;
-                        let records = match (b.fenced, alive) {
-                            (false, false) if gone => {
-                                tracing::warn!(broker = b.id, "its process is gone: fencing it");
-                                fence_records(&draft.image, b.id, rules)
-                            }
-                            (false, false) => {
-                                tracing::warn!(
-                                    broker = b.id,
-                                    "no heartbeat within broker.session.timeout.ms: fencing it"
-                                );
-                                fence_records(&draft.image, b.id, rules)
-                            }
-                            // A broker that shut itself down comes back only by
-                            // registering again.
-                            (true, true) if seen.is_some() && !b.shut_down => {
-                                tracing::info!(broker = b.id, "heartbeat from a fenced broker: unfencing it");
-                                unfence_records(&draft.image, b.id, rules)
-                            }
-                            _ => continue,
-                        };
-                        records.into_iter().try_for_each(|r| draft.push(r, None))?;
-                    }
-                    Ok(())
-                },
-                true,
-            )
+            .change(shard, vec![Ok(ControllerRequest::CheckSessions(check))], true)
             .await;
         if let Some(Err(e)) = answer.first() {
             tracing::warn!(error = %e.message, "writing fencing and elections");
@@ -1116,13 +1259,6 @@ pub fn alter_isr(image: &Image, change: &IsrChange, rules: Rules) -> Result<Meta
     })
 }
 
-/// Drafts an ISR change (see [`alter_isr`]): the form a leader's ask takes
-/// through [`controller_each`].
-pub fn draft_isr_change(draft: &mut Draft, change: &IsrChange) -> Result<(), MetaError> {
-    let record = alter_isr(&draft.image, change, draft.rules)?;
-    draft.push(record, None)
-}
-
 /// What elections depend on besides the image: the controller's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rules {
@@ -1170,14 +1306,18 @@ fn next_state(now: &PartitionState, isr: Vec<i32>, leader: i32, elr: Vec<i32>) -
     if isr == now.isr && leader == now.leader && elr == now.elr {
         return None;
     }
-    Some(PartitionState {
+    let next = PartitionState {
         replicas: now.replicas.clone(),
         isr,
         leader,
         leader_epoch: now.leader_epoch + i32::from(leader != now.leader),
         partition_epoch: now.partition_epoch + 1,
         elr,
-    })
+    };
+    if let Err(e) = next.check() {
+        panic!("the controller built a broken partition state from {now:?}: {e}: {next:?}");
+    }
+    Some(next)
 }
 
 /// Fences `broker` and moves what it held: it leaves every ISR (unless it
@@ -1416,20 +1556,19 @@ fn headroom(data_dir: &Path) -> Result<(), MetaError> {
     }
 }
 
-/// Runs a change on the controller shard: `f` drafts each item's answer;
-/// see [`Controller`]. When the controller is gone, each item gets
-/// NOT_CONTROLLER.
-pub async fn controller_each<I, T, F>(shard: &Shard, items: Vec<I>, f: F) -> Vec<Result<T, MetaError>>
-where
-    I: Send + 'static,
-    T: Send + 'static,
-    F: FnMut(&mut Draft, I) -> Result<T, MetaError> + Send + 'static,
-{
-    let n = items.len();
+/// Asks the controller (on shard 0) for `requests`, drafted and written
+/// together ([`ControllerRequest`]); an `Err` item (refused before it
+/// reached the controller) is answered as it is. When the controller is
+/// gone, each request gets NOT_CONTROLLER.
+pub async fn ask<S: ControllerHost>(
+    shard: &Shard<S>,
+    requests: Vec<Result<ControllerRequest, MetaError>>,
+) -> Vec<Result<ControllerAnswer, MetaError>> {
+    let n = requests.len();
     let answer = shard
         .submit_to(ShardId(0), move |ctl| async move {
-            let c = ctl.controller()?;
-            Some(c.change(&ctl, items, f).await)
+            let c = ctl.services.controller()?;
+            Some(c.change(&ctl, requests, false).await)
         })
         .await;
     match answer {
@@ -1443,6 +1582,25 @@ where
             })
             .collect(),
     }
+}
+
+/// What hosts the controller: the services a node runs on each shard, of
+/// which shard 0's holds the controller once it has started.
+pub trait ControllerHost: crate::shard::Services {
+    /// The controller, on shard 0 once it has started.
+    fn controller(&self) -> Option<&Controller>;
+    /// Installs the controller; once.
+    fn set_controller(&self, controller: Controller) -> Result<(), String>;
+}
+
+/// Allocates a producer id; on the controller's shard only.
+pub async fn allocate_producer_id<S: ControllerHost>(shard: &Shard<S>) -> Result<i64, String> {
+    shard
+        .services
+        .controller()
+        .ok_or("not the controller shard")?
+        .allocate_producer_id()
+        .await
 }
 
 #[cfg(test)]
@@ -1514,6 +1672,77 @@ mod tests {
         // Within the cap the placement is what answers.
         let err = draft.check_create("small", 2, &BTreeMap::new(), 3, &[]).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidReplicationFactor, "{}", err.message);
+    }
+
+    /// Typed requests draft in order against the image with the earlier
+    /// ones applied, and a refused one leaves nothing in the draft.
+    #[test]
+    fn requests_draft_in_order_and_a_refused_one_leaves_nothing() {
+        let mut draft = Draft {
+            image: image(&[(1, false)], vec![state(&[1], &[1], 1)]),
+            max_partitions: 100,
+            default_replication_factor: 1,
+            rules: Rules::default(),
+            slot: 0,
+            records: Vec::new(),
+        };
+        let create = |name: &str, partitions: i32| ControllerRequest::CreateTopic {
+            name: name.into(),
+            partitions,
+            replication_factor: 1,
+            assignments: Vec::new(),
+            configs: BTreeMap::new(),
+            validate_only: false,
+        };
+        let created = draft.handle(create("orders", 2)).unwrap();
+        assert!(matches!(
+            created,
+            ControllerAnswer::Topic {
+                partitions: 2,
+                replication_factor: 1,
+                ..
+            }
+        ));
+        // The second request sees the first: the name is taken.
+        let again = draft.handle(create("orders", 3)).unwrap_err();
+        assert_eq!(again.code, ErrorCode::TopicAlreadyExists);
+        // A config change refused half-way (the second key is unknown)
+        // drafts nothing.
+        let before = draft.records.len();
+        let refused = draft
+            .handle(ControllerRequest::AlterTopicConfigs {
+                name: "orders".into(),
+                changes: vec![
+                    ("retention.ms".into(), Some("1000".into())),
+                    ("no.such.key".into(), Some("1".into())),
+                ],
+                incremental: true,
+                validate_only: false,
+            })
+            .unwrap_err();
+        assert_eq!(refused.code, ErrorCode::InvalidConfig);
+        assert_eq!(draft.records.len(), before);
+        assert!(draft.topic("orders").unwrap().configs.is_empty());
+        // Growing and deleting it answer with the topic.
+        let grown = draft
+            .handle(ControllerRequest::CreatePartitions {
+                name: "orders".into(),
+                count: 4,
+                validate_only: false,
+            })
+            .unwrap();
+        assert!(matches!(grown, ControllerAnswer::Topic { partitions: 4, .. }));
+        let ControllerAnswer::Topic { id, .. } = created else {
+            unreachable!()
+        };
+        let deleted = draft
+            .handle(ControllerRequest::DeleteTopic { name: "orders".into() })
+            .unwrap();
+        assert!(matches!(deleted, ControllerAnswer::Topic { id: d, .. } if d == id));
+        assert!(draft.topic("orders").is_none());
+        // Create, grow, delete: three records, each with its undo where
+        // one exists.
+        assert_eq!(draft.records.len(), 3);
     }
 
     /// Applies `records` and returns the partition states after.

@@ -16,12 +16,15 @@
 //! - replica: [`partition`] (log, producer table, append rules, leader or
 //!   follower state, high watermark and ISR), [`producer_state`]
 //!   (idempotent-producer deduplication).
-//! - [`shard`]: one pinned thread per core; its partition table, the
-//!   placement table and cross-shard jobs.
+//! - [`shard`]: the shard core: one pinned thread per core; its partition
+//!   table, the placement table and cross-shard jobs; generic over the
+//!   services it hosts.
 //! - services: [`controller`] (the metadata's one writer: serialised
 //!   changes, publication), [`groups`] (the consumer-group coordinator
 //!   and committed offsets), [`replication`] (followers fetching from
-//!   their leaders).
+//!   their leaders), each handed the shard through its host trait.
+//! - [`node`]: the services a node runs on each shard (`node::Services`,
+//!   `node::Shard`) and the shard's periodic work.
 //! - api: [`handlers`] (one module per Kafka API family and the table of
 //!   supported APIs), [`net`] (connections, framing, back-pressure,
 //!   ordered responses, zero-copy sends), [`metrics`] and [`ops`] (the
@@ -42,6 +45,7 @@ pub mod handlers;
 pub mod meta;
 pub mod metrics;
 pub mod net;
+pub mod node;
 pub mod ops;
 pub mod partition;
 pub mod producer_state;

@@ -478,7 +478,7 @@ impl Collector for Report {
 
 /// This shard's report: its counters, its partitions and its groups.
 /// Runs on the shard's thread.
-pub fn shard_report(shard: &crate::shard::Shard) -> ShardReport {
+pub fn shard_report(shard: &crate::node::Shard) -> ShardReport {
     let mut r = ShardReport {
         shard: shard.id.0,
         connections_open: shard.live_connections.get() as u64,
@@ -505,7 +505,7 @@ pub fn shard_report(shard: &crate::shard::Shard) -> ShardReport {
             high_watermark: p.log.high_watermark(),
         });
     }
-    for h in shard.groups.all() {
+    for h in shard.services.groups.all() {
         let g = h.group.borrow();
         r.groups.push(GroupReport {
             group: g.id.to_string(),
@@ -522,7 +522,7 @@ pub fn shard_report(shard: &crate::shard::Shard) -> ShardReport {
 }
 
 /// The image's facts as this shard sees them.
-pub fn cluster_report(shard: &crate::shard::Shard) -> ClusterReport {
+pub fn cluster_report(shard: &crate::node::Shard) -> ClusterReport {
     let snap = shard.meta();
     let me = shard.config().node_id;
     ClusterReport {

@@ -23,8 +23,8 @@ use rustix::io::Errno;
 use sluice_engine::FileSlice;
 
 use crate::handlers::{self, Outcome};
+use crate::node::Shard;
 use crate::protocol::{Part, Response};
-use crate::shard::Shard;
 use crate::util::{Flag, LocalQueue, Permit, race};
 
 /// Bytes asked of the socket per read when no frame size is known yet.

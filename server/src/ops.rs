@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::metrics::{ClusterReport, Report, ShardReport};
-use crate::shard::{Common, Shard};
+use crate::node::{Common, Shard};
 
 /// The longest request head read, and how long a client may take to send
 /// it.

@@ -198,8 +198,27 @@ impl Partition {
     /// leader epoch starts at the log end; a follower forgets nothing here
     /// (its fetcher truncates by epoch). Waiters on the log are woken so
     /// that waits for the high watermark see the change.
+    ///
+    /// Panics on a state that breaks the image's rules (ISR within the
+    /// replicas, leader in the ISR, eligible replicas outside it) or whose
+    /// leader epoch is below the one this replica has: the image refuses
+    /// the first and shards install snapshots in order, so either is a bug.
     pub fn apply_state(&self, state: &PartitionState, me: i32, min_isr: usize, now_ms: u64) -> RoleChange {
+        if let Err(e) = state.check() {
+            panic!(
+                "{}-{}: a broken partition state reached the replica: {e}: {state:?}",
+                self.topic, self.index
+            );
+        }
         let mut r = self.replica.borrow_mut();
+        assert!(
+            state.leader_epoch >= r.leader_epoch,
+            "{}-{}: leader epoch would go back from {} to {}",
+            self.topic,
+            self.index,
+            r.leader_epoch,
+            state.leader_epoch
+        );
         r.me = me;
         r.min_isr = crate::meta::effective_min_isr(min_isr, state.replicas.len());
         let before = (r.role, r.leader_epoch);
@@ -530,6 +549,18 @@ impl Partition {
     }
 }
 
+/// Writes the high watermark of every replicated partition in `parts` that
+/// moved since its last checkpoint; from the shard's housekeeping and at
+/// close. A one-replica partition's high watermark is its log end, so it
+/// writes nothing.
+pub fn checkpoint_high_watermarks(parts: &[std::rc::Rc<Partition>]) {
+    for p in parts.iter().filter(|p| p.replica.borrow().replicas.len() > 1) {
+        if let Err(e) = p.log.checkpoint_high_watermark() {
+            tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "high-watermark checkpoint");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -647,6 +678,38 @@ mod tests {
         };
         p.apply_state(&shrunk, 1, 3, 1_200);
         assert_eq!(p.check_min_isr().unwrap_err().code, ErrorCode::NotEnoughReplicas);
+    }
+
+    #[compio::test]
+    #[should_panic(expected = "leader epoch would go back from 4 to 3")]
+    async fn a_replica_refuses_a_leader_epoch_that_goes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader(dir.path(), vec![1, 2, 3], 1).await;
+        let older = PartitionState {
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2, 3],
+            leader: 2,
+            leader_epoch: 3,
+            partition_epoch: 9,
+            elr: Vec::new(),
+        };
+        p.apply_state(&older, 1, 1, 1_000);
+    }
+
+    #[compio::test]
+    #[should_panic(expected = "leader 2 is not in the ISR")]
+    async fn a_replica_refuses_a_leader_outside_the_isr() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader(dir.path(), vec![1, 2, 3], 1).await;
+        let broken = PartitionState {
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 3],
+            leader: 2,
+            leader_epoch: 5,
+            partition_epoch: 9,
+            elr: Vec::new(),
+        };
+        p.apply_state(&broken, 1, 1, 1_000);
     }
 
     #[compio::test]

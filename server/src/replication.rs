@@ -61,7 +61,7 @@ struct Fetcher {
 impl Fetchers {
     /// Fetches `topic`-`index` from `leader` from now on (and from no one
     /// else).
-    pub fn follow(&self, shard: &Rc<Shard>, topic: Arc<str>, index: i32, leader: i32) {
+    pub fn follow<S: FetcherHost>(&self, shard: &Rc<Shard<S>>, topic: Arc<str>, index: i32, leader: i32) {
         self.unfollow(&topic, index);
         let mut table = self.by_leader.borrow_mut();
         let f = table.entry(leader).or_insert_with(|| {
@@ -98,7 +98,7 @@ struct Sent {
     fetch_offset: i64,
 }
 
-async fn run(shard: Rc<Shard>, f: Rc<Fetcher>) {
+async fn run<S: FetcherHost>(shard: Rc<Shard<S>>, f: Rc<Fetcher>) {
     let config = shard.common.config.clone();
     let backoff = Duration::from_millis(config.replica_fetch_backoff_ms.max(10));
     let mut conn: Option<TcpStream> = None;
@@ -109,7 +109,7 @@ async fn run(shard: Rc<Shard>, f: Rc<Fetcher>) {
         }
         let wanted: Vec<(Arc<str>, i32)> = f.partitions.borrow().iter().cloned().collect();
         if wanted.is_empty() {
-            let mut table = shard.fetchers.by_leader.borrow_mut();
+            let mut table = shard.services.fetchers().by_leader.borrow_mut();
             if table.get(&f.leader).is_some_and(|cur| Rc::ptr_eq(cur, &f)) && f.partitions.borrow().is_empty() {
                 table.remove(&f.leader);
                 break;
@@ -430,25 +430,13 @@ fn decode(mut body: Bytes, correlation: i32) -> Result<FetchResponse, String> {
     Ok(resp)
 }
 
-/// Writes the high watermark of every replicated partition in `parts` that
-/// moved since its last checkpoint; from the shard's housekeeping and at
-/// close. A one-replica partition's high watermark is its log end, so it
-/// writes nothing.
-pub fn checkpoint_high_watermarks(parts: &[Rc<Partition>]) {
-    for p in parts.iter().filter(|p| p.replica.borrow().replicas.len() > 1) {
-        if let Err(e) = p.log.checkpoint_high_watermark() {
-            tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "high-watermark checkpoint");
-        }
-    }
-}
-
 /// How long a leader waits after a refused ISR change before asking again.
 const ISR_RETRY: Duration = Duration::from_secs(1);
 
 /// Leader: asks the controller for `isr` as the ISR of `p`, unless another
 /// change is in flight; the answer arrives as a new image. One ask per
 /// partition at a time.
-pub fn propose_isr(shard: &Rc<Shard>, p: &Rc<Partition>, isr: Vec<i32>) {
+pub fn propose_isr<S: FetcherHost>(shard: &Rc<Shard<S>>, p: &Rc<Partition>, isr: Vec<i32>) {
     let change = {
         let mut r = p.replica.borrow_mut();
         if r.role != Role::Leader || !r.may_ask() {
@@ -474,10 +462,7 @@ pub fn propose_isr(shard: &Rc<Shard>, p: &Rc<Partition>, isr: Vec<i32>) {
     compio::runtime::spawn(async move {
         let asked = change.isr.clone();
         let before = p.replica.borrow().isr.len();
-        let answer = crate::controller::controller_each(&shard, vec![change], |draft, change| {
-            crate::controller::draft_isr_change(draft, &change)
-        })
-        .await;
+        let answer = crate::controller::ask(&shard, vec![Ok(crate::controller::ControllerRequest::AlterIsr(change))]).await;
         let failed = answer.into_iter().next().and_then(|r| r.err());
         let mut r = p.replica.borrow_mut();
         if r.pending_isr.as_ref() == Some(&asked) {
@@ -501,4 +486,11 @@ pub fn propose_isr(shard: &Rc<Shard>, p: &Rc<Partition>, isr: Vec<i32>) {
         p.refresh_hw();
     })
     .detach();
+}
+
+/// What hosts the replica fetchers: the services a node runs on each
+/// shard hold the fetchers of the partitions that shard follows (and
+/// reach the controller, which ISR changes go to).
+pub trait FetcherHost: crate::controller::ControllerHost {
+    fn fetchers(&self) -> &Fetchers;
 }

@@ -5,6 +5,12 @@
 //! [`Inbox`]: a closure that runs on the owner's thread with the owner's
 //! [`Shard`]. [`Shard::submit_to`] sends one and awaits its result. No lock
 //! guards partition state; only the shard that owns a partition touches it.
+//!
+//! This is the shard *core*: the partition table, the metadata snapshot,
+//! the inbox and the shard's budgets. The services a node runs on each
+//! shard (the controller, the group coordinator, the replica fetchers) are
+//! its `S` ([`Services`]), defined above it in `node`; the core tells them
+//! what changed through that trait and never names them.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -20,9 +26,8 @@ use crossbeam_queue::SegQueue;
 use sluice_engine::{Env, Log, LogConfig, OpenFiles};
 
 use crate::config::BrokerConfig;
-use crate::controller::Controller;
 use crate::meta::{self, Snapshot, TopicMeta};
-use crate::partition::Partition;
+use crate::partition::{Partition, RoleChange};
 use crate::producer_state::ProducerStates;
 use crate::util::{Budget, Changed, Flag};
 
@@ -44,30 +49,58 @@ pub fn owner_of(topic: &str, partition: i32, shards: usize) -> ShardId {
     ShardId(((h % shards + u64::from(partition.unsigned_abs())) % shards) as usize)
 }
 
+/// What a node runs on each shard besides its partitions (the controller,
+/// the group coordinator, the replica fetchers: `node::Services`). The
+/// shard core owns one and tells it what changed; it never names the
+/// services themselves. One per shard, on the shard's thread.
+pub trait Services: std::fmt::Debug + Sized + 'static {
+    /// A replica's role changed: an installed snapshot made it leader,
+    /// follower of another leader, or offline; or a reopened replica took
+    /// up its role again.
+    fn role_changed(shard: &Rc<Shard<Self>>, p: &Rc<Partition>, change: RoleChange);
+    /// A partition is closing for good: its topic was deleted, or its
+    /// creation undone.
+    fn closing(shard: &Shard<Self>, p: &Partition);
+}
+
+/// A shard with no services (the core's own tests).
+impl Services for () {
+    fn role_changed(_: &Rc<Shard<Self>>, _: &Rc<Partition>, _: RoleChange) {}
+    fn closing(_: &Shard<Self>, _: &Partition) {}
+}
+
 /// Work for a shard: runs on the shard's thread, with the shard.
-pub type Job = Box<dyn FnOnce(&Rc<Shard>) + Send>;
+pub type Job<S> = Box<dyn FnOnce(&Rc<Shard<S>>) + Send>;
 
 /// A shard's mailbox: a lock-free MPSC queue plus the waker of the shard's
 /// inbox task. Shared by all shards (and the main thread) behind an `Arc`.
-#[derive(Default)]
-pub struct Inbox {
-    queue: SegQueue<Job>,
+pub struct Inbox<S> {
+    queue: SegQueue<Job<S>>,
     waker: AtomicWaker,
 }
 
-impl std::fmt::Debug for Inbox {
+impl<S> Default for Inbox<S> {
+    fn default() -> Self {
+        Self {
+            queue: SegQueue::new(),
+            waker: AtomicWaker::new(),
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for Inbox<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Inbox").field("queued", &self.queue.len()).finish()
     }
 }
 
-impl Inbox {
-    pub fn push(&self, job: Job) {
+impl<S> Inbox<S> {
+    pub fn push(&self, job: Job<S>) {
         self.queue.push(job);
         self.waker.wake();
     }
 
-    async fn next(&self) -> Job {
+    async fn next(&self) -> Job<S> {
         std::future::poll_fn(|cx| {
             if let Some(job) = self.queue.pop() {
                 return Poll::Ready(job);
@@ -125,9 +158,9 @@ type PartitionTable = HashMap<Arc<str>, Vec<Option<Rc<Partition>>>>;
 /// Broker-wide state every shard shares: immutable config and counters
 /// that are atomics.
 #[derive(Debug)]
-pub struct Common {
+pub struct Common<S> {
     pub config: Arc<BrokerConfig>,
-    pub inboxes: Arc<[Inbox]>,
+    pub inboxes: Arc<[Inbox<S>]>,
     pub connections: AtomicUsize,
     /// This process's incarnation: the controller fences the broker's
     /// earlier incarnations when this one registers, and the shards lead
@@ -150,7 +183,7 @@ pub struct Common {
     pub close_failed: std::sync::atomic::AtomicBool,
 }
 
-impl Common {
+impl<S> Common<S> {
     /// The shared state of a broker of `shards` shards, not yet started.
     pub fn new(config: BrokerConfig, shards: usize, clean_start: bool) -> Self {
         Self {
@@ -175,11 +208,11 @@ impl Common {
 }
 
 /// One per shard thread. Owns the shard's connections (through their
-/// tasks), its partitions and, on shard 0, the metadata store.
+/// tasks), its partitions and the node's services on it (`services`).
 #[derive(Debug)]
-pub struct Shard {
+pub struct Shard<S> {
     pub id: ShardId,
-    pub common: Arc<Common>,
+    pub common: Arc<Common<S>>,
     /// The newest metadata snapshot this shard has installed.
     meta: RefCell<Arc<Snapshot>>,
     /// Held while a snapshot is installed (or a topic's data is freed for
@@ -187,8 +220,6 @@ pub struct Shard {
     /// the shard.
     installing: futures_util::lock::Mutex<()>,
     partitions: RefCell<PartitionTable>,
-    /// The controller; set on shard 0 only, once it has started.
-    controller: std::cell::OnceCell<Controller>,
     /// Set once this shard has installed the metadata the controller
     /// recovered at start; it serves clients only after that.
     pub installed: Flag,
@@ -198,10 +229,8 @@ pub struct Shard {
     pub stopping: Flag,
     pub live_connections: Cell<usize>,
     pub connections_changed: Changed,
-    /// The consumer groups this shard coordinates.
-    pub groups: crate::groups::Groups,
-    /// The fetchers of the partitions this shard follows.
-    pub fetchers: crate::replication::Fetchers,
+    /// What the node runs on this shard besides its partitions.
+    pub services: S,
     /// This shard's view of the data directory's free space.
     pub disk: crate::disk::DiskSpace,
     /// This shard's counters for `/metrics`.
@@ -220,11 +249,11 @@ pub struct Shard {
     layout_version: Cell<u64>,
     use_clock: Cell<u64>,
     releasing_files: Cell<bool>,
-    me: Weak<Shard>,
+    me: Weak<Shard<S>>,
 }
 
-impl Shard {
-    pub fn new(id: ShardId, common: Arc<Common>, snapshot: Arc<Snapshot>) -> Rc<Self> {
+impl<S: Services> Shard<S> {
+    pub fn new(id: ShardId, common: Arc<Common<S>>, snapshot: Arc<Snapshot>, services: S) -> Rc<Self> {
         let budget = Budget::new(common.config.queued_max_request_bytes);
         let files_budget = (common.config.max_open_files / common.inboxes.len().max(1)).max(16);
         let disk = crate::disk::DiskSpace::new(common.config.data_dir.clone(), common.config.storage_min_free_bytes);
@@ -238,14 +267,12 @@ impl Shard {
             meta: RefCell::new(snapshot),
             installing: futures_util::lock::Mutex::new(()),
             partitions: RefCell::new(HashMap::new()),
-            controller: std::cell::OnceCell::new(),
             installed: Flag::default(),
             budget,
             stopping: Flag::default(),
             live_connections: Cell::new(0),
             connections_changed: Changed::default(),
-            groups: Default::default(),
-            fetchers: Default::default(),
+            services,
             disk,
             metrics: Default::default(),
             io_histograms: Default::default(),
@@ -307,6 +334,11 @@ impl Shard {
         self.check_files();
     }
 
+    /// Bumped whenever partitions open, close or change config.
+    pub fn layout_version(&self) -> u64 {
+        self.layout_version.get()
+    }
+
     fn bump_layout(&self) {
         self.layout_version.set(self.layout_version.get() + 1);
     }
@@ -316,7 +348,9 @@ impl Shard {
         self.files.get()
     }
 
-    fn check_files(&self) {
+    /// Starts releasing idle partitions' files when this shard's logs
+    /// hold more than their budget.
+    pub fn check_files(&self) {
         if self.files.get() > self.files_budget && !self.releasing_files.get() {
             self.releasing_files.set(true);
             compio::runtime::spawn(self.rc().release_idle_files()).detach();
@@ -355,7 +389,8 @@ impl Shard {
         self.partitions.borrow().values().flatten().flatten().cloned().collect()
     }
 
-    fn rc(&self) -> Rc<Shard> {
+    /// The `Rc` this shard lives in.
+    pub fn rc(&self) -> Rc<Shard<S>> {
         // `me` points at the Rc this shard lives in; a `&self` exists only
         // while that Rc does.
         self.me
@@ -369,7 +404,7 @@ impl Shard {
     pub async fn submit_to<T, F, Fut>(&self, target: ShardId, f: F) -> Result<T, ShardGone>
     where
         T: Send + 'static,
-        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        F: FnOnce(Rc<Shard<S>>) -> Fut + Send + 'static,
         Fut: Future<Output = T> + 'static,
     {
         self.run_on(target, move |s| f(s.clone())).await
@@ -384,7 +419,7 @@ impl Shard {
     pub fn call<T, F>(&self, target: ShardId, f: F) -> impl Future<Output = Result<T, ShardGone>> + 'static
     where
         T: Send + 'static,
-        F: FnOnce(&Rc<Shard>) -> T + Send + 'static,
+        F: FnOnce(&Rc<Shard<S>>) -> T + Send + 'static,
     {
         let answer = if target == self.id {
             Answer::Here(f(&self.rc()))
@@ -408,7 +443,7 @@ impl Shard {
     pub fn run_on<T, F, Fut>(&self, target: ShardId, f: F) -> impl Future<Output = Result<T, ShardGone>> + 'static
     where
         T: Send + 'static,
-        F: FnOnce(&Rc<Shard>) -> Fut + Send + 'static,
+        F: FnOnce(&Rc<Shard<S>>) -> Fut + Send + 'static,
         Fut: Future<Output = T> + 'static,
     {
         let answer = if target == self.id {
@@ -435,11 +470,11 @@ impl Shard {
     fn send_job<T: Send + 'static>(
         &self,
         target: ShardId,
-        job: impl FnOnce(&Rc<Shard>, futures_channel::oneshot::Sender<T>) + Send + 'static,
+        job: impl FnOnce(&Rc<Shard<S>>, futures_channel::oneshot::Sender<T>) + Send + 'static,
     ) -> futures_channel::oneshot::Receiver<T> {
         crate::base::counters::ShardMetrics::bump(&self.metrics.handoffs);
         let (tx, rx) = futures_channel::oneshot::channel();
-        self.common.inboxes[target.0].push(Box::new(move |shard: &Rc<Shard>| job(shard, tx)));
+        self.common.inboxes[target.0].push(Box::new(move |shard: &Rc<Shard<S>>| job(shard, tx)));
         rx
     }
 
@@ -547,7 +582,6 @@ impl Shard {
     /// leader, and the group coordinator follows the leadership of its
     /// offsets partitions.
     fn apply_roles(&self, snapshot: &Snapshot) {
-        use crate::partition::RoleChange;
         let me = self.config().node_id;
         let now = crate::base::clock::now_ms_u64();
         let shard = self.rc();
@@ -592,24 +626,7 @@ impl Shard {
             }
             p.log
                 .set_direct_writes(self.config().replica_direct_writes && !p.is_leader());
-            match change {
-                RoleChange::BecameFollower { leader } | RoleChange::NewLeader { leader } => {
-                    self.fetchers.follow(&shard, p.topic.clone(), p.index, leader);
-                }
-                _ => self.fetchers.unfollow(&p.topic, p.index),
-            }
-            // The groups of an offsets partition live with its leader: any
-            // change forgets them, and a new leader replays the partition.
-            if &*p.topic == meta::OFFSETS_TOPIC {
-                crate::groups::unload(self, p.index);
-                if change == RoleChange::BecameLeader {
-                    match crate::groups::load(self, &p) {
-                        Ok(n) if n > 0 => tracing::info!(partition = p.index, records = n, "loaded committed offsets"),
-                        Ok(_) => {}
-                        Err(e) => tracing::error!(partition = p.index, error = %e, "loading committed offsets"),
-                    }
-                }
-            }
+            S::role_changed(&shard, &p, change);
         }
     }
 
@@ -619,7 +636,7 @@ impl Shard {
         let slots = self.partitions.borrow_mut().remove(name).unwrap_or_default();
         self.bump_layout();
         for p in slots.into_iter().flatten() {
-            self.fetchers.unfollow(&p.topic, p.index);
+            S::closing(self, &p);
             if let Err(e) = p.log.close().await {
                 tracing::warn!(topic = %name, partition = p.index, error = %e, "closing deleted partition");
             }
@@ -662,21 +679,6 @@ impl Shard {
         Ok(p)
     }
 
-    /// The controller, on shard 0 once it has started.
-    pub fn controller(&self) -> Option<&Controller> {
-        self.controller.get()
-    }
-
-    /// Installs the controller; once, on shard 0.
-    pub fn set_controller(&self, controller: Controller) -> Result<(), String> {
-        if self.id != ShardId(0) {
-            return Err(format!("the controller runs on shard 0, not {}", self.id.0));
-        }
-        self.controller
-            .set(controller)
-            .map_err(|_| "the controller was started twice".to_string())
-    }
-
     /// Installs `snapshot` on every shard and waits until each has opened
     /// and removed its partitions. Runs on the controller (shard 0).
     pub async fn publish(&self, snapshot: Arc<Snapshot>) -> Result<(), String> {
@@ -703,102 +705,12 @@ impl Shard {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Allocates a producer id; on the controller only.
-    pub async fn allocate_producer_id(&self) -> Result<i64, String> {
-        self.controller()
-            .ok_or("not the controller shard")?
-            .allocate_producer_id()
-            .await
-    }
-
-    /// Runs periodic work on this shard's partitions: flush-interval syncs,
-    /// retention, expiry and compaction of committed offsets. Not on any request path.
-    pub async fn housekeeping(self: Rc<Self>) {
-        let tick = std::time::Duration::from_millis(100);
-        let retention_every = std::time::Duration::from_millis(self.config().log_retention_check_interval_ms);
-        let offsets_every = std::time::Duration::from_millis(self.config().groups.offsets_retention_check_interval_ms);
-        let mut last_retention = std::time::Instant::now();
-        let mut last_offsets_expiry = std::time::Instant::now();
-        let hw_every = std::time::Duration::from_millis(self.config().replica_hw_checkpoint_interval_ms);
-        let mut last_hw_checkpoint = std::time::Instant::now();
-        // The few partitions each tick must visit, rebuilt when the layout
-        // changes: a shard of many idle partitions does not walk them all
-        // ten times a second.
-        let mut lists_version = u64::MAX;
-        let (mut timed_flush, mut offsets) = (Vec::new(), Vec::new());
-        let mut ticks = 0u64;
-        while !self.stopping.is_set() {
-            compio::runtime::time::sleep(tick).await;
-            ticks += 1;
-            self.disk.refresh();
-            if last_offsets_expiry.elapsed() >= offsets_every {
-                last_offsets_expiry = std::time::Instant::now();
-                crate::groups::expire_offsets(&self).await;
-            }
-            self.check_files();
-            if lists_version != self.layout_version.get() {
-                lists_version = self.layout_version.get();
-                let all = self.owned_partitions();
-                timed_flush = all
-                    .iter()
-                    .filter(|p| matches!(p.log.config().flush, sluice_engine::FlushPolicy::IntervalMs(_)))
-                    .cloned()
-                    .collect();
-                offsets = all.into_iter().filter(|p| &*p.topic == meta::OFFSETS_TOPIC).collect();
-            }
-            // Once a second: logs a full disk or a want of descriptors
-            // poisoned come back when there is room.
-            if ticks.is_multiple_of(10) && self.disk.has_room() {
-                for p in self
-                    .owned_partitions()
-                    .iter()
-                    .filter(|p| p.log.is_poisoned_reopenable())
-                {
-                    self.reopen(p).await;
-                }
-            }
-            // Once a second: leaders drop followers that lag too long
-            // from the ISR.
-            if ticks.is_multiple_of(10) {
-                let now = crate::base::clock::now_ms_u64();
-                let lag = self.config().replica_lag_time_max_ms;
-                for p in self.owned_partitions() {
-                    if let Some(isr) = p.shrunk_isr(now, lag) {
-                        crate::replication::propose_isr(&self, &p, isr);
-                    }
-                }
-            }
-            if last_hw_checkpoint.elapsed() >= hw_every {
-                last_hw_checkpoint = std::time::Instant::now();
-                crate::replication::checkpoint_high_watermarks(&self.owned_partitions());
-            }
-            crate::groups::compact_offsets(&self, &offsets).await;
-            for p in &timed_flush {
-                if let Err(e) = p.log.sync_if_due().await {
-                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "interval sync");
-                }
-            }
-            if last_retention.elapsed() >= retention_every {
-                last_retention = std::time::Instant::now();
-                for p in &self.owned_partitions() {
-                    match p.log.enforce_retention() {
-                        Ok(removed) if !removed.is_empty() => {
-                            tracing::info!(topic = %p.topic, partition = p.index, segments = removed.len(), "retention removed segments");
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention"),
-                    }
-                }
-            }
-        }
-    }
-
     /// Reopens a partition whose log a full disk poisoned, as a restart
     /// would: recovery cuts a torn tail and producer state is rebuilt from
     /// the log. The offsets topic is left alone: its groups have applied
     /// the failed commits in memory, so only a restart makes them agree
     /// with the log again.
-    async fn reopen(&self, old: &Rc<Partition>) {
+    pub async fn reopen(&self, old: &Rc<Partition>) {
         if &*old.topic == meta::OFFSETS_TOPIC {
             return;
         }
@@ -830,7 +742,7 @@ impl Shard {
     /// failure is logged and noted in [`Common::close_failed`].
     pub async fn close_partitions(&self) {
         let parts = self.owned_partitions();
-        crate::replication::checkpoint_high_watermarks(&parts);
+        crate::partition::checkpoint_high_watermarks(&parts);
         for p in parts {
             if let Err(e) = p.producers.borrow_mut().save(&p.log) {
                 tracing::error!(topic = %p.topic, partition = p.index, error = %e, "saving producer state");
@@ -872,7 +784,7 @@ mod tests {
         };
         let me = config.node_id;
         let common = Arc::new(Common::new(config, 1, true));
-        let shard = Shard::new(ShardId(0), common, Arc::new(Snapshot::default()));
+        let shard = Shard::new(ShardId(0), common, Arc::new(Snapshot::default()), ());
         // Made first: the image before a topic was created (as a leader
         // change's republish may take it), then the image with the topic.
         let before = Arc::new(Snapshot::build(4, Vec::<Arc<TopicMeta>>::new(), BTreeMap::new()));

@@ -2,9 +2,7 @@
 //! layer (`docs/architecture.md`, "Layers"), and a module may name only
 //! modules of its own layer or below it (`crate::<module>` outside
 //! comments and test modules). Modules of one layer may not name each
-//! other in a circle. The edges the layering has not removed yet are
-//! listed in `DEBT`; a new upward edge or circle fails this test, and so
-//! does a listed edge that is gone (take it off the list).
+//! other in a circle.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,13 +18,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("replica", &["partition", "producer_state"]),
     ("shard core", &["shard"]),
     ("services", &["controller", "groups", "replication"]),
+    ("node", &["node"]),
     ("api", &["handlers", "net", "metrics", "ops"]),
     ("process", &["broker", "cli"]),
 ];
-
-/// Edges that break the layering today, each to be removed by splitting
-/// the shard core from the services that live on it (the `Node`).
-const DEBT: &[(&str, &str)] = &[("shard", "controller"), ("shard", "groups"), ("shard", "replication")];
 
 fn layer_of(module: &str) -> usize {
     LAYERS
@@ -106,25 +101,15 @@ fn top_module(src: &Path, file: &Path) -> String {
     first.trim_end_matches(".rs").to_string()
 }
 
-fn reaches(
-    edges: &BTreeMap<String, BTreeSet<String>>,
-    from: &str,
-    to: &str,
-    allowed: &dyn Fn(&str, &str) -> bool,
-) -> bool {
+fn reaches(edges: &BTreeMap<String, BTreeSet<String>>, from: &str, to: &str) -> bool {
     let mut seen = BTreeSet::new();
     let mut stack = vec![from.to_string()];
     while let Some(m) = stack.pop() {
         if m == to {
             return true;
         }
-        if !seen.insert(m.clone()) {
-            continue;
-        }
-        for n in edges.get(&m).into_iter().flatten() {
-            if allowed(&m, n) {
-                stack.push(n.clone());
-            }
+        if seen.insert(m.clone()) {
+            stack.extend(edges.get(&m).into_iter().flatten().cloned());
         }
     }
     false
@@ -136,7 +121,7 @@ fn no_module_names_a_layer_above_its_own() {
     let mut upward = Vec::new();
     for (from, tos) in &edges {
         for to in tos {
-            if layer_of(to) > layer_of(from) && !DEBT.contains(&(from.as_str(), to.as_str())) {
+            if layer_of(to) > layer_of(from) {
                 upward.push(format!(
                     "{from} ({}) -> {to} ({})",
                     LAYERS[layer_of(from)].0,
@@ -152,25 +137,13 @@ fn no_module_names_a_layer_above_its_own() {
 }
 
 #[test]
-fn the_listed_debt_still_exists() {
-    let edges = edges();
-    for (from, to) in DEBT {
-        assert!(
-            edges.get(*from).is_some_and(|t| t.contains(*to)),
-            "{from} -> {to} is gone: take it off DEBT in server/tests/layers.rs"
-        );
-    }
-}
-
-#[test]
 fn modules_of_one_layer_name_each_other_in_no_circle() {
     let edges = edges();
-    let not_debt = |a: &str, b: &str| !DEBT.contains(&(a, b));
     for (from, tos) in &edges {
         for to in tos {
-            if layer_of(to) == layer_of(from) && not_debt(from, to) {
+            if layer_of(to) == layer_of(from) {
                 assert!(
-                    !reaches(&edges, to, from, &not_debt),
+                    !reaches(&edges, to, from),
                     "{from} -> {to} closes a circle back to {from}"
                 );
             }

@@ -14,6 +14,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BINARY = os.environ.get("SLUICE_BIN", os.path.join(ROOT, "target", "release", "sluice"))
+# The same broker built with the cargo feature `test-switches`, whose
+# settings break it on purpose (scripts/test.sh builds it): only the
+# checker's own tests start it.
+SWITCHED_BINARY = os.path.join(ROOT, "target", "release", "sluice-test-switches")
 
 
 def free_port(host="127.0.0.1"):
@@ -23,7 +27,8 @@ def free_port(host="127.0.0.1"):
 
 
 class Broker:
-    def __init__(self, data_dir, port, extra, cores=2, host="127.0.0.1", log_path=None):
+    def __init__(self, data_dir, port, extra, cores=2, host="127.0.0.1", log_path=None, binary=None):
+        self.binary = binary or BINARY
         self.data_dir = data_dir
         self.host = host
         self.port = port
@@ -41,7 +46,7 @@ class Broker:
 
     def start(self, wait=True):
         """Starts the process; with `wait`, returns once it listens."""
-        cmd = [BINARY, "--listen", self.bootstrap, "--data-dir", self.data_dir, "--cores", str(self.cores)]
+        cmd = [self.binary, "--listen", self.bootstrap, "--data-dir", self.data_dir, "--cores", str(self.cores)]
         for kv in self.extra:
             cmd += ["-o", kv]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log)

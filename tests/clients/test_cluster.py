@@ -37,7 +37,7 @@ def create(node, name, partitions=3, rf=3, timeout=20):
 
 
 class Cluster:
-    def __init__(self, root, n=3):
+    def __init__(self, root, n=3, binary=None):
         self.root = root
         ports = [(free_port(), free_port()) for _ in range(n)]
         self.voters = ",".join(f"{i + 1}@127.0.0.1:{c}" for i, (_, c) in enumerate(ports))
@@ -45,7 +45,7 @@ class Cluster:
         for i, (client, _) in enumerate(ports):
             data = os.path.join(root, f"node-{i + 1}")
             os.makedirs(data)
-            self.nodes.append(Broker(data, client, self.settings(i + 1), cores=1))
+            self.nodes.append(Broker(data, client, self.settings(i + 1), cores=1, binary=binary))
 
     def settings(self, node_id, voters=None):
         return [
@@ -79,11 +79,12 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def running_cluster(extra=()):
-    """Three nodes with `extra` settings each, started and registered; all
-    killed on the way out."""
+def running_cluster(extra=(), binary=None):
+    """Three nodes with `extra` settings each (of `binary`, the release
+    broker unless named), started and registered; all killed on the way
+    out."""
     with tempfile.TemporaryDirectory() as root:
-        c = Cluster(root)
+        c = Cluster(root, binary=binary)
         for n in c.nodes:
             n.extra += list(extra)
         c.start()

@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import BINARY
+from conftest import BINARY, SWITCHED_BINARY
 from history import History
 from test_cluster import metadata, running_cluster, wait_for
 
@@ -298,7 +298,9 @@ def test_the_checker_catches_a_broker_that_acknowledges_before_the_isr_has_the_b
     `sluice.unsafe.ack.before.replication`, acks=all is answered once the
     leader wrote the batch; the leader dies before its followers fetch it,
     and the checker must report the acknowledged writes as lost."""
-    with running_cluster([f"replica.lag.time.max.ms={LAG_MS}", "sluice.unsafe.ack.before.replication=true"]) as c:
+    assert os.path.exists(SWITCHED_BINARY), "scripts/test.sh builds the broker with its test switches"
+    with running_cluster([f"replica.lag.time.max.ms={LAG_MS}", "sluice.unsafe.ack.before.replication=true"],
+                         binary=SWITCHED_BINARY) as c:
         create(c.node(1), "early", configs={"min.insync.replicas": "2"})
         leader, replicas, _ = partition_view(c.node(1), "early")
         followers = [r for r in replicas if r != leader]

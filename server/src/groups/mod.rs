@@ -98,7 +98,7 @@ pub fn partition_for(group: &str, partitions: i32) -> i32 {
 }
 
 /// The shard that coordinates `group` and the offsets partition it writes.
-pub fn coordinator_of(shard: &Shard, group: &str) -> Option<(ShardId, i32)> {
+pub fn coordinator_of<S: GroupHost>(shard: &Shard<S>, group: &str) -> Option<(ShardId, i32)> {
     let n = shard.meta().topic(OFFSETS_TOPIC)?.partitions;
     let p = partition_for(group, n);
     Some((shard.owner_of(OFFSETS_TOPIC, p), p))
@@ -119,10 +119,10 @@ pub fn coordinator_broker<'a>(
 /// when there is no offsets topic or the coordinator stopped;
 /// `NOT_COORDINATOR` when another broker leads the group's offsets
 /// partition.
-pub async fn on_coordinator<T, F, Fut>(shard: &Shard, group: &str, f: F) -> Result<T, ErrorCode>
+pub async fn on_coordinator<S: GroupHost, T, F, Fut>(shard: &Shard<S>, group: &str, f: F) -> Result<T, ErrorCode>
 where
     T: Send + 'static,
-    F: FnOnce(Rc<Shard>, i32) -> Fut + Send + 'static,
+    F: FnOnce(Rc<Shard<S>>, i32) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = T> + 'static,
 {
     let (owner, partition) = coordinator_of(shard, group).ok_or(ErrorCode::CoordinatorNotAvailable)?;
@@ -148,7 +148,7 @@ where
 
 /// Makes sure the group's timer runs and sees the group's current
 /// deadlines. Call after every change to a group.
-pub fn kick(shard: &Rc<Shard>, h: &GroupRef) {
+pub fn kick<S: GroupHost>(shard: &Rc<Shard<S>>, h: &GroupRef) {
     let start = {
         let mut g = h.group.borrow_mut();
         if g.timer_running {
@@ -166,10 +166,10 @@ pub fn kick(shard: &Rc<Shard>, h: &GroupRef) {
         h.changed.notify();
     }
     let id = h.group.borrow().id.clone();
-    shard.groups.remove_if_removable(&id);
+    shard.services.groups().remove_if_removable(&id);
 }
 
-async fn run_timer(shard: Rc<Shard>, h: GroupRef) {
+async fn run_timer<S: GroupHost>(shard: Rc<Shard<S>>, h: GroupRef) {
     loop {
         let Some(deadline) = h.group.borrow().next_deadline() else {
             break;
@@ -189,15 +189,15 @@ async fn run_timer(shard: Rc<Shard>, h: GroupRef) {
         g.timer_running = false;
         g.id.clone()
     };
-    shard.groups.remove_if_removable(&id);
+    shard.services.groups().remove_if_removable(&id);
 }
 
 /// Appends offset records for `group` to its offsets partition, waits
 /// until they are synced and replicated, and only then applies them to the
 /// group (so no fetch sees a commit a failover could take back); records
 /// that complete out of log order do not undo newer ones.
-pub async fn write_offsets(
-    shard: &Rc<Shard>,
+pub async fn write_offsets<S: GroupHost>(
+    shard: &Rc<Shard<S>>,
     partition: i32,
     h: &GroupRef,
     records: Vec<OffsetRecord>,
@@ -255,7 +255,7 @@ pub async fn write_offsets(
 /// Waits until every in-sync replica of a replicated offsets partition
 /// holds the records below `end`, mapping failures as Kafka's coordinator
 /// does: both retriable for the client.
-async fn wait_replicated(shard: &Shard, p: &Partition, end: i64) -> Result<(), ErrorCode> {
+async fn wait_replicated<S: GroupHost>(shard: &Shard<S>, p: &Partition, end: i64) -> Result<(), ErrorCode> {
     if p.replica.borrow().replicas.len() < 2 {
         return Ok(());
     }
@@ -288,13 +288,13 @@ fn apply(g: &mut Group, r: OffsetRecord, at: i64) {
 
 /// Replays one offsets partition into the shard's groups. Runs when the
 /// shard opens the partition, before it serves requests.
-pub fn load(shard: &Shard, p: &Partition) -> Result<usize, String> {
+pub fn load<S: GroupHost>(shard: &Shard<S>, p: &Partition) -> Result<usize, String> {
     let mut count = 0;
     p.log
         .for_each_batch(0, |h, batch| {
             let read = records::for_each_record(batch, |k, v| match records::decode(k, v) {
                 Ok(Some(r)) => {
-                    let g = shard.groups.get_or_create(&r.group);
+                    let g = shard.services.groups().get_or_create(&r.group);
                     apply(&mut g.group.borrow_mut(), r, h.base_offset());
                     count += 1;
                 }
@@ -307,23 +307,23 @@ pub fn load(shard: &Shard, p: &Partition) -> Result<usize, String> {
         })
         .map_err(|e| e.to_string())?;
     // Groups whose every offset was deleted are gone.
-    for h in shard.groups.all() {
+    for h in shard.services.groups().all() {
         let id = h.group.borrow().id.clone();
-        shard.groups.remove_if_removable(&id);
+        shard.services.groups().remove_if_removable(&id);
     }
     Ok(count)
 }
 
 /// Forgets the groups of offsets partition `partition` (its leadership
 /// moved away, or it is about to be replayed).
-pub fn unload(shard: &Shard, partition: i32) {
+pub fn unload<S: GroupHost>(shard: &Shard<S>, partition: i32) {
     let Some(n) = shard.meta().topic(OFFSETS_TOPIC).map(|t| t.partitions) else {
         return;
     };
-    for h in shard.groups.all() {
+    for h in shard.services.groups().all() {
         let id = h.group.borrow().id.clone();
         if partition_for(&id, n) == partition {
-            shard.groups.remove(&id);
+            shard.services.groups().remove(&id);
         }
     }
 }
@@ -332,10 +332,10 @@ pub fn unload(shard: &Shard, partition: i32) {
 /// `offsets.retention.minutes` since their last commit, then forgets
 /// empty groups left with no offsets. Runs from the shard's housekeeping
 /// every `offsets.retention.check.interval.ms`.
-pub async fn expire_offsets(shard: &Rc<Shard>) {
+pub async fn expire_offsets<S: GroupHost>(shard: &Rc<Shard<S>>) {
     let retention = shard.config().groups.offsets_retention_ms;
     let now = now_ms();
-    for h in shard.groups.all() {
+    for h in shard.services.groups().all() {
         let (id, expired) = {
             let g = h.group.borrow();
             if g.state != group::State::Empty {
@@ -356,7 +356,7 @@ pub async fn expire_offsets(shard: &Rc<Shard>) {
         };
         if expired.is_empty() {
             if h.group.borrow().is_expirable() {
-                shard.groups.remove(&id);
+                shard.services.groups().remove(&id);
             }
             continue;
         }
@@ -369,7 +369,7 @@ pub async fn expire_offsets(shard: &Rc<Shard>) {
             Err(e) => tracing::warn!(group = %id, error = ?e, "expiring offsets"),
         }
         if h.group.borrow().is_expirable() {
-            shard.groups.remove(&id);
+            shard.services.groups().remove(&id);
         }
     }
 }
@@ -384,7 +384,7 @@ pub async fn expire_offsets(shard: &Rc<Shard>) {
 /// starts at the rewrite, which holds the whole state. Runs from the shard's
 /// housekeeping; the snapshot and its append happen in one step, so a commit
 /// that arrives while the rewrite syncs lands after it and wins.
-pub async fn compact_offsets(shard: &Rc<Shard>, owned: &[Rc<Partition>]) {
+pub async fn compact_offsets<S: GroupHost>(shard: &Rc<Shard<S>>, owned: &[Rc<Partition>]) {
     const REWRITE_BATCH: usize = 1000;
     for p in owned {
         if &*p.topic != OFFSETS_TOPIC || p.log.segment_count() < 2 || p.log.is_poisoned() || !p.is_leader() {
@@ -394,7 +394,7 @@ pub async fn compact_offsets(shard: &Rc<Shard>, owned: &[Rc<Partition>]) {
         let mut end = start;
         let mut failed = None;
         let mut written = 0usize;
-        for h in shard.groups.all() {
+        for h in shard.services.groups().all() {
             let g = h.group.borrow();
             if coordinator_of(shard, &g.id).map(|(_, i)| i) != Some(p.index) {
                 continue;
@@ -444,8 +444,8 @@ pub async fn compact_offsets(shard: &Rc<Shard>, owned: &[Rc<Partition>]) {
 
 /// Offsets of a commit request, checked against the group and written.
 /// `Ok(None)` when the group refused the commit with that error for all.
-pub async fn commit(
-    shard: Rc<Shard>,
+pub async fn commit<S: GroupHost>(
+    shard: Rc<Shard<S>>,
     partition: i32,
     group_id: String,
     generation: i32,
@@ -453,10 +453,10 @@ pub async fn commit(
     instance_id: Option<String>,
     offsets: Vec<(String, i32, OffsetValue)>,
 ) -> Option<ErrorCode> {
-    let h = match shard.groups.get(&group_id) {
+    let h = match shard.services.groups().get(&group_id) {
         Some(h) => h,
         // A group-less consumer commits into a new, empty group.
-        None if generation < 0 && member_id.is_empty() => shard.groups.get_or_create(&group_id),
+        None if generation < 0 && member_id.is_empty() => shard.services.groups().get_or_create(&group_id),
         None if member_id.is_empty() => return Some(ErrorCode::IllegalGeneration),
         None => return Some(ErrorCode::UnknownMemberId),
     };
@@ -465,7 +465,7 @@ pub async fn commit(
         .borrow_mut()
         .check_commit(generation, &member_id, instance_id.as_deref(), Instant::now());
     if let Some(e) = refused {
-        shard.groups.remove_if_removable(&group_id);
+        shard.services.groups().remove_if_removable(&group_id);
         return Some(e);
     }
     let records = offsets
@@ -480,6 +480,12 @@ pub async fn commit(
     let r = write_offsets(&shard, partition, &h, records).await;
     kick(&shard, &h);
     r.err()
+}
+
+/// What hosts the group coordinator: the services a node runs on each
+/// shard hold the groups that shard coordinates.
+pub trait GroupHost: crate::shard::Services {
+    fn groups(&self) -> &Groups;
 }
 
 #[cfg(test)]

@@ -17,10 +17,11 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::{Ctx, Outcome, str_bytes};
-use crate::controller::controller_each;
+use crate::controller::{ControllerAnswer, ControllerRequest, ask};
 use crate::error_codes::ErrorCode;
 use crate::meta::MetaError;
-use crate::shard::{Shard, ShardId};
+use crate::node::Shard;
+use crate::shard::ShardId;
 
 /// The error code and message fields of a per-resource admin answer.
 pub fn error_fields(e: &MetaError) -> (i16, Option<StrBytes>) {
@@ -95,45 +96,41 @@ pub async fn create_topics(ctx: Ctx, body: BytesMut) -> Outcome {
             }
         })
         .collect();
-    let answers = controller_each(&ctx.shard, specs, move |draft, spec| {
-        let TopicSpec {
-            name,
-            partitions,
-            replication_factor,
-            assignments,
-            configs,
-            duplicate,
-        } = spec;
-        if duplicate {
-            return Err(MetaError {
-                code: ErrorCode::InvalidRequest,
-                message: format!("topic `{name}` appears more than once in the request"),
-            });
-        }
-        let assignments = assignments?;
-        if validate_only {
-            let states = draft.check_create(&name, partitions, &configs, replication_factor, &assignments)?;
-            let rf = states.first().map_or(0, |p| p.replicas.len() as i16);
-            return Ok((uuid::Uuid::nil(), states.len() as i32, rf));
-        }
-        draft
-            .create_topic(&name, partitions, configs, replication_factor, &assignments)
-            .map(|t| {
-                let rf = t.partition_states.first().map_or(0, |p| p.replicas.len() as i16);
-                (t.id, t.partitions, rf)
+    let requests = specs
+        .into_iter()
+        .map(|spec| {
+            if spec.duplicate {
+                return Err(MetaError {
+                    code: ErrorCode::InvalidRequest,
+                    message: format!("topic `{}` appears more than once in the request", spec.name),
+                });
+            }
+            Ok(ControllerRequest::CreateTopic {
+                name: spec.name,
+                partitions: spec.partitions,
+                replication_factor: spec.replication_factor,
+                assignments: spec.assignments?,
+                configs: spec.configs,
+                validate_only,
             })
-    })
-    .await;
+        })
+        .collect();
+    let answers = ask(&ctx.shard, requests).await;
     let mut resp = CreateTopicsResponse::default();
     for (t, answer) in req.topics.iter().zip(answers) {
         let mut r = CreatableTopicResult::default();
         r.name = t.name.clone();
         match answer {
-            Ok((id, partitions, rf)) => {
+            Ok(ControllerAnswer::Topic {
+                id,
+                partitions,
+                replication_factor,
+            }) => {
                 r.topic_id = id;
                 r.num_partitions = partitions;
-                r.replication_factor = rf;
+                r.replication_factor = replication_factor;
             }
+            Ok(ControllerAnswer::Done) => unreachable!("a topic creation answers with the topic"),
             Err(e) => {
                 (r.error_code, r.error_message) = error_fields(&e);
                 r.num_partitions = -1;
@@ -220,28 +217,43 @@ pub async fn delete_topics(ctx: Ctx, body: BytesMut) -> Outcome {
 /// Deletes each named topic on the controller; `None` is an id that named
 /// no topic.
 async fn delete_on_controller(shard: &Shard, names: Vec<Option<String>>) -> Vec<Result<uuid::Uuid, MetaError>> {
-    controller_each(shard, names, move |draft, name| match name {
-        Some(name) => draft.delete_topic(&name).map(|t| t.id),
-        None => Err(MetaError {
-            code: ErrorCode::UnknownTopicId,
-            message: "unknown topic id".into(),
-        }),
-    })
-    .await
+    let requests = names
+        .into_iter()
+        .map(|name| match name {
+            Some(name) => Ok(ControllerRequest::DeleteTopic { name }),
+            None => Err(MetaError {
+                code: ErrorCode::UnknownTopicId,
+                message: "unknown topic id".into(),
+            }),
+        })
+        .collect();
+    ask(shard, requests)
+        .await
+        .into_iter()
+        .map(|a| {
+            a.map(|a| match a {
+                ControllerAnswer::Topic { id, .. } => id,
+                ControllerAnswer::Done => unreachable!("a topic deletion answers with the topic"),
+            })
+        })
+        .collect()
 }
 
 pub async fn create_partitions(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: CreatePartitionsRequest = decode_or_return!(ctx, body);
     let validate_only = req.validate_only;
     let jobs: Vec<(String, i32)> = req.topics.iter().map(|t| (t.name.0.to_string(), t.count)).collect();
-    let answers = controller_each(&ctx.shard, jobs, move |draft, (name, count)| {
-        if validate_only {
-            draft.check_partitions(&name, count).map(|_| ())
-        } else {
-            draft.create_partitions(&name, count).map(|_| ())
-        }
-    })
-    .await;
+    let requests = jobs
+        .into_iter()
+        .map(|(name, count)| {
+            Ok(ControllerRequest::CreatePartitions {
+                name,
+                count,
+                validate_only,
+            })
+        })
+        .collect();
+    let answers = ask(&ctx.shard, requests).await;
     let mut resp = CreatePartitionsResponse::default();
     for (t, answer) in req.topics.iter().zip(answers) {
         let mut r = CreatePartitionsTopicResult::default();

@@ -12,6 +12,7 @@ use kafka_protocol::messages::{
 
 use super::{Ctx, Outcome, admin, str_bytes};
 use crate::config::BrokerConfig;
+use crate::controller::ControllerRequest;
 use crate::error_codes::ErrorCode;
 use crate::meta::{MetaError, TOPIC_CONFIGS};
 
@@ -128,21 +129,33 @@ pub fn describe_configs(ctx: Ctx, body: BytesMut) -> Outcome {
 type Change = (i8, String, Result<Vec<(String, Option<String>)>, MetaError>);
 
 async fn apply(ctx: &Ctx, changes: Vec<Change>, incremental: bool, validate_only: bool) -> Vec<Result<(), MetaError>> {
-    crate::controller::controller_each(&ctx.shard, changes, move |draft, (kind, name, ops)| {
-        let ops = ops?;
-        match kind {
-            RESOURCE_TOPIC => draft.alter_configs(&name, &ops, incremental, validate_only).map(|_| ()),
-            RESOURCE_BROKER => Err(MetaError {
-                code: ErrorCode::InvalidRequest,
-                message: "broker configs are read-only: set them at startup".into(),
-            }),
-            other => Err(MetaError {
-                code: ErrorCode::InvalidRequest,
-                message: format!("resource type {other} is not supported"),
-            }),
-        }
-    })
-    .await
+    let requests = changes
+        .into_iter()
+        .map(|(kind, name, ops)| {
+            let changes = ops?;
+            match kind {
+                RESOURCE_TOPIC => Ok(ControllerRequest::AlterTopicConfigs {
+                    name,
+                    changes,
+                    incremental,
+                    validate_only,
+                }),
+                RESOURCE_BROKER => Err(MetaError {
+                    code: ErrorCode::InvalidRequest,
+                    message: "broker configs are read-only: set them at startup".into(),
+                }),
+                other => Err(MetaError {
+                    code: ErrorCode::InvalidRequest,
+                    message: format!("resource type {other} is not supported"),
+                }),
+            }
+        })
+        .collect();
+    crate::controller::ask(&ctx.shard, requests)
+        .await
+        .into_iter()
+        .map(|a| a.map(|_| ()))
+        .collect()
 }
 
 pub async fn alter_configs(ctx: Ctx, body: BytesMut) -> Outcome {

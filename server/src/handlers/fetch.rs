@@ -15,8 +15,9 @@ use uuid::Uuid;
 
 use super::{Ctx, Outcome};
 use crate::error_codes::{self, ErrorCode};
+use crate::node::Shard;
 use crate::protocol::fetch::{self as codec, PartitionData, Top, TopicData};
-use crate::shard::{ByOwner, Shard};
+use crate::shard::ByOwner;
 use crate::util::race;
 
 /// One requested partition, resolved against the metadata.

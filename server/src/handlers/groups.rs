@@ -34,7 +34,8 @@ use crate::error_codes::{self, ErrorCode};
 use crate::groups::group::{JoinAnswer, JoinRequest, State, Step, SyncAnswer, SyncRequest};
 use crate::groups::records::{OffsetRecord, OffsetValue};
 use crate::groups::{self, GroupRef, kick, on_coordinator};
-use crate::shard::{Shard, ShardId};
+use crate::node::Shard;
+use crate::shard::ShardId;
 
 fn opt_str(s: &Option<kafka_protocol::protocol::StrBytes>) -> Option<String> {
     s.as_ref().map(|s| s.to_string())
@@ -167,7 +168,7 @@ pub async fn join_group(ctx: Ctx, body: BytesMut) -> Outcome {
     };
     let member_id = join.member_id.clone();
     let r = on_coordinator(&ctx.shard, &group_id.clone(), move |shard, _| async move {
-        let h = shard.groups.get_or_create(&group_id);
+        let h = shard.services.groups.get_or_create(&group_id);
         let step = h.group.borrow_mut().join(join, Instant::now(), &shard.config().groups);
         kick(&shard, &h);
         match step {
@@ -200,7 +201,7 @@ pub async fn sync_group(ctx: Ctx, body: BytesMut) -> Outcome {
             .collect();
         let generation = req.generation_id;
         on_coordinator(&ctx.shard, &group_id.clone(), move |shard, _| async move {
-            let Some(h) = shard.groups.get(&group_id) else {
+            let Some(h) = shard.services.groups.get(&group_id) else {
                 return SyncAnswer::error(ErrorCode::UnknownMemberId);
             };
             let req = SyncRequest {
@@ -243,7 +244,7 @@ pub async fn heartbeat(ctx: Ctx, body: BytesMut) -> Outcome {
         let instance = opt_str(&req.group_instance_id);
         let generation = req.generation_id;
         on_coordinator(&ctx.shard, &group_id.clone(), move |shard, _| async move {
-            let Some(h) = shard.groups.get(&group_id) else {
+            let Some(h) = shard.services.groups.get(&group_id) else {
                 return Some(ErrorCode::UnknownMemberId);
             };
             let e = h
@@ -277,7 +278,7 @@ pub async fn leave_group(ctx: Ctx, body: BytesMut) -> Outcome {
         Err(ErrorCode::InvalidGroupId)
     } else {
         on_coordinator(&ctx.shard, &group_id.clone(), move |shard, _| async move {
-            let Some(h) = shard.groups.get(&group_id) else {
+            let Some(h) = shard.services.groups.get(&group_id) else {
                 return members.iter().map(|_| Some(ErrorCode::UnknownMemberId)).collect();
             };
             let cfg = &shard.config().groups;
@@ -395,7 +396,7 @@ async fn fetch_offsets(
         return Err(ErrorCode::InvalidGroupId);
     }
     on_coordinator(shard, &group_id.clone(), move |shard, _| async move {
-        let h = shard.groups.get(&group_id);
+        let h = shard.services.groups.get(&group_id);
         let g = h.as_ref().map(|h| h.group.borrow());
         let get = |topic: &str, p: i32| -> Option<OffsetValue> {
             g.as_ref()
@@ -539,7 +540,7 @@ pub async fn offset_delete(ctx: Ctx, body: BytesMut) -> Outcome {
         Err(ErrorCode::InvalidGroupId)
     } else {
         on_coordinator(&ctx.shard, &group_id.clone(), move |shard, partition| async move {
-            let Some(h) = shard.groups.get(&group_id) else {
+            let Some(h) = shard.services.groups.get(&group_id) else {
                 return Err(ErrorCode::GroupIdNotFound);
             };
             let (subscribed, refused) = {
@@ -661,7 +662,7 @@ pub async fn list_groups(ctx: Ctx, body: BytesMut) -> Outcome {
         let views = ctx
             .shard
             .submit_to(ShardId(s), |shard| async move {
-                shard.groups.all().iter().map(view).collect::<Vec<_>>()
+                shard.services.groups.all().iter().map(view).collect::<Vec<_>>()
             })
             .await;
         let Ok(views) = views else {
@@ -703,7 +704,7 @@ pub async fn describe_groups(ctx: Ctx, body: BytesMut) -> Outcome {
             Err(ErrorCode::InvalidGroupId)
         } else {
             on_coordinator(&ctx.shard, &id.clone(), move |shard, _| async move {
-                shard.groups.get(&id).map(|h| view(&h))
+                shard.services.groups.get(&id).map(|h| view(&h))
             })
             .await
         };
@@ -757,7 +758,7 @@ pub async fn delete_groups(ctx: Ctx, body: BytesMut) -> Outcome {
             Some(ErrorCode::InvalidGroupId)
         } else {
             on_coordinator(&ctx.shard, &id.clone(), move |shard, partition| async move {
-                let Some(h) = shard.groups.get(&id) else {
+                let Some(h) = shard.services.groups.get(&id) else {
                     return Some(ErrorCode::GroupIdNotFound);
                 };
                 let tombstones: Vec<OffsetRecord> = {
@@ -778,7 +779,7 @@ pub async fn delete_groups(ctx: Ctx, body: BytesMut) -> Outcome {
                 let r = groups::write_offsets(&shard, partition, &h, tombstones).await.err();
                 if r.is_none() {
                     h.group.borrow_mut().kill();
-                    shard.groups.remove(&id);
+                    shard.services.groups.remove(&id);
                 }
                 r
             })

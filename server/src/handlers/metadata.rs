@@ -44,12 +44,20 @@ pub async fn metadata(ctx: Ctx, body: BytesMut) -> Outcome {
             .collect();
         if !missing.is_empty() {
             let partitions = config.num_partitions;
-            let answers = crate::controller::controller_each(&ctx.shard, missing.clone(), move |draft, name| {
-                draft
-                    .create_topic(&name, partitions, Default::default(), -1, &[])
-                    .map(|_| ())
-            })
-            .await;
+            let requests = missing
+                .iter()
+                .map(|name| {
+                    Ok(crate::controller::ControllerRequest::CreateTopic {
+                        name: name.clone(),
+                        partitions,
+                        replication_factor: -1,
+                        assignments: Vec::new(),
+                        configs: Default::default(),
+                        validate_only: false,
+                    })
+                })
+                .collect();
+            let answers = crate::controller::ask(&ctx.shard, requests).await;
             for (name, answer) in missing.iter().zip(answers) {
                 if let Err(e) = answer
                     && e.code != ErrorCode::TopicAlreadyExists

@@ -29,8 +29,8 @@ use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use crate::error_codes::ErrorCode;
+use crate::node::Shard;
 use crate::protocol::{self, RequestHeader, Response};
-use crate::shard::Shard;
 
 /// Every API the broker answers, with the versions it supports: all the
 /// versions the `kafka-protocol` crate knows for each, and for Produce and

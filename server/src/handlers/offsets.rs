@@ -16,7 +16,7 @@ use sluice_engine::{Log, batch};
 
 use super::{Ctx, Outcome};
 use crate::error_codes::{self, ErrorCode};
-use crate::shard::Shard;
+use crate::node::Shard;
 
 /// Special timestamps of ListOffsets.
 pub const LATEST: i64 = -1;

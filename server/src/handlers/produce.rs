@@ -26,9 +26,10 @@ use sluice_engine::Durability;
 
 use super::{Ctx, Outcome, str_bytes};
 use crate::error_codes::{self, ErrorCode};
+use crate::node::Shard;
 use crate::partition::Partition;
 use crate::protocol::produce::ProduceRequest;
-use crate::shard::{ByOwner, Shard, ShardId};
+use crate::shard::{ByOwner, ShardId};
 
 /// One partition's answer.
 #[derive(Debug, Clone)]
@@ -365,7 +366,9 @@ fn append_partition(shard: &Shard, item: Append, acks: i16, deadline: std::time:
             end_offset: appended.end_offset,
             durability,
             base_offset: appended.base_offset,
-            replicated: (acks == -1 && replicated && !shard.config().unsafe_ack_before_replication)
+            replicated: (acks == -1
+                && replicated
+                && !(cfg!(feature = "test-switches") && shard.config().unsafe_ack_before_replication))
                 .then_some((epoch, deadline)),
         },
         _ => done(PartitionResult::ok(appended.base_offset, &p)),
@@ -397,7 +400,9 @@ pub async fn init_producer_id(ctx: Ctx, body: BytesMut) -> Outcome {
     }
     match ctx
         .shard
-        .submit_to(ShardId(0), |ctl| async move { ctl.allocate_producer_id().await })
+        .submit_to(ShardId(0), |ctl| async move {
+            crate::controller::allocate_producer_id(&ctl).await
+        })
         .await
     {
         Ok(Ok(id)) => {
