@@ -303,180 +303,224 @@ impl Image {
     /// record refused here is refused on every node.
     pub fn apply(&mut self, record: &MetaRecord) -> Result<(), MetaError> {
         match record {
-            MetaRecord::RegisterBroker(b) => {
-                if b.epoch < self.next_broker_epoch {
-                    return Err(refuse(
-                        ErrorCode::StaleBrokerEpoch,
-                        format!("broker epoch {} below {}", b.epoch, self.next_broker_epoch),
-                    ));
-                }
-                if self
-                    .brokers
-                    .get(&b.id)
-                    .is_some_and(|old| old.incarnation != b.incarnation)
-                    && let Some((t, i)) = self.held_by(b.id, !b.clean_start)
-                {
-                    return Err(refuse(
-                        ErrorCode::InvalidRequest,
-                        format!(
-                            "broker {}'s previous incarnation still holds `{t}` partition {i}: fence it first",
-                            b.id
-                        ),
-                    ));
-                }
-                self.next_broker_epoch = b.epoch + 1;
-                self.brokers.insert(b.id, b.clone());
-            }
-            MetaRecord::FenceBroker { id, epoch, .. } | MetaRecord::UnfenceBroker { id, epoch } => {
-                let shutdown = matches!(record, MetaRecord::FenceBroker { shutdown: true, .. });
-                let fenced = matches!(record, MetaRecord::FenceBroker { .. });
-                let b =
-                    self.brokers.get_mut(id).filter(|b| b.epoch == *epoch).ok_or_else(|| {
-                        refuse(ErrorCode::StaleBrokerEpoch, format!("broker {id} has no epoch {epoch}"))
-                    })?;
-                b.fenced = fenced;
-                b.shut_down = shutdown;
-            }
+            MetaRecord::RegisterBroker(b) => self.register_broker(b),
+            MetaRecord::FenceBroker { id, epoch, shutdown } => self.set_fenced(id, epoch, true, *shutdown),
+            MetaRecord::UnfenceBroker { id, epoch } => self.set_fenced(id, epoch, false, false),
             MetaRecord::CreateTopic {
                 name,
                 id,
                 configs,
                 partitions,
-            } => {
-                validate_topic_name(name).map_err(|m| refuse(ErrorCode::InvalidTopicException, m))?;
-                if self.topics.contains_key(name.as_str()) {
-                    return Err(refuse(
-                        ErrorCode::TopicAlreadyExists,
-                        format!("topic `{name}` already exists"),
-                    ));
-                }
-                if id.is_nil() || self.topic_by_id(id).is_some() {
-                    return Err(refuse(ErrorCode::InvalidRequest, format!("topic id {id} is taken")));
-                }
-                if partitions.is_empty() {
-                    return Err(refuse(ErrorCode::InvalidPartitions, "a topic needs a partition"));
-                }
-                for (k, v) in configs {
-                    validate_topic_config(k, v).map_err(|m| refuse(ErrorCode::InvalidConfig, m))?;
-                }
-                for p in partitions {
-                    p.check().map_err(|m| refuse(ErrorCode::InvalidReplicaAssignment, m))?;
-                }
-                self.put(TopicMeta {
-                    name: name.as_str().into(),
-                    id: *id,
-                    partitions: i32::try_from(partitions.len())
-                        .map_err(|_| refuse(ErrorCode::InvalidPartitions, "too many partitions"))?,
-                    configs: configs.clone(),
-                    partition_states: partitions.clone(),
-                });
-            }
-            MetaRecord::DeleteTopic { id } => {
-                let t = self.topic_named_by_id(id)?;
-                if is_internal(&t.name) {
-                    return Err(refuse(
-                        ErrorCode::InvalidTopicException,
-                        format!("`{}` is an internal topic", t.name),
-                    ));
-                }
-                self.topics.remove(&t.name);
-            }
-            MetaRecord::CreatePartitions { id, partitions } => {
-                let t = self.topic_named_by_id(id)?;
-                if partitions.is_empty() {
-                    return Err(refuse(ErrorCode::InvalidPartitions, "no partitions to add"));
-                }
-                for p in partitions {
-                    p.check().map_err(|m| refuse(ErrorCode::InvalidReplicaAssignment, m))?;
-                }
-                let mut states = t.partition_states.clone();
-                states.extend(partitions.iter().cloned());
-                let count = i32::try_from(states.len())
-                    .map_err(|_| refuse(ErrorCode::InvalidPartitions, "too many partitions"))?;
-                self.put(TopicMeta {
-                    partitions: count,
-                    partition_states: states,
-                    ..(*t).clone()
-                });
-            }
-            MetaRecord::RemovePartitions { id, count } => {
-                let t = self.topic_named_by_id(id)?;
-                if *count < 1 || *count >= t.partitions {
-                    return Err(refuse(
-                        ErrorCode::InvalidPartitions,
-                        format!("cannot remove {count} of {} partitions", t.partitions),
-                    ));
-                }
-                let keep = (t.partitions - count) as usize;
-                self.put(TopicMeta {
-                    partitions: t.partitions - count,
-                    partition_states: t.partition_states[..keep].to_vec(),
-                    ..(*t).clone()
-                });
-            }
-            MetaRecord::ChangePartition { id, partition, state } => {
-                let t = self.topic_named_by_id(id)?;
-                let now = usize::try_from(*partition)
-                    .ok()
-                    .and_then(|i| t.partition_states.get(i))
-                    .ok_or_else(|| {
-                        refuse(
-                            ErrorCode::UnknownTopicOrPartition,
-                            format!("`{}` has no partition {partition}", t.name),
-                        )
-                    })?;
-                if state.partition_epoch != now.partition_epoch + 1 {
-                    return Err(refuse(
-                        ErrorCode::InvalidUpdateVersion,
-                        format!(
-                            "partition epoch {} does not follow {}",
-                            state.partition_epoch, now.partition_epoch
-                        ),
-                    ));
-                }
-                let leader_moved = state.leader != now.leader;
-                if state.leader_epoch < now.leader_epoch || (leader_moved && state.leader_epoch == now.leader_epoch) {
-                    return Err(refuse(
-                        ErrorCode::FencedLeaderEpoch,
-                        format!(
-                            "leader epoch {} after {} (leader {} → {})",
-                            state.leader_epoch, now.leader_epoch, now.leader, state.leader
-                        ),
-                    ));
-                }
-                state
-                    .check()
-                    .map_err(|m| refuse(ErrorCode::InvalidReplicaAssignment, m))?;
-                let mut states = t.partition_states.clone();
-                states[*partition as usize] = state.clone();
-                self.put(TopicMeta {
-                    partition_states: states,
-                    ..(*t).clone()
-                });
-            }
-            MetaRecord::SetTopicConfigs { id, configs } => {
-                let t = self.topic_named_by_id(id)?;
-                for (k, v) in configs {
-                    validate_topic_config(k, v).map_err(|m| refuse(ErrorCode::InvalidConfig, m))?;
-                }
-                self.put(TopicMeta {
-                    configs: configs.clone(),
-                    ..(*t).clone()
-                });
-            }
-            MetaRecord::ProducerIds { broker, first, count } => {
-                if *first != self.next_producer_id || *count < 1 {
-                    return Err(refuse(
-                        ErrorCode::UnknownServerError,
-                        format!(
-                            "producer id block {first}+{count} for broker {broker}: the next free id is {}",
-                            self.next_producer_id
-                        ),
-                    ));
-                }
-                self.next_producer_id = first + count;
-            }
+            } => self.create_topic(name, id, configs, partitions),
+            MetaRecord::DeleteTopic { id } => self.delete_topic(id),
+            MetaRecord::CreatePartitions { id, partitions } => self.create_partitions(id, partitions),
+            MetaRecord::RemovePartitions { id, count } => self.remove_partitions(id, count),
+            MetaRecord::ChangePartition { id, partition, state } => self.change_partition(id, partition, state),
+            MetaRecord::SetTopicConfigs { id, configs } => self.set_topic_configs(id, configs),
+            MetaRecord::ProducerIds { broker, first, count } => self.producer_ids(broker, first, count),
         }
+    }
+
+    /// Registers a broker (a new incarnation gets a new epoch).
+    fn register_broker(&mut self, b: &BrokerMeta) -> Result<(), MetaError> {
+        if b.epoch < self.next_broker_epoch {
+            return Err(refuse(
+                ErrorCode::StaleBrokerEpoch,
+                format!("broker epoch {} below {}", b.epoch, self.next_broker_epoch),
+            ));
+        }
+        if self
+            .brokers
+            .get(&b.id)
+            .is_some_and(|old| old.incarnation != b.incarnation)
+            && let Some((t, i)) = self.held_by(b.id, !b.clean_start)
+        {
+            return Err(refuse(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "broker {}'s previous incarnation still holds `{t}` partition {i}: fence it first",
+                    b.id
+                ),
+            ));
+        }
+        self.next_broker_epoch = b.epoch + 1;
+        self.brokers.insert(b.id, b.clone());
+        Ok(())
+    }
+
+    /// Fences or unfences a broker at its current epoch.
+    fn set_fenced(&mut self, id: &i32, epoch: &i64, fenced: bool, shutdown: bool) -> Result<(), MetaError> {
+        let b = self
+            .brokers
+            .get_mut(id)
+            .filter(|b| b.epoch == *epoch)
+            .ok_or_else(|| refuse(ErrorCode::StaleBrokerEpoch, format!("broker {id} has no epoch {epoch}")))?;
+        b.fenced = fenced;
+        b.shut_down = shutdown;
+        Ok(())
+    }
+
+    /// Adds a topic under a name and id not taken.
+    fn create_topic(
+        &mut self,
+        name: &str,
+        id: &Uuid,
+        configs: &BTreeMap<String, String>,
+        partitions: &[PartitionState],
+    ) -> Result<(), MetaError> {
+        validate_topic_name(name).map_err(|m| refuse(ErrorCode::InvalidTopicException, m))?;
+        if self.topics.contains_key(name) {
+            return Err(refuse(
+                ErrorCode::TopicAlreadyExists,
+                format!("topic `{name}` already exists"),
+            ));
+        }
+        if id.is_nil() || self.topic_by_id(id).is_some() {
+            return Err(refuse(ErrorCode::InvalidRequest, format!("topic id {id} is taken")));
+        }
+        if partitions.is_empty() {
+            return Err(refuse(ErrorCode::InvalidPartitions, "a topic needs a partition"));
+        }
+        for (k, v) in configs {
+            validate_topic_config(k, v).map_err(|m| refuse(ErrorCode::InvalidConfig, m))?;
+        }
+        for p in partitions {
+            p.check().map_err(|m| refuse(ErrorCode::InvalidReplicaAssignment, m))?;
+        }
+        self.put(TopicMeta {
+            name: name.into(),
+            id: *id,
+            partitions: i32::try_from(partitions.len())
+                .map_err(|_| refuse(ErrorCode::InvalidPartitions, "too many partitions"))?,
+            configs: configs.clone(),
+            partition_states: partitions.to_vec(),
+        });
+        Ok(())
+    }
+
+    /// Removes a topic (never an internal one).
+    fn delete_topic(&mut self, id: &Uuid) -> Result<(), MetaError> {
+        let t = self.topic_named_by_id(id)?;
+        if is_internal(&t.name) {
+            return Err(refuse(
+                ErrorCode::InvalidTopicException,
+                format!("`{}` is an internal topic", t.name),
+            ));
+        }
+        self.topics.remove(&t.name);
+        Ok(())
+    }
+
+    /// Appends partitions to a topic.
+    fn create_partitions(&mut self, id: &Uuid, partitions: &[PartitionState]) -> Result<(), MetaError> {
+        let t = self.topic_named_by_id(id)?;
+        if partitions.is_empty() {
+            return Err(refuse(ErrorCode::InvalidPartitions, "no partitions to add"));
+        }
+        for p in partitions {
+            p.check().map_err(|m| refuse(ErrorCode::InvalidReplicaAssignment, m))?;
+        }
+        let mut states = t.partition_states.clone();
+        states.extend(partitions.iter().cloned());
+        let count =
+            i32::try_from(states.len()).map_err(|_| refuse(ErrorCode::InvalidPartitions, "too many partitions"))?;
+        self.put(TopicMeta {
+            partitions: count,
+            partition_states: states,
+            ..(*t).clone()
+        });
+        Ok(())
+    }
+
+    /// Takes back a topic's last partitions (the undo of a creation).
+    fn remove_partitions(&mut self, id: &Uuid, count: &i32) -> Result<(), MetaError> {
+        let t = self.topic_named_by_id(id)?;
+        if *count < 1 || *count >= t.partitions {
+            return Err(refuse(
+                ErrorCode::InvalidPartitions,
+                format!("cannot remove {count} of {} partitions", t.partitions),
+            ));
+        }
+        let keep = (t.partitions - count) as usize;
+        self.put(TopicMeta {
+            partitions: t.partitions - count,
+            partition_states: t.partition_states[..keep].to_vec(),
+            ..(*t).clone()
+        });
+        Ok(())
+    }
+
+    /// Replaces one partition's state: the partition epoch follows the
+    /// current one, the leader epoch never goes back and grows with a new
+    /// leader.
+    fn change_partition(&mut self, id: &Uuid, partition: &i32, state: &PartitionState) -> Result<(), MetaError> {
+        let t = self.topic_named_by_id(id)?;
+        let now = usize::try_from(*partition)
+            .ok()
+            .and_then(|i| t.partition_states.get(i))
+            .ok_or_else(|| {
+                refuse(
+                    ErrorCode::UnknownTopicOrPartition,
+                    format!("`{}` has no partition {partition}", t.name),
+                )
+            })?;
+        if state.partition_epoch != now.partition_epoch + 1 {
+            return Err(refuse(
+                ErrorCode::InvalidUpdateVersion,
+                format!(
+                    "partition epoch {} does not follow {}",
+                    state.partition_epoch, now.partition_epoch
+                ),
+            ));
+        }
+        let leader_moved = state.leader != now.leader;
+        if state.leader_epoch < now.leader_epoch || (leader_moved && state.leader_epoch == now.leader_epoch) {
+            return Err(refuse(
+                ErrorCode::FencedLeaderEpoch,
+                format!(
+                    "leader epoch {} after {} (leader {} → {})",
+                    state.leader_epoch, now.leader_epoch, now.leader, state.leader
+                ),
+            ));
+        }
+        state
+            .check()
+            .map_err(|m| refuse(ErrorCode::InvalidReplicaAssignment, m))?;
+        let mut states = t.partition_states.clone();
+        states[*partition as usize] = state.clone();
+        self.put(TopicMeta {
+            partition_states: states,
+            ..(*t).clone()
+        });
+        Ok(())
+    }
+
+    /// Replaces a topic's config overrides.
+    fn set_topic_configs(&mut self, id: &Uuid, configs: &BTreeMap<String, String>) -> Result<(), MetaError> {
+        let t = self.topic_named_by_id(id)?;
+        for (k, v) in configs {
+            validate_topic_config(k, v).map_err(|m| refuse(ErrorCode::InvalidConfig, m))?;
+        }
+        self.put(TopicMeta {
+            configs: configs.clone(),
+            ..(*t).clone()
+        });
+        Ok(())
+    }
+
+    /// Hands a block of producer ids to a broker; it starts at the next
+    /// free id.
+    fn producer_ids(&mut self, broker: &i32, first: &i64, count: &i64) -> Result<(), MetaError> {
+        if *first != self.next_producer_id || *count < 1 {
+            return Err(refuse(
+                ErrorCode::UnknownServerError,
+                format!(
+                    "producer id block {first}+{count} for broker {broker}: the next free id is {}",
+                    self.next_producer_id
+                ),
+            ));
+        }
+        self.next_producer_id = first + count;
         Ok(())
     }
 

@@ -71,6 +71,26 @@ impl Snapshot {
         self.ids.get(id).and_then(|n| self.topics.get(n))
     }
 
+    /// The names of the topics created, changed or deleted since `old`:
+    /// a topic's metadata is replaced as a whole when it changes, so an
+    /// unchanged topic is the same `Arc` in both. Sorted.
+    pub fn changed_topics(&self, old: &Snapshot) -> Vec<Arc<str>> {
+        let mut out: Vec<Arc<str>> = self
+            .topics
+            .iter()
+            .filter(|(name, t)| old.topics.get(*name).is_none_or(|o| !Arc::ptr_eq(o, t)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        out.extend(
+            old.topics
+                .keys()
+                .filter(|name| !self.topics.contains_key(*name))
+                .cloned(),
+        );
+        out.sort_unstable();
+        out
+    }
+
     pub fn build(
         version: u64,
         topics: impl IntoIterator<Item = Arc<TopicMeta>>,
@@ -254,5 +274,26 @@ mod tests {
         }
         assert!(validate_topic_name(&"x".repeat(249)).is_ok());
         assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+
+    fn topic(name: &str, partitions: i32) -> Arc<TopicMeta> {
+        Arc::new(TopicMeta {
+            name: name.into(),
+            id: Uuid::from_u128(partitions as u128 + 1),
+            partitions,
+            configs: BTreeMap::new(),
+            partition_states: (0..partitions).map(|_| PartitionState::new(vec![1])).collect(),
+        })
+    }
+
+    #[test]
+    fn a_snapshot_names_the_topics_created_changed_and_deleted_since_another() {
+        let (kept, grown, gone) = (topic("kept", 1), topic("grown", 1), topic("gone", 2));
+        let old = Snapshot::build(1, [kept.clone(), grown, gone], BTreeMap::new());
+        let new = Snapshot::build(2, [kept, topic("grown", 2), topic("new", 1)], BTreeMap::new());
+        let changed = new.changed_topics(&old);
+        let names: Vec<&str> = changed.iter().map(|n| &**n).collect();
+        assert_eq!(names, ["gone", "grown", "new"]);
+        assert!(new.changed_topics(&new).is_empty());
     }
 }

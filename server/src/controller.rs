@@ -201,6 +201,25 @@ struct Drafted {
 }
 
 impl Draft {
+    /// A draft over `image` with the controller's settings (the controller
+    /// makes its own from the quorum's image; benchmarks and tests make
+    /// theirs).
+    pub fn new(image: Image, max_partitions: i64, default_replication_factor: i16, rules: Rules) -> Self {
+        Self {
+            image,
+            max_partitions,
+            default_replication_factor,
+            rules,
+            slot: 0,
+            records: Vec::new(),
+        }
+    }
+
+    /// The records drafted, in order.
+    pub fn into_records(self) -> Vec<MetaRecord> {
+        self.records.into_iter().map(|d| d.record).collect()
+    }
+
     /// Drafts one request: the records it writes go into the draft, and
     /// the answer comes back; a refusal changes nothing in the draft.
     pub fn handle(&mut self, request: ControllerRequest) -> Result<ControllerAnswer, MetaError> {

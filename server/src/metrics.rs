@@ -163,11 +163,21 @@ fn label(k: &'static str, v: impl ToString) -> (&'static str, String) {
 impl Collector for Report {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let e = &mut enc;
-        let c = &self.cluster;
-        let shards = &self.shards;
-        let sum = |f: fn(&ShardReport) -> u64| shards.iter().map(f).sum::<u64>();
+        self.encode_requests(e)?;
+        self.encode_storage(e)?;
+        self.encode_topics(e)?;
+        self.encode_partitions(e)?;
+        self.encode_connections(e)?;
+        self.encode_replication(e)?;
+        self.encode_groups(e)?;
+        Ok(())
+    }
+}
 
-        // Requests, errors and latency per API.
+impl Report {
+    /// Requests, errors and latency per API.
+    fn encode_requests(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let shards = &self.shards;
         let mut apis: BTreeMap<i16, (u64, HistogramData)> = BTreeMap::new();
         let empty = || (0, HistogramData::empty(&sluice_engine::stats::LATENCY_BOUNDS_NS));
         let mut errors: BTreeMap<(i16, i16), u64> = BTreeMap::new();
@@ -213,7 +223,12 @@ impl Collector for Report {
                 histogram(m.encode_family(&labels)?, h, 1e-9)?;
             }
         }
-        // The storage engine, all shards together.
+        Ok(())
+    }
+
+    /// The storage engine, all shards together.
+    fn encode_storage(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let shards = &self.shards;
         let mut io: Option<(HistogramData, HistogramData, HistogramData)> = None;
         for s in shards {
             if let Some((w, f, r)) = &s.io {
@@ -247,8 +262,12 @@ impl Collector for Report {
                 histogram(m, h, scale)?;
             }
         }
+        Ok(())
+    }
 
-        // Traffic per topic.
+    /// Traffic per topic.
+    fn encode_topics(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let shards = &self.shards;
         let mut topics: BTreeMap<&str, (u64, u64, u64)> = BTreeMap::new();
         for s in shards {
             for p in &s.partitions {
@@ -281,8 +300,12 @@ impl Collector for Report {
             MetricType::Counter,
             topics.iter().map(|(t, v)| (vec![label("topic", t)], counter(v.2))),
         )?;
+        Ok(())
+    }
 
-        // The log per partition.
+    /// The log per partition.
+    fn encode_partitions(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let shards = &self.shards;
         let mut sorted: Vec<&PartitionReport> = shards.iter().flat_map(|s| &s.partitions).collect();
         sorted.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
         let parts = || sorted.iter().copied();
@@ -301,8 +324,13 @@ impl Collector for Report {
             MetricType::Gauge,
             parts().map(|p| (plabels(p), gauge(p.size_bytes as i64))),
         )?;
+        Ok(())
+    }
 
-        // Connections and shards.
+    /// Connections and shards.
+    fn encode_connections(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let shards = &self.shards;
+        let sum = |f: fn(&ShardReport) -> u64| shards.iter().map(f).sum::<u64>();
         family(
             e,
             "sluice_connections_open",
@@ -342,8 +370,15 @@ impl Collector for Report {
                 .iter()
                 .map(|s| (vec![label("shard", s.shard)], counter(s.handoffs))),
         )?;
+        Ok(())
+    }
 
-        // Replication and the cluster.
+    /// Replication and the cluster.
+    fn encode_replication(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let c = &self.cluster;
+        let shards = &self.shards;
+        let sum = |f: fn(&ShardReport) -> u64| shards.iter().map(f).sum::<u64>();
+        let parts = || shards.iter().flat_map(|s| &s.partitions);
         let leaders = parts().filter(|p| p.leader).count();
         let under = parts().filter(|p| p.leader && p.under_replicated).count();
         family(
@@ -431,8 +466,12 @@ impl Collector for Report {
             MetricType::Gauge,
             [(vec![label("node", c.node_id)], gauge(i64::from(c.ready)))],
         )?;
+        Ok(())
+    }
 
-        // Consumer groups this broker coordinates.
+    /// Consumer groups this broker coordinates.
+    fn encode_groups(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let shards = &self.shards;
         let groups = || shards.iter().flat_map(|s| &s.groups);
         family(
             e,

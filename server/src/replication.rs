@@ -128,48 +128,7 @@ async fn run<S: FetcherHost>(shard: Rc<Shard<S>>, f: Rc<Fetcher>) {
             let _ = race(compio::runtime::time::sleep(backoff), f.changed.next()).await;
             continue;
         };
-        let my_epoch = snapshot.brokers.get(&config.node_id).map_or(-1, |b| b.epoch);
-        let mut sent: HashMap<(uuid::Uuid, i32), Sent> = HashMap::new();
-        let mut req = FetchRequest::default();
-        req.replica_id = BrokerId(-1);
-        req.replica_state = ReplicaState::default()
-            .with_replica_id(BrokerId(config.node_id))
-            .with_replica_epoch(my_epoch);
-        req.max_wait_ms = i32::try_from(config.replica_fetch_wait_max_ms).unwrap_or(i32::MAX);
-        req.min_bytes = 1;
-        req.max_bytes = i32::try_from(config.replica_fetch_response_max_bytes).unwrap_or(i32::MAX);
-        req.session_id = 0;
-        req.session_epoch = -1;
-        for (topic, index) in &wanted {
-            let (Some(meta), Some(p)) = (snapshot.topic(topic), shard.partition(topic, *index)) else {
-                continue;
-            };
-            if p.replica.borrow().role != (Role::Follower { leader: f.leader }) {
-                continue;
-            }
-            let fetch_offset = p.log.log_end_offset();
-            let part = FetchPartition::default()
-                .with_partition(*index)
-                .with_current_leader_epoch(p.leader_epoch())
-                .with_fetch_offset(fetch_offset)
-                .with_last_fetched_epoch(p.log.latest_epoch())
-                .with_log_start_offset(p.log.log_start_offset())
-                .with_partition_max_bytes(i32::try_from(config.replica_fetch_max_bytes).unwrap_or(i32::MAX));
-            match req.topics.iter_mut().find(|t| t.topic_id == meta.id) {
-                Some(t) => t.partitions.push(part),
-                None => req
-                    .topics
-                    .push(FetchTopic::default().with_topic_id(meta.id).with_partitions(vec![part])),
-            }
-            sent.insert(
-                (meta.id, *index),
-                Sent {
-                    leader_epoch: p.leader_epoch(),
-                    partition: p,
-                    fetch_offset,
-                },
-            );
-        }
+        let (req, mut sent) = fetch_request(&shard, &f, &snapshot, &wanted);
         if sent.is_empty() {
             // Roles not applied yet (or the topic is gone): wait for a change.
             let _ = race(compio::runtime::time::sleep(backoff), f.changed.next()).await;
@@ -199,56 +158,7 @@ async fn run<S: FetcherHost>(shard: Rc<Shard<S>>, f: Rc<Fetcher>) {
                 continue;
             }
         };
-        let mut pause = None;
-        let mut note = |s: &Sent, failure: Failure| match failure {
-            // The two brokers' metadata differ for a moment: look again
-            // soon.
-            Failure::Transient(code) => {
-                tracing::debug!(topic = %s.partition.topic, partition = s.partition.index, leader = f.leader, ?code, "replica fetch answer");
-                pause = Some(pause.map_or(TRANSIENT_BACKOFF, |p: Duration| p.max(TRANSIENT_BACKOFF)));
-            }
-            Failure::Other(e) => {
-                tracing::warn!(topic = %s.partition.topic, partition = s.partition.index, leader = f.leader, error = %e, "replica fetch answer");
-                pause = Some(backoff);
-            }
-        };
-        let mut appended = Vec::new();
-        for t in resp.responses {
-            for pd in t.partitions {
-                let Some(s) = sent.remove(&(t.topic_id, pd.partition_index)) else {
-                    continue;
-                };
-                // The role may have changed while the fetch was out.
-                if s.partition.leader_epoch() != s.leader_epoch
-                    || !f
-                        .partitions
-                        .borrow()
-                        .contains(&(s.partition.topic.clone(), s.partition.index))
-                {
-                    continue;
-                }
-                match apply(&s, pd).await {
-                    Ok(Some(a)) => appended.push((s, a)),
-                    Ok(None) => {}
-                    Err(failure) => note(&s, failure),
-                }
-            }
-        }
-        // Every partition's batches are queued before any write is waited
-        // for, so the rounds of all partitions go to the disk together; the
-        // next fetch (whose offsets tell the leader what is written here)
-        // waits for all of them.
-        let durability = if config.replica_fsync_before_ack {
-            Durability::Synced
-        } else {
-            Durability::Written
-        };
-        let finished = futures_util::future::join_all(appended.iter().map(|(s, a)| finish(s, a, durability))).await;
-        for ((s, _), r) in appended.iter().zip(finished) {
-            if let Err(e) = r {
-                note(s, Failure::Other(e));
-            }
-        }
+        let pause = take_answer(&f, resp, &mut sent, &config, backoff).await;
         if let Some(pause) = pause {
             let _ = race(compio::runtime::time::sleep(pause), f.changed.next()).await;
         }
@@ -486,6 +396,123 @@ pub fn propose_isr<S: FetcherHost>(shard: &Rc<Shard<S>>, p: &Rc<Partition>, isr:
         p.refresh_hw();
     })
     .detach();
+}
+
+/// The fetch for the partitions of `wanted` this shard still follows from
+/// `f`'s leader, each from its log end, and what was asked of each.
+fn fetch_request<S: FetcherHost>(
+    shard: &Shard<S>,
+    f: &Fetcher,
+    snapshot: &crate::meta::Snapshot,
+    wanted: &[(Arc<str>, i32)],
+) -> (FetchRequest, HashMap<(uuid::Uuid, i32), Sent>) {
+    let config = &shard.common.config;
+    let my_epoch = snapshot.brokers.get(&config.node_id).map_or(-1, |b| b.epoch);
+    let mut sent: HashMap<(uuid::Uuid, i32), Sent> = HashMap::new();
+    let mut req = FetchRequest::default();
+    req.replica_id = BrokerId(-1);
+    req.replica_state = ReplicaState::default()
+        .with_replica_id(BrokerId(config.node_id))
+        .with_replica_epoch(my_epoch);
+    req.max_wait_ms = i32::try_from(config.replica_fetch_wait_max_ms).unwrap_or(i32::MAX);
+    req.min_bytes = 1;
+    req.max_bytes = i32::try_from(config.replica_fetch_response_max_bytes).unwrap_or(i32::MAX);
+    req.session_id = 0;
+    req.session_epoch = -1;
+    for (topic, index) in wanted {
+        let (Some(meta), Some(p)) = (snapshot.topic(topic), shard.partition(topic, *index)) else {
+            continue;
+        };
+        if p.replica.borrow().role != (Role::Follower { leader: f.leader }) {
+            continue;
+        }
+        let fetch_offset = p.log.log_end_offset();
+        let part = FetchPartition::default()
+            .with_partition(*index)
+            .with_current_leader_epoch(p.leader_epoch())
+            .with_fetch_offset(fetch_offset)
+            .with_last_fetched_epoch(p.log.latest_epoch())
+            .with_log_start_offset(p.log.log_start_offset())
+            .with_partition_max_bytes(i32::try_from(config.replica_fetch_max_bytes).unwrap_or(i32::MAX));
+        match req.topics.iter_mut().find(|t| t.topic_id == meta.id) {
+            Some(t) => t.partitions.push(part),
+            None => req
+                .topics
+                .push(FetchTopic::default().with_topic_id(meta.id).with_partitions(vec![part])),
+        }
+        sent.insert(
+            (meta.id, *index),
+            Sent {
+                leader_epoch: p.leader_epoch(),
+                partition: p,
+                fetch_offset,
+            },
+        );
+    }
+    (req, sent)
+}
+
+/// Applies a fetch answer: each partition's batches queued, then every
+/// write waited for together. The pause before the next fetch, when a
+/// partition's answer asks for one.
+async fn take_answer(
+    f: &Fetcher,
+    resp: FetchResponse,
+    sent: &mut HashMap<(uuid::Uuid, i32), Sent>,
+    config: &crate::config::BrokerConfig,
+    backoff: Duration,
+) -> Option<Duration> {
+    let mut pause = None;
+    let mut note = |s: &Sent, failure: Failure| match failure {
+        // The two brokers' metadata differ for a moment: look again
+        // soon.
+        Failure::Transient(code) => {
+            tracing::debug!(topic = %s.partition.topic, partition = s.partition.index, leader = f.leader, ?code, "replica fetch answer");
+            pause = Some(pause.map_or(TRANSIENT_BACKOFF, |p: Duration| p.max(TRANSIENT_BACKOFF)));
+        }
+        Failure::Other(e) => {
+            tracing::warn!(topic = %s.partition.topic, partition = s.partition.index, leader = f.leader, error = %e, "replica fetch answer");
+            pause = Some(backoff);
+        }
+    };
+    let mut appended = Vec::new();
+    for t in resp.responses {
+        for pd in t.partitions {
+            let Some(s) = sent.remove(&(t.topic_id, pd.partition_index)) else {
+                continue;
+            };
+            // The role may have changed while the fetch was out.
+            if s.partition.leader_epoch() != s.leader_epoch
+                || !f
+                    .partitions
+                    .borrow()
+                    .contains(&(s.partition.topic.clone(), s.partition.index))
+            {
+                continue;
+            }
+            match apply(&s, pd).await {
+                Ok(Some(a)) => appended.push((s, a)),
+                Ok(None) => {}
+                Err(failure) => note(&s, failure),
+            }
+        }
+    }
+    // Every partition's batches are queued before any write is waited
+    // for, so the rounds of all partitions go to the disk together; the
+    // next fetch (whose offsets tell the leader what is written here)
+    // waits for all of them.
+    let durability = if config.replica_fsync_before_ack {
+        Durability::Synced
+    } else {
+        Durability::Written
+    };
+    let finished = futures_util::future::join_all(appended.iter().map(|(s, a)| finish(s, a, durability))).await;
+    for ((s, _), r) in appended.iter().zip(finished) {
+        if let Err(e) = r {
+            note(s, Failure::Other(e));
+        }
+    }
+    pause
 }
 
 /// What hosts the replica fetchers: the services a node runs on each

@@ -220,6 +220,9 @@ pub struct Shard<S> {
     /// the shard.
     installing: futures_util::lock::Mutex<()>,
     partitions: RefCell<PartitionTable>,
+    /// Topics with a partition this shard failed to open: the next install
+    /// visits them again.
+    failed_opens: RefCell<Vec<Arc<str>>>,
     /// Set once this shard has installed the metadata the controller
     /// recovered at start; it serves clients only after that.
     pub installed: Flag,
@@ -267,6 +270,7 @@ impl<S: Services> Shard<S> {
             meta: RefCell::new(snapshot),
             installing: futures_util::lock::Mutex::new(()),
             partitions: RefCell::new(HashMap::new()),
+            failed_opens: RefCell::default(),
             installed: Flag::default(),
             budget,
             stopping: Flag::default(),
@@ -504,84 +508,107 @@ impl<S: Services> Shard<S> {
         }
         let old = self.meta.replace(snapshot.clone());
         self.bump_layout();
-        let shards = self.shard_count();
+        // Only what changed is visited (a topic's metadata is replaced as a
+        // whole when it changes), plus topics whose partitions failed to
+        // open before: the cost of an install is the size of the change.
+        let mut changed = snapshot.changed_topics(&old);
+        changed.extend(self.failed_opens.take());
+        changed.sort_unstable();
+        changed.dedup();
         let mut first_error = None;
-        // Deleted topics (or recreated under the same name with a new id).
-        let gone: Vec<Arc<str>> = self
-            .partitions
-            .borrow()
-            .keys()
-            .filter(|name| {
-                let before = old.topic(name).map(|t| t.id);
-                let now = snapshot.topic(name).map(|t| t.id);
-                now.is_none() || before != now
-            })
-            .cloned()
-            .collect();
-        for name in gone {
-            self.remove_partitions(&name).await;
+        for name in &changed {
+            self.install_topic(&old, &snapshot, name, &mut first_error).await;
         }
+        // This broker's own registration decides every leadership it holds.
+        let me = self.config().node_id;
+        if old.brokers.get(&me) != snapshot.brokers.get(&me) {
+            self.apply_roles(&snapshot, None);
+        } else {
+            self.apply_roles(&snapshot, Some(&changed));
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Brings this shard's partitions of topic `name` in line with
+    /// `snapshot`: closes and removes them when the topic is gone (or was
+    /// recreated with a new id) or a partition creation was undone, opens
+    /// those it now owns, applies config changes.
+    async fn install_topic(
+        &self,
+        old: &Snapshot,
+        snapshot: &Snapshot,
+        name: &Arc<str>,
+        first_error: &mut Option<String>,
+    ) {
+        let before = old.topic(name).map(|t| t.id);
+        let now = snapshot.topic(name);
+        if before.is_some() && now.map(|t| t.id) != before {
+            self.remove_partitions(name).await;
+        }
+        let Some(topic) = now else {
+            return;
+        };
         // Fewer partitions than this shard has open: a CreatePartitions
         // that was undone.
         let extra: Vec<Rc<Partition>> = self
             .partitions
             .borrow_mut()
-            .iter_mut()
-            .filter_map(|(name, slots)| Some((snapshot.topic(name)?.partitions, slots)))
-            .flat_map(|(count, slots)| slots.drain(usize::try_from(count).unwrap_or(0).min(slots.len())..))
-            .flatten()
-            .collect();
+            .get_mut(name)
+            .map(|slots| {
+                let keep = usize::try_from(topic.partitions).unwrap_or(0).min(slots.len());
+                slots.drain(keep..).flatten().collect()
+            })
+            .unwrap_or_default();
         for p in extra {
+            S::closing(self, &p);
             let _ = p.log.close().await;
             if let Err(e) = std::fs::remove_dir_all(p.log.dir()) {
                 tracing::warn!(dir = %p.log.dir().display(), error = %e, "removing an undone partition");
             }
         }
-        for topic in snapshot.topics.values() {
-            let config = meta::log_config(self.config(), topic);
-            for index in 0..topic.partitions {
-                if owner_of(&topic.name, index, shards) != self.id || !topic.has_replica(index, self.config().node_id) {
-                    continue;
+        let config = meta::log_config(self.config(), topic);
+        let shards = self.shard_count();
+        for index in 0..topic.partitions {
+            if owner_of(&topic.name, index, shards) != self.id || !topic.has_replica(index, self.config().node_id) {
+                continue;
+            }
+            if let Some(p) = self.partition(&topic.name, index) {
+                if p.log.config() != config
+                    && let Err(e) = p.log.set_config(config.clone())
+                {
+                    first_error.get_or_insert(format!("{}-{index}: {e}", topic.name));
                 }
-                if let Some(p) = self.partition(&topic.name, index) {
-                    if p.log.config() != config
-                        && let Err(e) = p.log.set_config(config.clone())
-                    {
-                        first_error.get_or_insert(format!("{}-{index}: {e}", topic.name));
+                continue;
+            }
+            match self.open_partition(topic, index, config.clone()).await {
+                Ok(p) => {
+                    // Replays on open read the log; a start-up or a
+                    // creation of many partitions must not keep them all.
+                    if self.files.get() > self.files_budget * 3 / 4 {
+                        p.log.release_files().await;
                     }
-                    continue;
+                    let mut map = self.partitions.borrow_mut();
+                    let slots = map.entry(topic.name.clone()).or_default();
+                    let i = index as usize;
+                    if slots.len() <= i {
+                        slots.resize(i + 1, None);
+                    }
+                    slots[i] = Some(p);
                 }
-                match self.open_partition(topic, index, config.clone()).await {
-                    Ok(p) => {
-                        // Replays on open read the log; a start-up or a
-                        // creation of many partitions must not keep them all.
-                        if self.files.get() > self.files_budget * 3 / 4 {
-                            p.log.release_files().await;
-                        }
-                        let mut map = self.partitions.borrow_mut();
-                        let slots = map.entry(topic.name.clone()).or_default();
-                        let i = index as usize;
-                        if slots.len() <= i {
-                            slots.resize(i + 1, None);
-                        }
-                        slots[i] = Some(p);
-                    }
-                    Err(e) => {
-                        tracing::error!(topic = %topic.name, partition = index, error = %e, "opening partition");
-                        first_error.get_or_insert(format!("{}-{index}: {e}", topic.name));
-                    }
+                Err(e) => {
+                    tracing::error!(topic = %topic.name, partition = index, error = %e, "opening partition");
+                    first_error.get_or_insert(format!("{}-{index}: {e}", topic.name));
+                    self.failed_opens.borrow_mut().push(topic.name.clone());
                 }
             }
         }
-        self.apply_roles(&snapshot);
-        first_error.map_or(Ok(()), Err)
     }
 
     /// Brings each owned partition's replica state in line with the
     /// snapshot: leaders start a new epoch, followers fetch from their
     /// leader, and the group coordinator follows the leadership of its
     /// offsets partitions.
-    fn apply_roles(&self, snapshot: &Snapshot) {
+    fn apply_roles(&self, snapshot: &Snapshot, topics: Option<&[Arc<str>]>) {
         let me = self.config().node_id;
         let now = crate::base::clock::now_ms_u64();
         let shard = self.rc();
@@ -598,7 +625,20 @@ impl<S: Services> Shard<S> {
                 .registered
                 .store(registered, std::sync::atomic::Ordering::Relaxed);
         }
-        for p in self.owned_partitions() {
+        let parts = match topics {
+            None => self.owned_partitions(),
+            Some(names) => {
+                let map = self.partitions.borrow();
+                names
+                    .iter()
+                    .filter_map(|n| map.get(n))
+                    .flatten()
+                    .flatten()
+                    .cloned()
+                    .collect()
+            }
+        };
+        for p in parts {
             let Some(topic) = snapshot.topic(&p.topic) else {
                 continue;
             };
@@ -729,7 +769,7 @@ impl<S: Services> Shard<S> {
                     tracing::info!(topic = %old.topic, partition = old.index, "reopened a partition after the disk had space again");
                     drop(map);
                     // The new replica takes up the old one's role.
-                    self.apply_roles(&self.meta());
+                    self.apply_roles(&self.meta(), Some(std::slice::from_ref(&old.topic)));
                 }
             }
             Err(e) => {
@@ -775,16 +815,21 @@ mod tests {
         assert_eq!(owner_of("t", 5, 4), owner_of("t", 5, 4));
     }
 
-    #[test]
-    fn a_shard_never_goes_back_to_a_snapshot_made_before_the_one_it_has() {
-        let dir = tempfile::tempdir().unwrap();
+    /// The one shard of a broker with data in `dir`, and the broker's id.
+    fn lone_shard(dir: &std::path::Path) -> (Rc<Shard<()>>, i32) {
         let config = BrokerConfig {
-            data_dir: dir.path().to_path_buf(),
+            data_dir: dir.to_path_buf(),
             ..BrokerConfig::default()
         };
         let me = config.node_id;
         let common = Arc::new(Common::new(config, 1, true));
-        let shard = Shard::new(ShardId(0), common, Arc::new(Snapshot::default()), ());
+        (Shard::new(ShardId(0), common, Arc::new(Snapshot::default()), ()), me)
+    }
+
+    #[test]
+    fn a_shard_never_goes_back_to_a_snapshot_made_before_the_one_it_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shard, me) = lone_shard(dir.path());
         // Made first: the image before a topic was created (as a leader
         // change's republish may take it), then the image with the topic.
         let before = Arc::new(Snapshot::build(4, Vec::<Arc<TopicMeta>>::new(), BTreeMap::new()));
@@ -808,6 +853,55 @@ mod tests {
                 "the new topic's partition stays open"
             );
             assert!(log_dir.exists(), "and its data stays");
+        });
+    }
+
+    #[test]
+    fn an_install_visits_the_topics_that_changed_and_brings_them_in_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shard, me) = lone_shard(dir.path());
+        let topic = |name: &str, id: u128, partitions: i32, retention: Option<&str>| {
+            Arc::new(TopicMeta {
+                name: name.into(),
+                id: uuid::Uuid::from_u128(id),
+                partitions,
+                configs: retention
+                    .map(|r| BTreeMap::from([("retention.ms".to_string(), r.to_string())]))
+                    .unwrap_or_default(),
+                partition_states: (0..partitions)
+                    .map(|_| crate::image::PartitionState::new(vec![me]))
+                    .collect(),
+            })
+        };
+        let snap = |v: u64, topics: Vec<Arc<TopicMeta>>| Arc::new(Snapshot::build(v, topics, BTreeMap::new()));
+        let kept = topic("kept", 1, 2, None);
+        compio::runtime::Runtime::new().unwrap().block_on(async {
+            shard
+                .install(snap(1, vec![kept.clone(), topic("doomed", 2, 1, None)]))
+                .await
+                .unwrap();
+            let doomed_dir = shard.partition("doomed", 0).expect("opened").log.dir().to_path_buf();
+            let kept_log = shard.partition("kept", 1).expect("opened");
+            // Deleted: its partition closes and its data goes; the
+            // unchanged topic is left as it was.
+            shard.install(snap(2, vec![kept.clone()])).await.unwrap();
+            assert!(shard.partition("doomed", 0).is_none() && !doomed_dir.exists());
+            assert!(Rc::ptr_eq(&shard.partition("kept", 1).unwrap(), &kept_log));
+            // Grown, with a new retention: the new partition opens and
+            // every partition takes the config.
+            shard
+                .install(snap(3, vec![topic("kept", 1, 3, Some("60000"))]))
+                .await
+                .unwrap();
+            let grown = shard.partition("kept", 2).expect("the new partition");
+            assert_eq!(kept_log.log.config().retention_ms, Some(60_000));
+            // The growth undone: the new partition closes and goes.
+            shard
+                .install(snap(4, vec![topic("kept", 1, 2, Some("60000"))]))
+                .await
+                .unwrap();
+            assert!(shard.partition("kept", 2).is_none() && !grown.log.dir().exists());
+            assert!(Rc::ptr_eq(&shard.partition("kept", 1).unwrap(), &kept_log));
         });
     }
 }

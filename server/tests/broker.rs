@@ -26,7 +26,7 @@ fn api_versions_advertises_the_table_and_answers_unknown_versions_in_v0() {
         .collect();
     let table: Vec<(i16, i16, i16)> = sluice::handlers::APIS
         .iter()
-        .map(|&(k, lo, hi)| (k as i16, lo, hi))
+        .map(|a| (a.key as i16, a.min_version, a.max_version))
         .collect();
     assert_eq!(listed, table);
     // A version from the future: header v1 (key, version, correlation,

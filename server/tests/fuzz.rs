@@ -79,7 +79,10 @@ fn mutated_requests_never_panic_or_stall_a_shard() {
 
     let corpus_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fuzz/corpus");
     let mut seeds = load_corpus(&corpus_dir).unwrap();
-    let apis: Vec<(i16, i16, i16)> = handlers::APIS.iter().map(|&(k, lo, hi)| (k as i16, lo, hi)).collect();
+    let apis: Vec<(i16, i16, i16)> = handlers::APIS
+        .iter()
+        .map(|a| (a.key as i16, a.min_version, a.max_version))
+        .collect();
     seeds.extend(default_frames(&apis));
     let mut mutator = Mutator::new(seeds, seed);
 

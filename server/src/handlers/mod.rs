@@ -32,44 +32,104 @@ use crate::error_codes::ErrorCode;
 use crate::node::Shard;
 use crate::protocol::{self, RequestHeader, Response};
 
+/// A handler whose answer waits: its future boxed.
+macro_rules! later {
+    ($f:path) => {
+        Handler::Later(|ctx, body| Box::pin($f(ctx, body)))
+    };
+}
+
 /// Every API the broker answers, with the versions it supports: all the
 /// versions the `kafka-protocol` crate knows for each, and for Produce and
-/// Fetch the versions of the hand-written codec.
-pub const APIS: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 13),
-    (
+/// Fetch the versions of the hand-written codec; and how each is answered.
+/// ApiVersions advertises this list and dispatch obeys it.
+pub const APIS: &[Api] = &[
+    api(ApiKey::Produce, 3, 13, Handler::Produce),
+    api(
         ApiKey::Fetch,
         protocol::fetch::MIN_VERSION,
         protocol::fetch::MAX_VERSION,
+        Handler::Fetch,
     ),
-    (ApiKey::ListOffsets, 1, 10),
-    (ApiKey::Metadata, 0, 13),
-    (ApiKey::ApiVersions, 0, 4),
-    (ApiKey::CreateTopics, 2, 7),
-    (ApiKey::DeleteTopics, 1, 6),
-    (ApiKey::DeleteRecords, 0, 2),
-    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    api(ApiKey::ListOffsets, 1, 10, later!(offsets::list_offsets)),
+    api(ApiKey::Metadata, 0, 13, later!(metadata::metadata)),
+    api(ApiKey::ApiVersions, 0, 4, Handler::ApiVersions),
+    api(ApiKey::CreateTopics, 2, 7, later!(admin::create_topics)),
+    api(ApiKey::DeleteTopics, 1, 6, later!(admin::delete_topics)),
+    api(ApiKey::DeleteRecords, 0, 2, later!(offsets::delete_records)),
+    api(
+        ApiKey::OffsetForLeaderEpoch,
+        2,
+        4,
+        later!(offsets::offset_for_leader_epoch),
+    ),
     // The crate's response goes to v6 but its request decoder stops at v5.
-    (ApiKey::InitProducerId, 0, 5),
-    (ApiKey::DescribeConfigs, 1, 4),
-    (ApiKey::AlterConfigs, 0, 2),
-    (ApiKey::CreatePartitions, 0, 3),
-    (ApiKey::IncrementalAlterConfigs, 0, 1),
-    (ApiKey::DescribeCluster, 0, 2),
-    (ApiKey::FindCoordinator, 0, 6),
-    (ApiKey::JoinGroup, 0, 9),
-    (ApiKey::SyncGroup, 0, 5),
-    (ApiKey::Heartbeat, 0, 4),
-    (ApiKey::LeaveGroup, 0, 5),
-    (ApiKey::OffsetCommit, 2, 9),
-    (ApiKey::OffsetFetch, 1, 9),
-    (ApiKey::OffsetDelete, 0, 0),
-    (ApiKey::ListGroups, 0, 5),
-    (ApiKey::DescribeGroups, 0, 6),
-    (ApiKey::DeleteGroups, 0, 2),
-    (ApiKey::DescribeLogDirs, 1, 4),
-    (ApiKey::DescribeTopicPartitions, 0, 0),
+    api(ApiKey::InitProducerId, 0, 5, later!(produce::init_producer_id)),
+    api(ApiKey::DescribeConfigs, 1, 4, Handler::Now(configs::describe_configs)),
+    api(ApiKey::AlterConfigs, 0, 2, later!(configs::alter_configs)),
+    api(ApiKey::CreatePartitions, 0, 3, later!(admin::create_partitions)),
+    api(
+        ApiKey::IncrementalAlterConfigs,
+        0,
+        1,
+        later!(configs::incremental_alter_configs),
+    ),
+    api(ApiKey::DescribeCluster, 0, 2, Handler::Now(metadata::describe_cluster)),
+    api(ApiKey::FindCoordinator, 0, 6, Handler::Now(groups::find_coordinator)),
+    api(ApiKey::JoinGroup, 0, 9, later!(groups::join_group)),
+    api(ApiKey::SyncGroup, 0, 5, later!(groups::sync_group)),
+    api(ApiKey::Heartbeat, 0, 4, later!(groups::heartbeat)),
+    api(ApiKey::LeaveGroup, 0, 5, later!(groups::leave_group)),
+    api(ApiKey::OffsetCommit, 2, 9, later!(groups::offset_commit)),
+    api(ApiKey::OffsetFetch, 1, 9, later!(groups::offset_fetch)),
+    api(ApiKey::OffsetDelete, 0, 0, later!(groups::offset_delete)),
+    api(ApiKey::ListGroups, 0, 5, later!(groups::list_groups)),
+    api(ApiKey::DescribeGroups, 0, 6, later!(groups::describe_groups)),
+    api(ApiKey::DeleteGroups, 0, 2, later!(groups::delete_groups)),
+    api(ApiKey::DescribeLogDirs, 1, 4, later!(log_dirs::describe_log_dirs)),
+    api(
+        ApiKey::DescribeTopicPartitions,
+        0,
+        0,
+        Handler::Now(metadata::describe_topic_partitions),
+    ),
 ];
+
+/// One supported API: its key, the versions served, and its handler.
+#[derive(Debug, Clone, Copy)]
+pub struct Api {
+    pub key: ApiKey,
+    pub min_version: i16,
+    pub max_version: i16,
+    handler: Handler,
+}
+
+const fn api(key: ApiKey, min_version: i16, max_version: i16, handler: Handler) -> Api {
+    Api {
+        key,
+        min_version,
+        max_version,
+        handler,
+    }
+}
+
+/// A handler's future, boxed so the one future every request spawns
+/// stays small (it is moved into its task).
+type Boxed = std::pin::Pin<Box<dyn std::future::Future<Output = Outcome>>>;
+
+/// How a request is answered.
+#[derive(Debug, Clone, Copy)]
+enum Handler {
+    /// At once, without waiting.
+    Now(fn(Ctx, BytesMut) -> Outcome),
+    /// By a future, boxed.
+    Later(fn(Ctx, BytesMut) -> Boxed),
+    /// The hot paths, run inline (not boxed).
+    Produce,
+    Fetch,
+    /// Answered from this table.
+    ApiVersions,
+}
 
 /// The replica of `topic`-`partition` this broker leads, for the requests
 /// only a leader answers (Fetch, ListOffsets, OffsetForLeaderEpoch,
@@ -135,7 +195,9 @@ pub const OPS_NOT_REQUESTED: i32 = i32::MIN;
 
 /// The supported version range of an API, if it is supported.
 pub fn supported(key: ApiKey) -> Option<(i16, i16)> {
-    APIS.iter().find(|(k, _, _)| *k == key).map(|&(_, lo, hi)| (lo, hi))
+    APIS.iter()
+        .find(|a| a.key == key)
+        .map(|a| (a.min_version, a.max_version))
 }
 
 /// What becomes of a request.
@@ -205,11 +267,11 @@ pub fn api_versions_message(error: Option<ErrorCode>) -> ApiVersionsResponse {
     r.error_code = crate::error_codes::code(error);
     r.api_keys = APIS
         .iter()
-        .map(|&(k, lo, hi)| {
+        .map(|a| {
             let mut v = ApiVersion::default();
-            v.api_key = k as i16;
-            v.min_version = lo;
-            v.max_version = hi;
+            v.api_key = a.key as i16;
+            v.min_version = a.min_version;
+            v.max_version = a.max_version;
             v
         })
         .collect();
@@ -266,45 +328,21 @@ async fn answer(shard: Rc<Shard>, mut frame: BytesMut, peer: Rc<str>) -> Outcome
         peer,
         header_bytes: frame.freeze(),
     };
-    // Produce and Fetch run inline; the other handlers' futures are boxed,
-    // so the one future every request spawns stays small (it is moved
-    // into its task).
-    match key {
-        ApiKey::ApiVersions => {
+    let Some(api) = APIS.iter().find(|a| a.key == key) else {
+        return Outcome::Close(format!("no handler for {key:?}"));
+    };
+    match api.handler {
+        Handler::ApiVersions => {
             let mut msg = api_versions_message(None);
             if version >= 3 {
                 msg.finalized_features_epoch = -1;
             }
             ctx.respond(&msg)
         }
-        ApiKey::Produce => produce::handle(ctx, body).await,
-        ApiKey::Fetch => fetch::handle(ctx, body).await,
-        ApiKey::ListOffsets => Box::pin(offsets::list_offsets(ctx, body)).await,
-        ApiKey::DeleteRecords => Box::pin(offsets::delete_records(ctx, body)).await,
-        ApiKey::OffsetForLeaderEpoch => Box::pin(offsets::offset_for_leader_epoch(ctx, body)).await,
-        ApiKey::Metadata => Box::pin(metadata::metadata(ctx, body)).await,
-        ApiKey::DescribeCluster => metadata::describe_cluster(ctx, body),
-        ApiKey::CreateTopics => Box::pin(admin::create_topics(ctx, body)).await,
-        ApiKey::DeleteTopics => Box::pin(admin::delete_topics(ctx, body)).await,
-        ApiKey::CreatePartitions => Box::pin(admin::create_partitions(ctx, body)).await,
-        ApiKey::InitProducerId => Box::pin(produce::init_producer_id(ctx, body)).await,
-        ApiKey::DescribeConfigs => configs::describe_configs(ctx, body),
-        ApiKey::AlterConfigs => Box::pin(configs::alter_configs(ctx, body)).await,
-        ApiKey::IncrementalAlterConfigs => Box::pin(configs::incremental_alter_configs(ctx, body)).await,
-        ApiKey::FindCoordinator => groups::find_coordinator(ctx, body),
-        ApiKey::JoinGroup => Box::pin(groups::join_group(ctx, body)).await,
-        ApiKey::SyncGroup => Box::pin(groups::sync_group(ctx, body)).await,
-        ApiKey::Heartbeat => Box::pin(groups::heartbeat(ctx, body)).await,
-        ApiKey::LeaveGroup => Box::pin(groups::leave_group(ctx, body)).await,
-        ApiKey::OffsetCommit => Box::pin(groups::offset_commit(ctx, body)).await,
-        ApiKey::OffsetFetch => Box::pin(groups::offset_fetch(ctx, body)).await,
-        ApiKey::OffsetDelete => Box::pin(groups::offset_delete(ctx, body)).await,
-        ApiKey::ListGroups => Box::pin(groups::list_groups(ctx, body)).await,
-        ApiKey::DescribeGroups => Box::pin(groups::describe_groups(ctx, body)).await,
-        ApiKey::DeleteGroups => Box::pin(groups::delete_groups(ctx, body)).await,
-        ApiKey::DescribeLogDirs => Box::pin(log_dirs::describe_log_dirs(ctx, body)).await,
-        ApiKey::DescribeTopicPartitions => metadata::describe_topic_partitions(ctx, body),
-        other => Outcome::Close(format!("no handler for {other:?}")),
+        Handler::Produce => produce::handle(ctx, body).await,
+        Handler::Fetch => fetch::handle(ctx, body).await,
+        Handler::Now(f) => f(ctx, body),
+        Handler::Later(f) => f(ctx, body).await,
     }
 }
 
@@ -374,7 +412,13 @@ mod tests {
     /// Produce and Fetch, what the hand-written codec covers).
     #[test]
     fn advertised_versions_are_within_the_codecs() {
-        for &(key, lo, hi) in APIS {
+        for &Api {
+            key,
+            min_version: lo,
+            max_version: hi,
+            ..
+        } in APIS
+        {
             let crate_range = key.valid_versions();
             assert!(lo >= crate_range.min && hi <= crate_range.max, "{key:?}");
             assert!(lo <= hi);

@@ -86,62 +86,102 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
         for part in topic.partitions {
             indexes.push(part.index);
             let slot = results.len();
-            let fixed = if req.transactional_id.is_some() {
-                Some(PartitionResult::error(ErrorCode::UnsupportedVersion, NO_TRANSACTIONS))
-            } else if !matches!(acks, -1..=1) {
-                Some(PartitionResult::error(
-                    ErrorCode::InvalidRequiredAcks,
-                    format!("acks={acks}: expected -1, 0 or 1"),
-                ))
-            } else {
-                match &meta {
-                    None if ctx.version >= 13 => {
-                        Some(PartitionResult::error(ErrorCode::UnknownTopicId, "unknown topic id"))
-                    }
-                    None => Some(PartitionResult::error(
-                        ErrorCode::UnknownTopicOrPartition,
-                        format!("unknown topic `{}`", topic.name),
-                    )),
-                    Some(m) if crate::meta::is_internal(&m.name) => Some(PartitionResult::error(
-                        ErrorCode::InvalidTopicException,
-                        format!("`{}` is an internal topic; clients cannot produce to it", m.name),
-                    )),
-                    Some(m) if part.index < 0 || part.index >= m.partitions => Some(PartitionResult::error(
-                        ErrorCode::UnknownTopicOrPartition,
-                        format!("topic `{}` has no partition {}", m.name, part.index),
-                    )),
-                    Some(m) if m.leader(part.index) != Some(ctx.shard.config().node_id) => {
-                        Some(PartitionResult::error(
-                            ErrorCode::NotLeaderOrFollower,
-                            format!(
-                                "broker {} does not lead {}-{}",
-                                ctx.shard.config().node_id,
-                                m.name,
-                                part.index
-                            ),
-                        ))
-                    }
-                    Some(m) => {
-                        let owner = ctx.shard.owner_of(&m.name, part.index);
-                        by_owner.push(
-                            owner,
-                            Append {
-                                slot,
-                                topic: m.name.clone(),
-                                index: part.index,
-                                records: part.records,
-                            },
-                        );
-                        None
-                    }
-                }
-            };
-            results.push(fixed);
+            let refused = refusal(
+                &ctx,
+                req.transactional_id.is_some(),
+                acks,
+                &meta,
+                &topic.name,
+                part.index,
+            );
+            if let (None, Some(m)) = (&refused, &meta) {
+                by_owner.push(
+                    ctx.shard.owner_of(&m.name, part.index),
+                    Append {
+                        slot,
+                        topic: m.name.clone(),
+                        index: part.index,
+                        records: part.records,
+                    },
+                );
+            }
+            results.push(refused);
         }
         layout.push((TopicName(str_bytes(&name)), topic.topic_id, indexes));
     }
-    // Every owner gets its partitions before anything waits: the appends
-    // of one connection's requests reach each log in request order.
+    append_on_owners(&ctx, by_owner, &mut results, acks, deadline).await;
+    let results: Vec<PartitionResult> = results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| PartitionResult::error(ErrorCode::UnknownServerError, "no answer")))
+        .collect();
+    if acks == 0 {
+        // Kafka closes the connection when an acks=0 produce fails, the only
+        // way the client can notice.
+        if let Some(r) = results.iter().find(|r| r.error.is_some()) {
+            return Outcome::Close(format!(
+                "acks=0 produce failed: {}",
+                r.message.as_deref().unwrap_or("error")
+            ));
+        }
+        return Outcome::Silent;
+    }
+    ctx.respond(&response(&ctx, layout, results))
+}
+
+/// Why partition `index` of `topic` is refused before it reaches its
+/// owner (`meta`: the topic as this broker's snapshot has it), or `None`
+/// when it goes to its owner.
+fn refusal(
+    ctx: &Ctx,
+    transactional: bool,
+    acks: i16,
+    meta: &Option<Arc<crate::meta::TopicMeta>>,
+    topic: &str,
+    index: i32,
+) -> Option<PartitionResult> {
+    let me = ctx.shard.config().node_id;
+    if transactional {
+        return Some(PartitionResult::error(ErrorCode::UnsupportedVersion, NO_TRANSACTIONS));
+    }
+    if !matches!(acks, -1..=1) {
+        return Some(PartitionResult::error(
+            ErrorCode::InvalidRequiredAcks,
+            format!("acks={acks}: expected -1, 0 or 1"),
+        ));
+    }
+    match meta {
+        None if ctx.version >= 13 => Some(PartitionResult::error(ErrorCode::UnknownTopicId, "unknown topic id")),
+        None => Some(PartitionResult::error(
+            ErrorCode::UnknownTopicOrPartition,
+            format!("unknown topic `{topic}`"),
+        )),
+        Some(m) if crate::meta::is_internal(&m.name) => Some(PartitionResult::error(
+            ErrorCode::InvalidTopicException,
+            format!("`{}` is an internal topic; clients cannot produce to it", m.name),
+        )),
+        Some(m) if index < 0 || index >= m.partitions => Some(PartitionResult::error(
+            ErrorCode::UnknownTopicOrPartition,
+            format!("topic `{}` has no partition {index}", m.name),
+        )),
+        Some(m) if m.leader(index) != Some(me) => Some(PartitionResult::error(
+            ErrorCode::NotLeaderOrFollower,
+            format!("broker {me} does not lead {}-{index}", m.name),
+        )),
+        Some(_) => None,
+    }
+}
+
+/// Sends each owner shard its partitions, then waits for every answer and
+/// puts it in its slot of `results`. Every owner gets its partitions
+/// before anything waits: the appends of one connection's requests reach
+/// each log in request order.
+async fn append_on_owners(
+    ctx: &Ctx,
+    by_owner: ByOwner<Append>,
+    results: &mut [Option<PartitionResult>],
+    acks: i16,
+    deadline: std::time::Instant,
+) {
     let pending: Vec<_> = by_owner
         .into_jobs()
         .map(|(owner, items)| {
@@ -172,21 +212,15 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
             }
         }
     }
-    let results: Vec<PartitionResult> = results
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|| PartitionResult::error(ErrorCode::UnknownServerError, "no answer")))
-        .collect();
-    if acks == 0 {
-        // Kafka closes the connection when an acks=0 produce fails, the only
-        // way the client can notice.
-        if let Some(r) = results.iter().find(|r| r.error.is_some()) {
-            return Outcome::Close(format!(
-                "acks=0 produce failed: {}",
-                r.message.as_deref().unwrap_or("error")
-            ));
-        }
-        return Outcome::Silent;
-    }
+}
+
+/// The Produce response: each partition's result in request order, with
+/// the new leader and its endpoint where leadership moved (KIP-951).
+fn response(
+    ctx: &Ctx,
+    layout: Vec<(TopicName, uuid::Uuid, Vec<i32>)>,
+    results: Vec<PartitionResult>,
+) -> ProduceResponse {
     let mut results = results.into_iter();
     let mut resp = ProduceResponse::default();
     // The image as it is now, after any wait (where leadership went),
@@ -238,7 +272,7 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
                 .with_port(i32::from(b.port))
         })
         .collect();
-    ctx.respond(&resp)
+    resp
 }
 
 /// One partition's batches, bound for the shard that owns the partition.
