@@ -75,20 +75,39 @@ impl Snapshot {
     /// a topic's metadata is replaced as a whole when it changes, so an
     /// unchanged topic is the same `Arc` in both. Sorted.
     pub fn changed_topics(&self, old: &Snapshot) -> Vec<Arc<str>> {
-        let mut out: Vec<Arc<str>> = self
-            .topics
-            .iter()
-            .filter(|(name, t)| old.topics.get(*name).is_none_or(|o| !Arc::ptr_eq(o, t)))
-            .map(|(name, _)| name.clone())
-            .collect();
-        out.extend(
-            old.topics
-                .keys()
-                .filter(|name| !self.topics.contains_key(*name))
-                .cloned(),
-        );
-        out.sort_unstable();
-        out
+        // Both maps are in name order: one walk over the two, no lookups.
+        let mut out = Vec::new();
+        let (mut new, mut old) = (self.topics.iter().peekable(), old.topics.iter().peekable());
+        loop {
+            match (new.peek(), old.peek()) {
+                (Some((n, t)), Some((o, u))) => match n.cmp(o) {
+                    std::cmp::Ordering::Less => {
+                        out.push((*n).clone());
+                        new.next();
+                    }
+                    std::cmp::Ordering::Greater => {
+                        out.push((*o).clone());
+                        old.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        if !Arc::ptr_eq(t, u) {
+                            out.push((*n).clone());
+                        }
+                        new.next();
+                        old.next();
+                    }
+                },
+                (Some((n, _)), None) => {
+                    out.push((*n).clone());
+                    new.next();
+                }
+                (None, Some((o, _))) => {
+                    out.push((*o).clone());
+                    old.next();
+                }
+                (None, None) => return out,
+            }
+        }
     }
 
     pub fn build(

@@ -4,9 +4,11 @@
 //! records), the image applying its records and making the snapshot every
 //! shard reads, and a shard installing that snapshot. The shard belongs to
 //! a broker that holds none of the changed partitions, so its install is
-//! only the metadata walk; `full_install` installs the same image on a
+//! only the metadata walk (`shard_install_of_one_changed_topic` times
+//! that install alone); `full_install` installs the same image on a
 //! fresh shard, which visits every topic, as every install did before
-//! installs visited only what changed.
+//! installs visited only what changed. Each created topic is deleted
+//! again outside the timing, so the image keeps its size.
 //!
 //! Partitions are in topics of 100, on brokers 1-3 in turn; broker 4 leads
 //! 100 more whatever the size (the one fenced, then unfenced: after the
@@ -157,6 +159,13 @@ fn changes(c: &mut Criterion) {
                     .unwrap();
                     let records = d.into_records();
                     total += start.elapsed() + apply(&rt, &mut image, &mut version, &records, &shard);
+                    // Deleted again, untimed: the image keeps its size.
+                    let mut d = draft(&image);
+                    d.handle(ControllerRequest::DeleteTopic {
+                        name: format!("new-{created}"),
+                    })
+                    .unwrap();
+                    apply(&rt, &mut image, &mut version, &d.into_records(), &shard);
                 }
                 total
             })
@@ -179,6 +188,32 @@ fn changes(c: &mut Criterion) {
                     .unwrap();
                     let records = d.into_records();
                     total += start.elapsed() + apply(&rt, &mut image, &mut version, &records, &shard);
+                }
+                total
+            })
+        });
+
+        g.bench_function(BenchmarkId::new("shard_install_of_one_changed_topic", n), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    retention += 1;
+                    let mut d = draft(&image);
+                    d.handle(ControllerRequest::AlterTopicConfigs {
+                        name: "t00000".into(),
+                        changes: vec![("retention.ms".into(), Some((60_000 + retention).to_string()))],
+                        incremental: true,
+                        validate_only: false,
+                    })
+                    .unwrap();
+                    for r in d.into_records() {
+                        image.apply(&r).unwrap();
+                    }
+                    version += 1;
+                    let snapshot = Arc::new(image.snapshot(version));
+                    let start = Instant::now();
+                    rt.block_on(shard.install(snapshot)).unwrap();
+                    total += start.elapsed();
                 }
                 total
             })
