@@ -18,6 +18,19 @@ pub enum FlushPolicy {
     Never,
 }
 
+impl FlushPolicy {
+    /// The policy of a flush interval as Kafka's settings give it
+    /// (`flush.ms`, `log.flush.interval.ms`): negative never, 0 after every
+    /// append, otherwise every that many milliseconds.
+    pub fn from_interval_ms(ms: i64) -> Self {
+        match ms {
+            ms if ms < 0 => Self::Never,
+            0 => Self::Always,
+            ms => Self::IntervalMs(ms as u64),
+        }
+    }
+}
+
 /// Settings of one partition log. Plain data: cheap to clone, validated by
 /// [`LogConfig::validate`] when a log opens.
 #[derive(Debug, Clone, PartialEq, Eq)]

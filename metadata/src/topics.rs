@@ -140,51 +140,105 @@ pub fn is_internal(topic: &str) -> bool {
     topic == OFFSETS_TOPIC
 }
 
-/// Topic-level configs the broker accepts, with the broker setting each one
-/// defaults to.
-pub const TOPIC_CONFIGS: &[&str] = &[
-    "cleanup.policy",
-    "retention.ms",
-    "retention.bytes",
-    "segment.bytes",
-    "segment.ms",
-    "max.message.bytes",
-    "flush.ms",
-    "min.insync.replicas",
+/// One topic-level config: Kafka's name, the broker setting whose value a
+/// topic without an override takes, the values it accepts, and what it
+/// changes in the topic's logs. [`TOPIC_CONFIGS`] is the one list: the
+/// image validates overrides with it, logs take their settings from it,
+/// DescribeConfigs lists it.
+#[derive(Debug)]
+pub struct TopicConfig {
+    pub key: &'static str,
+    pub broker_setting: &'static str,
+    pub values: Values,
+    /// Sets the parsed value in a log's settings; `None` for a config read
+    /// elsewhere (`min.insync.replicas`, by replication; `cleanup.policy`,
+    /// whose one value is the default).
+    log: Option<fn(&mut LogConfig, i64)>,
+}
+
+/// The values a topic config accepts.
+#[derive(Debug, Clone, Copy)]
+pub enum Values {
+    /// An integer in `min..=max`.
+    Int { min: i64, max: i64 },
+    /// One of these words.
+    OneOf(&'static [&'static str]),
+}
+
+const fn int(min: i64, max: i64) -> Values {
+    Values::Int { min, max }
+}
+
+/// Topic-level configs the broker accepts, with the broker setting each
+/// one overrides.
+pub const TOPIC_CONFIGS: &[TopicConfig] = &[
+    TopicConfig {
+        key: "cleanup.policy",
+        broker_setting: "log.cleanup.policy",
+        values: Values::OneOf(&["delete"]),
+        log: None,
+    },
+    TopicConfig {
+        key: "retention.ms",
+        broker_setting: "log.retention.ms",
+        values: int(-1, i64::MAX),
+        log: Some(|c, n| c.retention_ms = u64::try_from(n).ok()),
+    },
+    TopicConfig {
+        key: "retention.bytes",
+        broker_setting: "log.retention.bytes",
+        values: int(-1, i64::MAX),
+        log: Some(|c, n| c.retention_bytes = u64::try_from(n).ok()),
+    },
+    TopicConfig {
+        key: "segment.bytes",
+        broker_setting: "log.segment.bytes",
+        values: int(1024, i32::MAX as i64),
+        log: Some(|c, n| c.segment_bytes = n.max(1024) as u64),
+    },
+    TopicConfig {
+        key: "segment.ms",
+        broker_setting: "log.roll.ms",
+        values: int(1, i64::MAX),
+        log: Some(|c, n| c.segment_ms = n.max(1) as u64),
+    },
+    TopicConfig {
+        key: "max.message.bytes",
+        broker_setting: "message.max.bytes",
+        values: int(sluice_engine::batch::HEADER_BYTES as i64, i32::MAX as i64),
+        log: Some(|c, n| c.max_batch_bytes = u32::try_from(n).unwrap_or(u32::MAX)),
+    },
+    TopicConfig {
+        key: "flush.ms",
+        broker_setting: "log.flush.interval.ms",
+        values: int(-1, i64::MAX),
+        log: Some(|c, n| c.flush = FlushPolicy::from_interval_ms(n)),
+    },
+    TopicConfig {
+        key: "min.insync.replicas",
+        broker_setting: "min.insync.replicas",
+        values: int(1, i16::MAX as i64),
+        log: None,
+    },
 ];
+
+/// The topic config named `key`, if the broker accepts it.
+pub fn topic_config(key: &str) -> Option<&'static TopicConfig> {
+    TOPIC_CONFIGS.iter().find(|c| c.key == key)
+}
 
 /// Checks a topic config value; the error is the message for the client.
 pub fn validate_topic_config(key: &str, value: &str) -> Result<(), String> {
-    let int = |min: i64| -> Result<(), String> {
-        match value.trim().parse::<i64>() {
-            Ok(v) if v >= min => Ok(()),
+    let config = topic_config(key).ok_or_else(|| format!("unknown topic config `{key}`"))?;
+    match config.values {
+        Values::Int { min, max } => match value.trim().parse::<i64>() {
+            Ok(v) if (min..=max).contains(&v) => Ok(()),
             _ => Err(format!(
-                "invalid value `{value}` for {key}: expected an integer >= {min}"
+                "invalid value `{value}` for {key}: expected an integer from {min} to {max}"
             )),
-        }
-    };
-    match key {
-        "cleanup.policy" => match value {
-            "delete" => Ok(()),
-            _ => Err(format!("cleanup.policy `{value}` is not supported: only `delete`")),
         },
-        "retention.ms" | "retention.bytes" | "flush.ms" => int(-1),
-        "min.insync.replicas" => int(1).and_then(|()| match value.trim().parse::<i64>() {
-            Ok(v) if v <= i64::from(i16::MAX) => Ok(()),
-            _ => Err(format!("min.insync.replicas `{value}` above {}", i16::MAX)),
-        }),
-        "segment.bytes" => int(1024).and_then(|()| match value.trim().parse::<i64>() {
-            Ok(v) if v <= i64::from(i32::MAX) => Ok(()),
-            _ => Err(format!("segment.bytes `{value}` above 2147483647")),
-        }),
-        "segment.ms" => int(1),
-        "max.message.bytes" => {
-            int(sluice_engine::batch::HEADER_BYTES as i64).and_then(|()| match value.trim().parse::<i64>() {
-                Ok(v) if v <= i64::from(i32::MAX) => Ok(()),
-                _ => Err(format!("max.message.bytes `{value}` above 2147483647")),
-            })
-        }
-        _ => Err(format!("unknown topic config `{key}`")),
+        Values::OneOf(words) if words.contains(&value) => Ok(()),
+        Values::OneOf(words) => Err(format!("{key} `{value}` is not supported: one of {}", words.join(", "))),
     }
 }
 
@@ -193,21 +247,8 @@ pub fn validate_topic_config(key: &str, value: &str) -> Result<(), String> {
 pub fn log_config(defaults: LogConfig, topic: &TopicMeta) -> LogConfig {
     let mut c = defaults;
     for (k, v) in &topic.configs {
-        let n = v.trim().parse::<i64>().ok();
-        match (k.as_str(), n) {
-            ("retention.ms", Some(n)) => c.retention_ms = u64::try_from(n).ok(),
-            ("retention.bytes", Some(n)) => c.retention_bytes = u64::try_from(n).ok(),
-            ("segment.bytes", Some(n)) => c.segment_bytes = n.max(1024) as u64,
-            ("segment.ms", Some(n)) => c.segment_ms = n.max(1) as u64,
-            ("max.message.bytes", Some(n)) => c.max_batch_bytes = u32::try_from(n).unwrap_or(u32::MAX),
-            ("flush.ms", Some(n)) => {
-                c.flush = match n {
-                    n if n < 0 => FlushPolicy::Never,
-                    0 => FlushPolicy::Always,
-                    n => FlushPolicy::IntervalMs(n as u64),
-                }
-            }
-            _ => {}
+        if let (Some(set), Ok(n)) = (topic_config(k).and_then(|t| t.log), v.trim().parse::<i64>()) {
+            set(&mut c, n);
         }
     }
     c
@@ -293,6 +334,66 @@ mod tests {
         }
         assert!(validate_topic_name(&"x".repeat(249)).is_ok());
         assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+
+    #[test]
+    fn every_topic_config_takes_its_bounds_and_refuses_past_them() {
+        for c in TOPIC_CONFIGS {
+            match c.values {
+                Values::Int { min, max } => {
+                    assert!(validate_topic_config(c.key, &min.to_string()).is_ok(), "{}", c.key);
+                    assert!(validate_topic_config(c.key, &max.to_string()).is_ok(), "{}", c.key);
+                    assert!(
+                        validate_topic_config(c.key, &(min - 1).to_string()).is_err(),
+                        "{}",
+                        c.key
+                    );
+                    if max < i64::MAX {
+                        assert!(
+                            validate_topic_config(c.key, &(max + 1).to_string()).is_err(),
+                            "{}",
+                            c.key
+                        );
+                    }
+                    assert!(validate_topic_config(c.key, "ten").is_err(), "{}", c.key);
+                }
+                Values::OneOf(words) => {
+                    assert!(words.iter().all(|w| validate_topic_config(c.key, w).is_ok()));
+                    assert!(validate_topic_config(c.key, "no-such-value").is_err());
+                }
+            }
+        }
+        assert!(validate_topic_config("no.such.config", "1").is_err());
+    }
+
+    #[test]
+    fn a_topics_overrides_set_its_log_settings() {
+        let mut t = (*topic("t", 1)).clone();
+        t.configs = BTreeMap::from([
+            ("retention.ms".to_string(), "60000".to_string()),
+            ("flush.ms".to_string(), "0".to_string()),
+            ("segment.bytes".to_string(), "2048".to_string()),
+            ("min.insync.replicas".to_string(), "2".to_string()),
+        ]);
+        let c = log_config(LogConfig::default(), &t);
+        assert_eq!(c.retention_ms, Some(60_000));
+        assert_eq!(c.flush, FlushPolicy::Always);
+        assert_eq!(c.segment_bytes, 2048);
+        // Read by replication, not by the log.
+        assert_eq!(topic_min_insync_replicas(1, &t), 2);
+        assert_eq!(
+            LogConfig {
+                retention_ms: None,
+                ..c.clone()
+            },
+            log_config(
+                c,
+                &TopicMeta {
+                    configs: BTreeMap::from([("retention.ms".to_string(), "-1".to_string())]),
+                    ..t
+                }
+            )
+        );
     }
 
     fn topic(name: &str, partitions: i32) -> Arc<TopicMeta> {

@@ -950,11 +950,7 @@ impl BrokerConfig {
             retention_ms: u64::try_from(self.log_retention_ms).ok(),
             retention_bytes: u64::try_from(self.log_retention_bytes).ok(),
             max_batch_bytes: self.message_max_bytes,
-            flush: match self.log_flush_interval_ms {
-                None => FlushPolicy::Never,
-                Some(0) => FlushPolicy::Always,
-                Some(ms) => FlushPolicy::IntervalMs(ms),
-            },
+            flush: FlushPolicy::from_interval_ms(self.log_flush_interval_ms.map_or(-1, |ms| ms as i64)),
             preallocate_bytes: self.log_preallocate_bytes,
             inline_write_bytes: self.log_inline_write_bytes,
             writeback_bytes: self.log_writeback_bytes,

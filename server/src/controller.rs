@@ -23,7 +23,7 @@ use uuid::Uuid;
 use crate::error_codes::ErrorCode;
 use crate::image::{BrokerMeta, Image, MetaRecord, NO_LEADER, PartitionState};
 use crate::meta::{
-    MetaError, OFFSETS_TOPIC, TOPIC_CONFIGS, TopicMeta, is_internal, validate_topic_config, validate_topic_name,
+    MetaError, OFFSETS_TOPIC, TopicMeta, is_internal, topic_config, validate_topic_config, validate_topic_name,
 };
 use crate::quorum::{
     AnyQuorum, Command, Liveness, ObserverQuorum, Peer, Publisher, Quorum, QuorumError, QuorumSettings, RaftQuorum,
@@ -565,7 +565,7 @@ impl Draft {
                     configs.insert(k.clone(), v.clone());
                 }
                 None => {
-                    if !TOPIC_CONFIGS.contains(&k.as_str()) {
+                    if topic_config(k).is_none() {
                         return Err(refuse(ErrorCode::InvalidConfig, format!("unknown topic config `{k}`")));
                     }
                     configs.remove(k);

@@ -22,16 +22,18 @@ const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
-/// The broker-level default of each topic config.
-fn topic_default(config: &BrokerConfig, key: &str) -> String {
-    match key {
-        "cleanup.policy" => "delete".into(),
-        "retention.ms" => config.log_retention_ms.to_string(),
-        "retention.bytes" => config.log_retention_bytes.to_string(),
-        "segment.bytes" => config.log_segment_bytes.to_string(),
-        "segment.ms" => config.log_roll_ms.to_string(),
-        "max.message.bytes" => config.message_max_bytes.to_string(),
-        "flush.ms" => config
+/// The value of the broker setting a topic config overrides (the
+/// table's `broker_setting`), as a topic without an override takes it.
+fn topic_default(config: &BrokerConfig, broker_setting: &str) -> String {
+    match broker_setting {
+        "log.cleanup.policy" => "delete".into(),
+        "log.retention.ms" => config.log_retention_ms.to_string(),
+        "log.retention.bytes" => config.log_retention_bytes.to_string(),
+        "log.segment.bytes" => config.log_segment_bytes.to_string(),
+        "log.roll.ms" => config.log_roll_ms.to_string(),
+        "message.max.bytes" => config.message_max_bytes.to_string(),
+        // Kafka's flush.ms default: never.
+        "log.flush.interval.ms" => config
             .log_flush_interval_ms
             .map_or_else(|| i64::MAX.to_string(), |v| v.to_string()),
         "min.insync.replicas" => config.min_insync_replicas.to_string(),
@@ -91,10 +93,10 @@ pub fn describe_configs(ctx: Ctx, body: BytesMut) -> Outcome {
         match res.resource_type {
             RESOURCE_TOPIC => match snapshot.topic(res.resource_name.as_str()) {
                 Some(topic) => {
-                    for key in TOPIC_CONFIGS.iter().filter(|k| wanted(k)) {
-                        let e = match topic.configs.get(*key) {
-                            Some(v) => entry(key, v, false, SOURCE_DYNAMIC_TOPIC),
-                            None => entry(key, &topic_default(config, key), false, SOURCE_DEFAULT),
+                    for c in TOPIC_CONFIGS.iter().filter(|c| wanted(c.key)) {
+                        let e = match topic.configs.get(c.key) {
+                            Some(v) => entry(c.key, v, false, SOURCE_DYNAMIC_TOPIC),
+                            None => entry(c.key, &topic_default(config, c.broker_setting), false, SOURCE_DEFAULT),
                         };
                         out.configs.push(e);
                     }
