@@ -7,7 +7,7 @@
 //! `<data dir>/meta/quorum/`.
 
 use std::cell::{Ref, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::rc::Rc;
@@ -30,26 +30,7 @@ pub use observer::ObserverQuorum;
 
 pub use net::Peer;
 
-/// What a voter has seen of each broker's liveness.
-#[derive(Debug, Default, Clone)]
-pub struct Liveness {
-    /// The last heartbeat from each broker: its epoch and when.
-    pub beats: HashMap<i32, (i64, Instant)>,
-    /// Brokers whose process is gone: the connection that carried their
-    /// heartbeats closed and then nothing listened at their address (the
-    /// connection was refused). Epoch and when it was found.
-    pub gone: HashMap<i32, (i64, Instant)>,
-    /// When a check of each broker's address last started, and whether it
-    /// is still running.
-    pub probed: HashMap<i32, (Instant, bool)>,
-}
-
-impl Liveness {
-    /// When the last heartbeat of `broker` at `epoch` arrived.
-    pub fn last_beat(&self, broker: i32, epoch: i64) -> Option<Instant> {
-        self.beats.get(&broker).filter(|(e, _)| *e == epoch).map(|(_, t)| *t)
-    }
-}
+pub use sluice_metadata::controller::Liveness;
 
 /// Shared by a voter's transport (which records) and its controller duties
 /// (which fence).
