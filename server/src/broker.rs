@@ -441,7 +441,7 @@ fn shard_thread(
         let ok = started.is_ok();
         let _ = ready.send((id.0, started));
         if ok {
-            compio::runtime::spawn(crate::node::housekeeping::run(shard.clone())).detach();
+            compio::runtime::spawn(crate::node::tasks::run(shard.clone())).detach();
             compio::runtime::spawn(crate::net::accept_loop(shard.clone(), listener)).detach();
         }
         exit.wait().await;

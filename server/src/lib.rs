@@ -24,7 +24,8 @@
 //!   and committed offsets), [`replication`] (followers fetching from
 //!   their leaders), each handed the shard through its host trait.
 //! - [`node`]: the services a node runs on each shard (`node::Services`,
-//!   `node::Shard`) and the shard's periodic work.
+//!   `node::Shard`) and the shard's periodic work, one file per task
+//!   (`node::tasks`).
 //! - api: [`handlers`] (one module per Kafka API family and the table of
 //!   supported APIs), [`net`] (connections, framing, back-pressure,
 //!   ordered responses, zero-copy sends), [`metrics`] and [`ops`] (the

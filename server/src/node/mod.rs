@@ -6,9 +6,9 @@
 //! works with [`Shard`], the core with these services.
 //!
 //! One [`Services`] per shard, on the shard's thread. Periodic work is in
-//! [`housekeeping`].
+//! [`tasks`], one file per task.
 
-pub mod housekeeping;
+pub mod tasks;
 
 use std::cell::OnceCell;
 use std::rc::Rc;
