@@ -358,226 +358,543 @@ impl Default for BrokerConfig {
     }
 }
 
+/// A setting's setter that parses the value with `$parse` into the
+/// config field `$field`.
+macro_rules! field {
+    ($($field:ident).+, $parse:path) => {
+        |c, key, value| {
+            c.$($field).+ = $parse(key, value)?;
+            Ok(())
+        }
+    };
+}
+
+/// One broker setting: its Kafka name (and the older names it also
+/// takes), its description for `--help-settings` with the default it
+/// documents, and how a value sets it. The parser, the environment
+/// variables, `--help-settings`, `--print-config` and the defaults test
+/// all read [`SETTINGS`].
+#[derive(Debug)]
+pub struct Setting {
+    pub name: &'static str,
+    pub aliases: &'static [&'static str],
+    pub doc: &'static str,
+    set: fn(&mut BrokerConfig, &str, &str) -> Result<(), ConfigError>,
+}
+
 /// The settings accepted in the TOML file and by `-o`, with their meaning.
-pub const SETTINGS: &[(&str, &str)] = &[
-    ("listeners", "host:port to listen on (default 127.0.0.1:9092)"),
-    (
-        "advertised.listeners",
-        "host:port given to clients (default: the listen address)",
-    ),
-    ("log.dirs", "data directory (default ./sluice-data)"),
-    ("num.cores", "shards, one pinned thread each (default: all cores)"),
-    ("node.id", "broker id (default 0)"),
-    ("cluster.id", "cluster id reported to clients (default sluice-cluster)"),
-    ("num.partitions", "partitions of auto-created topics (default 1)"),
-    (
-        "auto.create.topics.enable",
-        "create unknown topics on Metadata/Produce (default true)",
-    ),
-    ("message.max.bytes", "largest record batch (default 1048588)"),
-    ("log.segment.bytes", "segment size before a roll (default 1 GiB)"),
-    ("log.roll.ms", "segment age before a roll (default 7 days)"),
-    (
-        "log.retention.ms",
-        "delete segments older than this, -1 = never (default 7 days)",
-    ),
-    (
-        "log.retention.bytes",
-        "delete oldest segments above this size, -1 = never (default -1)",
-    ),
-    (
-        "log.retention.check.interval.ms",
-        "how often retention runs (default 300000)",
-    ),
-    (
-        "log.flush.interval.ms",
-        "fdatasync cadence for acks=0/1 data: unset = page cache only, 0 = every write (default unset)",
-    ),
-    ("socket.request.max.bytes", "largest request frame (default 104857600)"),
-    ("max.connections", "connections across all shards (default 10000)"),
-    (
-        "queued.max.request.bytes",
-        "request bytes in flight per shard before reads pause (default 268435456)",
-    ),
-    (
-        "max.inflight.requests.per.connection",
-        "pipelined requests processed at once (default 32)",
-    ),
-    ("fetch.max.bytes", "cap on one Fetch response (default 57671680)"),
-    (
-        "sluice.fetch.max.wait.ms",
-        "longest a Fetch long-polls, whatever it asks for (default 30000)",
-    ),
-    ("sluice.fetch.zero.copy", "splice log bytes to sockets (default true)"),
-    (
-        "sluice.log.preallocate.bytes",
-        "disk blocks a busy segment reserves ahead of its end, 0 = none (default 67108864)",
-    ),
-    (
-        "sluice.log.inline.write.bytes",
-        "flush rounds up to this size are written by the shard thread, larger ones by io_uring; 0 = always io_uring (default 65536)",
-    ),
-    (
-        "sluice.log.writeback.bytes",
-        "start a background fdatasync once this many bytes are written since the last, so a segment roll has little to sync; 0 = off (default 33554432)",
-    ),
-    (
-        "max.request.partition.size.limit",
-        "partitions in one DescribeTopicPartitions response (default 2000)",
-    ),
-    (
-        "sluice.max.partitions",
-        "partitions of all topics together; more are refused with POLICY_VIOLATION (default 100000)",
-    ),
-    (
-        "process.roles",
-        "`broker,controller` (default) or `broker` (follows the voters of controller.quorum.voters): what this node runs",
-    ),
-    (
-        "controller.quorum.voters",
-        "id@host:port of every controller quorum voter, comma-separated (default: this node alone)",
-    ),
-    (
-        "broker.heartbeat.interval.ms",
-        "how often a broker tells the controller it is alive (default 2000)",
-    ),
-    (
-        "broker.session.timeout.ms",
-        "a broker without a heartbeat for this long is fenced (default 9000)",
-    ),
-    (
-        "min.insync.replicas",
-        "in-sync replicas an acks=all write needs; a topic may override it (default 1)",
-    ),
-    (
-        "replica.lag.time.max.ms",
-        "a follower that has not caught up with its leader for this long leaves the ISR (default 30000)",
-    ),
-    (
-        "replica.fetch.wait.max.ms",
-        "how long a follower's fetch waits at the leader for new data (default 500)",
-    ),
-    (
-        "replica.fetch.max.bytes",
-        "bytes per partition in one follower fetch (default 1048576)",
-    ),
-    (
-        "replica.fetch.response.max.bytes",
-        "bytes in one follower fetch answer (default 10485760)",
-    ),
-    (
-        "replica.fetch.backoff.ms",
-        "a follower's pause after a failed fetch (default 1000)",
-    ),
-    (
-        "replica.high.watermark.checkpoint.interval.ms",
-        "how often each replica writes its high watermark to disk (default 5000)",
-    ),
-    (
-        "sluice.replica.fsync.before.ack",
-        "acks=all answers only once every in-sync replica has fdatasynced the batch (default false)",
-    ),
-    (
-        "sluice.replica.direct.writes",
-        "a follower writes what it fetches past the page cache with O_DIRECT, where the filesystem has it (default true)",
-    ),
-    (
-        "sluice.replica.direct.writes.min.bytes",
-        "8 follower writes in a row of at least this many bytes switch it to O_DIRECT; 32 smaller ones in a row switch it back (default 65536; 0: always)",
-    ),
-    (
-        "sluice.admin.listen",
-        "HTTP listener for operators: /metrics, /health, /ready (default 127.0.0.1:9644; empty turns it off)",
-    ),
-    (
-        "sluice.outbound.address",
-        "local IP address connections to other nodes start from (default: the system's choice)",
-    ),
-    (
-        "sluice.unsafe.ack.before.replication",
-        "BROKEN ON PURPOSE, for testing the history checker: acks=all answers before the ISR has the batch; only in builds with the cargo feature test-switches, refused by release builds (default false)",
-    ),
-    (
-        "unclean.leader.election.enable",
-        "elect a replica outside the ISR when no ISR member is alive (default false)",
-    ),
-    (
-        "default.replication.factor",
-        "replicas of a topic created without a replication factor (default 1)",
-    ),
-    (
-        "sluice.metadata.snapshot.records",
-        "metadata log entries between snapshots of the cluster image (default 1000)",
-    ),
-    (
-        "sluice.controller.write.timeout.ms",
-        "how long a metadata change waits for the controller quorum to commit it (default 30000)",
-    ),
-    (
-        "sluice.max.open.files",
-        "files partition logs keep open; idle ones close first, 0 = half the open-file limit (default 0)",
-    ),
-    (
-        "sluice.storage.min.free.bytes",
-        "free disk space below which produce is refused, 0 = none (default 1073741824)",
-    ),
-    (
-        "sluice.shutdown.drain.ms",
-        "how long shutdown waits for in-flight requests (default 10000)",
-    ),
-    (
-        "sluice.shutdown.close.ms",
-        "how long shutdown then waits for logs to close before exiting anyway (default 30000)",
-    ),
-    (
-        "sluice.broker.fence.when.gone",
-        "fence a broker once its heartbeat connection closed and its address refuses connections, before its session ends (default true)",
-    ),
-    (
-        "sluice.shutdown.linger.ms",
-        "in a cluster, how long a broker keeps answering after handing its leadership over, pointing clients to the new leaders (default 500)",
-    ),
-    (
-        "offsets.topic.num.partitions",
-        "partitions of __consumer_offsets, fixed once created (default 50)",
-    ),
-    (
-        "offsets.topic.segment.bytes",
-        "segment size of __consumer_offsets (default 104857600)",
-    ),
-    (
-        "offsets.topic.replication.factor",
-        "replicas of __consumer_offsets, created once that many brokers are live (default 3, or the number of controller voters if fewer)",
-    ),
-    (
-        "offsets.commit.timeout.ms",
-        "how long an offset commit waits for the offsets partition's in-sync replicas (default 5000)",
-    ),
-    (
-        "offsets.retention.minutes",
-        "how long an empty group keeps its offsets (default 10080)",
-    ),
-    (
-        "offsets.retention.check.interval.ms",
-        "how often expired offsets are removed (default 600000)",
-    ),
-    (
-        "offset.metadata.max.bytes",
-        "longest offset commit metadata (default 4096)",
-    ),
-    (
-        "group.min.session.timeout.ms",
-        "shortest session timeout allowed (default 6000)",
-    ),
-    (
-        "group.max.session.timeout.ms",
-        "longest session timeout allowed (default 1800000)",
-    ),
-    (
-        "group.initial.rebalance.delay.ms",
-        "wait for more members before a new group's first rebalance (default 3000)",
-    ),
-    ("group.max.size", "members per group (default 2147483647)"),
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        name: "listeners",
+        aliases: &["listen"],
+        doc: "host:port to listen on (default 127.0.0.1:9092)",
+        set: |c, key, value| {
+            let (host, port) = parse_host_port(key, value)?;
+            let host = if host.is_empty() { "0.0.0.0".to_string() } else { host };
+            let addr = if host == "localhost" {
+                "127.0.0.1".to_string()
+            } else {
+                host
+            };
+            c.listen = format!("{}:{port}", if addr.contains(':') { format!("[{addr}]") } else { addr })
+                .parse()
+                .map_err(|e: std::net::AddrParseError| invalid(key, e.to_string()))?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "advertised.listeners",
+        aliases: &["advertised"],
+        doc: "host:port given to clients (default: the listen address)",
+        set: |c, key, value| {
+            let (host, port) = parse_host_port(key, value)?;
+            c.advertised_host = host;
+            c.advertised_port = port;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "log.dirs",
+        aliases: &["log.dir", "data.dir"],
+        doc: "data directory (default ./sluice-data)",
+        set: |c, _, value| {
+            c.data_dir = PathBuf::from(value.trim());
+            Ok(())
+        },
+    },
+    Setting {
+        name: "num.cores",
+        aliases: &[],
+        doc: "shards, one pinned thread each (default: all cores)",
+        set: |c, key, value| {
+            c.cores = Some(parse_at_least_one::<usize>(key, value)?);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "node.id",
+        aliases: &["broker.id"],
+        doc: "broker id (default 0)",
+        set: field!(node_id, parse_num),
+    },
+    Setting {
+        name: "cluster.id",
+        aliases: &[],
+        doc: "cluster id reported to clients (default sluice-cluster)",
+        set: |c, _, value| {
+            c.cluster_id = value.trim().to_string();
+            Ok(())
+        },
+    },
+    Setting {
+        name: "num.partitions",
+        aliases: &[],
+        doc: "partitions of auto-created topics (default 1)",
+        set: field!(num_partitions, parse_at_least_one::<i32>),
+    },
+    Setting {
+        name: "auto.create.topics.enable",
+        aliases: &[],
+        doc: "create unknown topics on Metadata/Produce (default true)",
+        set: field!(auto_create_topics, parse_bool),
+    },
+    Setting {
+        name: "message.max.bytes",
+        aliases: &[],
+        doc: "largest record batch (default 1048588)",
+        set: field!(message_max_bytes, parse_num),
+    },
+    Setting {
+        name: "log.segment.bytes",
+        aliases: &[],
+        doc: "segment size before a roll (default 1 GiB)",
+        set: field!(log_segment_bytes, parse_num),
+    },
+    Setting {
+        name: "log.roll.ms",
+        aliases: &[],
+        doc: "segment age before a roll (default 7 days)",
+        set: field!(log_roll_ms, parse_num),
+    },
+    Setting {
+        name: "log.retention.ms",
+        aliases: &[],
+        doc: "delete segments older than this, -1 = never (default 7 days)",
+        set: field!(log_retention_ms, parse_num),
+    },
+    Setting {
+        name: "log.retention.hours",
+        aliases: &[],
+        doc: "log.retention.ms in hours; the one set last wins (default 168)",
+        set: |c, key, value| {
+            c.log_retention_ms = parse_num::<i64>(key, value)?.saturating_mul(3_600_000);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "log.retention.bytes",
+        aliases: &[],
+        doc: "delete oldest segments above this size, -1 = never (default -1)",
+        set: field!(log_retention_bytes, parse_num),
+    },
+    Setting {
+        name: "log.retention.check.interval.ms",
+        aliases: &[],
+        doc: "how often retention runs (default 300000)",
+        set: |c, key, value| {
+            c.log_retention_check_interval_ms = parse_num(key, value)?;
+            if c.log_retention_check_interval_ms == 0 {
+                return Err(invalid(key, "must be positive"));
+            };
+            Ok(())
+        },
+    },
+    Setting {
+        name: "log.flush.interval.ms",
+        aliases: &[],
+        doc: "fdatasync cadence for acks=0/1 data: unset = page cache only, 0 = every write (default unset)",
+        set: |c, key, value| {
+            let v = value.trim();
+            c.log_flush_interval_ms = if v.is_empty() || v == "none" || v == "-1" {
+                None
+            } else {
+                Some(parse_num(key, v)?)
+            };
+            Ok(())
+        },
+    },
+    Setting {
+        name: "socket.request.max.bytes",
+        aliases: &[],
+        doc: "largest request frame (default 104857600)",
+        set: |c, key, value| {
+            let n: u32 = parse_num(key, value)?;
+            if n < 1024 || n > i32::MAX as u32 {
+                return Err(invalid(key, "must be in [1024, 2147483647]"));
+            }
+            c.socket_request_max_bytes = n;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "max.connections",
+        aliases: &[],
+        doc: "connections across all shards (default 10000)",
+        set: field!(max_connections, parse_num),
+    },
+    Setting {
+        name: "queued.max.request.bytes",
+        aliases: &[],
+        doc: "request bytes in flight per shard before reads pause (default 268435456)",
+        set: field!(queued_max_request_bytes, parse_num),
+    },
+    Setting {
+        name: "max.inflight.requests.per.connection",
+        aliases: &[],
+        doc: "pipelined requests processed at once (default 32)",
+        set: field!(max_inflight_requests_per_connection, parse_at_least_one::<usize>),
+    },
+    Setting {
+        name: "fetch.max.bytes",
+        aliases: &[],
+        doc: "cap on one Fetch response (default 57671680)",
+        set: field!(fetch_max_bytes, parse_num),
+    },
+    Setting {
+        name: "sluice.fetch.max.wait.ms",
+        aliases: &[],
+        doc: "longest a Fetch long-polls, whatever it asks for (default 30000)",
+        set: field!(fetch_max_wait_ms, parse_num),
+    },
+    Setting {
+        name: "sluice.fetch.zero.copy",
+        aliases: &[],
+        doc: "splice log bytes to sockets (default true)",
+        set: field!(fetch_zero_copy, parse_bool),
+    },
+    Setting {
+        name: "sluice.log.preallocate.bytes",
+        aliases: &[],
+        doc: "disk blocks a busy segment reserves ahead of its end, 0 = none (default 67108864)",
+        set: field!(log_preallocate_bytes, parse_num),
+    },
+    Setting {
+        name: "sluice.log.inline.write.bytes",
+        aliases: &[],
+        doc: "flush rounds up to this size are written by the shard thread, larger ones by io_uring; 0 = always io_uring (default 65536)",
+        set: field!(log_inline_write_bytes, parse_num),
+    },
+    Setting {
+        name: "sluice.log.writeback.bytes",
+        aliases: &[],
+        doc: "start a background fdatasync once this many bytes are written since the last, so a segment roll has little to sync; 0 = off (default 33554432)",
+        set: field!(log_writeback_bytes, parse_num),
+    },
+    Setting {
+        name: "max.request.partition.size.limit",
+        aliases: &[],
+        doc: "partitions in one DescribeTopicPartitions response (default 2000)",
+        set: field!(max_request_partition_size_limit, parse_at_least_one::<usize>),
+    },
+    Setting {
+        name: "sluice.max.partitions",
+        aliases: &[],
+        doc: "partitions of all topics together; more are refused with POLICY_VIOLATION (default 100000)",
+        set: field!(max_partitions, parse_num),
+    },
+    Setting {
+        name: "process.roles",
+        aliases: &[],
+        doc: "`broker,controller` (default) or `broker` (follows the voters of controller.quorum.voters): what this node runs",
+        set: |c, key, value| {
+            c.roles = Roles::parse(value).map_err(|e| invalid(key, e))?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "controller.quorum.voters",
+        aliases: &[],
+        doc: "id@host:port of every controller quorum voter, comma-separated (default: this node alone)",
+        set: |c, key, value| {
+            c.quorum_voters = parse_voters(value).map_err(|e| invalid(key, e))?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "broker.heartbeat.interval.ms",
+        aliases: &[],
+        doc: "how often a broker tells the controller it is alive (default 2000)",
+        set: field!(broker_heartbeat_interval_ms, parse_at_least_one::<u64>),
+    },
+    Setting {
+        name: "broker.session.timeout.ms",
+        aliases: &[],
+        doc: "a broker without a heartbeat for this long is fenced (default 9000)",
+        set: field!(broker_session_timeout_ms, parse_at_least_one::<u64>),
+    },
+    Setting {
+        name: "min.insync.replicas",
+        aliases: &[],
+        doc: "in-sync replicas an acks=all write needs; a topic may override it (default 1)",
+        set: field!(min_insync_replicas, parse_at_least_one::<i32>),
+    },
+    Setting {
+        name: "replica.lag.time.max.ms",
+        aliases: &[],
+        doc: "a follower that has not caught up with its leader for this long leaves the ISR (default 30000)",
+        set: field!(replica_lag_time_max_ms, parse_at_least_one::<u64>),
+    },
+    Setting {
+        name: "replica.fetch.wait.max.ms",
+        aliases: &[],
+        doc: "how long a follower's fetch waits at the leader for new data (default 500)",
+        set: field!(replica_fetch_wait_max_ms, parse_num),
+    },
+    Setting {
+        name: "replica.fetch.max.bytes",
+        aliases: &[],
+        doc: "bytes per partition in one follower fetch (default 1048576)",
+        set: field!(replica_fetch_max_bytes, parse_at_least_one::<u32>),
+    },
+    Setting {
+        name: "replica.fetch.response.max.bytes",
+        aliases: &[],
+        doc: "bytes in one follower fetch answer (default 10485760)",
+        set: field!(replica_fetch_response_max_bytes, parse_at_least_one::<u32>),
+    },
+    Setting {
+        name: "replica.fetch.backoff.ms",
+        aliases: &[],
+        doc: "a follower's pause after a failed fetch (default 1000)",
+        set: field!(replica_fetch_backoff_ms, parse_num),
+    },
+    Setting {
+        name: "replica.high.watermark.checkpoint.interval.ms",
+        aliases: &[],
+        doc: "how often each replica writes its high watermark to disk (default 5000)",
+        set: field!(replica_hw_checkpoint_interval_ms, parse_at_least_one::<u64>),
+    },
+    Setting {
+        name: "sluice.replica.fsync.before.ack",
+        aliases: &[],
+        doc: "acks=all answers only once every in-sync replica has fdatasynced the batch (default false)",
+        set: field!(replica_fsync_before_ack, parse_bool),
+    },
+    Setting {
+        name: "sluice.replica.direct.writes",
+        aliases: &[],
+        doc: "a follower writes what it fetches past the page cache with O_DIRECT, where the filesystem has it (default true)",
+        set: field!(replica_direct_writes, parse_bool),
+    },
+    Setting {
+        name: "sluice.replica.direct.writes.min.bytes",
+        aliases: &[],
+        doc: "8 follower writes in a row of at least this many bytes switch it to O_DIRECT; 32 smaller ones in a row switch it back (default 65536; 0: always)",
+        set: field!(replica_direct_writes_min_bytes, parse_num),
+    },
+    Setting {
+        name: "sluice.admin.listen",
+        aliases: &[],
+        doc: "HTTP listener for operators: /metrics, /health, /ready (default 127.0.0.1:9644; empty turns it off)",
+        set: |c, key, value| {
+            c.admin_listen_chosen = true;
+            c.admin_listen = if value.trim().is_empty() {
+                None
+            } else {
+                let (host, port) = parse_host_port(key, value)?;
+                let host = match host.as_str() {
+                    "" => "0.0.0.0".to_string(),
+                    "localhost" => "127.0.0.1".to_string(),
+                    h if h.contains(':') => format!("[{h}]"),
+                    h => h.to_string(),
+                };
+                Some(
+                    format!("{host}:{port}")
+                        .parse()
+                        .map_err(|e: std::net::AddrParseError| invalid(key, e.to_string()))?,
+                )
+            };
+            Ok(())
+        },
+    },
+    Setting {
+        name: "sluice.outbound.address",
+        aliases: &[],
+        doc: "local IP address connections to other nodes start from (default: the system's choice)",
+        set: |c, key, value| {
+            c.outbound_address = if value.is_empty() {
+                None
+            } else {
+                Some(
+                    value
+                        .parse()
+                        .map_err(|_| invalid(key, format!("`{value}` is not an IP address")))?,
+                )
+            };
+            Ok(())
+        },
+    },
+    Setting {
+        name: "sluice.unsafe.ack.before.replication",
+        aliases: &[],
+        doc: "BROKEN ON PURPOSE, for testing the history checker: acks=all answers before the ISR has the batch; only in builds with the cargo feature test-switches, refused by release builds (default false)",
+        set: |c, key, value| {
+            if !cfg!(feature = "test-switches") {
+                return Err(invalid(
+                    key,
+                    "exists only in test builds (cargo feature `test-switches`), never in a release",
+                ));
+            }
+            c.unsafe_ack_before_replication = parse_bool(key, value)?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "unclean.leader.election.enable",
+        aliases: &[],
+        doc: "elect a replica outside the ISR when no ISR member is alive (default false)",
+        set: field!(unclean_leader_election, parse_bool),
+    },
+    Setting {
+        name: "default.replication.factor",
+        aliases: &[],
+        doc: "replicas of a topic created without a replication factor (default 1)",
+        set: field!(default_replication_factor, parse_at_least_one::<i16>),
+    },
+    Setting {
+        name: "sluice.metadata.snapshot.records",
+        aliases: &[],
+        doc: "metadata log entries between snapshots of the cluster image (default 1000)",
+        set: field!(metadata_snapshot_records, parse_at_least_one::<u64>),
+    },
+    Setting {
+        name: "sluice.controller.write.timeout.ms",
+        aliases: &[],
+        doc: "how long a metadata change waits for the controller quorum to commit it (default 30000)",
+        set: field!(controller_write_timeout_ms, parse_at_least_one::<u64>),
+    },
+    Setting {
+        name: "sluice.max.open.files",
+        aliases: &[],
+        doc: "files partition logs keep open; idle ones close first, 0 = half the open-file limit (default 0)",
+        set: field!(max_open_files, parse_num),
+    },
+    Setting {
+        name: "sluice.storage.min.free.bytes",
+        aliases: &[],
+        doc: "free disk space below which produce is refused, 0 = none (default 1073741824)",
+        set: field!(storage_min_free_bytes, parse_num),
+    },
+    Setting {
+        name: "sluice.shutdown.drain.ms",
+        aliases: &[],
+        doc: "how long shutdown waits for in-flight requests (default 10000)",
+        set: field!(shutdown_drain_ms, parse_num),
+    },
+    Setting {
+        name: "sluice.shutdown.close.ms",
+        aliases: &[],
+        doc: "how long shutdown then waits for logs to close before exiting anyway (default 30000)",
+        set: field!(shutdown_close_ms, parse_num),
+    },
+    Setting {
+        name: "sluice.broker.fence.when.gone",
+        aliases: &[],
+        doc: "fence a broker once its heartbeat connection closed and its address refuses connections, before its session ends (default true)",
+        set: field!(fence_gone_brokers, parse_bool),
+    },
+    Setting {
+        name: "sluice.shutdown.linger.ms",
+        aliases: &[],
+        doc: "in a cluster, how long a broker keeps answering after handing its leadership over, pointing clients to the new leaders (default 500)",
+        set: field!(shutdown_linger_ms, parse_num),
+    },
+    Setting {
+        name: "offsets.topic.num.partitions",
+        aliases: &[],
+        doc: "partitions of __consumer_offsets, fixed once created (default 50)",
+        set: field!(groups.offsets_partitions, parse_at_least_one::<i32>),
+    },
+    Setting {
+        name: "offsets.topic.segment.bytes",
+        aliases: &[],
+        doc: "segment size of __consumer_offsets (default 104857600)",
+        set: field!(groups.offsets_segment_bytes, parse_num),
+    },
+    Setting {
+        name: "offsets.topic.replication.factor",
+        aliases: &[],
+        doc: "replicas of __consumer_offsets, created once that many brokers are live (default 3, or the number of controller voters if fewer)",
+        set: |c, key, value| {
+            c.groups.offsets_replication_factor = Some(parse_at_least_one::<i16>(key, value)?);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "offsets.commit.timeout.ms",
+        aliases: &[],
+        doc: "how long an offset commit waits for the offsets partition's in-sync replicas (default 5000)",
+        set: field!(groups.offsets_commit_timeout_ms, parse_at_least_one::<u64>),
+    },
+    Setting {
+        name: "offsets.retention.minutes",
+        aliases: &[],
+        doc: "how long an empty group keeps its offsets (default 10080)",
+        set: |c, key, value| {
+            c.groups.offsets_retention_ms = parse_at_least_one::<i64>(key, value)?.saturating_mul(60_000);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "offsets.retention.check.interval.ms",
+        aliases: &[],
+        doc: "how often expired offsets are removed (default 600000)",
+        set: |c, key, value| {
+            let n: u64 = parse_num(key, value)?;
+            if n == 0 {
+                return Err(invalid(key, "must be positive"));
+            }
+            c.groups.offsets_retention_check_interval_ms = n;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "offset.metadata.max.bytes",
+        aliases: &[],
+        doc: "longest offset commit metadata (default 4096)",
+        set: field!(groups.offset_metadata_max_bytes, parse_num),
+    },
+    Setting {
+        name: "group.min.session.timeout.ms",
+        aliases: &[],
+        doc: "shortest session timeout allowed (default 6000)",
+        set: field!(groups.min_session_timeout_ms, parse_num),
+    },
+    Setting {
+        name: "group.max.session.timeout.ms",
+        aliases: &[],
+        doc: "longest session timeout allowed (default 1800000)",
+        set: field!(groups.max_session_timeout_ms, parse_num),
+    },
+    Setting {
+        name: "group.initial.rebalance.delay.ms",
+        aliases: &[],
+        doc: "wait for more members before a new group's first rebalance (default 3000)",
+        set: |c, key, value| {
+            let n: i32 = parse_num(key, value)?;
+            if n < 0 {
+                return Err(invalid(key, "must not be negative"));
+            }
+            c.groups.initial_rebalance_delay_ms = n;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "group.max.size",
+        aliases: &[],
+        doc: "members per group (default 2147483647)",
+        set: field!(groups.max_size, parse_at_least_one::<usize>),
+    },
 ];
 
 fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
@@ -645,177 +962,11 @@ fn parse_host_port(key: &str, value: &str) -> Result<(String, u16), ConfigError>
 impl BrokerConfig {
     /// Applies one setting by its Kafka name.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
-        match key {
-            "listeners" | "listen" => {
-                let (host, port) = parse_host_port(key, value)?;
-                let host = if host.is_empty() { "0.0.0.0".to_string() } else { host };
-                let addr = if host == "localhost" {
-                    "127.0.0.1".to_string()
-                } else {
-                    host
-                };
-                self.listen = format!("{}:{port}", if addr.contains(':') { format!("[{addr}]") } else { addr })
-                    .parse()
-                    .map_err(|e: std::net::AddrParseError| invalid(key, e.to_string()))?;
-            }
-            "advertised.listeners" | "advertised" => {
-                let (host, port) = parse_host_port(key, value)?;
-                self.advertised_host = host;
-                self.advertised_port = port;
-            }
-            "log.dirs" | "log.dir" | "data.dir" => self.data_dir = PathBuf::from(value.trim()),
-            "num.cores" => self.cores = Some(parse_at_least_one::<usize>(key, value)?),
-            "node.id" | "broker.id" => self.node_id = parse_num(key, value)?,
-            "cluster.id" => self.cluster_id = value.trim().to_string(),
-            "num.partitions" => self.num_partitions = parse_at_least_one::<i32>(key, value)?,
-            "auto.create.topics.enable" => self.auto_create_topics = parse_bool(key, value)?,
-            "message.max.bytes" => self.message_max_bytes = parse_num(key, value)?,
-            "log.segment.bytes" => self.log_segment_bytes = parse_num(key, value)?,
-            "log.roll.ms" => self.log_roll_ms = parse_num(key, value)?,
-            "log.retention.ms" => self.log_retention_ms = parse_num(key, value)?,
-            "log.retention.hours" => self.log_retention_ms = parse_num::<i64>(key, value)?.saturating_mul(3_600_000),
-            "log.retention.bytes" => self.log_retention_bytes = parse_num(key, value)?,
-            "log.retention.check.interval.ms" => {
-                self.log_retention_check_interval_ms = parse_num(key, value)?;
-                if self.log_retention_check_interval_ms == 0 {
-                    return Err(invalid(key, "must be positive"));
-                }
-            }
-            "log.flush.interval.ms" => {
-                let v = value.trim();
-                self.log_flush_interval_ms = if v.is_empty() || v == "none" || v == "-1" {
-                    None
-                } else {
-                    Some(parse_num(key, v)?)
-                };
-            }
-            "socket.request.max.bytes" => {
-                let n: u32 = parse_num(key, value)?;
-                if n < 1024 || n > i32::MAX as u32 {
-                    return Err(invalid(key, "must be in [1024, 2147483647]"));
-                }
-                self.socket_request_max_bytes = n;
-            }
-            "max.connections" => self.max_connections = parse_num(key, value)?,
-            "queued.max.request.bytes" => self.queued_max_request_bytes = parse_num(key, value)?,
-            "max.inflight.requests.per.connection" => {
-                self.max_inflight_requests_per_connection = parse_at_least_one::<usize>(key, value)?
-            }
-            "fetch.max.bytes" => self.fetch_max_bytes = parse_num(key, value)?,
-            "sluice.fetch.max.wait.ms" => self.fetch_max_wait_ms = parse_num(key, value)?,
-            "sluice.fetch.zero.copy" => self.fetch_zero_copy = parse_bool(key, value)?,
-            "sluice.log.preallocate.bytes" => self.log_preallocate_bytes = parse_num(key, value)?,
-            "sluice.log.inline.write.bytes" => self.log_inline_write_bytes = parse_num(key, value)?,
-            "sluice.log.writeback.bytes" => self.log_writeback_bytes = parse_num(key, value)?,
-            "max.request.partition.size.limit" => {
-                self.max_request_partition_size_limit = parse_at_least_one::<usize>(key, value)?
-            }
-            "sluice.max.partitions" => self.max_partitions = parse_num(key, value)?,
-            "sluice.max.open.files" => self.max_open_files = parse_num(key, value)?,
-            "default.replication.factor" => self.default_replication_factor = parse_at_least_one::<i16>(key, value)?,
-            "process.roles" => self.roles = Roles::parse(value).map_err(|e| invalid(key, e))?,
-            "controller.quorum.voters" => self.quorum_voters = parse_voters(value).map_err(|e| invalid(key, e))?,
-            "broker.heartbeat.interval.ms" => {
-                self.broker_heartbeat_interval_ms = parse_at_least_one::<u64>(key, value)?
-            }
-            "broker.session.timeout.ms" => self.broker_session_timeout_ms = parse_at_least_one::<u64>(key, value)?,
-            "min.insync.replicas" => self.min_insync_replicas = parse_at_least_one::<i32>(key, value)?,
-            "replica.lag.time.max.ms" => self.replica_lag_time_max_ms = parse_at_least_one::<u64>(key, value)?,
-            "replica.fetch.wait.max.ms" => self.replica_fetch_wait_max_ms = parse_num(key, value)?,
-            "replica.fetch.max.bytes" => self.replica_fetch_max_bytes = parse_at_least_one::<u32>(key, value)?,
-            "replica.fetch.response.max.bytes" => {
-                self.replica_fetch_response_max_bytes = parse_at_least_one::<u32>(key, value)?
-            }
-            "replica.fetch.backoff.ms" => self.replica_fetch_backoff_ms = parse_num(key, value)?,
-            "replica.high.watermark.checkpoint.interval.ms" => {
-                self.replica_hw_checkpoint_interval_ms = parse_at_least_one::<u64>(key, value)?
-            }
-            "sluice.replica.fsync.before.ack" => self.replica_fsync_before_ack = parse_bool(key, value)?,
-            "sluice.replica.direct.writes" => self.replica_direct_writes = parse_bool(key, value)?,
-            "sluice.replica.direct.writes.min.bytes" => self.replica_direct_writes_min_bytes = parse_num(key, value)?,
-            "sluice.unsafe.ack.before.replication" => {
-                if !cfg!(feature = "test-switches") {
-                    return Err(invalid(
-                        key,
-                        "exists only in test builds (cargo feature `test-switches`), never in a release",
-                    ));
-                }
-                self.unsafe_ack_before_replication = parse_bool(key, value)?
-            }
-            "sluice.admin.listen" => {
-                self.admin_listen_chosen = true;
-                self.admin_listen = if value.trim().is_empty() {
-                    None
-                } else {
-                    let (host, port) = parse_host_port(key, value)?;
-                    let host = match host.as_str() {
-                        "" => "0.0.0.0".to_string(),
-                        "localhost" => "127.0.0.1".to_string(),
-                        h if h.contains(':') => format!("[{h}]"),
-                        h => h.to_string(),
-                    };
-                    Some(
-                        format!("{host}:{port}")
-                            .parse()
-                            .map_err(|e: std::net::AddrParseError| invalid(key, e.to_string()))?,
-                    )
-                }
-            }
-            "sluice.outbound.address" => {
-                self.outbound_address = if value.is_empty() {
-                    None
-                } else {
-                    Some(
-                        value
-                            .parse()
-                            .map_err(|_| invalid(key, format!("`{value}` is not an IP address")))?,
-                    )
-                }
-            }
-            "unclean.leader.election.enable" => self.unclean_leader_election = parse_bool(key, value)?,
-            "sluice.metadata.snapshot.records" => {
-                self.metadata_snapshot_records = parse_at_least_one::<u64>(key, value)?
-            }
-            "sluice.controller.write.timeout.ms" => {
-                self.controller_write_timeout_ms = parse_at_least_one::<u64>(key, value)?
-            }
-            "sluice.storage.min.free.bytes" => self.storage_min_free_bytes = parse_num(key, value)?,
-            "sluice.shutdown.drain.ms" => self.shutdown_drain_ms = parse_num(key, value)?,
-            "sluice.shutdown.close.ms" => self.shutdown_close_ms = parse_num(key, value)?,
-            "sluice.shutdown.linger.ms" => self.shutdown_linger_ms = parse_num(key, value)?,
-            "sluice.broker.fence.when.gone" => self.fence_gone_brokers = parse_bool(key, value)?,
-            "offsets.topic.num.partitions" => self.groups.offsets_partitions = parse_at_least_one::<i32>(key, value)?,
-            "offsets.topic.segment.bytes" => self.groups.offsets_segment_bytes = parse_num(key, value)?,
-            "offsets.topic.replication.factor" => {
-                self.groups.offsets_replication_factor = Some(parse_at_least_one::<i16>(key, value)?)
-            }
-            "offsets.commit.timeout.ms" => {
-                self.groups.offsets_commit_timeout_ms = parse_at_least_one::<u64>(key, value)?
-            }
-            "offsets.retention.minutes" => {
-                self.groups.offsets_retention_ms = parse_at_least_one::<i64>(key, value)?.saturating_mul(60_000)
-            }
-            "offsets.retention.check.interval.ms" => {
-                let n: u64 = parse_num(key, value)?;
-                if n == 0 {
-                    return Err(invalid(key, "must be positive"));
-                }
-                self.groups.offsets_retention_check_interval_ms = n;
-            }
-            "offset.metadata.max.bytes" => self.groups.offset_metadata_max_bytes = parse_num(key, value)?,
-            "group.min.session.timeout.ms" => self.groups.min_session_timeout_ms = parse_num(key, value)?,
-            "group.max.session.timeout.ms" => self.groups.max_session_timeout_ms = parse_num(key, value)?,
-            "group.initial.rebalance.delay.ms" => {
-                let n: i32 = parse_num(key, value)?;
-                if n < 0 {
-                    return Err(invalid(key, "must not be negative"));
-                }
-                self.groups.initial_rebalance_delay_ms = n;
-            }
-            "group.max.size" => self.groups.max_size = parse_at_least_one::<usize>(key, value)?,
-            other => return Err(ConfigError::Unknown(other.to_string())),
-        }
-        Ok(())
+        let setting = SETTINGS
+            .iter()
+            .find(|s| s.name == key || s.aliases.contains(&key))
+            .ok_or_else(|| ConfigError::Unknown(key.to_string()))?;
+        (setting.set)(self, key, value)
     }
 
     /// Applies a TOML file. Keys may be written quoted (`"num.partitions" =
@@ -850,7 +1001,7 @@ impl BrokerConfig {
         &mut self,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Vec<(String, String)>, ConfigError> {
-        let by_var: BTreeMap<String, &str> = SETTINGS.iter().map(|(k, _)| (env_name(k), *k)).collect();
+        let by_var: BTreeMap<String, &str> = SETTINGS.iter().map(|s| (env_name(s.name), s.name)).collect();
         let mut found: BTreeMap<&str, String> = BTreeMap::new();
         for (var, value) in vars {
             if let Some(key) = by_var.get(&var) {
@@ -990,7 +1141,7 @@ mod tests {
         // not values and are skipped.
         let plain = format!("{:?}", BrokerConfig::default());
         let mut checked = 0;
-        for (key, doc) in SETTINGS {
+        for &Setting { name: key, doc, .. } in SETTINGS {
             let Some(value) = documented_default(doc) else { continue };
             let mut c = BrokerConfig::default();
             if c.set(key, value).is_err() {
@@ -1001,6 +1152,42 @@ mod tests {
             checked += 1;
         }
         assert!(checked > 40, "only {checked} defaults checked");
+    }
+
+    #[test]
+    fn every_name_sets_one_setting_and_an_alias_sets_what_its_name_does() {
+        let mut seen = std::collections::BTreeSet::new();
+        for s in SETTINGS {
+            for n in std::iter::once(&s.name).chain(s.aliases) {
+                assert!(seen.insert(*n), "`{n}` names two settings");
+            }
+            for alias in s.aliases {
+                let value = match s.name {
+                    "listeners" | "advertised.listeners" => "10.1.2.3:9093",
+                    "log.dirs" => "/var/lib/sluice",
+                    _ => "7",
+                };
+                let (mut by_name, mut by_alias) = (BrokerConfig::default(), BrokerConfig::default());
+                by_name.set(s.name, value).unwrap();
+                by_alias.set(alias, value).unwrap();
+                assert_eq!(
+                    format!("{by_name:?}"),
+                    format!("{by_alias:?}"),
+                    "{alias} and {}",
+                    s.name
+                );
+                assert_ne!(
+                    format!("{by_name:?}"),
+                    format!("{:?}", BrokerConfig::default()),
+                    "{}",
+                    s.name
+                );
+            }
+        }
+        assert!(matches!(
+            BrokerConfig::default().set("no.such.setting", "1"),
+            Err(ConfigError::Unknown(_))
+        ));
     }
 
     #[test]
@@ -1018,7 +1205,7 @@ mod tests {
     fn settings_come_from_sluice_environment_variables() {
         // Every setting has its own variable, and none is taken by the
         // tools' own variables.
-        let names: std::collections::BTreeSet<String> = SETTINGS.iter().map(|(k, _)| env_name(k)).collect();
+        let names: std::collections::BTreeSet<String> = SETTINGS.iter().map(|s| env_name(s.name)).collect();
         assert_eq!(names.len(), SETTINGS.len());
         assert!(!names.contains("SLUICE_BIN") && !names.contains("SLUICE_BROKERS"));
         assert_eq!(env_name("num.partitions"), "SLUICE_NUM_PARTITIONS");

@@ -100,7 +100,7 @@ fn build_config(args: &Args, sources: &mut Sources) -> Result<BrokerConfig, Stri
 /// (an alias such as `listen`), as `name = value  # source`.
 fn print_config(sources: &Sources) {
     let mut shown = std::collections::BTreeSet::new();
-    for (k, doc) in sluice::config::SETTINGS {
+    for sluice::config::Setting { name: k, doc, .. } in sluice::config::SETTINGS {
         shown.insert(*k);
         match sources.get(*k) {
             Some((v, from)) => println!("{k} = {v}  # {from}"),
@@ -128,7 +128,7 @@ fn main() -> ExitCode {
         return sluice::cli::run(cmd);
     }
     if args.help_settings {
-        for (k, doc) in sluice::config::SETTINGS {
+        for sluice::config::Setting { name: k, doc, .. } in sluice::config::SETTINGS {
             println!("{k:40} {doc}");
         }
         return ExitCode::SUCCESS;
