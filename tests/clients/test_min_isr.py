@@ -4,13 +4,15 @@ partition's replica count, as Kafka's partition takes it
 (docs/cluster.md, "The effective minimum"). librdkafka and the Java client
 on one node, librdkafka on a three-node cluster; the under/at-min-ISR
 gauges agree."""
+import random
+import socket
 import tempfile
 
 import pytest
 from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import free_port, running_broker
+from conftest import running_broker
 from test_cluster import Cluster, metadata, wait_for
 from test_java import classpath, run  # noqa: F401 (the fixture)
 from test_ops import get, sample
@@ -30,9 +32,27 @@ def produce(bootstrap, topic, values, **extra):
     return rec
 
 
+def admin_ports(n):
+    """`n` free ports below the kernel's ephemeral range (32768 and up),
+    for the nodes' admin listeners: a port that free_port() found free can
+    be handed to another node's outgoing connection before the node that
+    was given it binds it, and these never are."""
+    ports = []
+    while len(ports) < n:
+        port = random.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
 @pytest.fixture
 def strict_node():
-    port = free_port()
+    (port,) = admin_ports(1)
     with running_broker(["min.insync.replicas=2", f"sluice.admin.listen=127.0.0.1:{port}"]) as b:
         b.metrics_port = port
         yield b
@@ -60,13 +80,13 @@ def test_java_client_takes_acks_all_on_rf1_topics_under_min_insync_2(classpath, 
 
 
 def test_cluster_with_min_insync_3_takes_rf2_while_in_sync_and_refuses_below():
-    metrics = [free_port() for _ in range(3)]
+    metrics = admin_ports(3)
     with tempfile.TemporaryDirectory() as root:
         c = Cluster(root)
         for n, port in zip(c.nodes, metrics):
             n.extra += ["min.insync.replicas=3", f"sluice.admin.listen=127.0.0.1:{port}"]
-        c.start()
         try:
+            c.start()
             wait_for("three live brokers", lambda: len(metadata(c.node(1)).brokers) == 3)
             check_cluster(c, metrics)
         finally:
