@@ -101,6 +101,11 @@ def test_a_reader_that_never_reads_costs_no_memory_and_slows_no_one():
                 except BufferError:
                     p.poll(0.05)
         assert p.flush(120) == 0 and not errors, errors[:3]
+        # A first read, not timed, with the stuck reader there too: the
+        # first pass over what was just written also waits for its
+        # writeback, which only the first of the two timed reads would pay.
+        got, _ = consume_all(b.bootstrap, "g0")
+        assert got == COUNT, f"the other consumer got {got} of {COUNT}"
         got, with_stuck = consume_all(b.bootstrap, "g1")
         assert got == COUNT, f"the other consumer got {got} of {COUNT}"
         done.set()
