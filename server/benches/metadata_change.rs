@@ -108,6 +108,17 @@ fn new_shard(dir: &std::path::Path) -> std::rc::Rc<Shard<()>> {
     )
 }
 
+/// The next retention change of topic `t00000` (a new value each time).
+fn new_retention(retention: &mut u64) -> ControllerRequest {
+    *retention += 1;
+    ControllerRequest::AlterTopicConfigs {
+        name: "t00000".into(),
+        changes: vec![("retention.ms".into(), Some((60_000 + *retention).to_string()))],
+        incremental: true,
+        validate_only: false,
+    }
+}
+
 /// The node's part of a change: apply the records to the image, make the
 /// snapshot, install it on the shard. Returns the time it took.
 fn apply(
@@ -176,16 +187,9 @@ fn changes(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    retention += 1;
                     let start = Instant::now();
                     let mut d = draft(&image);
-                    d.handle(ControllerRequest::AlterTopicConfigs {
-                        name: "t00000".into(),
-                        changes: vec![("retention.ms".into(), Some((60_000 + retention).to_string()))],
-                        incremental: true,
-                        validate_only: false,
-                    })
-                    .unwrap();
+                    d.handle(new_retention(&mut retention)).unwrap();
                     let records = d.into_records();
                     total += start.elapsed() + apply(&rt, &mut image, &mut version, &records, &shard);
                 }
@@ -197,15 +201,8 @@ fn changes(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    retention += 1;
                     let mut d = draft(&image);
-                    d.handle(ControllerRequest::AlterTopicConfigs {
-                        name: "t00000".into(),
-                        changes: vec![("retention.ms".into(), Some((60_000 + retention).to_string()))],
-                        incremental: true,
-                        validate_only: false,
-                    })
-                    .unwrap();
+                    d.handle(new_retention(&mut retention)).unwrap();
                     for r in d.into_records() {
                         image.apply(&r).unwrap();
                     }
