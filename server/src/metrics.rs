@@ -169,6 +169,7 @@ impl Collector for Report {
         self.encode_partitions(e)?;
         self.encode_connections(e)?;
         self.encode_replication(e)?;
+        self.encode_cluster(e)?;
         self.encode_groups(e)?;
         Ok(())
     }
@@ -373,11 +374,10 @@ impl Report {
         Ok(())
     }
 
-    /// Replication and the cluster.
+    /// The partitions this broker leads: under-replicated, below or at
+    /// their effective minimum ISR.
     fn encode_replication(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let c = &self.cluster;
         let shards = &self.shards;
-        let sum = |f: fn(&ShardReport) -> u64| shards.iter().map(f).sum::<u64>();
         let parts = || shards.iter().flat_map(|s| &s.partitions);
         let leaders = parts().filter(|p| p.leader).count();
         let under = parts().filter(|p| p.leader && p.under_replicated).count();
@@ -411,6 +411,15 @@ impl Report {
             MetricType::Gauge,
             [(vec![], gauge(at_min as i64))],
         )?;
+        Ok(())
+    }
+
+    /// The cluster as this broker's image has it: offline partitions, ISR
+    /// changes, the controller, brokers, readiness, missing shards.
+    fn encode_cluster(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let c = &self.cluster;
+        let shards = &self.shards;
+        let sum = |f: fn(&ShardReport) -> u64| shards.iter().map(f).sum::<u64>();
         family(
             e,
             "sluice_offline_partitions",

@@ -194,6 +194,25 @@ impl Partition {
         self.log.high_watermark() >= self.replica.borrow().epoch_start
     }
 
+    /// What must hold of a state this replica takes (see
+    /// [`Partition::apply_state`]); a break is a bug.
+    fn check_incoming(&self, state: &PartitionState) {
+        if let Err(e) = state.check() {
+            panic!(
+                "{}-{}: a broken partition state reached the replica: {e}: {state:?}",
+                self.topic, self.index
+            );
+        }
+        let epoch = self.replica.borrow().leader_epoch;
+        assert!(
+            state.leader_epoch >= epoch,
+            "{}-{}: leader epoch would go back from {epoch} to {}",
+            self.topic,
+            self.index,
+            state.leader_epoch
+        );
+    }
+
     /// Applies the partition's state from a new metadata image. A new
     /// leader epoch starts at the log end; a follower forgets nothing here
     /// (its fetcher truncates by epoch). Waiters on the log are woken so
@@ -204,21 +223,8 @@ impl Partition {
     /// leader epoch is below the one this replica has: the image refuses
     /// the first and shards install snapshots in order, so either is a bug.
     pub fn apply_state(&self, state: &PartitionState, me: i32, min_isr: usize, now_ms: u64) -> RoleChange {
-        if let Err(e) = state.check() {
-            panic!(
-                "{}-{}: a broken partition state reached the replica: {e}: {state:?}",
-                self.topic, self.index
-            );
-        }
+        self.check_incoming(state);
         let mut r = self.replica.borrow_mut();
-        assert!(
-            state.leader_epoch >= r.leader_epoch,
-            "{}-{}: leader epoch would go back from {} to {}",
-            self.topic,
-            self.index,
-            r.leader_epoch,
-            state.leader_epoch
-        );
         r.me = me;
         r.min_isr = crate::meta::effective_min_isr(min_isr, state.replicas.len());
         let before = (r.role, r.leader_epoch);

@@ -393,8 +393,7 @@ impl<S: Services> Shard<S> {
         self.partitions.borrow().values().flatten().flatten().cloned().collect()
     }
 
-    /// The `Rc` this shard lives in.
-    pub fn rc(&self) -> Rc<Shard<S>> {
+    fn rc(&self) -> Rc<Shard<S>> {
         // `me` points at the Rc this shard lives in; a `&self` exists only
         // while that Rc does.
         self.me

@@ -3,8 +3,6 @@
 //! every shard has installed the new metadata and opened or removed its
 //! partitions.
 
-use std::collections::BTreeMap;
-
 use bytes::BytesMut;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
@@ -26,19 +24,6 @@ use crate::shard::ShardId;
 /// The error code and message fields of a per-resource admin answer.
 pub fn error_fields(e: &MetaError) -> (i16, Option<StrBytes>) {
     (e.code.code(), Some(str_bytes(&e.message)))
-}
-
-/// One topic of a CreateTopics request, checked for what the controller
-/// cannot see (duplicates within the request, the shape of an assignment).
-#[derive(Debug)]
-struct TopicSpec {
-    name: String,
-    partitions: i32,
-    replication_factor: i16,
-    /// Replicas by partition index, when the request assigns them.
-    assignments: Result<Vec<Vec<i32>>, MetaError>,
-    configs: BTreeMap<String, String>,
-    duplicate: bool,
 }
 
 /// A request's replica assignment, by partition index; the indexes must be
@@ -65,55 +50,50 @@ fn assignments(
     Ok(by_index.into_iter().map(|(_, b)| b).collect())
 }
 
+/// The controller request for one topic of a CreateTopics request, or
+/// what the controller cannot see refuses it: a name the request already
+/// gave (`seen`), an assignment whose indexes have gaps.
+fn create_request(
+    t: &kafka_protocol::messages::create_topics_request::CreatableTopic,
+    default_partitions: i32,
+    validate_only: bool,
+    seen: &mut std::collections::HashSet<String>,
+) -> Result<ControllerRequest, MetaError> {
+    let name = t.name.0.to_string();
+    if !seen.insert(name.clone()) {
+        return Err(MetaError {
+            code: ErrorCode::InvalidRequest,
+            message: format!("topic `{name}` appears more than once in the request"),
+        });
+    }
+    let partitions = if t.num_partitions == -1 && t.assignments.is_empty() {
+        default_partitions
+    } else {
+        t.num_partitions
+    };
+    Ok(ControllerRequest::CreateTopic {
+        name,
+        partitions,
+        replication_factor: t.replication_factor,
+        assignments: assignments(t)?,
+        configs: t
+            .configs
+            .iter()
+            .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
+            .collect(),
+        validate_only,
+    })
+}
+
 pub async fn create_topics(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: CreateTopicsRequest = decode_or_return!(ctx, body);
     let default_partitions = ctx.shard.config().num_partitions;
     let validate_only = req.validate_only;
     let mut seen = std::collections::HashSet::new();
-    let specs: Vec<TopicSpec> = req
+    let requests = req
         .topics
         .iter()
-        .map(|t| {
-            let name = t.name.0.to_string();
-            let duplicate = !seen.insert(name.clone());
-            let partitions = if t.num_partitions == -1 && t.assignments.is_empty() {
-                default_partitions
-            } else {
-                t.num_partitions
-            };
-            let configs = t
-                .configs
-                .iter()
-                .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
-                .collect();
-            TopicSpec {
-                name,
-                partitions,
-                replication_factor: t.replication_factor,
-                assignments: assignments(t),
-                configs,
-                duplicate,
-            }
-        })
-        .collect();
-    let requests = specs
-        .into_iter()
-        .map(|spec| {
-            if spec.duplicate {
-                return Err(MetaError {
-                    code: ErrorCode::InvalidRequest,
-                    message: format!("topic `{}` appears more than once in the request", spec.name),
-                });
-            }
-            Ok(ControllerRequest::CreateTopic {
-                name: spec.name,
-                partitions: spec.partitions,
-                replication_factor: spec.replication_factor,
-                assignments: spec.assignments?,
-                configs: spec.configs,
-                validate_only,
-            })
-        })
+        .map(|t| create_request(t, default_partitions, validate_only, &mut seen))
         .collect();
     let answers = ask(&ctx.shard, requests).await;
     let mut resp = CreateTopicsResponse::default();
