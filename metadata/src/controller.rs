@@ -335,7 +335,7 @@ impl Draft {
     }
 
     pub fn topic(&self, name: &str) -> Option<&Arc<TopicMeta>> {
-        self.image.topics.get(name)
+        self.image.topic(name)
     }
 
     fn existing(&self, name: &str) -> Result<Arc<TopicMeta>, MetaError> {
@@ -426,7 +426,7 @@ impl Draft {
         assignments: &[Vec<i32>],
     ) -> Result<Vec<PartitionState>, MetaError> {
         validate_topic_name(name).map_err(|m| refuse(ErrorCode::InvalidTopicException, m))?;
-        if self.image.topics.contains_key(name) {
+        if self.image.topic(name).is_some() {
             return Err(refuse(
                 ErrorCode::TopicAlreadyExists,
                 format!("topic `{name}` already exists"),
@@ -753,7 +753,7 @@ pub fn fence_records_for(image: &Image, broker: i32, rules: Rules, shutdown: boo
         shutdown,
     }];
     let live = |id: i32| id != broker && image.is_live(id);
-    for t in image.topics.values() {
+    for t in image.topics_on(broker) {
         let min_isr = rules.min_isr(t);
         for (i, p) in t.partition_states.iter().enumerate() {
             if p.leader != broker && !p.isr.contains(&broker) {
@@ -855,7 +855,7 @@ pub fn registration_records(
 /// [`PartitionState::after_unclean_restart`].
 fn forget_tail_records(image: &Image, broker: i32) -> Vec<MetaRecord> {
     let mut records = Vec::new();
-    for t in image.topics.values() {
+    for t in image.topics_on(broker) {
         for (i, p) in t.partition_states.iter().enumerate() {
             let Some((isr, elr)) = p.after_unclean_restart(broker) else {
                 continue;
@@ -888,7 +888,7 @@ pub fn unfence_records(image: &Image, broker: i32, rules: Rules) -> Vec<MetaReco
         id: broker,
         epoch: b.epoch,
     }];
-    for t in image.topics.values() {
+    for t in image.topics_on(broker) {
         let min_isr = rules.min_isr(t);
         for (i, p) in t.partition_states.iter().enumerate() {
             if p.leader != NO_LEADER || !p.replicas.contains(&broker) {
@@ -1062,7 +1062,7 @@ mod tests {
         for r in records {
             image.apply(r).unwrap();
         }
-        image.topics["t"].partition_states.clone()
+        image.topics()["t"].partition_states.clone()
     }
 
     #[test]
@@ -1203,7 +1203,7 @@ mod tests {
         for r in &records {
             done.apply(r).unwrap();
         }
-        let p = &done.topics["t"].partition_states;
+        let p = &done.topics()["t"].partition_states;
         // It led with followers in sync: one of them leads now, and the
         // restarted broker is out of every ISR it shared.
         assert_eq!((p[0].leader, p[0].isr.clone(), p[0].leader_epoch), (2, vec![2, 3], 5));
@@ -1238,7 +1238,7 @@ mod tests {
         for r in fence_records(&img, 1, Rules::default()) {
             fenced.apply(&r).unwrap();
         }
-        assert_eq!(fenced.topics["t"].partition_states[0].leader, NO_LEADER);
+        assert_eq!(fenced.topics()["t"].partition_states[0].leader, NO_LEADER);
         let p = after(fenced.clone(), &unfence_records(&fenced, 1, Rules::default()));
         assert_eq!((p[0].leader, p[0].leader_epoch), (1, 6));
         // A partition it holds but is out of sync for stays as it is.
@@ -1251,7 +1251,7 @@ mod tests {
     };
 
     fn shrink(img: &Image, leader: i32, isr: &[i32]) -> Image {
-        let p = &img.topics["t"].partition_states[0];
+        let p = &img.topics()["t"].partition_states[0];
         let record = alter_isr(
             img,
             &IsrChange {
@@ -1280,14 +1280,14 @@ mod tests {
         // At min.insync.replicas the high watermark still moves: 3 misses
         // what is acknowledged from here on and is not eligible.
         let img = shrink(&img, 1, &[1, 2]);
-        assert_eq!(img.topics["t"].partition_states[0].elr, Vec::<i32>::new());
+        assert_eq!(img.topics()["t"].partition_states[0].elr, Vec::<i32>::new());
         // Below it the high watermark stands still: 2 holds all of it.
         let img = shrink(&img, 1, &[1]);
-        let p = &img.topics["t"].partition_states[0];
+        let p = &img.topics()["t"].partition_states[0];
         assert_eq!((p.isr.clone(), p.elr.clone()), (vec![1], vec![2]));
         // Back at min.insync.replicas, nobody outside the ISR is eligible.
         let back = shrink(&img, 1, &[1, 3]);
-        assert_eq!(back.topics["t"].partition_states[0].elr, Vec::<i32>::new());
+        assert_eq!(back.topics()["t"].partition_states[0].elr, Vec::<i32>::new());
 
         // The leader fails: the eligible replica leads, and the old leader,
         // last of the ISR, becomes eligible in its place.
@@ -1316,7 +1316,7 @@ mod tests {
         for r in &records {
             done.apply(r).unwrap();
         }
-        let p = &done.topics["t"].partition_states[0];
+        let p = &done.topics()["t"].partition_states[0];
         // It does not lead what it may have lost: the partition is offline.
         assert_eq!(
             (p.leader, p.isr.clone(), p.elr.clone()),

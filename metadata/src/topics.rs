@@ -2,7 +2,7 @@
 //! replica states and config overrides; the snapshot published to every
 //! shard; the topic-level settings and how they map to a log's settings.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kafka_protocol::ResponseError as ErrorCode;
@@ -11,6 +11,16 @@ use sluice_engine::{FlushPolicy, LogConfig};
 use uuid::Uuid;
 
 use crate::image::{BrokerMeta, PartitionState};
+
+/// Topics by name. A persistent map: a clone shares every node with the
+/// original and an insert copies only the path to its key, so the image,
+/// each draft of a change and each snapshot hold the same topics without
+/// copying the map, and two versions compare in the size of what differs
+/// ([`Snapshot::changed_topics`]).
+pub type TopicMap = imbl::OrdMap<Arc<str>, Arc<TopicMeta>>;
+
+/// Topic names by topic id, persistent as [`TopicMap`].
+pub type TopicIds = imbl::HashMap<Uuid, Arc<str>>;
 
 /// One topic. Immutable; replaced as a whole when it changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,8 +63,8 @@ pub struct Snapshot {
     /// made at the same `version` differ in the controller they name. A
     /// shard installs only snapshots made no earlier than the one it has.
     pub made: u64,
-    pub topics: BTreeMap<Arc<str>, Arc<TopicMeta>>,
-    pub ids: HashMap<Uuid, Arc<str>>,
+    pub topics: TopicMap,
+    pub ids: TopicIds,
     /// Registered brokers by id.
     pub brokers: BTreeMap<i32, BrokerMeta>,
     /// The active controller (the quorum's leader) when this snapshot was
@@ -73,50 +83,23 @@ impl Snapshot {
 
     /// The names of the topics created, changed or deleted since `old`:
     /// a topic's metadata is replaced as a whole when it changes, so an
-    /// unchanged topic is the same `Arc` in both. Sorted.
+    /// unchanged topic is the same `Arc` in both, and snapshots made from
+    /// one image share the map's nodes that hold only unchanged topics:
+    /// the walk skips those, so it costs in the size of the change, not
+    /// of the cluster. Sorted.
     pub fn changed_topics(&self, old: &Snapshot) -> Vec<Arc<str>> {
-        // Both maps are in name order: one walk over the two, no lookups.
-        let mut out = Vec::new();
-        let (mut new, mut old) = (self.topics.iter().peekable(), old.topics.iter().peekable());
-        loop {
-            match (new.peek(), old.peek()) {
-                (Some((n, t)), Some((o, u))) => match n.cmp(o) {
-                    std::cmp::Ordering::Less => {
-                        out.push((*n).clone());
-                        new.next();
-                    }
-                    std::cmp::Ordering::Greater => {
-                        out.push((*o).clone());
-                        old.next();
-                    }
-                    std::cmp::Ordering::Equal => {
-                        if !Arc::ptr_eq(t, u) {
-                            out.push((*n).clone());
-                        }
-                        new.next();
-                        old.next();
-                    }
-                },
-                (Some((n, _)), None) => {
-                    out.push((*n).clone());
-                    new.next();
-                }
-                (None, Some((o, _))) => {
-                    out.push((*o).clone());
-                    old.next();
-                }
-                (None, None) => return out,
-            }
-        }
+        use imbl::ordmap::DiffItem;
+        old.topics
+            .diff(&self.topics)
+            .map(|d| match d {
+                DiffItem::Add(name, _) | DiffItem::Remove(name, _) => name.clone(),
+                DiffItem::Update { new: (name, _), .. } => name.clone(),
+            })
+            .collect()
     }
 
-    pub fn build(
-        version: u64,
-        topics: impl IntoIterator<Item = Arc<TopicMeta>>,
-        brokers: BTreeMap<i32, BrokerMeta>,
-    ) -> Self {
-        let topics: BTreeMap<_, _> = topics.into_iter().map(|t| (t.name.clone(), t)).collect();
-        let ids = topics.values().map(|t| (t.id, t.name.clone())).collect();
+    /// A snapshot of `topics` (and the index of their ids) at `version`.
+    pub fn of(version: u64, topics: TopicMap, ids: TopicIds, brokers: BTreeMap<i32, BrokerMeta>) -> Self {
         Self {
             version,
             made: MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
@@ -125,6 +108,17 @@ impl Snapshot {
             brokers,
             controller_id: -1,
         }
+    }
+
+    /// A snapshot of `topics` at `version`, its maps built anew.
+    pub fn build(
+        version: u64,
+        topics: impl IntoIterator<Item = Arc<TopicMeta>>,
+        brokers: BTreeMap<i32, BrokerMeta>,
+    ) -> Self {
+        let topics: TopicMap = topics.into_iter().map(|t| (t.name.clone(), t)).collect();
+        let ids = topics.values().map(|t| (t.id, t.name.clone())).collect();
+        Self::of(version, topics, ids, brokers)
     }
 }
 

@@ -58,14 +58,12 @@ fn image(partitions: i32) -> Image {
     for id in 1..=4 {
         image.brokers.insert(id, broker(id));
     }
-    let topic = |name: String, id: u128, states: Vec<PartitionState>| {
-        Arc::new(TopicMeta {
-            name: name.into(),
-            id: Uuid::from_u128(id),
-            partitions: states.len() as i32,
-            configs: BTreeMap::new(),
-            partition_states: states,
-        })
+    let topic = |name: String, id: u128, states: Vec<PartitionState>| TopicMeta {
+        name: name.into(),
+        id: Uuid::from_u128(id),
+        partitions: states.len() as i32,
+        configs: BTreeMap::new(),
+        partition_states: states,
     };
     for t in 0..partitions / PER_TOPIC {
         let states = (0..PER_TOPIC)
@@ -77,8 +75,7 @@ fn image(partitions: i32) -> Image {
                 s
             })
             .collect();
-        let t = topic(format!("t{t:05}"), t as u128 + 1, states);
-        image.topics.insert(t.name.clone(), t);
+        image.put(topic(format!("t{t:05}"), t as u128 + 1, states));
     }
     let fourth = (0..PER_TOPIC)
         .map(|_| {
@@ -88,8 +85,7 @@ fn image(partitions: i32) -> Image {
             s
         })
         .collect();
-    let t = topic("on-broker-4".into(), u128::MAX, fourth);
-    image.topics.insert(t.name.clone(), t);
+    image.put(topic("on-broker-4".into(), u128::MAX, fourth));
     image
 }
 

@@ -179,7 +179,7 @@ impl Controller {
         };
         let image_empty = {
             let st = self.quorum.state();
-            st.image.topics.is_empty() && st.image.next_producer_id == 0
+            st.image.topics().is_empty() && st.image.next_producer_id == 0
         };
         if image_empty {
             let mut records: Vec<MetaRecord> = topics
@@ -282,7 +282,7 @@ impl Controller {
             .unwrap_or(i16::MAX)
             .max(1);
         let rf = groups.offsets_replication_factor.unwrap_or(voters.min(3));
-        if self.quorum.state().image.topics.contains_key(OFFSETS_TOPIC) {
+        if self.quorum.state().image.topic(OFFSETS_TOPIC).is_some() {
             return Ok(());
         }
         let create = ControllerRequest::CreateTopic {

@@ -67,7 +67,7 @@ enum RpcReply {
     /// The leader this voter knows, and its image when newer.
     Image {
         leader: Option<u64>,
-        newer: Option<(Option<LogIdOf<MetaRaft>>, Image)>,
+        newer: Option<(Option<LogIdOf<MetaRaft>>, Box<Image>)>,
     },
     /// The receiver could not serve the request (it is shutting down, it
     /// no longer leads); the text says why.
@@ -233,7 +233,7 @@ async fn serve_one(
                 use openraft::async_runtime::WatchReceiver;
                 let leader = raft.metrics().borrow_watched().current_leader;
                 let st = machine.state.borrow();
-                let newer = (st.applied.map(|l| l.index) > known).then(|| (st.applied, st.image.clone()));
+                let newer = (st.applied.map(|l| l.index) > known).then(|| (st.applied, Box::new(st.image.clone())));
                 RpcReply::Image { leader, newer }
             }
         };
@@ -312,7 +312,7 @@ impl Peer {
     /// it is past entry `known`.
     pub async fn image(&mut self, known: Option<u64>, ttl: Duration) -> Result<ImageAnswer, String> {
         self.ask(&Rpc::Image { known }, ttl, |r| match r {
-            RpcReply::Image { leader, newer } => Ok((leader, newer)),
+            RpcReply::Image { leader, newer } => Ok((leader, newer.map(|(at, image)| (at, *image)))),
             other => Err(other),
         })
         .await
