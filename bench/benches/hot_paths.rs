@@ -60,6 +60,7 @@ fn fetch_encoding(c: &mut Criterion) {
                 high_watermark: 1_000_000,
                 last_stable_offset: 1_000_000,
                 log_start_offset: 0,
+                aborted: None,
                 records: Some(FileSlice {
                     file: file.clone(),
                     position: 0,

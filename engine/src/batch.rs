@@ -67,6 +67,28 @@ pub enum BatchError {
     BadRecord { index: i32 },
 }
 
+/// Attribute bit of a batch written inside a transaction.
+pub const TRANSACTIONAL: i16 = 0x10;
+/// Attribute bit of a control batch (a transaction marker).
+pub const CONTROL: i16 = 0x20;
+
+/// What a transaction marker (a control batch's one record) says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marker {
+    Abort,
+    Commit,
+}
+
+impl Marker {
+    /// The control record's type field.
+    fn kind(self) -> i16 {
+        match self {
+            Marker::Abort => 0,
+            Marker::Commit => 1,
+        }
+    }
+}
+
 fn i16_at(b: &[u8], at: usize) -> i16 {
     i16::from_be_bytes([b[at], b[at + 1]])
 }
@@ -129,10 +151,10 @@ impl<'a> BatchHeader<'a> {
         (self.attributes() & 0x7) as u8
     }
     pub fn is_transactional(&self) -> bool {
-        self.attributes() & 0x10 != 0
+        self.attributes() & TRANSACTIONAL != 0
     }
     pub fn is_control(&self) -> bool {
-        self.attributes() & 0x20 != 0
+        self.attributes() & CONTROL != 0
     }
     pub fn last_offset_delta(&self) -> i32 {
         i32_at(self.bytes, LAST_OFFSET_DELTA_AT)
@@ -373,10 +395,72 @@ fn put_bytes_field(out: &mut BytesMut, b: Option<&[u8]>) {
     }
 }
 
+/// The marker a control batch holds: its first record's key is a version
+/// (0) and a type (0 abort, 1 commit). `None` for a batch that is not a
+/// control batch, is compressed, or whose key is neither; such a control
+/// batch (a type Kafka may add) marks nothing.
+pub fn marker(batch: &[u8]) -> Option<Marker> {
+    let h = BatchHeader::parse(batch).ok()?;
+    if !h.is_control() || h.compression() != 0 || h.records_count() < 1 {
+        return None;
+    }
+    let mut found = None;
+    let records = batch.get(HEADER_BYTES..)?;
+    // A control batch has one record; an error in it marks nothing.
+    let _ = for_each_record(records, 1, |key, _| {
+        found = match key {
+            Some(k) if k.len() >= 4 && i16_at(k, 0) == 0 => match i16_at(k, 2) {
+                0 => Some(Marker::Abort),
+                1 => Some(Marker::Commit),
+                _ => None,
+            },
+            _ => None,
+        };
+    });
+    found
+}
+
+/// A transaction marker as a partition leader writes it: one control
+/// record, key (version 0, type), value (version 0, the coordinator's
+/// epoch), in a transactional control batch of the producer, with no
+/// sequence.
+pub fn build_marker(
+    marker: Marker,
+    producer_id: i64,
+    producer_epoch: i16,
+    coordinator_epoch: i32,
+    timestamp: i64,
+) -> BytesMut {
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&marker.kind().to_be_bytes());
+    let mut value = Vec::with_capacity(6);
+    value.extend_from_slice(&0i16.to_be_bytes());
+    value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    let record = Record {
+        timestamp,
+        key: Some(key),
+        value: Some(value),
+        headers: Vec::new(),
+    };
+    let producer = ProducerFields {
+        producer_id,
+        producer_epoch,
+        base_sequence: -1,
+    };
+    build_with(&[record], producer, TRANSACTIONAL | CONTROL)
+}
+
 /// Encodes an uncompressed v2 batch with a valid CRC and baseOffset 0, as a
 /// producer would. Used by tests, benchmarks and tools; not on the broker's
 /// produce path, which stores what clients send.
 pub fn build(records: &[Record], producer: ProducerFields) -> BytesMut {
+    build_with(records, producer, 0)
+}
+
+/// [`build`] with the given attribute bits (no compression), such as
+/// [`TRANSACTIONAL`].
+pub fn build_with(records: &[Record], producer: ProducerFields, attributes: i16) -> BytesMut {
     assert!(!records.is_empty(), "a batch holds at least one record");
     let base_ts = records.iter().map(|r| r.timestamp).min().unwrap_or(0);
     let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or(0);
@@ -398,7 +482,7 @@ pub fn build(records: &[Record], producer: ProducerFields) -> BytesMut {
         body.put_slice(&rec);
     }
     let mut out = BytesMut::with_capacity(HEADER_BYTES + body.len());
-    put_header(&mut out, 0, records.len() as i32, base_ts, max_ts, producer);
+    put_header(&mut out, attributes, records.len() as i32, base_ts, max_ts, producer);
     out.put_slice(&body);
     seal(&mut out);
     out
@@ -455,6 +539,22 @@ mod tests {
         assert_eq!(h.producer_id(), -1);
         assert_eq!(h.compression(), 0);
         assert!(!h.is_control() && !h.is_transactional());
+    }
+
+    #[test]
+    fn a_marker_is_a_valid_control_batch_that_reads_back() {
+        for m in [Marker::Abort, Marker::Commit] {
+            let b = build_marker(m, 9, 3, 17, 1_000);
+            validate(&b, 1 << 20).unwrap();
+            let h = BatchHeader::parse(&b).unwrap();
+            assert!(h.is_control() && h.is_transactional());
+            assert_eq!((h.producer_id(), h.producer_epoch(), h.base_sequence()), (9, 3, -1));
+            assert_eq!(marker(&b), Some(m));
+        }
+        assert_eq!(marker(&sample()), None, "a data batch is no marker");
+        let data = build_with(&[Record::default()], ProducerFields::NONE, TRANSACTIONAL);
+        assert!(BatchHeader::parse(&data).unwrap().is_transactional());
+        assert_eq!(marker(&data), None);
     }
 
     #[test]

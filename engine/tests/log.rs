@@ -31,6 +31,23 @@ async fn read_from_middle_of_batch_starts_at_that_batch() {
 }
 
 #[compio::test]
+async fn a_stable_read_stops_before_the_batch_holding_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default()).await;
+    let model = append_n(&log, 5, 10, 1).await;
+    let r = log.read(0, 1 << 20, ReadBound::Stable(6)).unwrap();
+    let got = split_batches(r.slice.unwrap().to_bytes().unwrap());
+    assert_eq!(got, model[..2].to_vec(), "offset 6 starts the third batch");
+    let r = log.read(0, 1 << 20, ReadBound::Stable(i64::MAX)).unwrap();
+    assert_eq!(
+        split_batches(r.slice.unwrap().to_bytes().unwrap()),
+        model,
+        "bounded by the high watermark"
+    );
+    assert!(log.read(6, 1 << 20, ReadBound::Stable(6)).unwrap().slice.is_none());
+}
+
+#[compio::test]
 async fn read_honours_max_bytes_but_returns_at_least_one_batch() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), LogConfig::default()).await;

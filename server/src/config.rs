@@ -185,6 +185,25 @@ pub struct BrokerConfig {
     pub controller_write_timeout_ms: u64,
     /// Consumer-group coordinator settings.
     pub groups: GroupConfig,
+    /// Transaction settings.
+    pub transactions: TransactionConfig,
+}
+
+/// Settings of transactions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionConfig {
+    /// `sluice.transaction.marker.timeout.ms`: how long a partition leader
+    /// waits for its in-sync replicas to have a transaction marker before
+    /// WriteTxnMarkers answers REQUEST_TIMED_OUT for it.
+    pub marker_timeout_ms: u64,
+}
+
+impl Default for TransactionConfig {
+    fn default() -> Self {
+        Self {
+            marker_timeout_ms: 30_000,
+        }
+    }
 }
 
 /// `process.roles`: which parts of Sluice a node runs.
@@ -354,6 +373,7 @@ impl Default for BrokerConfig {
             metadata_snapshot_records: 1000,
             controller_write_timeout_ms: 30_000,
             groups: GroupConfig::default(),
+            transactions: TransactionConfig::default(),
         }
     }
 }
@@ -835,6 +855,12 @@ pub const SETTINGS: &[Setting] = &[
         aliases: &[],
         doc: "how long an offset commit waits for the offsets partition's in-sync replicas (default 5000)",
         set: field!(groups.offsets_commit_timeout_ms, parse_at_least_one::<u64>),
+    },
+    Setting {
+        name: "sluice.transaction.marker.timeout.ms",
+        aliases: &[],
+        doc: "how long a partition leader waits for its in-sync replicas to have a transaction marker (default 30000)",
+        set: field!(transactions.marker_timeout_ms, parse_at_least_one::<u64>),
     },
     Setting {
         name: "offsets.retention.minutes",

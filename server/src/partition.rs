@@ -13,7 +13,7 @@ use sluice_engine::{Log, batch};
 
 use crate::error_codes::{self, ErrorCode};
 use crate::image::PartitionState;
-use crate::producer_state::{BatchRange, ProducerStates, Verdict};
+use crate::producer_state::{BatchFacts, ProducerStates, Verdict};
 use crate::protocol::produce::split_batches;
 
 /// One partition, owned by the shard the placement table names. Lives in
@@ -301,6 +301,56 @@ impl Partition {
         self.log.set_hw_limit(limit);
     }
 
+    /// The last stable offset: the high watermark, or the first offset of
+    /// the earliest open transaction when that is lower. read_committed
+    /// consumers read below it.
+    pub fn last_stable_offset(&self) -> i64 {
+        let hw = self.log.high_watermark();
+        self.producers
+            .borrow()
+            .first_unstable_offset()
+            .map_or(hw, |first| first.min(hw))
+    }
+
+    /// Leader: writes a transaction marker of `producer_id` (from its
+    /// transaction coordinator, WriteTxnMarkers), ending the producer's
+    /// open transaction here. A marker below the producer's epoch is
+    /// refused (INVALID_PRODUCER_EPOCH); waiting for the ISR is the
+    /// caller's.
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        marker: batch::Marker,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) -> Result<Appended, Refused> {
+        self.producers
+            .borrow()
+            .check_marker(producer_id, epoch)
+            .map_err(|code| Refused::new(code, format!("marker of producer {producer_id} at epoch {epoch}")))?;
+        let b = batch::build_marker(marker, producer_id, epoch, coordinator_epoch, now_ms);
+        let facts = BatchFacts {
+            producer_id,
+            epoch,
+            first_seq: -1,
+            last_seq: -1,
+            transactional: true,
+            control: Some(Some(marker)),
+        };
+        let info = self
+            .log
+            .append(b, self.leader_epoch().max(0))
+            .map_err(|e| Refused::new(error_codes::for_log_error(&e), e.to_string()))?;
+        self.producers
+            .borrow_mut()
+            .apply(&facts, info.base_offset, info.last_offset);
+        Ok(Appended {
+            base_offset: info.base_offset,
+            end_offset: info.last_offset + 1,
+        })
+    }
+
     /// A follower fetched from `fetch_offset` (its log end): notes it,
     /// moves the high watermark, and returns the ISR to ask the
     /// controller for when the follower has caught up and is not in it.
@@ -409,30 +459,17 @@ impl Partition {
                 // size limit): it comes whole with the next fetch.
                 break;
             };
-            let (pid, epoch, first_seq, last_delta) = (
-                h.producer_id(),
-                h.producer_epoch(),
-                h.base_sequence(),
-                h.last_offset_delta(),
-            );
             if h.last_offset() < end {
                 records = records.split_off(len);
                 continue;
             }
+            let facts = BatchFacts::of(&h, &records[..len]);
             let b = records.split_to(len);
             let info = self.log.append_replica(b)?;
             end = info.last_offset + 1;
-            let last_seq = first_seq.wrapping_add(last_delta) & i32::MAX;
-            self.producers.borrow_mut().record(
-                pid,
-                epoch,
-                BatchRange {
-                    first_seq,
-                    last_seq,
-                    base_offset: info.base_offset,
-                },
-                end,
-            );
+            self.producers
+                .borrow_mut()
+                .apply(&facts, info.base_offset, info.last_offset);
         }
         Ok(end)
     }
@@ -483,8 +520,11 @@ impl Partition {
     /// there are several (all or nothing), duplicates of an idempotent
     /// producer's recent batches answer their original offset, sequence
     /// gaps and stale epochs are refused, and the producer table records
-    /// each batch appended. Waiting for durability is the caller's.
-    pub fn append_records(&self, records: BytesMut) -> Result<Appended, Refused> {
+    /// each batch appended. Transactional batches are taken only `in_txn`:
+    /// from a transactional producer whose transaction holds this
+    /// partition (otherwise nothing would ever end the transaction they
+    /// open). Waiting for durability is the caller's.
+    pub fn append_records(&self, records: BytesMut, in_txn: bool) -> Result<Appended, Refused> {
         let batches = split_batches(records);
         let max = self.log.config().max_batch_bytes as usize;
         if batches.len() > 1 {
@@ -500,13 +540,8 @@ impl Partition {
         let mut first_offset = None;
         let mut end_offset = 0;
         for b in batches {
-            let (pid, epoch, first_seq, last_delta) = match batch::BatchHeader::parse(&b) {
-                Ok(h) => (
-                    h.producer_id(),
-                    h.producer_epoch(),
-                    h.base_sequence(),
-                    h.last_offset_delta(),
-                ),
+            let (facts, last_delta) = match batch::BatchHeader::parse(&b) {
+                Ok(h) => (BatchFacts::of(&h, &b), h.last_offset_delta()),
                 Err(e) => {
                     return Err(Refused::new(
                         error_codes::for_log_error(&e.clone().into()),
@@ -514,8 +549,20 @@ impl Partition {
                     ));
                 }
             };
-            let last_seq = first_seq.wrapping_add(last_delta) & i32::MAX;
-            match self.producers.borrow().check(pid, epoch, first_seq, last_seq) {
+            let (pid, epoch, first_seq) = (facts.producer_id, facts.epoch, facts.first_seq);
+            if facts.control.is_some() {
+                return Err(Refused::new(
+                    ErrorCode::InvalidRecord,
+                    "control batches are written by the broker, not produced",
+                ));
+            }
+            if facts.transactional && !in_txn {
+                return Err(Refused::new(
+                    ErrorCode::InvalidRecord,
+                    "a transactional batch needs its producer's transactional.id and a transaction that holds this partition",
+                ));
+            }
+            match self.producers.borrow().check(pid, epoch, first_seq, facts.last_seq) {
                 Verdict::Append => {}
                 Verdict::Duplicate { base_offset } => {
                     first_offset.get_or_insert(base_offset);
@@ -541,12 +588,9 @@ impl Partition {
             self.traffic.appended(bytes, records);
             first_offset.get_or_insert(info.base_offset);
             end_offset = info.last_offset + 1;
-            let range = BatchRange {
-                first_seq,
-                last_seq,
-                base_offset: info.base_offset,
-            };
-            self.producers.borrow_mut().record(pid, epoch, range, end_offset);
+            self.producers
+                .borrow_mut()
+                .apply(&facts, info.base_offset, info.last_offset);
         }
         Ok(Appended {
             base_offset: first_offset.unwrap_or(-1),
@@ -591,10 +635,62 @@ mod tests {
 
     async fn append(p: &Partition, records: usize) {
         let end = p
-            .append_records(batch::build_simple(records, 10, 1))
+            .append_records(batch::build_simple(records, 10, 1), false)
             .unwrap()
             .end_offset;
         p.log.wait(end, Durability::Written).await.unwrap();
+    }
+
+    fn txn_batch(pid: i64, epoch: i16, seq: i32) -> BytesMut {
+        let records = [batch::Record::default(), batch::Record::default()];
+        let producer = batch::ProducerFields {
+            producer_id: pid,
+            producer_epoch: epoch,
+            base_sequence: seq,
+        };
+        batch::build_with(&records, producer, batch::TRANSACTIONAL)
+    }
+
+    #[compio::test]
+    async fn transactions_hold_the_stable_offset_and_survive_a_reopen_with_or_without_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader(dir.path(), vec![1], 1).await;
+        append(&p, 2).await; // 0-1
+        p.append_records(txn_batch(7, 0, 0), true).unwrap(); // 2-3
+        p.append_records(txn_batch(8, 0, 0), true).unwrap(); // 4-5
+        let end = p.append_records(txn_batch(7, 0, 2), true).unwrap().end_offset; // 6-7
+        p.log.wait(end, Durability::Written).await.unwrap();
+        assert_eq!(p.log.high_watermark(), 8);
+        assert_eq!(p.last_stable_offset(), 2);
+        let marker = p.append_marker(7, 0, batch::Marker::Abort, 3, 5).unwrap(); // 8
+        assert_eq!(marker.base_offset, 8);
+        assert_eq!(p.last_stable_offset(), 4, "producer 8's transaction is still open");
+        let end = p.append_marker(8, 0, batch::Marker::Commit, 3, 5).unwrap().end_offset; // 9
+        p.log.wait(end, Durability::Written).await.unwrap();
+        assert_eq!(p.last_stable_offset(), 10);
+        assert_eq!(p.producers.borrow().aborted_between(0, 10), vec![(7, 2)]);
+        let refused = p.append_marker(7, -1, batch::Marker::Abort, 3, 5).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::InvalidProducerEpoch);
+        let produced_marker = p.append_records(batch::build_marker(batch::Marker::Commit, 7, 0, 0, 5), true);
+        assert_eq!(produced_marker.unwrap_err().code, ErrorCode::InvalidRecord);
+        let outside = p.append_records(txn_batch(10, 0, 0), false);
+        assert_eq!(outside.unwrap_err().code, ErrorCode::InvalidRecord);
+        // Producer 9 opens a transaction and the broker stops.
+        let end = p.append_records(txn_batch(9, 0, 0), true).unwrap().end_offset; // 10-11
+        p.log.wait(end, Durability::Written).await.unwrap();
+        let before = p.producers.borrow().clone();
+        // Replayed from the log alone, then from the snapshot file.
+        let replayed = ProducerStates::load(&p.log).unwrap();
+        assert_eq!(replayed.aborted_between(0, 100), vec![(7, 2)]);
+        assert_eq!(replayed.first_unstable_offset(), Some(10));
+        p.producers.borrow_mut().save(&p.log).unwrap();
+        let loaded = ProducerStates::load(&p.log).unwrap();
+        assert_eq!(loaded.aborted_between(0, 100), vec![(7, 2)]);
+        assert_eq!(
+            loaded.open_transactions().collect::<Vec<_>>(),
+            before.open_transactions().collect::<Vec<_>>()
+        );
+        assert_eq!(loaded.check(9, 0, 2, 3), Verdict::Append);
     }
 
     #[compio::test]

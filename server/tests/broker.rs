@@ -876,3 +876,85 @@ fn a_clean_shutdown_leaves_a_marker_that_the_next_start_takes() {
     // Taken at start: a crash from here on finds no marker.
     assert!(!marker.exists());
 }
+
+/// WriteTxnMarkers v1 of one marker for `partitions` of `topic`: each
+/// partition's error code.
+fn write_marker(c: &mut Client, topic: &str, partitions: Vec<i32>, pid: i64, epoch: i16, commit: bool) -> Vec<i16> {
+    let req = WriteTxnMarkersRequest::default().with_markers(vec![
+        write_txn_markers_request::WritableTxnMarker::default()
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_transaction_result(commit)
+            .with_topics(vec![
+                write_txn_markers_request::WritableTxnMarkerTopic::default()
+                    .with_name(name(topic))
+                    .with_partition_indexes(partitions),
+            ])
+            .with_coordinator_epoch(0),
+    ]);
+    let resp: WriteTxnMarkersResponse = c.call(ApiKey::WriteTxnMarkers, 1, &req);
+    assert_eq!(resp.markers[0].producer_id.0, pid);
+    resp.markers[0].topics[0]
+        .partitions
+        .iter()
+        .map(|p| p.error_code)
+        .collect()
+}
+
+#[test]
+fn transaction_markers_are_written_and_read_committed_fetches_answer_the_stable_offset() {
+    let b = TestBroker::start(2, |_| {});
+    let mut c = b.client();
+    assert_eq!(create_topic(&mut c, "tx", 2).topics[0].error_code, 0);
+    let id = topic_id(&mut c, "tx");
+    assert_eq!(produce(&mut c, 9, "tx", 0, -1, records(2, 1_000)).0, 0);
+    // A transactional batch from a request without a transactional id
+    // would open a transaction nothing ends: INVALID_RECORD.
+    let txn = batch::build_with(
+        &[Record::default()],
+        ProducerFields {
+            producer_id: 5,
+            producer_epoch: 0,
+            base_sequence: 0,
+        },
+        batch::TRANSACTIONAL,
+    );
+    assert_eq!(produce(&mut c, 9, "tx", 0, -1, txn.freeze()).0, 87);
+    // A marker per partition; a partition the topic lacks is refused.
+    assert_eq!(write_marker(&mut c, "tx", vec![0, 1, 7], 5, 0, true), vec![0, 0, 3]);
+    assert_eq!(write_marker(&mut c, "nope", vec![0], 5, 0, false), vec![3]);
+    // The marker is a control batch at offset 2, past the two records.
+    let mut req = fetch_req("tx", id, 0, 0, 0);
+    req.isolation_level = 1;
+    let resp: FetchResponse = c.call(ApiKey::Fetch, 12, &req);
+    let p = &resp.responses[0].partitions[0];
+    assert_eq!((p.error_code, p.high_watermark, p.last_stable_offset), (0, 3, 3));
+    assert_eq!(p.aborted_transactions.as_deref().map(<[_]>::len), Some(0));
+    let mut bytes = p.records.clone().unwrap();
+    let mut batches = Vec::new();
+    while !bytes.is_empty() {
+        let h = batch::BatchHeader::parse(&bytes).unwrap();
+        let len = h.total_len().unwrap();
+        batches.push((h.base_offset(), h.is_control(), batch::marker(&bytes[..len])));
+        let _ = bytes.split_to(len);
+    }
+    assert_eq!(batches, vec![(0, false, None), (2, true, Some(batch::Marker::Commit))]);
+    // read_uncommitted: no aborted list at all.
+    let resp: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch_req("tx", id, 0, 0, 0));
+    assert!(resp.responses[0].partitions[0].aborted_transactions.is_none());
+    // ListOffsets latest, read_committed: the last stable offset.
+    let mut p = list_offsets_request::ListOffsetsPartition::default();
+    p.timestamp = -1;
+    let mut t = list_offsets_request::ListOffsetsTopic::default();
+    t.name = name("tx");
+    t.partitions = vec![p];
+    let mut req = ListOffsetsRequest::default();
+    req.replica_id = BrokerId(-1);
+    req.isolation_level = 1;
+    req.topics = vec![t];
+    let r: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
+    assert_eq!(
+        (r.topics[0].partitions[0].error_code, r.topics[0].partitions[0].offset),
+        (0, 3)
+    );
+}

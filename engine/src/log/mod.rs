@@ -129,6 +129,9 @@ pub enum ReadBound {
     HighWatermark,
     /// Up to the log end offset: what a follower replica would see.
     LogEnd,
+    /// Up to the given offset and at most the high watermark: a
+    /// read_committed consumer's bound, the last stable offset.
+    Stable(i64),
 }
 
 /// A byte range of a segment file, ready for sendfile/splice. Holds the file

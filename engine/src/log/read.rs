@@ -71,6 +71,7 @@ impl Log {
         let upper = match bound {
             ReadBound::HighWatermark => st.high_watermark,
             ReadBound::LogEnd => st.log_end_offset,
+            ReadBound::Stable(lso) => lso.min(st.high_watermark),
         };
         if offset >= upper {
             return Ok(result);

@@ -292,6 +292,10 @@ pub fn load<S: GroupHost>(shard: &Shard<S>, p: &Partition) -> Result<usize, Stri
     let mut count = 0;
     p.log
         .for_each_batch(0, |h, batch| {
+            // Transaction markers hold no offsets.
+            if h.is_control() {
+                return;
+            }
             let read = records::for_each_record(batch, |k, v| match records::decode(k, v) {
                 Ok(Some(r)) => {
                     let g = shard.services.groups().get_or_create(&r.group);

@@ -33,6 +33,17 @@ struct Wanted {
     error: Option<ErrorCode>,
 }
 
+/// What a fetcher may read: a follower up to the log end, a
+/// read_uncommitted consumer up to the high watermark, a read_committed
+/// one up to the last stable offset, told of the aborted transactions in
+/// what it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    Replica(i32),
+    Uncommitted,
+    Committed,
+}
+
 pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: FetchRequest = decode_or_return!(ctx, body);
     let start = Instant::now();
@@ -44,6 +55,11 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
         req.replica_id.0
     };
     let replica = (replica >= 0).then_some(replica);
+    let reader = match replica {
+        Some(id) => Reader::Replica(id),
+        None if req.isolation_level == 1 => Reader::Committed,
+        None => Reader::Uncommitted,
+    };
     let snapshot = ctx.shard.meta();
     // A replica's fetch reads past the high watermark and moves it: it must
     // name a registered broker and that broker's current epoch (v15+), or
@@ -100,7 +116,7 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
             .unwrap_or(0)
             .min(ctx.shard.config().fetch_max_wait_ms),
     );
-    let mut results = read_all(&ctx.shard, &wanted, max_bytes, replica).await;
+    let mut results = read_all(&ctx.shard, &wanted, max_bytes, reader).await;
     loop {
         let total: u64 = results.iter().map(|r| r.records.as_ref().map_or(0, |s| s.len)).sum();
         let any_error = results.iter().any(|r| r.error_code != 0 || r.diverging_epoch.is_some());
@@ -131,7 +147,7 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
             break;
         }
         let _ = race(futures_util::future::select_all(waits), ctx.shard.stopping.wait()).await;
-        results = read_all(&ctx.shard, &wanted, max_bytes, replica).await;
+        results = read_all(&ctx.shard, &wanted, max_bytes, reader).await;
         if ctx.shard.stopping.is_set() {
             break;
         }
@@ -190,6 +206,7 @@ fn failed(partition: i32, code: ErrorCode) -> PartitionData {
         high_watermark: -1,
         last_stable_offset: -1,
         log_start_offset: -1,
+        aborted: None,
         records: None,
         diverging_epoch: None,
         current_leader: None,
@@ -206,14 +223,14 @@ struct Read {
     max_bytes: u64,
     current_leader_epoch: i32,
     last_fetched_epoch: i32,
-    replica: Option<i32>,
+    reader: Reader,
 }
 
 /// Reads every wanted partition on its owner (one synchronous job per
 /// owner shard), then keeps slices in request order while they fit in
 /// `max_bytes` (the first non-empty one always fits, as in Kafka, so a
 /// consumer is never stuck behind a large batch).
-async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted], max_bytes: u64, replica: Option<i32>) -> Vec<PartitionData> {
+async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted], max_bytes: u64, reader: Reader) -> Vec<PartitionData> {
     let mut results: Vec<Option<PartitionData>> = Vec::with_capacity(wanted.len());
     let mut by_owner = ByOwner::new(shard.shard_count());
     for (slot, w) in wanted.iter().enumerate() {
@@ -230,7 +247,7 @@ async fn read_all(shard: &Rc<Shard>, wanted: &[Wanted], max_bytes: u64, replica:
                         max_bytes: w.max_bytes.min(max_bytes),
                         current_leader_epoch: w.current_leader_epoch,
                         last_fetched_epoch: w.last_fetched_epoch,
-                        replica,
+                        reader,
                     },
                 );
                 results.push(None);
@@ -298,40 +315,55 @@ fn read_partition(shard: &Rc<Shard>, r: &Read) -> PartitionData {
                 partition_index: partition,
                 error_code: 0,
                 high_watermark: p.log.high_watermark(),
-                last_stable_offset: p.log.high_watermark(),
+                last_stable_offset: p.last_stable_offset(),
                 log_start_offset: p.log.log_start_offset(),
+                aborted: None,
                 records: None,
                 diverging_epoch: Some((end.epoch, end.end_offset)),
                 current_leader: None,
             };
         }
     }
-    let bound = match r.replica {
-        Some(follower) if !p.replica.borrow().replicas.contains(&follower) => {
+    let bound = match r.reader {
+        Reader::Replica(follower) if !p.replica.borrow().replicas.contains(&follower) => {
             return failed(partition, ErrorCode::NotLeaderOrFollower);
         }
-        Some(follower) => {
+        Reader::Replica(follower) => {
             if let Some(isr) = p.follower_fetched(follower, offset, crate::base::clock::now_ms_u64()) {
                 crate::replication::propose_isr(shard, &p, isr);
             }
             ReadBound::LogEnd
         }
-        None => ReadBound::HighWatermark,
+        Reader::Uncommitted => ReadBound::HighWatermark,
+        Reader::Committed => ReadBound::Stable(p.last_stable_offset()),
     };
     match p.log.read(offset, max_bytes.max(1), bound) {
-        Ok(r) => PartitionData {
-            partition_index: partition,
-            error_code: 0,
-            high_watermark: r.high_watermark,
-            last_stable_offset: r.high_watermark,
-            log_start_offset: r.log_start_offset,
-            records: r.slice.filter(|s: &FileSlice| s.len > 0),
-            diverging_epoch: None,
-            current_leader: None,
-        },
+        Ok(read) => {
+            let lso = p.last_stable_offset();
+            // The aborted transactions up to the stable offset (the records
+            // sent end at or before it): a client drops their records.
+            let aborted = (r.reader == Reader::Committed).then(|| {
+                if read.slice.as_ref().is_some_and(|s| s.len > 0) {
+                    p.producers.borrow().aborted_between(offset, lso)
+                } else {
+                    Vec::new()
+                }
+            });
+            PartitionData {
+                partition_index: partition,
+                error_code: 0,
+                high_watermark: read.high_watermark,
+                last_stable_offset: lso,
+                log_start_offset: read.log_start_offset,
+                aborted,
+                records: read.slice.filter(|s: &FileSlice| s.len > 0),
+                diverging_epoch: None,
+                current_leader: None,
+            }
+        }
         Err(e @ LogError::OffsetOutOfRange { .. }) => PartitionData {
             high_watermark: p.log.high_watermark(),
-            last_stable_offset: p.log.high_watermark(),
+            last_stable_offset: p.last_stable_offset(),
             log_start_offset: p.log.log_start_offset(),
             ..failed(partition, error_codes::for_log_error(&e))
         },

@@ -20,6 +20,7 @@ pub mod log_dirs;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
+pub mod txn;
 
 use std::rc::Rc;
 
@@ -65,6 +66,7 @@ pub const APIS: &[Api] = &[
     ),
     // The crate's response goes to v6 but its request decoder stops at v5.
     api(ApiKey::InitProducerId, 0, 5, later!(produce::init_producer_id)),
+    api(ApiKey::WriteTxnMarkers, 1, 1, later!(txn::write_txn_markers)),
     api(ApiKey::DescribeConfigs, 1, 4, Handler::Now(configs::describe_configs)),
     api(ApiKey::AlterConfigs, 0, 2, later!(configs::alter_configs)),
     api(ApiKey::CreatePartitions, 0, 3, later!(admin::create_partitions)),

@@ -45,8 +45,8 @@ async fn on_owner<A: Send + 'static, T: Send + 'static>(
 
 pub async fn list_offsets(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: ListOffsetsRequest = decode_or_return!(ctx, body);
-    // isolation_level needs no handling: with no transactions the last
-    // stable offset is the high watermark.
+    // read_committed (isolation level 1) sees up to the last stable offset.
+    let committed = version_isolation(ctx.version, req.isolation_level);
     let gone = (ErrorCode::NotLeaderOrFollower.code(), -1, -1, -1);
     let version = ctx.version;
     let futs = req.topics.iter().flat_map(|t| {
@@ -57,7 +57,7 @@ pub async fn list_offsets(ctx: Ctx, body: BytesMut) -> Outcome {
                 ctx,
                 t.name.0.as_str(),
                 p.partition_index,
-                (p.timestamp, epoch),
+                (p.timestamp, epoch, committed),
                 lookup,
                 gone,
             )
@@ -89,9 +89,21 @@ pub async fn list_offsets(ctx: Ctx, body: BytesMut) -> Outcome {
     ctx.respond(&resp)
 }
 
+/// Whether a ListOffsets request reads committed records only (v2+).
+fn version_isolation(version: i16, isolation_level: i8) -> bool {
+    version >= 2 && isolation_level == 1
+}
+
 /// `(error_code, offset, timestamp, leader_epoch)` for one partition,
-/// asked with the client's current leader epoch (-1: none).
-fn lookup(shard: &Shard, topic: &str, partition: i32, (ts, current_epoch): (i64, i32)) -> (i16, i64, i64, i32) {
+/// asked with the client's current leader epoch (-1: none); with
+/// `committed`, latest is the last stable offset and a lookup by time
+/// finds nothing at or past it.
+fn lookup(
+    shard: &Shard,
+    topic: &str,
+    partition: i32,
+    (ts, current_epoch, committed): (i64, i32, bool),
+) -> (i16, i64, i64, i32) {
     let p = match super::leader_replica(shard, topic, partition, current_epoch) {
         Ok(p) => p,
         Err(code) => return (code.code(), -1, -1, -1),
@@ -102,6 +114,7 @@ fn lookup(shard: &Shard, topic: &str, partition: i32, (ts, current_epoch): (i64,
     let settled = p.epoch_settled();
     let found = match ts {
         LATEST if !settled => return (ErrorCode::OffsetNotAvailable.code(), -1, -1, -1),
+        LATEST if committed => return (0, p.last_stable_offset(), -1, epoch),
         LATEST => return (0, log.high_watermark(), -1, epoch),
         EARLIEST | EARLIEST_LOCAL | EARLIEST_PENDING_UPLOAD => return (0, log.log_start_offset(), -1, epoch),
         MAX_TIMESTAMP => max_timestamp_record(log),
@@ -109,6 +122,7 @@ fn lookup(shard: &Shard, topic: &str, partition: i32, (ts, current_epoch): (i64,
         ts => record_at_or_after(log, ts),
     };
     match found {
+        Ok(Some((offset, _))) if committed && offset >= p.last_stable_offset() => (0, -1, -1, epoch),
         Ok(Some((offset, timestamp))) => (0, offset, timestamp, epoch),
         Ok(None) => (0, -1, -1, epoch),
         Err(code) => (code.code(), -1, -1, -1),

@@ -302,33 +302,38 @@ fn append_partitions(
     async move {
         let mut out = Vec::with_capacity(answers.len());
         for a in answers {
-            out.push(match a {
-                Answer::Now(r) => r,
-                Answer::AfterWait {
-                    partition,
-                    end_offset,
-                    durability,
-                    base_offset,
-                    replicated,
-                } => match partition.log.wait(end_offset, durability).await {
-                    Err(e) => PartitionResult::error(error_codes::for_log_error(&e), e.to_string()),
-                    Ok(()) => match replicated {
-                        None => PartitionResult::ok(base_offset, &partition),
-                        Some((epoch, deadline)) => match partition.wait_replicated(end_offset, epoch, deadline).await {
-                            Ok(()) => PartitionResult::ok(base_offset, &partition),
-                            Err(r) => PartitionResult::error(r.code, r.message),
-                        },
-                    },
-                },
-            });
+            out.push(settle(a).await);
         }
         out
     }
 }
 
+/// The answer once the durability it waits for is reached.
+pub(super) async fn settle(answer: Answer) -> PartitionResult {
+    match answer {
+        Answer::Now(r) => r,
+        Answer::AfterWait {
+            partition,
+            end_offset,
+            durability,
+            base_offset,
+            replicated,
+        } => match partition.log.wait(end_offset, durability).await {
+            Err(e) => PartitionResult::error(error_codes::for_log_error(&e), e.to_string()),
+            Ok(()) => match replicated {
+                None => PartitionResult::ok(base_offset, &partition),
+                Some((epoch, deadline)) => match partition.wait_replicated(end_offset, epoch, deadline).await {
+                    Ok(()) => PartitionResult::ok(base_offset, &partition),
+                    Err(r) => PartitionResult::error(r.code, r.message),
+                },
+            },
+        },
+    }
+}
+
 /// A partition's answer once its batches are appended: final now, or
 /// after waiting for the durability `acks` asks for.
-enum Answer {
+pub(super) enum Answer {
     Now(PartitionResult),
     AfterWait {
         partition: Rc<Partition>,
@@ -373,17 +378,33 @@ fn append_partition(shard: &Shard, item: Append, acks: i16, deadline: std::time:
             format!("broker {} does not lead {topic}-{index}", shard.config().node_id),
         ));
     }
-    let replicated = p.replica.borrow().replicas.len() > 1;
     if acks == -1
         && let Err(r) = p.check_min_isr()
     {
         return done(PartitionResult::error(r.code, r.message));
     }
     let epoch = p.leader_epoch();
-    let appended = match p.append_records(records) {
+    // Transactional produce is refused before it gets here until the
+    // transaction coordinator holds the partition in the transaction.
+    let appended = match p.append_records(records, false) {
         Ok(a) => a,
         Err(r) => return done(PartitionResult::error(r.code, r.message)),
     };
+    after_append(shard, p, appended, acks, epoch, deadline)
+}
+
+/// What an append of `p` at leader `epoch` waits for: the durability
+/// `acks` asks for, and with acks=all on a replicated partition the ISR,
+/// until `deadline`.
+pub(super) fn after_append(
+    shard: &Shard,
+    p: Rc<Partition>,
+    appended: crate::partition::Appended,
+    acks: i16,
+    epoch: i32,
+    deadline: std::time::Instant,
+) -> Answer {
+    let replicated = p.replica.borrow().replicas.len() > 1;
     let durability = match acks {
         -1 if !replicated || shard.config().replica_fsync_before_ack => Some(Durability::Synced),
         -1 | 1 => Some(p.log.default_durability()),
@@ -405,7 +426,7 @@ fn append_partition(shard: &Shard, item: Append, acks: i16, deadline: std::time:
                 && !(cfg!(feature = "test-switches") && shard.config().unsafe_ack_before_replication))
                 .then_some((epoch, deadline)),
         },
-        _ => done(PartitionResult::ok(appended.base_offset, &p)),
+        _ => Answer::Now(PartitionResult::ok(appended.base_offset, &p)),
     }
 }
 

@@ -28,6 +28,9 @@ pub struct PartitionData {
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// For a read_committed fetch, the aborted transactions among the
+    /// records sent: (producer id, first offset). `None` sends null.
+    pub aborted: Option<Vec<(i64, i64)>>,
     /// Whole batches from the log; `None` sends empty records.
     pub records: Option<FileSlice>,
     /// For a fetch whose last fetched epoch the leader's log does not end
@@ -98,11 +101,19 @@ pub fn encode(version: i16, correlation_id: i32, top: Top, topics: &[TopicData],
             if version >= 5 {
                 buf.put_i64(p.log_start_offset);
             }
-            // aborted_transactions: null (no transactions are stored).
-            if flexible {
-                buf.put_u8(0);
-            } else {
-                buf.put_i32(-1);
+            match &p.aborted {
+                None if flexible => buf.put_u8(0),
+                None => buf.put_i32(-1),
+                Some(aborted) => {
+                    put_len(&mut buf, aborted.len(), flexible);
+                    for &(producer_id, first_offset) in aborted {
+                        buf.put_i64(producer_id);
+                        buf.put_i64(first_offset);
+                        if flexible {
+                            buf.put_u8(0);
+                        }
+                    }
+                }
             }
             if version >= 11 {
                 buf.put_i32(-1); // preferred_read_replica
@@ -216,6 +227,7 @@ mod tests {
                         high_watermark: 42,
                         last_stable_offset: 42,
                         log_start_offset: 3,
+                        aborted: Some(vec![(7, 11), (9, 30)]),
                         records: Some(s1),
                         diverging_epoch: None,
                         current_leader: None,
@@ -226,6 +238,7 @@ mod tests {
                         high_watermark: -1,
                         last_stable_offset: -1,
                         log_start_offset: -1,
+                        aborted: None,
                         records: None,
                         diverging_epoch: Some((3, 17)),
                         current_leader: None,
@@ -236,6 +249,7 @@ mod tests {
                         high_watermark: -1,
                         last_stable_offset: -1,
                         log_start_offset: -1,
+                        aborted: None,
                         records: None,
                         diverging_epoch: None,
                         current_leader: Some((3, 9)),
@@ -251,6 +265,7 @@ mod tests {
                     high_watermark: 7,
                     last_stable_offset: 7,
                     log_start_offset: 0,
+                    aborted: Some(Vec::new()),
                     records: Some(s2),
                     diverging_epoch: Some((1, 2)),
                     current_leader: Some((2, 5)),
@@ -316,6 +331,11 @@ mod tests {
                     if version >= 5 {
                         assert_eq!(dp.log_start_offset, tp.log_start_offset);
                     }
+                    let aborted = dp
+                        .aborted_transactions
+                        .as_ref()
+                        .map(|a| a.iter().map(|t| (t.producer_id.0, t.first_offset)).collect::<Vec<_>>());
+                    assert_eq!(aborted, tp.aborted, "v{version}");
                     if version >= FLEXIBLE_FROM {
                         let (e, o) = tp.diverging_epoch.unwrap_or((-1, -1));
                         assert_eq!((dp.diverging_epoch.epoch, dp.diverging_epoch.end_offset), (e, o));

@@ -140,6 +140,18 @@ const INIT_PRODUCER_ID: &[F] = &[
     F(T::Bool, 6, ALL),
 ];
 
+const WRITE_TXN_MARKERS: &[F] = &[F(
+    T::Arr(&[
+        F(T::I64, 0, ALL),
+        F(T::I16, 0, ALL),
+        F(T::Bool, 0, ALL),
+        F(T::Arr(&[F(T::Str, 0, ALL), F(T::I32s, 0, ALL)]), 0, ALL),
+        F(T::I32, 0, ALL),
+    ]),
+    0,
+    ALL,
+)];
+
 const DESCRIBE_CONFIGS: &[F] = &[
     F(
         T::Arr(&[F(T::I8, 0, ALL), F(T::Str, 0, ALL), F(T::Strs, 0, ALL)]),
@@ -333,6 +345,7 @@ fn layout(key: ApiKey) -> Option<&'static [F]> {
         ApiKey::DeleteRecords => DELETE_RECORDS,
         ApiKey::OffsetForLeaderEpoch => OFFSET_FOR_LEADER_EPOCH,
         ApiKey::InitProducerId => INIT_PRODUCER_ID,
+        ApiKey::WriteTxnMarkers => WRITE_TXN_MARKERS,
         ApiKey::DescribeConfigs => DESCRIBE_CONFIGS,
         ApiKey::AlterConfigs => ALTER_CONFIGS,
         ApiKey::IncrementalAlterConfigs => INCREMENTAL_ALTER_CONFIGS,
@@ -546,6 +559,19 @@ mod tests {
         out.push((ApiKey::DeleteRecords, enc(dr), 0, 2));
         let ip = InitProducerIdRequest::default().with_transactional_id(Some(TransactionalId(s("tx"))));
         out.push((ApiKey::InitProducerId, enc(ip), 0, 5));
+        let wm = WriteTxnMarkersRequest::default().with_markers(vec![
+            write_txn_markers_request::WritableTxnMarker::default()
+                .with_producer_id(ProducerId(7))
+                .with_producer_epoch(2)
+                .with_transaction_result(true)
+                .with_topics(vec![
+                    write_txn_markers_request::WritableTxnMarkerTopic::default()
+                        .with_name(tn("t"))
+                        .with_partition_indexes(vec![0, 3]),
+                ])
+                .with_coordinator_epoch(5),
+        ]);
+        out.push((ApiKey::WriteTxnMarkers, enc(wm), 1, 1));
         let dc = DescribeConfigsRequest::default().with_resources(vec![
             describe_configs_request::DescribeConfigsResource::default()
                 .with_resource_type(2)
