@@ -128,10 +128,13 @@ static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0)
 /// The internal topic that holds committed offsets of consumer groups.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
+/// The internal topic that holds the state of transactional ids.
+pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
+
 /// Topics the broker writes itself: clients may read them but not produce
 /// to them, delete them or add partitions.
 pub fn is_internal(topic: &str) -> bool {
-    topic == OFFSETS_TOPIC
+    topic == OFFSETS_TOPIC || topic == TRANSACTION_STATE_TOPIC
 }
 
 /// One topic-level config: Kafka's name, the broker setting whose value a

@@ -189,18 +189,46 @@ pub struct BrokerConfig {
     pub transactions: TransactionConfig,
 }
 
-/// Settings of transactions.
+/// Settings of the transaction coordinator and of transaction markers,
+/// with Kafka's names and defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransactionConfig {
+    /// `transaction.state.log.num.partitions`: partitions of
+    /// `__transaction_state` when it is created; a transactional id's
+    /// coordinator leads the partition its id hashes to.
+    pub log_partitions: i32,
+    /// `transaction.state.log.replication.factor`; `None`: 3, or the
+    /// number of controller voters when fewer.
+    pub log_replication_factor: Option<i16>,
+    /// `transaction.state.log.segment.bytes`.
+    pub log_segment_bytes: u64,
+    /// `transaction.max.timeout.ms`: the longest `transaction.timeout.ms`
+    /// a producer may ask for.
+    pub max_timeout_ms: i32,
+    /// `transactional.id.expiration.ms`: an id with no transaction for
+    /// this long is forgotten.
+    pub id_expiration_ms: i64,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+    pub abort_check_interval_ms: u64,
+    /// `transaction.remove.expired.transaction.cleanup.interval.ms`.
+    pub expire_check_interval_ms: u64,
     /// `sluice.transaction.marker.timeout.ms`: how long a partition leader
     /// waits for its in-sync replicas to have a transaction marker before
-    /// WriteTxnMarkers answers REQUEST_TIMED_OUT for it.
+    /// WriteTxnMarkers answers REQUEST_TIMED_OUT for it; also how long the
+    /// coordinator waits for a leader's answer before it asks again.
     pub marker_timeout_ms: u64,
 }
 
 impl Default for TransactionConfig {
     fn default() -> Self {
         Self {
+            log_partitions: 50,
+            log_replication_factor: None,
+            log_segment_bytes: 100 * 1024 * 1024,
+            max_timeout_ms: 900_000,
+            id_expiration_ms: 7 * 24 * 3_600_000,
+            abort_check_interval_ms: 10_000,
+            expire_check_interval_ms: 3_600_000,
             marker_timeout_ms: 30_000,
         }
     }
@@ -857,9 +885,54 @@ pub const SETTINGS: &[Setting] = &[
         set: field!(groups.offsets_commit_timeout_ms, parse_at_least_one::<u64>),
     },
     Setting {
+        name: "transaction.state.log.num.partitions",
+        aliases: &[],
+        doc: "partitions of __transaction_state, fixed once it exists (default 50)",
+        set: field!(transactions.log_partitions, parse_at_least_one::<i32>),
+    },
+    Setting {
+        name: "transaction.state.log.replication.factor",
+        aliases: &[],
+        doc: "replicas of __transaction_state (default 3, or the number of controller voters if fewer)",
+        set: |c, key, value| {
+            c.transactions.log_replication_factor = Some(parse_at_least_one::<i16>(key, value)?);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "transaction.state.log.segment.bytes",
+        aliases: &[],
+        doc: "segment size of __transaction_state (default 104857600)",
+        set: field!(transactions.log_segment_bytes, parse_at_least_one::<u64>),
+    },
+    Setting {
+        name: "transaction.max.timeout.ms",
+        aliases: &[],
+        doc: "the longest transaction.timeout.ms a producer may ask for (default 900000)",
+        set: field!(transactions.max_timeout_ms, parse_at_least_one::<i32>),
+    },
+    Setting {
+        name: "transactional.id.expiration.ms",
+        aliases: &[],
+        doc: "how long a transactional id with no transaction is kept (default 604800000)",
+        set: field!(transactions.id_expiration_ms, parse_at_least_one::<i64>),
+    },
+    Setting {
+        name: "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        aliases: &[],
+        doc: "how often transactions past their timeout are looked for and aborted (default 10000)",
+        set: field!(transactions.abort_check_interval_ms, parse_at_least_one::<u64>),
+    },
+    Setting {
+        name: "transaction.remove.expired.transaction.cleanup.interval.ms",
+        aliases: &[],
+        doc: "how often expired transactional ids are looked for (default 3600000)",
+        set: field!(transactions.expire_check_interval_ms, parse_at_least_one::<u64>),
+    },
+    Setting {
         name: "sluice.transaction.marker.timeout.ms",
         aliases: &[],
-        doc: "how long a partition leader waits for its in-sync replicas to have a transaction marker (default 30000)",
+        doc: "how long a transaction marker waits for a partition's in-sync replicas, and the coordinator for a leader's answer (default 30000)",
         set: field!(transactions.marker_timeout_ms, parse_at_least_one::<u64>),
     },
     Setting {

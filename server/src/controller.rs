@@ -269,26 +269,41 @@ impl Controller {
     /// which shard, coordinates each group.
     async fn ensure_offsets_topic<S: ControllerHost>(&self, shard: &Shard<S>) -> Result<(), String> {
         let groups = &shard.config().groups;
+        let spec = InternalTopic {
+            name: OFFSETS_TOPIC,
+            partitions: groups.offsets_partitions,
+            replication_factor: groups.offsets_replication_factor,
+            segment_bytes: groups.offsets_segment_bytes,
+        };
+        self.ensure_internal_topic(shard, spec).await
+    }
+
+    /// Creates an internal topic (kept forever, never deleted) if it does
+    /// not exist yet; its replication factor defaults to 3, or the number
+    /// of controller voters when fewer.
+    pub async fn ensure_internal_topic<S: ControllerHost>(
+        &self,
+        shard: &Shard<S>,
+        spec: InternalTopic,
+    ) -> Result<(), String> {
+        if self.quorum.state().image.topic(spec.name).is_some() {
+            return Ok(());
+        }
         let configs = BTreeMap::from([
             ("retention.ms".to_string(), "-1".to_string()),
             ("retention.bytes".to_string(), "-1".to_string()),
             (
                 "segment.bytes".to_string(),
-                groups.offsets_segment_bytes.clamp(1024, i32::MAX as u64).to_string(),
+                spec.segment_bytes.clamp(1024, i32::MAX as u64).to_string(),
             ),
         ]);
-        let partitions = groups.offsets_partitions;
         let voters = i16::try_from(shard.config().quorum_voters.len())
             .unwrap_or(i16::MAX)
             .max(1);
-        let rf = groups.offsets_replication_factor.unwrap_or(voters.min(3));
-        if self.quorum.state().image.topic(OFFSETS_TOPIC).is_some() {
-            return Ok(());
-        }
         let create = ControllerRequest::CreateTopic {
-            name: OFFSETS_TOPIC.into(),
-            partitions,
-            replication_factor: rf,
+            name: spec.name.into(),
+            partitions: spec.partitions,
+            replication_factor: spec.replication_factor.unwrap_or(voters.min(3)),
             assignments: Vec::new(),
             configs,
             validate_only: false,
@@ -300,8 +315,8 @@ impl Controller {
                 code: ErrorCode::TopicAlreadyExists,
                 ..
             })) => Ok(()),
-            Some(Err(e)) => Err(format!("creating {OFFSETS_TOPIC}: {}", e.message)),
-            None => Err(format!("creating {OFFSETS_TOPIC}: no answer")),
+            Some(Err(e)) => Err(format!("creating {}: {}", spec.name, e.message)),
+            None => Err(format!("creating {}: no answer", spec.name)),
         }
     }
 
@@ -747,6 +762,16 @@ pub trait ControllerHost: crate::shard::Services {
     fn controller(&self) -> Option<&Controller>;
     /// Installs the controller; once.
     fn set_controller(&self, controller: Controller) -> Result<(), String>;
+}
+
+/// An internal topic the broker creates for a service of its own.
+#[derive(Debug, Clone, Copy)]
+pub struct InternalTopic {
+    pub name: &'static str,
+    pub partitions: i32,
+    /// `None`: 3, or the number of controller voters when fewer.
+    pub replication_factor: Option<i16>,
+    pub segment_bytes: u64,
 }
 
 /// Allocates a producer id; on the controller's shard only.

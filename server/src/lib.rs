@@ -54,6 +54,7 @@ pub mod protocol;
 pub mod quorum;
 pub mod replication;
 pub mod shard;
+pub mod txn;
 pub mod util;
 
 pub use broker::{Broker, StartError, Stopped};

@@ -145,6 +145,7 @@ async fn read_loop(
     peer: &Rc<str>,
 ) -> Result<(), ReadEnd> {
     let max_frame = shard.config().socket_request_max_bytes as usize;
+    let conn = Rc::new(handlers::Conn::new(peer.clone()));
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
         if !fill(&mut stream, &mut buf, 4, shard, closing).await? {
@@ -176,7 +177,7 @@ async fn read_loop(
         frame.advance(4);
         // One task per request; the permit is released when the writer has
         // sent its response.
-        let dispatch = handlers::dispatch(shard.clone(), frame, peer.clone());
+        let dispatch = handlers::dispatch(shard.clone(), frame, conn.clone());
         let handle = compio::runtime::spawn(async move { (dispatch.await, permit) });
         if race(queue.push(handle), closing.wait()).await.is_err() {
             return Ok(());

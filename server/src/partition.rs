@@ -81,6 +81,21 @@ pub struct ReplicaState {
     pub isr_retry_at: Option<std::time::Instant>,
 }
 
+/// Where a Produce request's batches come from, for the transaction
+/// checks of [`Partition::append_records`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Txn {
+    /// A producer without a transactional id: transactional batches are
+    /// refused (nothing would ever end the transaction they open).
+    None,
+    /// A transactional producer. Its transactional batches are taken when
+    /// its transaction is open in this partition already, or when its
+    /// coordinator has `verified` that the transaction holds the
+    /// partition (KIP-890: a late batch of an ended transaction must not
+    /// open one that never ends).
+    Member { verified: bool },
+}
+
 /// What applying a new partition state changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RoleChange {
@@ -520,11 +535,9 @@ impl Partition {
     /// there are several (all or nothing), duplicates of an idempotent
     /// producer's recent batches answer their original offset, sequence
     /// gaps and stale epochs are refused, and the producer table records
-    /// each batch appended. Transactional batches are taken only `in_txn`:
-    /// from a transactional producer whose transaction holds this
-    /// partition (otherwise nothing would ever end the transaction they
-    /// open). Waiting for durability is the caller's.
-    pub fn append_records(&self, records: BytesMut, in_txn: bool) -> Result<Appended, Refused> {
+    /// each batch appended. Transactional batches are taken as [`Txn`]
+    /// says. Waiting for durability is the caller's.
+    pub fn append_records(&self, records: BytesMut, txn: Txn) -> Result<Appended, Refused> {
         let batches = split_batches(records);
         let max = self.log.config().max_batch_bytes as usize;
         if batches.len() > 1 {
@@ -556,11 +569,22 @@ impl Partition {
                     "control batches are written by the broker, not produced",
                 ));
             }
-            if facts.transactional && !in_txn {
-                return Err(Refused::new(
-                    ErrorCode::InvalidRecord,
-                    "a transactional batch needs its producer's transactional.id and a transaction that holds this partition",
-                ));
+            if facts.transactional {
+                match txn {
+                    Txn::None => {
+                        return Err(Refused::new(
+                            ErrorCode::InvalidRecord,
+                            "a transactional batch needs its producer's transactional.id",
+                        ));
+                    }
+                    Txn::Member { verified: false } if !self.producers.borrow().has_open_txn(pid) => {
+                        return Err(Refused::new(
+                            ErrorCode::InvalidTxnState,
+                            format!("producer {pid} has no open transaction that holds this partition"),
+                        ));
+                    }
+                    Txn::Member { .. } => {}
+                }
             }
             match self.producers.borrow().check(pid, epoch, first_seq, facts.last_seq) {
                 Verdict::Append => {}
@@ -635,11 +659,13 @@ mod tests {
 
     async fn append(p: &Partition, records: usize) {
         let end = p
-            .append_records(batch::build_simple(records, 10, 1), false)
+            .append_records(batch::build_simple(records, 10, 1), Txn::None)
             .unwrap()
             .end_offset;
         p.log.wait(end, Durability::Written).await.unwrap();
     }
+
+    const VERIFIED: Txn = Txn::Member { verified: true };
 
     fn txn_batch(pid: i64, epoch: i16, seq: i32) -> BytesMut {
         let records = [batch::Record::default(), batch::Record::default()];
@@ -656,9 +682,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = leader(dir.path(), vec![1], 1).await;
         append(&p, 2).await; // 0-1
-        p.append_records(txn_batch(7, 0, 0), true).unwrap(); // 2-3
-        p.append_records(txn_batch(8, 0, 0), true).unwrap(); // 4-5
-        let end = p.append_records(txn_batch(7, 0, 2), true).unwrap().end_offset; // 6-7
+        p.append_records(txn_batch(7, 0, 0), VERIFIED).unwrap(); // 2-3
+        p.append_records(txn_batch(8, 0, 0), VERIFIED).unwrap(); // 4-5
+        let end = p.append_records(txn_batch(7, 0, 2), VERIFIED).unwrap().end_offset; // 6-7
         p.log.wait(end, Durability::Written).await.unwrap();
         assert_eq!(p.log.high_watermark(), 8);
         assert_eq!(p.last_stable_offset(), 2);
@@ -671,12 +697,12 @@ mod tests {
         assert_eq!(p.producers.borrow().aborted_between(0, 10), vec![(7, 2)]);
         let refused = p.append_marker(7, -1, batch::Marker::Abort, 3, 5).unwrap_err();
         assert_eq!(refused.code, ErrorCode::InvalidProducerEpoch);
-        let produced_marker = p.append_records(batch::build_marker(batch::Marker::Commit, 7, 0, 0, 5), true);
+        let produced_marker = p.append_records(batch::build_marker(batch::Marker::Commit, 7, 0, 0, 5), VERIFIED);
         assert_eq!(produced_marker.unwrap_err().code, ErrorCode::InvalidRecord);
-        let outside = p.append_records(txn_batch(10, 0, 0), false);
+        let outside = p.append_records(txn_batch(10, 0, 0), Txn::None);
         assert_eq!(outside.unwrap_err().code, ErrorCode::InvalidRecord);
         // Producer 9 opens a transaction and the broker stops.
-        let end = p.append_records(txn_batch(9, 0, 0), true).unwrap().end_offset; // 10-11
+        let end = p.append_records(txn_batch(9, 0, 0), VERIFIED).unwrap().end_offset; // 10-11
         p.log.wait(end, Durability::Written).await.unwrap();
         let before = p.producers.borrow().clone();
         // Replayed from the log alone, then from the snapshot file.
@@ -691,6 +717,17 @@ mod tests {
             before.open_transactions().collect::<Vec<_>>()
         );
         assert_eq!(loaded.check(9, 0, 2, 3), Verdict::Append);
+        // A transactional producer's batch without its coordinator's word
+        // is taken only where its transaction is open.
+        let unverified = Txn::Member { verified: false };
+        let late = p.append_records(txn_batch(10, 0, 0), unverified);
+        assert_eq!(
+            late.unwrap_err().code,
+            ErrorCode::InvalidTxnState,
+            "no open transaction here"
+        );
+        p.append_records(txn_batch(9, 0, 2), unverified)
+            .expect("producer 9's transaction is open here");
     }
 
     #[compio::test]

@@ -252,6 +252,13 @@ impl ProducerStates {
         }
     }
 
+    /// Whether `producer_id` has a transaction open in this partition.
+    pub fn has_open_txn(&self, producer_id: i64) -> bool {
+        self.producers
+            .get(&producer_id)
+            .is_some_and(|e| e.txn_first_offset.is_some())
+    }
+
     /// The first offset of the earliest open transaction: the last stable
     /// offset is below it.
     pub fn first_unstable_offset(&self) -> Option<i64> {

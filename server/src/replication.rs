@@ -17,18 +17,15 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use compio::BufResult;
-use compio::io::{AsyncReadExt, AsyncWriteExt};
 use compio::net::TcpStream;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
 use kafka_protocol::messages::fetch_response::PartitionData;
-use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, RequestHeader, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse};
 use sluice_engine::Durability;
 
 use crate::error_codes::ErrorCode;
 use crate::partition::{Partition, Role};
+use crate::protocol::peer::{self, Call};
 use crate::shard::Shard;
 use crate::util::{Changed, race};
 
@@ -275,65 +272,16 @@ async fn exchange(
     req: &FetchRequest,
     timeout: Duration,
 ) -> Result<FetchResponse, String> {
-    let work = async {
-        if conn.is_none() {
-            let s = crate::base::sockets::connect_node(addr)
-                .await
-                .map_err(|e| format!("connect: {e}"))?;
-            let _ = s.set_nodelay(true);
-            *conn = Some(s);
-        }
-        let stream = conn.as_mut().ok_or("no connection")?;
-        let frame = encode(correlation, me, req)?;
-        let BufResult(r, _) = stream.write_all(frame).await;
-        r.map_err(|e| format!("send: {e}"))?;
-        let BufResult(r, len) = stream.read_exact([0u8; 4]).await;
-        r.map_err(|e| format!("receive: {e}"))?;
-        let len = usize::try_from(i32::from_be_bytes(len)).map_err(|_| "negative frame size")?;
-        if len > MAX_ANSWER_BYTES {
-            return Err(format!("answer of {len} bytes is over {MAX_ANSWER_BYTES}"));
-        }
-        let BufResult(r, body) = stream.read_exact(Vec::with_capacity(len)).await;
-        r.map_err(|e| format!("receive: {e}"))?;
-        decode(Bytes::from(body), correlation)
+    let client_id = format!("sluice-replica-{me}");
+    let call = Call {
+        key: ApiKey::Fetch,
+        version: FETCH_VERSION,
+        client_id: &client_id,
+        correlation,
+        max_answer_bytes: MAX_ANSWER_BYTES,
+        timeout,
     };
-    match race(work, compio::runtime::time::sleep(timeout)).await {
-        Ok(r) => r,
-        Err(()) => Err(format!("no answer within {timeout:?}")),
-    }
-}
-
-fn encode(correlation: i32, me: i32, req: &FetchRequest) -> Result<BytesMut, String> {
-    let mut header = RequestHeader::default();
-    header.request_api_key = ApiKey::Fetch as i16;
-    header.request_api_version = FETCH_VERSION;
-    header.correlation_id = correlation;
-    header.client_id = Some(StrBytes::from_string(format!("sluice-replica-{me}")));
-    let mut buf = BytesMut::with_capacity(256);
-    buf.put_i32(0);
-    header
-        .encode(&mut buf, ApiKey::Fetch.request_header_version(FETCH_VERSION))
-        .map_err(|e| format!("encoding a fetch header: {e}"))?;
-    req.encode(&mut buf, FETCH_VERSION)
-        .map_err(|e| format!("encoding a fetch: {e}"))?;
-    let len = i32::try_from(buf.len() - 4).map_err(|_| "fetch too large")?;
-    buf[..4].copy_from_slice(&len.to_be_bytes());
-    Ok(buf)
-}
-
-fn decode(mut body: Bytes, correlation: i32) -> Result<FetchResponse, String> {
-    let header = ResponseHeader::decode(&mut body, ApiKey::Fetch.response_header_version(FETCH_VERSION))
-        .map_err(|e| format!("decoding a fetch answer header: {e}"))?;
-    if header.correlation_id != correlation {
-        return Err(format!(
-            "answer to request {} where {correlation} was expected",
-            header.correlation_id
-        ));
-    }
-    let resp = FetchResponse::decode(&mut body, FETCH_VERSION).map_err(|e| format!("decoding a fetch answer: {e}"))?;
-    if body.has_remaining() {
-        return Err(format!("{} bytes after the fetch answer", body.remaining()));
-    }
+    let resp: FetchResponse = peer::call(conn, addr, call, req).await?;
     if resp.error_code != 0 {
         return Err(format!("fetch refused with error {}", resp.error_code));
     }

@@ -76,6 +76,56 @@ impl Changed {
     }
 }
 
+/// Turns in arrival order on one shard: a [`Ticket`] taken later waits
+/// until every ticket taken before it is dropped. A ticket dropped before
+/// its turn (its task cancelled) passes the turn on.
+#[derive(Debug, Default)]
+pub struct Turns {
+    next: Cell<u64>,
+    /// The first ticket not dropped yet.
+    first_open: Cell<u64>,
+    /// Tickets dropped while an earlier one was still held.
+    dropped: RefCell<std::collections::BTreeSet<u64>>,
+    changed: Changed,
+}
+
+impl Turns {
+    pub fn ticket(self: &Rc<Self>) -> Ticket {
+        let n = self.next.get();
+        self.next.set(n + 1);
+        Ticket { turns: self.clone(), n }
+    }
+}
+
+/// One place in [`Turns`]; its turn ends when it is dropped.
+#[derive(Debug)]
+pub struct Ticket {
+    turns: Rc<Turns>,
+    n: u64,
+}
+
+impl Ticket {
+    /// Completes once every earlier ticket is dropped.
+    pub async fn wait(&self) {
+        while self.turns.first_open.get() < self.n {
+            self.turns.changed.next().await;
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let t = &self.turns;
+        t.dropped.borrow_mut().insert(self.n);
+        let mut first = t.first_open.get();
+        while t.dropped.borrow_mut().remove(&first) {
+            first += 1;
+        }
+        t.first_open.set(first);
+        t.changed.notify();
+    }
+}
+
 /// A bounded FIFO between one producer and one consumer task on the same
 /// shard. `push` waits while full; `pop` returns `None` once closed and
 /// drained.

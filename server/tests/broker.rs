@@ -677,41 +677,159 @@ fn timestamp_lookups_answer_to_the_record_in_plain_and_compressed_batches() {
 }
 
 #[test]
-fn transactional_requests_are_told_transactions_are_not_supported() {
-    let b = TestBroker::start(1, |_| {});
+fn a_transaction_runs_from_find_coordinator_to_commit_and_abort_over_the_wire() {
+    let b = TestBroker::start(2, |c| c.set("transaction.state.log.num.partitions", "4").unwrap());
     let mut c = b.client();
-    // FindCoordinator of a transaction coordinator, old and new shapes.
-    let mut req = FindCoordinatorRequest::default();
-    req.key = StrBytes::from_static_str("tx-1");
-    req.key_type = 1;
-    let r: FindCoordinatorResponse = c.call(ApiKey::FindCoordinator, 3, &req);
-    assert_eq!(r.error_code, 53, "librdkafka stops at once on this code");
-    assert!(r.error_message.unwrap().contains("not supported by this broker"));
-    let mut req = FindCoordinatorRequest::default();
-    req.key_type = 1;
-    req.coordinator_keys = vec![StrBytes::from_static_str("tx-1")];
-    let r: FindCoordinatorResponse = c.call(ApiKey::FindCoordinator, 4, &req);
+    assert_eq!(create_topic(&mut c, "out", 2).topics[0].error_code, 0);
+    let out = topic_id(&mut c, "out");
+    let tx = || TransactionalId(StrBytes::from_static_str("tx-1"));
+    // The first ask creates __transaction_state; the answer waits for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut req = FindCoordinatorRequest::default();
+        req.key_type = 1;
+        req.coordinator_keys = vec![StrBytes::from_static_str("tx-1")];
+        let r: FindCoordinatorResponse = c.call(ApiKey::FindCoordinator, 4, &req);
+        let found = &r.coordinators[0];
+        if found.error_code == 0 {
+            assert_eq!(found.port, i32::from(b.addr().port()));
+            break;
+        }
+        assert_eq!(
+            found.error_code, 15,
+            "COORDINATOR_NOT_AVAILABLE until the topic is there"
+        );
+        assert!(Instant::now() < deadline, "no transaction coordinator");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let init = |c: &mut Client| -> InitProducerIdResponse {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut req = InitProducerIdRequest::default();
+            req.transactional_id = Some(tx());
+            req.transaction_timeout_ms = 60_000;
+            req.producer_id = ProducerId(-1);
+            req.producer_epoch = -1;
+            let r: InitProducerIdResponse = c.call(ApiKey::InitProducerId, 4, &req);
+            // The coordinator's partition may still be loading, or an open
+            // transaction being aborted first: both are retried.
+            if !matches!(r.error_code, 14 | 15 | 51) || Instant::now() > deadline {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let r = init(&mut c);
+    assert_eq!((r.error_code, r.producer_epoch), (0, 0));
+    let pid = r.producer_id.0;
+    assert!(pid >= 0);
+    let add = |c: &mut Client, epoch: i16, partitions: Vec<i32>| -> i16 {
+        let req = AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(tx())
+            .with_v3_and_below_producer_id(ProducerId(pid))
+            .with_v3_and_below_producer_epoch(epoch)
+            .with_v3_and_below_topics(vec![
+                add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                    .with_name(name("out"))
+                    .with_partitions(partitions),
+            ]);
+        let r: AddPartitionsToTxnResponse = c.call(ApiKey::AddPartitionsToTxn, 3, &req);
+        r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code
+    };
+    let txn_batch = |epoch: i16, seq: i32, n: usize| {
+        let recs: Vec<Record> = (0..n)
+            .map(|i| Record {
+                timestamp: 1_000,
+                key: None,
+                value: Some(format!("v{seq}-{i}").into_bytes()),
+                headers: vec![],
+            })
+            .collect();
+        let producer = ProducerFields {
+            producer_id: pid,
+            producer_epoch: epoch,
+            base_sequence: seq,
+        };
+        batch::build_with(&recs, producer, batch::TRANSACTIONAL).freeze()
+    };
+    let produce_txn = |c: &mut Client, partition: i32, batch: Bytes| -> i16 {
+        let mut req = produce_req("out", partition, -1, batch);
+        req.transactional_id = Some(tx());
+        let r: ProduceResponse = c.call(ApiKey::Produce, 9, &req);
+        r.responses[0].partition_responses[0].error_code
+    };
+    let end = |c: &mut Client, epoch: i16, commit: bool| -> i16 {
+        let req = EndTxnRequest::default()
+            .with_transactional_id(tx())
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_committed(commit);
+        let r: EndTxnResponse = c.call(ApiKey::EndTxn, 3, &req);
+        r.error_code
+    };
+    let committed_read = |c: &mut Client, partition: i32| {
+        let mut req = fetch_req("out", out, partition, 0, 0);
+        req.isolation_level = 1;
+        let r: FetchResponse = c.call(ApiKey::Fetch, 12, &req);
+        let p = r.responses[0].partitions[0].clone();
+        let aborted: Vec<(i64, i64)> = p
+            .aborted_transactions
+            .unwrap_or_default()
+            .iter()
+            .map(|a| (a.producer_id.0, a.first_offset))
+            .collect();
+        (p.high_watermark, p.last_stable_offset, aborted)
+    };
+    // A partition not added to the transaction is refused.
+    assert_eq!(produce_txn(&mut c, 0, txn_batch(0, 0, 2)), 48, "INVALID_TXN_STATE");
+    // Transaction 1, committed: partition 0 only.
+    assert_eq!(add(&mut c, 0, vec![0]), 0);
+    assert_eq!(produce_txn(&mut c, 0, txn_batch(0, 0, 2)), 0);
+    assert_eq!(produce_txn(&mut c, 0, txn_batch(0, 2, 3)), 0);
     assert_eq!(
-        r.coordinators[0].error_code, 35,
-        "the Java client shows the message with it"
+        committed_read(&mut c, 0),
+        (5, 0, vec![]),
+        "the open transaction holds the stable offset"
     );
-    assert!(
-        r.coordinators[0]
-            .error_message
-            .as_ref()
-            .unwrap()
-            .contains("not supported by this broker")
-    );
-    let mut req = InitProducerIdRequest::default();
-    req.transactional_id = Some(TransactionalId(StrBytes::from_static_str("tx-1")));
-    req.transaction_timeout_ms = 60_000;
-    let r: InitProducerIdResponse = c.call(ApiKey::InitProducerId, 4, &req);
-    assert_eq!(r.error_code, 35);
-    // Group coordinators are unaffected.
-    let mut req = FindCoordinatorRequest::default();
-    req.key = StrBytes::from_static_str("g");
-    let r: FindCoordinatorResponse = c.call(ApiKey::FindCoordinator, 3, &req);
-    assert_eq!(r.error_code, 0);
+    assert_eq!(end(&mut c, 0, true), 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while committed_read(&mut c, 0).1 < 6 {
+        assert!(Instant::now() < deadline, "the commit marker never came");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(committed_read(&mut c, 0), (6, 6, vec![]));
+    // A retried commit is answered the same; an abort of it is refused.
+    let retry = (0..100).map(|_| end(&mut c, 0, true)).find(|&e| e != 51);
+    assert_eq!(retry, Some(0));
+    assert_eq!(end(&mut c, 0, false), 48);
+    // Transaction 2, aborted: its records stay in the log and reads with
+    // read_committed are told to drop them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match add(&mut c, 0, vec![0, 1]) {
+            0 => break,
+            51 if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            other => panic!("AddPartitionsToTxn: {other}"),
+        }
+    }
+    assert_eq!(produce_txn(&mut c, 1, txn_batch(0, 0, 4)), 0);
+    assert_eq!(end(&mut c, 0, false), 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while committed_read(&mut c, 1).1 < 5 {
+        assert!(Instant::now() < deadline, "the abort marker never came");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(committed_read(&mut c, 1), (5, 5, vec![(pid, 0)]));
+    // Partition 0 was in the transaction without records: a marker only.
+    while committed_read(&mut c, 0).1 < 7 {
+        assert!(Instant::now() < deadline, "partition 0's abort marker never came");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(committed_read(&mut c, 0), (7, 7, vec![]));
+    // A new producer with the id bumps the epoch and fences the old one.
+    let r = init(&mut c);
+    assert_eq!((r.error_code, r.producer_id.0, r.producer_epoch), (0, pid, 1));
+    assert_eq!(add(&mut c, 0, vec![0]), 90, "PRODUCER_FENCED (AddPartitionsToTxn v2+)");
 }
 
 #[test]

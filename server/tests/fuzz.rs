@@ -15,6 +15,7 @@
 mod common;
 
 use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -103,7 +104,11 @@ fn mutated_requests_never_panic_or_stall_a_shard() {
             Box::new(move |shard| {
                 let shard = shard.clone();
                 compio::runtime::spawn(async move {
-                    let run = handlers::dispatch(shard, BytesMut::from(&frame[..]), "/127.0.0.1".into());
+                    let run = handlers::dispatch(
+                        shard,
+                        BytesMut::from(&frame[..]),
+                        Rc::new(handlers::Conn::new("/127.0.0.1".into())),
+                    );
                     let outcome = AssertUnwindSafe(run).catch_unwind().await;
                     let mut t = tally_here.lock().unwrap();
                     match outcome {

@@ -17,7 +17,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("quorum and codec", &["quorum", "protocol"]),
     ("replica", &["partition", "producer_state"]),
     ("shard core", &["shard"]),
-    ("services", &["controller", "groups", "replication"]),
+    ("services", &["controller", "groups", "replication", "txn"]),
     ("node", &["node"]),
     ("api", &["handlers", "net", "metrics", "ops"]),
     ("process", &["broker", "cli"]),

@@ -109,14 +109,3 @@ def test_consume_from_an_offset_and_list_offsets_by_time(broker):
     lo, hi = c.get_watermark_offsets(TopicPartition("off", 0), timeout=10)
     assert (lo, hi) == (0, 20)
     c.close()
-
-
-def test_a_transactional_producer_is_told_transactions_are_not_supported(broker):
-    p = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": "tx-1"})
-    t0 = time.time()
-    with pytest.raises(KafkaException) as e:
-        p.init_transactions(10)
-    err = e.value.args[0]
-    assert err.fatal(), err
-    assert "not supported by this broker" in err.str(), err.str()
-    assert time.time() - t0 < 5, "failed at once, not at the timeout"

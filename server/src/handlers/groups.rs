@@ -45,33 +45,26 @@ pub fn find_coordinator(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: FindCoordinatorRequest = decode_or_return!(ctx, body);
     let snapshot = ctx.shard.meta();
     // A group's coordinator is the leader of its `__consumer_offsets`
-    // partition. Transactions are not built yet: the answer says so in its
-    // message, with the code that makes the clients of each version stop at
-    // once and show that message. The Java client (v4+) reports an
-    // unexpected code with the broker's message; librdkafka (v0-3) retries
-    // every code but TRANSACTIONAL_ID_AUTHORIZATION_FAILED until its
-    // timeout, and that one it reports with the message.
-    let no_transactions = if ctx.version >= 4 {
-        ErrorCode::UnsupportedVersion
-    } else {
-        ErrorCode::TransactionalIdAuthorizationFailed
-    };
-    if req.key_type == 1 {
-        tracing::warn!(client = %ctx.client_id(), "{}", crate::handlers::produce::NO_TRANSACTIONS);
+    // partition, a transactional id's the leader of its
+    // `__transaction_state` partition. That topic is created at the first
+    // ask for a transaction coordinator, as in Kafka; until it shows, the
+    // answer is COORDINATOR_NOT_AVAILABLE, which clients retry.
+    if req.key_type == 1 && snapshot.topic(crate::meta::TRANSACTION_STATE_TOPIC).is_none() {
+        crate::txn::create_topic(&ctx.shard);
     }
     // (error code, message, node id, host, port) for one key.
     let answer = |key: &str| -> (i16, Option<&'static str>, i32, String, i32) {
         let refuse = |code: ErrorCode, msg: Option<&'static str>| (code.code(), msg, -1, String::new(), -1);
-        match req.key_type {
-            0 => match crate::groups::coordinator_broker(&snapshot, key) {
-                Some(b) => (0, None, b.id, b.host.clone(), i32::from(b.port)),
-                None => refuse(
-                    ErrorCode::CoordinatorNotAvailable,
-                    Some("the group's offsets partition has no live leader"),
-                ),
-            },
-            1 => refuse(no_transactions, Some(crate::handlers::produce::NO_TRANSACTIONS)),
-            _ => refuse(ErrorCode::InvalidRequest, Some("unknown coordinator key type")),
+        let found = match req.key_type {
+            0 => crate::groups::coordinator_broker(&snapshot, key)
+                .ok_or("the group's offsets partition has no live leader"),
+            1 => crate::txn::coordinator_broker(&snapshot, key)
+                .ok_or("the transactional id's partition of __transaction_state has no live leader"),
+            _ => return refuse(ErrorCode::InvalidRequest, Some("unknown coordinator key type")),
+        };
+        match found {
+            Ok(b) => (0, None, b.id, b.host.clone(), i32::from(b.port)),
+            Err(why) => refuse(ErrorCode::CoordinatorNotAvailable, Some(why)),
         }
     };
     let mut resp = FindCoordinatorResponse::default();
@@ -149,7 +142,7 @@ pub async fn join_group(ctx: Ctx, body: BytesMut) -> Outcome {
         member_id: req.member_id.to_string(),
         instance_id: opt_str(&req.group_instance_id),
         client_id: ctx.client_id(),
-        client_host: ctx.peer.to_string(),
+        client_host: ctx.conn.peer.to_string(),
         session_timeout_ms: req.session_timeout_ms,
         // v0 has no rebalance timeout: Kafka uses the session timeout.
         rebalance_timeout_ms: if ctx.version >= 1 {

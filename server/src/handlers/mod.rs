@@ -21,6 +21,7 @@ pub mod metadata;
 pub mod offsets;
 pub mod produce;
 pub mod txn;
+mod verify;
 
 use std::rc::Rc;
 
@@ -66,6 +67,9 @@ pub const APIS: &[Api] = &[
     ),
     // The crate's response goes to v6 but its request decoder stops at v5.
     api(ApiKey::InitProducerId, 0, 5, later!(produce::init_producer_id)),
+    api(ApiKey::AddPartitionsToTxn, 0, 4, later!(txn::add_partitions_to_txn)),
+    api(ApiKey::AddOffsetsToTxn, 0, 3, later!(txn::add_offsets_to_txn)),
+    api(ApiKey::EndTxn, 0, 4, later!(txn::end_txn)),
     api(ApiKey::WriteTxnMarkers, 1, 1, later!(txn::write_txn_markers)),
     api(ApiKey::DescribeConfigs, 1, 4, Handler::Now(configs::describe_configs)),
     api(ApiKey::AlterConfigs, 0, 2, later!(configs::alter_configs)),
@@ -220,10 +224,30 @@ pub struct Ctx {
     pub key: ApiKey,
     pub version: i16,
     pub header: RequestHeader,
-    /// The client's address as Kafka reports it (`/127.0.0.1`).
-    pub peer: Rc<str>,
+    /// The connection the request came on.
+    pub conn: Rc<Conn>,
     /// The request header's bytes.
     pub header_bytes: Bytes,
+}
+
+/// What the handlers know of one client connection.
+#[derive(Debug)]
+pub struct Conn {
+    /// The client's address as Kafka reports it (`/127.0.0.1`).
+    pub peer: Rc<str>,
+    /// The order of this connection's transactional Produce requests:
+    /// each reaches the partitions' owners after the one before it, also
+    /// when it waits for its transaction coordinator first.
+    pub txn_produce: Rc<crate::util::Turns>,
+}
+
+impl Conn {
+    pub fn new(peer: Rc<str>) -> Self {
+        Self {
+            peer,
+            txn_produce: Rc::default(),
+        }
+    }
 }
 
 impl Ctx {
@@ -283,11 +307,11 @@ pub fn api_versions_message(error: Option<ErrorCode>) -> ApiVersionsResponse {
 /// Checks the frame's header, then runs the API's handler. Runs as its own
 /// task per request; handlers dispatch partition work before their first
 /// await, which keeps per-partition order across pipelined requests.
-pub async fn dispatch(shard: Rc<Shard>, frame: BytesMut, peer: Rc<str>) -> Outcome {
+pub async fn dispatch(shard: Rc<Shard>, frame: BytesMut, conn: Rc<Conn>) -> Outcome {
     let started = std::time::Instant::now();
     let key = protocol::peek(&frame).map(|(k, _, _)| k);
     let metrics = shard.clone();
-    let outcome = answer(shard, frame, peer).await;
+    let outcome = answer(shard, frame, conn).await;
     if let Some(key) = key {
         let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         metrics.metrics.request(key, ns);
@@ -296,7 +320,7 @@ pub async fn dispatch(shard: Rc<Shard>, frame: BytesMut, peer: Rc<str>) -> Outco
 }
 
 /// [`dispatch`] without the counting.
-async fn answer(shard: Rc<Shard>, mut frame: BytesMut, peer: Rc<str>) -> Outcome {
+async fn answer(shard: Rc<Shard>, mut frame: BytesMut, conn: Rc<Conn>) -> Outcome {
     let Some((raw_key, version, correlation_id)) = protocol::peek(&frame) else {
         return Outcome::Close("request shorter than its header".into());
     };
@@ -327,7 +351,7 @@ async fn answer(shard: Rc<Shard>, mut frame: BytesMut, peer: Rc<str>) -> Outcome
         key,
         version,
         header,
-        peer,
+        conn,
         header_bytes: frame.freeze(),
     };
     let Some(api) = APIS.iter().find(|a| a.key == key) else {

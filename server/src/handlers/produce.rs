@@ -27,7 +27,7 @@ use sluice_engine::Durability;
 use super::{Ctx, Outcome, str_bytes};
 use crate::error_codes::{self, ErrorCode};
 use crate::node::Shard;
-use crate::partition::Partition;
+use crate::partition::{Partition, Txn};
 use crate::protocol::produce::ProduceRequest;
 use crate::shard::{ByOwner, ShardId};
 
@@ -50,7 +50,7 @@ impl PartitionResult {
         }
     }
 
-    fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(super) fn error(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             error: Some(code),
             message: Some(message.into()),
@@ -69,11 +69,15 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
     let deadline =
         std::time::Instant::now() + std::time::Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0));
     let snapshot = ctx.shard.meta();
+    // A transactional producer's requests reach the owners in the order
+    // they came, also when one waits for its coordinator's verification.
+    let txn_id: Option<Arc<str>> = req.transactional_id.as_deref().filter(|t| !t.is_empty()).map(Arc::from);
+    let ticket = txn_id.as_ref().map(|_| ctx.conn.txn_produce.ticket());
     // One answer slot per partition in request order; partitions that
     // reach an owner are gathered per owner shard, so a request costs one
     // cross-shard message per shard it touches, not one per partition.
     let mut results: Vec<Option<PartitionResult>> = Vec::new();
-    let mut by_owner = ByOwner::new(ctx.shard.shard_count());
+    let mut appends: Vec<(ShardId, Append)> = Vec::new();
     let mut layout: Vec<(TopicName, uuid::Uuid, Vec<i32>)> = Vec::with_capacity(req.topics.len());
     for topic in req.topics {
         let meta = if ctx.version >= 13 {
@@ -86,30 +90,38 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
         for part in topic.partitions {
             indexes.push(part.index);
             let slot = results.len();
-            let refused = refusal(
-                &ctx,
-                req.transactional_id.is_some(),
-                acks,
-                &meta,
-                &topic.name,
-                part.index,
-            );
+            let refused = refusal(&ctx, acks, &meta, &topic.name, part.index);
             if let (None, Some(m)) = (&refused, &meta) {
-                by_owner.push(
+                appends.push((
                     ctx.shard.owner_of(&m.name, part.index),
                     Append {
                         slot,
                         topic: m.name.clone(),
                         index: part.index,
                         records: part.records,
+                        txn: if txn_id.is_some() {
+                            Txn::Member { verified: false }
+                        } else {
+                            Txn::None
+                        },
                     },
-                );
+                ));
             }
             results.push(refused);
         }
         layout.push((TopicName(str_bytes(&name)), topic.topic_id, indexes));
     }
-    append_on_owners(&ctx, by_owner, &mut results, acks, deadline).await;
+    if let (Some(id), Some(ticket)) = (&txn_id, &ticket) {
+        ticket.wait().await;
+        super::verify::verify_transactional(&ctx, id, &mut appends, &mut results).await;
+    }
+    let mut by_owner = ByOwner::new(ctx.shard.shard_count());
+    for (owner, a) in appends {
+        by_owner.push(owner, a);
+    }
+    let pending = send_to_owners(&ctx, by_owner, acks, deadline);
+    drop(ticket);
+    gather(pending, &mut results).await;
     let results: Vec<PartitionResult> = results
         .into_iter()
         .map(|r| r.unwrap_or_else(|| PartitionResult::error(ErrorCode::UnknownServerError, "no answer")))
@@ -133,16 +145,12 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
 /// when it goes to its owner.
 fn refusal(
     ctx: &Ctx,
-    transactional: bool,
     acks: i16,
     meta: &Option<Arc<crate::meta::TopicMeta>>,
     topic: &str,
     index: i32,
 ) -> Option<PartitionResult> {
     let me = ctx.shard.config().node_id;
-    if transactional {
-        return Some(PartitionResult::error(ErrorCode::UnsupportedVersion, NO_TRANSACTIONS));
-    }
     if !matches!(acks, -1..=1) {
         return Some(PartitionResult::error(
             ErrorCode::InvalidRequiredAcks,
@@ -171,30 +179,33 @@ fn refusal(
     }
 }
 
-/// Sends each owner shard its partitions, then waits for every answer and
-/// puts it in its slot of `results`. Every owner gets its partitions
-/// before anything waits: the appends of one connection's requests reach
-/// each log in request order.
-async fn append_on_owners(
-    ctx: &Ctx,
-    by_owner: ByOwner<Append>,
-    results: &mut [Option<PartitionResult>],
-    acks: i16,
-    deadline: std::time::Instant,
-) {
-    let pending: Vec<_> = by_owner
+/// The answers of one owner shard: the slots they fill, and the future of
+/// its answers.
+type Pending = Vec<(
+    Vec<usize>,
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<PartitionResult>, crate::shard::ShardGone>>>>,
+)>;
+
+/// Sends each owner shard its partitions, now: the appends of one
+/// connection's requests reach each log in request order.
+fn send_to_owners(ctx: &Ctx, by_owner: ByOwner<Append>, acks: i16, deadline: std::time::Instant) -> Pending {
+    by_owner
         .into_jobs()
         .map(|(owner, items)| {
             let slots: Vec<usize> = items.iter().map(|a| a.slot).collect();
             // Boxed: the answers are awaited one by one, and the handler's
             // future should not carry the largest of them inline.
-            let answer = Box::pin(
+            let answer: std::pin::Pin<Box<dyn std::future::Future<Output = _>>> = Box::pin(
                 ctx.shard
                     .run_on(owner, move |s| append_partitions(s, items, acks, deadline)),
             );
             (slots, answer)
         })
-        .collect();
+        .collect()
+}
+
+/// Waits for every owner's answers and puts each in its slot of `results`.
+async fn gather(pending: Pending, results: &mut [Option<PartitionResult>]) {
     for (slots, answer) in pending {
         match answer.await {
             Ok(answers) => {
@@ -277,12 +288,15 @@ fn response(
 
 /// One partition's batches, bound for the shard that owns the partition.
 #[derive(Debug)]
-struct Append {
+pub(super) struct Append {
     /// Its place among the request's partitions.
-    slot: usize,
-    topic: Arc<str>,
-    index: i32,
-    records: Option<BytesMut>,
+    pub slot: usize,
+    pub topic: Arc<str>,
+    pub index: i32,
+    pub records: Option<BytesMut>,
+    /// Whether the request came from a transactional producer, and its
+    /// coordinator confirmed the partition is in its transaction.
+    pub txn: Txn,
 }
 
 /// Runs on the owner of every partition in `items`: appends each
@@ -309,7 +323,7 @@ fn append_partitions(
 }
 
 /// The answer once the durability it waits for is reached.
-pub(super) async fn settle(answer: Answer) -> PartitionResult {
+async fn settle(answer: Answer) -> PartitionResult {
     match answer {
         Answer::Now(r) => r,
         Answer::AfterWait {
@@ -333,7 +347,7 @@ pub(super) async fn settle(answer: Answer) -> PartitionResult {
 
 /// A partition's answer once its batches are appended: final now, or
 /// after waiting for the durability `acks` asks for.
-pub(super) enum Answer {
+enum Answer {
     Now(PartitionResult),
     AfterWait {
         partition: Rc<Partition>,
@@ -351,7 +365,11 @@ pub(super) enum Answer {
 fn append_partition(shard: &Shard, item: Append, acks: i16, deadline: std::time::Instant) -> Answer {
     let done = Answer::Now;
     let Append {
-        topic, index, records, ..
+        topic,
+        index,
+        records,
+        txn,
+        ..
     } = item;
     let Some(p) = shard.partition(&topic, index) else {
         return done(PartitionResult::error(
@@ -384,9 +402,7 @@ fn append_partition(shard: &Shard, item: Append, acks: i16, deadline: std::time:
         return done(PartitionResult::error(r.code, r.message));
     }
     let epoch = p.leader_epoch();
-    // Transactional produce is refused before it gets here until the
-    // transaction coordinator holds the partition in the transaction.
-    let appended = match p.append_records(records, false) {
+    let appended = match p.append_records(records, txn) {
         Ok(a) => a,
         Err(r) => return done(PartitionResult::error(r.code, r.message)),
     };
@@ -396,7 +412,7 @@ fn append_partition(shard: &Shard, item: Append, acks: i16, deadline: std::time:
 /// What an append of `p` at leader `epoch` waits for: the durability
 /// `acks` asks for, and with acks=all on a replicated partition the ISR,
 /// until `deadline`.
-pub(super) fn after_append(
+fn after_append(
     shard: &Shard,
     p: Rc<Partition>,
     appended: crate::partition::Appended,
@@ -430,20 +446,29 @@ pub(super) fn after_append(
     }
 }
 
-/// What a client asking for transactions is told (FindCoordinator of a
-/// transaction coordinator carries it as its error message) and what the
-/// broker logs; the error code is UNSUPPORTED_VERSION.
-pub const NO_TRANSACTIONS: &str = "transactions (transactional.id) are not supported by this broker yet; \
-     use an idempotent producer without a transactional.id";
-
 pub async fn init_producer_id(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: InitProducerIdRequest = decode_or_return!(ctx, body);
     let mut resp = InitProducerIdResponse::default();
     resp.producer_id = ProducerId(-1);
     resp.producer_epoch = -1;
-    if req.transactional_id.as_ref().is_some_and(|t| !t.0.is_empty()) {
-        tracing::warn!(client = %ctx.client_id(), "{NO_TRANSACTIONS}");
-        resp.error_code = ErrorCode::UnsupportedVersion.code();
+    if let Some(id) = req.transactional_id.as_ref().filter(|t| !t.0.is_empty()) {
+        // A transactional producer: its coordinator hands out the id and
+        // the epoch, fencing older producers of the same transactional id.
+        let id: Arc<str> = id.0.as_str().into();
+        let (timeout, expected) = (req.transaction_timeout_ms, (req.producer_id.0, req.producer_epoch));
+        let key = id.clone();
+        let answer = crate::txn::on_coordinator(&ctx.shard, &key, move |s, partition| {
+            crate::txn::init_producer_id(s, partition, id, timeout, expected)
+        })
+        .await;
+        match answer {
+            Ok((producer_id, epoch)) => {
+                resp.producer_id = ProducerId(producer_id);
+                resp.producer_epoch = epoch;
+            }
+            Err(code) => resp.error_code = fenced_for_version(code, ctx.version, 4),
+        }
+        ctx.shard.metrics.error(ctx.key as i16, resp.error_code);
         return ctx.respond(&resp);
     }
     // An idempotent producer asking for an epoch bump (KIP-360) keeps its
@@ -471,4 +496,14 @@ pub async fn init_producer_id(ctx: Ctx, body: BytesMut) -> Outcome {
         Err(_) => resp.error_code = ErrorCode::CoordinatorNotAvailable.code(),
     }
     ctx.respond(&resp)
+}
+
+/// PRODUCER_FENCED as the version knows it: versions before KIP-588
+/// (`since`: InitProducerId v4, AddPartitionsToTxn, AddOffsetsToTxn and
+/// EndTxn v2, TxnOffsetCommit v3) know INVALID_PRODUCER_EPOCH only.
+pub fn fenced_for_version(code: ErrorCode, version: i16, since: i16) -> i16 {
+    match code {
+        ErrorCode::ProducerFenced if version < since => ErrorCode::InvalidProducerEpoch.code(),
+        other => other.code(),
+    }
 }

@@ -1,39 +1,202 @@
-//! Transactions, a partition leader's side: WriteTxnMarkers, which a
-//! transaction coordinator sends to the leaders of the partitions a
-//! transaction wrote to, to end it there with a COMMIT or ABORT marker.
+//! Transactions: the coordinator's APIs (AddPartitionsToTxn,
+//! AddOffsetsToTxn, EndTxn; InitProducerId and FindCoordinator live with
+//! their idempotent and group forms) and a partition leader's side,
+//! WriteTxnMarkers, which a coordinator sends to end a transaction in the
+//! partitions it wrote to.
 
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
+};
 use kafka_protocol::messages::write_txn_markers_response::{
     WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
 };
-use kafka_protocol::messages::{ProducerId, WriteTxnMarkersRequest, WriteTxnMarkersResponse};
+use kafka_protocol::messages::{
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse,
+    EndTxnRequest, EndTxnResponse, ProducerId, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+};
 use sluice_engine::batch::Marker;
 
-use super::produce::{Answer, after_append, settle};
+use super::produce::fenced_for_version;
 use super::{Ctx, Outcome};
-use crate::error_codes::{self, ErrorCode};
-use crate::node::Shard;
+use crate::error_codes::ErrorCode;
+use crate::meta::OFFSETS_TOPIC;
 use crate::shard::ByOwner;
+use crate::txn::markers::{Mark, write_local};
+use crate::txn::state::TxnPartition;
 
-/// One partition's marker, bound for the shard that owns the partition.
-#[derive(Debug)]
-struct Mark {
-    topic: Arc<str>,
-    partition: i32,
+/// AddPartitionsToTxn v2+, AddOffsetsToTxn v2+ and EndTxn v2+ know
+/// PRODUCER_FENCED.
+const FENCED_SINCE: i16 = 2;
+
+/// The partitions of one transaction in an AddPartitionsToTxn request,
+/// each with its answer: all added (or verified), or each refused.
+async fn add_one(
+    ctx: &Ctx,
+    id: &str,
     producer_id: i64,
     epoch: i16,
-    marker: Marker,
-    coordinator_epoch: i32,
+    topics: &[AddPartitionsToTxnTopic],
+    verify_only: bool,
+) -> Vec<AddPartitionsToTxnTopicResult> {
+    let snapshot = ctx.shard.meta();
+    let mut parts: Vec<TxnPartition> = Vec::new();
+    let mut unknown = Vec::new();
+    for t in topics {
+        let meta = snapshot.topic(t.name.0.as_str());
+        for &p in &t.partitions {
+            let part: TxnPartition = (t.name.0.as_str().into(), p);
+            if meta.is_none_or(|m| p < 0 || p >= m.partitions) {
+                unknown.push(part.clone());
+            }
+            parts.push(part);
+        }
+    }
+    // One code per partition, in request order.
+    let codes: Vec<i16> = if !unknown.is_empty() {
+        // Nothing is added when a partition is unknown, as in Kafka.
+        parts
+            .iter()
+            .map(|p| {
+                if unknown.contains(p) {
+                    ErrorCode::UnknownTopicOrPartition.code()
+                } else {
+                    ErrorCode::OperationNotAttempted.code()
+                }
+            })
+            .collect()
+    } else if verify_only {
+        let (id, asked) = (Arc::<str>::from(id), parts.clone());
+        let answer = crate::txn::on_coordinator(&ctx.shard, &id.clone(), move |s, _| async move {
+            Ok(asked
+                .iter()
+                .map(|p| {
+                    crate::txn::verify(&s, &id, producer_id, epoch, p)
+                        .err()
+                        .map_or(0, |e| e.code())
+                })
+                .collect::<Vec<i16>>())
+        })
+        .await;
+        answer.unwrap_or_else(|e| vec![e.code(); parts.len()])
+    } else {
+        let (key, asked) = (Arc::<str>::from(id), parts.clone());
+        let answer = crate::txn::on_coordinator(&ctx.shard, &key.clone(), move |s, partition| {
+            crate::txn::add_partitions(s, partition, key, producer_id, epoch, asked)
+        })
+        .await;
+        let code = answer
+            .err()
+            .map_or(0, |e| fenced_for_version(e, ctx.version, FENCED_SINCE));
+        vec![code; parts.len()]
+    };
+    let mut codes = codes.into_iter();
+    topics
+        .iter()
+        .map(|t| {
+            AddPartitionsToTxnTopicResult::default()
+                .with_name(t.name.clone())
+                .with_results_by_partition(
+                    t.partitions
+                        .iter()
+                        .map(|&p| {
+                            let code = codes.next().unwrap_or(ErrorCode::UnknownServerError.code());
+                            ctx.shard.metrics.error(ctx.key as i16, code);
+                            AddPartitionsToTxnPartitionResult::default()
+                                .with_partition_index(p)
+                                .with_partition_error_code(code)
+                        })
+                        .collect(),
+                )
+        })
+        .collect()
+}
+
+pub async fn add_partitions_to_txn(ctx: Ctx, body: BytesMut) -> Outcome {
+    let req: AddPartitionsToTxnRequest = decode_or_return!(ctx, body);
+    let mut resp = AddPartitionsToTxnResponse::default();
+    if ctx.version <= 3 {
+        resp.results_by_topic_v3_and_below = add_one(
+            &ctx,
+            req.v3_and_below_transactional_id.0.as_str(),
+            req.v3_and_below_producer_id.0,
+            req.v3_and_below_producer_epoch,
+            &req.v3_and_below_topics,
+            false,
+        )
+        .await;
+    } else {
+        for t in &req.transactions {
+            let topics = add_one(
+                &ctx,
+                t.transactional_id.0.as_str(),
+                t.producer_id.0,
+                t.producer_epoch,
+                &t.topics,
+                t.verify_only,
+            )
+            .await;
+            resp.results_by_transaction.push(
+                AddPartitionsToTxnResult::default()
+                    .with_transactional_id(t.transactional_id.clone())
+                    .with_topic_results(topics),
+            );
+        }
+    }
+    ctx.respond(&resp)
+}
+
+pub async fn add_offsets_to_txn(ctx: Ctx, body: BytesMut) -> Outcome {
+    let req: AddOffsetsToTxnRequest = decode_or_return!(ctx, body);
+    let mut resp = AddOffsetsToTxnResponse::default();
+    // The group's offsets partition joins the transaction: its markers
+    // make the group's transactional offsets committed (or not).
+    let Some(n) = ctx.shard.meta().topic(OFFSETS_TOPIC).map(|t| t.partitions) else {
+        resp.error_code = ErrorCode::CoordinatorNotAvailable.code();
+        return ctx.respond(&resp);
+    };
+    let part: TxnPartition = (
+        OFFSETS_TOPIC.into(),
+        crate::groups::partition_for(req.group_id.0.as_str(), n),
+    );
+    let id: Arc<str> = req.transactional_id.0.as_str().into();
+    let (producer_id, epoch) = (req.producer_id.0, req.producer_epoch);
+    let answer = crate::txn::on_coordinator(&ctx.shard, &id.clone(), move |s, partition| {
+        crate::txn::add_partitions(s, partition, id, producer_id, epoch, vec![part])
+    })
+    .await;
+    resp.error_code = answer
+        .err()
+        .map_or(0, |e| fenced_for_version(e, ctx.version, FENCED_SINCE));
+    ctx.shard.metrics.error(ctx.key as i16, resp.error_code);
+    ctx.respond(&resp)
+}
+
+pub async fn end_txn(ctx: Ctx, body: BytesMut) -> Outcome {
+    let req: EndTxnRequest = decode_or_return!(ctx, body);
+    let id: Arc<str> = req.transactional_id.0.as_str().into();
+    let (producer_id, epoch, commit) = (req.producer_id.0, req.producer_epoch, req.committed);
+    let answer = crate::txn::on_coordinator(&ctx.shard, &id.clone(), move |s, partition| {
+        crate::txn::end_txn(s, partition, id, producer_id, epoch, commit)
+    })
+    .await;
+    let mut resp = EndTxnResponse::default();
+    resp.error_code = answer
+        .err()
+        .map_or(0, |e| fenced_for_version(e, ctx.version, FENCED_SINCE));
+    resp.producer_id = ProducerId(-1);
+    resp.producer_epoch = -1;
+    ctx.shard.metrics.error(ctx.key as i16, resp.error_code);
+    ctx.respond(&resp)
 }
 
 pub async fn write_txn_markers(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: WriteTxnMarkersRequest = decode_or_return!(ctx, body);
     let deadline = Instant::now() + Duration::from_millis(ctx.shard.config().transactions.marker_timeout_ms);
-    let now_ms = crate::base::clock::now_ms();
     let mut by_owner = ByOwner::new(ctx.shard.shard_count());
     let mut count = 0;
     for m in &req.markers {
@@ -59,22 +222,28 @@ pub async fn write_txn_markers(ctx: Ctx, body: BytesMut) -> Outcome {
             }
         }
     }
+    // A shard gone (shutdown) leaves NOT_LEADER_OR_FOLLOWER: the
+    // coordinator asks again at the partition's next leader.
     let mut codes = vec![ErrorCode::NotLeaderOrFollower.code(); count];
     let pending: Vec<_> = by_owner
         .into_jobs()
         .map(|(owner, items)| {
             let slots: Vec<usize> = items.iter().map(|(slot, _)| *slot).collect();
-            let marks = items.into_iter().map(|(_, m)| m).collect();
-            let answer = Box::pin(
-                ctx.shard
-                    .run_on(owner, move |s| mark_partitions(s, marks, now_ms, deadline)),
-            );
+            // Every marker of the owner is written before any waits.
+            let answer = Box::pin(ctx.shard.run_on(owner, move |s| {
+                let writes: Vec<_> = items.into_iter().map(|(_, m)| write_local(s, m, deadline)).collect();
+                async move {
+                    let mut out = Vec::with_capacity(writes.len());
+                    for w in writes {
+                        out.push(w.await.err().map_or(0, |e| e.code()));
+                    }
+                    out
+                }
+            }));
             (slots, answer)
         })
         .collect();
     for (slots, answer) in pending {
-        // A shard gone (shutdown) leaves NOT_LEADER_OR_FOLLOWER: the
-        // coordinator retries at the partition's next leader.
         if let Ok(answers) = answer.await {
             for (slot, code) in slots.into_iter().zip(answers) {
                 codes[slot] = code;
@@ -101,44 +270,4 @@ pub async fn write_txn_markers(ctx: Ctx, body: BytesMut) -> Outcome {
         resp.markers.push(result);
     }
     ctx.respond(&resp)
-}
-
-/// Runs on the owner of every partition in `marks`: writes each marker
-/// now, in order, and returns a future of the error codes that waits for
-/// each marker to be on the partition's in-sync replicas (as acks=all).
-fn mark_partitions(
-    shard: &Rc<Shard>,
-    marks: Vec<Mark>,
-    now_ms: i64,
-    deadline: Instant,
-) -> impl std::future::Future<Output = Vec<i16>> + use<> {
-    let answers: Vec<Result<Answer, ErrorCode>> = marks.into_iter().map(|m| mark(shard, m, now_ms, deadline)).collect();
-    async move {
-        let mut out = Vec::with_capacity(answers.len());
-        for a in answers {
-            out.push(match a {
-                Err(code) => code.code(),
-                Ok(answer) => error_codes::code(settle(answer).await.error),
-            });
-        }
-        out
-    }
-}
-
-fn mark(shard: &Shard, m: Mark, now_ms: i64, deadline: Instant) -> Result<Answer, ErrorCode> {
-    let p = shard
-        .partition(&m.topic, m.partition)
-        .ok_or(ErrorCode::UnknownTopicOrPartition)?;
-    if !p.is_leader() {
-        return Err(ErrorCode::NotLeaderOrFollower);
-    }
-    p.check_min_isr().map_err(|r| r.code)?;
-    let epoch = p.leader_epoch();
-    let appended = p
-        .append_marker(m.producer_id, m.epoch, m.marker, m.coordinator_epoch, now_ms)
-        .map_err(|r| {
-            tracing::info!(topic = %m.topic, partition = m.partition, producer = m.producer_id, error = %r.message, "transaction marker refused");
-            r.code
-        })?;
-    Ok(after_append(shard, p, appended, -1, epoch, deadline))
 }

@@ -15,9 +15,10 @@ use std::rc::Rc;
 
 use crate::controller::{Controller, ControllerHost};
 use crate::groups::{GroupHost, Groups};
-use crate::meta::OFFSETS_TOPIC;
+use crate::meta::{OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC};
 use crate::partition::{Partition, RoleChange};
 use crate::replication::{FetcherHost, Fetchers};
+use crate::txn::{Transactions, TxnHost};
 
 /// A shard of this node: the core with the node's services.
 pub type Shard = crate::shard::Shard<Services>;
@@ -35,6 +36,8 @@ pub struct Services {
     pub groups: Groups,
     /// The fetchers of the partitions this shard follows.
     pub fetchers: Fetchers,
+    /// The transactional ids this shard coordinates.
+    pub transactions: Transactions,
 }
 
 impl Services {
@@ -65,9 +68,24 @@ impl crate::shard::Services for Services {
                 }
             }
         }
+        // Transactional ids too: any change forgets them, and a new leader
+        // replays the partition and finishes what it finds prepared.
+        if &*p.topic == TRANSACTION_STATE_TOPIC {
+            shard.services.transactions.unload(p.index);
+            if change == RoleChange::BecameLeader {
+                match crate::txn::load(shard, p) {
+                    Ok(n) if n > 0 => tracing::info!(partition = p.index, records = n, "loaded transaction states"),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(partition = p.index, error = %e, "loading transaction states"),
+                }
+            }
+        }
     }
 
     fn closing(shard: &Shard, p: &Partition) {
+        if &*p.topic == TRANSACTION_STATE_TOPIC {
+            shard.services.transactions.unload(p.index);
+        }
         shard.services.fetchers.unfollow(&p.topic, p.index);
     }
 }
@@ -87,6 +105,12 @@ impl ControllerHost for Services {
 impl GroupHost for Services {
     fn groups(&self) -> &Groups {
         &self.groups
+    }
+}
+
+impl TxnHost for Services {
+    fn transactions(&self) -> &Transactions {
+        &self.transactions
     }
 }
 

@@ -140,6 +140,40 @@ const INIT_PRODUCER_ID: &[F] = &[
     F(T::Bool, 6, ALL),
 ];
 
+const TXN_TOPICS: &[F] = &[F(T::Str, 0, ALL), F(T::I32s, 0, ALL)];
+
+const ADD_PARTITIONS_TO_TXN: &[F] = &[
+    F(
+        T::Arr(&[
+            F(T::Str, 0, ALL),
+            F(T::I64, 0, ALL),
+            F(T::I16, 0, ALL),
+            F(T::Bool, 0, ALL),
+            F(T::Arr(TXN_TOPICS), 0, ALL),
+        ]),
+        4,
+        ALL,
+    ),
+    F(T::Str, 0, 3),
+    F(T::I64, 0, 3),
+    F(T::I16, 0, 3),
+    F(T::Arr(TXN_TOPICS), 0, 3),
+];
+
+const ADD_OFFSETS_TO_TXN: &[F] = &[
+    F(T::Str, 0, ALL),
+    F(T::I64, 0, ALL),
+    F(T::I16, 0, ALL),
+    F(T::Str, 0, ALL),
+];
+
+const END_TXN: &[F] = &[
+    F(T::Str, 0, ALL),
+    F(T::I64, 0, ALL),
+    F(T::I16, 0, ALL),
+    F(T::Bool, 0, ALL),
+];
+
 const WRITE_TXN_MARKERS: &[F] = &[F(
     T::Arr(&[
         F(T::I64, 0, ALL),
@@ -346,6 +380,9 @@ fn layout(key: ApiKey) -> Option<&'static [F]> {
         ApiKey::OffsetForLeaderEpoch => OFFSET_FOR_LEADER_EPOCH,
         ApiKey::InitProducerId => INIT_PRODUCER_ID,
         ApiKey::WriteTxnMarkers => WRITE_TXN_MARKERS,
+        ApiKey::AddPartitionsToTxn => ADD_PARTITIONS_TO_TXN,
+        ApiKey::AddOffsetsToTxn => ADD_OFFSETS_TO_TXN,
+        ApiKey::EndTxn => END_TXN,
         ApiKey::DescribeConfigs => DESCRIBE_CONFIGS,
         ApiKey::AlterConfigs => ALTER_CONFIGS,
         ApiKey::IncrementalAlterConfigs => INCREMENTAL_ALTER_CONFIGS,
@@ -572,6 +609,33 @@ mod tests {
                 .with_coordinator_epoch(5),
         ]);
         out.push((ApiKey::WriteTxnMarkers, enc(wm), 1, 1));
+        let txn_topics = || {
+            vec![
+                add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                    .with_name(tn("t"))
+                    .with_partitions(vec![0, 1]),
+            ]
+        };
+        let ap = AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(TransactionalId(s("tx")))
+            .with_v3_and_below_producer_id(ProducerId(3))
+            .with_v3_and_below_topics(txn_topics());
+        out.push((ApiKey::AddPartitionsToTxn, enc(ap), 0, 3));
+        let ap4 = AddPartitionsToTxnRequest::default().with_transactions(vec![
+            add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+                .with_transactional_id(TransactionalId(s("tx")))
+                .with_verify_only(true)
+                .with_topics(txn_topics()),
+        ]);
+        out.push((ApiKey::AddPartitionsToTxn, enc(ap4), 4, 4));
+        let ao = AddOffsetsToTxnRequest::default()
+            .with_transactional_id(TransactionalId(s("tx")))
+            .with_group_id(GroupId(s("g")));
+        out.push((ApiKey::AddOffsetsToTxn, enc(ao), 0, 3));
+        let et = EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(s("tx")))
+            .with_committed(true);
+        out.push((ApiKey::EndTxn, enc(et), 0, 4));
         let dc = DescribeConfigsRequest::default().with_resources(vec![
             describe_configs_request::DescribeConfigsResource::default()
                 .with_resource_type(2)
@@ -745,10 +809,18 @@ mod tests {
 
     #[test]
     fn accepts_every_version_the_crate_encodes_and_rejects_every_truncation() {
-        for (key, encode, lo, hi) in samples() {
-            // The broker advertises exactly the versions the crate's request
-            // decoder supports, and this walker covers all of them.
-            assert_eq!(crate::handlers::supported(key), Some((lo, hi)), "{key:?}");
+        let samples = samples();
+        for (key, encode, lo, hi) in &samples {
+            let (key, lo, hi) = (*key, *lo, *hi);
+            // The broker advertises exactly the versions the samples of the
+            // API cover, and this walker covers all of them.
+            let covered = samples.iter().filter(|s| s.0 == key);
+            let range = (covered.clone().map(|s| s.2).min(), covered.map(|s| s.3).max());
+            assert_eq!(
+                crate::handlers::supported(key).map(|(a, b)| (Some(a), Some(b))),
+                Some(range),
+                "{key:?}"
+            );
             for v in lo..=hi {
                 let body = encode(v);
                 check_exact(key, v, &body).unwrap_or_else(|e| panic!("{key:?} v{v}: {e}"));

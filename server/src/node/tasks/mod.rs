@@ -2,8 +2,10 @@
 //! the free-space probe and idle files ([`disk`]), expiry and compaction
 //! of committed offsets ([`offsets`]), reopening logs a full disk
 //! poisoned ([`reopen`]), the ISR lag check ([`isr_lag`]), high-watermark
-//! checkpoints ([`checkpoint`]), flush-interval syncs ([`flush`]) and
-//! retention ([`retention`]). One loop per shard runs each when it is due.
+//! checkpoints ([`checkpoint`]), flush-interval syncs ([`flush`]),
+//! retention ([`retention`]) and the transactions past their timeout or
+//! expiration ([`transactions`]). One loop per shard runs each when it is
+//! due.
 
 pub mod checkpoint;
 pub mod disk;
@@ -12,6 +14,7 @@ pub mod isr_lag;
 pub mod offsets;
 pub mod reopen;
 pub mod retention;
+pub mod transactions;
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -84,6 +87,8 @@ pub async fn run(shard: Rc<Shard>) {
     let mut lag_check = Every::new(Duration::from_secs(1));
     let mut checkpoints = Every::new(ms(config.replica_hw_checkpoint_interval_ms));
     let mut retention_pass = Every::new(ms(config.log_retention_check_interval_ms));
+    let mut txn_timeouts = Every::new(ms(config.transactions.abort_check_interval_ms));
+    let mut txn_expiry = Every::new(ms(config.transactions.expire_check_interval_ms));
     let mut lists = Lists::default();
     while !shard.stopping.is_set() {
         compio::runtime::time::sleep(TICK).await;
@@ -105,6 +110,12 @@ pub async fn run(shard: Rc<Shard>) {
         flush::tick(&lists.timed_flush).await;
         if retention_pass.due() {
             retention::tick(&shard);
+        }
+        if txn_timeouts.due() {
+            transactions::abort_timed_out(&shard);
+        }
+        if txn_expiry.due() {
+            transactions::expire(&shard);
         }
     }
 }

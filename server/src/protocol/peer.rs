@@ -1,0 +1,97 @@
+//! One request to another broker and its answer, on a connection kept by
+//! the caller: what the replica fetchers and the transaction coordinator
+//! (its markers) send to other nodes.
+
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use compio::BufResult;
+use compio::io::{AsyncReadExt, AsyncWriteExt};
+use compio::net::TcpStream;
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use crate::util::race;
+
+/// A request to another node: its API, version and who sends it.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub key: ApiKey,
+    pub version: i16,
+    pub client_id: &'a str,
+    pub correlation: i32,
+    /// The largest answer accepted.
+    pub max_answer_bytes: usize,
+    pub timeout: Duration,
+}
+
+/// Sends `req` on `conn` (connecting to `addr` when there is none) and
+/// decodes the answer. Any error leaves the connection to the caller,
+/// who drops it: its stream position is unknown.
+pub async fn call<Req: Encodable, Resp: Decodable>(
+    conn: &mut Option<TcpStream>,
+    addr: &str,
+    c: Call<'_>,
+    req: &Req,
+) -> Result<Resp, String> {
+    let work = async {
+        if conn.is_none() {
+            let s = crate::base::sockets::connect_node(addr)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            let _ = s.set_nodelay(true);
+            *conn = Some(s);
+        }
+        let stream = conn.as_mut().ok_or("no connection")?;
+        let frame = encode(&c, req)?;
+        let BufResult(r, _) = stream.write_all(frame).await;
+        r.map_err(|e| format!("send: {e}"))?;
+        let BufResult(r, len) = stream.read_exact([0u8; 4]).await;
+        r.map_err(|e| format!("receive: {e}"))?;
+        let len = usize::try_from(i32::from_be_bytes(len)).map_err(|_| "negative frame size")?;
+        if len > c.max_answer_bytes {
+            return Err(format!("answer of {len} bytes is over {}", c.max_answer_bytes));
+        }
+        let BufResult(r, body) = stream.read_exact(Vec::with_capacity(len)).await;
+        r.map_err(|e| format!("receive: {e}"))?;
+        decode(&c, Bytes::from(body))
+    };
+    match race(work, compio::runtime::time::sleep(c.timeout)).await {
+        Ok(r) => r,
+        Err(()) => Err(format!("no answer within {:?}", c.timeout)),
+    }
+}
+
+fn encode<Req: Encodable>(c: &Call<'_>, req: &Req) -> Result<BytesMut, String> {
+    let mut header = RequestHeader::default();
+    header.request_api_key = c.key as i16;
+    header.request_api_version = c.version;
+    header.correlation_id = c.correlation;
+    header.client_id = Some(StrBytes::from_string(c.client_id.to_string()));
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    header
+        .encode(&mut buf, c.key.request_header_version(c.version))
+        .map_err(|e| format!("encoding a {:?} header: {e}", c.key))?;
+    req.encode(&mut buf, c.version)
+        .map_err(|e| format!("encoding a {:?}: {e}", c.key))?;
+    let len = i32::try_from(buf.len() - 4).map_err(|_| format!("{:?} too large", c.key))?;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf)
+}
+
+fn decode<Resp: Decodable>(c: &Call<'_>, mut body: Bytes) -> Result<Resp, String> {
+    let header = ResponseHeader::decode(&mut body, c.key.response_header_version(c.version))
+        .map_err(|e| format!("decoding a {:?} answer header: {e}", c.key))?;
+    if header.correlation_id != c.correlation {
+        return Err(format!(
+            "answer to request {} where {} was expected",
+            header.correlation_id, c.correlation
+        ));
+    }
+    let resp = Resp::decode(&mut body, c.version).map_err(|e| format!("decoding a {:?} answer: {e}", c.key))?;
+    if body.has_remaining() {
+        return Err(format!("{} bytes after the {:?} answer", body.remaining(), c.key));
+    }
+    Ok(resp)
+}

@@ -1,0 +1,135 @@
+"""Transactions with librdkafka (confluent-kafka): commit and abort,
+read_committed consumers and the last stable offset, zombie fencing, and
+the coordinator aborting a transaction its producer abandoned."""
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+
+from conftest import create, running_broker
+
+
+def producer(broker, txn_id, **extra):
+    conf = {"bootstrap.servers": broker.bootstrap, "transactional.id": txn_id, "linger.ms": 5}
+    conf.update(extra)
+    p = Producer(conf)
+    p.init_transactions(30)
+    return p
+
+
+def commit_one(broker, txn_id, topic, value):
+    """One transaction of one record, committed, by a new producer."""
+    p = producer(broker, txn_id)
+    p.begin_transaction()
+    p.produce(topic, value=value)
+    p.commit_transaction(30)
+
+
+def read(broker, topic, partitions, isolation, expected=None, wait=10.0):
+    """Every record of `topic` from the start, as (partition, value), with
+    the given isolation level; waits for `expected` records or `wait`
+    seconds without a new one."""
+    c = Consumer({
+        "bootstrap.servers": broker.bootstrap,
+        "group.id": "reader-" + uuid.uuid4().hex,
+        "enable.auto.commit": False,
+        "isolation.level": isolation,
+    })
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out = []
+    quiet_until = time.time() + wait
+    while time.time() < quiet_until and (expected is None or len(out) < expected):
+        m = c.poll(0.2)
+        if m is None:
+            continue
+        assert m.error() is None, m.error()
+        out.append((m.partition(), m.value().decode()))
+        quiet_until = time.time() + wait
+    c.close()
+    return out
+
+
+def values(records):
+    return sorted(v for _, v in records)
+
+
+def test_committed_records_are_read_once_and_aborted_ones_never(broker):
+    create(broker, "tx-out", 2)
+    p = producer(broker, "tx-a")
+    p.begin_transaction()
+    for i in range(10):
+        p.produce("tx-out", value=f"c1-{i}", partition=i % 2)
+    p.commit_transaction(30)
+    p.begin_transaction()
+    for i in range(10):
+        p.produce("tx-out", value=f"a-{i}", partition=i % 2)
+    # librdkafka purges what it has not sent when aborting: flush first so
+    # the aborted records are in the log.
+    p.flush(30)
+    p.abort_transaction(30)
+    p.begin_transaction()
+    for i in range(5):
+        p.produce("tx-out", value=f"c2-{i}", partition=i % 2)
+    p.commit_transaction(30)
+
+    committed = read(broker, "tx-out", 2, "read_committed", expected=15, wait=3)
+    want = [f"c1-{i}" for i in range(10)] + [f"c2-{i}" for i in range(5)]
+    assert values(committed) == sorted(want)
+    for part in (0, 1):
+        mine = [v for pp, v in committed if pp == part]
+        assert mine == [v for v in [f"c1-{i}" for i in range(10)] + [f"c2-{i}" for i in range(5)]
+                        if int(v.split("-")[1]) % 2 == part], "in order within a partition"
+    everything = read(broker, "tx-out", 2, "read_uncommitted", expected=25, wait=3)
+    assert values(everything) == sorted(want + [f"a-{i}" for i in range(10)])
+
+
+def test_read_committed_stops_at_an_open_transaction(broker):
+    create(broker, "tx-open", 1)
+    commit_one(broker, "tx-before", "tx-open", "first")
+    p = producer(broker, "tx-open")
+    p.begin_transaction()
+    for i in range(5):
+        p.produce("tx-open", value=f"open-{i}")
+    p.flush(30)
+    # A committed record after the open transaction's start waits behind it.
+    commit_one(broker, "tx-after", "tx-open", "after")
+    assert values(read(broker, "tx-open", 1, "read_committed", wait=2)) == ["first"]
+    assert len(read(broker, "tx-open", 1, "read_uncommitted", expected=7, wait=3)) == 7
+    p.commit_transaction(30)
+    got = read(broker, "tx-open", 1, "read_committed", expected=7, wait=3)
+    assert [v for _, v in got] == ["first"] + [f"open-{i}" for i in range(5)] + ["after"]
+
+
+def test_a_second_producer_with_the_id_fences_the_first(broker):
+    create(broker, "tx-zombie", 1)
+    zombie = producer(broker, "tx-z")
+    zombie.begin_transaction()
+    zombie.produce("tx-zombie", value="zombie")
+    zombie.flush(30)
+    # The new producer's init aborts the zombie's open transaction.
+    fresh = producer(broker, "tx-z")
+    fresh.begin_transaction()
+    fresh.produce("tx-zombie", value="fresh")
+    fresh.commit_transaction(30)
+    with pytest.raises(KafkaException) as e:
+        zombie.produce("tx-zombie", value="late")
+        zombie.commit_transaction(10)
+    err = e.value.args[0]
+    assert err.fatal() or "fenced" in err.str().lower(), err.str()
+    assert [v for _, v in read(broker, "tx-zombie", 1, "read_committed", expected=1, wait=2)] == ["fresh"]
+
+
+def test_the_coordinator_aborts_a_transaction_past_its_timeout():
+    with running_broker(["transaction.abort.timed.out.transaction.cleanup.interval.ms=200"]) as broker:
+        create(broker, "tx-slow", 1)
+        slow = producer(broker, "tx-slow", **{"transaction.timeout.ms": 1500})
+        slow.begin_transaction()
+        slow.produce("tx-slow", value="abandoned")
+        slow.flush(30)
+        commit_one(broker, "tx-other", "tx-slow", "committed")
+        # Only the coordinator's abort lets the committed record through.
+        got = read(broker, "tx-slow", 1, "read_committed", expected=1, wait=10)
+        assert [v for _, v in got] == ["committed"]
+        with pytest.raises(KafkaException):
+            slow.commit_transaction(10)
