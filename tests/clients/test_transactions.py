@@ -133,3 +133,57 @@ def test_the_coordinator_aborts_a_transaction_past_its_timeout():
         assert [v for _, v in got] == ["committed"]
         with pytest.raises(KafkaException):
             slow.commit_transaction(10)
+
+
+def test_consume_transform_produce_commits_its_input_offsets_with_its_output(broker):
+    create(broker, "eos-in", 2)
+    create(broker, "eos-out", 2)
+    plain = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(100):
+        plain.produce("eos-in", value=str(i), partition=i % 2)
+    plain.flush(30)
+    group = "eos-group"
+    consumer = Consumer({
+        "bootstrap.servers": broker.bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+    })
+    consumer.subscribe(["eos-in"])
+    p = producer(broker, "eos-processor")
+    done = 0
+    aborted_once = False
+    deadline = time.time() + 60
+    while done < 100 and time.time() < deadline:
+        msgs = consumer.consume(20, 1.0)
+        if not msgs:
+            continue
+        p.begin_transaction()
+        for m in msgs:
+            assert m.error() is None, m.error()
+            p.produce("eos-out", value=f"x{int(m.value()) * 10}", partition=m.partition())
+        p.send_offsets_to_transaction(consumer.position(consumer.assignment()), consumer.consumer_group_metadata(), 30)
+        if not aborted_once:
+            # The offsets sent in a transaction are not the group's until it
+            # commits: a reader that asks for stable offsets waits.
+            checker = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group,
+                                "isolation.level": "read_committed"})
+            with pytest.raises(KafkaException):
+                checker.committed([TopicPartition("eos-in", 0), TopicPartition("eos-in", 1)], timeout=2)
+            checker.close()
+            p.flush(30)
+            p.abort_transaction(30)
+            aborted_once = True
+            # Back to the committed offsets: what the abort undid is read again.
+            for tp in consumer.committed(consumer.assignment(), timeout=10):
+                consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else 0))
+            continue
+        p.commit_transaction(30)
+        done += len(msgs)
+    assert done == 100, f"processed {done} of 100"
+    committed = consumer.committed([TopicPartition("eos-in", 0), TopicPartition("eos-in", 1)], timeout=10)
+    assert sorted(tp.offset for tp in committed) == [50, 50]
+    consumer.close()
+    got = read(broker, "eos-out", 2, "read_committed", expected=100, wait=3)
+    assert values(got) == sorted(f"x{i * 10}" for i in range(100)), "each input's result exactly once"

@@ -212,12 +212,21 @@ pub struct Group {
     /// such record and its value (`None` deletes). The offsets log's
     /// rewrite takes them, so that replay after it ends where the log did.
     pub unapplied: HashMap<(Arc<str>, i32), (i64, Option<OffsetValue>)>,
+    /// Offsets committed inside a transaction that has not ended yet
+    /// (TxnOffsetCommit, KIP-447), by producer id: each value with the log
+    /// offset of its record. The producer's COMMIT marker applies them,
+    /// its ABORT marker drops them.
+    pub pending_txn: HashMap<i64, PendingOffsets>,
     /// Wall-clock ms since the group has had no members; offsets expire
     /// counted from here.
     pub empty_since_ms: i64,
     /// A timer task is running for this group.
     pub timer_running: bool,
 }
+
+/// One producer's offsets in a transaction not ended yet: each value with
+/// the log offset of its record.
+pub type PendingOffsets = HashMap<(Arc<str>, i32), (OffsetValue, i64)>;
 
 fn millis(ms: i32) -> Duration {
     Duration::from_millis(u64::try_from(ms).unwrap_or(0))
@@ -239,6 +248,7 @@ impl Group {
             offsets: HashMap::new(),
             offsets_at: HashMap::new(),
             unapplied: HashMap::new(),
+            pending_txn: HashMap::new(),
             empty_since_ms: now_ms,
             timer_running: false,
         }
@@ -891,7 +901,13 @@ impl Group {
     /// Empty with no offsets: forgotten by the next offsets expiry pass
     /// (`offsets.retention.check.interval.ms`), as Kafka's cleanup does.
     pub fn is_expirable(&self) -> bool {
-        self.state == State::Empty && self.offsets.is_empty() && self.pending.is_empty()
+        self.state == State::Empty && self.offsets.is_empty() && self.pending.is_empty() && self.pending_txn.is_empty()
+    }
+
+    /// Whether a transaction that has not ended holds an offset of
+    /// `key` (OffsetFetch's `require_stable` answers UNSTABLE_OFFSET_COMMIT).
+    pub fn has_pending_txn_offset(&self, key: &(Arc<str>, i32)) -> bool {
+        self.pending_txn.values().any(|offsets| offsets.contains_key(key))
     }
 }
 

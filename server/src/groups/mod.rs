@@ -226,17 +226,7 @@ pub async fn write_offsets<S: GroupHost>(
         }
     }
     let end = info.last_offset + 1;
-    let written = async {
-        p.log
-            .wait(end, Durability::Synced)
-            .await
-            .map_err(|e| match error_codes::for_log_error(&e) {
-                ErrorCode::NotLeaderOrFollower => ErrorCode::NotCoordinator,
-                other => other,
-            })?;
-        wait_replicated(shard, &p, end).await
-    }
-    .await;
+    let written = settle(shard, &p, end).await;
     let mut g = h.group.borrow_mut();
     for key in &keys {
         if g.unapplied.get(key).is_some_and(|(newest, _)| *newest == at) {
@@ -250,6 +240,105 @@ pub async fn write_offsets<S: GroupHost>(
         }
     }
     Ok(())
+}
+
+/// Waits until the records below `end` are synced and on the ISR.
+async fn settle<S: GroupHost>(shard: &Shard<S>, p: &Partition, end: i64) -> Result<(), ErrorCode> {
+    p.log
+        .wait(end, Durability::Synced)
+        .await
+        .map_err(|e| match error_codes::for_log_error(&e) {
+            ErrorCode::NotLeaderOrFollower => ErrorCode::NotCoordinator,
+            other => other,
+        })?;
+    wait_replicated(shard, p, end).await
+}
+
+/// TxnOffsetCommit (KIP-447), on the group's coordinator: checks the
+/// member as OffsetCommit does, appends the offsets as a transactional
+/// batch of the producer, and once it is synced and replicated holds them
+/// as the producer's pending offsets; its marker in this partition applies
+/// or drops them ([`complete_txn`]).
+#[allow(clippy::too_many_arguments)]
+pub async fn txn_commit<S: GroupHost>(
+    shard: Rc<Shard<S>>,
+    partition: i32,
+    group_id: String,
+    producer: (i64, i16),
+    generation: i32,
+    member_id: String,
+    instance_id: Option<String>,
+    offsets: Vec<(String, i32, OffsetValue)>,
+) -> Option<ErrorCode> {
+    // A commit without generation and member (TxnOffsetCommit before v3)
+    // is taken as Kafka takes it; with them, they are checked.
+    let unchecked = generation < 0 && member_id.is_empty();
+    let h = match committing_group(
+        &shard,
+        &group_id,
+        generation,
+        &member_id,
+        instance_id.as_deref(),
+        unchecked,
+    ) {
+        Ok(h) => h,
+        Err(e) => return Some(e),
+    };
+    let Some(p) = shard.partition(OFFSETS_TOPIC, partition) else {
+        return Some(ErrorCode::NotCoordinator);
+    };
+    let records = OffsetRecord::commits(&group_id, offsets);
+    let (producer_id, epoch) = producer;
+    let b = records::txn_batch_of(&records, now_ms(), producer_id, epoch);
+    let facts = match sluice_engine::batch::BatchHeader::parse(&b) {
+        Ok(header) => crate::producer_state::BatchFacts::of(&header, &b),
+        Err(_) => return Some(ErrorCode::UnknownServerError),
+    };
+    let info = match p.log.append(b, p.leader_epoch().max(0)) {
+        Ok(info) => info,
+        Err(e) => return Some(error_codes::for_log_error(&e)),
+    };
+    p.producers
+        .borrow_mut()
+        .apply(&facts, info.base_offset, info.last_offset);
+    if let Err(e) = settle(&shard, &p, info.last_offset + 1).await {
+        return Some(e);
+    }
+    let mut g = h.group.borrow_mut();
+    let pending = g.pending_txn.entry(producer_id).or_default();
+    for r in records {
+        if let Some(v) = r.value {
+            pending.insert((Arc::from(r.topic.as_str()), r.partition), (v, info.base_offset));
+        }
+    }
+    None
+}
+
+/// The transaction of `producer_id` ended in offsets partition
+/// `partition` (its marker is written, synced and replicated): its pending
+/// offsets in every group of the partition are applied (`commit`) or
+/// dropped.
+pub fn complete_txn<S: GroupHost>(shard: &Shard<S>, partition: i32, producer_id: i64, commit: bool) {
+    for h in shard.services.groups().all() {
+        let mut g = h.group.borrow_mut();
+        if coordinator_of(shard, &g.id).map(|(_, i)| i) != Some(partition) {
+            continue;
+        }
+        let Some(pending) = g.pending_txn.remove(&producer_id) else {
+            continue;
+        };
+        if commit {
+            for ((topic, p), (value, at)) in pending {
+                let r = OffsetRecord {
+                    group: g.id.to_string(),
+                    topic: topic.to_string(),
+                    partition: p,
+                    value: Some(value),
+                };
+                apply(&mut g, r, at);
+            }
+        }
+    }
 }
 
 /// Waits until every in-sync replica of a replicated offsets partition
@@ -290,13 +379,26 @@ fn apply(g: &mut Group, r: OffsetRecord, at: i64) {
 /// shard opens the partition, before it serves requests.
 pub fn load<S: GroupHost>(shard: &Shard<S>, p: &Partition) -> Result<usize, String> {
     let mut count = 0;
+    // Offsets of transactions not ended yet, by producer, in log order.
+    let mut open: HashMap<i64, Vec<(OffsetRecord, i64)>> = HashMap::new();
     p.log
         .for_each_batch(0, |h, batch| {
-            // Transaction markers hold no offsets.
             if h.is_control() {
+                // A marker applies or drops its producer's offsets.
+                let Some(pending) = open.remove(&h.producer_id()) else {
+                    return;
+                };
+                if sluice_engine::batch::marker(batch) == Some(sluice_engine::batch::Marker::Commit) {
+                    for (r, at) in pending {
+                        let g = shard.services.groups().get_or_create(&r.group);
+                        apply(&mut g.group.borrow_mut(), r, at);
+                        count += 1;
+                    }
+                }
                 return;
             }
             let read = records::for_each_record(batch, |k, v| match records::decode(k, v) {
+                Ok(Some(r)) if h.is_transactional() => open.entry(h.producer_id()).or_default().push((r, h.base_offset())),
                 Ok(Some(r)) => {
                     let g = shard.services.groups().get_or_create(&r.group);
                     apply(&mut g.group.borrow_mut(), r, h.base_offset());
@@ -310,6 +412,21 @@ pub fn load<S: GroupHost>(shard: &Shard<S>, p: &Partition) -> Result<usize, Stri
             }
         })
         .map_err(|e| e.to_string())?;
+    // What is still open waits for its marker.
+    for (producer_id, pending) in open {
+        for (r, at) in pending {
+            let Some(value) = r.value else {
+                continue;
+            };
+            let g = shard.services.groups().get_or_create(&r.group);
+            g.group
+                .borrow_mut()
+                .pending_txn
+                .entry(producer_id)
+                .or_default()
+                .insert((Arc::from(r.topic.as_str()), r.partition), (value, at));
+        }
+    }
     // Groups whose every offset was deleted are gone.
     for h in shard.services.groups().all() {
         let id = h.group.borrow().id.clone();
@@ -394,6 +511,11 @@ pub async fn compact_offsets<S: GroupHost>(shard: &Rc<Shard<S>>, owned: &[Rc<Par
         if &*p.topic != OFFSETS_TOPIC || p.log.segment_count() < 2 || p.log.is_poisoned() || !p.is_leader() {
             continue;
         }
+        // Offsets of a transaction not ended yet live only in their batch
+        // and wait for its marker: the rewrite would delete them.
+        if p.producers.borrow().first_unstable_offset().is_some() {
+            continue;
+        }
         let start = p.log.log_end_offset();
         let mut end = start;
         let mut failed = None;
@@ -446,6 +568,39 @@ pub async fn compact_offsets<S: GroupHost>(shard: &Rc<Shard<S>>, owned: &[Rc<Par
     }
 }
 
+/// The group a commit goes to, its member checked (unless `unchecked`). A
+/// group-less consumer (no generation, no member) commits into a new,
+/// empty group.
+fn committing_group<S: GroupHost>(
+    shard: &Shard<S>,
+    group_id: &str,
+    generation: i32,
+    member_id: &str,
+    instance_id: Option<&str>,
+    unchecked: bool,
+) -> Result<GroupRef, ErrorCode> {
+    let h = match shard.services.groups().get(group_id) {
+        Some(h) => h,
+        None if generation < 0 && member_id.is_empty() => shard.services.groups().get_or_create(group_id),
+        None if member_id.is_empty() => return Err(ErrorCode::IllegalGeneration),
+        None => return Err(ErrorCode::UnknownMemberId),
+    };
+    if unchecked {
+        return Ok(h);
+    }
+    let refused = h
+        .group
+        .borrow_mut()
+        .check_commit(generation, member_id, instance_id, Instant::now());
+    match refused {
+        Some(e) => {
+            shard.services.groups().remove_if_removable(group_id);
+            Err(e)
+        }
+        None => Ok(h),
+    }
+}
+
 /// Offsets of a commit request, checked against the group and written.
 /// `Ok(None)` when the group refused the commit with that error for all.
 pub async fn commit<S: GroupHost>(
@@ -457,30 +612,11 @@ pub async fn commit<S: GroupHost>(
     instance_id: Option<String>,
     offsets: Vec<(String, i32, OffsetValue)>,
 ) -> Option<ErrorCode> {
-    let h = match shard.services.groups().get(&group_id) {
-        Some(h) => h,
-        // A group-less consumer commits into a new, empty group.
-        None if generation < 0 && member_id.is_empty() => shard.services.groups().get_or_create(&group_id),
-        None if member_id.is_empty() => return Some(ErrorCode::IllegalGeneration),
-        None => return Some(ErrorCode::UnknownMemberId),
+    let h = match committing_group(&shard, &group_id, generation, &member_id, instance_id.as_deref(), false) {
+        Ok(h) => h,
+        Err(e) => return Some(e),
     };
-    let refused = h
-        .group
-        .borrow_mut()
-        .check_commit(generation, &member_id, instance_id.as_deref(), Instant::now());
-    if let Some(e) = refused {
-        shard.services.groups().remove_if_removable(&group_id);
-        return Some(e);
-    }
-    let records = offsets
-        .into_iter()
-        .map(|(topic, partition, value)| OffsetRecord {
-            group: group_id.clone(),
-            topic,
-            partition,
-            value: Some(value),
-        })
-        .collect();
+    let records = OffsetRecord::commits(&group_id, offsets);
     let r = write_offsets(&shard, partition, &h, records).await;
     kick(&shard, &h);
     r.err()

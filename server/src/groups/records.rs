@@ -36,6 +36,22 @@ pub struct OffsetRecord {
     pub value: Option<OffsetValue>,
 }
 
+impl OffsetRecord {
+    /// The records of a commit of `offsets` (topic, partition, value) for
+    /// `group`.
+    pub fn commits(group: &str, offsets: Vec<(String, i32, OffsetValue)>) -> Vec<OffsetRecord> {
+        offsets
+            .into_iter()
+            .map(|(topic, partition, value)| OffsetRecord {
+                group: group.to_string(),
+                topic,
+                partition,
+                value: Some(value),
+            })
+            .collect()
+    }
+}
+
 fn put_str(out: &mut BytesMut, s: &str) {
     // Group ids, topic names and metadata are bounded well below i16::MAX
     // by the request limits checked before they get here.
@@ -65,7 +81,24 @@ pub fn encode_value(v: &OffsetValue) -> Vec<u8> {
 
 /// One batch holding `records`, ready for [`sluice_engine::Log::append`].
 pub fn batch_of(records: &[OffsetRecord], now_ms: i64) -> BytesMut {
-    let recs: Vec<Record> = records
+    batch::build(&records_of(records, now_ms), ProducerFields::NONE)
+}
+
+/// One transactional batch of producer `producer_id` at `epoch` holding
+/// `records` (TxnOffsetCommit): it belongs to the producer's transaction,
+/// which its marker in this partition commits or aborts. No sequence: the
+/// coordinator writes it, not the producer.
+pub fn txn_batch_of(records: &[OffsetRecord], now_ms: i64, producer_id: i64, epoch: i16) -> BytesMut {
+    let producer = ProducerFields {
+        producer_id,
+        producer_epoch: epoch,
+        base_sequence: -1,
+    };
+    batch::build_with(&records_of(records, now_ms), producer, batch::TRANSACTIONAL)
+}
+
+fn records_of(records: &[OffsetRecord], now_ms: i64) -> Vec<Record> {
+    records
         .iter()
         .map(|r| Record {
             timestamp: now_ms,
@@ -73,8 +106,7 @@ pub fn batch_of(records: &[OffsetRecord], now_ms: i64) -> BytesMut {
             value: r.value.as_ref().map(encode_value),
             headers: Vec::new(),
         })
-        .collect();
-    batch::build(&recs, ProducerFields::NONE)
+        .collect()
 }
 
 fn classic_str(r: &mut Reader<'_>) -> Result<String, ParseError> {

@@ -377,13 +377,16 @@ pub async fn offset_commit(ctx: Ctx, body: BytesMut) -> Outcome {
 }
 
 /// Committed offsets of one group: for the listed topics and partitions, or
-/// all of them when `topics` is `None`.
-type FetchedTopic = (String, Vec<(i32, Option<OffsetValue>)>);
+/// all of them when `topics` is `None`; each with its own error code (with
+/// `require_stable`, UNSTABLE_OFFSET_COMMIT while a transaction that has
+/// not ended holds an offset of the partition).
+type FetchedTopic = (String, Vec<(i32, Option<OffsetValue>, i16)>);
 
 async fn fetch_offsets(
     shard: &Shard,
     group_id: String,
     topics: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Result<Vec<FetchedTopic>, ErrorCode> {
     if group_id.is_empty() {
         return Err(ErrorCode::InvalidGroupId);
@@ -391,30 +394,36 @@ async fn fetch_offsets(
     on_coordinator(shard, &group_id.clone(), move |shard, _| async move {
         let h = shard.services.groups.get(&group_id);
         let g = h.as_ref().map(|h| h.group.borrow());
-        let get = |topic: &str, p: i32| -> Option<OffsetValue> {
-            g.as_ref()
-                .and_then(|g| g.offsets.get(&(Arc::<str>::from(topic), p)).cloned())
+        let get = |topic: &str, p: i32| -> (i32, Option<OffsetValue>, i16) {
+            let key = (Arc::<str>::from(topic), p);
+            match &g {
+                Some(g) if require_stable && g.has_pending_txn_offset(&key) => {
+                    (p, None, ErrorCode::UnstableOffsetCommit.code())
+                }
+                Some(g) => (p, g.offsets.get(&key).cloned(), 0),
+                None => (p, None, 0),
+            }
         };
         match topics {
             Some(topics) => topics
                 .into_iter()
                 .map(|(t, parts)| {
-                    let values = parts.into_iter().map(|p| (p, get(&t, p))).collect();
+                    let values = parts.into_iter().map(|p| get(&t, p)).collect();
                     (t, values)
                 })
                 .collect(),
             None => {
-                let mut by_topic: std::collections::BTreeMap<String, Vec<(i32, Option<OffsetValue>)>> =
+                let mut by_topic: std::collections::BTreeMap<String, Vec<(i32, Option<OffsetValue>, i16)>> =
                     Default::default();
                 if let Some(g) = &g {
-                    for ((t, p), v) in &g.offsets {
-                        by_topic.entry(t.to_string()).or_default().push((*p, Some(v.clone())));
+                    for (t, p) in g.offsets.keys() {
+                        by_topic.entry(t.to_string()).or_default().push(get(t, *p));
                     }
                 }
                 by_topic
                     .into_iter()
                     .map(|(t, mut v)| {
-                        v.sort_by_key(|(p, _)| *p);
+                        v.sort_by_key(|(p, ..)| *p);
                         (t, v)
                     })
                     .collect()
@@ -436,7 +445,7 @@ macro_rules! fetched_topics {
                 rt.name = TopicName(str_bytes(&t));
                 rt.partitions = parts
                     .into_iter()
-                    .map(|(p, v): (i32, Option<OffsetValue>)| {
+                    .map(|(p, v, e): (i32, Option<OffsetValue>, i16)| {
                         let mut rp = <$part>::default();
                         rp.partition_index = p;
                         rp.committed_offset = v.as_ref().map_or(-1, |v| v.offset);
@@ -444,7 +453,7 @@ macro_rules! fetched_topics {
                             rp.committed_leader_epoch = v.as_ref().map_or(-1, |v| v.leader_epoch);
                         }
                         rp.metadata = Some(str_bytes(v.as_ref().map_or("", |v| &v.metadata)));
-                        rp.error_code = $error;
+                        rp.error_code = if e != 0 { e } else { $error };
                         rp
                     })
                     .collect();
@@ -466,7 +475,7 @@ pub async fn offset_fetch(ctx: Ctx, body: BytesMut) -> Outcome {
             });
             let mut out = OffsetFetchResponseGroup::default();
             out.group_id = g.group_id.clone();
-            match fetch_offsets(&ctx.shard, g.group_id.0.to_string(), topics).await {
+            match fetch_offsets(&ctx.shard, g.group_id.0.to_string(), topics, req.require_stable).await {
                 Err(e) => out.error_code = e.code(),
                 Ok(found) => {
                     out.topics =
@@ -482,7 +491,8 @@ pub async fn offset_fetch(ctx: Ctx, body: BytesMut) -> Outcome {
             .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
             .collect::<Vec<_>>()
     });
-    match fetch_offsets(&ctx.shard, req.group_id.0.to_string(), topics.clone()).await {
+    let require_stable = ctx.version >= 7 && req.require_stable;
+    match fetch_offsets(&ctx.shard, req.group_id.0.to_string(), topics.clone(), require_stable).await {
         Ok(found) => {
             resp.topics = fetched_topics!(
                 found,
@@ -501,7 +511,7 @@ pub async fn offset_fetch(ctx: Ctx, body: BytesMut) -> Outcome {
                 let none = topics
                     .unwrap_or_default()
                     .into_iter()
-                    .map(|(t, parts)| (t, parts.into_iter().map(|p| (p, None)).collect::<Vec<_>>()));
+                    .map(|(t, parts)| (t, parts.into_iter().map(|p| (p, None, 0)).collect::<Vec<_>>()));
                 resp.topics = fetched_topics!(
                     none,
                     OffsetFetchResponseTopic,

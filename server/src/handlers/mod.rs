@@ -71,6 +71,7 @@ pub const APIS: &[Api] = &[
     api(ApiKey::AddOffsetsToTxn, 0, 3, later!(txn::add_offsets_to_txn)),
     api(ApiKey::EndTxn, 0, 4, later!(txn::end_txn)),
     api(ApiKey::WriteTxnMarkers, 1, 1, later!(txn::write_txn_markers)),
+    api(ApiKey::TxnOffsetCommit, 0, 3, later!(txn::txn_offset_commit)),
     api(ApiKey::DescribeConfigs, 1, 4, Handler::Now(configs::describe_configs)),
     api(ApiKey::AlterConfigs, 0, 2, later!(configs::alter_configs)),
     api(ApiKey::CreatePartitions, 0, 3, later!(admin::create_partitions)),

@@ -12,12 +12,16 @@ use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnT
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
 };
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
 use kafka_protocol::messages::write_txn_markers_response::{
     WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
 };
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse,
-    EndTxnRequest, EndTxnResponse, ProducerId, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+    EndTxnRequest, EndTxnResponse, ProducerId, TxnOffsetCommitRequest, TxnOffsetCommitResponse, WriteTxnMarkersRequest,
+    WriteTxnMarkersResponse,
 };
 use sluice_engine::batch::Marker;
 
@@ -192,6 +196,105 @@ pub async fn end_txn(ctx: Ctx, body: BytesMut) -> Outcome {
     resp.producer_epoch = -1;
     ctx.shard.metrics.error(ctx.key as i16, resp.error_code);
     ctx.respond(&resp)
+}
+
+/// TxnOffsetCommit (KIP-447): offsets a transactional producer commits
+/// for a consumer group, which become the group's when the transaction
+/// commits. The transaction must hold the group's offsets partition
+/// (AddOffsetsToTxn first; its coordinator is asked, as for a first
+/// produce); the member is checked as OffsetCommit checks it.
+pub async fn txn_offset_commit(ctx: Ctx, body: BytesMut) -> Outcome {
+    let req: TxnOffsetCommitRequest = decode_or_return!(ctx, body);
+    let group_id = req.group_id.0.to_string();
+    let snapshot = ctx.shard.meta();
+    let max_meta = ctx.shard.config().groups.offset_metadata_max_bytes;
+    let now = crate::base::clock::now_ms();
+    // Per partition: an error found here, or `None` when it goes to the
+    // group's coordinator.
+    let mut checked: Vec<Vec<(i32, Option<ErrorCode>)>> = Vec::new();
+    let mut to_write = Vec::new();
+    for t in &req.topics {
+        let meta = snapshot.topic(t.name.0.as_str());
+        let mut parts = Vec::new();
+        for p in &t.partitions {
+            let metadata = p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default();
+            let refused = if group_id.is_empty() {
+                Some(ErrorCode::InvalidGroupId)
+            } else if !meta.is_some_and(|m| (0..m.partitions).contains(&p.partition_index)) {
+                Some(ErrorCode::UnknownTopicOrPartition)
+            } else if metadata.len() > max_meta {
+                Some(ErrorCode::OffsetMetadataTooLarge)
+            } else {
+                let v = crate::groups::records::OffsetValue {
+                    offset: p.committed_offset,
+                    leader_epoch: if ctx.version >= 2 { p.committed_leader_epoch } else { -1 },
+                    metadata,
+                    commit_ms: now,
+                };
+                to_write.push((t.name.0.to_string(), p.partition_index, v));
+                None
+            };
+            parts.push((p.partition_index, refused));
+        }
+        checked.push(parts);
+    }
+    let producer = (req.producer_id.0, req.producer_epoch);
+    let group_error = if to_write.is_empty() {
+        None
+    } else {
+        commit_in_txn(&ctx, &req, group_id, producer, to_write).await
+    }
+    .map(|e| fenced_for_version(e, ctx.version, 3));
+    let mut resp = TxnOffsetCommitResponse::default();
+    for (t, parts) in req.topics.iter().zip(checked) {
+        let mut out = TxnOffsetCommitResponseTopic::default().with_name(t.name.clone());
+        for (index, refused) in parts {
+            let code = refused.map_or(group_error.unwrap_or(0), |e| e.code());
+            ctx.shard.metrics.error(ctx.key as i16, code);
+            out.partitions.push(
+                TxnOffsetCommitResponsePartition::default()
+                    .with_partition_index(index)
+                    .with_error_code(code),
+            );
+        }
+        resp.topics.push(out);
+    }
+    ctx.respond(&resp)
+}
+
+/// The transaction's coordinator confirms the group's offsets partition is
+/// in the transaction, then the group's coordinator writes the offsets.
+async fn commit_in_txn(
+    ctx: &Ctx,
+    req: &TxnOffsetCommitRequest,
+    group_id: String,
+    producer: (i64, i16),
+    offsets: Vec<(String, i32, crate::groups::records::OffsetValue)>,
+) -> Option<ErrorCode> {
+    let n = ctx.shard.meta().topic(OFFSETS_TOPIC).map(|t| t.partitions)?;
+    let part: TxnPartition = (OFFSETS_TOPIC.into(), crate::groups::partition_for(&group_id, n));
+    let id: Arc<str> = req.transactional_id.0.as_str().into();
+    let verified = super::verify::ask_coordinator(ctx, &id, producer.0, producer.1, &[part]).await;
+    if let Some(Some(e)) = verified.into_iter().next() {
+        // A coordinator that cannot answer now: retried by the client.
+        return Some(match e {
+            ErrorCode::NotEnoughReplicas => ErrorCode::CoordinatorLoadInProgress,
+            other => other,
+        });
+    }
+    let (generation, member) = if ctx.version >= 3 {
+        (req.generation_id, req.member_id.to_string())
+    } else {
+        (-1, String::new())
+    };
+    let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
+    crate::groups::on_coordinator(&ctx.shard, &group_id.clone(), move |shard, partition| {
+        crate::groups::txn_commit(
+            shard, partition, group_id, producer, generation, member, instance, offsets,
+        )
+    })
+    .await
+    .unwrap_or_else(Some)
 }
 
 pub async fn write_txn_markers(ctx: Ctx, body: BytesMut) -> Outcome {

@@ -107,7 +107,7 @@ pub(super) async fn verify_transactional(
 /// in the producer's open transaction, else the produce error (a
 /// coordinator that cannot answer now is NOT_ENOUGH_REPLICAS, which
 /// producers retry, as in Kafka).
-async fn ask_coordinator(
+pub(super) async fn ask_coordinator(
     ctx: &Ctx,
     id: &Arc<str>,
     pid: i64,

@@ -174,6 +174,33 @@ const END_TXN: &[F] = &[
     F(T::Bool, 0, ALL),
 ];
 
+const TXN_OFFSET_COMMIT: &[F] = &[
+    F(T::Str, 0, ALL),
+    F(T::Str, 0, ALL),
+    F(T::I64, 0, ALL),
+    F(T::I16, 0, ALL),
+    F(T::I32, 3, ALL),
+    F(T::Str, 3, ALL),
+    F(T::NStr, 3, ALL),
+    F(
+        T::Arr(&[
+            F(T::Str, 0, ALL),
+            F(
+                T::Arr(&[
+                    F(T::I32, 0, ALL),
+                    F(T::I64, 0, ALL),
+                    F(T::I32, 2, ALL),
+                    F(T::NStr, 0, ALL),
+                ]),
+                0,
+                ALL,
+            ),
+        ]),
+        0,
+        ALL,
+    ),
+];
+
 const WRITE_TXN_MARKERS: &[F] = &[F(
     T::Arr(&[
         F(T::I64, 0, ALL),
@@ -383,6 +410,7 @@ fn layout(key: ApiKey) -> Option<&'static [F]> {
         ApiKey::AddPartitionsToTxn => ADD_PARTITIONS_TO_TXN,
         ApiKey::AddOffsetsToTxn => ADD_OFFSETS_TO_TXN,
         ApiKey::EndTxn => END_TXN,
+        ApiKey::TxnOffsetCommit => TXN_OFFSET_COMMIT,
         ApiKey::DescribeConfigs => DESCRIBE_CONFIGS,
         ApiKey::AlterConfigs => ALTER_CONFIGS,
         ApiKey::IncrementalAlterConfigs => INCREMENTAL_ALTER_CONFIGS,
@@ -636,6 +664,24 @@ mod tests {
             .with_transactional_id(TransactionalId(s("tx")))
             .with_committed(true);
         out.push((ApiKey::EndTxn, enc(et), 0, 4));
+        let toc = TxnOffsetCommitRequest::default()
+            .with_transactional_id(TransactionalId(s("tx")))
+            .with_group_id(GroupId(s("g")))
+            .with_topics(vec![
+                txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                    .with_name(tn("t"))
+                    .with_partitions(vec![
+                        txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                            .with_committed_offset(5)
+                            .with_committed_metadata(Some(s("m"))),
+                    ]),
+            ]);
+        let toc3 = toc
+            .clone()
+            .with_member_id(s("m-1"))
+            .with_group_instance_id(Some(s("i")));
+        out.push((ApiKey::TxnOffsetCommit, enc(toc), 0, 2));
+        out.push((ApiKey::TxnOffsetCommit, enc(toc3), 3, 3));
         let dc = DescribeConfigsRequest::default().with_resources(vec![
             describe_configs_request::DescribeConfigsResource::default()
                 .with_resource_type(2)

@@ -18,7 +18,9 @@ use sluice_engine::batch::Marker;
 use super::TxnHost;
 use super::state::{Status, TxnMeta, TxnPartition};
 use crate::error_codes::{self, ErrorCode};
+use crate::groups::GroupHost;
 use crate::image::NO_LEADER;
+use crate::meta::OFFSETS_TOPIC;
 use crate::protocol::peer::{self, Call};
 use crate::shard::Shard;
 
@@ -35,12 +37,16 @@ pub struct Mark {
 
 /// On the partition's owner: writes the marker now and returns a future
 /// that waits until the partition's in-sync replicas have it (as an
-/// acks=all produce does), or the error that refused it.
-pub fn write_local<S: crate::shard::Services>(
+/// acks=all produce does), or the error that refused it. In an offsets
+/// partition, the producer's pending transactional offsets are then
+/// applied or dropped.
+pub fn write_local<S: GroupHost>(
     shard: &Rc<Shard<S>>,
     m: Mark,
     deadline: Instant,
 ) -> impl std::future::Future<Output = Result<(), ErrorCode>> + use<S> {
+    let shard = shard.clone();
+    let offsets = (&*m.topic == OFFSETS_TOPIC).then_some((m.partition, m.producer_id, m.marker == Marker::Commit));
     let written = (|| {
         let p = shard
             .partition(&m.topic, m.partition)
@@ -75,6 +81,9 @@ pub fn write_local<S: crate::shard::Services>(
             .map_err(|e| error_codes::for_log_error(&e))?;
         if let Some(epoch) = replicated {
             p.wait_replicated(end, epoch, deadline).await.map_err(|r| r.code)?;
+        }
+        if let Some((partition, producer_id, commit)) = offsets {
+            crate::groups::complete_txn(&shard, partition, producer_id, commit);
         }
         Ok(())
     }
