@@ -47,12 +47,37 @@ pub enum Command {
     /// The cluster: brokers and the active controller.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Transactions: list the transactional ids the brokers coordinate,
+    /// describe one.
+    #[command(subcommand)]
+    Txn(TxnCommand),
     /// Log segment files, offline.
     #[command(subcommand)]
     Log(LogCommand),
     /// Prints a shell completion script for `sluice` (bash, zsh, fish,
     /// elvish, powershell).
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TxnCommand {
+    /// Every transactional id of every broker, with its producer id and
+    /// state (ListTransactions on each broker).
+    List {
+        #[command(flatten)]
+        target: Target,
+        /// Only ids in this state (Ongoing, PrepareCommit, ...); repeatable.
+        #[arg(long = "state")]
+        states: Vec<String>,
+    },
+    /// A transactional id's producer, epoch, state, timeout, start and the
+    /// partitions of its open transaction (DescribeTransactions at its
+    /// coordinator).
+    Describe {
+        #[command(flatten)]
+        target: Target,
+        transactional_id: String,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -380,6 +405,11 @@ fn dispatch(cmd: Command) -> Result<(), Failure> {
         }) => group_reset_offsets(&target, &group, &topics, &to, dry_run),
         Command::Group(GroupCommand::Delete { target, groups }) => group_delete(&target, &groups),
         Command::Cluster(ClusterCommand::Info { target }) => cluster_info(&target),
+        Command::Txn(TxnCommand::List { target, states }) => txn_list(&target, &states),
+        Command::Txn(TxnCommand::Describe {
+            target,
+            transactional_id,
+        }) => txn_describe(&target, &transactional_id),
         Command::Cluster(ClusterCommand::Health { target }) => cluster_health(&target),
         Command::Completions { .. } => Err(Failure {
             message: "completions are printed by the binary's entry point".into(),
@@ -1168,6 +1198,115 @@ fn describe_cluster(conn: &mut Connection) -> Result<DescribeClusterResponse, Fa
     let mut req = DescribeClusterRequest::default();
     req.include_fenced_brokers = true;
     Ok(conn.call(ApiKey::DescribeCluster, 2, &req)?)
+}
+
+/// `sluice txn list`: ListTransactions on every live broker (each answers
+/// for the ids it coordinates).
+fn txn_list(t: &Target, states: &[String]) -> Result<(), Failure> {
+    use kafka_protocol::messages::{ListTransactionsRequest, ListTransactionsResponse};
+    let mut conn = connect(&t.brokers)?;
+    let cluster = describe_cluster(&mut conn)?;
+    let mut rows: Vec<(String, i64, String, i32)> = Vec::new();
+    for b in cluster.brokers.iter().filter(|b| !b.is_fenced) {
+        let mut there = connect(&format!("{}:{}", b.host, b.port))?;
+        let req = ListTransactionsRequest::default().with_state_filters(states.iter().map(|x| s(x)).collect());
+        let resp: ListTransactionsResponse = there.call(ApiKey::ListTransactions, 1, &req)?;
+        if resp.error_code != 0 {
+            return Err(refused("ListTransactions", resp.error_code, None));
+        }
+        if let Some(unknown) = resp.unknown_state_filters.first() {
+            return Err(Failure {
+                message: format!("unknown transaction state `{unknown}`"),
+                code: 2,
+            });
+        }
+        for x in resp.transaction_states {
+            rows.push((
+                x.transactional_id.to_string(),
+                x.producer_id.0,
+                x.transaction_state.to_string(),
+                b.broker_id.0,
+            ));
+        }
+    }
+    rows.sort();
+    if t.json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(id, pid, state, coordinator)| {
+                json!({"transactional_id": id, "producer_id": pid, "state": state, "coordinator": coordinator})
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+    } else {
+        let rows: Vec<Vec<String>> = rows
+            .into_iter()
+            .map(|(id, pid, state, c)| vec![id, pid.to_string(), state, c.to_string()])
+            .collect();
+        table(&["TRANSACTIONAL ID", "PRODUCER", "STATE", "COORDINATOR"], &rows);
+    }
+    Ok(())
+}
+
+/// `sluice txn describe ID`: FindCoordinator, then DescribeTransactions
+/// there.
+fn txn_describe(t: &Target, id: &str) -> Result<(), Failure> {
+    use kafka_protocol::messages::{
+        DescribeTransactionsRequest, DescribeTransactionsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
+        TransactionalId,
+    };
+    let mut conn = connect(&t.brokers)?;
+    let mut find = FindCoordinatorRequest::default();
+    find.key_type = 1;
+    find.coordinator_keys = vec![s(id)];
+    let found: FindCoordinatorResponse = conn.call(ApiKey::FindCoordinator, 4, &find)?;
+    let c = found.coordinators.first().ok_or_else(|| Failure {
+        message: "FindCoordinator: empty answer".into(),
+        code: 1,
+    })?;
+    if c.error_code != 0 {
+        return Err(refused(
+            &format!("finding the coordinator of `{id}`"),
+            c.error_code,
+            c.error_message.as_ref(),
+        ));
+    }
+    let mut there = connect(&format!("{}:{}", c.host, c.port))?;
+    let req = DescribeTransactionsRequest::default().with_transactional_ids(vec![TransactionalId(s(id))]);
+    let resp: DescribeTransactionsResponse = there.call(ApiKey::DescribeTransactions, 0, &req)?;
+    let x = resp.transaction_states.first().ok_or_else(|| Failure {
+        message: "DescribeTransactions: empty answer".into(),
+        code: 1,
+    })?;
+    if x.error_code != 0 {
+        return Err(refused(&format!("describing `{id}`"), x.error_code, None));
+    }
+    let partitions: Vec<String> = x
+        .topics
+        .iter()
+        .flat_map(|tp| tp.partitions.iter().map(move |p| format!("{}-{p}", &*tp.topic)))
+        .collect();
+    if t.json {
+        println!(
+            "{}",
+            json!({"transactional_id": id, "coordinator": c.node_id.0, "state": x.transaction_state.to_string(),
+                   "producer_id": x.producer_id.0, "producer_epoch": x.producer_epoch,
+                   "timeout_ms": x.transaction_timeout_ms, "start_ms": x.transaction_start_time_ms,
+                   "partitions": partitions})
+        );
+    } else {
+        let rows = vec![
+            vec!["coordinator".to_string(), c.node_id.0.to_string()],
+            vec!["state".to_string(), x.transaction_state.to_string()],
+            vec!["producer id".to_string(), x.producer_id.0.to_string()],
+            vec!["producer epoch".to_string(), x.producer_epoch.to_string()],
+            vec!["timeout ms".to_string(), x.transaction_timeout_ms.to_string()],
+            vec!["started (ms)".to_string(), x.transaction_start_time_ms.to_string()],
+            vec!["partitions".to_string(), partitions.join(", ")],
+        ];
+        table(&["TRANSACTIONAL ID", id], &rows);
+    }
+    Ok(())
 }
 
 fn cluster_info(t: &Target) -> Result<(), Failure> {

@@ -171,6 +171,7 @@ impl Collector for Report {
         self.encode_replication(e)?;
         self.encode_cluster(e)?;
         self.encode_groups(e)?;
+        self.encode_transactions(e)?;
         Ok(())
     }
 }
@@ -300,6 +301,56 @@ impl Report {
             "Bytes of record batches sent to consumers (not to followers), by topic.",
             MetricType::Counter,
             topics.iter().map(|(t, v)| (vec![label("topic", t)], counter(v.2))),
+        )?;
+        Ok(())
+    }
+
+    /// Transactions this broker coordinates, and what open ones hold back
+    /// in the partitions it leads.
+    fn encode_transactions(&self, e: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let txns = || self.shards.iter().flat_map(|s| &s.transactions);
+        let mut by_state: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+        for (state, _) in txns() {
+            *by_state.entry(state).or_default() += 1;
+        }
+        family(
+            e,
+            "sluice_transactional_ids",
+            "Transactional ids this broker coordinates, by state (Ongoing: a transaction is open).",
+            MetricType::Gauge,
+            by_state.iter().map(|(s, n)| (vec![label("state", s)], gauge(*n))),
+        )?;
+        let now = crate::base::clock::now_ms();
+        let oldest = txns()
+            .filter(|(state, start)| *state == "Ongoing" && *start >= 0)
+            .map(|(_, start)| now - start)
+            .max()
+            .unwrap_or(0);
+        family(
+            e,
+            "sluice_transaction_oldest_open_ms",
+            "Age of the oldest open transaction this broker coordinates, ms (0 when none is open).",
+            MetricType::Gauge,
+            [(vec![], gauge(oldest))],
+        )?;
+        let mut lagging: Vec<&PartitionReport> = self
+            .shards
+            .iter()
+            .flat_map(|s| &s.partitions)
+            .filter(|p| p.leader && p.lso_lag > 0)
+            .collect();
+        lagging.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        family(
+            e,
+            "sluice_partition_lso_lag",
+            "Offsets between the high watermark and the last stable offset of each partition this broker leads that has an open transaction (what read_committed consumers wait for).",
+            MetricType::Gauge,
+            lagging.iter().map(|p| {
+                (
+                    vec![label("topic", &p.topic), label("partition", p.partition)],
+                    gauge(p.lso_lag),
+                )
+            }),
         )?;
         Ok(())
     }
@@ -551,7 +602,15 @@ pub fn shard_report(shard: &crate::node::Shard) -> ShardReport {
             under_min_isr: leader && replica.isr.len() < replica.min_isr,
             at_min_isr: leader && replica.isr.len() == replica.min_isr,
             high_watermark: p.log.high_watermark(),
+            lso_lag: if leader {
+                p.log.high_watermark() - p.last_stable_offset()
+            } else {
+                0
+            },
         });
+    }
+    for (m, _) in shard.services.transactions.all() {
+        r.transactions.push((m.status.name(), m.start_ms));
     }
     for h in shard.services.groups.all() {
         let g = h.group.borrow();

@@ -252,6 +252,22 @@ impl ProducerStates {
         }
     }
 
+    /// Every producer with its epoch, the last sequence of its newest
+    /// batch (-1 when none is remembered) and the first offset of its open
+    /// transaction (-1 when none), by producer id (DescribeProducers).
+    pub fn active(&self) -> Vec<(i64, i16, i32, i64)> {
+        let mut out: Vec<_> = self
+            .producers
+            .iter()
+            .map(|(&id, e)| {
+                let last_seq = e.batches.back().map_or(-1, |b| b.last_seq);
+                (id, e.epoch, last_seq, e.txn_first_offset.unwrap_or(-1))
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// Whether `producer_id` has a transaction open in this partition.
     pub fn has_open_txn(&self, producer_id: i64) -> bool {
         self.producers

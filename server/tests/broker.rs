@@ -826,6 +826,68 @@ fn a_transaction_runs_from_find_coordinator_to_commit_and_abort_over_the_wire() 
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(committed_read(&mut c, 0), (7, 7, vec![]));
+    // DescribeProducers: the producer, its epoch and no open transaction.
+    let req = DescribeProducersRequest::default().with_topics(vec![
+        describe_producers_request::TopicRequest::default()
+            .with_name(name("out"))
+            .with_partition_indexes(vec![1, 9]),
+    ]);
+    let r: DescribeProducersResponse = c.call(ApiKey::DescribeProducers, 0, &req);
+    let parts = &r.topics[0].partitions;
+    assert_eq!(parts[1].error_code, 3, "no partition 9");
+    let p1 = &parts[0].active_producers;
+    assert_eq!(
+        p1.iter()
+            .map(|s| (
+                s.producer_id.0,
+                s.producer_epoch,
+                s.last_sequence,
+                s.current_txn_start_offset
+            ))
+            .collect::<Vec<_>>(),
+        vec![(pid, 0, 3, -1)]
+    );
+    // ListTransactions and DescribeTransactions.
+    let r: ListTransactionsResponse = c.call(ApiKey::ListTransactions, 1, &ListTransactionsRequest::default());
+    let listed: Vec<(String, i64, String)> = r
+        .transaction_states
+        .iter()
+        .map(|t| {
+            (
+                t.transactional_id.0.to_string(),
+                t.producer_id.0,
+                t.transaction_state.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(listed, vec![("tx-1".to_string(), pid, "CompleteAbort".to_string())]);
+    let r: ListTransactionsResponse = c.call(
+        ApiKey::ListTransactions,
+        1,
+        &ListTransactionsRequest::default().with_state_filters(vec![
+            StrBytes::from_static_str("Ongoing"),
+            StrBytes::from_static_str("Bogus"),
+        ]),
+    );
+    assert!(r.transaction_states.is_empty());
+    assert_eq!(r.unknown_state_filters.len(), 1);
+    let r: DescribeTransactionsResponse = c.call(
+        ApiKey::DescribeTransactions,
+        0,
+        &DescribeTransactionsRequest::default()
+            .with_transactional_ids(vec![tx(), TransactionalId(StrBytes::from_static_str("nope"))]),
+    );
+    let t = &r.transaction_states[0];
+    assert_eq!(
+        (
+            t.error_code,
+            t.producer_id.0,
+            t.producer_epoch,
+            t.transaction_state.as_str()
+        ),
+        (0, pid, 0, "CompleteAbort")
+    );
+    assert_eq!(r.transaction_states[1].error_code, 105, "TRANSACTIONAL_ID_NOT_FOUND");
     // A new producer with the id bumps the epoch and fences the old one.
     let r = init(&mut c);
     assert_eq!((r.error_code, r.producer_id.0, r.producer_epoch), (0, pid, 1));

@@ -24,6 +24,8 @@ from conftest import Broker, free_port
 from history import History, now_ms
 
 TOPIC = "faults"
+# Written by the transactional producer only, read with read_committed.
+TXN_TOPIC = "faults-txn"
 PARTITIONS = 3
 GROUP = "faults-group"
 SESSION_MS = 3000
@@ -86,6 +88,9 @@ class FaultCluster:
                 "default.replication.factor=3",
                 "min.insync.replicas=2",
                 "offsets.topic.num.partitions=3",
+                "transaction.state.log.num.partitions=3",
+                # A transaction its producer left open ends within seconds.
+                "transaction.abort.timed.out.transaction.cleanup.interval.ms=1000",
                 f"broker.session.timeout.ms={SESSION_MS}",
                 "broker.heartbeat.interval.ms=500",
                 "sluice.controller.write.timeout.ms=5000",
@@ -144,10 +149,11 @@ class FaultCluster:
             if time.time() > deadline:
                 raise AssertionError("brokers did not register")
             time.sleep(0.2)
-        fs = a.create_topics([NewTopic(TOPIC, num_partitions=PARTITIONS, replication_factor=3)],
+        fs = a.create_topics([NewTopic(t, num_partitions=PARTITIONS, replication_factor=3) for t in (TOPIC, TXN_TOPIC)],
                              request_timeout=20)
         try:
-            fs[TOPIC].result(timeout=25)
+            for t in (TOPIC, TXN_TOPIC):
+                fs[t].result(timeout=25)
         except KafkaException as e:
             a.poll(0)  # hands the queued log lines to the logger
             raise AssertionError(f"creating {TOPIC}: {e}; each node's view: {self.views()}; "
@@ -398,7 +404,10 @@ class Workload:
     uniquely numbered values round-robin to the topic's partitions, one
     consumer reading every partition by assignment, two consumers in a
     group committing their positions, and a watcher fetching the group's
-    committed offsets; everything recorded in `hist`."""
+    committed offsets; beside them a transactional producer writing
+    transactions of four values over the partitions of its own topic
+    (every fourth aborted after a flush) and a read_committed consumer of
+    that topic; everything recorded in `hist`."""
 
     def __init__(self, bootstrap, hist, rate=150):
         self.bootstrap = bootstrap
@@ -416,6 +425,8 @@ class Workload:
         for name in ("g1", "g2"):
             self._spawn(self._read_group, name)
         self._spawn(self._watch_commits)
+        self._spawn(self._transact)
+        self._spawn(self._read_committed)
 
     def stop(self):
         """Stops the clients; returns the errors that ended any of them."""
@@ -463,6 +474,64 @@ class Workload:
         p.flush(120)
         for value, (t, part) in list(outstanding.items()):
             self.hist.unknown(name, t, TOPIC, part, value, idempotent, acks)
+
+    def _transact(self, per_second=10):
+        """Transactions of four values; each recorded with how it ended for
+        the producer: committed, aborted, or unknown (an error while
+        committing; the producer is then made anew, whose init aborts the
+        transaction if it is still open)."""
+        p, n = None, 0
+        start = time.time()
+        while not self.stopping.is_set():
+            if p is None:
+                p = Producer({"bootstrap.servers": self.bootstrap, "transactional.id": "faults-txn",
+                              "transaction.timeout.ms": 10000, "linger.ms": 5, "log_level": 0})
+                try:
+                    p.init_transactions(30)
+                except KafkaException:
+                    p = None
+                    time.sleep(1)
+                    continue
+            if n >= (time.time() - start) * per_second:
+                time.sleep(0.02)
+                continue
+            values = [(j % PARTITIONS, f"txn-{n}-{j}") for j in range(4)]
+            t0, outcome = now_ms(), "info"
+            try:
+                p.begin_transaction()
+                for part, v in values:
+                    p.produce(TXN_TOPIC, value=v.encode(), partition=part)
+                if n % 4 == 3:
+                    p.flush(30)
+                    p.abort_transaction(30)
+                    outcome = "fail"
+                else:
+                    p.commit_transaction(30)
+                    outcome = "ok"
+            except KafkaException as e:
+                if e.args[0].txn_requires_abort():
+                    try:
+                        p.abort_transaction(30)
+                        outcome = "fail"
+                    except KafkaException:
+                        p = None
+                else:
+                    p = None
+            self.hist.add({"op": "txn", "process": "txn", "start_ms": t0, "end_ms": now_ms(), "outcome": outcome,
+                           "topic": TXN_TOPIC, "values": [[part, v] for part, v in values]})
+            n += 1
+
+    def _read_committed(self):
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"committed-{time.time()}",
+                      "enable.auto.commit": False, "isolation.level": "read_committed",
+                      "fetch.wait.max.ms": 100, "log_level": 0})
+        c.assign([TopicPartition(TXN_TOPIC, p, 0) for p in range(PARTITIONS)])
+        while not self.stopping.is_set():
+            for m in c.consume(500, 0.1):
+                if not m.error():
+                    self.hist.read_committed("committed", "live", TXN_TOPIC, m.partition(), m.offset(),
+                                             m.value().decode())
+        c.close()
 
     def _read_assigned(self):
         c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"reader-{time.time()}",
@@ -596,6 +665,7 @@ def run_faults(root, schedule, seed, hold, rate=150, settle=60, disk_mb=192, bas
         time.sleep(2)
         client_errors = work.stop()
         hist.drain(cluster.bootstrap, TOPIC, PARTITIONS)
+        hist.drain_committed(cluster.bootstrap, TXN_TOPIC, PARTITIONS)
     finally:
         try:
             nemesis.heal()

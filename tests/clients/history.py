@@ -63,6 +63,46 @@ class History:
         self.add({"op": "read", "process": process, "session": session, "start_ms": t, "end_ms": t,
                   "topic": topic, "partition": partition, "offset": offset, "value": value})
 
+    def read_committed(self, process, session, topic, partition, offset, value):
+        t = now_ms()
+        self.add({"op": "read_committed", "process": process, "session": session, "start_ms": t, "end_ms": t,
+                  "topic": topic, "partition": partition, "offset": offset, "value": value})
+
+    def drain_committed(self, bootstrap, topic, partitions, timeout=60):
+        """Reads every partition of `topic` with read_committed as the
+        `final` session, once no transaction is open there (its last stable
+        offset reached its high watermark: the coordinator aborts what a
+        producer left open) or `timeout` passed."""
+        committed = Consumer({"bootstrap.servers": bootstrap, "group.id": f"drain-rc-{time.time()}",
+                              "enable.auto.commit": False, "isolation.level": "read_committed",
+                              "log_level": 0})
+        plain = Consumer({"bootstrap.servers": bootstrap, "group.id": f"drain-hw-{time.time()}",
+                          "enable.auto.commit": False, "log_level": 0})
+        for p in range(partitions):
+            tp = TopicPartition(topic, p)
+            deadline = time.time() + timeout
+            while True:
+                try:
+                    stable = committed.get_watermark_offsets(tp, timeout=10)[1]
+                    high = plain.get_watermark_offsets(tp, timeout=10)[1]
+                except KafkaException:
+                    stable, high = -1, 0
+                if (stable == high and stable >= 0) or time.time() > deadline:
+                    break
+                time.sleep(0.5)
+            committed.assign([TopicPartition(topic, p, 0)])
+            quiet_until = time.time() + 5
+            while time.time() < quiet_until:
+                for m in committed.consume(1000, 0.5):
+                    if m.error():
+                        continue
+                    quiet_until = time.time() + 5
+                    self.read_committed("drain", "final", topic, p, m.offset(), m.value().decode())
+                    if m.offset() >= stable - 1:
+                        quiet_until = 0
+        committed.close()
+        plain.close()
+
     def drain(self, bootstrap, topic, partitions, timeout=30):
         """Reads every partition from its start to its high watermark as the
         `final` session; `timeout` bounds each wait for the next record."""

@@ -25,6 +25,9 @@ def test_fault(fault, tmp_path):
     # Every producer had writes acknowledged and the consumers read them.
     assert ops.get("send_ok", 0) > 1000, ops
     assert ops.get("read", 0) > 1000, ops
+    # Transactions ran through it, read with read_committed.
+    assert ops.get("txn", 0) > 50, ops
+    assert ops.get("read_committed", 0) > 100, ops
     # The idempotent acks=all producer was never stopped for good: its
     # longest stretch without an acknowledgement is bounded.
     assert report["availability_longest_gap_s"][fault] < 30, report["availability_longest_gap_s"]

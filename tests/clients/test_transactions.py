@@ -187,3 +187,50 @@ def test_consume_transform_produce_commits_its_input_offsets_with_its_output(bro
     consumer.close()
     got = read(broker, "eos-out", 2, "read_committed", expected=100, wait=3)
     assert values(got) == sorted(f"x{i * 10}" for i in range(100)), "each input's result exactly once"
+
+
+def test_transactions_are_listed_described_and_measured():
+    """`sluice txn list|describe` (ListTransactions, DescribeTransactions)
+    and the metrics."""
+    from conftest import free_port
+    port = free_port()
+    with running_broker([f"sluice.admin.listen=127.0.0.1:{port}"]) as broker:
+        listed_described_and_measured(broker, f"127.0.0.1:{port}")
+
+
+def listed_described_and_measured(broker, admin_addr):
+    import json
+    import subprocess
+    import urllib.request
+
+    from conftest import BINARY
+
+    def cli(*args):
+        out = subprocess.run([BINARY, *args, "--brokers", broker.bootstrap], capture_output=True, text=True,
+                             timeout=60)
+        return out.returncode, out.stdout, out.stderr
+
+    create(broker, "tx-admin", 2)
+    commit_one(broker, "tx-done", "tx-admin", "done")
+    p = producer(broker, "tx-open-one")
+    p.begin_transaction()
+    p.produce("tx-admin", value="pending", partition=1)
+    p.flush(30)
+    rc, out, err = cli("txn", "list", "--json")
+    assert rc == 0, err
+    listed = {t["transactional_id"]: t for t in json.loads(out)}
+    assert listed["tx-done"]["state"] == "CompleteCommit"
+    assert listed["tx-open-one"]["state"] == "Ongoing"
+    rc, out, err = cli("txn", "list", "--state", "Ongoing", "--json")
+    assert rc == 0 and [t["transactional_id"] for t in json.loads(out)] == ["tx-open-one"], out
+    rc, out, err = cli("txn", "describe", "tx-open-one", "--json")
+    assert rc == 0, err
+    d = json.loads(out)
+    assert d["state"] == "Ongoing" and d["partitions"] == ["tx-admin-1"] and d["start_ms"] > 0, d
+    rc, _, err = cli("txn", "describe", "no-such-id")
+    assert rc == 1 and "TRANSACTIONAL_ID_NOT_FOUND" in err, err
+    # The metrics: one open transaction, and the stable offset held back.
+    text = urllib.request.urlopen(f"http://{admin_addr}/metrics", timeout=10).read().decode()
+    assert 'sluice_transactional_ids{state="Ongoing"} 1' in text, text
+    assert 'sluice_partition_lso_lag{topic="tx-admin",partition="1"} 1' in text
+    p.commit_transaction(30)

@@ -8,6 +8,14 @@
 //! `"final"` are the drain at the end of a run: every partition read from
 //! its start to its end once the faults have healed. They are the log the
 //! checker holds acknowledged writes against.
+//!
+//! Transactions are recorded apart: a [`Op::Txn`] per transaction with the
+//! values it wrote and how its producer saw it end (committed, aborted or
+//! unknown), and [`Op::ReadCommitted`] for what read_committed consumers
+//! received, whose `"final"` session is the read_committed drain. Their
+//! checks ([`check_transactions`]): no aborted value is read, a committed
+//! transaction is all in the drain, one of unknown outcome is all or
+//! nothing there, no value is there twice, and reads go forward.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -66,6 +74,29 @@ pub enum Op {
         partition: i32,
         offset: i64,
     },
+    /// One transaction of a transactional producer: the uniquely numbered
+    /// values it wrote (partition, value) and how it ended for the
+    /// producer: `ok` committed, `fail` aborted, `info` unknown.
+    Txn {
+        process: String,
+        start_ms: f64,
+        end_ms: f64,
+        outcome: Outcome,
+        topic: String,
+        values: Vec<(i32, String)>,
+    },
+    /// One record a read_committed consumer received; `"final"` is the
+    /// read_committed drain.
+    ReadCommitted {
+        process: String,
+        session: String,
+        start_ms: f64,
+        end_ms: f64,
+        topic: String,
+        partition: i32,
+        offset: i64,
+        value: String,
+    },
 }
 
 /// How an operation ended: `info` is unknown (a timeout).
@@ -119,6 +150,17 @@ pub enum Kind {
     /// A partition written to without a final drain: losses cannot be
     /// judged (the run is invalid).
     NoFinalRead,
+    /// A read_committed consumer received a value of an aborted
+    /// transaction.
+    AbortedRead,
+    /// A value of a committed transaction is not in the read_committed
+    /// drain.
+    CommittedMissing,
+    /// A transaction of unknown outcome is in the read_committed drain in
+    /// part only.
+    PartialTransaction,
+    /// A transactional value is in the read_committed drain more than once.
+    DuplicateCommitted,
 }
 
 impl Kind {
@@ -405,6 +447,8 @@ pub fn check(ops: &[Op], allow: Allowances) -> Report {
         }
     }
 
+    check_transactions(ops, &mut push);
+
     let mut counts: BTreeMap<Kind, usize> = BTreeMap::new();
     for a in &found {
         *counts.entry(a.kind).or_default() += 1;
@@ -425,6 +469,131 @@ pub fn check(ops: &[Op], allow: Allowances) -> Report {
         counts,
         forbidden,
         anomalies: found,
+    }
+}
+
+/// The checks of transactions and read_committed reads (see the module
+/// doc), reported through `push`.
+pub fn check_transactions(ops: &[Op], push: &mut impl FnMut(Kind, String, Vec<usize>)) {
+    // Each transactional value's transaction.
+    let mut txn_of: HashMap<&str, (usize, Outcome)> = HashMap::new();
+    let mut written: HashSet<Key> = HashSet::new();
+    for (i, op) in ops.iter().enumerate() {
+        if let Op::Txn {
+            outcome, topic, values, ..
+        } = op
+        {
+            for (p, v) in values {
+                txn_of.insert(v.as_str(), (i, *outcome));
+                written.insert((topic.clone(), *p));
+            }
+        }
+    }
+    let mut last: HashMap<(&str, &str, Key), (i64, usize)> = HashMap::new();
+    let mut drained: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut drained_parts: HashSet<Key> = HashSet::new();
+    for (i, op) in ops.iter().enumerate() {
+        let Op::ReadCommitted {
+            process,
+            session,
+            topic,
+            partition,
+            offset,
+            value,
+            ..
+        } = op
+        else {
+            continue;
+        };
+        let key = (topic.clone(), *partition);
+        match txn_of.get(value.as_str()) {
+            None => push(
+                Kind::PhantomRead,
+                format!("read_committed {topic}-{partition}@{offset} holds `{value}`, which no transaction wrote"),
+                vec![i + 1],
+            ),
+            Some(&(t, Outcome::Fail)) => push(
+                Kind::AbortedRead,
+                format!(
+                    "{process} ({session}) read `{value}` at {topic}-{partition}@{offset}, of an aborted transaction"
+                ),
+                vec![t + 1, i + 1],
+            ),
+            Some(_) => {}
+        }
+        let slot = (process.as_str(), session.as_str(), key.clone());
+        if let Some(&(prev, j)) = last.get(&slot)
+            && *offset <= prev
+        {
+            push(
+                Kind::NonMonotonicRead,
+                format!("{process} ({session}) read_committed {topic}-{partition}@{offset} after @{prev}"),
+                vec![j + 1, i + 1],
+            );
+        }
+        last.insert(slot, (*offset, i));
+        if session == "final" {
+            drained.entry(value.as_str()).or_default().push(i);
+            drained_parts.insert(key);
+        }
+    }
+    let mut undrained: Vec<&Key> = written.iter().filter(|k| !drained_parts.contains(*k)).collect();
+    undrained.sort();
+    for k in &undrained {
+        push(
+            Kind::NoFinalRead,
+            format!(
+                "{}-{} was written to in transactions but never drained with read_committed",
+                k.0, k.1
+            ),
+            Vec::new(),
+        );
+    }
+    for (v, at) in &drained {
+        if at.len() > 1 {
+            push(
+                Kind::DuplicateCommitted,
+                format!("`{v}` is in the read_committed drain {} times", at.len()),
+                at.iter().map(|i| i + 1).collect(),
+            );
+        }
+    }
+    for (i, op) in ops.iter().enumerate() {
+        let Op::Txn {
+            outcome, topic, values, ..
+        } = op
+        else {
+            continue;
+        };
+        if values.iter().any(|(p, _)| undrained.contains(&&(topic.clone(), *p))) {
+            continue;
+        }
+        let present: Vec<&str> = values
+            .iter()
+            .map(|(_, v)| v.as_str())
+            .filter(|v| drained.contains_key(v))
+            .collect();
+        match outcome {
+            Outcome::Ok if present.len() < values.len() => push(
+                Kind::CommittedMissing,
+                format!(
+                    "a committed transaction of {} values has {} in the read_committed drain",
+                    values.len(),
+                    present.len()
+                ),
+                vec![i + 1],
+            ),
+            Outcome::Info if !present.is_empty() && present.len() < values.len() => push(
+                Kind::PartialTransaction,
+                format!(
+                    "a transaction of unknown outcome has {} of its {} values in the read_committed drain",
+                    present.len(),
+                    values.len()
+                ),
+                vec![i + 1],
+            ),
+            _ => {}
+        }
     }
 }
 
@@ -493,6 +662,81 @@ mod tests {
             fetched(1, 10.0),
             fetched(3, 20.0),
         ]
+    }
+
+    fn txn(outcome: Outcome, values: &[(i32, &str)]) -> Op {
+        Op::Txn {
+            process: "tx".into(),
+            start_ms: 0.0,
+            end_ms: 1.0,
+            outcome,
+            topic: "tt".into(),
+            values: values.iter().map(|(p, v)| (*p, v.to_string())).collect(),
+        }
+    }
+
+    fn read_committed(session: &str, p: i32, offset: i64, v: &str) -> Op {
+        Op::ReadCommitted {
+            process: "rc".into(),
+            session: session.into(),
+            start_ms: 2.0,
+            end_ms: 3.0,
+            topic: "tt".into(),
+            partition: p,
+            offset,
+            value: v.into(),
+        }
+    }
+
+    /// Three transactions over two partitions: committed, aborted,
+    /// unknown (and, as it turned out, committed); read live and drained.
+    fn clean_txns() -> Vec<Op> {
+        vec![
+            txn(Outcome::Ok, &[(0, "x1"), (1, "x2")]),
+            txn(Outcome::Fail, &[(0, "y1"), (1, "y2")]),
+            txn(Outcome::Info, &[(0, "z1"), (1, "z2")]),
+            read_committed("live", 0, 0, "x1"),
+            read_committed("live", 0, 6, "z1"),
+            read_committed("final", 0, 0, "x1"),
+            read_committed("final", 0, 6, "z1"),
+            read_committed("final", 1, 0, "x2"),
+            read_committed("final", 1, 6, "z2"),
+        ]
+    }
+
+    #[test]
+    fn transactions_read_committed_are_checked_for_atomicity_and_isolation() {
+        let r = check(&clean_txns(), Allowances::default());
+        assert_eq!(r.forbidden, 0, "{:?}", r.anomalies);
+        // An aborted value read, live or in the drain.
+        let mut h = clean_txns();
+        h.push(read_committed("live", 1, 3, "y2"));
+        assert_eq!(kinds(&h), vec![Kind::AbortedRead]);
+        // A committed transaction with a value missing from the drain.
+        let mut h = clean_txns();
+        h.retain(|op| !matches!(op, Op::ReadCommitted { session, value, .. } if session == "final" && value == "x2"));
+        assert_eq!(kinds(&h), vec![Kind::CommittedMissing]);
+        // An unknown outcome half in the drain.
+        let mut h = clean_txns();
+        h.retain(|op| !matches!(op, Op::ReadCommitted { value, .. } if value == "z2"));
+        assert_eq!(kinds(&h), vec![Kind::PartialTransaction]);
+        // ... and wholly absent is an abort: fine.
+        h.retain(|op| !matches!(op, Op::ReadCommitted { value, .. } if value == "z1"));
+        assert!(kinds(&h).is_empty());
+        // A value twice in the drain; a read going back; a phantom.
+        let mut h = clean_txns();
+        h.push(read_committed("final", 1, 9, "x2"));
+        h.push(read_committed("live", 0, 2, "x1"));
+        h.push(read_committed("live", 0, 8, "nobody"));
+        assert_eq!(
+            kinds(&h),
+            vec![Kind::NonMonotonicRead, Kind::PhantomRead, Kind::DuplicateCommitted]
+        );
+        // A partition written in transactions but never drained.
+        let mut h = clean_txns();
+        h.retain(|op| !matches!(op, Op::ReadCommitted { session, partition: 1, .. } if session == "final"));
+        assert_eq!(kinds(&h), vec![Kind::NoFinalRead]);
+        assert!(check(&h, Allowances::default()).forbidden > 0);
     }
 
     #[test]

@@ -147,6 +147,9 @@ pub struct PartitionReport {
     pub at_min_isr: bool,
     /// Leaders only: the high watermark, which consumer lag is counted to.
     pub high_watermark: i64,
+    /// Leaders only: the high watermark less the last stable offset
+    /// (what read_committed consumers wait for open transactions to end).
+    pub lso_lag: i64,
 }
 
 /// One coordinated group as a scrape sees it.
@@ -176,4 +179,7 @@ pub struct ShardReport {
     pub io: Option<(HistogramData, HistogramData, HistogramData)>,
     pub partitions: Vec<PartitionReport>,
     pub groups: Vec<GroupReport>,
+    /// Transactional ids this shard coordinates, by state name, and the
+    /// start (ms) of each open transaction.
+    pub transactions: Vec<(&'static str, i64)>,
 }

@@ -20,9 +20,12 @@ use kafka_protocol::messages::write_txn_markers_response::{
 };
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse,
-    EndTxnRequest, EndTxnResponse, ProducerId, TxnOffsetCommitRequest, TxnOffsetCommitResponse, WriteTxnMarkersRequest,
-    WriteTxnMarkersResponse,
+    DescribeProducersRequest, DescribeProducersResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
+    EndTxnRequest, EndTxnResponse, ListTransactionsRequest, ListTransactionsResponse, ProducerId, TopicName,
+    TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+    describe_producers_response, describe_transactions_response, list_transactions_response,
 };
+use kafka_protocol::protocol::StrBytes;
 use sluice_engine::batch::Marker;
 
 use super::produce::fenced_for_version;
@@ -371,6 +374,158 @@ pub async fn write_txn_markers(ctx: Ctx, body: BytesMut) -> Outcome {
             result.topics.push(topic);
         }
         resp.markers.push(result);
+    }
+    ctx.respond(&resp)
+}
+
+/// The states ListTransactions filters by, as Kafka names them.
+const STATES: &[&str] = &[
+    "Empty",
+    "Ongoing",
+    "PrepareCommit",
+    "PrepareAbort",
+    "CompleteCommit",
+    "CompleteAbort",
+    "Dead",
+];
+
+/// ListTransactions: the transactional ids this broker coordinates (every
+/// shard's), filtered by state, producer id and (v1+) how long their
+/// transaction has been open.
+pub async fn list_transactions(ctx: Ctx, body: BytesMut) -> Outcome {
+    let req: ListTransactionsRequest = decode_or_return!(ctx, body);
+    let mut resp = ListTransactionsResponse::default();
+    let states: Vec<&str> = req.state_filters.iter().map(|s| s.as_str()).collect();
+    resp.unknown_state_filters = req
+        .state_filters
+        .iter()
+        .filter(|s| !STATES.contains(&s.as_str()))
+        .cloned()
+        .collect();
+    let pids: Vec<i64> = req.producer_id_filters.iter().map(|p| p.0).collect();
+    let longer_than = if ctx.version >= 1 { req.duration_filter } else { -1 };
+    let now = crate::base::clock::now_ms();
+    let shards: Vec<_> = (0..ctx.shard.shard_count())
+        .map(|i| {
+            ctx.shard.call(crate::shard::ShardId(i), |s| {
+                s.services
+                    .transactions
+                    .all()
+                    .into_iter()
+                    .map(|(m, _)| m)
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for shard in shards {
+        let Ok(all) = shard.await else {
+            continue;
+        };
+        for m in all {
+            let open_for = if m.start_ms >= 0 { now - m.start_ms } else { -1 };
+            if (!states.is_empty() && !states.contains(&m.status.name()))
+                || (!pids.is_empty() && !pids.contains(&m.producer_id))
+                || (longer_than >= 0 && open_for < longer_than)
+            {
+                continue;
+            }
+            resp.transaction_states.push(
+                list_transactions_response::TransactionState::default()
+                    .with_transactional_id(TransactionalId(StrBytes::from_string(m.id.to_string())))
+                    .with_producer_id(ProducerId(m.producer_id))
+                    .with_transaction_state(StrBytes::from_static_str(m.status.name())),
+            );
+        }
+    }
+    resp.transaction_states
+        .sort_by(|a, b| a.transactional_id.0.as_str().cmp(b.transactional_id.0.as_str()));
+    ctx.respond(&resp)
+}
+
+/// DescribeTransactions: each id's state, from its coordinator (this
+/// broker, or NOT_COORDINATOR).
+pub async fn describe_transactions(ctx: Ctx, body: BytesMut) -> Outcome {
+    let req: DescribeTransactionsRequest = decode_or_return!(ctx, body);
+    let mut resp = DescribeTransactionsResponse::default();
+    for id in &req.transactional_ids {
+        let key: Arc<str> = id.0.as_str().into();
+        let found = crate::txn::on_coordinator(&ctx.shard, &key.clone(), move |s, _| async move {
+            s.services
+                .transactions
+                .get(&key)
+                .ok_or(ErrorCode::TransactionalIdNotFound)
+        })
+        .await;
+        let mut out = describe_transactions_response::TransactionState::default().with_transactional_id(id.clone());
+        match found {
+            Err(e) => out.error_code = e.code(),
+            Ok(m) => {
+                out.transaction_state = StrBytes::from_static_str(m.status.name());
+                out.transaction_timeout_ms = m.timeout_ms;
+                out.transaction_start_time_ms = m.start_ms;
+                out.producer_id = ProducerId(m.producer_id);
+                out.producer_epoch = m.epoch;
+                let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
+                for (t, p) in &m.partitions {
+                    by_topic.entry(t).or_default().push(*p);
+                }
+                out.topics = by_topic
+                    .into_iter()
+                    .map(|(t, parts)| {
+                        describe_transactions_response::TopicData::default()
+                            .with_topic(TopicName(StrBytes::from_string(t.to_string())))
+                            .with_partitions(parts)
+                    })
+                    .collect();
+            }
+        }
+        ctx.shard.metrics.error(ctx.key as i16, out.error_code);
+        resp.transaction_states.push(out);
+    }
+    ctx.respond(&resp)
+}
+
+/// DescribeProducers: the producers of each partition this broker leads,
+/// from its producer table.
+pub async fn describe_producers(ctx: Ctx, body: BytesMut) -> Outcome {
+    let req: DescribeProducersRequest = decode_or_return!(ctx, body);
+    let mut resp = DescribeProducersResponse::default();
+    for t in &req.topics {
+        let mut topic = describe_producers_response::TopicResponse::default().with_name(t.name.clone());
+        for &index in &t.partition_indexes {
+            let name: Arc<str> = t.name.0.as_str().into();
+            let owner = ctx.shard.owner_of(&name, index);
+            let found = ctx
+                .shard
+                .call(owner, move |s| match s.partition(&name, index) {
+                    Some(p) if p.is_leader() => Ok(p.producers.borrow().active()),
+                    Some(_) => Err(ErrorCode::NotLeaderOrFollower),
+                    None => Err(ErrorCode::UnknownTopicOrPartition),
+                })
+                .await
+                .unwrap_or(Err(ErrorCode::NotLeaderOrFollower));
+            let mut out = describe_producers_response::PartitionResponse::default().with_partition_index(index);
+            match found {
+                Err(e) => out.error_code = e.code(),
+                Ok(active) => {
+                    out.active_producers = active
+                        .into_iter()
+                        .map(|(id, epoch, last_seq, txn_start)| {
+                            describe_producers_response::ProducerState::default()
+                                .with_producer_id(ProducerId(id))
+                                .with_producer_epoch(i32::from(epoch))
+                                .with_last_sequence(last_seq)
+                                .with_last_timestamp(-1)
+                                .with_coordinator_epoch(-1)
+                                .with_current_txn_start_offset(txn_start)
+                        })
+                        .collect();
+                }
+            }
+            ctx.shard.metrics.error(ctx.key as i16, out.error_code);
+            topic.partitions.push(out);
+        }
+        resp.topics.push(topic);
     }
     ctx.respond(&resp)
 }

@@ -28,6 +28,8 @@ enum T {
     Arr(&'static [F]),
     /// Array of int32.
     I32s,
+    /// Array of int64.
+    I64s,
     /// Array of strings.
     Strs,
     /// Nullable bytes.
@@ -199,6 +201,17 @@ const TXN_OFFSET_COMMIT: &[F] = &[
         0,
         ALL,
     ),
+];
+
+const DESCRIBE_PRODUCERS: &[F] = &[F(T::Arr(TXN_TOPICS), 0, ALL)];
+
+const DESCRIBE_TRANSACTIONS: &[F] = &[F(T::Strs, 0, ALL)];
+
+const LIST_TRANSACTIONS: &[F] = &[
+    F(T::Strs, 0, ALL),
+    F(T::I64s, 0, ALL),
+    F(T::I64, 1, ALL),
+    F(T::NStr, 2, ALL),
 ];
 
 const WRITE_TXN_MARKERS: &[F] = &[F(
@@ -411,6 +424,9 @@ fn layout(key: ApiKey) -> Option<&'static [F]> {
         ApiKey::AddOffsetsToTxn => ADD_OFFSETS_TO_TXN,
         ApiKey::EndTxn => END_TXN,
         ApiKey::TxnOffsetCommit => TXN_OFFSET_COMMIT,
+        ApiKey::DescribeProducers => DESCRIBE_PRODUCERS,
+        ApiKey::DescribeTransactions => DESCRIBE_TRANSACTIONS,
+        ApiKey::ListTransactions => LIST_TRANSACTIONS,
         ApiKey::DescribeConfigs => DESCRIBE_CONFIGS,
         ApiKey::AlterConfigs => ALTER_CONFIGS,
         ApiKey::IncrementalAlterConfigs => INCREMENTAL_ALTER_CONFIGS,
@@ -465,6 +481,10 @@ fn walk_struct(r: &mut Reader<'_>, fields: &[F], version: i16, flexible: bool) -
             T::I32s => {
                 let n = r.array_len(flexible)?;
                 r.take(n.saturating_mul(4), "int32 array")?;
+            }
+            T::I64s => {
+                let n = r.array_len(flexible)?;
+                r.take(n.saturating_mul(8), "int64 array")?;
             }
             T::Strs => {
                 for _ in 0..r.array_len(flexible)? {
@@ -682,6 +702,18 @@ mod tests {
             .with_group_instance_id(Some(s("i")));
         out.push((ApiKey::TxnOffsetCommit, enc(toc), 0, 2));
         out.push((ApiKey::TxnOffsetCommit, enc(toc3), 3, 3));
+        let dp = DescribeProducersRequest::default().with_topics(vec![
+            describe_producers_request::TopicRequest::default()
+                .with_name(tn("t"))
+                .with_partition_indexes(vec![0, 2]),
+        ]);
+        out.push((ApiKey::DescribeProducers, enc(dp), 0, 0));
+        let dt = DescribeTransactionsRequest::default().with_transactional_ids(vec![TransactionalId(s("tx"))]);
+        out.push((ApiKey::DescribeTransactions, enc(dt), 0, 0));
+        let lt = ListTransactionsRequest::default()
+            .with_state_filters(vec![s("Ongoing")])
+            .with_producer_id_filters(vec![ProducerId(4)]);
+        out.push((ApiKey::ListTransactions, enc(lt), 0, 1));
         let dc = DescribeConfigsRequest::default().with_resources(vec![
             describe_configs_request::DescribeConfigsResource::default()
                 .with_resource_type(2)
