@@ -217,6 +217,10 @@ pub struct TransactionConfig {
     /// WriteTxnMarkers answers REQUEST_TIMED_OUT for it; also how long the
     /// coordinator waits for a leader's answer before it asks again.
     pub marker_timeout_ms: u64,
+    /// `sluice.transaction.busy.wait.ms`: how long a request for a
+    /// transactional id whose markers or state write are in flight waits
+    /// for them before it is answered CONCURRENT_TRANSACTIONS.
+    pub busy_wait_ms: u64,
 }
 
 impl Default for TransactionConfig {
@@ -230,6 +234,7 @@ impl Default for TransactionConfig {
             abort_check_interval_ms: 10_000,
             expire_check_interval_ms: 3_600_000,
             marker_timeout_ms: 30_000,
+            busy_wait_ms: 1_000,
         }
     }
 }
@@ -934,6 +939,12 @@ pub const SETTINGS: &[Setting] = &[
         aliases: &[],
         doc: "how long a transaction marker waits for a partition's in-sync replicas, and the coordinator for a leader's answer (default 30000)",
         set: field!(transactions.marker_timeout_ms, parse_at_least_one::<u64>),
+    },
+    Setting {
+        name: "sluice.transaction.busy.wait.ms",
+        aliases: &[],
+        doc: "how long a request for a transactional id waits for its markers or state write in flight before CONCURRENT_TRANSACTIONS (default 1000)",
+        set: field!(transactions.busy_wait_ms, parse_num::<u64>),
     },
     Setting {
         name: "offsets.retention.minutes",

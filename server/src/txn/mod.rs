@@ -14,9 +14,10 @@
 //! finds prepared get their markers sent again and are completed.
 //!
 //! Work per id is one at a time: while a record is being written or a
-//! prepared transaction's markers are on their way, the id is busy and
-//! other requests for it are answered CONCURRENT_TRANSACTIONS, which
-//! clients retry.
+//! prepared transaction's markers are on their way, the id is busy; other
+//! requests for it wait until it is free, up to
+//! `sluice.transaction.busy.wait.ms`, then are answered
+//! CONCURRENT_TRANSACTIONS, which clients retry.
 
 pub mod markers;
 pub mod records;
@@ -45,6 +46,8 @@ pub struct Transactions {
     table: RefCell<HashMap<Arc<str>, (TxnMeta, i32)>>,
     /// Ids with a write or markers in flight.
     busy: RefCell<HashSet<Arc<str>>>,
+    /// Told each time an id is released.
+    released: crate::util::Changed,
 }
 
 impl Transactions {
@@ -68,6 +71,25 @@ impl Transactions {
 
     fn release(&self, id: &str) {
         self.busy.borrow_mut().remove(id);
+        self.released.notify();
+    }
+
+    /// Waits, up to `max`, until `id` is not busy: a request that arrives
+    /// while the markers of the id's last transaction are on their way
+    /// (a producer starting its next transaction right after EndTxn) is
+    /// served when they are written instead of being told
+    /// CONCURRENT_TRANSACTIONS and retrying after the client's backoff.
+    /// False when it is still busy.
+    async fn wait_until_free(&self, id: &str, max: Duration) -> bool {
+        let deadline = Instant::now() + max;
+        while self.is_busy(id) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let _ = crate::util::race(self.released.next(), compio::runtime::time::sleep(left)).await;
+        }
+        true
     }
 
     fn apply(&self, id: &Arc<str>, state: Option<TxnMeta>, partition: i32) {
@@ -251,7 +273,7 @@ pub async fn init_producer_id<S: TxnHost>(
         return Err(ErrorCode::InvalidTransactionTimeout);
     }
     let txns = shard.services.transactions();
-    if txns.is_busy(&id) {
+    if !txns.wait_until_free(&id, busy_wait(&shard)).await {
         return Err(ErrorCode::ConcurrentTransactions);
     }
     let fresh = if state::needs_new_producer_id(txns.get(&id).as_ref()) {
@@ -318,14 +340,20 @@ async fn finish<S: TxnHost>(shard: Rc<Shard<S>>, partition: i32, m: TxnMeta) {
     shard.services.transactions().release(&m.id);
 }
 
-/// Checks out `id` for a change: present, not busy.
-fn current<S: TxnHost>(shard: &Shard<S>, id: &str) -> Result<TxnMeta, ErrorCode> {
+/// How long a request waits for its id to be free
+/// (`sluice.transaction.busy.wait.ms`).
+fn busy_wait<S: TxnHost>(shard: &Shard<S>) -> Duration {
+    Duration::from_millis(shard.config().transactions.busy_wait_ms)
+}
+
+/// Checks out `id` for a change: present, and free (after waiting up to
+/// `sluice.transaction.busy.wait.ms` for it).
+async fn current<S: TxnHost>(shard: &Shard<S>, id: &str) -> Result<TxnMeta, ErrorCode> {
     let txns = shard.services.transactions();
-    let m = txns.get(id).ok_or(ErrorCode::InvalidProducerIdMapping)?;
-    if txns.is_busy(id) {
+    if !txns.wait_until_free(id, busy_wait(shard)).await {
         return Err(ErrorCode::ConcurrentTransactions);
     }
-    Ok(m)
+    txns.get(id).ok_or(ErrorCode::InvalidProducerIdMapping)
 }
 
 /// AddPartitionsToTxn and AddOffsetsToTxn, on the coordinator.
@@ -337,7 +365,7 @@ pub async fn add_partitions<S: TxnHost>(
     epoch: i16,
     partitions: Vec<TxnPartition>,
 ) -> Result<(), ErrorCode> {
-    let m = current(&shard, &id)?;
+    let m = current(&shard, &id).await?;
     let Some(next) = state::add_partitions(&m, producer_id, epoch, &partitions, now_ms())? else {
         return Ok(());
     };
@@ -377,7 +405,7 @@ pub async fn end_txn<S: TxnHost>(
     epoch: i16,
     commit: bool,
 ) -> Result<(), ErrorCode> {
-    let m = current(&shard, &id)?;
+    let m = current(&shard, &id).await?;
     match state::end(&m, producer_id, epoch, commit, now_ms())? {
         End::Done => Ok(()),
         End::Prepare(next) => {
