@@ -328,10 +328,10 @@ impl Report {
             .unwrap_or(0);
         family(
             e,
-            "sluice_transaction_oldest_open_ms",
-            "Age of the oldest open transaction this broker coordinates, ms (0 when none is open).",
+            "sluice_transaction_oldest_open_seconds",
+            "Age of the oldest open transaction this broker coordinates (0 when none is open).",
             MetricType::Gauge,
-            [(vec![], gauge(oldest))],
+            [(vec![], ConstGauge::new(oldest as f64 / 1000.0))],
         )?;
         let mut lagging: Vec<&PartitionReport> = self
             .shards

@@ -505,6 +505,15 @@ impl<S: Services> Shard<S> {
         if snapshot.made < self.meta().made {
             return Ok(());
         }
+        // Snapshots are made from one image that only moves forward: one
+        // made later never holds an older metadata offset.
+        assert!(
+            snapshot.version >= self.meta().version,
+            "shard {}: a snapshot at metadata offset {} made after the installed one at {}",
+            self.id.0,
+            snapshot.version,
+            self.meta().version
+        );
         let old = self.meta.replace(snapshot.clone());
         self.bump_layout();
         // Only what changed is visited (a topic's metadata is replaced as a
@@ -852,6 +861,19 @@ mod tests {
                 "the new topic's partition stays open"
             );
             assert!(log_dir.exists(), "and its data stays");
+        });
+    }
+
+    #[test]
+    #[should_panic(expected = "made after the installed one")]
+    fn a_later_snapshot_at_an_older_metadata_offset_is_a_bug() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shard, _) = lone_shard(dir.path());
+        let newer = Arc::new(Snapshot::build(9, Vec::<Arc<TopicMeta>>::new(), BTreeMap::new()));
+        let older_made_later = Arc::new(Snapshot::build(8, Vec::<Arc<TopicMeta>>::new(), BTreeMap::new()));
+        compio::runtime::Runtime::new().unwrap().block_on(async {
+            shard.install(newer).await.unwrap();
+            let _ = shard.install(older_made_later).await;
         });
     }
 

@@ -36,6 +36,6 @@ def run(classpath, program, broker):
     print(r.stdout)
 
 
-@pytest.mark.parametrize("program", ["AdminCheck", "ProducerCheck", "ConsumerCheck"])
+@pytest.mark.parametrize("program", ["AdminCheck", "ProducerCheck", "ConsumerCheck", "TransactionCheck"])
 def test_java_client(classpath, program, broker):
     run(classpath, program, broker)

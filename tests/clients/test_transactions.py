@@ -234,3 +234,28 @@ def listed_described_and_measured(broker, admin_addr):
     assert 'sluice_transactional_ids{state="Ongoing"} 1' in text, text
     assert 'sluice_partition_lso_lag{topic="tx-admin",partition="1"} 1' in text
     p.commit_transaction(30)
+
+
+def test_open_and_aborted_transactions_survive_a_crash_of_the_broker():
+    """kill -9 with one transaction aborted and one open: after the restart
+    read_committed still drops the aborted records and stops at the open
+    transaction, which the same producer then commits."""
+    with running_broker([]) as broker:
+        create(broker, "tx-crash", 1)
+        p = producer(broker, "tx-crash")
+        p.begin_transaction()
+        p.produce("tx-crash", value="aborted")
+        p.flush(30)
+        p.abort_transaction(30)
+        p.begin_transaction()
+        p.produce("tx-crash", value="open")
+        p.flush(30)
+        commit_one(broker, "tx-later", "tx-crash", "later")
+        broker.kill9()
+        broker.start()
+        assert read(broker, "tx-crash", 1, "read_committed", wait=2) == []
+        assert values(read(broker, "tx-crash", 1, "read_uncommitted", expected=3, wait=3)) == [
+            "aborted", "later", "open"]
+        p.commit_transaction(60)
+        got = read(broker, "tx-crash", 1, "read_committed", expected=2, wait=3)
+        assert [v for _, v in got] == ["open", "later"]
