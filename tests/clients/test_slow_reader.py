@@ -106,13 +106,24 @@ def test_a_reader_that_never_reads_costs_no_memory_and_slows_no_one():
         # writeback, which only the first of the two timed reads would pay.
         got, _ = consume_all(b.bootstrap, "g0")
         assert got == COUNT, f"the other consumer got {got} of {COUNT}"
-        got, with_stuck = consume_all(b.bootstrap, "g1")
-        assert got == COUNT, f"the other consumer got {got} of {COUNT}"
+        # The fastest of three reads each way: on this VM a single read of
+        # the Python client lands near either of two speeds, whoever else
+        # reads, so one read each would compare luck.
+        times = []
+        for i in range(3):
+            got, t = consume_all(b.bootstrap, f"g1-{i}")
+            assert got == COUNT, f"the other consumer got {got} of {COUNT}"
+            times.append(t)
+        with_stuck = min(times)
         done.set()
         asker.join()
         stuck.close()
-        got, alone = consume_all(b.bootstrap, "g2")
-        assert got == COUNT
+        times = []
+        for i in range(3):
+            got, t = consume_all(b.bootstrap, f"g2-{i}")
+            assert got == COUNT
+            times.append(t)
+        alone = min(times)
         sampler.join()
         rate_with, rate_alone = TOTAL / with_stuck / 1e6, TOTAL / alone / 1e6
         print(f"\nslow reader ({sent[0]} fetches sent): broker RSS peak {peak[0]:.0f} MiB while 2 GiB went in; another consumer "
