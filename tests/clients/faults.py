@@ -175,8 +175,9 @@ class FaultCluster:
 
     def settled(self, timeout):
         """Waits until every node is registered and every partition of the
-        workload's topic and of __consumer_offsets (once it exists) has a
-        leader and its full ISR; returns whether it happened in time."""
+        workload's topics, of __consumer_offsets and of __transaction_state
+        (once they exist) has a leader and its full ISR; returns whether it
+        happened in time."""
         deadline = time.time() + timeout
         self.last_view = None
         while time.time() < deadline:
@@ -184,7 +185,7 @@ class FaultCluster:
                 md = self.metadata()
                 ok = len(md.brokers) == len(self.nodes) and TOPIC in md.topics
                 view = {"brokers": sorted(md.brokers), "controller": md.controller_id}
-                for name in (TOPIC, "__consumer_offsets"):
+                for name in (TOPIC, TXN_TOPIC, "__consumer_offsets", "__transaction_state"):
                     for p, x in md.topics[name].partitions.items() if name in md.topics else []:
                         ok = ok and x.leader >= 0 and sorted(x.isrs) == sorted(x.replicas)
                         view[f"{name}-{p}"] = [x.leader, sorted(x.isrs)]
