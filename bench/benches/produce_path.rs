@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use sluice::producer_state::{BatchRange, ProducerStates, Verdict};
+use sluice::producer_state::{BatchFacts, ProducerStates, Verdict};
 use sluice_engine::batch::{self, ProducerFields, Record};
 use sluice_engine::{Durability, Env, FlushPolicy, Log, LogConfig};
 
@@ -60,12 +60,10 @@ fn per_batch(c: &mut Criterion) {
             let h = batch::BatchHeader::parse(&b).unwrap();
             let v = states.check(h.producer_id(), h.producer_epoch(), seq, seq);
             assert_eq!(v, Verdict::Append);
-            let range = BatchRange {
-                first_seq: seq,
-                last_seq: seq,
-                base_offset: i64::from(seq),
-            };
-            states.record(h.producer_id(), h.producer_epoch(), range, i64::from(seq) + 1);
+            // What the produce path records: the batch's facts, at its offsets.
+            let mut facts = BatchFacts::of(&h, &b);
+            (facts.first_seq, facts.last_seq) = (seq, seq);
+            states.apply(&facts, i64::from(seq), i64::from(seq));
             seq = seq.wrapping_add(1) & i32::MAX;
         });
     });

@@ -211,6 +211,7 @@ fn the_shipped_workloads_parse() {
             "1-topic-1-partition-1kb",
             "1-topic-16-partitions-1kb",
             "fanout-16x-1kb",
+            "fixed-200k-1kb",
             "keyed-1m-64p",
             "latency-50k-acks-all",
             "latency-5k-acks-all",

@@ -81,6 +81,16 @@ pub struct ReplicaState {
     pub isr_retry_at: Option<std::time::Instant>,
 }
 
+/// What an append waits for before it is answered: its records written
+/// or synced (`durability`), then, for acks=all on a replicated partition,
+/// the ISR (`isr`: the append's leader epoch and the deadline).
+#[derive(Debug, Clone, Copy)]
+pub struct AckWait {
+    pub end_offset: i64,
+    pub durability: sluice_engine::Durability,
+    pub isr: Option<(i32, std::time::Instant)>,
+}
+
 /// Where a Produce request's batches come from, for the transaction
 /// checks of [`Partition::append_records`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -316,6 +326,53 @@ impl Partition {
         self.log.set_hw_limit(limit);
     }
 
+    /// What an append ending at `end_offset` at leader `epoch` waits for
+    /// under `acks` (`None`: acks=0, or nothing appended). acks=all syncs
+    /// on a partition with one replica, or everywhere with
+    /// `fsync_before_ack`, and asks for the sync now, so that the
+    /// partitions of one request sync together; it waits for the ISR when
+    /// `isr_wait` (only a test switch turns that off).
+    pub fn ack_wait(
+        &self,
+        acks: i16,
+        end_offset: i64,
+        epoch: i32,
+        deadline: std::time::Instant,
+        fsync_before_ack: bool,
+        isr_wait: bool,
+    ) -> Option<AckWait> {
+        use sluice_engine::Durability;
+        let replicated = self.replica.borrow().replicas.len() > 1;
+        let durability = match acks {
+            -1 if !replicated || fsync_before_ack => Durability::Synced,
+            -1 | 1 => self.log.default_durability(),
+            _ => return None,
+        };
+        if end_offset <= 0 {
+            return None;
+        }
+        if durability == Durability::Synced {
+            self.log.want_synced(end_offset);
+        }
+        Some(AckWait {
+            end_offset,
+            durability,
+            isr: (acks == -1 && replicated && isr_wait).then_some((epoch, deadline)),
+        })
+    }
+
+    /// Waits for what [`Partition::ack_wait`] said.
+    pub async fn acked(&self, w: AckWait) -> Result<(), Refused> {
+        self.log
+            .wait(w.end_offset, w.durability)
+            .await
+            .map_err(|e| Refused::new(error_codes::for_log_error(&e), e.to_string()))?;
+        match w.isr {
+            Some((epoch, deadline)) => self.wait_replicated(w.end_offset, epoch, deadline).await,
+            None => Ok(()),
+        }
+    }
+
     /// The last stable offset: the high watermark, or the first offset of
     /// the earliest open transaction when that is lower. read_committed
     /// consumers read below it.
@@ -345,14 +402,9 @@ impl Partition {
             .check_marker(producer_id, epoch)
             .map_err(|code| Refused::new(code, format!("marker of producer {producer_id} at epoch {epoch}")))?;
         let b = batch::build_marker(marker, producer_id, epoch, coordinator_epoch, now_ms);
-        let facts = BatchFacts {
-            producer_id,
-            epoch,
-            first_seq: -1,
-            last_seq: -1,
-            transactional: true,
-            control: Some(Some(marker)),
-        };
+        let header =
+            batch::BatchHeader::parse(&b).map_err(|e| Refused::new(ErrorCode::CorruptMessage, e.to_string()))?;
+        let facts = BatchFacts::of(&header, &b);
         let info = self
             .log
             .append(b, self.leader_epoch().max(0))

@@ -167,7 +167,7 @@ impl ProducerStates {
     }
 
     /// Records an appended batch.
-    pub fn record(&mut self, producer_id: i64, epoch: i16, range: BatchRange, end_offset: i64) {
+    fn record(&mut self, producer_id: i64, epoch: i16, range: BatchRange, end_offset: i64) {
         self.applied_end_offset = self.applied_end_offset.max(end_offset);
         if producer_id < 0 || range.first_seq < 0 {
             return;

@@ -137,6 +137,25 @@ impl<T> ByOwner<T> {
         self.0[owner.0].push(item);
     }
 
+    /// Each owner with its items so far (owners without any included).
+    pub fn owners(&self) -> impl Iterator<Item = (ShardId, &[T])> {
+        self.0
+            .iter()
+            .enumerate()
+            .map(|(owner, items)| (ShardId(owner), items.as_slice()))
+    }
+
+    pub fn items_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.0.iter_mut().flatten()
+    }
+
+    /// Keeps the items `keep` says yes to, in order.
+    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        for items in &mut self.0 {
+            items.retain(&mut keep);
+        }
+    }
+
     /// The owners that got items, each with its items in push order.
     pub fn into_jobs(self) -> impl Iterator<Item = (ShardId, Vec<T>)> {
         self.0

@@ -475,20 +475,31 @@ pub fn check(ops: &[Op], allow: Allowances) -> Report {
 /// The checks of transactions and read_committed reads (see the module
 /// doc), reported through `push`.
 pub fn check_transactions(ops: &[Op], push: &mut impl FnMut(Kind, String, Vec<usize>)) {
-    // Each transactional value's transaction.
-    let mut txn_of: HashMap<&str, (usize, Outcome)> = HashMap::new();
-    let mut written: HashSet<Key> = HashSet::new();
+    let (drained, drained_parts) = check_committed_reads(ops, push);
+    check_committed_drain(ops, &drained, &drained_parts, push);
+}
+
+/// Each transactional value's transaction (its op index and outcome).
+fn transactions(ops: &[Op]) -> HashMap<&str, (usize, Outcome)> {
+    let mut txn_of = HashMap::new();
     for (i, op) in ops.iter().enumerate() {
-        if let Op::Txn {
-            outcome, topic, values, ..
-        } = op
-        {
-            for (p, v) in values {
+        if let Op::Txn { outcome, values, .. } = op {
+            for (_, v) in values {
                 txn_of.insert(v.as_str(), (i, *outcome));
-                written.insert((topic.clone(), *p));
             }
         }
     }
+    txn_of
+}
+
+/// The read_committed drain: each value's reads, and the partitions
+/// drained.
+type Drained<'a> = (HashMap<&'a str, Vec<usize>>, HashSet<Key>);
+
+/// Values read_committed consumers must not see (aborted, or written by
+/// no transaction) and reads going back; returns the `final` drain.
+fn check_committed_reads<'a>(ops: &'a [Op], push: &mut impl FnMut(Kind, String, Vec<usize>)) -> Drained<'a> {
+    let txn_of = transactions(ops);
     let mut last: HashMap<(&str, &str, Key), (i64, usize)> = HashMap::new();
     let mut drained: HashMap<&str, Vec<usize>> = HashMap::new();
     let mut drained_parts: HashSet<Key> = HashSet::new();
@@ -537,6 +548,26 @@ pub fn check_transactions(ops: &[Op], push: &mut impl FnMut(Kind, String, Vec<us
             drained_parts.insert(key);
         }
     }
+    (drained, drained_parts)
+}
+
+/// Every partition written in transactions is drained, no value is there
+/// twice, a committed transaction is there whole and one of unknown
+/// outcome whole or not at all.
+fn check_committed_drain(
+    ops: &[Op],
+    drained: &HashMap<&str, Vec<usize>>,
+    drained_parts: &HashSet<Key>,
+    push: &mut impl FnMut(Kind, String, Vec<usize>),
+) {
+    let written: HashSet<Key> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Txn { topic, values, .. } => Some(values.iter().map(move |(p, _)| (topic.clone(), *p))),
+            _ => None,
+        })
+        .flatten()
+        .collect();
     let mut undrained: Vec<&Key> = written.iter().filter(|k| !drained_parts.contains(*k)).collect();
     undrained.sort();
     for k in &undrained {
@@ -549,7 +580,7 @@ pub fn check_transactions(ops: &[Op], push: &mut impl FnMut(Kind, String, Vec<us
             Vec::new(),
         );
     }
-    for (v, at) in &drained {
+    for (v, at) in drained {
         if at.len() > 1 {
             push(
                 Kind::DuplicateCommitted,

@@ -324,6 +324,8 @@ fn read_partition(shard: &Rc<Shard>, r: &Read) -> PartitionData {
             };
         }
     }
+    // Taken before the read: the records it returns end at or before it.
+    let lso = p.last_stable_offset();
     let bound = match r.reader {
         Reader::Replica(follower) if !p.replica.borrow().replicas.contains(&follower) => {
             return failed(partition, ErrorCode::NotLeaderOrFollower);
@@ -335,11 +337,10 @@ fn read_partition(shard: &Rc<Shard>, r: &Read) -> PartitionData {
             ReadBound::LogEnd
         }
         Reader::Uncommitted => ReadBound::HighWatermark,
-        Reader::Committed => ReadBound::Stable(p.last_stable_offset()),
+        Reader::Committed => ReadBound::Stable(lso),
     };
     match p.log.read(offset, max_bytes.max(1), bound) {
         Ok(read) => {
-            let lso = p.last_stable_offset();
             // The aborted transactions up to the stable offset (the records
             // sent end at or before it): a client drops their records.
             let aborted = (r.reader == Reader::Committed).then(|| {
@@ -363,7 +364,7 @@ fn read_partition(shard: &Rc<Shard>, r: &Read) -> PartitionData {
         }
         Err(e @ LogError::OffsetOutOfRange { .. }) => PartitionData {
             high_watermark: p.log.high_watermark(),
-            last_stable_offset: p.last_stable_offset(),
+            last_stable_offset: lso,
             log_start_offset: p.log.log_start_offset(),
             ..failed(partition, error_codes::for_log_error(&e))
         },

@@ -22,12 +22,11 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{
     BrokerId, InitProducerIdRequest, InitProducerIdResponse, ProduceResponse, ProducerId, TopicName,
 };
-use sluice_engine::Durability;
 
 use super::{Ctx, Outcome, str_bytes};
 use crate::error_codes::{self, ErrorCode};
 use crate::node::Shard;
-use crate::partition::{Partition, Txn};
+use crate::partition::{AckWait, Partition, Txn};
 use crate::protocol::produce::ProduceRequest;
 use crate::shard::{ByOwner, ShardId};
 
@@ -68,56 +67,23 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
     let acks = req.acks;
     let deadline =
         std::time::Instant::now() + std::time::Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0));
-    let snapshot = ctx.shard.meta();
     // A transactional producer's requests reach the owners in the order
     // they came, also when one waits for its coordinator's verification.
     let txn_id: Option<Arc<str>> = req.transactional_id.as_deref().filter(|t| !t.is_empty()).map(Arc::from);
     let ticket = txn_id.as_ref().map(|_| ctx.conn.txn_produce.ticket());
-    // One answer slot per partition in request order; partitions that
-    // reach an owner are gathered per owner shard, so a request costs one
-    // cross-shard message per shard it touches, not one per partition.
-    let mut results: Vec<Option<PartitionResult>> = Vec::new();
-    let mut appends: Vec<(ShardId, Append)> = Vec::new();
-    let mut layout: Vec<(TopicName, uuid::Uuid, Vec<i32>)> = Vec::with_capacity(req.topics.len());
-    for topic in req.topics {
-        let meta = if ctx.version >= 13 {
-            snapshot.topic_by_id(&topic.topic_id).cloned()
-        } else {
-            snapshot.topic(&topic.name).cloned()
-        };
-        let name = meta.as_ref().map_or_else(|| topic.name.clone(), |m| m.name.to_string());
-        let mut indexes = Vec::with_capacity(topic.partitions.len());
-        for part in topic.partitions {
-            indexes.push(part.index);
-            let slot = results.len();
-            let refused = refusal(&ctx, acks, &meta, &topic.name, part.index);
-            if let (None, Some(m)) = (&refused, &meta) {
-                appends.push((
-                    ctx.shard.owner_of(&m.name, part.index),
-                    Append {
-                        slot,
-                        topic: m.name.clone(),
-                        index: part.index,
-                        records: part.records,
-                        txn: if txn_id.is_some() {
-                            Txn::Member { verified: false }
-                        } else {
-                            Txn::None
-                        },
-                    },
-                ));
-            }
-            results.push(refused);
-        }
-        layout.push((TopicName(str_bytes(&name)), topic.topic_id, indexes));
-    }
+    let txn = if txn_id.is_some() {
+        Txn::Member { verified: false }
+    } else {
+        Txn::None
+    };
+    let Routed {
+        mut results,
+        mut by_owner,
+        layout,
+    } = route(&ctx, req.topics, acks, txn);
     if let (Some(id), Some(ticket)) = (&txn_id, &ticket) {
         ticket.wait().await;
-        super::verify::verify_transactional(&ctx, id, &mut appends, &mut results).await;
-    }
-    let mut by_owner = ByOwner::new(ctx.shard.shard_count());
-    for (owner, a) in appends {
-        by_owner.push(owner, a);
+        super::verify::verify_transactional(&ctx, id, &mut by_owner, &mut results).await;
     }
     let pending = send_to_owners(&ctx, by_owner, acks, deadline);
     drop(ticket);
@@ -138,6 +104,55 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
         return Outcome::Silent;
     }
     ctx.respond(&response(&ctx, layout, results))
+}
+
+/// A Produce request's partitions sorted out: one answer slot per
+/// partition in request order (filled now for those refused before their
+/// owner), the rest gathered per owner shard (one cross-shard message per
+/// shard the request touches, not one per partition), and the response's
+/// layout.
+struct Routed {
+    results: Vec<Option<PartitionResult>>,
+    by_owner: ByOwner<Append>,
+    layout: Vec<(TopicName, uuid::Uuid, Vec<i32>)>,
+}
+
+fn route(ctx: &Ctx, topics: Vec<crate::protocol::produce::ProduceTopic>, acks: i16, txn: Txn) -> Routed {
+    let snapshot = ctx.shard.meta();
+    let mut results: Vec<Option<PartitionResult>> = Vec::new();
+    let mut by_owner = ByOwner::new(ctx.shard.shard_count());
+    let mut layout = Vec::with_capacity(topics.len());
+    for topic in topics {
+        let meta = if ctx.version >= 13 {
+            snapshot.topic_by_id(&topic.topic_id).cloned()
+        } else {
+            snapshot.topic(&topic.name).cloned()
+        };
+        let name = meta.as_ref().map_or_else(|| topic.name.clone(), |m| m.name.to_string());
+        let mut indexes = Vec::with_capacity(topic.partitions.len());
+        for part in topic.partitions {
+            indexes.push(part.index);
+            let slot = results.len();
+            let refused = refusal(ctx, acks, &meta, &topic.name, part.index);
+            if let (None, Some(m)) = (&refused, &meta) {
+                let append = Append {
+                    slot,
+                    topic: m.name.clone(),
+                    index: part.index,
+                    records: part.records,
+                    txn,
+                };
+                by_owner.push(ctx.shard.owner_of(&m.name, part.index), append);
+            }
+            results.push(refused);
+        }
+        layout.push((TopicName(str_bytes(&name)), topic.topic_id, indexes));
+    }
+    Routed {
+        results,
+        by_owner,
+        layout,
+    }
 }
 
 /// Why partition `index` of `topic` is refused before it reaches its
@@ -328,35 +343,23 @@ async fn settle(answer: Answer) -> PartitionResult {
         Answer::Now(r) => r,
         Answer::AfterWait {
             partition,
-            end_offset,
-            durability,
             base_offset,
-            replicated,
-        } => match partition.log.wait(end_offset, durability).await {
-            Err(e) => PartitionResult::error(error_codes::for_log_error(&e), e.to_string()),
-            Ok(()) => match replicated {
-                None => PartitionResult::ok(base_offset, &partition),
-                Some((epoch, deadline)) => match partition.wait_replicated(end_offset, epoch, deadline).await {
-                    Ok(()) => PartitionResult::ok(base_offset, &partition),
-                    Err(r) => PartitionResult::error(r.code, r.message),
-                },
-            },
+            wait,
+        } => match partition.acked(wait).await {
+            Ok(()) => PartitionResult::ok(base_offset, &partition),
+            Err(r) => PartitionResult::error(r.code, r.message),
         },
     }
 }
 
 /// A partition's answer once its batches are appended: final now, or
-/// after waiting for the durability `acks` asks for.
+/// after waiting for what `acks` asks for.
 enum Answer {
     Now(PartitionResult),
     AfterWait {
         partition: Rc<Partition>,
-        end_offset: i64,
-        durability: Durability,
         base_offset: i64,
-        /// acks=all on a replicated partition: the leader epoch of the
-        /// append and the request's deadline for the ISR to have it.
-        replicated: Option<(i32, std::time::Instant)>,
+        wait: AckWait,
     },
 }
 
@@ -420,29 +423,22 @@ fn after_append(
     epoch: i32,
     deadline: std::time::Instant,
 ) -> Answer {
-    let replicated = p.replica.borrow().replicas.len() > 1;
-    let durability = match acks {
-        -1 if !replicated || shard.config().replica_fsync_before_ack => Some(Durability::Synced),
-        -1 | 1 => Some(p.log.default_durability()),
-        _ => None,
-    };
-    if durability == Some(Durability::Synced) && appended.end_offset > 0 {
-        // The answers are awaited one partition after another; the sync is
-        // asked for now so that the partitions' fdatasyncs run together.
-        p.log.want_synced(appended.end_offset);
-    }
-    match durability {
-        Some(durability) if appended.end_offset > 0 => Answer::AfterWait {
+    let config = shard.config();
+    let isr_wait = !(cfg!(feature = "test-switches") && config.unsafe_ack_before_replication);
+    match p.ack_wait(
+        acks,
+        appended.end_offset,
+        epoch,
+        deadline,
+        config.replica_fsync_before_ack,
+        isr_wait,
+    ) {
+        Some(wait) => Answer::AfterWait {
             partition: p,
-            end_offset: appended.end_offset,
-            durability,
             base_offset: appended.base_offset,
-            replicated: (acks == -1
-                && replicated
-                && !(cfg!(feature = "test-switches") && shard.config().unsafe_ack_before_replication))
-                .then_some((epoch, deadline)),
+            wait,
         },
-        _ => Answer::Now(PartitionResult::ok(appended.base_offset, &p)),
+        None => Answer::Now(PartitionResult::ok(appended.base_offset, &p)),
     }
 }
 

@@ -19,7 +19,7 @@ use super::produce::{Append, PartitionResult};
 use crate::error_codes::ErrorCode;
 use crate::partition::Txn;
 use crate::protocol::peer::{self, Call};
-use crate::shard::{ByOwner, ShardId};
+use crate::shard::ByOwner;
 use crate::txn::state::TxnPartition;
 
 /// AddPartitionsToTxn's version for verification (v4: batched, verify-only).
@@ -39,24 +39,31 @@ fn transactional_producer(a: &Append) -> Option<(i64, i16)> {
 pub(super) async fn verify_transactional(
     ctx: &Ctx,
     id: &Arc<str>,
-    appends: &mut Vec<(ShardId, Append)>,
+    appends: &mut ByOwner<Append>,
     results: &mut [Option<PartitionResult>],
 ) {
     // Which partitions already have the producer's transaction open: one
-    // question per owner shard.
-    let mut by_owner = ByOwner::new(ctx.shard.shard_count());
-    for (i, (owner, a)) in appends.iter().enumerate() {
-        if let Some((pid, _)) = transactional_producer(a) {
-            by_owner.push(*owner, (i, a.topic.clone(), a.index, pid));
+    // question per owner shard. Partitions are named by their slot.
+    let mut unknown: Vec<(usize, TxnPartition)> = Vec::new();
+    let mut producer = None;
+    for (owner, items) in appends.owners() {
+        let asked: Vec<(usize, Arc<str>, i32, i64)> = items
+            .iter()
+            .filter_map(|a| {
+                transactional_producer(a).map(|(pid, epoch)| {
+                    producer = Some((pid, epoch));
+                    (a.slot, a.topic.clone(), a.index, pid)
+                })
+            })
+            .collect();
+        if asked.is_empty() {
+            continue;
         }
-    }
-    let mut unknown: Vec<usize> = Vec::new();
-    for (owner, items) in by_owner.into_jobs() {
-        let asked: Vec<usize> = items.iter().map(|(i, ..)| *i).collect();
+        let parts: Vec<(usize, TxnPartition)> = asked.iter().map(|(slot, t, i, _)| (*slot, (t.clone(), *i))).collect();
         let open = ctx
             .shard
             .call(owner, move |s| {
-                items
+                asked
                     .iter()
                     .map(|(_, topic, index, pid)| {
                         s.partition(topic, *index)
@@ -66,33 +73,30 @@ pub(super) async fn verify_transactional(
             })
             .await
             .unwrap_or_default();
-        for (k, i) in asked.into_iter().enumerate() {
-            if !open.get(k).copied().unwrap_or(false) {
-                unknown.push(i);
-            }
-        }
+        unknown.extend(
+            parts
+                .into_iter()
+                .enumerate()
+                .filter(|(k, _)| !open.get(*k).copied().unwrap_or(false))
+                .map(|(_, part)| part),
+        );
     }
-    if unknown.is_empty() {
-        return;
-    }
-    let Some((pid, epoch)) = transactional_producer(&appends[unknown[0]].1) else {
+    let Some((pid, epoch)) = producer.filter(|_| !unknown.is_empty()) else {
         return;
     };
-    let parts: Vec<TxnPartition> = unknown
-        .iter()
-        .map(|&i| (appends[i].1.topic.clone(), appends[i].1.index))
-        .collect();
+    let parts: Vec<TxnPartition> = unknown.iter().map(|(_, part)| part.clone()).collect();
     let codes = ask_coordinator(ctx, id, pid, epoch, &parts).await;
-    let mut refused = Vec::new();
-    for (&i, code) in unknown.iter().zip(codes) {
-        match code {
-            None => appends[i].1.txn = Txn::Member { verified: true },
-            Some(code) => refused.push((i, code)),
+    let verdicts: std::collections::HashMap<usize, Option<ErrorCode>> =
+        unknown.iter().map(|(slot, _)| *slot).zip(codes).collect();
+    for a in appends.items_mut() {
+        if verdicts.get(&a.slot) == Some(&None) {
+            a.txn = Txn::Member { verified: true };
         }
     }
-    refused.sort_by_key(|&(i, _)| i);
-    for &(i, code) in refused.iter().rev() {
-        let (_, a) = appends.remove(i);
+    appends.retain(|a| {
+        let Some(&Some(code)) = verdicts.get(&a.slot) else {
+            return true;
+        };
         results[a.slot] = Some(PartitionResult::error(
             code,
             format!(
@@ -100,7 +104,8 @@ pub(super) async fn verify_transactional(
                 a.topic, a.index
             ),
         ));
-    }
+        false
+    });
 }
 
 /// What the coordinator of `id` says of each partition: `None` when it is

@@ -12,12 +12,11 @@ use compio::net::TcpStream;
 use kafka_protocol::messages::write_txn_markers_request::{WritableTxnMarker, WritableTxnMarkerTopic};
 use kafka_protocol::messages::{ApiKey, ProducerId, TopicName, WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 use kafka_protocol::protocol::StrBytes;
-use sluice_engine::Durability;
 use sluice_engine::batch::Marker;
 
 use super::TxnHost;
 use super::state::{Status, TxnMeta, TxnPartition};
-use crate::error_codes::{self, ErrorCode};
+use crate::error_codes::ErrorCode;
 use crate::groups::GroupHost;
 use crate::image::NO_LEADER;
 use crate::meta::OFFSETS_TOPIC;
@@ -62,25 +61,14 @@ pub fn write_local<S: GroupHost>(
                 tracing::info!(topic = %m.topic, partition = m.partition, producer = m.producer_id, error = %r.message, "transaction marker refused");
                 r.code
             })?;
-        let replicated = p.replica.borrow().replicas.len() > 1;
-        let durability = if !replicated || shard.config().replica_fsync_before_ack {
-            Durability::Synced
-        } else {
-            p.log.default_durability()
-        };
-        if durability == Durability::Synced {
-            p.log.want_synced(appended.end_offset);
-        }
-        Ok((p, appended.end_offset, durability, replicated.then_some(epoch)))
+        let fsync = shard.config().replica_fsync_before_ack;
+        let wait = p.ack_wait(-1, appended.end_offset, epoch, deadline, fsync, true);
+        Ok((p, wait))
     })();
     async move {
-        let (p, end, durability, replicated) = written?;
-        p.log
-            .wait(end, durability)
-            .await
-            .map_err(|e| error_codes::for_log_error(&e))?;
-        if let Some(epoch) = replicated {
-            p.wait_replicated(end, epoch, deadline).await.map_err(|r| r.code)?;
+        let (p, wait) = written?;
+        if let Some(wait) = wait {
+            p.acked(wait).await.map_err(|r| r.code)?;
         }
         if let Some((partition, producer_id, commit)) = offsets {
             crate::groups::complete_txn(&shard, partition, producer_id, commit);
