@@ -107,6 +107,27 @@ pub enum ControllerRequest {
     /// expired or whose process is gone, unfences fenced brokers that
     /// heartbeat again.
     CheckSessions(SessionCheck),
+    /// A broker process registers (see [`registration_records`]). Its
+    /// epoch is chosen while drafting (the image's next broker epoch,
+    /// whatever `epoch` says) and it is registered fenced, then unfenced
+    /// in the same change.
+    RegisterBroker(BrokerMeta),
+    /// A block of `count` producer ids for `broker`, starting at the
+    /// image's next free id.
+    AllocateProducerIds {
+        broker: i32,
+        count: i64,
+    },
+}
+
+impl ControllerRequest {
+    /// Whether the request is refused when the disk of the metadata log is
+    /// nearly full. A broker's registration and its producer ids are not:
+    /// a broker with a full disk must still be able to rejoin and let its
+    /// topics be deleted.
+    pub fn needs_headroom(&self) -> bool {
+        !matches!(self, Self::RegisterBroker(_) | Self::AllocateProducerIds { .. })
+    }
 }
 
 /// What an accepted [`ControllerRequest`] answers.
@@ -119,6 +140,15 @@ pub enum ControllerAnswer {
         id: Uuid,
         partitions: i32,
         replication_factor: i16,
+    },
+    /// The broker registered, at this epoch.
+    Registered {
+        epoch: i64,
+    },
+    /// A block of producer ids: `first` to `first + count - 1`.
+    ProducerIds {
+        first: i64,
+        count: i64,
     },
     Done,
 }
@@ -268,6 +298,19 @@ impl Draft {
             R::CheckSessions(check) => {
                 self.check_sessions(&check)?;
                 Ok(ControllerAnswer::Done)
+            }
+            R::RegisterBroker(mut broker) => {
+                broker.epoch = self.image.next_broker_epoch;
+                broker.fenced = true;
+                let epoch = broker.epoch;
+                let (records, _) = registration_records(self.image.clone(), broker, self.rules)?;
+                records.into_iter().try_for_each(|r| self.push(r, None))?;
+                Ok(ControllerAnswer::Registered { epoch })
+            }
+            R::AllocateProducerIds { broker, count } => {
+                let first = self.image.next_producer_id;
+                self.push(MetaRecord::ProducerIds { broker, first, count }, None)?;
+                Ok(ControllerAnswer::ProducerIds { first, count })
             }
         }
     }
@@ -1375,5 +1418,49 @@ mod tests {
         let (records, _) = registration_records(img.clone(), again, MIN2).unwrap();
         let p = after(img.clone(), &records);
         assert_eq!((p[0].leader, p[0].isr.clone(), p[0].elr.clone()), (2, vec![2], vec![]));
+    }
+
+    /// A registration and a producer id block are requests like the others:
+    /// drafted against the image, ids chosen while drafting, answered with
+    /// what was chosen, and a refusal leaves the draft as it was.
+    #[test]
+    fn registration_and_producer_ids_are_drafted_with_their_ids() {
+        let img = image(&[(1, false), (2, false)], vec![state(&[1, 2], &[1, 2], 1)]);
+        let next = img.next_broker_epoch;
+        let mut draft = Draft::new(img.clone(), 1000, 1, Rules::default());
+        let again = BrokerMeta {
+            incarnation: Uuid::from_u128(7),
+            epoch: -1,
+            fenced: false,
+            ..img.brokers[&1].clone()
+        };
+        assert_eq!(
+            draft.handle(ControllerRequest::RegisterBroker(again)),
+            Ok(ControllerAnswer::Registered { epoch: next })
+        );
+        let ids = ControllerRequest::AllocateProducerIds { broker: 1, count: 10 };
+        assert_eq!(
+            draft.handle(ids.clone()),
+            Ok(ControllerAnswer::ProducerIds { first: 0, count: 10 })
+        );
+        assert_eq!(
+            draft.handle(ids),
+            Ok(ControllerAnswer::ProducerIds { first: 10, count: 10 })
+        );
+        let zero = ControllerRequest::AllocateProducerIds { broker: 1, count: 0 };
+        assert!(draft.handle(zero).is_err());
+        let records = draft.into_records();
+        // The restart fenced the old incarnation first; the new one is
+        // registered and unfenced.
+        assert!(matches!(records[0], MetaRecord::FenceBroker { id: 1, .. }));
+        let mut done = img;
+        for r in &records {
+            done.apply(r).unwrap();
+        }
+        assert_eq!(done.brokers[&1].epoch, next);
+        assert_eq!(done.brokers[&1].incarnation, Uuid::from_u128(7));
+        assert!(done.is_live(1));
+        assert_eq!(done.next_producer_id, 20);
+        assert!(!ControllerRequest::AllocateProducerIds { broker: 1, count: 1 }.needs_headroom());
     }
 }

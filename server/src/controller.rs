@@ -220,11 +220,10 @@ impl Controller {
     async fn register<S: ControllerHost>(&self, shard: &Shard<S>) -> Result<(), String> {
         let config = shard.config();
         for _ in 0..5 {
-            let image = self.quorum.state().image.clone();
             let broker = BrokerMeta {
                 id: self.node_id,
                 incarnation: shard.incarnation(),
-                epoch: image.next_broker_epoch,
+                epoch: -1, // chosen while drafting
                 host: config.advertised_host.clone(),
                 port: config.advertised_port,
                 shards: u32::try_from(shard.shard_count()).unwrap_or(u32::MAX),
@@ -233,31 +232,32 @@ impl Controller {
                 shut_down: false,
                 clean_start: shard.clean_start(),
             };
-            let epoch = broker.epoch;
-            let Ok((records, at)) = registration_records(image, broker, self.rules) else {
-                compio::runtime::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            };
-            let reply = self
-                .quorum
-                .write(Command::atomic(records))
-                .await
-                .map_err(|e| format!("registering broker {}: {e}", self.node_id))?;
             // One change, all or none: a fence record refused because the
             // image moved meanwhile refuses the registration with it, and
             // the next try drafts from the newer image.
-            match reply.results.get(at) {
-                Some(Ok(())) => {
+            let answer = self
+                .change(shard, vec![Ok(ControllerRequest::RegisterBroker(broker))], false)
+                .await;
+            match answer.into_iter().next() {
+                Some(Ok(ControllerAnswer::Registered { epoch })) => {
                     self.epoch.set(Some(epoch));
                     return Ok(());
                 }
-                Some(Err(e)) if matches!(e.code, ErrorCode::StaleBrokerEpoch | ErrorCode::InvalidRequest) => {
+                Some(Err(e))
+                    if matches!(
+                        e.code,
+                        ErrorCode::StaleBrokerEpoch
+                            | ErrorCode::InvalidRequest
+                            | ErrorCode::InvalidUpdateVersion
+                            | ErrorCode::FencedLeaderEpoch
+                    ) =>
+                {
                     // Another registration took the epoch, or the image
                     // moved under the fencing: draft again once it shows.
                     compio::runtime::time::sleep(Duration::from_millis(50)).await;
-                    continue;
                 }
                 Some(Err(e)) => return Err(format!("registering broker {}: {}", self.node_id, e.message)),
+                Some(Ok(a)) => unreachable!("a registration answered {a:?}"),
                 None => return Err("registration written without an answer".into()),
             }
         }
@@ -352,6 +352,19 @@ impl Controller {
         leader_only: bool,
     ) -> Vec<Result<ControllerAnswer, MetaError>> {
         self.lock().await;
+        let answers = self.change_locked(shard, requests, leader_only).await;
+        self.unlock();
+        answers
+    }
+
+    /// [`Self::change`] with the controller's lock held.
+    async fn change_locked<S: ControllerHost>(
+        &self,
+        shard: &Shard<S>,
+        requests: Vec<Result<ControllerRequest, MetaError>>,
+        leader_only: bool,
+    ) -> Vec<Result<ControllerAnswer, MetaError>> {
+        let headroom = requests.iter().flatten().any(ControllerRequest::needs_headroom);
         let mut draft = self.draft();
         let mut answers: Vec<Result<ControllerAnswer, MetaError>> = requests
             .into_iter()
@@ -363,9 +376,8 @@ impl Controller {
             .collect();
         let drafted = draft.into_drafted();
         if !drafted.is_empty() {
-            self.write(shard, drafted, &mut answers, leader_only).await;
+            self.write(shard, drafted, &mut answers, headroom, leader_only).await;
         }
-        self.unlock();
         answers
     }
 
@@ -374,6 +386,7 @@ impl Controller {
         shard: &Shard<S>,
         drafted: Vec<Drafted>,
         answers: &mut [Result<T, MetaError>],
+        headroom: bool,
         leader_only: bool,
     ) {
         let fail_all = |answers: &mut [Result<T, MetaError>], e: MetaError| {
@@ -381,7 +394,7 @@ impl Controller {
                 answers[d.slot] = Err(e.clone());
             }
         };
-        if let Err(e) = headroom(&shard.config().data_dir) {
+        if headroom && let Err(e) = disk_headroom(&shard.config().data_dir) {
             return fail_all(answers, e);
         }
         let command = Command {
@@ -441,7 +454,7 @@ impl Controller {
 
     /// Hands out a producer id never given before in the cluster: from this
     /// broker's block, or a new block from the quorum.
-    pub async fn allocate_producer_id(&self) -> Result<i64, String> {
+    pub async fn allocate_producer_id<S: ControllerHost>(&self, shard: &Shard<S>) -> Result<i64, String> {
         loop {
             let (next, end) = self.producer_ids.get();
             if next < end {
@@ -449,34 +462,38 @@ impl Controller {
                 return Ok(next);
             }
             self.lock().await;
-            let result = self.take_producer_ids().await;
+            let result = self.take_producer_ids(shard).await;
             self.unlock();
             result?;
         }
     }
 
-    async fn take_producer_ids(&self) -> Result<(), String> {
-        if self.producer_ids.get().0 < self.producer_ids.get().1 {
-            return Ok(());
-        }
+    /// A new block of producer ids, unless another caller took one while
+    /// this one waited for the lock.
+    async fn take_producer_ids<S: ControllerHost>(&self, shard: &Shard<S>) -> Result<(), String> {
         for _ in 0..5 {
-            let first = self.quorum.state().image.next_producer_id;
-            let record = MetaRecord::ProducerIds {
+            if self.producer_ids.get().0 < self.producer_ids.get().1 {
+                return Ok(());
+            }
+            let request = ControllerRequest::AllocateProducerIds {
                 broker: self.node_id,
-                first,
                 count: PRODUCER_ID_BLOCK,
             };
-            let reply = self
-                .quorum
-                .write(Command::each(vec![record]))
+            match self
+                .change_locked(shard, vec![Ok(request)], false)
                 .await
-                .map_err(|e| e.to_string())?;
-            match reply.results.first() {
-                Some(Ok(())) => {
-                    self.producer_ids.set((first, first + PRODUCER_ID_BLOCK));
+                .into_iter()
+                .next()
+            {
+                Some(Ok(ControllerAnswer::ProducerIds { first, count })) => {
+                    self.producer_ids.set((first, first + count));
                     return Ok(());
                 }
-                Some(Err(_)) => continue,
+                // The image this node drafted on was behind the quorum's
+                // leader: draft again.
+                Some(Err(e)) if e.code == ErrorCode::UnknownServerError => continue,
+                Some(Err(e)) => return Err(e.message),
+                Some(Ok(a)) => unreachable!("a producer id block answered {a:?}"),
                 None => return Err("producer id block written without an answer".into()),
             }
         }
@@ -717,7 +734,7 @@ fn write_identity(meta_dir: &Path, cluster_id: &str, node_id: i32) -> Result<(),
 
 /// Refuses a metadata write when the disk is nearly full: KAFKA_STORAGE_ERROR
 /// (a deletion frees the topic's data first and retries).
-fn headroom(data_dir: &Path) -> Result<(), MetaError> {
+fn disk_headroom(data_dir: &Path) -> Result<(), MetaError> {
     match crate::disk::filesystem_bytes(data_dir) {
         Ok((_, free)) if free < METADATA_HEADROOM => Err(refuse(
             ErrorCode::KafkaStorageError,
@@ -780,6 +797,6 @@ pub async fn allocate_producer_id<S: ControllerHost>(shard: &Shard<S>) -> Result
         .services
         .controller()
         .ok_or("not the controller shard")?
-        .allocate_producer_id()
+        .allocate_producer_id(shard)
         .await
 }

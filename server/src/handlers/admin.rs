@@ -110,7 +110,7 @@ pub async fn create_topics(ctx: Ctx, body: BytesMut) -> Outcome {
                 r.num_partitions = partitions;
                 r.replication_factor = replication_factor;
             }
-            Ok(ControllerAnswer::Done) => unreachable!("a topic creation answers with the topic"),
+            Ok(a) => unreachable!("a topic creation answered {a:?}"),
             Err(e) => {
                 (r.error_code, r.error_message) = error_fields(&e);
                 r.num_partitions = -1;
@@ -213,7 +213,7 @@ async fn delete_on_controller(shard: &Shard, names: Vec<Option<String>>) -> Vec<
         .map(|a| {
             a.map(|a| match a {
                 ControllerAnswer::Topic { id, .. } => id,
-                ControllerAnswer::Done => unreachable!("a topic deletion answers with the topic"),
+                a => unreachable!("a topic deletion answered {a:?}"),
             })
         })
         .collect()
