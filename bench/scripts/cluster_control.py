@@ -9,9 +9,18 @@ binaries on loopback (librdkafka's admin client as the observer):
   create     CreateTopics of T topics × 3 partitions, RF=3, one request per
              topic: total time and per-request latency percentiles; then the
              restart time of one node holding every partition's replica.
+  changes    one metadata change against the cluster's size: P partitions
+             (topics of 100, RF=1, on the two brokers that do not hold
+             the fenced broker's topic), then N CreateTopics of one
+             partition, N AlterConfigs of one topic, and N fences of a
+             third broker leading 100 partitions (kill -9 until Metadata
+             drops it, restart until it is back): median latency as the
+             client sees it, and each node's CPU per change (its CPU
+             during the changes less its idle CPU over as long).
 
   bench/scripts/cluster_control.py [--bin target/release/sluice] [--trials 20]
-      [--topics 1000] [--session-ms 9000] [--only failover|create]
+      [--topics 1000] [--session-ms 9000] [--only failover|create|changes]
+      [--partitions 50000] [--changes 50]
 
 Prints one JSON object. Nodes run with one shard each.
 """
@@ -83,8 +92,8 @@ class Node:
             self.proc = None
 
 
-def metadata(node):
-    return AdminClient({"bootstrap.servers": node.bootstrap, "log_level": 0}).list_topics(timeout=10)
+def metadata(node, topic=None):
+    return AdminClient({"bootstrap.servers": node.bootstrap, "log_level": 0}).list_topics(topic, timeout=10)
 
 
 def poll(check, timeout=60, every=0.02):
@@ -175,13 +184,103 @@ def create_and_restart(nodes, topics):
     }
 
 
+def cpu_s(node):
+    """The node's user + system CPU so far, in seconds."""
+    with open(f"/proc/{node.proc.pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_change(nodes, run, n, idle_s=3.0):
+    """Runs `run` (n changes); returns the client's latencies and each
+    node's CPU per change, less what it spends idle over as long."""
+    live = [x for x in nodes if x.proc]
+    before = {x.id: cpu_s(x) for x in live}
+    time.sleep(idle_s)
+    idle = {x.id: (cpu_s(x) - before[x.id]) / idle_s for x in live}
+    before = {x.id: cpu_s(x) for x in live}
+    t0 = time.time()
+    lat = run()
+    took = time.time() - t0
+    live = [x for x in live if x.proc]
+    cpu = {f"node{x.id}": round(max(0.0, cpu_s(x) - before[x.id] - idle[x.id] * took) / n * 1000, 2)
+           for x in live}
+    return {"median_ms": round(statistics.median(lat) * 1000, 2), "cpu_ms_per_change": cpu,
+            "idle_cpu_pct": {f"node{k}": round(v * 100, 2) for k, v in idle.items()}}
+
+
+def changes(nodes, partitions, n):
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+    poll(lambda: len(metadata(nodes[0]).brokers) == 3)
+    md = metadata(nodes[0])
+    victim = next(x for x in reversed(nodes) if x.id != md.controller_id)
+    bulk = [x.id for x in nodes if x is not victim]
+    a = AdminClient({"bootstrap.servers": nodes[0].bootstrap, "log_level": 0})
+    names = [f"bulk{i:05d}" for i in range(partitions // 100)]
+    t0 = time.time()
+    for i in range(0, len(names), 50):
+        batch = [NewTopic(t, num_partitions=100, replica_assignment=[[bulk[(j + p) % 2]] for p in range(100)])
+                 for j, t in enumerate(names[i:i + 50])]
+        for f in a.create_topics(batch, request_timeout=120).values():
+            f.result(180)
+    created_s = time.time() - t0
+    a.create_topics([NewTopic("fenced", num_partitions=100, replica_assignment=[[victim.id]] * 100)])["fenced"].result(60)
+    out = {"partitions": partitions + 100, "create_all_s": round(created_s, 1), "fenced_broker": victim.id}
+
+    def creates():
+        lat = []
+        for i in range(n):
+            t = time.time()
+            a.create_topics([NewTopic(f"one{i:04d}", 1, 1)])[f"one{i:04d}"].result(60)
+            lat.append(time.time() - t)
+        return lat
+    out["create_one_partition"] = cpu_per_change(nodes, creates, n)
+
+    def alters():
+        lat = []
+        for i in range(n):
+            r = ConfigResource("topic", names[i % len(names)], incremental_configs=[
+                ConfigEntry("retention.ms", str(3_600_000 + i), incremental_operation=AlterConfigOpType.SET)])
+            t = time.time()
+            a.incremental_alter_configs([r])[r].result(60)
+            lat.append(time.time() - t)
+        return lat
+    out["alter_configs"] = cpu_per_change(nodes, alters, n)
+
+    observer = nodes[md.controller_id - 1]
+    fences = max(1, n // 10)
+
+    def fence_cycles():
+        lat = []
+        for _ in range(fences):
+            victim.kill9()
+            t = time.time()
+            # Metadata of the one topic: one of all 50,000 partitions would
+            # cost the observer more than the change.
+            poll(lambda: victim.id not in metadata(observer, "fenced").brokers, every=0.005)
+            lat.append(time.time() - t)
+            victim.start()
+            poll(lambda: all(p.leader == victim.id
+                             for p in metadata(observer, "fenced").topics["fenced"].partitions.values()))
+        return lat
+    # The survivors' CPU for a fence and the registration that unfences
+    # (the restarted node's own start-up is not counted).
+    survivors = [x for x in nodes if x is not victim]
+    r = cpu_per_change(survivors, fence_cycles, fences)
+    r["kill_to_fenced_median_ms"] = r.pop("median_ms")
+    out["fence_and_rejoin"] = r
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default="target/release/sluice")
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--topics", type=int, default=1000)
     ap.add_argument("--session-ms", type=int, default=9000)
-    ap.add_argument("--only", choices=["failover", "create"])
+    ap.add_argument("--only", choices=["failover", "create", "changes"])
+    ap.add_argument("--partitions", type=int, default=50000)
+    ap.add_argument("--changes", type=int, default=50)
     ap.add_argument("--keep", help="a new directory for the nodes' data and logs, kept afterwards")
     args = ap.parse_args()
     out = {"session_timeout_ms": args.session_ms}
@@ -202,6 +301,8 @@ def main():
                 out["failover"] = failover(nodes, args.trials)
             if args.only in (None, "create"):
                 out["create"] = create_and_restart(nodes, args.topics)
+            if args.only == "changes":
+                out["changes"] = changes(nodes, args.partitions, args.changes)
         finally:
             for n in nodes:
                 if n.proc:

@@ -7,7 +7,7 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from conftest import create, running_broker
+from conftest import create, running_broker, wait_for
 
 
 def producer(broker, txn_id, **extra):
@@ -259,3 +259,65 @@ def test_open_and_aborted_transactions_survive_a_crash_of_the_broker():
         p.commit_transaction(60)
         got = read(broker, "tx-crash", 1, "read_committed", expected=2, wait=3)
         assert [v for _, v in got] == ["open", "later"]
+
+
+def test_transactions_survive_leader_changes_and_a_caught_up_follower_leading():
+    """RF=3: one transaction aborted, one open and later commits around it.
+    The leader is killed (its first follower leads), the open transaction
+    commits through the new leader, the old leader restarts and catches up
+    as a follower, a new transaction opens, and the leader is killed again
+    so that the caught-up follower leads. Each leader drops the aborted
+    records and stops read_committed at the open transaction, from the
+    markers and the log it has, not from the leader before it."""
+    import types
+
+    from test_cluster import create as create_rf3, metadata, running_cluster
+    extra = ["transaction.state.log.num.partitions=3", "replica.lag.time.max.ms=2000"]
+    with running_cluster(extra) as cluster:
+        boot = types.SimpleNamespace(bootstrap=",".join(n.bootstrap for n in cluster.nodes))
+        create_rf3(cluster.node(1), "tx-move", partitions=1)
+        commit_one(boot, "tx-m-first", "tx-move", "first")
+        p = producer(boot, "tx-m-open")
+        p.begin_transaction()
+        p.produce("tx-move", value="aborted")
+        p.flush(30)
+        p.abort_transaction(30)
+        p.begin_transaction()
+        p.produce("tx-move", value="open")
+        p.flush(30)
+        commit_one(boot, "tx-m-later", "tx-move", "later")
+
+        def partition():
+            return metadata(next(iter(cluster.live()))).topics["tx-move"].partitions[0]
+
+        def in_sync():
+            x = partition()
+            return x.leader > 0 and len(x.isrs) == 3
+
+        wait_for("the partition fully in sync", in_sync, timeout=30)
+        first, second = partition().replicas[0], partition().replicas[1]
+        assert partition().leader == first
+        cluster.node(first).kill9()
+        wait_for("the first follower leads", lambda: partition().leader == second, timeout=30)
+        assert values(read(boot, "tx-move", 1, "read_committed", wait=2)) == ["first"]
+        assert values(read(boot, "tx-move", 1, "read_uncommitted", expected=4, wait=3)) == [
+            "aborted", "first", "later", "open"]
+        p.commit_transaction(60)
+        got = read(boot, "tx-move", 1, "read_committed", expected=3, wait=3)
+        assert [v for _, v in got] == ["first", "open", "later"]
+
+        cluster.node(first).start()
+        wait_for("the restarted broker back in sync", in_sync, timeout=60)
+        q = producer(boot, "tx-m-open2")
+        q.begin_transaction()
+        q.produce("tx-move", value="open2")
+        q.flush(30)
+        commit_one(boot, "tx-m-last", "tx-move", "last")
+        wait_for("the partition fully in sync", in_sync, timeout=30)
+        cluster.node(second).kill9()
+        wait_for("the caught-up follower leads", lambda: partition().leader == first, timeout=30)
+        got = read(boot, "tx-move", 1, "read_committed", wait=2)
+        assert [v for _, v in got] == ["first", "open", "later"]
+        q.abort_transaction(60)
+        got = read(boot, "tx-move", 1, "read_committed", expected=4, wait=3)
+        assert [v for _, v in got] == ["first", "open", "later", "last"]

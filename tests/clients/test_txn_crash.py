@@ -1,8 +1,8 @@
 """Exactly-once across crashes: a consume-transform-produce processor
-(`eos_processor.py`) killed with kill -9 and restarted, on one node and on
-a three-node cluster whose transaction coordinator is killed too. The
-output topic read with read_committed holds each input record's result
-exactly once."""
+(`eos_processor.py` on librdkafka, `java/EosProcessor.java` on the Java
+client) killed with kill -9 and restarted, on one node and on a three-node
+cluster whose transaction coordinator is killed too. The output topic read
+with read_committed holds each input record's result exactly once."""
 import collections
 import os
 import random
@@ -12,9 +12,11 @@ import sys
 import time
 import uuid
 
+import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from conftest import create, running_broker, wait_for
+from test_java import classpath  # noqa: F401 (a fixture)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PARTITIONS = 3
@@ -28,21 +30,39 @@ def fill(bootstrap, topic):
     assert p.flush(60) == 0
 
 
-def start_processor(bootstrap, log):
-    return subprocess.Popen(
-        [sys.executable, os.path.join(HERE, "eos_processor.py"), bootstrap, "eos-crash", "eos-crash-group",
-         "crash-in", "crash-out", str(PARTITIONS)],
-        stdout=log, stderr=log)
+class Processor:
+    """How to start one client's processor, and how long it takes to get
+    going (a JVM starts slower)."""
+
+    def __init__(self, client, request):
+        self.client = client
+        if client == "java":
+            self.command = ["java", "-cp", request.getfixturevalue("classpath"), "EosProcessor"]
+            self.warmup = 1.5
+        else:
+            self.command = [sys.executable, os.path.join(HERE, "eos_processor.py")]
+            self.warmup = 0.0
+
+    def start(self, bootstrap, log):
+        return subprocess.Popen(
+            self.command + [bootstrap, "eos-crash", "eos-crash-group", "crash-in", "crash-out", str(PARTITIONS)],
+            stdout=log, stderr=log)
 
 
-def run_with_kills(bootstrap, kills, log_path, during=None):
+@pytest.fixture(params=["librdkafka", "java"])
+def processor(request):
+    return Processor(request.param, request)
+
+
+def run_with_kills(processor, bootstrap, kills, log_path, during=None):
     """Runs the processor to the end, killing it with kill -9 `kills` times
     at random moments (and calling `during()` once, midway)."""
     rng = random.Random(7)
+    start_processor = processor.start
     with open(log_path, "ab") as log:
         for round_ in range(kills):
             proc = start_processor(bootstrap, log)
-            time.sleep(rng.uniform(1.0, 2.5))
+            time.sleep(processor.warmup + rng.uniform(1.0, 2.5))
             if during is not None and round_ == kills // 2:
                 during()
             if proc.poll() is None:
@@ -74,12 +94,12 @@ def check_exactly_once(bootstrap):
     assert sum(seen.values()) == RECORDS
 
 
-def test_a_processor_killed_repeatedly_on_one_node_writes_each_result_once(tmp_path):
+def test_a_processor_killed_repeatedly_on_one_node_writes_each_result_once(tmp_path, processor):
     with running_broker([]) as broker:
         create(broker, "crash-in", PARTITIONS)
         create(broker, "crash-out", PARTITIONS)
         fill(broker.bootstrap, "crash-in")
-        run_with_kills(broker.bootstrap, 4, str(tmp_path / "processor.log"))
+        run_with_kills(processor, broker.bootstrap, 4, str(tmp_path / "processor.log"))
         check_exactly_once(broker.bootstrap)
 
 
@@ -92,7 +112,7 @@ def java_hash_partition(key, n):
     return (h & 0x7FFFFFFF) % n
 
 
-def test_a_processor_and_its_transaction_coordinator_killed_on_a_cluster_write_each_result_once(tmp_path):
+def test_a_processor_and_its_transaction_coordinator_killed_on_a_cluster_write_each_result_once(tmp_path, processor):
     from test_cluster import create as create_rf3, metadata, running_cluster
     extra = ["transaction.state.log.num.partitions=3", "replica.lag.time.max.ms=2000"]
     with running_cluster(extra) as cluster:
@@ -112,6 +132,6 @@ def test_a_processor_and_its_transaction_coordinator_killed_on_a_cluster_write_e
             time.sleep(3)
             node.start()
 
-        run_with_kills(boot, 4, str(tmp_path / "processor.log"), during=kill_the_coordinator)
+        run_with_kills(processor, boot, 4, str(tmp_path / "processor.log"), during=kill_the_coordinator)
         assert killed, "the coordinator was killed"
         check_exactly_once(boot)
