@@ -605,39 +605,8 @@ impl Partition {
         let mut first_offset = None;
         let mut end_offset = 0;
         for b in batches {
-            let (facts, last_delta) = match batch::BatchHeader::parse(&b) {
-                Ok(h) => (BatchFacts::of(&h, &b), h.last_offset_delta()),
-                Err(e) => {
-                    return Err(Refused::new(
-                        error_codes::for_log_error(&e.clone().into()),
-                        e.to_string(),
-                    ));
-                }
-            };
+            let (facts, last_delta) = self.admit(&b, txn)?;
             let (pid, epoch, first_seq) = (facts.producer_id, facts.epoch, facts.first_seq);
-            if facts.control.is_some() {
-                return Err(Refused::new(
-                    ErrorCode::InvalidRecord,
-                    "control batches are written by the broker, not produced",
-                ));
-            }
-            if facts.transactional {
-                match txn {
-                    Txn::None => {
-                        return Err(Refused::new(
-                            ErrorCode::InvalidRecord,
-                            "a transactional batch needs its producer's transactional.id",
-                        ));
-                    }
-                    Txn::Member { verified: false } if !self.producers.borrow().has_open_txn(pid) => {
-                        return Err(Refused::new(
-                            ErrorCode::InvalidTxnState,
-                            format!("producer {pid} has no open transaction that holds this partition"),
-                        ));
-                    }
-                    Txn::Member { .. } => {}
-                }
-            }
             match self.producers.borrow().check(pid, epoch, first_seq, facts.last_seq) {
                 Verdict::Append => {}
                 Verdict::Duplicate { base_offset } => {
@@ -672,6 +641,46 @@ impl Partition {
             base_offset: first_offset.unwrap_or(-1),
             end_offset,
         })
+    }
+
+    /// What a produced batch is, if this partition takes it at all: a
+    /// header that parses, not a control batch, and when transactional,
+    /// from a member of a transaction holding this partition.
+    fn admit(&self, b: &BytesMut, txn: Txn) -> Result<(BatchFacts, i32), Refused> {
+        let (facts, last_delta) = match batch::BatchHeader::parse(b) {
+            Ok(h) => (BatchFacts::of(&h, b), h.last_offset_delta()),
+            Err(e) => {
+                return Err(Refused::new(
+                    error_codes::for_log_error(&e.clone().into()),
+                    e.to_string(),
+                ));
+            }
+        };
+        if facts.control.is_some() {
+            return Err(Refused::new(
+                ErrorCode::InvalidRecord,
+                "control batches are written by the broker, not produced",
+            ));
+        }
+        if facts.transactional {
+            let pid = facts.producer_id;
+            match txn {
+                Txn::None => {
+                    return Err(Refused::new(
+                        ErrorCode::InvalidRecord,
+                        "a transactional batch needs its producer's transactional.id",
+                    ));
+                }
+                Txn::Member { verified: false } if !self.producers.borrow().has_open_txn(pid) => {
+                    return Err(Refused::new(
+                        ErrorCode::InvalidTxnState,
+                        format!("producer {pid} has no open transaction that holds this partition"),
+                    ));
+                }
+                Txn::Member { .. } => {}
+            }
+        }
+        Ok((facts, last_delta))
     }
 }
 

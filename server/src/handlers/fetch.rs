@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::{Ctx, Outcome};
 use crate::error_codes::{self, ErrorCode};
 use crate::node::Shard;
+use crate::partition::Partition;
 use crate::protocol::fetch::{self as codec, PartitionData, Top, TopicData};
 use crate::shard::ByOwner;
 use crate::util::race;
@@ -44,6 +45,10 @@ enum Reader {
     Committed,
 }
 
+/// A topic of the request: its name, its id and how many of its
+/// partitions are asked for.
+type Layout = (Arc<str>, Uuid, usize);
+
 pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: FetchRequest = decode_or_return!(ctx, body);
     let start = Instant::now();
@@ -60,52 +65,7 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
         None if req.isolation_level == 1 => Reader::Committed,
         None => Reader::Uncommitted,
     };
-    let snapshot = ctx.shard.meta();
-    // A replica's fetch reads past the high watermark and moves it: it must
-    // name a registered broker and that broker's current epoch (v15+), or
-    // every partition is refused.
-    let replica_error = replica.and_then(|id| {
-        let current = ctx.version >= 15
-            && snapshot
-                .brokers
-                .get(&id)
-                .is_some_and(|b| b.epoch == req.replica_state.replica_epoch);
-        (!current).then_some(ErrorCode::StaleBrokerEpoch)
-    });
-    let mut layout: Vec<(Arc<str>, Uuid, usize)> = Vec::new();
-    let mut wanted: Vec<Wanted> = Vec::new();
-    for t in &req.topics {
-        let meta = if ctx.version >= 13 {
-            snapshot.topic_by_id(&t.topic_id).cloned()
-        } else {
-            snapshot.topic(t.topic.0.as_str()).cloned()
-        };
-        let name: Arc<str> = meta
-            .as_ref()
-            .map_or_else(|| t.topic.0.as_str().into(), |m| m.name.clone());
-        layout.push((name, t.topic_id, t.partitions.len()));
-        for p in &t.partitions {
-            let error = match &meta {
-                _ if replica_error.is_some() => replica_error,
-                None if ctx.version >= 13 => Some(ErrorCode::UnknownTopicId),
-                None => Some(ErrorCode::UnknownTopicOrPartition),
-                Some(m) if p.partition < 0 || p.partition >= m.partitions => Some(ErrorCode::UnknownTopicOrPartition),
-                Some(m) if m.leader(p.partition) != Some(ctx.shard.config().node_id) => {
-                    Some(ErrorCode::NotLeaderOrFollower)
-                }
-                Some(_) => None,
-            };
-            wanted.push(Wanted {
-                topic: meta.as_ref().map(|m| m.name.clone()),
-                partition: p.partition,
-                offset: p.fetch_offset,
-                max_bytes: u64::try_from(p.partition_max_bytes).unwrap_or(0),
-                current_leader_epoch: if ctx.version >= 9 { p.current_leader_epoch } else { -1 },
-                last_fetched_epoch: if ctx.version >= 12 { p.last_fetched_epoch } else { -1 },
-                error,
-            });
-        }
-    }
+    let (layout, wanted) = wanted(&ctx, &req, replica);
     let max_bytes = u64::try_from(req.max_bytes)
         .unwrap_or(0)
         .min(u64::from(ctx.shard.config().fetch_max_bytes));
@@ -152,6 +112,64 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
             break;
         }
     }
+    answer(&ctx, layout, results, replica.is_none())
+}
+
+/// Each topic of the request (its name, id and partition count) and each
+/// partition's read, refused up front where this broker cannot serve it.
+fn wanted(ctx: &Ctx, req: &FetchRequest, replica: Option<i32>) -> (Vec<Layout>, Vec<Wanted>) {
+    let snapshot = ctx.shard.meta();
+    // A replica's fetch reads past the high watermark and moves it: it must
+    // name a registered broker and that broker's current epoch (v15+), or
+    // every partition is refused.
+    let replica_error = replica.and_then(|id| {
+        let current = ctx.version >= 15
+            && snapshot
+                .brokers
+                .get(&id)
+                .is_some_and(|b| b.epoch == req.replica_state.replica_epoch);
+        (!current).then_some(ErrorCode::StaleBrokerEpoch)
+    });
+    let mut layout: Vec<Layout> = Vec::new();
+    let mut wanted: Vec<Wanted> = Vec::new();
+    for t in &req.topics {
+        let meta = if ctx.version >= 13 {
+            snapshot.topic_by_id(&t.topic_id).cloned()
+        } else {
+            snapshot.topic(t.topic.0.as_str()).cloned()
+        };
+        let name: Arc<str> = meta
+            .as_ref()
+            .map_or_else(|| t.topic.0.as_str().into(), |m| m.name.clone());
+        layout.push((name, t.topic_id, t.partitions.len()));
+        for p in &t.partitions {
+            let error = match &meta {
+                _ if replica_error.is_some() => replica_error,
+                None if ctx.version >= 13 => Some(ErrorCode::UnknownTopicId),
+                None => Some(ErrorCode::UnknownTopicOrPartition),
+                Some(m) if p.partition < 0 || p.partition >= m.partitions => Some(ErrorCode::UnknownTopicOrPartition),
+                Some(m) if m.leader(p.partition) != Some(ctx.shard.config().node_id) => {
+                    Some(ErrorCode::NotLeaderOrFollower)
+                }
+                Some(_) => None,
+            };
+            wanted.push(Wanted {
+                topic: meta.as_ref().map(|m| m.name.clone()),
+                partition: p.partition,
+                offset: p.fetch_offset,
+                max_bytes: u64::try_from(p.partition_max_bytes).unwrap_or(0),
+                current_leader_epoch: if ctx.version >= 9 { p.current_leader_epoch } else { -1 },
+                last_fetched_epoch: if ctx.version >= 12 { p.last_fetched_epoch } else { -1 },
+                error,
+            });
+        }
+    }
+    (layout, wanted)
+}
+
+/// The response: the results in request order, with leader hints where
+/// a partition moved (v12+), and the bytes sent to consumers counted.
+fn answer(ctx: &Ctx, layout: Vec<Layout>, results: Vec<PartitionData>, consumer: bool) -> Outcome {
     let metrics = &ctx.shard.metrics;
     let mut results = results.into_iter();
     let mut topics = Vec::with_capacity(layout.len());
@@ -176,7 +194,7 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
             metrics.error(ctx.key as i16, p.error_code);
             bytes += p.records.as_ref().map_or(0, |s| s.len);
         }
-        if replica.is_none() && bytes > 0 {
+        if consumer && bytes > 0 {
             metrics.sent(&name, bytes);
         }
         topics.push(TopicData {
@@ -301,28 +319,8 @@ fn read_partition(shard: &Rc<Shard>, r: &Read) -> PartitionData {
         Ok(p) => p,
         Err(code) => return failed(partition, code),
     };
-    // A fetcher whose last fetched epoch ends earlier here holds a tail
-    // this log does not: it must truncate first. When this log knows no
-    // epoch at all, the fetch offset is out of range (the fetcher then
-    // truncates to its high watermark).
-    if r.last_fetched_epoch >= 0 {
-        let end = p.log.epoch_end(r.last_fetched_epoch);
-        if end.epoch < 0 || end.end_offset < 0 {
-            return failed(partition, ErrorCode::OffsetOutOfRange);
-        }
-        if end.epoch < r.last_fetched_epoch || end.end_offset < offset {
-            return PartitionData {
-                partition_index: partition,
-                error_code: 0,
-                high_watermark: p.log.high_watermark(),
-                last_stable_offset: p.last_stable_offset(),
-                log_start_offset: p.log.log_start_offset(),
-                aborted: None,
-                records: None,
-                diverging_epoch: Some((end.epoch, end.end_offset)),
-                current_leader: None,
-            };
-        }
+    if let Some(diverged) = diverging(&p, r) {
+        return diverged;
     }
     // Taken before the read: the records it returns end at or before it.
     let lso = p.last_stable_offset();
@@ -370,6 +368,31 @@ fn read_partition(shard: &Rc<Shard>, r: &Read) -> PartitionData {
         },
         Err(e) => failed(partition, error_codes::for_log_error(&e)),
     }
+}
+
+/// A fetcher whose last fetched epoch ends earlier here holds a tail this
+/// log does not: it must truncate first (the answer names where the epoch
+/// ends). When this log knows no epoch at all, the fetch offset is out of
+/// range (the fetcher then truncates to its high watermark).
+fn diverging(p: &Partition, r: &Read) -> Option<PartitionData> {
+    if r.last_fetched_epoch < 0 {
+        return None;
+    }
+    let end = p.log.epoch_end(r.last_fetched_epoch);
+    if end.epoch < 0 || end.end_offset < 0 {
+        return Some(failed(r.partition, ErrorCode::OffsetOutOfRange));
+    }
+    (end.epoch < r.last_fetched_epoch || end.end_offset < r.offset).then(|| PartitionData {
+        partition_index: r.partition,
+        error_code: 0,
+        high_watermark: p.log.high_watermark(),
+        last_stable_offset: p.last_stable_offset(),
+        log_start_offset: p.log.log_start_offset(),
+        aborted: None,
+        records: None,
+        diverging_epoch: Some((end.epoch, end.end_offset)),
+        current_leader: None,
+    })
 }
 
 /// On the owner of every partition in `items` (topic, partition, the high

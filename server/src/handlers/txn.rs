@@ -50,19 +50,7 @@ async fn add_one(
     topics: &[AddPartitionsToTxnTopic],
     verify_only: bool,
 ) -> Vec<AddPartitionsToTxnTopicResult> {
-    let snapshot = ctx.shard.meta();
-    let mut parts: Vec<TxnPartition> = Vec::new();
-    let mut unknown = Vec::new();
-    for t in topics {
-        let meta = snapshot.topic(t.name.0.as_str());
-        for &p in &t.partitions {
-            let part: TxnPartition = (t.name.0.as_str().into(), p);
-            if meta.is_none_or(|m| p < 0 || p >= m.partitions) {
-                unknown.push(part.clone());
-            }
-            parts.push(part);
-        }
-    }
+    let (parts, unknown) = txn_partitions(ctx, topics);
     // One code per partition, in request order.
     let codes: Vec<i16> = if !unknown.is_empty() {
         // Nothing is added when a partition is unknown, as in Kafka.
@@ -77,30 +65,65 @@ async fn add_one(
             })
             .collect()
     } else if verify_only {
-        let (id, asked) = (Arc::<str>::from(id), parts.clone());
-        let answer = crate::txn::on_coordinator(&ctx.shard, &id.clone(), move |s, _| async move {
-            Ok(asked
-                .iter()
-                .map(|p| {
-                    crate::txn::verify(&s, &id, producer_id, epoch, p)
-                        .err()
-                        .map_or(0, |e| e.code())
-                })
-                .collect::<Vec<i16>>())
-        })
-        .await;
-        answer.unwrap_or_else(|e| vec![e.code(); parts.len()])
+        verify_partitions(ctx, id, producer_id, epoch, parts).await
     } else {
-        let (key, asked) = (Arc::<str>::from(id), parts.clone());
+        let (key, n) = (Arc::<str>::from(id), parts.len());
         let answer = crate::txn::on_coordinator(&ctx.shard, &key.clone(), move |s, partition| {
-            crate::txn::add_partitions(s, partition, key, producer_id, epoch, asked)
+            crate::txn::add_partitions(s, partition, key, producer_id, epoch, parts)
         })
         .await;
         let code = answer
             .err()
             .map_or(0, |e| fenced_for_version(e, ctx.version, FENCED_SINCE));
-        vec![code; parts.len()]
+        vec![code; n]
     };
+    add_partitions_results(ctx, topics, codes)
+}
+
+/// The partitions an AddPartitionsToTxn names, in request order, and
+/// those of them that do not exist.
+fn txn_partitions(ctx: &Ctx, topics: &[AddPartitionsToTxnTopic]) -> (Vec<TxnPartition>, Vec<TxnPartition>) {
+    let snapshot = ctx.shard.meta();
+    let mut parts: Vec<TxnPartition> = Vec::new();
+    let mut unknown = Vec::new();
+    for t in topics {
+        let meta = snapshot.topic(t.name.0.as_str());
+        for &p in &t.partitions {
+            let part: TxnPartition = (t.name.0.as_str().into(), p);
+            if meta.is_none_or(|m| p < 0 || p >= m.partitions) {
+                unknown.push(part.clone());
+            }
+            parts.push(part);
+        }
+    }
+    (parts, unknown)
+}
+
+/// The verify-only form (KIP-890): whether each partition is in the
+/// producer's ongoing transaction, asked of the coordinator.
+async fn verify_partitions(ctx: &Ctx, id: &str, producer_id: i64, epoch: i16, parts: Vec<TxnPartition>) -> Vec<i16> {
+    let (id, n) = (Arc::<str>::from(id), parts.len());
+    let answer = crate::txn::on_coordinator(&ctx.shard, &id.clone(), move |s, _| async move {
+        Ok(parts
+            .iter()
+            .map(|p| {
+                crate::txn::verify(&s, &id, producer_id, epoch, p)
+                    .err()
+                    .map_or(0, |e| e.code())
+            })
+            .collect::<Vec<i16>>())
+    })
+    .await;
+    answer.unwrap_or_else(|e| vec![e.code(); n])
+}
+
+/// The answer of each partition of `topics`, from `codes` in request
+/// order.
+fn add_partitions_results(
+    ctx: &Ctx,
+    topics: &[AddPartitionsToTxnTopic],
+    codes: Vec<i16>,
+) -> Vec<AddPartitionsToTxnTopicResult> {
     let mut codes = codes.into_iter();
     topics
         .iter()
@@ -302,6 +325,33 @@ async fn commit_in_txn(
 
 pub async fn write_txn_markers(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: WriteTxnMarkersRequest = decode_or_return!(ctx, body);
+    let codes = write_marks(&ctx, &req).await;
+    let mut codes = codes.into_iter();
+    let mut resp = WriteTxnMarkersResponse::default();
+    for m in &req.markers {
+        let mut result = WritableTxnMarkerResult::default().with_producer_id(ProducerId(m.producer_id.0));
+        for t in &m.topics {
+            let mut topic = WritableTxnMarkerTopicResult::default().with_name(t.name.clone());
+            for &partition in &t.partition_indexes {
+                let code = codes.next().unwrap_or(ErrorCode::UnknownServerError.code());
+                ctx.shard.metrics.error(ctx.key as i16, code);
+                topic.partitions.push(
+                    WritableTxnMarkerPartitionResult::default()
+                        .with_partition_index(partition)
+                        .with_error_code(code),
+                );
+            }
+            result.topics.push(topic);
+        }
+        resp.markers.push(result);
+    }
+    ctx.respond(&resp)
+}
+
+/// Writes every marker of the request on the shard that owns its
+/// partition, each owner's markers written before any of them waits for
+/// its acknowledgements; one code per marker, in request order.
+async fn write_marks(ctx: &Ctx, req: &WriteTxnMarkersRequest) -> Vec<i16> {
     let deadline = Instant::now() + Duration::from_millis(ctx.shard.config().transactions.marker_timeout_ms);
     let mut by_owner = ByOwner::new(ctx.shard.shard_count());
     let mut count = 0;
@@ -335,7 +385,6 @@ pub async fn write_txn_markers(ctx: Ctx, body: BytesMut) -> Outcome {
         .into_jobs()
         .map(|(owner, items)| {
             let slots: Vec<usize> = items.iter().map(|(slot, _)| *slot).collect();
-            // Every marker of the owner is written before any waits.
             let answer = Box::pin(ctx.shard.run_on(owner, move |s| {
                 let writes: Vec<_> = items.into_iter().map(|(_, m)| write_local(s, m, deadline)).collect();
                 async move {
@@ -356,26 +405,7 @@ pub async fn write_txn_markers(ctx: Ctx, body: BytesMut) -> Outcome {
             }
         }
     }
-    let mut codes = codes.into_iter();
-    let mut resp = WriteTxnMarkersResponse::default();
-    for m in &req.markers {
-        let mut result = WritableTxnMarkerResult::default().with_producer_id(ProducerId(m.producer_id.0));
-        for t in &m.topics {
-            let mut topic = WritableTxnMarkerTopicResult::default().with_name(t.name.clone());
-            for &partition in &t.partition_indexes {
-                let code = codes.next().unwrap_or(ErrorCode::UnknownServerError.code());
-                ctx.shard.metrics.error(ctx.key as i16, code);
-                topic.partitions.push(
-                    WritableTxnMarkerPartitionResult::default()
-                        .with_partition_index(partition)
-                        .with_error_code(code),
-                );
-            }
-            result.topics.push(topic);
-        }
-        resp.markers.push(result);
-    }
-    ctx.respond(&resp)
+    codes
 }
 
 /// The states ListTransactions filters by, as Kafka names them.
