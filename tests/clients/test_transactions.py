@@ -321,3 +321,43 @@ def test_transactions_survive_leader_changes_and_a_caught_up_follower_leading():
         q.abort_transaction(60)
         got = read(boot, "tx-move", 1, "read_committed", expected=4, wait=3)
         assert [v for _, v in got] == ["first", "open", "later", "last"]
+
+
+def test_the_transaction_state_log_is_bounded_and_replays_after_its_rewrite():
+    """With 1 KiB segments the transaction-state log rolls every few
+    transactions; its leader rewrites the ids' states and drops the older
+    segments. An open transaction's state (its partitions) survives that
+    and a kill -9: after the restart read_committed still stops at it and
+    its producer commits it."""
+    import glob
+    import os
+
+    settings = ["transaction.state.log.num.partitions=1", "transaction.state.log.segment.bytes=1024"]
+    with running_broker(settings) as broker:
+        create(broker, "tx-bound", 1)
+        held = producer(broker, "tx-held")
+        held.begin_transaction()
+        held.produce("tx-bound", value="held")
+        held.flush(30)
+        busy = producer(broker, "tx-busy")
+        for i in range(60):
+            busy.begin_transaction()
+            busy.produce("tx-bound", value=f"busy-{i}")
+            busy.commit_transaction(30)
+        c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "tx-bound-watch"})
+        low = wait_for("the transaction-state log start moved",
+                       lambda: c.get_watermark_offsets(TopicPartition("__transaction_state", 0), timeout=5)[0] > 0)
+        assert low
+        c.close()
+        segments = glob.glob(os.path.join(broker.data_dir, "**", "__transaction_state-0", "*.log"), recursive=True)
+        assert 0 < len(segments) < 10, segments
+        broker.kill9()
+        broker.start()
+        assert read(broker, "tx-bound", 1, "read_committed", wait=2) == []
+        held.commit_transaction(60)
+        got = read(broker, "tx-bound", 1, "read_committed", expected=61, wait=3)
+        assert [v for _, v in got] == ["held"] + [f"busy-{i}" for i in range(60)]
+        again = producer(broker, "tx-busy")
+        again.begin_transaction()
+        again.produce("tx-bound", value="after")
+        again.commit_transaction(30)

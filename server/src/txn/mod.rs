@@ -449,6 +449,68 @@ pub fn load<S: TxnHost>(shard: &Rc<Shard<S>>, p: &Partition) -> Result<usize, St
     Ok(count)
 }
 
+/// Bounds the transaction-state log as the offsets log is bounded: once a
+/// partition this shard leads has rolled to a new segment, the current
+/// state of each of its ids is written again at the log end, synced and
+/// replicated, and the log start moves to the first rewritten record,
+/// which deletes every older segment. Replay after that starts at the
+/// rewrite, which holds the whole state. A partition with an id whose
+/// write is in flight waits for a later tick: that write is in the log but
+/// not yet in the table the rewrite copies. Writes after the rewrite land
+/// after it and win. From the shard's periodic tasks.
+pub async fn compact<S: TxnHost>(shard: &Rc<Shard<S>>, owned: &[Rc<Partition>]) {
+    for p in owned {
+        if p.log.segment_count() < 2 || p.log.is_poisoned() {
+            continue;
+        }
+        let Some((_, epoch)) = leading(shard, p.index) else {
+            continue;
+        };
+        let txns = shard.services.transactions();
+        let ids: Vec<TxnMeta> = txns
+            .all()
+            .into_iter()
+            .filter(|(_, partition)| *partition == p.index)
+            .map(|(m, _)| m)
+            .collect();
+        if ids.iter().any(|m| txns.is_busy(&m.id)) {
+            continue;
+        }
+        let start = p.log.log_end_offset();
+        let mut end = start;
+        for m in &ids {
+            match p.log.append(records::batch_of(&m.id, Some(m), now_ms()), epoch.max(0)) {
+                Ok(info) => end = info.last_offset + 1,
+                Err(e) => {
+                    tracing::error!(partition = p.index, error = %e, "rewriting transaction states");
+                    break;
+                }
+            }
+        }
+        if end - start != ids.len() as i64 {
+            continue;
+        }
+        let done = async {
+            p.log.wait(end, Durability::Synced).await.map_err(|e| e.to_string())?;
+            if p.replica.borrow().replicas.len() > 1 {
+                let deadline = Instant::now() + Duration::from_millis(shard.config().transactions.marker_timeout_ms);
+                p.wait_replicated(end, epoch, deadline).await.map_err(|r| r.message)?;
+            }
+            p.log.advance_log_start_offset(start).map_err(|e| e.to_string())
+        };
+        match done.await {
+            Ok(_) => tracing::info!(
+                partition = p.index,
+                ids = ids.len(),
+                log_start_offset = start,
+                segments = p.log.segment_count(),
+                "compacted the transaction-state log"
+            ),
+            Err(e) => tracing::warn!(partition = p.index, error = %e, "compacting the transaction-state log"),
+        }
+    }
+}
+
 /// Aborts the transactions open past their timeout (with the epoch
 /// bumped, which fences their producers); on the housekeeping tick.
 pub fn abort_timed_out<S: TxnHost>(shard: &Rc<Shard<S>>) {

@@ -60,6 +60,7 @@ struct Lists {
     version: Option<u64>,
     timed_flush: Vec<Rc<Partition>>,
     offsets: Vec<Rc<Partition>>,
+    txn_state: Vec<Rc<Partition>>,
 }
 
 impl Lists {
@@ -72,6 +73,11 @@ impl Lists {
         self.timed_flush = all
             .iter()
             .filter(|p| matches!(p.log.config().flush, sluice_engine::FlushPolicy::IntervalMs(_)))
+            .cloned()
+            .collect();
+        self.txn_state = all
+            .iter()
+            .filter(|p| &*p.topic == meta::TRANSACTION_STATE_TOPIC)
             .cloned()
             .collect();
         self.offsets = all.into_iter().filter(|p| &*p.topic == meta::OFFSETS_TOPIC).collect();
@@ -107,6 +113,7 @@ pub async fn run(shard: Rc<Shard>) {
             checkpoint::tick(&shard);
         }
         offsets::compact(&shard, &lists.offsets).await;
+        transactions::compact(&shard, &lists.txn_state).await;
         flush::tick(&lists.timed_flush).await;
         if retention_pass.due() {
             retention::tick(&shard);

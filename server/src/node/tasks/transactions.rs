@@ -3,11 +3,13 @@
 //! timeout are aborted; every
 //! `transaction.remove.expired.transaction.cleanup.interval.ms`, the
 //! transactional ids idle past `transactional.id.expiration.ms` are
-//! removed.
+//! removed; every tick, the transaction-state partitions this shard
+//! leads are compacted once they have rolled a segment.
 
 use std::rc::Rc;
 
 use crate::node::Shard;
+use crate::partition::Partition;
 
 pub fn abort_timed_out(shard: &Rc<Shard>) {
     crate::txn::abort_timed_out(shard);
@@ -15,4 +17,8 @@ pub fn abort_timed_out(shard: &Rc<Shard>) {
 
 pub fn expire(shard: &Rc<Shard>) {
     crate::txn::expire(shard);
+}
+
+pub async fn compact(shard: &Rc<Shard>, txn_state: &[Rc<Partition>]) {
+    crate::txn::compact(shard, txn_state).await;
 }
