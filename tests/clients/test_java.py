@@ -39,3 +39,9 @@ def run(classpath, program, broker):
 @pytest.mark.parametrize("program", ["AdminCheck", "ProducerCheck", "ConsumerCheck", "TransactionCheck"])
 def test_java_client(classpath, program, broker):
     run(classpath, program, broker)
+
+
+def test_java_abandoned_transaction_is_aborted_by_the_coordinator(classpath):
+    from conftest import running_broker
+    with running_broker(["transaction.abort.timed.out.transaction.cleanup.interval.ms=200"]) as broker:
+        run(classpath, "TransactionTimeoutCheck", broker)
