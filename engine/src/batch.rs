@@ -201,6 +201,18 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
 /// CRC32C, and `lastOffsetDelta == recordsCount - 1` (what every producer
 /// sends). The header is read once; records are not decoded.
 pub fn validate(batch: &[u8], max_bytes: usize) -> Result<BatchInfo, BatchError> {
+    check(batch, max_bytes, true)
+}
+
+/// [`validate`] for a batch as a log stores it, which a leader sends its
+/// followers: a batch of a compacted log may hold fewer records than its
+/// offsets span, none at all when every record was removed
+/// (`0 <= recordsCount <= lastOffsetDelta + 1`).
+pub fn validate_stored(batch: &[u8], max_bytes: usize) -> Result<BatchInfo, BatchError> {
+    check(batch, max_bytes, false)
+}
+
+fn check(batch: &[u8], max_bytes: usize, as_produced: bool) -> Result<BatchInfo, BatchError> {
     let header = BatchHeader::parse(batch)?;
     let len = match header.total_len() {
         Some(len) if len == batch.len() => len,
@@ -228,7 +240,12 @@ pub fn validate(batch: &[u8], max_bytes: usize) -> Result<BatchInfo, BatchError>
         });
     }
     let (delta, count) = (header.last_offset_delta(), header.records_count());
-    if count < 1 || i64::from(delta) != i64::from(count) - 1 {
+    let counted = if as_produced {
+        count >= 1 && i64::from(delta) == i64::from(count) - 1
+    } else {
+        count >= 0 && delta >= 0 && i64::from(count) <= i64::from(delta) + 1
+    };
+    if !counted {
         return Err(BatchError::RecordCountMismatch {
             last_offset_delta: delta,
             records_count: count,

@@ -7,6 +7,7 @@
 //! flush policy and the recovery table are in `docs/storage.md`.
 
 pub mod batch;
+pub mod compact;
 pub mod config;
 mod direct;
 pub mod durable_file;
@@ -27,7 +28,7 @@ pub use error::{LogError, Result};
 pub use files::OpenFiles;
 pub use io::{FaultInjector, IoStats};
 pub use log::{
-    AppendInfo, Clock, Durability, Env, FileSlice, HIGH_WATERMARK_FILE, LOG_START_OFFSET_FILE, Log, ReadBound,
-    ReadResult, TimestampOffset,
+    AppendInfo, CLEANED_SUFFIX, CleanRules, CleanStats, Clock, Durability, Env, FileSlice, HIGH_WATERMARK_FILE,
+    LOG_START_OFFSET_FILE, Log, Pace, ReadBound, ReadResult, SWAP_SUFFIX, TimestampOffset,
 };
 pub use notify::{WaitList, Waiter};

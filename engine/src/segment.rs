@@ -15,6 +15,8 @@
 //! | `interrupted_truncation` | a follower's truncation crashed after deleting newer segments, before shortening the one holding the cut | keep the longer log (its prefix is intact); the next fetch from the leader truncates again |
 //! | `epoch_file_missing` | no readable `leader-epoch-checkpoint` | rebuild the epoch history from the batch headers and write it |
 //! | `epoch_file_stale` | the epoch file misses the newest batch's epoch, or names epochs at or past the log end | rebuild it, or drop those entries |
+//! | `interrupted_clean` | a `<base>.log.cleaned` file (a cleaning pass crashed while writing it) | delete it: the segment it was made from is whole |
+//! | `interrupted_swap` | a `<base>.log.swap` file (synced before it was named so; the pass crashed while swapping it in) | remove the segment's indexes, rename it over `<base>.log`, rebuild the indexes (`missing_index`) |
 //! | `corrupt_older_segment` | a segment that is not the newest fails its tail check | refuse to open with [`LogError::Corrupt`]: data acknowledged earlier would be lost silently |
 
 use std::{

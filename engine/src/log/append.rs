@@ -25,12 +25,13 @@ impl Log {
 
     /// A follower's append: the batch keeps the offsets and leader epoch
     /// the leader gave it. It must start at the log's next offset, pass its
-    /// CRC check, and not carry an epoch below the log's newest. The bytes
+    /// CRC check, and not carry an epoch below the log's newest; a cleaned
+    /// batch of a compacted log may hold fewer records than it spans. The bytes
     /// are written as they are, without a copy.
     pub fn append_replica(&self, batch: Bytes) -> Result<AppendInfo> {
         let mut st = self.shared.state.borrow_mut();
         st.check_writable()?;
-        let info = batch::validate(&batch, usize::MAX)?;
+        let info = batch::validate_stored(&batch, usize::MAX)?;
         let header = batch::BatchHeader::parse(&batch)?;
         let (base_offset, epoch) = (header.base_offset(), header.partition_leader_epoch());
         if base_offset != st.next_offset {

@@ -46,10 +46,13 @@ use crate::{
 
 mod append;
 mod checkpoint;
+mod clean;
 mod flush;
 mod open;
 mod read;
 mod trim;
+
+pub use clean::{CLEANED_SUFFIX, CleanRules, CleanStats, Pace, SWAP_SUFFIX};
 
 /// Unwritten offset-index entries that trigger an index write (64 entries
 /// span at least 256 KiB of log at the default interval: the most a

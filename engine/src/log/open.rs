@@ -79,6 +79,7 @@ impl Log {
 fn scan_segments(dir: &Path) -> Result<std::collections::BTreeSet<i64>> {
     let mut bases = std::collections::BTreeSet::new();
     let mut others = Vec::new();
+    let mut swaps = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
         let entry = entry.map_err(io_err("list", dir))?;
         let name = entry.file_name();
@@ -88,8 +89,32 @@ fn scan_segments(dir: &Path) -> Result<std::collections::BTreeSet<i64>> {
                 bases.insert(base);
             }
             Some((base, "index" | "timeindex")) => others.push((base, entry.path())),
+            // interrupted_clean: the segment it was made from is whole.
+            Some((_, CLEANED_SUFFIX)) => {
+                let path = entry.path();
+                tracing::warn!(path = %path.display(), "removing an unfinished cleaned segment");
+                fs::remove_file(&path).map_err(io_err("remove", &path))?;
+            }
+            Some((base, SWAP_SUFFIX)) => swaps.push((base, entry.path())),
             _ => {}
         }
+    }
+    // interrupted_swap: the cleaned segment was synced before it was named
+    // `.swap`; finish putting it in place. Its indexes go (a crash may have
+    // removed one of them already) and are rebuilt by `missing_index`.
+    for (base, swap) in swaps {
+        let paths = crate::segment::SegmentPaths::new(dir, base);
+        for p in [&paths.index, &paths.time_index] {
+            match fs::remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(LogError::io("remove", p, e)),
+            }
+        }
+        tracing::warn!(path = %swap.display(), "finishing the swap of a cleaned segment");
+        fs::rename(&swap, &paths.log).map_err(io_err("rename", &swap))?;
+        crate::durable_file::sync_parent(&paths.log).map_err(io_err("sync", dir))?;
+        bases.insert(base);
     }
     // orphan_index: index files whose log is gone.
     for (base, path) in others {

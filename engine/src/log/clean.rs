@@ -1,0 +1,438 @@
+//! Cleaning a compacted log (`cleanup.policy=compact`): the rolled
+//! segments below a bound are rewritten to keep the latest record of each
+//! key (`crate::compact` has the record rules) and swapped in one at a
+//! time.
+//!
+//! A pass builds the offset map of the segments it may clean, then
+//! rewrites each segment into `<base>.log.cleaned` beside it (its batches
+//! noted as they are written, so its indexes need no second scan), syncs
+//! it, renames it `<base>.log.swap`, and swaps: the old indexes go, the
+//! `.swap` file is renamed over the `.log`, the new indexes are written and
+//! the log's segment is replaced. Appends go on in the active segment,
+//! which is never cleaned; reads before the swap use the old file, reads
+//! after it the new one, and slices already handed out keep the old file.
+//! The caller paces the pass (`pace` is awaited after every chunk read or
+//! written) and so bounds how long it holds its shard.
+//!
+//! Recovery (`segment.rs` table, rows `interrupted_clean` and
+//! `interrupted_swap`): a `.cleaned` file found on open is deleted (the
+//! segment it was made from is whole); a `.swap` file was synced before it
+//! got its name, so the swap is finished: the segment's indexes are
+//! removed, the file renamed to `.log`, and the indexes rebuilt by the
+//! `missing_index` row.
+
+use std::{future::Future, io::Write, os::unix::fs::MetadataExt, pin::Pin};
+
+use super::*;
+use crate::compact::{self, Filtered, OffsetMap};
+use crate::segment::{self as seg, ScannedBatch};
+
+/// Suffix of a cleaned segment being written.
+pub const CLEANED_SUFFIX: &str = "log.cleaned";
+/// Suffix of a cleaned segment written and synced, replacing its original.
+pub const SWAP_SUFFIX: &str = "log.swap";
+
+/// What a cleaning pass keeps, as the partition decides it.
+#[allow(missing_debug_implementations)] // two closures
+pub struct CleanRules<'a> {
+    /// Only rolled segments wholly below this offset (and the high
+    /// watermark) are cleaned: the caller's bound, such as the first
+    /// unstable offset or where records younger than
+    /// `min.compaction.lag.ms` begin.
+    pub upto: i64,
+    /// Tombstones in segments whose newest timestamp is before this (ms
+    /// since the epoch) are removed; later ones are kept.
+    pub tombstones_before_ms: i64,
+    /// The offset map's budget in bytes; a pass whose keys pass it cleans
+    /// only up to where the map filled.
+    pub map_bytes: usize,
+    /// Whether the transactional batch of producer `pid` at `base_offset`
+    /// was aborted: its records are removed and stay out of the map.
+    pub aborted: &'a dyn Fn(i64, i64) -> bool,
+    /// Whether the batch of producer `pid` ending at `last_offset` is that
+    /// producer's last in the log: kept (empty when every record of it
+    /// goes) so its producer state can be rebuilt from the log.
+    pub producer_last: &'a dyn Fn(i64, i64) -> bool,
+}
+
+/// Awaited by a pass after each chunk it reads or writes and at the end of
+/// each segment, with the bytes since the last call: the caller's yield and
+/// rate limit.
+pub type Pace<'a> = &'a dyn Fn(u64) -> Pin<Box<dyn Future<Output = ()> + 'a>>;
+
+/// What a pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CleanStats {
+    /// Segments rewritten and swapped in.
+    pub segments: usize,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub records_removed: u64,
+    /// The offset below which the log is now clean (the map's end).
+    pub cleaned_to: i64,
+}
+
+/// Bytes read or written between two calls of the pace.
+const PACE_CHUNK: u64 = 1 << 20;
+
+/// A rolled segment as a pass found it.
+struct Rolled {
+    base: i64,
+    next: i64,
+    size: u64,
+    max_timestamp: i64,
+    file: Arc<fs::File>,
+}
+
+/// The batches of one rolled segment, read whole, in order.
+struct Batches<'a> {
+    seg: &'a Rolled,
+    pos: u64,
+    buf: Vec<u8>,
+}
+
+impl<'a> Batches<'a> {
+    fn new(seg: &'a Rolled) -> Self {
+        Self {
+            seg,
+            pos: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next batch and its position, or `None` at the end.
+    fn next(&mut self) -> io::Result<Option<(u64, &[u8])>> {
+        let Some(h) = seg::read_header(&self.seg.file, self.pos, self.seg.size)? else {
+            return Ok(None);
+        };
+        let len = batch::BatchHeader::parse(&h)
+            .ok()
+            .and_then(|h| h.total_len())
+            .filter(|&l| l >= batch::HEADER_BYTES && self.pos + l as u64 <= self.seg.size)
+            .ok_or_else(|| io::Error::other("a bad batch in a rolled segment"))?;
+        self.buf.resize(len, 0);
+        self.seg.file.read_exact_at(&mut self.buf, self.pos)?;
+        let at = self.pos;
+        self.pos += len as u64;
+        Ok(Some((at, &self.buf)))
+    }
+}
+
+impl Log {
+    /// One cleaning pass (see the module's doc).
+    pub async fn clean(&self, rules: &CleanRules<'_>, pace: Pace<'_>) -> Result<CleanStats> {
+        let rolled = self.cleanable(rules.upto)?;
+        let mut stats = CleanStats::default();
+        let Some(first) = rolled.first() else {
+            return Ok(stats);
+        };
+        stats.cleaned_to = first.base;
+        let (map, map_end) = self.offset_map(&rolled, rules, pace, &mut stats).await?;
+        stats.cleaned_to = map_end;
+        for r in rolled.iter().filter(|r| r.base < map_end) {
+            self.clean_segment(r, &map, map_end, rules, pace, &mut stats).await?;
+        }
+        Ok(stats)
+    }
+
+    /// The rolled segments wholly below `upto` and the high watermark.
+    fn cleanable(&self, upto: i64) -> Result<Vec<Rolled>> {
+        let st = self.shared.state.borrow();
+        st.check_writable()?;
+        let bound = upto.min(st.high_watermark);
+        let rolled = st.segments.len().saturating_sub(1);
+        let mut out = Vec::new();
+        for s in st.segments.iter().take(rolled) {
+            if s.next_offset > bound {
+                break;
+            }
+            let file = s.reader().map_err(io_err("open", &s.paths.log))?.clone();
+            out.push(Rolled {
+                base: s.base_offset,
+                next: s.next_offset,
+                size: s.size,
+                max_timestamp: s.max_timestamp,
+                file,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The latest offset of each key in `rolled`, and the offset the map
+    /// covers up to (where its budget ran out, else the end of `rolled`).
+    async fn offset_map(
+        &self,
+        rolled: &[Rolled],
+        rules: &CleanRules<'_>,
+        pace: Pace<'_>,
+        stats: &mut CleanStats,
+    ) -> Result<(OffsetMap, i64)> {
+        let mut map = OffsetMap::new(rules.map_bytes);
+        let mut unpaced = 0;
+        for r in rolled {
+            let mut batches = Batches::new(r);
+            while let Some((_, b)) = batches.next().map_err(io_err("read", &self.shared.dir))? {
+                let h = batch::BatchHeader::parse(b)?;
+                let (len, base) = (b.len() as u64, h.base_offset());
+                if !(h.is_transactional() && (rules.aborted)(h.producer_id(), base)) {
+                    let mut full = false;
+                    compact::walk_records(b, |rec, _| {
+                        if let Some(key) = rec.key
+                            && !full
+                        {
+                            full = !map.put(key, rec.offset);
+                        }
+                    })?;
+                    if full {
+                        return Ok((map, base));
+                    }
+                }
+                stats.bytes_read += len;
+                unpaced += len;
+                if unpaced >= PACE_CHUNK {
+                    pace(std::mem::take(&mut unpaced)).await;
+                }
+            }
+            pace(std::mem::take(&mut unpaced)).await;
+        }
+        Ok((map, rolled.last().map_or(0, |r| r.next)))
+    }
+
+    /// Rewrites one rolled segment and swaps it in; leaves it as it was
+    /// when nothing in it goes, or when it changed meanwhile (truncated,
+    /// deleted by retention).
+    async fn clean_segment(
+        &self,
+        r: &Rolled,
+        map: &OffsetMap,
+        map_end: i64,
+        rules: &CleanRules<'_>,
+        pace: Pace<'_>,
+        stats: &mut CleanStats,
+    ) -> Result<()> {
+        let dir = self.shared.dir.clone();
+        let paths = SegmentPaths::new(&dir, r.base);
+        let cleaned_path = dir.join(format!("{:020}.{CLEANED_SUFFIX}", r.base));
+        let swap_path = dir.join(format!("{:020}.{SWAP_SUFFIX}", r.base));
+        let interval = self.shared.state.borrow().config.index_interval_bytes;
+        let file = fs::File::create(&cleaned_path).map_err(io_err("create", &cleaned_path))?;
+        let mut out = Rewrite {
+            writer: io::BufWriter::with_capacity(PACE_CHUNK as usize, file),
+            seg: Segment::empty(&dir, r.base, &self.shared.files, None),
+            interval,
+            empty: None,
+            removed: 0,
+            changed: false,
+        };
+        let keep = |rec: &compact::RecordView<'_>| {
+            if rec.offset >= map_end {
+                return true;
+            }
+            let Some(key) = rec.key else {
+                return false; // a compacted topic's record needs a key
+            };
+            if map.latest(key).is_some_and(|latest| latest > rec.offset) {
+                return false;
+            }
+            !(rec.tombstone && r.max_timestamp < rules.tombstones_before_ms)
+        };
+        let mut batches = Batches::new(r);
+        let mut unpaced = 0;
+        while let Some((_, b)) = batches.next().map_err(io_err("read", &paths.log))? {
+            let h = batch::BatchHeader::parse(b)?;
+            let filtered = if h.is_control() {
+                Filtered::Unchanged
+            } else if h.is_transactional() && (rules.aborted)(h.producer_id(), h.base_offset()) {
+                Filtered::Emptied
+            } else {
+                compact::filter_batch(b, keep)?
+            };
+            out.take(b, filtered, rules).map_err(io_err("write", &cleaned_path))?;
+            unpaced += b.len() as u64;
+            if unpaced >= PACE_CHUNK {
+                pace(std::mem::take(&mut unpaced)).await;
+            }
+        }
+        out.flush_empty().map_err(io_err("write", &cleaned_path))?;
+        pace(unpaced).await;
+        stats.bytes_read += r.size;
+        if !out.changed {
+            drop(out);
+            let _ = fs::remove_file(&cleaned_path);
+            return Ok(());
+        }
+        let (removed, mut cleaned) = (out.removed, out.seg);
+        let file = out
+            .writer
+            .into_inner()
+            .map_err(|e| LogError::io("write", &cleaned_path, e.into_error()))?;
+        drop(file);
+        let synced = OpenOptions::new().write(true).open(&cleaned_path).await;
+        let synced = match synced {
+            Ok(f) => self.shared.io.sync_data(&f).await,
+            Err(e) => Err(e),
+        };
+        synced.map_err(io_err("sync", &cleaned_path))?;
+        fs::rename(&cleaned_path, &swap_path).map_err(io_err("rename", &cleaned_path))?;
+        crate::durable_file::sync_parent(&swap_path).map_err(io_err("sync", &dir))?;
+        cleaned.forget_tail();
+        let written = cleaned.size;
+        if !self.swap(r, cleaned, &swap_path)? {
+            let _ = fs::remove_file(&swap_path);
+            return Ok(());
+        }
+        stats.segments += 1;
+        stats.bytes_written += written;
+        stats.records_removed += removed;
+        Ok(())
+    }
+
+    /// Replaces the segment `r` with `cleaned`, whose file is at
+    /// `swap_path`; false (nothing done) when the log's segment is no
+    /// longer the one `r` was read from.
+    fn swap(&self, r: &Rolled, mut cleaned: Segment, swap_path: &Path) -> Result<bool> {
+        let mut st = self.shared.state.borrow_mut();
+        st.check_writable()?;
+        let rolled = st.segments.len().saturating_sub(1);
+        let Some(i) = st
+            .segments
+            .iter()
+            .take(rolled)
+            .position(|s| s.base_offset == r.base && s.next_offset == r.next && s.size == r.size)
+        else {
+            return Ok(false);
+        };
+        let paths = cleaned.paths.clone();
+        // The same file, not one a truncation and new appends made at the
+        // same offsets and size meanwhile.
+        let same_file = (fs::metadata(&paths.log).ok())
+            .zip(r.file.metadata().ok())
+            .is_some_and(|(now, then)| now.ino() == then.ino() && now.dev() == then.dev());
+        if !same_file {
+            return Ok(false);
+        }
+        for p in [&paths.index, &paths.time_index] {
+            match fs::remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(LogError::io("remove", p, e)),
+            }
+        }
+        fs::rename(swap_path, &paths.log).map_err(io_err("rename", swap_path))?;
+        crate::durable_file::sync_parent(&paths.log).map_err(io_err("sync", &self.shared.dir))?;
+        // Rebuildable (recovery row `missing_index`): written, not synced.
+        let mut out = Vec::new();
+        cleaned.index.encode_from(0, &mut out);
+        fs::write(&paths.index, &out).map_err(io_err("write", &paths.index))?;
+        out.clear();
+        cleaned.time_index.encode_from(0, &mut out);
+        fs::write(&paths.time_index, &out).map_err(io_err("write", &paths.time_index))?;
+        cleaned.index_persisted = cleaned.index.len();
+        cleaned.time_index_persisted = cleaned.time_index.len();
+        assert!(
+            cleaned.base_offset == r.base && cleaned.next_offset == r.next,
+            "a cleaned segment covers {}..{} where {}..{} was",
+            cleaned.base_offset,
+            cleaned.next_offset,
+            r.base,
+            r.next
+        );
+        st.segments[i] = cleaned;
+        st.check_offsets();
+        tracing::info!(dir = %self.shared.dir.display(), base_offset = r.base, before = r.size, after = st.segments[i].size, "cleaned segment");
+        Ok(true)
+    }
+}
+
+/// A cleaned segment being written.
+struct Rewrite {
+    writer: io::BufWriter<fs::File>,
+    /// Notes each batch written, building the indexes.
+    seg: Segment,
+    interval: u32,
+    /// Emptied batches of no producer not yet written: one empty batch
+    /// will cover them (first offset, last offset, leader epoch, newest
+    /// timestamp).
+    empty: Option<(i64, i64, i32, i64)>,
+    removed: u64,
+    changed: bool,
+}
+
+impl Rewrite {
+    fn take(&mut self, b: &[u8], filtered: Filtered, rules: &CleanRules<'_>) -> io::Result<()> {
+        let h = batch::BatchHeader::parse(b).map_err(io::Error::other)?;
+        let (base, last, epoch, ts) = (
+            h.base_offset(),
+            h.last_offset(),
+            h.partition_leader_epoch(),
+            h.max_timestamp(),
+        );
+        match filtered {
+            Filtered::Unchanged => {
+                self.flush_empty()?;
+                self.write(b)
+            }
+            Filtered::Rewritten(mut out) => {
+                self.changed = true;
+                self.removed += u64::try_from(h.records_count()).unwrap_or(0)
+                    - u64::try_from(compact::records_in(&out)).unwrap_or(0);
+                self.flush_empty()?;
+                batch::assign(&mut out, base, epoch);
+                self.write(&out)
+            }
+            Filtered::Emptied => {
+                self.changed = true;
+                self.removed += u64::try_from(h.records_count()).unwrap_or(0);
+                let pid = h.producer_id();
+                if pid >= 0 && (rules.producer_last)(pid, last) {
+                    self.flush_empty()?;
+                    let producer = batch::ProducerFields {
+                        producer_id: pid,
+                        producer_epoch: h.producer_epoch(),
+                        base_sequence: h.base_sequence(),
+                    };
+                    let attributes = h.attributes() & batch::TRANSACTIONAL;
+                    return self.write(&compact::empty_batch(base, last, epoch, ts, producer, attributes));
+                }
+                match &mut self.empty {
+                    Some((start, end, e, newest))
+                        if *e == epoch && *end + 1 == base && last - *start <= i64::from(i32::MAX) =>
+                    {
+                        *end = last;
+                        *newest = (*newest).max(ts);
+                    }
+                    _ => {
+                        self.flush_empty()?;
+                        self.empty = Some((base, last, epoch, ts));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn flush_empty(&mut self) -> io::Result<()> {
+        let Some((base, last, epoch, ts)) = self.empty.take() else {
+            return Ok(());
+        };
+        let b = compact::empty_batch(base, last, epoch, ts, batch::ProducerFields::NONE, 0);
+        self.write(&b)
+    }
+
+    fn write(&mut self, b: &[u8]) -> io::Result<()> {
+        let h = batch::BatchHeader::parse(b).map_err(io::Error::other)?;
+        self.writer.write_all(b)?;
+        self.seg.note_batch(
+            &ScannedBatch {
+                position: self.seg.size,
+                len: b.len() as u64,
+                base_offset: h.base_offset(),
+                last_offset: h.last_offset(),
+                max_timestamp: h.max_timestamp(),
+                leader_epoch: h.partition_leader_epoch(),
+            },
+            self.interval,
+        );
+        Ok(())
+    }
+}
