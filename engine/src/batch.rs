@@ -369,9 +369,26 @@ pub fn for_each_record<'a>(
     count: i32,
     mut f: impl FnMut(Option<&'a [u8]>, Option<&'a [u8]>),
 ) -> Result<(), BatchError> {
+    walk_records(records, count, |r| f(r.key, r.value))
+}
+
+/// One record of a records section, as [`walk_records`] reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct RawRecord<'a> {
+    pub offset_delta: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    /// The whole record, its length prefix included.
+    pub bytes: &'a [u8],
+}
+
+/// Calls `f` for each of the `count` records in `records` (as
+/// [`for_each_record`]), with its offset delta and its bytes.
+pub fn walk_records<'a>(records: &'a [u8], count: i32, mut f: impl FnMut(RawRecord<'a>)) -> Result<(), BatchError> {
     let mut at = 0;
     for index in 0..count.max(0) {
         let bad = || BatchError::BadRecord { index };
+        let start = at;
         let len = get_varint(records, &mut at).ok_or_else(bad)?;
         let end = usize::try_from(len)
             .ok()
@@ -381,10 +398,15 @@ pub fn for_each_record<'a>(
         let rec = &records[..end];
         let mut r = at + 1; // attributes
         get_varint(rec, &mut r).ok_or_else(bad)?; // timestamp delta
-        get_varint(rec, &mut r).ok_or_else(bad)?; // offset delta
+        let offset_delta = get_varint(rec, &mut r).ok_or_else(bad)?;
         let key = bytes_field(rec, &mut r).ok_or_else(bad)?;
         let value = bytes_field(rec, &mut r).ok_or_else(bad)?;
-        f(key, value);
+        f(RawRecord {
+            offset_delta,
+            key,
+            value,
+            bytes: &records[start..end],
+        });
         at = end;
     }
     Ok(())

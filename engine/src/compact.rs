@@ -94,44 +94,15 @@ pub fn walk_records<'a>(batch: &'a [u8], mut f: impl FnMut(RecordView<'a>, &'a [
     }
     let base = h.base_offset();
     let records = batch.get(HEADER_BYTES..).unwrap_or_default();
-    let mut at = 0;
-    for index in 0..h.records_count().max(0) {
-        let bad = || BatchError::BadRecord { index };
-        let start = at;
-        let len = batch::get_varint(records, &mut at).ok_or_else(bad)?;
-        let end = usize::try_from(len)
-            .ok()
-            .and_then(|l| at.checked_add(l))
-            .filter(|&e| e <= records.len())
-            .ok_or_else(bad)?;
-        let rec = &records[..end];
-        let mut r = at + 1; // attributes
-        batch::get_varint(rec, &mut r).ok_or_else(bad)?; // timestamp delta
-        let delta = batch::get_varint(rec, &mut r).ok_or_else(bad)?;
-        let key = bytes_field(rec, &mut r).ok_or_else(bad)?;
-        let value_len = batch::get_varint(rec, &mut r).ok_or_else(bad)?;
-        f(
-            RecordView {
-                offset: base + delta,
-                key,
-                tombstone: value_len < 0,
-            },
-            &records[start..end],
-        );
-        at = end;
-    }
+    batch::walk_records(records, h.records_count(), |r| {
+        let view = RecordView {
+            offset: base + r.offset_delta,
+            key: r.key,
+            tombstone: r.value.is_none(),
+        };
+        f(view, r.bytes);
+    })?;
     Ok(true)
-}
-
-fn bytes_field<'a>(rec: &'a [u8], at: &mut usize) -> Option<Option<&'a [u8]>> {
-    let n = batch::get_varint(rec, at)?;
-    if n < 0 {
-        return Some(None);
-    }
-    let end = at.checked_add(usize::try_from(n).ok()?).filter(|&e| e <= rec.len())?;
-    let field = &rec[*at..end];
-    *at = end;
-    Some(Some(field))
 }
 
 /// What cleaning made of one batch.
