@@ -53,6 +53,9 @@ pub struct LogConfig {
     /// Largest batch accepted, header included (`max.message.bytes`).
     pub max_batch_bytes: u32,
     pub flush: FlushPolicy,
+    /// The topic is compacted (`cleanup.policy` includes `compact`): its
+    /// records need keys, and its owner cleans it ([`crate::Log::clean`]).
+    pub compacted: bool,
     /// Reserve the active segment's disk blocks ahead of its end with
     /// `fallocate(FALLOC_FL_KEEP_SIZE)`, in steps that grow with the
     /// segment up to this many bytes; 0 turns it off. Appends into reserved
@@ -94,6 +97,7 @@ impl Default for LogConfig {
             retention_bytes: None,
             max_batch_bytes: 1_048_588,
             flush: FlushPolicy::Never,
+            compacted: false,
             preallocate_bytes: 64 << 20,
             inline_write_bytes: 64 << 10,
             writeback_bytes: 32 << 20,

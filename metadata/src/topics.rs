@@ -158,6 +158,8 @@ pub struct TopicConfig {
 pub enum Values {
     /// An integer in `min..=max`.
     Int { min: i64, max: i64 },
+    /// A decimal number in `0..=1`.
+    Ratio,
     /// One of these words.
     OneOf(&'static [&'static str]),
 }
@@ -172,7 +174,31 @@ pub const TOPIC_CONFIGS: &[TopicConfig] = &[
     TopicConfig {
         key: "cleanup.policy",
         broker_setting: "log.cleanup.policy",
-        values: Values::OneOf(&["delete"]),
+        values: Values::OneOf(CLEANUP_POLICIES),
+        log: None,
+    },
+    TopicConfig {
+        key: "min.cleanable.dirty.ratio",
+        broker_setting: "log.cleaner.min.cleanable.ratio",
+        values: Values::Ratio,
+        log: None,
+    },
+    TopicConfig {
+        key: "min.compaction.lag.ms",
+        broker_setting: "log.cleaner.min.compaction.lag.ms",
+        values: int(0, i64::MAX),
+        log: None,
+    },
+    TopicConfig {
+        key: "max.compaction.lag.ms",
+        broker_setting: "log.cleaner.max.compaction.lag.ms",
+        values: int(1, i64::MAX),
+        log: None,
+    },
+    TopicConfig {
+        key: "delete.retention.ms",
+        broker_setting: "log.cleaner.delete.retention.ms",
+        values: int(0, i64::MAX),
         log: None,
     },
     TopicConfig {
@@ -234,6 +260,12 @@ pub fn validate_topic_config(key: &str, value: &str) -> Result<(), String> {
                 "invalid value `{value}` for {key}: expected an integer from {min} to {max}"
             )),
         },
+        Values::Ratio => match value.trim().parse::<f64>() {
+            Ok(v) if (0.0..=1.0).contains(&v) => Ok(()),
+            _ => Err(format!(
+                "invalid value `{value}` for {key}: expected a number from 0 to 1"
+            )),
+        },
         Values::OneOf(words) if words.contains(&value) => Ok(()),
         Values::OneOf(words) => Err(format!("{key} `{value}` is not supported: one of {}", words.join(", "))),
     }
@@ -248,6 +280,89 @@ pub fn log_config(defaults: LogConfig, topic: &TopicMeta) -> LogConfig {
             set(&mut c, n);
         }
     }
+    c
+}
+
+/// The values `cleanup.policy` takes, as Kafka spells them.
+pub const CLEANUP_POLICIES: &[&str] = &["delete", "compact", "compact,delete", "delete,compact"];
+
+/// A topic's `cleanup.policy`: old segments deleted (by retention), the
+/// log compacted, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cleanup {
+    pub delete: bool,
+    pub compact: bool,
+}
+
+impl Cleanup {
+    pub const DELETE: Self = Self {
+        delete: true,
+        compact: false,
+    };
+
+    /// One of [`CLEANUP_POLICIES`].
+    pub fn parse(value: &str) -> Option<Self> {
+        let mut c = Self {
+            delete: false,
+            compact: false,
+        };
+        for word in value.split(',') {
+            match word.trim() {
+                "delete" => c.delete = true,
+                "compact" => c.compact = true,
+                _ => return None,
+            }
+        }
+        (c.delete || c.compact).then_some(c)
+    }
+}
+
+/// What the cleaner reads of a topic's configs, with Kafka's defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Compaction {
+    pub cleanup: Cleanup,
+    /// `min.cleanable.dirty.ratio`: the share of the log not yet cleaned
+    /// at which a pass runs.
+    pub min_cleanable_ratio: f64,
+    /// `min.compaction.lag.ms`: records younger than this stay uncleaned.
+    pub min_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a record older than this is cleaned
+    /// whatever the dirty ratio.
+    pub max_lag_ms: i64,
+    /// `delete.retention.ms`: how long a tombstone stays readable.
+    pub delete_retention_ms: i64,
+}
+
+impl Default for Compaction {
+    fn default() -> Self {
+        Self {
+            cleanup: Cleanup::DELETE,
+            min_cleanable_ratio: 0.5,
+            min_lag_ms: 0,
+            max_lag_ms: i64::MAX,
+            delete_retention_ms: 86_400_000,
+        }
+    }
+}
+
+/// The compaction settings of a topic: `defaults` (the broker's) with the
+/// topic's overrides.
+pub fn topic_compaction(defaults: Compaction, topic: &TopicMeta) -> Compaction {
+    let mut c = defaults;
+    let configs = &topic.configs;
+    let int = |k: &str| configs.get(k).and_then(|v| v.trim().parse::<i64>().ok());
+    if let Some(p) = configs.get("cleanup.policy").and_then(|v| Cleanup::parse(v)) {
+        c.cleanup = p;
+    }
+    if let Some(r) = configs
+        .get("min.cleanable.dirty.ratio")
+        .and_then(|v| v.trim().parse::<f64>().ok())
+    {
+        c.min_cleanable_ratio = r;
+    }
+    c.min_lag_ms = int("min.compaction.lag.ms").unwrap_or(c.min_lag_ms);
+    c.max_lag_ms = int("max.compaction.lag.ms").unwrap_or(c.max_lag_ms);
+    c.delete_retention_ms = int("delete.retention.ms").unwrap_or(c.delete_retention_ms);
     c
 }
 
@@ -324,6 +439,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_topics_compaction_settings_are_its_overrides_over_the_defaults() {
+        assert_eq!(
+            Cleanup::parse("compact,delete"),
+            Some(Cleanup {
+                delete: true,
+                compact: true
+            })
+        );
+        assert_eq!(Cleanup::parse("delete"), Some(Cleanup::DELETE));
+        assert_eq!(Cleanup::parse("shred"), None);
+        let mut t = TopicMeta {
+            name: "t".into(),
+            id: Uuid::nil(),
+            partitions: 1,
+            configs: BTreeMap::new(),
+            partition_states: Vec::new(),
+        };
+        t.configs.insert("cleanup.policy".into(), "compact".into());
+        t.configs.insert("min.cleanable.dirty.ratio".into(), "0.1".into());
+        t.configs.insert("delete.retention.ms".into(), "5".into());
+        let c = topic_compaction(Compaction::default(), &t);
+        assert_eq!(
+            c.cleanup,
+            Cleanup {
+                delete: false,
+                compact: true
+            }
+        );
+        assert_eq!(
+            (c.min_cleanable_ratio, c.delete_retention_ms, c.min_lag_ms),
+            (0.1, 5, 0)
+        );
+        assert_eq!(c.max_lag_ms, i64::MAX);
+    }
+
+    #[test]
     fn topic_names_follow_kafka_rules() {
         assert!(validate_topic_name("orders.v1_eu-2").is_ok());
         for bad in ["", ".", "..", "a b", "a/b", "ü"] {
@@ -357,6 +508,14 @@ mod tests {
                 Values::OneOf(words) => {
                     assert!(words.iter().all(|w| validate_topic_config(c.key, w).is_ok()));
                     assert!(validate_topic_config(c.key, "no-such-value").is_err());
+                }
+                Values::Ratio => {
+                    for ok in ["0", "0.5", "1"] {
+                        assert!(validate_topic_config(c.key, ok).is_ok(), "{} {ok}", c.key);
+                    }
+                    for bad in ["-0.1", "1.01", "half"] {
+                        assert!(validate_topic_config(c.key, bad).is_err(), "{} {bad}", c.key);
+                    }
                 }
             }
         }

@@ -442,6 +442,7 @@ fn shard_thread(
         let _ = ready.send((id.0, started));
         if ok {
             compio::runtime::spawn(crate::node::tasks::run(shard.clone())).detach();
+            compio::runtime::spawn(crate::node::tasks::cleaner::run(shard.clone())).detach();
             compio::runtime::spawn(crate::net::accept_loop(shard.clone(), listener)).detach();
         }
         exit.wait().await;

@@ -187,6 +187,39 @@ pub struct BrokerConfig {
     pub groups: GroupConfig,
     /// Transaction settings.
     pub transactions: TransactionConfig,
+    /// The log cleaner of compacted topics.
+    pub cleaner: CleanerConfig,
+}
+
+/// Settings of the log cleaner (compacted topics), with Kafka's names
+/// and defaults. Each shard cleans the logs it owns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CleanerConfig {
+    /// `log.cleaner.enable`.
+    pub enable: bool,
+    /// `log.cleaner.backoff.ms`: how often a shard looks for logs to clean.
+    pub backoff_ms: u64,
+    /// `log.cleaner.dedupe.buffer.size`: the offset map's budget, per shard.
+    pub dedupe_buffer_bytes: u64,
+    /// `log.cleaner.io.max.bytes.per.second`: what one shard's cleaner
+    /// reads and writes, at most.
+    pub io_max_bytes_per_second: f64,
+    /// The topic defaults: `log.cleanup.policy`,
+    /// `log.cleaner.min.cleanable.ratio`, `log.cleaner.min.compaction.lag.ms`,
+    /// `log.cleaner.max.compaction.lag.ms`, `log.cleaner.delete.retention.ms`.
+    pub defaults: sluice_metadata::topics::Compaction,
+}
+
+impl Default for CleanerConfig {
+    fn default() -> Self {
+        Self {
+            enable: true,
+            backoff_ms: 15_000,
+            dedupe_buffer_bytes: 128 * 1024 * 1024,
+            io_max_bytes_per_second: f64::MAX,
+            defaults: sluice_metadata::topics::Compaction::default(),
+        }
+    }
 }
 
 /// Settings of the transaction coordinator and of transaction markers,
@@ -407,6 +440,7 @@ impl Default for BrokerConfig {
             controller_write_timeout_ms: 30_000,
             groups: GroupConfig::default(),
             transactions: TransactionConfig::default(),
+            cleaner: CleanerConfig::default(),
         }
     }
 }
@@ -945,6 +979,78 @@ pub const SETTINGS: &[Setting] = &[
         aliases: &[],
         doc: "how long a request for a transactional id waits for its markers or state write in flight before CONCURRENT_TRANSACTIONS (default 1000)",
         set: field!(transactions.busy_wait_ms, parse_num::<u64>),
+    },
+    Setting {
+        name: "log.cleanup.policy",
+        aliases: &[],
+        doc: "cleanup.policy of topics without one: delete, compact or compact,delete (default delete)",
+        set: |c, key, value| {
+            c.cleaner.defaults.cleanup = sluice_metadata::topics::Cleanup::parse(value)
+                .ok_or_else(|| invalid(key, "expected delete, compact or compact,delete"))?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "log.cleaner.enable",
+        aliases: &[],
+        doc: "run the log cleaner for compacted topics (default true)",
+        set: field!(cleaner.enable, parse_bool),
+    },
+    Setting {
+        name: "log.cleaner.backoff.ms",
+        aliases: &[],
+        doc: "how often each shard looks for compacted logs to clean (default 15000)",
+        set: field!(cleaner.backoff_ms, parse_at_least_one::<u64>),
+    },
+    Setting {
+        name: "log.cleaner.dedupe.buffer.size",
+        aliases: &[],
+        doc: "the cleaner's offset map per shard, in bytes (default 134217728)",
+        set: field!(cleaner.dedupe_buffer_bytes, parse_at_least_one::<u64>),
+    },
+    Setting {
+        name: "log.cleaner.io.max.bytes.per.second",
+        aliases: &[],
+        doc: "what one shard's cleaner reads and writes per second, at most (default unlimited)",
+        set: |c, key, value| {
+            let v: f64 = parse_num(key, value)?;
+            if v.is_nan() || v <= 0.0 {
+                return Err(invalid(key, "must be positive"));
+            }
+            c.cleaner.io_max_bytes_per_second = v;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "log.cleaner.min.cleanable.ratio",
+        aliases: &[],
+        doc: "min.cleanable.dirty.ratio of topics without one (default 0.5)",
+        set: |c, key, value| {
+            let v: f64 = parse_num(key, value)?;
+            if !(0.0..=1.0).contains(&v) {
+                return Err(invalid(key, "expected a number from 0 to 1"));
+            }
+            c.cleaner.defaults.min_cleanable_ratio = v;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "log.cleaner.min.compaction.lag.ms",
+        aliases: &[],
+        doc: "min.compaction.lag.ms of topics without one (default 0)",
+        set: field!(cleaner.defaults.min_lag_ms, parse_num::<i64>),
+    },
+    Setting {
+        name: "log.cleaner.max.compaction.lag.ms",
+        aliases: &[],
+        doc: "max.compaction.lag.ms of topics without one (default 9223372036854775807)",
+        set: field!(cleaner.defaults.max_lag_ms, parse_at_least_one::<i64>),
+    },
+    Setting {
+        name: "log.cleaner.delete.retention.ms",
+        aliases: &[],
+        doc: "delete.retention.ms of topics without one (default 86400000)",
+        set: field!(cleaner.defaults.delete_retention_ms, parse_num::<i64>),
     },
     Setting {
         name: "offsets.retention.minutes",

@@ -21,7 +21,21 @@ use crate::config::BrokerConfig;
 /// The log settings of a topic: the broker's defaults with the topic's
 /// overrides.
 pub fn log_config(broker: &BrokerConfig, topic: &TopicMeta) -> LogConfig {
-    sluice_metadata::topics::log_config(broker.default_log_config(), topic)
+    let mut c = sluice_metadata::topics::log_config(broker.default_log_config(), topic);
+    let cleanup = compaction(broker, topic).cleanup;
+    c.compacted = cleanup.compact;
+    // A compacted topic that does not also delete keeps every key's latest
+    // record however old, as Kafka does: no retention by time or size.
+    if !cleanup.delete {
+        c.retention_ms = None;
+        c.retention_bytes = None;
+    }
+    c
+}
+
+/// The compaction settings of a topic: its overrides, else the broker's.
+pub fn compaction(broker: &BrokerConfig, topic: &TopicMeta) -> sluice_metadata::topics::Compaction {
+    sluice_metadata::topics::topic_compaction(broker.cleaner.defaults, topic)
 }
 
 /// The `min.insync.replicas` of a topic: its override, else the broker's.

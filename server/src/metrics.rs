@@ -152,6 +152,10 @@ fn counter(v: u64) -> ConstCounter<u64> {
     ConstCounter::new(v)
 }
 
+fn counter_f(v: f64) -> ConstCounter<f64> {
+    ConstCounter::new(v)
+}
+
 fn gauge(v: i64) -> ConstGauge<i64> {
     ConstGauge::new(v)
 }
@@ -491,6 +495,38 @@ impl Report {
             "ISR expansions this broker's leaders made.",
             MetricType::Counter,
             [(vec![], counter(sum(|s| s.isr_expands)))],
+        )?;
+        let cleaner = |i: usize| shards.iter().map(|s| s.cleaner[i]).sum::<u64>();
+        family(
+            e,
+            "sluice_log_cleaner_passes",
+            "Passes of the log cleaner over compacted logs.",
+            MetricType::Counter,
+            [(vec![], counter(cleaner(0)))],
+        )?;
+        family(
+            e,
+            "sluice_log_cleaner_bytes",
+            "Bytes the log cleaner read (direction read) and wrote (written).",
+            MetricType::Counter,
+            [
+                (vec![label("direction", "read")], counter(cleaner(1))),
+                (vec![label("direction", "written")], counter(cleaner(2))),
+            ],
+        )?;
+        family(
+            e,
+            "sluice_log_cleaner_records_removed",
+            "Records the log cleaner removed from compacted logs.",
+            MetricType::Counter,
+            [(vec![], counter(cleaner(3)))],
+        )?;
+        family(
+            e,
+            "sluice_log_cleaner_seconds",
+            "Time the log cleaner's passes took, yields included.",
+            MetricType::Counter,
+            [(vec![], counter_f(cleaner(4) as f64 / 1e9))],
         )?;
         family(
             e,

@@ -662,6 +662,12 @@ impl Partition {
                 "control batches are written by the broker, not produced",
             ));
         }
+        if self.log.config().compacted && has_null_key(b) {
+            return Err(Refused::new(
+                ErrorCode::InvalidRecord,
+                "a compacted topic does not accept a record without a key",
+            ));
+        }
         if facts.transactional {
             let pid = facts.producer_id;
             match txn {
@@ -682,6 +688,15 @@ impl Partition {
         }
         Ok((facts, last_delta))
     }
+}
+
+/// Whether an uncompressed batch holds a record without a key (or cannot
+/// be walked). Compressed batches are not inflated on the produce path:
+/// their keys are not checked.
+fn has_null_key(b: &[u8]) -> bool {
+    let mut null = false;
+    let walked = sluice_engine::compact::walk_records(b, |r, _| null |= r.key.is_none());
+    walked.is_err() || null
 }
 
 /// Writes the high watermark of every replicated partition in `parts` that

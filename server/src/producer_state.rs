@@ -299,6 +299,25 @@ impl ProducerStates {
             .collect()
     }
 
+    /// Whether the transactional batch of `producer_id` at `offset` belongs
+    /// to an aborted transaction (the log cleaner removes its records).
+    pub fn was_aborted(&self, producer_id: i64, offset: i64) -> bool {
+        let start = self.aborted.partition_point(|a| a.last_offset < offset);
+        self.aborted
+            .range(start..)
+            .any(|a| a.producer_id == producer_id && a.first_offset <= offset)
+    }
+
+    /// Whether the batch of `producer_id` ending at `last_offset` is the
+    /// newest the table remembers of it: the log cleaner keeps it (empty
+    /// if need be) so the table can be rebuilt from the log.
+    pub fn is_last_batch(&self, producer_id: i64, last_offset: i64) -> bool {
+        self.producers
+            .get(&producer_id)
+            .and_then(|e| e.batches.back())
+            .is_some_and(|b| b.base_offset + i64::from(b.last_seq.wrapping_sub(b.first_seq)) == last_offset)
+    }
+
     /// Forgets the aborted transactions whose marker is below the log
     /// start (retention removed them).
     pub fn trim_aborted(&mut self, log_start: i64) {

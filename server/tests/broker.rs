@@ -446,12 +446,15 @@ fn describe_and_alter_topic_configs() {
         resp.responses[0].error_code
     };
     assert_eq!(alter(&mut c, "retention.ms", "60000"), 0);
-    assert_eq!(alter(&mut c, "cleanup.policy", "compact"), 40, "INVALID_CONFIG");
+    assert_eq!(alter(&mut c, "cleanup.policy", "shred"), 40, "INVALID_CONFIG");
+    assert_eq!(alter(&mut c, "min.cleanable.dirty.ratio", "2"), 40);
     assert_eq!(alter(&mut c, "no.such.config", "1"), 40);
+    assert_eq!(alter(&mut c, "cleanup.policy", "compact,delete"), 0);
     drop(c);
     b.restart();
     let mut c = b.client();
     assert_eq!(describe(&mut c, "retention.ms").as_deref(), Some("60000"));
+    assert_eq!(describe(&mut c, "cleanup.policy").as_deref(), Some("compact,delete"));
 }
 
 /// CPU ticks (user + system) used so far by the thread of `b`'s shard

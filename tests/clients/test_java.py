@@ -45,3 +45,9 @@ def test_java_abandoned_transaction_is_aborted_by_the_coordinator(classpath):
     from conftest import running_broker
     with running_broker(["transaction.abort.timed.out.transaction.cleanup.interval.ms=200"]) as broker:
         run(classpath, "TransactionTimeoutCheck", broker)
+
+
+def test_java_reads_a_compacted_topic_across_what_the_cleaner_removed(classpath):
+    from conftest import running_broker
+    with running_broker(["log.cleaner.backoff.ms=200"]) as broker:
+        run(classpath, "CompactedCheck", broker)

@@ -349,8 +349,13 @@ def test_the_transaction_state_log_is_bounded_and_replays_after_its_rewrite():
                        lambda: c.get_watermark_offsets(TopicPartition("__transaction_state", 0), timeout=5)[0] > 0)
         assert low
         c.close()
-        segments = glob.glob(os.path.join(broker.data_dir, "**", "__transaction_state-0", "*.log"), recursive=True)
-        assert 0 < len(segments) < 10, segments
+
+        def segments():
+            return glob.glob(os.path.join(broker.data_dir, "**", "__transaction_state-0", "*.log"), recursive=True)
+
+        # While tx-busy commits, its id is mostly busy and rewrites wait;
+        # once it stops, the next rewrite leaves a segment or two.
+        wait_for("the older segments deleted", lambda: 0 < len(segments()) < 4, timeout=15)
         broker.kill9()
         broker.start()
         assert read(broker, "tx-bound", 1, "read_committed", wait=2) == []

@@ -490,6 +490,18 @@ impl Log {
             .collect()
     }
 
+    /// The rolled segments (every one but the active), oldest first: base
+    /// offset, next offset, bytes and newest timestamp (-1 when none).
+    pub fn rolled_segments(&self) -> Vec<(i64, i64, u64, i64)> {
+        let st = self.shared.state.borrow();
+        let rolled = st.segments.len().saturating_sub(1);
+        st.segments
+            .iter()
+            .take(rolled)
+            .map(|s| (s.base_offset, s.next_offset, s.size, s.max_timestamp))
+            .collect()
+    }
+
     /// Bytes written across all segments.
     pub fn size_bytes(&self) -> u64 {
         self.shared.state.borrow().segments.iter().map(|s| s.size).sum()

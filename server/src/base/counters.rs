@@ -42,6 +42,9 @@ pub struct ShardMetrics {
     pub handoffs: Cell<u64>,
     pub isr_shrinks: Cell<u64>,
     pub isr_expands: Cell<u64>,
+    /// The log cleaner's passes, bytes read and written, records removed
+    /// and time spent (ns).
+    pub cleaner: [Cell<u64>; 5],
 }
 
 impl Default for ShardMetrics {
@@ -55,6 +58,7 @@ impl Default for ShardMetrics {
             handoffs: Cell::new(0),
             isr_shrinks: Cell::new(0),
             isr_expands: Cell::new(0),
+            cleaner: Default::default(),
         }
     }
 }
@@ -113,6 +117,21 @@ impl ShardMetrics {
         r.handoffs = self.handoffs.get();
         r.isr_shrinks = self.isr_shrinks.get();
         r.isr_expands = self.isr_expands.get();
+        r.cleaner = [0, 1, 2, 3, 4].map(|i| self.cleaner[i].get());
+    }
+
+    /// A pass of the log cleaner.
+    pub fn cleaned(&self, stats: &sluice_engine::CleanStats, took: std::time::Duration) {
+        let add = [
+            1,
+            stats.bytes_read,
+            stats.bytes_written,
+            stats.records_removed,
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+        ];
+        for (c, by) in self.cleaner.iter().zip(add) {
+            bump(c, by);
+        }
     }
 }
 
@@ -174,6 +193,9 @@ pub struct ShardReport {
     pub handoffs: u64,
     pub isr_shrinks: u64,
     pub isr_expands: u64,
+    /// The cleaner's passes, bytes read, bytes written, records removed,
+    /// nanoseconds.
+    pub cleaner: [u64; 5],
     pub queued_request_bytes: u64,
     /// The shard's log writes, fdatasyncs and group-commit rounds.
     pub io: Option<(HistogramData, HistogramData, HistogramData)>,

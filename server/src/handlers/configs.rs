@@ -26,7 +26,19 @@ const SOURCE_DEFAULT: i8 = 5;
 /// table's `broker_setting`), as a topic without an override takes it.
 fn topic_default(config: &BrokerConfig, broker_setting: &str) -> String {
     match broker_setting {
-        "log.cleanup.policy" => "delete".into(),
+        "log.cleanup.policy" => {
+            let c = config.cleaner.defaults.cleanup;
+            match (c.compact, c.delete) {
+                (true, true) => "compact,delete",
+                (true, false) => "compact",
+                _ => "delete",
+            }
+            .into()
+        }
+        "log.cleaner.min.cleanable.ratio" => config.cleaner.defaults.min_cleanable_ratio.to_string(),
+        "log.cleaner.min.compaction.lag.ms" => config.cleaner.defaults.min_lag_ms.to_string(),
+        "log.cleaner.max.compaction.lag.ms" => config.cleaner.defaults.max_lag_ms.to_string(),
+        "log.cleaner.delete.retention.ms" => config.cleaner.defaults.delete_retention_ms.to_string(),
         "log.retention.ms" => config.log_retention_ms.to_string(),
         "log.retention.bytes" => config.log_retention_bytes.to_string(),
         "log.segment.bytes" => config.log_segment_bytes.to_string(),

@@ -5,9 +5,11 @@
 //! checkpoints ([`checkpoint`]), flush-interval syncs ([`flush`]),
 //! retention ([`retention`]) and the transactions past their timeout or
 //! expiration ([`transactions`]). One loop per shard runs each when it is
-//! due.
+//! due. The log cleaner of compacted topics ([`cleaner`]) has its own loop
+//! per shard: a pass may take long, and yields as it goes.
 
 pub mod checkpoint;
+pub mod cleaner;
 pub mod disk;
 pub mod flush;
 pub mod isr_lag;

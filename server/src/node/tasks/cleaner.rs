@@ -1,0 +1,122 @@
+//! The log cleaner of compacted topics (`cleanup.policy` with `compact`),
+//! one per shard in its own task: every `log.cleaner.backoff.ms` it looks
+//! at the compacted logs the shard holds (as leader or follower: replicas
+//! clean independently) and cleans, one at a time, those whose share of
+//! bytes not yet cleaned reached `min.cleanable.dirty.ratio`, or whose
+//! oldest uncleaned record passed `max.compaction.lag.ms`. A pass yields to
+//! the shard's other work after each MiB it reads or writes and is held to
+//! `log.cleaner.io.max.bytes.per.second` (`docs/storage.md`, "Compaction").
+//! `__consumer_offsets` and `__transaction_state` keep their own rewrite.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_engine::CleanRules;
+
+use crate::base::clock::now_ms;
+use crate::meta;
+use crate::node::Shard;
+use crate::partition::Partition;
+
+/// Where each log is clean up to, as this shard's passes left it; a log
+/// not here (a restart, a new replica) counts as dirty from its start.
+type Cleaned = HashMap<(Arc<str>, i32), i64>;
+
+pub async fn run(shard: Rc<Shard>) {
+    let config = shard.config().clone();
+    if !config.cleaner.enable {
+        return;
+    }
+    let mut cleaned = Cleaned::new();
+    while !shard.stopping.is_set() {
+        compio::runtime::time::sleep(Duration::from_millis(config.cleaner.backoff_ms)).await;
+        for p in shard.owned_partitions() {
+            if shard.stopping.is_set() {
+                return;
+            }
+            clean_if_due(&shard, &p, &mut cleaned).await;
+        }
+        let owned: Vec<_> = shard
+            .owned_partitions()
+            .iter()
+            .map(|p| (p.topic.clone(), p.index))
+            .collect();
+        cleaned.retain(|k, _| owned.contains(k));
+    }
+}
+
+/// Cleans `p` if it is compacted and due.
+async fn clean_if_due(shard: &Rc<Shard>, p: &Rc<Partition>, cleaned: &mut Cleaned) {
+    if meta::is_internal(&p.topic) || p.log.is_poisoned() {
+        return;
+    }
+    let config = shard.config();
+    let Some(topic) = shard.meta().topic(&p.topic).cloned() else {
+        return;
+    };
+    let c = meta::compaction(config, &topic);
+    if !c.cleanup.compact {
+        return;
+    }
+    let rolled = p.log.rolled_segments();
+    let key = (p.topic.clone(), p.index);
+    let clean_to = cleaned.get(&key).copied().unwrap_or(i64::MIN);
+    let total: u64 = rolled.iter().map(|s| s.2).sum();
+    let dirty: u64 = rolled.iter().filter(|s| s.0 >= clean_to).map(|s| s.2).sum();
+    let now = now_ms();
+    let overdue = rolled
+        .iter()
+        .find(|s| s.0 >= clean_to)
+        .is_some_and(|s| s.3 >= 0 && now.saturating_sub(s.3) > c.max_lag_ms);
+    if dirty == 0 || (!overdue && (dirty as f64) < c.min_cleanable_ratio * total as f64) {
+        return;
+    }
+    // Not past an open transaction, nor into records younger than
+    // min.compaction.lag.ms (the engine stops at the high watermark).
+    let mut upto = p.producers.borrow().first_unstable_offset().unwrap_or(i64::MAX);
+    if c.min_lag_ms > 0
+        && let Some(young) = rolled
+            .iter()
+            .find(|s| s.3 < 0 || now.saturating_sub(s.3) < c.min_lag_ms)
+    {
+        upto = upto.min(young.0);
+    }
+    let aborted = |pid: i64, offset: i64| p.producers.borrow().was_aborted(pid, offset);
+    let producer_last = |pid: i64, last: i64| p.producers.borrow().is_last_batch(pid, last);
+    let rules = CleanRules {
+        upto,
+        tombstones_before_ms: now.saturating_sub(c.delete_retention_ms),
+        map_bytes: usize::try_from(config.cleaner.dedupe_buffer_bytes).unwrap_or(usize::MAX),
+        aborted: &aborted,
+        producer_last: &producer_last,
+    };
+    let rate = config.cleaner.io_max_bytes_per_second;
+    let pace = |bytes: u64| -> Pin<Box<dyn Future<Output = ()>>> {
+        // At least a timer's turn: the shard serves what came meanwhile.
+        let wait = Duration::try_from_secs_f64(bytes as f64 / rate).unwrap_or(Duration::ZERO);
+        Box::pin(compio::runtime::time::sleep(wait.max(Duration::from_micros(1))))
+    };
+    let started = std::time::Instant::now();
+    match p.log.clean(&rules, &pace).await {
+        Ok(stats) => {
+            cleaned.insert(key, stats.cleaned_to);
+            shard.metrics.cleaned(&stats, started.elapsed());
+            tracing::info!(
+                topic = %p.topic,
+                partition = p.index,
+                segments = stats.segments,
+                read = stats.bytes_read,
+                written = stats.bytes_written,
+                removed = stats.records_removed,
+                cleaned_to = stats.cleaned_to,
+                ms = started.elapsed().as_millis() as u64,
+                "cleaned a compacted log"
+            );
+        }
+        Err(e) => tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "cleaning a compacted log"),
+    }
+}

@@ -1,0 +1,175 @@
+"""Compacted topics (`cleanup.policy=compact`) with real clients: a
+changelog-shaped topic read from the start holds the latest value of
+each live key and nothing of deleted ones once the cleaner ran (librdkafka
+and kcat), a consumer group resumes across what was removed, a record
+without a key is refused, and the policy is described and validated."""
+import glob
+import os
+import subprocess
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
+
+from conftest import admin, running_broker, wait_for
+
+KEYS = 300
+ROUNDS = 15
+COMPACTED = {
+    "cleanup.policy": "compact",
+    "segment.bytes": "16384",
+    "segment.ms": "100",
+    "min.cleanable.dirty.ratio": "0.01",
+    "delete.retention.ms": "0",
+}
+
+
+def create_compacted(broker, name, configs=COMPACTED):
+    a = admin(broker)
+    a.create_topics([NewTopic(name, num_partitions=1, replication_factor=1, config=configs)])[name].result(10)
+
+
+def producer(broker):
+    return Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5, "compression.type": "none",
+                     "enable.idempotence": True, "log_level": 0})
+
+
+def write_changelog(broker, topic):
+    """ROUNDS values of each of KEYS keys, then tombstones for every tenth
+    key; a last record rolls the segment the others are in (segment.ms).
+    Returns what a reader must end with."""
+    p = producer(broker)
+    for r in range(ROUNDS):
+        for k in range(KEYS):
+            p.produce(topic, key=f"k{k}", value=f"{k}-{r}")
+        p.poll(0)
+    for k in range(0, KEYS, 10):
+        p.produce(topic, key=f"k{k}", value=None)
+    assert p.flush(30) == 0
+    time.sleep(0.3)
+    p.produce(topic, key="roll", value="last")
+    assert p.flush(30) == 0
+    want = {f"k{k}": [f"{k}-{ROUNDS - 1}"] for k in range(KEYS) if k % 10}
+    want["roll"] = ["last"]
+    return want
+
+
+def read_from_start(broker, topic):
+    """Every record of the topic's partition 0 from the start to its end:
+    key -> values in order (a tombstone is None)."""
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "r-" + uuid.uuid4().hex,
+                  "enable.auto.commit": False, "enable.partition.eof": True, "log_level": 0})
+    c.assign([TopicPartition(topic, 0, 0)])
+    out = {}
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        m = c.poll(1.0)
+        if m is None:
+            continue
+        if m.error() is not None:
+            if m.error().code() == -191:  # _PARTITION_EOF
+                break
+            raise KafkaException(m.error())
+        v = m.value().decode() if m.value() is not None else None
+        out.setdefault(m.key().decode(), []).append(v)
+    c.close()
+    return out
+
+
+def log_bytes(broker, topic):
+    return sum(os.path.getsize(f) for f in glob.glob(os.path.join(broker.data_dir, f"{topic}-0", "*.log")))
+
+
+def test_a_changelog_topic_keeps_the_latest_value_of_each_live_key():
+    with running_broker(["log.cleaner.backoff.ms=200"]) as broker:
+        create_compacted(broker, "changelog")
+        want = write_changelog(broker, "changelog")
+        before = log_bytes(broker, "changelog")
+        got = wait_for("the cleaner ran", lambda: (lambda g: g if g == want else None)(
+            read_from_start(broker, "changelog")), timeout=60)
+        assert got == want
+        assert log_bytes(broker, "changelog") < before / 3, (before, log_bytes(broker, "changelog"))
+        # kcat (librdkafka 2.0.2) reads the same across the gaps.
+        out = subprocess.run(["kcat", "-C", "-b", broker.bootstrap, "-t", "changelog", "-o", "beginning", "-e",
+                              "-q", "-f", "%k=%s\\n"], capture_output=True, text=True, timeout=60, check=True)
+        lines = [line for line in out.stdout.splitlines() if line]
+        assert sorted(lines) == sorted(f"{k}={v[0]}" for k, v in want.items())
+        # A restart reads the cleaned log back the same.
+        broker.stop()
+        broker.start()
+        assert read_from_start(broker, "changelog") == want
+
+
+def test_a_consumer_group_resumes_across_removed_records():
+    with running_broker(["log.cleaner.backoff.ms=200"]) as broker:
+        create_compacted(broker, "resume")
+        group = "resume-group"
+        c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False,
+                      "auto.offset.reset": "earliest", "log_level": 0})
+        want = write_changelog(broker, "resume")
+        c.assign([TopicPartition("resume", 0, 0)])
+        seen = 0
+        while seen < KEYS * 3:
+            m = c.poll(5.0)
+            assert m is not None and m.error() is None
+            seen += 1
+        c.commit(asynchronous=False)
+        committed = c.committed([TopicPartition("resume", 0)], timeout=10)[0].offset
+        c.close()
+        wait_for("the cleaner ran", lambda: read_from_start(broker, "resume") == want, timeout=60)
+        # The committed offset now points into removed records: the group
+        # goes on from the next record kept.
+        c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False,
+                      "enable.partition.eof": True, "log_level": 0})
+        c.assign([TopicPartition("resume", 0, committed)])
+        rest = []
+        while True:
+            m = c.poll(5.0)
+            assert m is not None
+            if m.error() is not None:
+                assert m.error().code() == -191, m.error()
+                break
+            assert m.offset() >= committed
+            rest.append(m.key().decode())
+        c.close()
+        assert sorted(rest) == sorted(want), "every key's latest record is past the commit"
+
+
+def test_a_record_without_a_key_is_refused_by_a_compacted_topic():
+    with running_broker([]) as broker:
+        create_compacted(broker, "keyed-only")
+        p = producer(broker)
+        errors = []
+        p.produce("keyed-only", value="no key", on_delivery=lambda err, msg: errors.append(err))
+        p.flush(30)
+        # A batch is taken or refused whole: the keyed record goes alone.
+        p = producer(broker)
+        p.produce("keyed-only", key="k", value="keyed", on_delivery=lambda err, msg: errors.append(err))
+        p.flush(30)
+        assert errors[0] is not None and errors[0].code() == 87, errors  # INVALID_RECORD
+        assert errors[1] is None
+
+
+def test_cleanup_policy_is_described_and_validated():
+    with running_broker([]) as broker:
+        create_compacted(broker, "described", {"cleanup.policy": "compact"})
+        a = admin(broker)
+        r = ConfigResource("topic", "described")
+        configs = a.describe_configs([r])[r].result(10)
+        assert configs["cleanup.policy"].value == "compact"
+        assert configs["min.cleanable.dirty.ratio"].value == "0.5"
+        assert configs["delete.retention.ms"].value == "86400000"
+        change = ConfigResource("topic", "described", incremental_configs=[
+            ConfigEntry("cleanup.policy", "compact,delete", incremental_operation=AlterConfigOpType.SET)])
+        a.incremental_alter_configs([change])[change].result(10)
+        assert a.describe_configs([r])[r].result(10)["cleanup.policy"].value == "compact,delete"
+        bad = ConfigResource("topic", "described", incremental_configs=[
+            ConfigEntry("cleanup.policy", "shred", incremental_operation=AlterConfigOpType.SET)])
+        with pytest.raises(KafkaException):
+            a.incremental_alter_configs([bad])[bad].result(10)
+        ratio = ConfigResource("topic", "described", incremental_configs=[
+            ConfigEntry("min.cleanable.dirty.ratio", "1.5", incremental_operation=AlterConfigOpType.SET)])
+        with pytest.raises(KafkaException):
+            a.incremental_alter_configs([ratio])[ratio].result(10)
