@@ -7,17 +7,18 @@
 //! keeps are copied byte for byte (their offset and timestamp deltas stay
 //! relative to the same base), so only the header's record count, length
 //! and CRC change. A batch whose records are all removed becomes an empty
-//! batch (a header with no records) covering the same offsets, and
-//! consecutive empty batches of one leader epoch and no producer merge into
-//! one: the log still covers every offset with batches, so reads, indexes,
-//! recovery and followers see a contiguous log whose batches have gaps
-//! inside them, as Kafka's clients expect of a compacted topic.
+//! batch (a header with no records) covering the same offsets: the log
+//! keeps the batches' bounds and still covers every offset, so reads,
+//! indexes, recovery and followers see a contiguous log whose batches have
+//! gaps inside them, as Kafka's clients expect of a compacted topic.
 //!
-//! Compressed batches are not rewritten yet: their records are kept and
-//! their keys do not enter the map (a key whose latest record is in a
-//! compressed batch keeps its older records too). This keeps more than
-//! needed, never less.
+//! A compressed batch is inflated through the owner's [`Codecs`] (the
+//! engine knows the framing, not the codecs), filtered the same way, and
+//! its kept records deflated again with the batch's codec. Without codecs,
+//! or for a batch they cannot read, the batch is kept whole and its keys
+//! stay out of the map: more is kept than needed, never less.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use bytes::{BufMut, BytesMut};
@@ -75,6 +76,27 @@ impl OffsetMap {
     }
 }
 
+/// The record codecs of compressed batches, supplied by the log's owner.
+/// `codec` is the batch attributes' compression (1 gzip, 2 snappy, 3 lz4,
+/// 4 zstd); `None` when the data cannot be read or written with it.
+pub trait Codecs {
+    fn inflate(&self, codec: u8, data: &[u8]) -> Option<Vec<u8>>;
+    fn deflate(&self, codec: u8, data: &[u8]) -> Option<Vec<u8>>;
+}
+
+/// The records section of a data batch, inflated when compressed; `None`
+/// for a control batch or one the codecs cannot read.
+fn records_section<'b>(batch: &'b [u8], h: &BatchHeader<'_>, codecs: Option<&dyn Codecs>) -> Option<Cow<'b, [u8]>> {
+    if h.is_control() {
+        return None;
+    }
+    let section = batch.get(HEADER_BYTES..).unwrap_or_default();
+    match h.compression() {
+        0 => Some(Cow::Borrowed(section)),
+        c => codecs?.inflate(c, section).map(Cow::Owned),
+    }
+}
+
 /// One record of a batch as the cleaner sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordView<'a> {
@@ -85,16 +107,20 @@ pub struct RecordView<'a> {
 }
 
 /// Calls `f(record, its bytes with their length prefix)` for each record of
-/// an uncompressed batch; `Ok(false)` without calling it for a compressed
-/// one (or a control batch, whose records are not keyed data).
-pub fn walk_records<'a>(batch: &'a [u8], mut f: impl FnMut(RecordView<'a>, &'a [u8])) -> Result<bool, BatchError> {
+/// a data batch (inflated through `codecs` when compressed); `Ok(false)`
+/// without calling it for a control batch or a compressed one the codecs
+/// cannot read.
+pub fn walk_records(
+    batch: &[u8],
+    codecs: Option<&dyn Codecs>,
+    mut f: impl FnMut(RecordView<'_>, &[u8]),
+) -> Result<bool, BatchError> {
     let h = BatchHeader::parse(batch)?;
-    if h.compression() != 0 || h.is_control() {
+    let Some(records) = records_section(batch, &h, codecs) else {
         return Ok(false);
-    }
+    };
     let base = h.base_offset();
-    let records = batch.get(HEADER_BYTES..).unwrap_or_default();
-    batch::walk_records(records, h.records_count(), |r| {
+    batch::walk_records(&records, h.records_count(), |r| {
         let view = RecordView {
             offset: base + r.offset_delta,
             key: r.key,
@@ -117,29 +143,51 @@ pub enum Filtered {
     Emptied,
 }
 
-/// Keeps the records of an uncompressed data batch that `keep` says.
-pub fn filter_batch(batch: &[u8], mut keep: impl FnMut(&RecordView<'_>) -> bool) -> Result<Filtered, BatchError> {
+/// Keeps the records of a data batch that `keep` says; a compressed one
+/// is inflated through `codecs` and its kept records deflated again with
+/// its codec (kept whole when either fails).
+pub fn filter_batch(
+    batch: &[u8],
+    codecs: Option<&dyn Codecs>,
+    mut keep: impl FnMut(&RecordView<'_>) -> bool,
+) -> Result<Filtered, BatchError> {
+    let h = BatchHeader::parse(batch)?;
+    let Some(records) = records_section(batch, &h, codecs) else {
+        return Ok(Filtered::Unchanged);
+    };
+    let base = h.base_offset();
     let mut kept: Vec<&[u8]> = Vec::new();
     let mut removed = 0usize;
-    let walked = walk_records(batch, |r, bytes| {
-        if keep(&r) {
-            kept.push(bytes);
+    batch::walk_records(&records, h.records_count(), |r| {
+        let view = RecordView {
+            offset: base + r.offset_delta,
+            key: r.key,
+            tombstone: r.value.is_none(),
+        };
+        if keep(&view) {
+            kept.push(r.bytes);
         } else {
             removed += 1;
         }
     })?;
-    if !walked || removed == 0 {
+    if removed == 0 {
         return Ok(Filtered::Unchanged);
     }
     if kept.is_empty() {
         return Ok(Filtered::Emptied);
     }
-    let body: usize = kept.iter().map(|b| b.len()).sum();
-    let mut out = BytesMut::with_capacity(HEADER_BYTES + body);
+    let body: Vec<u8> = kept.concat();
+    let body = match (h.compression(), codecs) {
+        (0, _) => body,
+        (c, Some(codecs)) => match codecs.deflate(c, &body) {
+            Some(b) => b,
+            None => return Ok(Filtered::Unchanged),
+        },
+        (_, None) => return Ok(Filtered::Unchanged),
+    };
+    let mut out = BytesMut::with_capacity(HEADER_BYTES + body.len());
     out.put_slice(&batch[..HEADER_BYTES]);
-    for b in &kept {
-        out.put_slice(b);
-    }
+    out.put_slice(&body);
     set_records_count(&mut out, kept.len() as i32);
     batch::seal(&mut out);
     Ok(Filtered::Rewritten(out))
@@ -208,7 +256,7 @@ mod tests {
 
     fn keys(batch: &[u8]) -> Vec<(i64, String, bool)> {
         let mut out = Vec::new();
-        walk_records(batch, |r, _| {
+        walk_records(batch, None, |r, _| {
             out.push((
                 r.offset,
                 String::from_utf8_lossy(r.key.unwrap_or_default()).into(),
@@ -230,7 +278,7 @@ mod tests {
                 rec("c", None),
             ],
         );
-        let Filtered::Rewritten(out) = filter_batch(&b, |r| r.offset != 100 && r.offset != 101).unwrap() else {
+        let Filtered::Rewritten(out) = filter_batch(&b, None, |r| r.offset != 100 && r.offset != 101).unwrap() else {
             panic!("records were removed");
         };
         let info = batch::validate_stored(&out, 1 << 20).unwrap();
@@ -262,8 +310,8 @@ mod tests {
     #[test]
     fn a_batch_with_nothing_removed_is_unchanged_and_one_with_everything_removed_empties() {
         let b = at(7, &[rec("a", Some("1")), rec("b", Some("2"))]);
-        assert_eq!(filter_batch(&b, |_| true).unwrap(), Filtered::Unchanged);
-        assert_eq!(filter_batch(&b, |_| false).unwrap(), Filtered::Emptied);
+        assert_eq!(filter_batch(&b, None, |_| true).unwrap(), Filtered::Unchanged);
+        assert_eq!(filter_batch(&b, None, |_| false).unwrap(), Filtered::Emptied);
     }
 
     #[test]
@@ -288,6 +336,50 @@ mod tests {
         assert_eq!((h.producer_id(), h.producer_epoch(), h.base_sequence()), (9, 2, 40));
         assert!(h.is_transactional());
         assert!(keys(&e).is_empty());
+    }
+
+    /// A stand-in codec 1: the bytes reversed.
+    struct Reversed;
+
+    impl Codecs for Reversed {
+        fn inflate(&self, codec: u8, data: &[u8]) -> Option<Vec<u8>> {
+            (codec == 1).then(|| data.iter().rev().copied().collect())
+        }
+        fn deflate(&self, codec: u8, data: &[u8]) -> Option<Vec<u8>> {
+            self.inflate(codec, data)
+        }
+    }
+
+    fn compressed(b: &[u8]) -> BytesMut {
+        let mut out = BytesMut::from(&b[..HEADER_BYTES]);
+        out.extend(b[HEADER_BYTES..].iter().rev());
+        out[21..23].copy_from_slice(&1i16.to_be_bytes());
+        batch::seal(&mut out);
+        out
+    }
+
+    #[test]
+    fn a_compressed_batch_is_inflated_filtered_and_deflated_with_its_codec() {
+        let plain = at(10, &[rec("a", Some("1")), rec("b", Some("2")), rec("a", Some("3"))]);
+        let b = compressed(&plain);
+        assert_eq!(
+            filter_batch(&b, None, |_| false).unwrap(),
+            Filtered::Unchanged,
+            "without codecs a compressed batch is kept whole"
+        );
+        let Filtered::Rewritten(out) = filter_batch(&b, Some(&Reversed), |r| r.offset != 10).unwrap() else {
+            panic!("a record was removed");
+        };
+        let h = BatchHeader::parse(&out).unwrap();
+        assert_eq!((h.compression(), h.records_count(), h.last_offset()), (1, 2, 12));
+        batch::validate_stored(&out, 1 << 20).unwrap();
+        let mut seen = Vec::new();
+        assert!(walk_records(&out, Some(&Reversed), |r, _| seen.push(r.offset)).unwrap());
+        assert_eq!(seen, vec![11, 12]);
+        assert!(
+            !walk_records(&out, None, |_, _| {}).unwrap(),
+            "not walked without codecs"
+        );
     }
 
     #[test]

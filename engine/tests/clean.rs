@@ -32,6 +32,7 @@ fn rules(upto: i64, tombstones_before_ms: i64) -> CleanRules<'static> {
         map_bytes: 1 << 20,
         aborted: &never,
         producer_last: &never,
+        codecs: None,
     }
 }
 
@@ -54,7 +55,7 @@ fn records(log: &Log) -> BTreeMap<i64, (String, Option<String>)> {
     let mut out = BTreeMap::new();
     for (_, b) in read_all(log) {
         let mut offsets = Vec::new();
-        compact::walk_records(&b, |r, _| offsets.push(r.offset)).unwrap();
+        compact::walk_records(&b, None, |r, _| offsets.push(r.offset)).unwrap();
         let mut i = 0;
         let count = BatchHeader::parse(&b).unwrap().records_count();
         batch::for_each_record(&b[HEADER_BYTES..], count, |k, v| {
@@ -75,6 +76,18 @@ fn assert_contiguous(log: &Log) {
         next = BatchHeader::parse(&b).unwrap().last_offset() + 1;
     }
     assert_eq!(next, log.log_end_offset());
+}
+
+/// A log of 1 KiB segments: a few batches roll.
+async fn open_small(dir: &std::path::Path) -> Log {
+    open(
+        dir,
+        LogConfig {
+            segment_bytes: 1024,
+            ..small_config()
+        },
+    )
+    .await
 }
 
 async fn append(log: &Log, b: bytes::BytesMut) -> i64 {
@@ -208,6 +221,7 @@ async fn aborted_records_go_and_a_producers_last_batch_stays_as_an_empty_header(
         map_bytes: 1 << 20,
         aborted: &aborted,
         producer_last: &producer_last,
+        codecs: None,
     };
     log.clean(&r, &no_pace).await.unwrap();
     let kept = records(&log);
@@ -226,14 +240,7 @@ async fn aborted_records_go_and_a_producers_last_batch_stays_as_an_empty_header(
 #[compio::test]
 async fn a_small_map_cleans_up_to_where_it_filled() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(
-        dir.path(),
-        LogConfig {
-            segment_bytes: 1024,
-            ..small_config()
-        },
-    )
-    .await;
+    let log = open_small(dir.path()).await;
     for round in 0..30u32 {
         append(&log, keyed(&[(round, Some(0)), (round, Some(1))], 1)).await;
     }
@@ -310,14 +317,7 @@ async fn an_interrupted_clean_is_discarded_and_an_interrupted_swap_finished() {
 #[compio::test]
 async fn a_segment_deleted_during_a_pass_is_not_swapped_back() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(
-        dir.path(),
-        LogConfig {
-            segment_bytes: 1024,
-            ..small_config()
-        },
-    )
-    .await;
+    let log = open_small(dir.path()).await;
     for round in 0..60u32 {
         append(&log, keyed(&[(round % 4, Some(round)); 3], 1)).await;
     }
@@ -351,15 +351,44 @@ async fn a_segment_deleted_during_a_pass_is_not_swapped_back() {
     assert!(log.log_end_offset() > end, "appends went on");
     assert_contiguous(&log);
     drop(log);
-    let log = open(
-        dir.path(),
-        LogConfig {
-            segment_bytes: 1024,
-            ..small_config()
-        },
-    )
-    .await;
+    let log = open_small(dir.path()).await;
     assert_contiguous(&log);
+}
+
+/// A follower that copied part of the log before it was cleaned goes on
+/// copying from the cleaned log: batches keep their bounds, so the one
+/// holding its log end starts there.
+#[compio::test]
+async fn a_follower_behind_goes_on_copying_from_a_cleaned_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = open_small(dir.path()).await;
+    for round in 0..60u32 {
+        append(&leader, keyed(&[(round % 4, Some(round)); 2], 1)).await;
+    }
+    let copied = read_all(&leader);
+    let fdir = tempfile::tempdir().unwrap();
+    let follower = open_small(fdir.path()).await;
+    for (_, b) in copied.iter().take(17) {
+        follower.append_replica(b.clone()).unwrap();
+    }
+    follower.sync().await.unwrap();
+    let stats = leader
+        .clean(&rules(leader.log_end_offset(), 0), &no_pace)
+        .await
+        .unwrap();
+    assert!(stats.records_removed > 0);
+    loop {
+        let from = follower.log_end_offset();
+        let r = leader.read(from, 4096, sluice_engine::ReadBound::LogEnd).unwrap();
+        let Some(slice) = r.slice else { break };
+        for (base, b) in split_batches(slice.to_bytes().unwrap()) {
+            assert!(base >= from, "a batch starts at the follower's end or later");
+            follower.append_replica(b).unwrap();
+        }
+        follower.sync().await.unwrap();
+    }
+    assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+    assert_contiguous(&follower);
 }
 
 proptest! {

@@ -665,7 +665,7 @@ impl Partition {
         if self.log.config().compacted && has_null_key(b) {
             return Err(Refused::new(
                 ErrorCode::InvalidRecord,
-                "a compacted topic does not accept a record without a key",
+                "a compacted topic takes only records with keys (one has none, or the batch cannot be read)",
             ));
         }
         if facts.transactional {
@@ -690,13 +690,16 @@ impl Partition {
     }
 }
 
-/// Whether an uncompressed batch holds a record without a key (or cannot
-/// be walked). Compressed batches are not inflated on the produce path:
-/// their keys are not checked.
+/// Whether a batch holds a record without a key, or cannot be read
+/// (a compressed one is inflated: only for compacted topics, as Kafka
+/// does).
 fn has_null_key(b: &[u8]) -> bool {
     let mut null = false;
-    let walked = sluice_engine::compact::walk_records(b, |r, _| null |= r.key.is_none());
-    walked.is_err() || null
+    let codecs = crate::base::codecs::KafkaCodecs;
+    match sluice_engine::compact::walk_records(b, Some(&codecs), |r, _| null |= r.key.is_none()) {
+        Ok(true) => null,
+        _ => true,
+    }
 }
 
 /// Writes the high watermark of every replicated partition in `parts` that

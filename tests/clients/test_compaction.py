@@ -31,16 +31,16 @@ def create_compacted(broker, name, configs=COMPACTED):
     a.create_topics([NewTopic(name, num_partitions=1, replication_factor=1, config=configs)])[name].result(10)
 
 
-def producer(broker):
-    return Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5, "compression.type": "none",
+def producer(broker, compression="none"):
+    return Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5, "compression.type": compression,
                      "enable.idempotence": True, "log_level": 0})
 
 
-def write_changelog(broker, topic):
+def write_changelog(broker, topic, compression="none"):
     """ROUNDS values of each of KEYS keys, then tombstones for every tenth
     key; a last record rolls the segment the others are in (segment.ms).
     Returns what a reader must end with."""
-    p = producer(broker)
+    p = producer(broker, compression)
     for r in range(ROUNDS):
         for k in range(KEYS):
             p.produce(topic, key=f"k{k}", value=f"{k}-{r}")
@@ -82,10 +82,13 @@ def log_bytes(broker, topic):
     return sum(os.path.getsize(f) for f in glob.glob(os.path.join(broker.data_dir, f"{topic}-0", "*.log")))
 
 
-def test_a_changelog_topic_keeps_the_latest_value_of_each_live_key():
+@pytest.mark.parametrize("compression", ["none", "gzip", "snappy", "lz4", "zstd"])
+def test_a_changelog_topic_keeps_the_latest_value_of_each_live_key(compression):
+    """Compressed batches are inflated, cleaned and compressed again with
+    their codec."""
     with running_broker(["log.cleaner.backoff.ms=200"]) as broker:
         create_compacted(broker, "changelog")
-        want = write_changelog(broker, "changelog")
+        want = write_changelog(broker, "changelog", compression)
         before = log_bytes(broker, "changelog")
         got = wait_for("the cleaner ran", lambda: (lambda g: g if g == want else None)(
             read_from_start(broker, "changelog")), timeout=60)
@@ -104,7 +107,9 @@ def test_a_changelog_topic_keeps_the_latest_value_of_each_live_key():
 
 def test_a_consumer_group_resumes_across_removed_records():
     with running_broker(["log.cleaner.backoff.ms=200"]) as broker:
-        create_compacted(broker, "resume")
+        # Written and partly consumed under `delete`, then compacted: the
+        # group's commit lands before the cleaner runs.
+        create_compacted(broker, "resume", dict(COMPACTED, **{"cleanup.policy": "delete"}))
         group = "resume-group"
         c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False,
                       "auto.offset.reset": "earliest", "log_level": 0})
@@ -118,6 +123,10 @@ def test_a_consumer_group_resumes_across_removed_records():
         c.commit(asynchronous=False)
         committed = c.committed([TopicPartition("resume", 0)], timeout=10)[0].offset
         c.close()
+        a = admin(broker)
+        compact = ConfigResource("topic", "resume", incremental_configs=[
+            ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET)])
+        a.incremental_alter_configs([compact])[compact].result(10)
         wait_for("the cleaner ran", lambda: read_from_start(broker, "resume") == want, timeout=60)
         # The committed offset now points into removed records: the group
         # goes on from the next record kept.
@@ -137,15 +146,16 @@ def test_a_consumer_group_resumes_across_removed_records():
         assert sorted(rest) == sorted(want), "every key's latest record is past the commit"
 
 
-def test_a_record_without_a_key_is_refused_by_a_compacted_topic():
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+def test_a_record_without_a_key_is_refused_by_a_compacted_topic(compression):
     with running_broker([]) as broker:
         create_compacted(broker, "keyed-only")
-        p = producer(broker)
+        p = producer(broker, compression)
         errors = []
         p.produce("keyed-only", value="no key", on_delivery=lambda err, msg: errors.append(err))
         p.flush(30)
         # A batch is taken or refused whole: the keyed record goes alone.
-        p = producer(broker)
+        p = producer(broker, compression)
         p.produce("keyed-only", key="k", value="keyed", on_delivery=lambda err, msg: errors.append(err))
         p.flush(30)
         assert errors[0] is not None and errors[0].code() == 87, errors  # INVALID_RECORD

@@ -53,6 +53,9 @@ pub struct CleanRules<'a> {
     /// producer's last in the log: kept (empty when every record of it
     /// goes) so its producer state can be rebuilt from the log.
     pub producer_last: &'a dyn Fn(i64, i64) -> bool,
+    /// The codecs of compressed batches; without them those batches are
+    /// kept whole and their keys stay out of the map.
+    pub codecs: Option<&'a dyn compact::Codecs>,
 }
 
 /// Awaited by a pass after each chunk it reads or writes and at the end of
@@ -176,7 +179,7 @@ impl Log {
                 let (len, base) = (b.len() as u64, h.base_offset());
                 if !(h.is_transactional() && (rules.aborted)(h.producer_id(), base)) {
                     let mut full = false;
-                    compact::walk_records(b, |rec, _| {
+                    compact::walk_records(b, rules.codecs, |rec, _| {
                         if let Some(key) = rec.key
                             && !full
                         {
@@ -220,7 +223,6 @@ impl Log {
             writer: io::BufWriter::with_capacity(PACE_CHUNK as usize, file),
             seg: Segment::empty(&dir, r.base, &self.shared.files, None),
             interval,
-            empty: None,
             removed: 0,
             changed: false,
         };
@@ -245,7 +247,7 @@ impl Log {
             } else if h.is_transactional() && (rules.aborted)(h.producer_id(), h.base_offset()) {
                 Filtered::Emptied
             } else {
-                compact::filter_batch(b, keep)?
+                compact::filter_batch(b, rules.codecs, keep)?
             };
             out.take(b, filtered, rules).map_err(io_err("write", &cleaned_path))?;
             unpaced += b.len() as u64;
@@ -253,7 +255,6 @@ impl Log {
                 pace(std::mem::take(&mut unpaced)).await;
             }
         }
-        out.flush_empty().map_err(io_err("write", &cleaned_path))?;
         pace(unpaced).await;
         stats.bytes_read += r.size;
         if !out.changed {
@@ -350,10 +351,6 @@ struct Rewrite {
     /// Notes each batch written, building the indexes.
     seg: Segment,
     interval: u32,
-    /// Emptied batches of no producer not yet written: one empty batch
-    /// will cover them (first offset, last offset, leader epoch, newest
-    /// timestamp).
-    empty: Option<(i64, i64, i32, i64)>,
     removed: u64,
     changed: bool,
 }
@@ -368,55 +365,34 @@ impl Rewrite {
             h.max_timestamp(),
         );
         match filtered {
-            Filtered::Unchanged => {
-                self.flush_empty()?;
-                self.write(b)
-            }
+            Filtered::Unchanged => self.write(b),
             Filtered::Rewritten(mut out) => {
                 self.changed = true;
                 self.removed += u64::try_from(h.records_count()).unwrap_or(0)
                     - u64::try_from(compact::records_in(&out)).unwrap_or(0);
-                self.flush_empty()?;
                 batch::assign(&mut out, base, epoch);
                 self.write(&out)
             }
             Filtered::Emptied => {
                 self.changed = true;
                 self.removed += u64::try_from(h.records_count()).unwrap_or(0);
+                // The same offsets, no records: a follower behind this
+                // replica fetches whole batches from where its log ends,
+                // which is always at one of the original batches' bounds.
                 let pid = h.producer_id();
-                if pid >= 0 && (rules.producer_last)(pid, last) {
-                    self.flush_empty()?;
+                let (producer, attributes) = if pid >= 0 && (rules.producer_last)(pid, last) {
                     let producer = batch::ProducerFields {
                         producer_id: pid,
                         producer_epoch: h.producer_epoch(),
                         base_sequence: h.base_sequence(),
                     };
-                    let attributes = h.attributes() & batch::TRANSACTIONAL;
-                    return self.write(&compact::empty_batch(base, last, epoch, ts, producer, attributes));
-                }
-                match &mut self.empty {
-                    Some((start, end, e, newest))
-                        if *e == epoch && *end + 1 == base && last - *start <= i64::from(i32::MAX) =>
-                    {
-                        *end = last;
-                        *newest = (*newest).max(ts);
-                    }
-                    _ => {
-                        self.flush_empty()?;
-                        self.empty = Some((base, last, epoch, ts));
-                    }
-                }
-                Ok(())
+                    (producer, h.attributes() & batch::TRANSACTIONAL)
+                } else {
+                    (batch::ProducerFields::NONE, 0)
+                };
+                self.write(&compact::empty_batch(base, last, epoch, ts, producer, attributes))
             }
         }
-    }
-
-    fn flush_empty(&mut self) -> io::Result<()> {
-        let Some((base, last, epoch, ts)) = self.empty.take() else {
-            return Ok(());
-        };
-        let b = compact::empty_batch(base, last, epoch, ts, batch::ProducerFields::NONE, 0);
-        self.write(&b)
     }
 
     fn write(&mut self, b: &[u8]) -> io::Result<()> {

@@ -93,6 +93,7 @@ async fn clean_if_due(shard: &Rc<Shard>, p: &Rc<Partition>, cleaned: &mut Cleane
         map_bytes: usize::try_from(config.cleaner.dedupe_buffer_bytes).unwrap_or(usize::MAX),
         aborted: &aborted,
         producer_last: &producer_last,
+        codecs: Some(&crate::base::codecs::KafkaCodecs),
     };
     let rate = config.cleaner.io_max_bytes_per_second;
     let pace = |bytes: u64| -> Pin<Box<dyn Future<Output = ()>>> {
