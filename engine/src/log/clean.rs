@@ -43,6 +43,11 @@ pub struct CleanRules<'a> {
     /// Tombstones in segments whose newest timestamp is before this (ms
     /// since the epoch) are removed; later ones are kept.
     pub tombstones_before_ms: i64,
+    /// Where the last pass left the log clean (its `cleaned_to`;
+    /// `i64::MIN` when unknown): the offset map covers the segments from
+    /// there on, and the clean part before is rewritten against it (its
+    /// records are each their key's latest there already).
+    pub dirty_from: i64,
     /// The offset map's budget in bytes; a pass whose keys pass it cleans
     /// only up to where the map filled.
     pub map_bytes: usize,
@@ -172,7 +177,7 @@ impl Log {
     ) -> Result<(OffsetMap, i64)> {
         let mut map = OffsetMap::new(rules.map_bytes);
         let mut unpaced = 0;
-        for r in rolled {
+        for r in rolled.iter().filter(|r| r.next > rules.dirty_from) {
             let mut batches = Batches::new(r);
             while let Some((_, b)) = batches.next().map_err(io_err("read", &self.shared.dir))? {
                 let h = batch::BatchHeader::parse(b)?;

@@ -22,9 +22,34 @@ use crate::meta;
 use crate::node::Shard;
 use crate::partition::Partition;
 
-/// Where each log is clean up to, as this shard's passes left it; a log
-/// not here (a restart, a new replica) counts as dirty from its start.
+/// Where each log is clean up to, as this shard's passes left it, read
+/// from the log's [`CHECKPOINT`] on the first visit; a log without one (a
+/// new replica) counts as dirty from its start.
 type Cleaned = HashMap<(Arc<str>, i32), i64>;
+
+/// The file in a partition's directory that keeps where its last pass
+/// left the log clean: a hint (unsynced; a lost or torn one costs one pass
+/// that maps the whole log).
+pub const CHECKPOINT: &str = "cleaner-offset-checkpoint";
+
+fn read_checkpoint(p: &Partition) -> i64 {
+    std::fs::read_to_string(p.log.dir().join(CHECKPOINT))
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .unwrap_or(i64::MIN)
+}
+
+fn write_checkpoint(p: &Partition, offset: i64) {
+    let path = p.log.dir().join(CHECKPOINT);
+    let written = sluice_engine::durable_file::replace_file(
+        &path,
+        offset.to_string().as_bytes(),
+        sluice_engine::durable_file::Replace::Hint,
+    );
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), error = %e, "writing the cleaner's checkpoint");
+    }
+}
 
 pub async fn run(shard: Rc<Shard>) {
     let config = shard.config().clone();
@@ -64,7 +89,7 @@ async fn clean_if_due(shard: &Rc<Shard>, p: &Rc<Partition>, cleaned: &mut Cleane
     }
     let rolled = p.log.rolled_segments();
     let key = (p.topic.clone(), p.index);
-    let clean_to = cleaned.get(&key).copied().unwrap_or(i64::MIN);
+    let clean_to = *cleaned.entry(key.clone()).or_insert_with(|| read_checkpoint(p));
     let total: u64 = rolled.iter().map(|s| s.2).sum();
     let dirty: u64 = rolled.iter().filter(|s| s.0 >= clean_to).map(|s| s.2).sum();
     let now = now_ms();
@@ -90,6 +115,7 @@ async fn clean_if_due(shard: &Rc<Shard>, p: &Rc<Partition>, cleaned: &mut Cleane
     let rules = CleanRules {
         upto,
         tombstones_before_ms: now.saturating_sub(c.delete_retention_ms),
+        dirty_from: clean_to,
         map_bytes: usize::try_from(config.cleaner.dedupe_buffer_bytes).unwrap_or(usize::MAX),
         aborted: &aborted,
         producer_last: &producer_last,
@@ -105,6 +131,7 @@ async fn clean_if_due(shard: &Rc<Shard>, p: &Rc<Partition>, cleaned: &mut Cleane
     match p.log.clean(&rules, &pace).await {
         Ok(stats) => {
             cleaned.insert(key, stats.cleaned_to);
+            write_checkpoint(p, stats.cleaned_to);
             shard.metrics.cleaned(&stats, started.elapsed());
             tracing::info!(
                 topic = %p.topic,
