@@ -81,7 +81,7 @@ pub struct CleanStats {
 }
 
 /// Bytes read or written between two calls of the pace.
-const PACE_CHUNK: u64 = 1 << 20;
+const PACE_CHUNK: u64 = 256 << 10;
 
 /// A rolled segment as a pass found it.
 struct Rolled {
@@ -225,7 +225,7 @@ impl Log {
         let interval = self.shared.state.borrow().config.index_interval_bytes;
         let file = fs::File::create(&cleaned_path).map_err(io_err("create", &cleaned_path))?;
         let mut out = Rewrite {
-            writer: io::BufWriter::with_capacity(PACE_CHUNK as usize, file),
+            writer: io::BufWriter::with_capacity(1 << 20, file),
             seg: Segment::empty(&dir, r.base, &self.shared.files, None),
             interval,
             removed: 0,
@@ -280,7 +280,13 @@ impl Log {
         };
         synced.map_err(io_err("sync", &cleaned_path))?;
         fs::rename(&cleaned_path, &swap_path).map_err(io_err("rename", &cleaned_path))?;
-        crate::durable_file::sync_parent(&swap_path).map_err(io_err("sync", &dir))?;
+        // The directory's fsync through io_uring too: a blocking one holds
+        // the shard for a journal commit.
+        let dir_synced = match OpenOptions::new().read(true).open(&dir).await {
+            Ok(d) => d.sync_all().await,
+            Err(e) => Err(e),
+        };
+        dir_synced.map_err(io_err("sync", &dir))?;
         cleaned.forget_tail();
         let written = cleaned.size;
         if !self.swap(r, cleaned, &swap_path)? {
@@ -324,8 +330,10 @@ impl Log {
                 Err(e) => return Err(LogError::io("remove", p, e)),
             }
         }
+        // Not synced here: until the directory's next sync, a crash leaves
+        // either this rename or the `.swap` file, which recovery finishes
+        // (`interrupted_swap`); both hold what the swap put in place.
         fs::rename(swap_path, &paths.log).map_err(io_err("rename", swap_path))?;
-        crate::durable_file::sync_parent(&paths.log).map_err(io_err("sync", &self.shared.dir))?;
         // Rebuildable (recovery row `missing_index`): written, not synced.
         let mut out = Vec::new();
         cleaned.index.encode_from(0, &mut out);

@@ -4,7 +4,7 @@
 //! clean independently) and cleans, one at a time, those whose share of
 //! bytes not yet cleaned reached `min.cleanable.dirty.ratio`, or whose
 //! oldest uncleaned record passed `max.compaction.lag.ms`. A pass yields to
-//! the shard's other work after each MiB it reads or writes and is held to
+//! the shard's other work after each 256 KiB it reads or writes and is held to
 //! `log.cleaner.io.max.bytes.per.second` (`docs/storage.md`, "Compaction").
 //! `__consumer_offsets` and `__transaction_state` keep their own rewrite.
 
