@@ -299,20 +299,24 @@ impl Draft {
                 self.check_sessions(&check)?;
                 Ok(ControllerAnswer::Done)
             }
-            R::RegisterBroker(mut broker) => {
-                broker.epoch = self.image.next_broker_epoch;
-                broker.fenced = true;
-                let epoch = broker.epoch;
-                let (records, _) = registration_records(self.image.clone(), broker, self.rules)?;
-                records.into_iter().try_for_each(|r| self.push(r, None))?;
-                Ok(ControllerAnswer::Registered { epoch })
-            }
+            R::RegisterBroker(broker) => self.register(broker),
             R::AllocateProducerIds { broker, count } => {
                 let first = self.image.next_producer_id;
                 self.push(MetaRecord::ProducerIds { broker, first, count }, None)?;
                 Ok(ControllerAnswer::ProducerIds { first, count })
             }
         }
+    }
+
+    /// Registers `broker` at the image's next epoch (see
+    /// [`registration_records`]).
+    fn register(&mut self, mut broker: BrokerMeta) -> Result<ControllerAnswer, MetaError> {
+        broker.epoch = self.image.next_broker_epoch;
+        broker.fenced = true;
+        let epoch = broker.epoch;
+        let (records, _) = registration_records(self.image.clone(), broker, self.rules)?;
+        records.into_iter().try_for_each(|r| self.push(r, None))?;
+        Ok(ControllerAnswer::Registered { epoch })
     }
 
     /// The fence and unfence records a session check calls for, drafted

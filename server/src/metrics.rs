@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use sluice_engine::stats::{HistogramData, IoHistograms};
 
-pub use crate::base::counters::{GroupReport, PartitionReport, ShardMetrics, ShardReport, Traffic};
+pub use crate::base::counters::{CleanerTotals, GroupReport, PartitionReport, ShardMetrics, ShardReport, Traffic};
 
 /// Broker-wide facts from the metadata image.
 #[derive(Debug, Clone, Default)]
@@ -496,13 +496,13 @@ impl Report {
             MetricType::Counter,
             [(vec![], counter(sum(|s| s.isr_expands)))],
         )?;
-        let cleaner = |i: usize| shards.iter().map(|s| s.cleaner[i]).sum::<u64>();
+        let cleaner = |f: fn(&CleanerTotals) -> u64| shards.iter().map(|s| f(&s.cleaner)).sum::<u64>();
         family(
             e,
             "sluice_log_cleaner_passes",
             "Passes of the log cleaner over compacted logs.",
             MetricType::Counter,
-            [(vec![], counter(cleaner(0)))],
+            [(vec![], counter(cleaner(|c| c.passes)))],
         )?;
         family(
             e,
@@ -510,8 +510,11 @@ impl Report {
             "Bytes the log cleaner read (direction read) and wrote (written).",
             MetricType::Counter,
             [
-                (vec![label("direction", "read")], counter(cleaner(1))),
-                (vec![label("direction", "written")], counter(cleaner(2))),
+                (vec![label("direction", "read")], counter(cleaner(|c| c.bytes_read))),
+                (
+                    vec![label("direction", "written")],
+                    counter(cleaner(|c| c.bytes_written)),
+                ),
             ],
         )?;
         family(
@@ -519,14 +522,14 @@ impl Report {
             "sluice_log_cleaner_records_removed",
             "Records the log cleaner removed from compacted logs.",
             MetricType::Counter,
-            [(vec![], counter(cleaner(3)))],
+            [(vec![], counter(cleaner(|c| c.records_removed)))],
         )?;
         family(
             e,
             "sluice_log_cleaner_seconds",
             "Time the log cleaner's passes took, yields included.",
             MetricType::Counter,
-            [(vec![], counter_f(cleaner(4) as f64 / 1e9))],
+            [(vec![], counter_f(cleaner(|c| c.ns) as f64 / 1e9))],
         )?;
         family(
             e,

@@ -591,7 +591,8 @@ impl Partition {
     /// says. Waiting for durability is the caller's.
     pub fn append_records(&self, records: BytesMut, txn: Txn) -> Result<Appended, Refused> {
         let batches = split_batches(records);
-        let max = self.log.config().max_batch_bytes as usize;
+        let config = self.log.config();
+        let max = config.max_batch_bytes as usize;
         if batches.len() > 1 {
             for b in &batches {
                 if let Err(e) = batch::validate(b, max) {
@@ -605,7 +606,7 @@ impl Partition {
         let mut first_offset = None;
         let mut end_offset = 0;
         for b in batches {
-            let (facts, last_delta) = self.admit(&b, txn)?;
+            let (facts, last_delta) = self.admit(&b, txn, config.compacted)?;
             let (pid, epoch, first_seq) = (facts.producer_id, facts.epoch, facts.first_seq);
             match self.producers.borrow().check(pid, epoch, first_seq, facts.last_seq) {
                 Verdict::Append => {}
@@ -643,10 +644,38 @@ impl Partition {
         })
     }
 
+    /// Ends a rewrite of an internal log's live state (the offsets log's,
+    /// the transaction-state log's): once the rewrite, `start..end`, is
+    /// synced and on the ISR (within `timeout`, while this replica still
+    /// leads in `epoch`), the log start moves to `start`, deleting every
+    /// older segment.
+    pub async fn drop_before_rewrite(
+        &self,
+        start: i64,
+        end: i64,
+        epoch: i32,
+        timeout: std::time::Duration,
+    ) -> Result<(), String> {
+        self.log
+            .wait(end, sluice_engine::Durability::Synced)
+            .await
+            .map_err(|e| e.to_string())?;
+        if self.replica.borrow().replicas.len() > 1 {
+            self.wait_replicated(end, epoch, std::time::Instant::now() + timeout)
+                .await
+                .map_err(|r| r.message)?;
+        }
+        self.log
+            .advance_log_start_offset(start)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     /// What a produced batch is, if this partition takes it at all: a
-    /// header that parses, not a control batch, and when transactional,
-    /// from a member of a transaction holding this partition.
-    fn admit(&self, b: &BytesMut, txn: Txn) -> Result<(BatchFacts, i32), Refused> {
+    /// header that parses, not a control batch, every record keyed when
+    /// the topic is `compacted`, and when transactional, from a member of
+    /// a transaction holding this partition.
+    fn admit(&self, b: &BytesMut, txn: Txn, compacted: bool) -> Result<(BatchFacts, i32), Refused> {
         let (facts, last_delta) = match batch::BatchHeader::parse(b) {
             Ok(h) => (BatchFacts::of(&h, b), h.last_offset_delta()),
             Err(e) => {
@@ -662,7 +691,7 @@ impl Partition {
                 "control batches are written by the broker, not produced",
             ));
         }
-        if self.log.config().compacted && has_null_key(b) {
+        if compacted && has_null_key(b) {
             return Err(Refused::new(
                 ErrorCode::InvalidRecord,
                 "a compacted topic takes only records with keys (one has none, or the batch cannot be read)",

@@ -50,6 +50,22 @@ def read(broker, topic, partitions, isolation, expected=None, wait=10.0):
     return out
 
 
+def aborted_then_open(broker, txn_id, topic, later_id):
+    """A producer of `txn_id` with one transaction aborted ("aborted") and
+    one left open ("open") in `topic`, and after them a record committed
+    by `later_id` ("later"); returns the producer."""
+    p = producer(broker, txn_id)
+    p.begin_transaction()
+    p.produce(topic, value="aborted")
+    p.flush(30)
+    p.abort_transaction(30)
+    p.begin_transaction()
+    p.produce(topic, value="open")
+    p.flush(30)
+    commit_one(broker, later_id, topic, "later")
+    return p
+
+
 def values(records):
     return sorted(v for _, v in records)
 
@@ -242,15 +258,7 @@ def test_open_and_aborted_transactions_survive_a_crash_of_the_broker():
     transaction, which the same producer then commits."""
     with running_broker([]) as broker:
         create(broker, "tx-crash", 1)
-        p = producer(broker, "tx-crash")
-        p.begin_transaction()
-        p.produce("tx-crash", value="aborted")
-        p.flush(30)
-        p.abort_transaction(30)
-        p.begin_transaction()
-        p.produce("tx-crash", value="open")
-        p.flush(30)
-        commit_one(broker, "tx-later", "tx-crash", "later")
+        p = aborted_then_open(broker, "tx-crash", "tx-crash", "tx-later")
         broker.kill9()
         broker.start()
         assert read(broker, "tx-crash", 1, "read_committed", wait=2) == []
@@ -277,15 +285,7 @@ def test_transactions_survive_leader_changes_and_a_caught_up_follower_leading():
         boot = types.SimpleNamespace(bootstrap=",".join(n.bootstrap for n in cluster.nodes))
         create_rf3(cluster.node(1), "tx-move", partitions=1)
         commit_one(boot, "tx-m-first", "tx-move", "first")
-        p = producer(boot, "tx-m-open")
-        p.begin_transaction()
-        p.produce("tx-move", value="aborted")
-        p.flush(30)
-        p.abort_transaction(30)
-        p.begin_transaction()
-        p.produce("tx-move", value="open")
-        p.flush(30)
-        commit_one(boot, "tx-m-later", "tx-move", "later")
+        p = aborted_then_open(boot, "tx-m-open", "tx-move", "tx-m-later")
 
         def partition():
             return metadata(next(iter(cluster.live()))).topics["tx-move"].partitions[0]

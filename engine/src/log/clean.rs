@@ -267,26 +267,8 @@ impl Log {
             let _ = fs::remove_file(&cleaned_path);
             return Ok(());
         }
-        let (removed, mut cleaned) = (out.removed, out.seg);
-        let file = out
-            .writer
-            .into_inner()
-            .map_err(|e| LogError::io("write", &cleaned_path, e.into_error()))?;
-        drop(file);
-        let synced = OpenOptions::new().write(true).open(&cleaned_path).await;
-        let synced = match synced {
-            Ok(f) => self.shared.io.sync_data(&f).await,
-            Err(e) => Err(e),
-        };
-        synced.map_err(io_err("sync", &cleaned_path))?;
-        fs::rename(&cleaned_path, &swap_path).map_err(io_err("rename", &cleaned_path))?;
-        // The directory's fsync through io_uring too: a blocking one holds
-        // the shard for a journal commit.
-        let dir_synced = match OpenOptions::new().read(true).open(&dir).await {
-            Ok(d) => d.sync_all().await,
-            Err(e) => Err(e),
-        };
-        dir_synced.map_err(io_err("sync", &dir))?;
+        let removed = out.removed;
+        let mut cleaned = self.settle(out, &cleaned_path, &swap_path).await?;
         cleaned.forget_tail();
         let written = cleaned.size;
         if !self.swap(r, cleaned, &swap_path)? {
@@ -297,6 +279,31 @@ impl Log {
         stats.bytes_written += written;
         stats.records_removed += removed;
         Ok(())
+    }
+
+    /// Makes a written rewrite durable under its `.swap` name: the file
+    /// fdatasynced, renamed, and the directory fsynced, each through
+    /// io_uring (a blocking directory fsync would hold the shard for a
+    /// journal commit). Returns the segment it noted.
+    async fn settle(&self, out: Rewrite, cleaned_path: &Path, swap_path: &Path) -> Result<Segment> {
+        let file = out
+            .writer
+            .into_inner()
+            .map_err(|e| LogError::io("write", cleaned_path, e.into_error()))?;
+        drop(file);
+        let synced = match OpenOptions::new().write(true).open(cleaned_path).await {
+            Ok(f) => self.shared.io.sync_data(&f).await,
+            Err(e) => Err(e),
+        };
+        synced.map_err(io_err("sync", cleaned_path))?;
+        fs::rename(cleaned_path, swap_path).map_err(io_err("rename", cleaned_path))?;
+        let dir = &self.shared.dir;
+        let dir_synced = match OpenOptions::new().read(true).open(dir).await {
+            Ok(d) => d.sync_all().await,
+            Err(e) => Err(e),
+        };
+        dir_synced.map_err(io_err("sync", dir))?;
+        Ok(out.seg)
     }
 
     /// Replaces the segment `r` with `cleaned`, whose file is at

@@ -42,9 +42,8 @@ pub struct ShardMetrics {
     pub handoffs: Cell<u64>,
     pub isr_shrinks: Cell<u64>,
     pub isr_expands: Cell<u64>,
-    /// The log cleaner's passes, bytes read and written, records removed
-    /// and time spent (ns).
-    pub cleaner: [Cell<u64>; 5],
+    /// The log cleaner's passes, summed.
+    cleaner: Cell<CleanerTotals>,
 }
 
 impl Default for ShardMetrics {
@@ -117,21 +116,19 @@ impl ShardMetrics {
         r.handoffs = self.handoffs.get();
         r.isr_shrinks = self.isr_shrinks.get();
         r.isr_expands = self.isr_expands.get();
-        r.cleaner = [0, 1, 2, 3, 4].map(|i| self.cleaner[i].get());
+        r.cleaner = self.cleaner.get();
     }
 
     /// A pass of the log cleaner.
     pub fn cleaned(&self, stats: &sluice_engine::CleanStats, took: std::time::Duration) {
-        let add = [
-            1,
-            stats.bytes_read,
-            stats.bytes_written,
-            stats.records_removed,
-            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
-        ];
-        for (c, by) in self.cleaner.iter().zip(add) {
-            bump(c, by);
-        }
+        let t = self.cleaner.get();
+        self.cleaner.set(CleanerTotals {
+            passes: t.passes.wrapping_add(1),
+            bytes_read: t.bytes_read.wrapping_add(stats.bytes_read),
+            bytes_written: t.bytes_written.wrapping_add(stats.bytes_written),
+            records_removed: t.records_removed.wrapping_add(stats.records_removed),
+            ns: t.ns.wrapping_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX)),
+        });
     }
 }
 
@@ -180,6 +177,17 @@ pub struct GroupReport {
     pub committed: Vec<(String, i32, i64)>,
 }
 
+/// The log cleaner's passes on one shard, summed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CleanerTotals {
+    pub passes: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub records_removed: u64,
+    /// Time the passes took, yields included.
+    pub ns: u64,
+}
+
 /// What one shard sends for a scrape.
 #[derive(Debug, Clone, Default)]
 pub struct ShardReport {
@@ -193,9 +201,7 @@ pub struct ShardReport {
     pub handoffs: u64,
     pub isr_shrinks: u64,
     pub isr_expands: u64,
-    /// The cleaner's passes, bytes read, bytes written, records removed,
-    /// nanoseconds.
-    pub cleaner: [u64; 5],
+    pub cleaner: CleanerTotals,
     pub queued_request_bytes: u64,
     /// The shard's log writes, fdatasyncs and group-commit rounds.
     pub io: Option<(HistogramData, HistogramData, HistogramData)>,

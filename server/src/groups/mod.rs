@@ -550,12 +550,8 @@ pub async fn compact_offsets<S: GroupHost>(shard: &Rc<Shard<S>>, owned: &[Rc<Par
             tracing::error!(partition = p.index, error = %e, "rewriting committed offsets");
             continue;
         }
-        let done = async {
-            p.log.wait(end, Durability::Synced).await.map_err(|e| e.to_string())?;
-            wait_replicated(shard, p, end).await.map_err(|e| format!("{e:?}"))?;
-            p.log.advance_log_start_offset(start).map_err(|e| e.to_string())
-        };
-        match done.await {
+        let timeout = std::time::Duration::from_millis(shard.config().groups.offsets_commit_timeout_ms);
+        match p.drop_before_rewrite(start, end, p.leader_epoch(), timeout).await {
             Ok(_) => tracing::info!(
                 partition = p.index,
                 offsets = written,

@@ -490,15 +490,8 @@ pub async fn compact<S: TxnHost>(shard: &Rc<Shard<S>>, owned: &[Rc<Partition>]) 
         if end - start != ids.len() as i64 {
             continue;
         }
-        let done = async {
-            p.log.wait(end, Durability::Synced).await.map_err(|e| e.to_string())?;
-            if p.replica.borrow().replicas.len() > 1 {
-                let deadline = Instant::now() + Duration::from_millis(shard.config().transactions.marker_timeout_ms);
-                p.wait_replicated(end, epoch, deadline).await.map_err(|r| r.message)?;
-            }
-            p.log.advance_log_start_offset(start).map_err(|e| e.to_string())
-        };
-        match done.await {
+        let timeout = Duration::from_millis(shard.config().transactions.marker_timeout_ms);
+        match p.drop_before_rewrite(start, end, epoch, timeout).await {
             Ok(_) => tracing::info!(
                 partition = p.index,
                 ids = ids.len(),
