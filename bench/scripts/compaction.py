@@ -11,7 +11,10 @@ reports the delivery latency percentiles (send to delivery callback) and,
 for the cleaner's run, its passes and bytes from /metrics.
 
   bench/scripts/compaction.py [--bin target/release/sluice] [--rate 5000]
-      [--secs 30] [--runs 3]
+      [--secs 30] [--runs 3] [--root DIR]
+
+--root puts the broker's data under DIR (the default is the system's
+temporary directory; /dev/shm takes the disk out of the comparison).
 
 Prints one JSON object.
 """
@@ -67,8 +70,8 @@ def cleaner_metrics(admin):
     return out
 
 
-def run(binary, cleaner, rate, secs):
-    with tempfile.TemporaryDirectory() as root:
+def run(binary, cleaner, rate, secs, parent=None):
+    with tempfile.TemporaryDirectory(dir=parent) as root:
         proc, boot, admin = start(binary, root, cleaner)
         try:
             a = AdminClient({"bootstrap.servers": boot})
@@ -115,12 +118,13 @@ def main():
     ap.add_argument("--rate", type=int, default=5000)
     ap.add_argument("--secs", type=int, default=30)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--root", default=None)
     args = ap.parse_args()
     os.sched_setaffinity(0, {1})
     runs = []
     for _ in range(args.runs):
         for cleaner in (True, False):
-            runs.append(run(os.path.abspath(args.bin), cleaner, args.rate, args.secs))
+            runs.append(run(os.path.abspath(args.bin), cleaner, args.rate, args.secs, args.root))
     on = [r["p99_ms"] for r in runs if r["cleaner"]]
     off = [r["p99_ms"] for r in runs if not r["cleaner"]]
     print(json.dumps({"runs": runs, "p99_median_on_ms": statistics.median(on),

@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod compact;
 pub mod config;
+pub mod crash;
 mod direct;
 pub mod durable_file;
 pub mod epochs;

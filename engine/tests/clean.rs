@@ -477,3 +477,42 @@ proptest! {
         });
     }
 }
+
+/// A pass whose fdatasync of a cleaned file fails leaves the log as it
+/// was (that file's pages are the only ones in doubt, so the log is not
+/// poisoned), removes what it made, and the next pass cleans.
+#[compio::test]
+async fn a_failed_sync_of_a_cleaned_segment_leaves_the_log_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = sluice_engine::FaultInjector::new();
+    let env = sluice_engine::Env {
+        faults: Some(faults.clone()),
+        ..sluice_engine::Env::default()
+    };
+    let config = LogConfig {
+        segment_bytes: 1024,
+        ..small_config()
+    };
+    let log = Log::open(dir.path(), config, env).await.unwrap();
+    for round in 0..20u32 {
+        append(&log, keyed(&[(round % 3, Some(round)); 4], 1)).await;
+    }
+    let end = log.log_end_offset();
+    let before = records(&log);
+    faults.fail_sync_at(faults.syncs_seen() + 1);
+    assert!(log.clean(&rules(end, 0), &no_pace).await.is_err());
+    assert!(!log.is_poisoned());
+    assert_eq!(records(&log), before);
+    let made: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(sluice_engine::CLEANED_SUFFIX) || n.ends_with(sluice_engine::SWAP_SUFFIX))
+        .collect();
+    assert!(made.is_empty(), "{made:?}");
+    append(&log, keyed(&[(9, Some(9))], 1)).await;
+    let stats = log.clean(&rules(end, 0), &no_pace).await.unwrap();
+    assert!(stats.segments > 0 && stats.records_removed > 0, "{stats:?}");
+    assert_contiguous(&log);
+    let latest: HashMap<String, Option<String>> = records(&log).into_values().collect();
+    assert_eq!(latest.len(), 4);
+}

@@ -35,6 +35,8 @@ class Broker:
         self.extra = extra
         self.cores = cores
         self.proc = None
+        # The process's environment (None: this one's).
+        self.env = None
         logs = os.path.join(ROOT, "target", "client-test-logs")
         os.makedirs(logs, exist_ok=True)
         self.log_path = log_path or os.path.join(logs, f"sluice-{port}.log")
@@ -49,7 +51,7 @@ class Broker:
         cmd = [self.binary, "--listen", self.bootstrap, "--data-dir", self.data_dir, "--cores", str(self.cores)]
         for kv in self.extra:
             cmd += ["-o", kv]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log)
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, env=self.env)
         if wait:
             self.wait_listening()
 

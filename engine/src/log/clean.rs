@@ -21,11 +21,18 @@
 //! removed, the file renamed to `.log`, and the indexes rebuilt by the
 //! `missing_index` row.
 
-use std::{future::Future, io::Write, os::unix::fs::MetadataExt, pin::Pin};
+use std::{future::Future, os::unix::fs::MetadataExt, pin::Pin};
+
+use compio::{
+    BufResult,
+    buf::{IntoInner, IoBuf},
+    io::{AsyncReadAtExt, AsyncWriteAtExt},
+};
 
 use super::*;
 use crate::compact::{self, Filtered, OffsetMap};
-use crate::segment::{self as seg, ScannedBatch};
+use crate::crash::crash_point;
+use crate::segment::ScannedBatch;
 
 /// Suffix of a cleaned segment being written.
 pub const CLEANED_SUFFIX: &str = "log.cleaned";
@@ -89,40 +96,93 @@ struct Rolled {
     next: i64,
     size: u64,
     max_timestamp: i64,
+    /// The segment's read handle, as the log held it, and its path.
     file: Arc<fs::File>,
+    path: PathBuf,
 }
 
-/// The batches of one rolled segment, read whole, in order.
+/// The batches of one rolled segment, in order, read [`PACE_CHUNK`] at a
+/// time (a read per batch would cost a system call for each of a log's
+/// many small batches).
 struct Batches<'a> {
     seg: &'a Rolled,
-    pos: u64,
+    /// The segment's file opened for io_uring reads.
+    file: File,
+    /// Bytes of the file from `buf_at`; `start..` not yet handed out.
     buf: Vec<u8>,
+    buf_at: u64,
+    start: usize,
 }
 
 impl<'a> Batches<'a> {
-    fn new(seg: &'a Rolled) -> Self {
-        Self {
-            seg,
-            pos: 0,
-            buf: Vec::new(),
+    /// `None` when `seg`'s path no longer names the file the log held
+    /// (the segment was deleted or replaced since).
+    async fn open(seg: &'a Rolled) -> Option<Self> {
+        let file = File::open(&seg.path).await.ok()?;
+        let now = file.metadata().await.ok()?;
+        let then = seg.file.metadata().ok()?;
+        if now.ino() != then.ino() || now.dev() != then.dev() {
+            return None;
         }
+        Some(Self {
+            seg,
+            file,
+            buf: Vec::with_capacity(PACE_CHUNK as usize),
+            buf_at: 0,
+            start: 0,
+        })
     }
 
-    /// The next batch and its position, or `None` at the end.
-    fn next(&mut self) -> io::Result<Option<(u64, &[u8])>> {
-        let Some(h) = seg::read_header(&self.seg.file, self.pos, self.seg.size)? else {
+    /// Makes at least `want` bytes from `start` available, or all the file
+    /// has; false when the file ends first. Reads go through io_uring, so
+    /// a read that misses the page cache waits off the shard's thread.
+    async fn fill(&mut self, want: usize) -> io::Result<bool> {
+        let have = self.buf.len() - self.start;
+        if have >= want {
+            return Ok(true);
+        }
+        let next = self.buf_at + self.buf.len() as u64;
+        let left = self.seg.size.saturating_sub(next);
+        if (have as u64) + left < want as u64 {
+            return Ok(false);
+        }
+        self.buf.drain(..self.start);
+        self.buf_at += self.start as u64;
+        self.start = 0;
+        let read = (want - have)
+            .max(PACE_CHUNK as usize)
+            .min(usize::try_from(left).unwrap_or(usize::MAX));
+        let old = self.buf.len();
+        self.buf.reserve(read);
+        let BufResult(res, slice) = (self.file)
+            .read_exact_at(std::mem::take(&mut self.buf).slice(old..old + read), next)
+            .await;
+        self.buf = slice.into_inner();
+        res?;
+        assert!(
+            self.buf.len() == old + read,
+            "a whole read fills the buffer it was given"
+        );
+        Ok(true)
+    }
+
+    /// The next batch, or `None` at the end.
+    async fn next(&mut self) -> io::Result<Option<&[u8]>> {
+        if !self.fill(batch::HEADER_BYTES).await? {
             return Ok(None);
-        };
-        let len = batch::BatchHeader::parse(&h)
+        }
+        let at = self.buf_at + self.start as u64;
+        let len = batch::BatchHeader::parse(&self.buf[self.start..])
             .ok()
             .and_then(|h| h.total_len())
-            .filter(|&l| l >= batch::HEADER_BYTES && self.pos + l as u64 <= self.seg.size)
+            .filter(|&l| l >= batch::HEADER_BYTES && at + l as u64 <= self.seg.size)
             .ok_or_else(|| io::Error::other("a bad batch in a rolled segment"))?;
-        self.buf.resize(len, 0);
-        self.seg.file.read_exact_at(&mut self.buf, self.pos)?;
-        let at = self.pos;
-        self.pos += len as u64;
-        Ok(Some((at, &self.buf)))
+        if !self.fill(len).await? {
+            return Err(io::Error::other("a rolled segment ends inside a batch"));
+        }
+        let b = &self.buf[self.start..self.start + len];
+        self.start += len;
+        Ok(Some(b))
     }
 }
 
@@ -161,6 +221,7 @@ impl Log {
                 size: s.size,
                 max_timestamp: s.max_timestamp,
                 file,
+                path: s.paths.log.clone(),
             });
         }
         Ok(out)
@@ -178,8 +239,10 @@ impl Log {
         let mut map = OffsetMap::new(rules.map_bytes);
         let mut unpaced = 0;
         for r in rolled.iter().filter(|r| r.next > rules.dirty_from) {
-            let mut batches = Batches::new(r);
-            while let Some((_, b)) = batches.next().map_err(io_err("read", &self.shared.dir))? {
+            let Some(mut batches) = Batches::open(r).await else {
+                return Ok((map, r.base)); // changed since: the map ends before
+            };
+            while let Some(b) = batches.next().await.map_err(io_err("read", &self.shared.dir))? {
                 let h = batch::BatchHeader::parse(b)?;
                 let (len, base) = (b.len() as u64, h.base_offset());
                 if !(h.is_transactional() && (rules.aborted)(h.producer_id(), base)) {
@@ -218,14 +281,25 @@ impl Log {
         pace: Pace<'_>,
         stats: &mut CleanStats,
     ) -> Result<()> {
+        let Some(mut batches) = Batches::open(r).await else {
+            return Ok(()); // changed since: left as it is
+        };
         let dir = self.shared.dir.clone();
         let paths = SegmentPaths::new(&dir, r.base);
         let cleaned_path = dir.join(format!("{:020}.{CLEANED_SUFFIX}", r.base));
         let swap_path = dir.join(format!("{:020}.{SWAP_SUFFIX}", r.base));
         let interval = self.shared.state.borrow().config.index_interval_bytes;
-        let file = fs::File::create(&cleaned_path).map_err(io_err("create", &cleaned_path))?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&cleaned_path)
+            .await
+            .map_err(io_err("create", &cleaned_path))?;
         let mut out = Rewrite {
-            writer: io::BufWriter::with_capacity(1 << 20, file),
+            file,
+            buf: Vec::with_capacity(2 * PACE_CHUNK as usize),
+            at: 0,
             seg: Segment::empty(&dir, r.base, &self.shared.files, None),
             interval,
             removed: 0,
@@ -243,9 +317,8 @@ impl Log {
             }
             !(rec.tombstone && r.max_timestamp < rules.tombstones_before_ms)
         };
-        let mut batches = Batches::new(r);
         let mut unpaced = 0;
-        while let Some((_, b)) = batches.next().map_err(io_err("read", &paths.log))? {
+        while let Some(b) = batches.next().await.map_err(io_err("read", &paths.log))? {
             let h = batch::BatchHeader::parse(b)?;
             let filtered = if h.is_control() {
                 Filtered::Unchanged
@@ -257,6 +330,7 @@ impl Log {
             out.take(b, filtered, rules).map_err(io_err("write", &cleaned_path))?;
             unpaced += b.len() as u64;
             if unpaced >= PACE_CHUNK {
+                out.write_out().await.map_err(io_err("write", &cleaned_path))?;
                 pace(std::mem::take(&mut unpaced)).await;
             }
         }
@@ -268,7 +342,15 @@ impl Log {
             return Ok(());
         }
         let removed = out.removed;
-        let mut cleaned = self.settle(out, &cleaned_path, &swap_path).await?;
+        let mut cleaned = match self.settle(out, &cleaned_path, &swap_path).await {
+            Ok(cleaned) => cleaned,
+            Err(e) => {
+                // The segment is whole; what was made of it goes.
+                let _ = fs::remove_file(&cleaned_path);
+                let _ = fs::remove_file(&swap_path);
+                return Err(e);
+            }
+        };
         cleaned.forget_tail();
         let written = cleaned.size;
         if !self.swap(r, cleaned, &swap_path)? {
@@ -285,24 +367,26 @@ impl Log {
     /// fdatasynced, renamed, and the directory fsynced, each through
     /// io_uring (a blocking directory fsync would hold the shard for a
     /// journal commit). Returns the segment it noted.
-    async fn settle(&self, out: Rewrite, cleaned_path: &Path, swap_path: &Path) -> Result<Segment> {
-        let file = out
-            .writer
-            .into_inner()
-            .map_err(|e| LogError::io("write", cleaned_path, e.into_error()))?;
-        drop(file);
-        let synced = match OpenOptions::new().write(true).open(cleaned_path).await {
-            Ok(f) => self.shared.io.sync_data(&f).await,
-            Err(e) => Err(e),
-        };
-        synced.map_err(io_err("sync", cleaned_path))?;
-        fs::rename(cleaned_path, swap_path).map_err(io_err("rename", cleaned_path))?;
+    async fn settle(&self, mut out: Rewrite, cleaned_path: &Path, swap_path: &Path) -> Result<Segment> {
+        out.write_out().await.map_err(io_err("write", cleaned_path))?;
+        crash_point("clean.written");
+        self.shared
+            .io
+            .sync_data(&out.file)
+            .await
+            .map_err(io_err("sync", cleaned_path))?;
+        crash_point("clean.synced");
+        drop(out.file);
+        compio::fs::rename(cleaned_path, swap_path)
+            .await
+            .map_err(io_err("rename", cleaned_path))?;
         let dir = &self.shared.dir;
         let dir_synced = match OpenOptions::new().read(true).open(dir).await {
             Ok(d) => d.sync_all().await,
             Err(e) => Err(e),
         };
         dir_synced.map_err(io_err("sync", dir))?;
+        crash_point("clean.renamed");
         Ok(out.seg)
     }
 
@@ -340,7 +424,9 @@ impl Log {
         // Not synced here: until the directory's next sync, a crash leaves
         // either this rename or the `.swap` file, which recovery finishes
         // (`interrupted_swap`); both hold what the swap put in place.
+        crash_point("clean.indexes_removed");
         fs::rename(swap_path, &paths.log).map_err(io_err("rename", swap_path))?;
+        crash_point("clean.swapped");
         // Rebuildable (recovery row `missing_index`): written, not synced.
         let mut out = Vec::new();
         cleaned.index.encode_from(0, &mut out);
@@ -360,14 +446,19 @@ impl Log {
         );
         st.segments[i] = cleaned;
         st.check_offsets();
+        crash_point("clean.indexes_written");
         tracing::info!(dir = %self.shared.dir.display(), base_offset = r.base, before = r.size, after = st.segments[i].size, "cleaned segment");
         Ok(true)
     }
 }
 
-/// A cleaned segment being written.
+/// A cleaned segment being written: batches gather in `buf` and go out
+/// through io_uring [`PACE_CHUNK`] at a time.
 struct Rewrite {
-    writer: io::BufWriter<fs::File>,
+    file: File,
+    buf: Vec<u8>,
+    /// Where `buf` goes in the file.
+    at: u64,
     /// Notes each batch written, building the indexes.
     seg: Segment,
     interval: u32,
@@ -417,7 +508,7 @@ impl Rewrite {
 
     fn write(&mut self, b: &[u8]) -> io::Result<()> {
         let h = batch::BatchHeader::parse(b).map_err(io::Error::other)?;
-        self.writer.write_all(b)?;
+        self.buf.extend_from_slice(b);
         self.seg.note_batch(
             &ScannedBatch {
                 position: self.seg.size,
@@ -429,6 +520,20 @@ impl Rewrite {
             },
             self.interval,
         );
+        Ok(())
+    }
+
+    /// Writes what gathered in `buf` to the file.
+    async fn write_out(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let len = self.buf.len() as u64;
+        let BufResult(res, mut buf) = self.file.write_all_at(std::mem::take(&mut self.buf), self.at).await;
+        res?;
+        buf.clear();
+        self.buf = buf;
+        self.at += len;
         Ok(())
     }
 }
