@@ -20,7 +20,7 @@
 //! | `corrupt_older_segment` | a segment that is not the newest fails its tail check | refuse to open with [`LogError::Corrupt`]: data acknowledged earlier would be lost silently |
 
 use std::{
-    cell::OnceCell,
+    cell::{Cell, OnceCell},
     fs::{self, OpenOptions as StdOpenOptions},
     io,
     os::unix::fs::FileExt,
@@ -134,6 +134,10 @@ pub(crate) struct Segment {
     /// Direct writes left zeros past `size` in the file (up to a block);
     /// cut when the segment rolls.
     pub padded: bool,
+    /// Known to hold no record, only the header-only batches a cleaning
+    /// pass leaves (set for rolled segments only, which no append changes;
+    /// a truncation makes a new `Segment`): consumers' reads pass over it.
+    pub no_records: Cell<bool>,
 }
 
 /// How many of its newest batches a segment keeps the positions of: 16
@@ -383,6 +387,7 @@ impl Segment {
             last_write_ms: 0,
             preallocated_to: 0,
             padded: false,
+            no_records: Cell::new(false),
         }
     }
 
@@ -492,7 +497,7 @@ impl Segment {
     /// Walks the headers of written batches from `pos` (a batch start),
     /// calling `f(position, header, total_len)` until it returns false or
     /// the written bytes end.
-    fn walk(&self, mut pos: u64, mut f: impl FnMut(u64, &BatchHeader<'_>, u64) -> bool) -> io::Result<()> {
+    pub(crate) fn walk(&self, mut pos: u64, mut f: impl FnMut(u64, &BatchHeader<'_>, u64) -> bool) -> io::Result<()> {
         let reader = self.reader()?;
         while let Some(h) = read_header(reader, pos, self.size)? {
             let h = BatchHeader::parse(&h).map_err(io::Error::other)?;

@@ -516,3 +516,79 @@ async fn a_failed_sync_of_a_cleaned_segment_leaves_the_log_as_it_was() {
     let latest: HashMap<String, Option<String>> = records(&log).into_values().collect();
     assert_eq!(latest.len(), 4);
 }
+
+/// The first batch of a consumer's read with `read_records` (base, records).
+fn first_read(log: &Log, offset: i64) -> Option<(i64, i32)> {
+    let r = log
+        .read_records(offset, 1 << 20, sluice_engine::ReadBound::LogEnd)
+        .unwrap();
+    let bytes = r.slice?.to_bytes().unwrap();
+    let h = BatchHeader::parse(&bytes).unwrap();
+    Some((h.base_offset(), h.records_count()))
+}
+
+/// A compacted log whose older keys were all overwritten holds runs of
+/// segments of header-only batches: a consumer's read from inside such a
+/// run starts at the first batch that holds a record (before and after a
+/// reopen, which forgets which segments hold none); a read whose run
+/// reaches the log end gets the run's last batch; a log that is not
+/// compacted reads as it is.
+#[compio::test]
+async fn a_consumers_read_passes_over_batches_that_hold_no_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 1024,
+        compacted: true,
+        ..small_config()
+    };
+    let log = open(dir.path(), config.clone()).await;
+    for round in 0..30u32 {
+        append(&log, keyed(&[(round % 2, Some(round))], 1)).await;
+    }
+    let end = log.log_end_offset();
+    log.clean(&rules(end, 0), &no_pace).await.unwrap();
+    let kept: Vec<i64> = records(&log).into_keys().collect();
+    assert!(kept[0] > 5, "the oldest records went: {kept:?}");
+    // From the start: the first kept record, not an empty batch.
+    assert_eq!(first_read(&log, 0), Some((kept[0], 1)));
+    assert_eq!(first_read(&log, kept[0]), Some((kept[0], 1)));
+    drop(log);
+    let log = open(dir.path(), config.clone()).await;
+    assert_eq!(first_read(&log, 0), Some((kept[0], 1)));
+    // Read as they are: by a follower, and in a log not compacted.
+    let plain = log.read(0, 1 << 20, sluice_engine::ReadBound::LogEnd).unwrap();
+    let bytes = plain.slice.unwrap().to_bytes().unwrap();
+    assert_eq!(BatchHeader::parse(&bytes).unwrap().records_count(), 0);
+    drop(log);
+    let log = open(
+        dir.path(),
+        LogConfig {
+            compacted: false,
+            ..config.clone()
+        },
+    )
+    .await;
+    assert_eq!(first_read(&log, 0), Some((0, 0)));
+    drop(log);
+    // A run that reaches the bound (here as if a transaction opened at
+    // the first record after a key's tombstone): its last batch, which
+    // moves the reader to the bound.
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), config).await;
+    for round in 0..30u32 {
+        append(&log, keyed(&[(0, Some(round))], 1)).await;
+    }
+    let bound = append(&log, keyed(&[(0, None)], 1)).await + 1;
+    for round in 0..30u32 {
+        append(&log, keyed(&[(1, Some(round))], 1)).await;
+    }
+    let end = log.log_end_offset();
+    log.clean(&rules(end, i64::MAX), &no_pace).await.unwrap();
+    let r = log
+        .read_records(0, 1 << 20, sluice_engine::ReadBound::Stable(bound))
+        .unwrap();
+    let bytes = r.slice.unwrap().to_bytes().unwrap();
+    let h = BatchHeader::parse(&bytes).unwrap();
+    assert_eq!((h.records_count(), h.last_offset()), (0, bound - 1));
+    assert_eq!(bytes.len(), HEADER_BYTES, "one header-only batch");
+}

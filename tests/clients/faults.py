@@ -27,6 +27,12 @@ TOPIC = "faults"
 # Written by the transactional producer only, read with read_committed.
 TXN_TOPIC = "faults-txn"
 PARTITIONS = 3
+# Keyed writes to a compacted topic whose small segments the cleaner of
+# every replica keeps cleaning; checked by `Compacted`.
+COMPACTED_TOPIC = "faults-compacted"
+COMPACTED_CONFIG = {"cleanup.policy": "compact", "segment.ms": "2000", "min.cleanable.dirty.ratio": "0.01",
+                    "delete.retention.ms": "0"}
+KEYS = 60
 GROUP = "faults-group"
 SESSION_MS = 3000
 
@@ -102,6 +108,7 @@ class FaultCluster:
                 # Follower writes of any size go past the page cache (ADR
                 # 0017), so every fault meets that path.
                 "sluice.replica.direct.writes.min.bytes=0",
+                "log.cleaner.backoff.ms=500",
             ] + list(extra)
             b = Broker(data, p, settings, cores=1, host=h, log_path=os.path.join(root, f"node-{i + 1}.log"))
             b.node_id = i + 1
@@ -149,10 +156,12 @@ class FaultCluster:
             if time.time() > deadline:
                 raise AssertionError("brokers did not register")
             time.sleep(0.2)
-        fs = a.create_topics([NewTopic(t, num_partitions=PARTITIONS, replication_factor=3) for t in (TOPIC, TXN_TOPIC)],
-                             request_timeout=20)
+        topics = [NewTopic(t, num_partitions=PARTITIONS, replication_factor=3) for t in (TOPIC, TXN_TOPIC)]
+        topics.append(NewTopic(COMPACTED_TOPIC, num_partitions=PARTITIONS, replication_factor=3,
+                               config=COMPACTED_CONFIG))
+        fs = a.create_topics(topics, request_timeout=20)
         try:
-            for t in (TOPIC, TXN_TOPIC):
+            for t in (TOPIC, TXN_TOPIC, COMPACTED_TOPIC):
                 fs[t].result(timeout=25)
         except KafkaException as e:
             a.poll(0)  # hands the queued log lines to the logger
@@ -400,6 +409,81 @@ class Nemesis:
             n.wait_listening()
 
 
+class Compacted:
+    """Keyed writes to COMPACTED_TOPIC and their check. An idempotent
+    acks=all producer writes `i` under key `i % KEYS` (each key on one
+    partition), every seventh round a tombstone; each record carries `i`
+    in a header. What must hold once the writes stop and the cleaners of
+    all replicas ran: reading each partition from its start, every record
+    is one that was sent, in the order sent, and each key's last record is
+    at or after its last acknowledged write, or the key is gone and that
+    write was a tombstone. (Compaction may keep more, never less.)"""
+
+    def __init__(self):
+        self.acked = {}  # key -> highest i acknowledged
+        self.tombstone = set()  # the i written as tombstones
+        self.sent = 0
+        self.lock = threading.Lock()
+
+    def produce(self, bootstrap, stopping, rate=100):
+        p = Producer({"bootstrap.servers": bootstrap, "acks": -1, "enable.idempotence": True, "linger.ms": 5,
+                      "message.timeout.ms": 120000, "request.timeout.ms": 10000, "retry.backoff.ms": 100,
+                      "log_level": 0})
+        start = time.time()
+        while not stopping.is_set():
+            while self.sent < int((time.time() - start) * rate):
+                i = self.sent
+                key = i % KEYS
+                dead = (i // KEYS) % 7 == 6 and key % 3 == 0
+
+                def done(err, _msg, i=i, key=key):
+                    if err is None:
+                        with self.lock:
+                            self.acked[key] = max(self.acked.get(key, -1), i)
+                try:
+                    p.produce(COMPACTED_TOPIC, key=f"k{key}", value=None if dead else f"v{i}",
+                              partition=key % PARTITIONS, headers=[("i", str(i).encode())], on_delivery=done)
+                except BufferError:
+                    break
+                if dead:
+                    self.tombstone.add(i)
+                self.sent += 1
+            p.poll(0.01)
+        p.flush(120)
+
+    def check(self, bootstrap):
+        """Drains the topic; returns (anomalies, stats)."""
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"drain-compacted-{time.time()}",
+                      "enable.auto.commit": False, "enable.partition.eof": True, "log_level": 0})
+        last, anomalies, records = {}, [], 0
+        for part in range(PARTITIONS):
+            c.assign([TopicPartition(COMPACTED_TOPIC, part, 0)])
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                m = c.poll(1.0)
+                if m is None:
+                    continue
+                if m.error() is not None:
+                    if m.error().code() == -191:  # _PARTITION_EOF
+                        break
+                    continue
+                records += 1
+                key = int(m.key().decode()[1:])
+                i = int(dict(m.headers())["i"])
+                fine = i < self.sent and i % KEYS == key and key % PARTITIONS == part and \
+                    (m.value() is None) == (i in self.tombstone) and (m.value() is None or m.value() == f"v{i}".encode())
+                if not fine or i <= last.get(key, -1):
+                    anomalies.append({"kind": "compacted_wrong_record", "key": key, "i": i, "offset": m.offset()})
+                last[key] = i
+            else:
+                anomalies.append({"kind": "compacted_unread", "partition": part})
+        c.close()
+        for key, acked in self.acked.items():
+            if last.get(key, -1) < acked and not (key not in last and acked in self.tombstone):
+                anomalies.append({"kind": "compacted_lost", "key": key, "acked": acked, "last_read": last.get(key)})
+        return anomalies, {"sent": self.sent, "acked_keys": len(self.acked), "records_read": records}
+
+
 class Workload:
     """Three producers (idempotent acks=all, plain acks=all, acks=1) writing
     uniquely numbered values round-robin to the topic's partitions, one
@@ -417,6 +501,7 @@ class Workload:
         self.stopping = threading.Event()
         self.threads = []
         self.errors = []
+        self.compacted = Compacted()
 
     def start(self):
         producers = [("idem", True, -1), ("plain", False, -1), ("one", False, 1)]
@@ -428,6 +513,7 @@ class Workload:
         self._spawn(self._watch_commits)
         self._spawn(self._transact)
         self._spawn(self._read_committed)
+        self._spawn(self.compacted.produce, self.bootstrap, self.stopping)
 
     def stop(self):
         """Stops the clients; returns the errors that ended any of them."""
@@ -667,6 +753,12 @@ def run_faults(root, schedule, seed, hold, rate=150, settle=60, disk_mb=192, bas
         client_errors = work.stop()
         hist.drain(cluster.bootstrap, TOPIC, PARTITIONS)
         hist.drain_committed(cluster.bootstrap, TXN_TOPIC, PARTITIONS)
+        compacted_anomalies, compacted = work.compacted.check(cluster.bootstrap)
+        # The replicas whose cleaner finished a pass over each partition.
+        compacted["cleaned_on"] = {
+            p: [n.node_id for n in cluster.nodes
+                if os.path.exists(os.path.join(n.data_dir, f"{COMPACTED_TOPIC}-{p}", "cleaner-offset-checkpoint"))]
+            for p in range(PARTITIONS)}
     finally:
         try:
             nemesis.heal()
@@ -678,6 +770,10 @@ def run_faults(root, schedule, seed, hold, rate=150, settle=60, disk_mb=192, bas
         report["anomalies"].append({"kind": "client_stopped", "message": e, "ops": []})
         report["counts"]["client_stopped"] = report["counts"].get("client_stopped", 0) + 1
     anomalies += len(client_errors)
+    for a in compacted_anomalies:
+        report["anomalies"].append(dict(a, ops=[]))
+        report["counts"][a["kind"]] = report["counts"].get(a["kind"], 0) + 1
+    anomalies += len(compacted_anomalies)
     report["forbidden"] = anomalies
     gaps = longest_gap(hist.path, [(f["fault"], f["start_ms"], f["settled_ms"]) for f in faults])
     availability = {}
@@ -687,5 +783,6 @@ def run_faults(root, schedule, seed, hold, rate=150, settle=60, disk_mb=192, bas
         "seed": seed, "seconds": round(time.time() - started, 1), "faults": faults,
         "fault_counts": {k: sum(1 for f in faults if f["fault"] == k) for k in sorted({f["fault"] for f in faults})},
         "unsettled": unsettled, "operations": dict(hist.counts), "availability_longest_gap_s": availability,
+        "compacted": compacted,
         "check": report, "anomalies": anomalies,
     }

@@ -245,13 +245,15 @@ def test_a_crash_at_each_cleaner_step_loses_nothing_it_must_keep(step, leftover)
         broker.env = None
         broker.extra = ["num.partitions=1", "log.cleaner.enable=false"]
         broker.start()
+        # (A partition's log opens as the broker installs its metadata,
+        # which may end after it listens: a read waits for this one.)
+        recovered = read_from_start(broker, "crashing")
         assert not [f for f in os.listdir(part) if f.endswith((".log.cleaned", ".log.swap"))]
         from conftest import BINARY
         for seg in sorted(glob.glob(os.path.join(part, "*.log"))):
             out = subprocess.run([BINARY, "log", "dump", seg, "--json"], capture_output=True, text=True, timeout=60)
             assert out.returncode == 0, out.stderr
             assert all('"status":"ok"' in line.replace(" ", "") for line in out.stdout.splitlines()), seg
-        recovered = read_from_start(broker, "crashing")
         for k in range(KEYS):
             latest = want[f"k{k}"][0] if f"k{k}" in want else None
             assert recovered.get(f"k{k}", [None])[-1] == latest, (k, recovered.get(f"k{k}"))
@@ -262,3 +264,44 @@ def test_a_crash_at_each_cleaner_step_loses_nothing_it_must_keep(step, leftover)
         got = wait_for("the cleaner ran again", lambda: (lambda g: g if g == want else None)(
             read_from_start(broker, "crashing")), timeout=60)
         assert got == want
+
+
+def test_appends_go_on_while_the_cleaner_cleans_the_same_partition():
+    """A producer keeps writing to the partition whose log the cleaner of
+    the same shard keeps cleaning (64 KiB segments, a pass every 100 ms):
+    acknowledgements never stop for long, the passes move on (the
+    partition's cleaner checkpoint rises), and afterwards the latest value
+    of every key is there."""
+    with running_broker(["log.cleaner.backoff.ms=100"]) as broker:
+        create_compacted(broker, "busy", dict(COMPACTED, **{"segment.bytes": "65536"}))
+        checkpoint = os.path.join(broker.data_dir, "busy-0", "cleaner-offset-checkpoint")
+        p = producer(broker)
+        acks, latest, marks = [], {}, []
+        value = "x" * 400
+
+        def done(err, msg):
+            assert err is None, err
+            acks.append(time.time())
+
+        start = time.time()
+        i = 0
+        while time.time() - start < 8:
+            for _ in range(20):
+                p.produce("busy", key=f"k{i % 500}", value=f"{i}-{value}", on_delivery=done)
+                latest[f"k{i % 500}"] = [f"{i}-{value}"]
+                i += 1
+            p.poll(0.01)
+            if os.path.exists(checkpoint):
+                with open(checkpoint) as f:
+                    text = f.read().strip()
+                if text and (not marks or marks[-1] != text):
+                    marks.append(text)
+        assert p.flush(30) == 0
+        time.sleep(0.3)
+        p.produce("busy", key="roll", value="last")
+        assert p.flush(30) == 0
+        latest["roll"] = ["last"]
+        gaps = [b - a for a, b in zip(acks, acks[1:])]
+        assert len(acks) == i and max(gaps) < 1.0, (len(acks), i, max(gaps))
+        assert len(marks) >= 5, f"the cleaner's passes moved on only {len(marks)} times"
+        wait_for("the cleaner ran", lambda: read_from_start(broker, "busy") == latest, timeout=60)

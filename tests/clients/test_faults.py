@@ -12,7 +12,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import own_answer, wait_for
-from faults import FAULTS, FaultCluster, fill_disk, run_faults
+from faults import FAULTS, KEYS, PARTITIONS, FaultCluster, fill_disk, run_faults
 
 
 @pytest.mark.parametrize("fault", FAULTS)
@@ -32,6 +32,12 @@ def test_fault(fault, tmp_path):
     # through faults.
     assert ops.get("txn", 0) > 20, ops
     assert ops.get("read_committed", 0) > 50, ops
+    # Keyed writes to a compacted topic went on through the fault, its
+    # partitions' cleaners ran (at least one replica of each finished a
+    # pass), and the checker found each key's latest acknowledged write.
+    compacted = report["compacted"]
+    assert compacted["acked_keys"] == KEYS, compacted
+    assert all(compacted["cleaned_on"][p] for p in range(PARTITIONS)), compacted
     # The idempotent acks=all producer was never stopped for good: its
     # longest stretch without an acknowledgement is bounded.
     assert report["availability_longest_gap_s"][fault] < 30, report["availability_longest_gap_s"]

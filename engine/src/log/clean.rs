@@ -304,6 +304,7 @@ impl Log {
             interval,
             removed: 0,
             changed: false,
+            has_records: false,
         };
         let keep = |rec: &compact::RecordView<'_>| {
             if rec.offset >= map_end {
@@ -387,6 +388,7 @@ impl Log {
         };
         dir_synced.map_err(io_err("sync", dir))?;
         crash_point("clean.renamed");
+        out.seg.no_records.set(!out.has_records);
         Ok(out.seg)
     }
 
@@ -464,6 +466,8 @@ struct Rewrite {
     interval: u32,
     removed: u64,
     changed: bool,
+    /// A batch written holds a record.
+    has_records: bool,
 }
 
 impl Rewrite {
@@ -509,6 +513,7 @@ impl Rewrite {
     fn write(&mut self, b: &[u8]) -> io::Result<()> {
         let h = batch::BatchHeader::parse(b).map_err(io::Error::other)?;
         self.buf.extend_from_slice(b);
+        self.has_records |= h.records_count() > 0;
         self.seg.note_batch(
             &ScannedBatch {
                 position: self.seg.size,

@@ -312,6 +312,15 @@ impl State {
         let i = self.segments.partition_point(|s| s.base_offset <= offset);
         i.saturating_sub(1)
     }
+
+    /// The offset a read with `bound` stops before.
+    fn upper(&self, bound: ReadBound) -> i64 {
+        match bound {
+            ReadBound::HighWatermark => self.high_watermark,
+            ReadBound::LogEnd => self.log_end_offset,
+            ReadBound::Stable(lso) => lso.min(self.high_watermark),
+        }
+    }
 }
 
 struct Shared {

@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// How many header-only batches one [`Log::read_records`] passes over at
+/// most (each a header read, but for segments known to hold no record).
+pub const SKIP_HEADERS: usize = 4096;
+
 impl Log {
     /// The first batch holding an offset at or after `from` (and the log
     /// start) whose maxTimestamp is at or after `ts`: its base offset (or
@@ -68,11 +72,7 @@ impl Log {
                 log_end_offset: st.log_end_offset,
             });
         }
-        let upper = match bound {
-            ReadBound::HighWatermark => st.high_watermark,
-            ReadBound::LogEnd => st.log_end_offset,
-            ReadBound::Stable(lso) => lso.min(st.high_watermark),
-        };
+        let upper = st.upper(bound);
         if offset >= upper {
             return Ok(result);
         }
@@ -116,6 +116,72 @@ impl Log {
             recent,
         });
         Ok(result)
+    }
+
+    /// As [`Log::read`], for a consumer: in a compacted log, the batches
+    /// from `offset` that hold no record (the header-only batches cleaning
+    /// leaves, ADR 0020) are passed over, so the answer starts at the
+    /// first batch holding a record, as a Kafka log whose cleaner dropped
+    /// them would answer. A run of them that reaches the bound, or goes on
+    /// past [`SKIP_HEADERS`] headers, is answered with its last batch, which
+    /// moves the consumer past it. (A client that finds no record in a
+    /// full answer takes it for a record too large to fetch.) A follower
+    /// reads with [`Log::read`]: it copies every batch.
+    pub fn read_records(&self, offset: i64, max_bytes: u64, bound: ReadBound) -> Result<ReadResult> {
+        let from = self.past_empty_batches(offset, bound)?;
+        self.read(from, max_bytes, bound)
+    }
+
+    /// Where [`Log::read_records`] reads from: `offset`, the base of the
+    /// first batch from it that holds a record, or the last offset of the
+    /// run of header-only batches before the bound.
+    fn past_empty_batches(&self, offset: i64, bound: ReadBound) -> Result<i64> {
+        let st = self.shared.state.borrow();
+        if !st.config.compacted || offset < st.log_start_offset || offset >= st.log_end_offset {
+            return Ok(offset);
+        }
+        let upper = st.upper(bound);
+        let rolled = st.segments.len() - 1;
+        let mut left = SKIP_HEADERS;
+        let mut last_empty = None;
+        for (i, seg) in st.segments.iter().enumerate().skip(st.segment_index_for(offset)) {
+            if seg.next_offset <= offset {
+                continue;
+            }
+            if seg.base_offset >= upper || left == 0 {
+                break;
+            }
+            if i < rolled && seg.no_records.get() && seg.next_offset <= upper {
+                last_empty = Some(seg.next_offset - 1);
+                continue;
+            }
+            let from = offset.max(seg.base_offset);
+            let Some((pos, _)) = seg.position_of(from).map_err(io_err("read", &seg.paths.log))? else {
+                continue;
+            };
+            let mut found = None;
+            let mut whole = true;
+            seg.walk(pos, |_, h, _| {
+                if h.base_offset() >= upper || left == 0 {
+                    whole = false;
+                } else if h.records_count() > 0 {
+                    found = Some(h.base_offset().max(offset));
+                } else {
+                    last_empty = Some(h.last_offset());
+                    left -= 1;
+                    return true;
+                }
+                false
+            })
+            .map_err(io_err("read", &seg.paths.log))?;
+            if let Some(at) = found {
+                return Ok(at);
+            }
+            if whole && i < rolled && pos == 0 {
+                seg.no_records.set(true);
+            }
+        }
+        Ok(last_empty.map_or(offset, |last| last.max(offset)))
     }
 
     /// A copying read for tools and tests.

@@ -337,7 +337,13 @@ fn read_partition(shard: &Rc<Shard>, r: &Read) -> PartitionData {
         Reader::Uncommitted => ReadBound::HighWatermark,
         Reader::Committed => ReadBound::Stable(lso),
     };
-    match p.log.read(offset, max_bytes.max(1), bound) {
+    // A follower copies every batch; a consumer's answer starts at a
+    // batch holding records (`Log::read_records`).
+    let read = match r.reader {
+        Reader::Replica(_) => p.log.read(offset, max_bytes.max(1), bound),
+        Reader::Uncommitted | Reader::Committed => p.log.read_records(offset, max_bytes.max(1), bound),
+    };
+    match read {
         Ok(read) => {
             // The aborted transactions up to the stable offset (the records
             // sent end at or before it): a client drops their records.
