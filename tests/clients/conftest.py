@@ -9,7 +9,7 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -107,6 +107,32 @@ def wait_for(what, check, timeout=30):
             last = e
         time.sleep(0.1)
     raise AssertionError(f"{what}: not within {timeout}s (last: {last})")
+
+
+def records_to_end(bootstrap, topic, partition, timeout=30, strict=True):
+    """The records of one partition from its start to its end (the
+    consumer's end-of-partition event), in order, and whether the end was
+    reached within `timeout` seconds. With `strict` a consumer error
+    raises; without, it is passed over (a fault's passing errors)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"to-end-{time.time()}",
+                  "enable.auto.commit": False, "enable.partition.eof": True, "log_level": 0})
+    c.assign([TopicPartition(topic, partition, 0)])
+    out, deadline = [], time.time() + timeout
+    try:
+        while time.time() < deadline:
+            m = c.poll(1.0)
+            if m is None:
+                continue
+            if m.error() is not None:
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    return out, True
+                if strict:
+                    raise KafkaException(m.error())
+                continue
+            out.append(m)
+        return out, False
+    finally:
+        c.close()
 
 
 def admin(broker):

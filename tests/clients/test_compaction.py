@@ -7,13 +7,12 @@ import glob
 import os
 import subprocess
 import time
-import uuid
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 
-from conftest import admin, running_broker, wait_for
+from conftest import admin, records_to_end, running_broker, wait_for
 
 KEYS = 300
 ROUNDS = 15
@@ -59,22 +58,10 @@ def write_changelog(broker, topic, compression="none"):
 def read_from_start(broker, topic):
     """Every record of the topic's partition 0 from the start to its end:
     key -> values in order (a tombstone is None)."""
-    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "r-" + uuid.uuid4().hex,
-                  "enable.auto.commit": False, "enable.partition.eof": True, "log_level": 0})
-    c.assign([TopicPartition(topic, 0, 0)])
     out = {}
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        m = c.poll(1.0)
-        if m is None:
-            continue
-        if m.error() is not None:
-            if m.error().code() == -191:  # _PARTITION_EOF
-                break
-            raise KafkaException(m.error())
+    for m in records_to_end(broker.bootstrap, topic, 0)[0]:
         v = m.value().decode() if m.value() is not None else None
         out.setdefault(m.key().decode(), []).append(v)
-    c.close()
     return out
 
 
