@@ -380,6 +380,21 @@ impl Report {
             MetricType::Gauge,
             parts().map(|p| (plabels(p), gauge(p.size_bytes as i64))),
         )?;
+        let cleaned = || parts().filter_map(|p| p.cleaning.map(|c| (p, c)));
+        family(
+            e,
+            "sluice_log_cleaner_dirty_ratio",
+            "Share of the rolled bytes of each compacted partition replica on this broker not yet cleaned, as the cleaner last measured it (compared with min.cleanable.dirty.ratio).",
+            MetricType::Gauge,
+            cleaned().map(|(p, (ratio, _))| (plabels(p), ConstGauge::new(ratio))),
+        )?;
+        family(
+            e,
+            "sluice_log_cleaner_last_clean_timestamp_seconds",
+            "When the cleaner's last pass over each compacted partition replica on this broker ended, in seconds since the epoch (0: none since the broker started).",
+            MetricType::Gauge,
+            cleaned().map(|(p, (_, ms))| (plabels(p), ConstGauge::new(ms as f64 / 1000.0))),
+        )?;
         Ok(())
     }
 
@@ -646,6 +661,11 @@ pub fn shard_report(shard: &crate::node::Shard) -> ShardReport {
             } else {
                 0
             },
+            cleaning: p
+                .cleaning
+                .dirty_ratio
+                .get()
+                .map(|ratio| (ratio, p.cleaning.last_clean_ms.get())),
         });
     }
     for (m, _) in shard.services.transactions.all() {

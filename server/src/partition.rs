@@ -30,6 +30,8 @@ pub struct Partition {
     pub replica: RefCell<ReplicaState>,
     /// What producers appended, for `/metrics`.
     pub traffic: crate::base::counters::Traffic,
+    /// What the cleaner last found and did here, for `/metrics`.
+    pub cleaning: crate::base::counters::Cleaning,
 }
 
 /// What this broker is for a partition.
@@ -201,6 +203,7 @@ impl Partition {
             last_used: Cell::new(last_used),
             replica: RefCell::new(ReplicaState::new(-1)),
             traffic: Default::default(),
+            cleaning: Default::default(),
         }
     }
 

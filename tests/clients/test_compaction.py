@@ -12,7 +12,8 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 
-from conftest import admin, records_to_end, running_broker, wait_for
+from conftest import admin, free_port, records_to_end, running_broker, wait_for
+from test_ops import get, sample
 
 KEYS = 300
 ROUNDS = 15
@@ -202,6 +203,7 @@ CRASH_STEPS = [
     ("clean.indexes_removed", "log.swap"),
     ("clean.swapped", None),
     ("clean.indexes_written", None),
+    ("clean.pass_done", None),
 ]
 
 
@@ -258,8 +260,10 @@ def test_appends_go_on_while_the_cleaner_cleans_the_same_partition():
     the same shard keeps cleaning (64 KiB segments, a pass every 100 ms):
     acknowledgements never stop for long, the passes move on (the
     partition's cleaner checkpoint rises), and afterwards the latest value
-    of every key is there."""
-    with running_broker(["log.cleaner.backoff.ms=100"]) as broker:
+    of every key is there; /metrics shows the partition's dirty ratio and
+    last clean (and passes promtool)."""
+    port = free_port()
+    with running_broker(["log.cleaner.backoff.ms=100", f"sluice.admin.listen=127.0.0.1:{port}"]) as broker:
         create_compacted(broker, "busy", dict(COMPACTED, **{"segment.bytes": "65536"}))
         checkpoint = os.path.join(broker.data_dir, "busy-0", "cleaner-offset-checkpoint")
         p = producer(broker)
@@ -292,3 +296,10 @@ def test_appends_go_on_while_the_cleaner_cleans_the_same_partition():
         assert len(acks) == i and max(gaps) < 1.0, (len(acks), i, max(gaps))
         assert len(marks) >= 5, f"the cleaner's passes moved on only {len(marks)} times"
         wait_for("the cleaner ran", lambda: read_from_start(broker, "busy") == latest, timeout=60)
+        status, text = get(port, "/metrics")
+        assert status == 200
+        out = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+        assert out.returncode == 0, out.stdout + out.stderr
+        ratio = sample(text, "sluice_log_cleaner_dirty_ratio", topic="busy", partition="0")
+        last = sample(text, "sluice_log_cleaner_last_clean_timestamp_seconds", topic="busy", partition="0")
+        assert 0 <= ratio < 1 and time.time() - 60 < last <= time.time(), (ratio, last)

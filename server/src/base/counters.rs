@@ -132,6 +132,18 @@ impl ShardMetrics {
     }
 }
 
+/// A compacted partition as its shard's cleaner last saw it.
+#[derive(Debug, Default)]
+pub struct Cleaning {
+    /// Bytes of rolled segments not yet cleaned over all rolled bytes
+    /// (what `min.cleanable.dirty.ratio` is compared with); `None` until
+    /// the cleaner looked at the partition.
+    pub dirty_ratio: Cell<Option<f64>>,
+    /// When the last pass over the partition ended (ms since the epoch);
+    /// 0 when none has since this process started.
+    pub last_clean_ms: Cell<u64>,
+}
+
 /// Per-partition traffic, counted on the partition's shard.
 #[derive(Debug, Default)]
 pub struct Traffic {
@@ -166,6 +178,9 @@ pub struct PartitionReport {
     /// Leaders only: the high watermark less the last stable offset
     /// (what read_committed consumers wait for open transactions to end).
     pub lso_lag: i64,
+    /// Compacted partitions the cleaner looked at: its dirty ratio and
+    /// when its last pass ended (ms since the epoch, 0: none yet).
+    pub cleaning: Option<(f64, u64)>,
 }
 
 /// One coordinated group as a scrape sees it.

@@ -51,6 +51,18 @@ fn write_checkpoint(p: &Partition, offset: i64) {
     }
 }
 
+/// Bytes of the rolled segments (base, next, size, newest timestamp) from
+/// `clean_to` on, and of all of them.
+fn dirty_bytes(rolled: &[(i64, i64, u64, i64)], clean_to: i64) -> (u64, u64) {
+    let total = rolled.iter().map(|s| s.2).sum();
+    let dirty = rolled.iter().filter(|s| s.0 >= clean_to).map(|s| s.2).sum();
+    (dirty, total)
+}
+
+fn ratio(dirty: u64, total: u64) -> f64 {
+    if total == 0 { 0.0 } else { dirty as f64 / total as f64 }
+}
+
 pub async fn run(shard: Rc<Shard>) {
     let config = shard.config().clone();
     if !config.cleaner.enable {
@@ -90,8 +102,8 @@ async fn clean_if_due(shard: &Rc<Shard>, p: &Rc<Partition>, cleaned: &mut Cleane
     let rolled = p.log.rolled_segments();
     let key = (p.topic.clone(), p.index);
     let clean_to = *cleaned.entry(key.clone()).or_insert_with(|| read_checkpoint(p));
-    let total: u64 = rolled.iter().map(|s| s.2).sum();
-    let dirty: u64 = rolled.iter().filter(|s| s.0 >= clean_to).map(|s| s.2).sum();
+    let (dirty, total) = dirty_bytes(&rolled, clean_to);
+    p.cleaning.dirty_ratio.set(Some(ratio(dirty, total)));
     let now = now_ms();
     let overdue = rolled
         .iter()
@@ -131,7 +143,11 @@ async fn clean_if_due(shard: &Rc<Shard>, p: &Rc<Partition>, cleaned: &mut Cleane
     match p.log.clean(&rules, &pace).await {
         Ok(stats) => {
             cleaned.insert(key, stats.cleaned_to);
+            sluice_engine::crash::crash_point("clean.pass_done");
             write_checkpoint(p, stats.cleaned_to);
+            let (dirty, total) = dirty_bytes(&p.log.rolled_segments(), stats.cleaned_to);
+            p.cleaning.dirty_ratio.set(Some(ratio(dirty, total)));
+            p.cleaning.last_clean_ms.set(crate::base::clock::now_ms_u64());
             shard.metrics.cleaned(&stats, started.elapsed());
             tracing::info!(
                 topic = %p.topic,
