@@ -548,6 +548,7 @@ impl Partition {
     /// table from what is left.
     pub async fn truncate_to(&self, offset: i64) -> Result<i64, String> {
         let end = self.log.truncate_to(offset).await.map_err(|e| e.to_string())?;
+        self.cleaning.truncated(end);
         self.reload_producers()?;
         Ok(end)
     }
@@ -555,6 +556,7 @@ impl Partition {
     /// Follower: empties the log to restart at the leader's log start.
     pub async fn truncate_fully(&self, start: i64) -> Result<(), String> {
         self.log.truncate_fully(start).await.map_err(|e| e.to_string())?;
+        self.cleaning.truncated(start);
         self.reload_producers()
     }
 

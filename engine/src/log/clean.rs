@@ -281,61 +281,18 @@ impl Log {
         pace: Pace<'_>,
         stats: &mut CleanStats,
     ) -> Result<()> {
-        let Some(mut batches) = Batches::open(r).await else {
+        let Some(batches) = Batches::open(r).await else {
             return Ok(()); // changed since: left as it is
         };
-        let dir = self.shared.dir.clone();
-        let paths = SegmentPaths::new(&dir, r.base);
-        let cleaned_path = dir.join(format!("{:020}.{CLEANED_SUFFIX}", r.base));
-        let swap_path = dir.join(format!("{:020}.{SWAP_SUFFIX}", r.base));
-        let interval = self.shared.state.borrow().config.index_interval_bytes;
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&cleaned_path)
-            .await
-            .map_err(io_err("create", &cleaned_path))?;
-        let mut out = Rewrite {
-            file,
-            buf: Vec::with_capacity(2 * PACE_CHUNK as usize),
-            at: 0,
-            seg: Segment::empty(&dir, r.base, &self.shared.files, None),
-            interval,
-            removed: 0,
-            changed: false,
-            has_records: false,
+        let cleaned_path = self.shared.dir.join(format!("{:020}.{CLEANED_SUFFIX}", r.base));
+        let swap_path = self.shared.dir.join(format!("{:020}.{SWAP_SUFFIX}", r.base));
+        let out = match self.rewrite(r, batches, map, map_end, rules, pace).await {
+            Ok(out) => out,
+            Err(e) => {
+                let _ = fs::remove_file(&cleaned_path);
+                return Err(e);
+            }
         };
-        let keep = |rec: &compact::RecordView<'_>| {
-            if rec.offset >= map_end {
-                return true;
-            }
-            let Some(key) = rec.key else {
-                return false; // a compacted topic's record needs a key
-            };
-            if map.latest(key).is_some_and(|latest| latest > rec.offset) {
-                return false;
-            }
-            !(rec.tombstone && r.max_timestamp < rules.tombstones_before_ms)
-        };
-        let mut unpaced = 0;
-        while let Some(b) = batches.next().await.map_err(io_err("read", &paths.log))? {
-            let h = batch::BatchHeader::parse(b)?;
-            let filtered = if h.is_control() {
-                Filtered::Unchanged
-            } else if h.is_transactional() && (rules.aborted)(h.producer_id(), h.base_offset()) {
-                Filtered::Emptied
-            } else {
-                compact::filter_batch(b, rules.codecs, keep)?
-            };
-            out.take(b, filtered, rules).map_err(io_err("write", &cleaned_path))?;
-            unpaced += b.len() as u64;
-            if unpaced >= PACE_CHUNK {
-                out.write_out().await.map_err(io_err("write", &cleaned_path))?;
-                pace(std::mem::take(&mut unpaced)).await;
-            }
-        }
-        pace(unpaced).await;
         stats.bytes_read += r.size;
         if !out.changed {
             drop(out);
@@ -362,6 +319,69 @@ impl Log {
         stats.bytes_written += written;
         stats.records_removed += removed;
         Ok(())
+    }
+
+    /// Writes the batches of `r`, filtered by the map and the rules, into
+    /// `<base>.log.cleaned` (not yet synced).
+    async fn rewrite(
+        &self,
+        r: &Rolled,
+        mut batches: Batches<'_>,
+        map: &OffsetMap,
+        map_end: i64,
+        rules: &CleanRules<'_>,
+        pace: Pace<'_>,
+    ) -> Result<Rewrite> {
+        let dir = &self.shared.dir;
+        let cleaned_path = dir.join(format!("{:020}.{CLEANED_SUFFIX}", r.base));
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&cleaned_path)
+            .await
+            .map_err(io_err("create", &cleaned_path))?;
+        let mut out = Rewrite {
+            file,
+            buf: Vec::with_capacity(2 * PACE_CHUNK as usize),
+            at: 0,
+            seg: Segment::empty(dir, r.base, &self.shared.files, None),
+            interval: self.shared.state.borrow().config.index_interval_bytes,
+            removed: 0,
+            changed: false,
+            has_records: false,
+        };
+        let keep = |rec: &compact::RecordView<'_>| {
+            if rec.offset >= map_end {
+                return true;
+            }
+            let Some(key) = rec.key else {
+                return false; // a compacted topic's record needs a key
+            };
+            if map.latest(key).is_some_and(|latest| latest > rec.offset) {
+                return false;
+            }
+            !(rec.tombstone && r.max_timestamp < rules.tombstones_before_ms)
+        };
+        let mut unpaced = 0;
+        while let Some(b) = batches.next().await.map_err(io_err("read", &r.path))? {
+            let h = batch::BatchHeader::parse(b)?;
+            let filtered = if h.is_control() {
+                Filtered::Unchanged
+            } else if h.is_transactional() && (rules.aborted)(h.producer_id(), h.base_offset()) {
+                Filtered::Emptied
+            } else {
+                compact::filter_batch(b, rules.codecs, keep)?
+            };
+            out.take(b, filtered, rules).map_err(io_err("write", &cleaned_path))?;
+            unpaced += b.len() as u64;
+            if unpaced >= PACE_CHUNK {
+                out.write_out().await.map_err(io_err("write", &cleaned_path))?;
+                pace(std::mem::take(&mut unpaced)).await;
+            }
+        }
+        pace(unpaced).await;
+        Ok(out)
     }
 
     /// Makes a written rewrite durable under its `.swap` name: the file

@@ -142,6 +142,17 @@ pub struct Cleaning {
     /// When the last pass over the partition ended (ms since the epoch);
     /// 0 when none has since this process started.
     pub last_clean_ms: Cell<u64>,
+    /// The lowest offset a follower's truncation cut the log back to since
+    /// the cleaner last looked: records written again from there are not
+    /// clean, whatever the last pass left.
+    pub truncated_to: Cell<Option<i64>>,
+}
+
+impl Cleaning {
+    pub fn truncated(&self, offset: i64) {
+        let lowest = self.truncated_to.get().map_or(offset, |t| t.min(offset));
+        self.truncated_to.set(Some(lowest));
+    }
 }
 
 /// Per-partition traffic, counted on the partition's shard.

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_engine::CleanRules;
+use sluice_metadata::topics::Compaction;
 
 use crate::base::clock::now_ms;
 use crate::meta;
@@ -50,6 +51,43 @@ fn write_checkpoint(p: &Partition, offset: i64) {
         tracing::warn!(path = %path.display(), error = %e, "writing the cleaner's checkpoint");
     }
 }
+
+/// A compacted partition's settings, rolled segments and where it is
+/// clean up to, when a pass over it is due.
+fn due(shard: &Rc<Shard>, p: &Rc<Partition>, cleaned: &mut Cleaned) -> Option<(Compaction, Rolled, i64)> {
+    if meta::is_internal(&p.topic) || p.log.is_poisoned() {
+        return None;
+    }
+    let topic = shard.meta().topic(&p.topic).cloned()?;
+    let c = meta::compaction(shard.config(), &topic);
+    if !c.cleanup.compact {
+        return None;
+    }
+    let rolled = p.log.rolled_segments();
+    let key = (p.topic.clone(), p.index);
+    let mut clean_to = *cleaned.entry(key.clone()).or_insert_with(|| read_checkpoint(p));
+    if let Some(cut) = p.cleaning.truncated_to.take()
+        && cut < clean_to
+    {
+        // What a follower wrote again from `cut` was never cleaned here.
+        clean_to = cut;
+        cleaned.insert(key, cut);
+        write_checkpoint(p, cut);
+    }
+    let (dirty, total) = dirty_bytes(&rolled, clean_to);
+    p.cleaning.dirty_ratio.set(Some(ratio(dirty, total)));
+    let overdue = rolled
+        .iter()
+        .find(|s| s.0 >= clean_to)
+        .is_some_and(|s| s.3 >= 0 && now_ms().saturating_sub(s.3) > c.max_lag_ms);
+    if dirty == 0 || (!overdue && (dirty as f64) < c.min_cleanable_ratio * total as f64) {
+        return None;
+    }
+    Some((c, rolled, clean_to))
+}
+
+/// A log's rolled segments: base, next offset, size, newest timestamp.
+type Rolled = Vec<(i64, i64, u64, i64)>;
 
 /// Bytes of the rolled segments (base, next, size, newest timestamp) from
 /// `clean_to` on, and of all of them.
@@ -88,30 +126,12 @@ pub async fn run(shard: Rc<Shard>) {
 
 /// Cleans `p` if it is compacted and due.
 async fn clean_if_due(shard: &Rc<Shard>, p: &Rc<Partition>, cleaned: &mut Cleaned) {
-    if meta::is_internal(&p.topic) || p.log.is_poisoned() {
-        return;
-    }
     let config = shard.config();
-    let Some(topic) = shard.meta().topic(&p.topic).cloned() else {
+    let Some((c, rolled, clean_to)) = due(shard, p, cleaned) else {
         return;
     };
-    let c = meta::compaction(config, &topic);
-    if !c.cleanup.compact {
-        return;
-    }
-    let rolled = p.log.rolled_segments();
     let key = (p.topic.clone(), p.index);
-    let clean_to = *cleaned.entry(key.clone()).or_insert_with(|| read_checkpoint(p));
-    let (dirty, total) = dirty_bytes(&rolled, clean_to);
-    p.cleaning.dirty_ratio.set(Some(ratio(dirty, total)));
     let now = now_ms();
-    let overdue = rolled
-        .iter()
-        .find(|s| s.0 >= clean_to)
-        .is_some_and(|s| s.3 >= 0 && now.saturating_sub(s.3) > c.max_lag_ms);
-    if dirty == 0 || (!overdue && (dirty as f64) < c.min_cleanable_ratio * total as f64) {
-        return;
-    }
     // Not past an open transaction, nor into records younger than
     // min.compaction.lag.ms (the engine stops at the high watermark).
     let mut upto = p.producers.borrow().first_unstable_offset().unwrap_or(i64::MAX);
