@@ -4,6 +4,7 @@ each live key and nothing of deleted ones once the cleaner ran (librdkafka
 and kcat), a consumer group resumes across what was removed, a record
 without a key is refused, and the policy is described and validated."""
 import glob
+import json
 import os
 import subprocess
 import time
@@ -12,7 +13,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 
-from conftest import admin, free_port, records_to_end, running_broker, wait_for
+from conftest import BINARY, SWITCHED_BINARY, admin, free_port, records_to_end, running_broker, wait_for
 from test_ops import get, sample
 
 KEYS = 300
@@ -98,9 +99,6 @@ def test_a_changelog_topic_keeps_the_latest_value_of_each_live_key(compression):
 def dump_shows_the_gaps(broker, topic):
     """`sluice log dump` reads a cleaned segment as intact, with the
     offsets the cleaner removed counted as gaps."""
-    import json
-
-    from conftest import BINARY
     seg = sorted(glob.glob(os.path.join(broker.data_dir, f"{topic}-0", "*.log")))[0]
     out = subprocess.run([BINARY, "log", "dump", seg, "--records", "--json"], capture_output=True, text=True,
                          timeout=60)
@@ -221,6 +219,8 @@ def test_a_crash_at_each_cleaner_step_loses_nothing_it_must_keep(step, leftover)
         want = write_changelog(broker, "crashing")
         broker.stop()
         broker.extra = ["num.partitions=1", "log.cleaner.backoff.ms=200"]
+        # Crash points exist only in the test-switches build.
+        broker.binary = SWITCHED_BINARY
         broker.env = dict(os.environ, SLUICE_CRASH_AT=step)
         broker.start()
         assert broker.proc.wait(timeout=60) == -6, "the broker aborts at the step (SIGABRT)"
@@ -232,13 +232,13 @@ def test_a_crash_at_each_cleaner_step_loses_nothing_it_must_keep(step, leftover)
         # Recovery alone first (the cleaner off, so that no new pass makes
         # files of its own), then the cleaner again.
         broker.env = None
+        broker.binary = BINARY
         broker.extra = ["num.partitions=1", "log.cleaner.enable=false"]
         broker.start()
         # (A partition's log opens as the broker installs its metadata,
         # which may end after it listens: a read waits for this one.)
         recovered = read_from_start(broker, "crashing")
         assert not [f for f in os.listdir(part) if f.endswith((".log.cleaned", ".log.swap"))]
-        from conftest import BINARY
         for seg in sorted(glob.glob(os.path.join(part, "*.log"))):
             out = subprocess.run([BINARY, "log", "dump", seg, "--json"], capture_output=True, text=True, timeout=60)
             assert out.returncode == 0, out.stderr
@@ -303,3 +303,33 @@ def test_appends_go_on_while_the_cleaner_cleans_the_same_partition():
         ratio = sample(text, "sluice_log_cleaner_dirty_ratio", topic="busy", partition="0")
         last = sample(text, "sluice_log_cleaner_last_clean_timestamp_seconds", topic="busy", partition="0")
         assert 0 <= ratio < 1 and time.time() - 60 < last <= time.time(), (ratio, last)
+
+
+def test_a_lookup_by_time_goes_past_a_batch_whose_newest_records_were_removed():
+    """A batch keeps its header's maxTimestamp when the cleaner removes
+    the record that had it: ListOffsets by a time between its kept
+    record's and that maxTimestamp finds the next record at or after the
+    time, in a later batch."""
+    with running_broker(["log.cleaner.backoff.ms=200"]) as broker:
+        create_compacted(broker, "timed")
+        p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 50, "log_level": 0})
+        offsets = {}
+
+        def note(err, msg):
+            assert err is None, err
+            offsets[(msg.key().decode(), msg.value().decode())] = msg.offset()
+        t0 = int(time.time() * 1000) - 60_000
+        p.produce("timed", key="a", value="a1", timestamp=t0, on_delivery=note)
+        p.produce("timed", key="b", value="b1", timestamp=t0 + 20_000, on_delivery=note)
+        assert p.flush(10) == 0
+        p.produce("timed", key="b", value="b2", timestamp=t0 + 40_000, on_delivery=note)
+        assert p.flush(10) == 0
+        time.sleep(0.3)
+        p.produce("timed", key="roll", value="last", on_delivery=note)
+        assert p.flush(10) == 0
+        want = {"a": ["a1"], "b": ["b2"], "roll": ["last"]}
+        wait_for("the cleaner ran", lambda: read_from_start(broker, "timed") == want, timeout=60)
+        c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "timed", "log_level": 0})
+        got = c.offsets_for_times([TopicPartition("timed", 0, t0 + 10_000)], timeout=10)
+        c.close()
+        assert got[0].offset == offsets[("b", "b2")], (got, offsets)

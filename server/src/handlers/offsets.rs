@@ -167,13 +167,19 @@ fn record_at_or_after(log: &Log, ts: i64) -> Result<Option<(i64, i64)>, ErrorCod
         else {
             return Ok(None);
         };
-        let records = record_times(batch_at(log, candidate.offset)?)?;
+        let batch = batch_at(log, candidate.offset)?;
+        let batch_last = batch::BatchHeader::parse(&batch)
+            .map_or(candidate.offset, |h| h.last_offset())
+            .max(candidate.offset);
+        let records = record_times(batch)?;
         if let Some(&hit) = records.iter().find(|&&(o, t)| o >= candidate.offset && t >= ts) {
             return Ok(Some(hit));
         }
-        // The batch's later records sat below the log start: go on after it.
-        let last = records.last().map_or(candidate.offset, |&(o, _)| o);
-        from = last + 1;
+        // No record of the batch qualifies: its later records sat below
+        // the log start, or a compacted log's cleaner removed the ones
+        // with the newest timestamps (the header keeps the batch's
+        // maxTimestamp and last offset). Go on after the whole batch.
+        from = batch_last + 1;
     }
 }
 
