@@ -119,9 +119,7 @@ impl<'a> Batches<'a> {
     /// (the segment was deleted or replaced since).
     async fn open(seg: &'a Rolled) -> Option<Self> {
         let file = File::open(&seg.path).await.ok()?;
-        let now = file.metadata().await.ok()?;
-        let then = seg.file.metadata().ok()?;
-        if now.ino() != then.ino() || now.dev() != then.dev() {
+        if !same_file(&file.metadata().await.ok()?, &seg.file.metadata().ok()?) {
             return None;
         }
         Some(Self {
@@ -401,12 +399,9 @@ impl Log {
         compio::fs::rename(cleaned_path, swap_path)
             .await
             .map_err(io_err("rename", cleaned_path))?;
-        let dir = &self.shared.dir;
-        let dir_synced = match OpenOptions::new().read(true).open(dir).await {
-            Ok(d) => d.sync_all().await,
-            Err(e) => Err(e),
-        };
-        dir_synced.map_err(io_err("sync", dir))?;
+        sync_dir(&self.shared.dir)
+            .await
+            .map_err(io_err("sync", &self.shared.dir))?;
         crash_point("clean.renamed");
         out.seg.no_records.set(!out.has_records);
         Ok(out.seg)
@@ -430,10 +425,10 @@ impl Log {
         let paths = cleaned.paths.clone();
         // The same file, not one a truncation and new appends made at the
         // same offsets and size meanwhile.
-        let same_file = (fs::metadata(&paths.log).ok())
+        let unchanged = (fs::metadata(&paths.log).ok())
             .zip(r.file.metadata().ok())
-            .is_some_and(|(now, then)| now.ino() == then.ino() && now.dev() == then.dev());
-        if !same_file {
+            .is_some_and(|(now, then)| same_file(&now, &then));
+        if !unchanged {
             return Ok(false);
         }
         for p in [&paths.index, &paths.time_index] {
@@ -472,6 +467,11 @@ impl Log {
         tracing::info!(dir = %self.shared.dir.display(), base_offset = r.base, before = r.size, after = st.segments[i].size, "cleaned segment");
         Ok(true)
     }
+}
+
+/// Whether two stats name the same file (device and inode).
+fn same_file(a: &impl MetadataExt, b: &impl MetadataExt) -> bool {
+    a.ino() == b.ino() && a.dev() == b.dev()
 }
 
 /// A cleaned segment being written: batches gather in `buf` and go out

@@ -124,7 +124,8 @@ impl Log {
     /// first batch holding a record, as a Kafka log whose cleaner dropped
     /// them would answer. A run of them that reaches the bound, or goes on
     /// past [`SKIP_HEADERS`] headers, is answered with its last batch, which
-    /// moves the consumer past it. (A client that finds no record in a
+    /// moves the consumer past it. A read from the active segment is a
+    /// plain read (the cleaner never writes there). (A client that finds no record in a
     /// full answer takes it for a record too large to fetch.) A follower
     /// reads with [`Log::read`]: it copies every batch.
     pub fn read_records(&self, offset: i64, max_bytes: u64, bound: ReadBound) -> Result<ReadResult> {
@@ -140,8 +141,13 @@ impl Log {
         if !st.config.compacted || offset < st.log_start_offset || offset >= st.log_end_offset {
             return Ok(offset);
         }
-        let upper = st.upper(bound);
         let rolled = st.segments.len() - 1;
+        if st.segment_index_for(offset) == rolled {
+            // In the active segment (where a consumer at the tail reads):
+            // served as it is, without a header read on that path.
+            return Ok(offset);
+        }
+        let upper = st.upper(bound);
         let mut left = SKIP_HEADERS;
         let mut last_empty = None;
         for (i, seg) in st.segments.iter().enumerate().skip(st.segment_index_for(offset)) {

@@ -40,13 +40,17 @@ fn read_checkpoint(p: &Partition) -> i64 {
         .unwrap_or(i64::MIN)
 }
 
-fn write_checkpoint(p: &Partition, offset: i64) {
+/// Writes the hint as `durable_file::Replace::Hint` would (a temporary
+/// file renamed over it, nothing synced), through io_uring: it follows
+/// every pass, and a blocking create and rename would hold the shard for a
+/// journal wait.
+async fn write_checkpoint(p: &Partition, offset: i64) {
     let path = p.log.dir().join(CHECKPOINT);
-    let written = sluice_engine::durable_file::replace_file(
-        &path,
-        offset.to_string().as_bytes(),
-        sluice_engine::durable_file::Replace::Hint,
-    );
+    let tmp = sluice_engine::durable_file::temporary_path(&path);
+    let written = match compio::fs::write(&tmp, offset.to_string().into_bytes()).await.0 {
+        Ok(()) => compio::fs::rename(&tmp, &path).await,
+        Err(e) => Err(e),
+    };
     if let Err(e) = written {
         tracing::warn!(path = %path.display(), error = %e, "writing the cleaner's checkpoint");
     }
@@ -54,7 +58,7 @@ fn write_checkpoint(p: &Partition, offset: i64) {
 
 /// A compacted partition's settings, rolled segments and where it is
 /// clean up to, when a pass over it is due.
-fn due(shard: &Rc<Shard>, p: &Rc<Partition>, cleaned: &mut Cleaned) -> Option<(Compaction, Rolled, i64)> {
+async fn due(shard: &Rc<Shard>, p: &Rc<Partition>, cleaned: &mut Cleaned) -> Option<(Compaction, Rolled, i64)> {
     if meta::is_internal(&p.topic) || p.log.is_poisoned() {
         return None;
     }
@@ -72,7 +76,7 @@ fn due(shard: &Rc<Shard>, p: &Rc<Partition>, cleaned: &mut Cleaned) -> Option<(C
         // What a follower wrote again from `cut` was never cleaned here.
         clean_to = cut;
         cleaned.insert(key, cut);
-        write_checkpoint(p, cut);
+        write_checkpoint(p, cut).await;
     }
     let (dirty, total) = dirty_bytes(&rolled, clean_to);
     p.cleaning.dirty_ratio.set(Some(ratio(dirty, total)));
@@ -127,7 +131,7 @@ pub async fn run(shard: Rc<Shard>) {
 /// Cleans `p` if it is compacted and due.
 async fn clean_if_due(shard: &Rc<Shard>, p: &Rc<Partition>, cleaned: &mut Cleaned) {
     let config = shard.config();
-    let Some((c, rolled, clean_to)) = due(shard, p, cleaned) else {
+    let Some((c, rolled, clean_to)) = due(shard, p, cleaned).await else {
         return;
     };
     let key = (p.topic.clone(), p.index);
@@ -164,7 +168,7 @@ async fn clean_if_due(shard: &Rc<Shard>, p: &Rc<Partition>, cleaned: &mut Cleane
         Ok(stats) => {
             cleaned.insert(key, stats.cleaned_to);
             sluice_engine::crash::crash_point("clean.pass_done");
-            write_checkpoint(p, stats.cleaned_to);
+            write_checkpoint(p, stats.cleaned_to).await;
             let (dirty, total) = dirty_bytes(&p.log.rolled_segments(), stats.cleaned_to);
             p.cleaning.dirty_ratio.set(Some(ratio(dirty, total)));
             p.cleaning.last_clean_ms.set(crate::base::clock::now_ms_u64());
