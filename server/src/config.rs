@@ -356,7 +356,25 @@ pub struct GroupConfig {
     pub initial_rebalance_delay_ms: i32,
     /// `group.max.size`: members per group.
     pub max_size: usize,
+    /// `group.coordinator.rebalance.protocols`: whether the consumer
+    /// protocol (KIP-848) is served; the classic one always is.
+    pub consumer_protocol: bool,
+    /// `group.consumer.session.timeout.ms`: a consumer-protocol member
+    /// without a heartbeat for this long is removed.
+    pub consumer_session_timeout_ms: u64,
+    /// `group.consumer.heartbeat.interval.ms`: how often consumer-protocol
+    /// members heartbeat.
+    pub consumer_heartbeat_interval_ms: u64,
+    /// `group.consumer.max.size`: members per consumer-protocol group.
+    pub consumer_max_size: usize,
+    /// `group.consumer.assignors`: the server-side assignors members may
+    /// ask for; the first is the default.
+    pub consumer_assignors: Vec<String>,
 }
+
+/// The server-side assignors of consumer-protocol groups, by Kafka's
+/// names (`groups::assignors`).
+pub const CONSUMER_ASSIGNORS: &[&str] = &["uniform", "range"];
 
 impl Default for GroupConfig {
     fn default() -> Self {
@@ -372,6 +390,11 @@ impl Default for GroupConfig {
             max_session_timeout_ms: 1_800_000,
             initial_rebalance_delay_ms: 3_000,
             max_size: i32::MAX as usize,
+            consumer_protocol: true,
+            consumer_session_timeout_ms: 45_000,
+            consumer_heartbeat_interval_ms: 5_000,
+            consumer_max_size: i32::MAX as usize,
+            consumer_assignors: vec!["uniform".into(), "range".into()],
         }
     }
 }
@@ -1111,6 +1134,65 @@ pub const SETTINGS: &[Setting] = &[
         doc: "members per group (default 2147483647)",
         set: field!(groups.max_size, parse_at_least_one::<usize>),
     },
+    Setting {
+        name: "group.coordinator.rebalance.protocols",
+        aliases: &[],
+        doc: "group protocols served: classic, and consumer for KIP-848 groups (default classic,consumer)",
+        set: |c, key, value| {
+            let mut consumer = false;
+            for p in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                match p {
+                    "classic" => {}
+                    "consumer" => consumer = true,
+                    other => return Err(invalid(key, format!("unknown protocol `{other}` (classic, consumer)"))),
+                }
+            }
+            if !value.split(',').any(|p| p.trim() == "classic") {
+                return Err(invalid(key, "must include classic"));
+            }
+            c.groups.consumer_protocol = consumer;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "group.consumer.session.timeout.ms",
+        aliases: &[],
+        doc: "a consumer-protocol member without a heartbeat for this long is removed (default 45000)",
+        set: field!(groups.consumer_session_timeout_ms, parse_at_least_one::<u64>),
+    },
+    Setting {
+        name: "group.consumer.heartbeat.interval.ms",
+        aliases: &[],
+        doc: "how often consumer-protocol members heartbeat (default 5000)",
+        set: field!(groups.consumer_heartbeat_interval_ms, parse_at_least_one::<u64>),
+    },
+    Setting {
+        name: "group.consumer.max.size",
+        aliases: &[],
+        doc: "members per consumer-protocol group (default 2147483647)",
+        set: field!(groups.consumer_max_size, parse_at_least_one::<usize>),
+    },
+    Setting {
+        name: "group.consumer.assignors",
+        aliases: &[],
+        doc: "server-side assignors members may choose, the first the default: uniform, range (default uniform,range)",
+        set: |c, key, value| {
+            let names: Vec<String> = value
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(String::from)
+                .collect();
+            if names.is_empty() {
+                return Err(invalid(key, "needs at least one assignor"));
+            }
+            if let Some(bad) = names.iter().find(|n| !CONSUMER_ASSIGNORS.contains(&n.as_str())) {
+                return Err(invalid(key, format!("unknown assignor `{bad}` (uniform, range)")));
+            }
+            c.groups.consumer_assignors = names;
+            Ok(())
+        },
+    },
 ];
 
 fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
@@ -1298,6 +1380,12 @@ impl BrokerConfig {
             return Err(invalid(
                 "group.min.session.timeout.ms",
                 "must be positive and at most group.max.session.timeout.ms",
+            ));
+        }
+        if g.consumer_heartbeat_interval_ms >= g.consumer_session_timeout_ms {
+            return Err(invalid(
+                "group.consumer.heartbeat.interval.ms",
+                "must be below group.consumer.session.timeout.ms",
             ));
         }
         Ok(())

@@ -27,6 +27,7 @@ use crate::base::clock::now_ms;
 use crate::config::GroupConfig;
 use crate::error_codes::ErrorCode;
 
+use super::consumer::ConsumerGroup;
 use super::records::OffsetValue;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +223,13 @@ pub struct Group {
     pub empty_since_ms: i64,
     /// A timer task is running for this group.
     pub timer_running: bool,
+    /// The group's consumer-protocol (KIP-848) state, when it is a
+    /// consumer-protocol group; `None` for a classic group.
+    pub consumer: Option<Box<ConsumerGroup>>,
+    /// The log end after the last consumer-protocol records this group
+    /// appended: a heartbeat that writes nothing still answers only once
+    /// what it read is durable.
+    pub written_end: i64,
 }
 
 /// One producer's offsets in a transaction not ended yet: each value with
@@ -251,6 +259,8 @@ impl Group {
             pending_txn: HashMap::new(),
             empty_since_ms: now_ms,
             timer_running: false,
+            consumer: None,
+            written_end: 0,
         }
     }
 
@@ -775,7 +785,12 @@ impl Group {
     pub fn next_deadline(&self) -> Option<Instant> {
         let sessions = self.members.iter().filter(|m| !m.awaiting()).map(|m| m.deadline);
         let pending = self.pending.values().copied();
-        sessions.chain(pending).chain(self.rebalance_deadline).min()
+        let consumer = self.consumer.as_ref().and_then(|c| c.next_deadline());
+        sessions
+            .chain(pending)
+            .chain(self.rebalance_deadline)
+            .chain(consumer)
+            .min()
     }
 
     /// Expires sessions and ends the join phase when their time has come.
@@ -832,6 +847,10 @@ impl Group {
     ) -> Option<ErrorCode> {
         if self.state == State::Dead {
             return Some(ErrorCode::CoordinatorNotAvailable);
+        }
+        if let Some(c) = &self.consumer {
+            // A consumer-protocol member commits at its member epoch.
+            return c.check_commit(member_id, generation);
         }
         if generation < 0 && member_id.is_empty() && instance_id.is_none() {
             return (!self.members.is_empty()).then_some(ErrorCode::UnknownMemberId);
@@ -895,13 +914,22 @@ impl Group {
     /// Never had a member and holds nothing: a group id a request only
     /// looked up. Forgotten at once.
     pub fn is_removable(&self) -> bool {
-        self.is_expirable() && self.protocol_type.is_none()
+        self.is_expirable() && self.protocol_type.is_none() && self.consumer.as_ref().is_none_or(|c| c.epoch == 0)
     }
 
     /// Empty with no offsets: forgotten by the next offsets expiry pass
     /// (`offsets.retention.check.interval.ms`), as Kafka's cleanup does.
     pub fn is_expirable(&self) -> bool {
-        self.state == State::Empty && self.offsets.is_empty() && self.pending.is_empty() && self.pending_txn.is_empty()
+        self.state == State::Empty
+            && self.offsets.is_empty()
+            && self.pending.is_empty()
+            && self.pending_txn.is_empty()
+            && self.consumer.as_ref().is_none_or(|c| c.members.is_empty())
+    }
+
+    /// No member of either protocol.
+    pub fn has_members(&self) -> bool {
+        !self.members.is_empty() || self.consumer.as_ref().is_some_and(|c| !c.members.is_empty())
     }
 
     /// Whether a transaction that has not ended holds an offset of

@@ -17,6 +17,8 @@
 //! loop that sleeps until the group's next deadline (a session expiry, the
 //! end of a join phase) or until a request moves that deadline.
 
+pub mod assignors;
+pub mod consumer;
 pub mod group;
 pub mod records;
 
@@ -182,7 +184,24 @@ async fn run_timer<S: GroupHost>(shard: Rc<Shard<S>>, h: GroupRef) {
                 continue;
             }
         }
-        h.group.borrow_mut().on_timer(Instant::now(), &shard.config().groups);
+        let (id, records) = {
+            let mut g = h.group.borrow_mut();
+            let now = Instant::now();
+            let cfg = &shard.config().groups;
+            g.on_timer(now, cfg);
+            let id = g.id.clone();
+            let records = match g.consumer.as_mut() {
+                Some(c) => c.on_timer(&id, &shard.meta(), now, cfg),
+                None => Vec::new(),
+            };
+            (id, records)
+        };
+        if !records.is_empty()
+            && let Some((_, partition)) = coordinator_of(&shard, &id)
+            && let Err(e) = append_consumer(&shard, partition, &h, &records)
+        {
+            tracing::warn!(group = %id, error = ?e, "writing a consumer group's expired members");
+        }
     }
     let id = {
         let mut g = h.group.borrow_mut();
@@ -377,7 +396,7 @@ fn apply(g: &mut Group, r: OffsetRecord, at: i64) {
 
 /// Replays one offsets partition into the shard's groups. Runs when the
 /// shard opens the partition, before it serves requests.
-pub fn load<S: GroupHost>(shard: &Shard<S>, p: &Partition) -> Result<usize, String> {
+pub fn load<S: GroupHost>(shard: &Rc<Shard<S>>, p: &Partition) -> Result<usize, String> {
     let mut count = 0;
     // Offsets of transactions not ended yet, by producer, in log order.
     let mut open: HashMap<i64, Vec<(OffsetRecord, i64)>> = HashMap::new();
@@ -404,7 +423,14 @@ pub fn load<S: GroupHost>(shard: &Shard<S>, p: &Partition) -> Result<usize, Stri
                     apply(&mut g.group.borrow_mut(), r, h.base_offset());
                     count += 1;
                 }
-                Ok(None) => {}
+                Ok(None) => match records::decode_consumer(k, v) {
+                    Ok(Some((group, r))) => {
+                        apply_consumer(shard, &group, &r);
+                        count += 1;
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(topic = %p.topic, partition = p.index, offset = h.base_offset(), error = %e, "skipping unreadable consumer group record"),
+                },
                 Err(e) => tracing::warn!(topic = %p.topic, partition = p.index, offset = h.base_offset(), error = %e, "skipping unreadable offsets record"),
             });
             if let Err(e) = read {
@@ -427,12 +453,136 @@ pub fn load<S: GroupHost>(shard: &Shard<S>, p: &Partition) -> Result<usize, Stri
                 .insert((Arc::from(r.topic.as_str()), r.partition), (value, at));
         }
     }
-    // Groups whose every offset was deleted are gone.
+    // Groups whose every offset was deleted are gone; consumer-protocol
+    // members get a fresh session, timed from now.
     for h in shard.services.groups().all() {
         let id = h.group.borrow().id.clone();
         shard.services.groups().remove_if_removable(&id);
+        if h.group.borrow().consumer.is_some() {
+            if let Some(c) = h.group.borrow_mut().consumer.as_mut() {
+                c.renew_sessions(Instant::now(), &shard.config().groups);
+            }
+            kick(shard, &h);
+        }
     }
     Ok(count)
+}
+
+/// Applies one replayed consumer-protocol record to its group.
+fn apply_consumer<S: GroupHost>(shard: &Shard<S>, group: &str, r: &consumer::Record) {
+    let h = shard.services.groups().get_or_create(group);
+    let mut g = h.group.borrow_mut();
+    match r {
+        consumer::Record::Group(None) => g.consumer = None,
+        _ => g
+            .consumer
+            .get_or_insert_default()
+            .apply(r, Instant::now(), &shard.config().groups),
+    }
+}
+
+/// Appends consumer-protocol records of group `h` to its offsets
+/// partition (they are already applied to the group), and returns the log
+/// end to wait for before answering: after these records, or after the
+/// group's last ones when there are none.
+pub fn append_consumer<S: GroupHost>(
+    shard: &Shard<S>,
+    partition: i32,
+    h: &GroupRef,
+    records: &[consumer::Record],
+) -> Result<i64, ErrorCode> {
+    let mut g = h.group.borrow_mut();
+    if records.is_empty() {
+        return Ok(g.written_end);
+    }
+    let p = shard
+        .partition(OFFSETS_TOPIC, partition)
+        .ok_or(ErrorCode::NotCoordinator)?;
+    let info = p
+        .log
+        .append(
+            records::consumer_batch_of(&g.id, records, now_ms()),
+            p.leader_epoch().max(0),
+        )
+        .map_err(|e| match error_codes::for_log_error(&e) {
+            ErrorCode::NotLeaderOrFollower => ErrorCode::NotCoordinator,
+            other => other,
+        })?;
+    g.written_end = info.last_offset + 1;
+    if g.consumer.as_ref().is_some_and(|c| c.members.is_empty()) {
+        g.empty_since_ms = now_ms();
+    }
+    Ok(g.written_end)
+}
+
+/// Waits until a group's records below `end` are synced and replicated.
+pub async fn settle_consumer<S: GroupHost>(shard: &Shard<S>, partition: i32, end: i64) -> Result<(), ErrorCode> {
+    if end <= 0 {
+        return Ok(());
+    }
+    let p = shard
+        .partition(OFFSETS_TOPIC, partition)
+        .ok_or(ErrorCode::NotCoordinator)?;
+    settle(shard, &p, end).await
+}
+
+/// ConsumerGroupHeartbeat (KIP-848), on the group's coordinator: the group
+/// changes, its records are appended, and the answer goes out once they
+/// are durable. A classic group with members refuses
+/// (INCONSISTENT_GROUP_PROTOCOL); an empty one becomes a consumer group
+/// and keeps its offsets.
+pub async fn consumer_heartbeat<S: GroupHost>(
+    shard: Rc<Shard<S>>,
+    partition: i32,
+    group_id: String,
+    req: consumer::Heartbeat,
+) -> Result<consumer::Answer, consumer::Refusal> {
+    let h = shard.services.groups().get_or_create(&group_id);
+    let snapshot = shard.meta();
+    let mut out = Vec::new();
+    let answer = {
+        let mut g = h.group.borrow_mut();
+        if g.state == group::State::Dead {
+            Err((
+                ErrorCode::CoordinatorNotAvailable,
+                "the group was just deleted".to_string(),
+            ))
+        } else if g.consumer.is_none() && (g.has_members() || g.state != group::State::Empty) {
+            Err((
+                ErrorCode::InconsistentGroupProtocol,
+                format!("group {group_id} is a classic group with members; it takes the consumer protocol once empty"),
+            ))
+        } else {
+            g.consumer.get_or_insert_default().heartbeat(
+                req,
+                &snapshot,
+                Instant::now(),
+                &shard.config().groups,
+                &mut out,
+            )
+        }
+    };
+    let end = append_consumer(&shard, partition, &h, &out);
+    kick(&shard, &h);
+    let end = end.map_err(|e| (e, "writing the group's records failed".to_string()))?;
+    settle_consumer(&shard, partition, end)
+        .await
+        .map_err(|e| (e, "the group's records are not durable".to_string()))?;
+    answer
+}
+
+/// A classic JoinGroup to a consumer-protocol group: refused while the
+/// group has members (INCONSISTENT_GROUP_PROTOCOL); an empty one becomes a
+/// classic group, its record deleted, its offsets kept.
+pub fn to_classic<S: GroupHost>(shard: &Shard<S>, partition: i32, h: &GroupRef) -> Result<(), ErrorCode> {
+    match &h.group.borrow().consumer {
+        None => return Ok(()),
+        Some(c) if !c.members.is_empty() => return Err(ErrorCode::InconsistentGroupProtocol),
+        Some(_) => {}
+    }
+    append_consumer(shard, partition, h, &[consumer::Record::Group(None)])?;
+    h.group.borrow_mut().consumer = None;
+    Ok(())
 }
 
 /// Forgets the groups of offsets partition `partition` (its leadership
@@ -459,7 +609,7 @@ pub async fn expire_offsets<S: GroupHost>(shard: &Rc<Shard<S>>) {
     for h in shard.services.groups().all() {
         let (id, expired) = {
             let g = h.group.borrow();
-            if g.state != group::State::Empty {
+            if g.state != group::State::Empty || g.has_members() {
                 continue;
             }
             let expired: Vec<OffsetRecord> = g
@@ -477,7 +627,7 @@ pub async fn expire_offsets<S: GroupHost>(shard: &Rc<Shard<S>>) {
         };
         if expired.is_empty() {
             if h.group.borrow().is_expirable() {
-                shard.services.groups().remove(&id);
+                forget(shard, &h, &id);
             }
             continue;
         }
@@ -490,9 +640,24 @@ pub async fn expire_offsets<S: GroupHost>(shard: &Rc<Shard<S>>) {
             Err(e) => tracing::warn!(group = %id, error = ?e, "expiring offsets"),
         }
         if h.group.borrow().is_expirable() {
-            shard.services.groups().remove(&id);
+            forget(shard, &h, &id);
         }
     }
+}
+
+/// Forgets an expired group; a consumer-protocol group's record is deleted
+/// first (a group whose deletion cannot be written stays).
+fn forget<S: GroupHost>(shard: &Shard<S>, h: &GroupRef, id: &str) {
+    if h.group.borrow().consumer.is_some() {
+        let Some((_, partition)) = coordinator_of(shard, id) else {
+            return;
+        };
+        if let Err(e) = to_classic(shard, partition, h) {
+            tracing::warn!(group = %id, error = ?e, "deleting an expired consumer group");
+            return;
+        }
+    }
+    shard.services.groups().remove(id);
 }
 
 /// Bounds the offsets log: when an offsets partition has rolled to a new
@@ -540,6 +705,18 @@ pub async fn compact_offsets<S: GroupHost>(shard: &Rc<Shard<S>>, owned: &[Rc<Par
                     .log
                     .append(records::batch_of(chunk, now_ms()), p.leader_epoch().max(0))
                 {
+                    Ok(info) => end = info.last_offset + 1,
+                    Err(e) => failed = Some(e),
+                }
+                written += chunk.len();
+            }
+            // A consumer-protocol group's state, whole.
+            let state = g.consumer.as_ref().map(|c| c.live_records()).unwrap_or_default();
+            for chunk in state.chunks(REWRITE_BATCH) {
+                match p.log.append(
+                    records::consumer_batch_of(&g.id, chunk, now_ms()),
+                    p.leader_epoch().max(0),
+                ) {
                     Ok(info) => end = info.last_offset + 1,
                     Err(e) => failed = Some(e),
                 }

@@ -8,10 +8,23 @@
 //!
 //! Strings are Kafka's classic `i16` length and UTF-8 bytes. Each commit
 //! request becomes one uncompressed record batch.
+//!
+//! Consumer-protocol groups (KIP-848) keep their state in records of
+//! Sluice's own layout, under key versions Kafka does not use:
+//!
+//! - group: key `i16 version = 1000`, `string group`; value `i16 version =
+//!   0` and the JSON of `consumer::GroupValue` (epochs, subscribed topics'
+//!   partition counts, assignor);
+//! - member: key `i16 version = 1001`, `string group`, `string member_id`;
+//!   value `i16 version = 0` and the JSON of `consumer::MemberValue`
+//!   (subscription, epochs, state, assigned, revoking and target
+//!   partitions by topic id);
+//! - a null value deletes the group's or the member's record.
 
 use bytes::{BufMut, BytesMut};
 use sluice_engine::batch::{self, ProducerFields, Record};
 
+use super::consumer::Record as GroupRecord;
 use crate::protocol::wire::{ParseError, Reader};
 
 const KEY_VERSION_OFFSET: i16 = 1;
@@ -107,6 +120,92 @@ fn records_of(records: &[OffsetRecord], now_ms: i64) -> Vec<Record> {
             headers: Vec::new(),
         })
         .collect()
+}
+
+const KEY_VERSION_CONSUMER_GROUP: i16 = 1000;
+const KEY_VERSION_CONSUMER_MEMBER: i16 = 1001;
+const CONSUMER_VALUE_VERSION: i16 = 0;
+
+/// The key and value of a consumer-protocol group's record.
+pub fn encode_consumer(group: &str, r: &GroupRecord) -> (Vec<u8>, Option<Vec<u8>>) {
+    let mut k = BytesMut::new();
+    let json = match r {
+        GroupRecord::Group(v) => {
+            k.put_i16(KEY_VERSION_CONSUMER_GROUP);
+            put_str(&mut k, group);
+            v.as_ref().map(serde_json::to_vec)
+        }
+        GroupRecord::Member(id, v) => {
+            k.put_i16(KEY_VERSION_CONSUMER_MEMBER);
+            put_str(&mut k, group);
+            put_str(&mut k, id);
+            v.as_ref().map(serde_json::to_vec)
+        }
+    };
+    // Serialising plain structs of strings, numbers and sets cannot fail.
+    let value = json.map(|j| {
+        let mut out = CONSUMER_VALUE_VERSION.to_be_bytes().to_vec();
+        out.extend(j.unwrap_or_default());
+        out
+    });
+    (k.to_vec(), value)
+}
+
+/// One batch of a consumer-protocol group's records.
+pub fn consumer_batch_of(group: &str, records: &[GroupRecord], now_ms: i64) -> BytesMut {
+    let recs: Vec<batch::Record> = records
+        .iter()
+        .map(|r| {
+            let (key, value) = encode_consumer(group, r);
+            batch::Record {
+                timestamp: now_ms,
+                key: Some(key),
+                value,
+                headers: Vec::new(),
+            }
+        })
+        .collect();
+    batch::build(&recs, ProducerFields::NONE)
+}
+
+/// Decodes a consumer-protocol group's record: its group and the change.
+/// `Ok(None)` for keys of another kind.
+pub fn decode_consumer(key: &[u8], value: Option<&[u8]>) -> Result<Option<(String, GroupRecord)>, ParseError> {
+    let mut k = Reader::new(key);
+    let version = k.i16()?;
+    if version != KEY_VERSION_CONSUMER_GROUP && version != KEY_VERSION_CONSUMER_MEMBER {
+        return Ok(None);
+    }
+    let group = classic_str(&mut k)?;
+    let json = |v: &[u8]| -> Result<Vec<u8>, ParseError> {
+        let mut r = Reader::new(v);
+        if r.i16()? != CONSUMER_VALUE_VERSION {
+            return Err(ParseError {
+                at: 0,
+                what: "consumer group record value version",
+            });
+        }
+        Ok(v[2..].to_vec())
+    };
+    let bad = |_| ParseError {
+        at: 2,
+        what: "consumer group record value",
+    };
+    let record = if version == KEY_VERSION_CONSUMER_GROUP {
+        let v = match value {
+            None => None,
+            Some(v) => Some(serde_json::from_slice(&json(v)?).map_err(bad)?),
+        };
+        GroupRecord::Group(v)
+    } else {
+        let member = classic_str(&mut k)?;
+        let v = match value {
+            None => None,
+            Some(v) => Some(serde_json::from_slice(&json(v)?).map_err(bad)?),
+        };
+        GroupRecord::Member(member, v)
+    };
+    Ok(Some((group, record)))
 }
 
 fn classic_str(r: &mut Reader<'_>) -> Result<String, ParseError> {
@@ -227,5 +326,52 @@ mod tests {
         }
         // Another kind of key (group metadata, version 2) is skipped.
         assert_eq!(decode(&[0, 2, 0, 1, b'g'], Some(&[])).unwrap(), None);
+    }
+
+    #[test]
+    fn consumer_group_records_round_trip_and_are_skipped_by_the_offsets_reader() {
+        use super::super::consumer::{GroupValue, MemberState, MemberValue};
+        let topic = uuid::Uuid::from_u128(7);
+        let member = MemberValue {
+            instance_id: Some("i".into()),
+            rack_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            topics: vec!["orders".into()],
+            regex: None,
+            assignor: Some("range".into()),
+            rebalance_timeout_ms: 300_000,
+            epoch: 3,
+            previous_epoch: 2,
+            state: MemberState::UnrevokedPartitions,
+            assigned: [(topic, 0)].into_iter().collect(),
+            revoking: [(topic, 1)].into_iter().collect(),
+            target: [(topic, 0), (topic, 2)].into_iter().collect(),
+        };
+        let recs = vec![
+            GroupRecord::Group(Some(GroupValue {
+                epoch: 3,
+                assignment_epoch: 3,
+                topics: [(topic, 3)].into_iter().collect(),
+                assignor: "range".into(),
+            })),
+            GroupRecord::Member("m-1".into(), Some(Box::new(member))),
+            GroupRecord::Member("m-2".into(), None),
+            GroupRecord::Group(None),
+        ];
+        let b = consumer_batch_of("g", &recs, 5);
+        let mut back = Vec::new();
+        for_each_record(&b, |k, v| {
+            assert_eq!(decode(k, v).unwrap(), None);
+            back.push(decode_consumer(k, v).unwrap().unwrap());
+        })
+        .unwrap();
+        assert_eq!(back, recs.into_iter().map(|r| ("g".to_string(), r)).collect::<Vec<_>>());
+        let (key, value) = encode_consumer("g", &GroupRecord::Group(None));
+        assert!(value.is_none());
+        for cut in 0..key.len() {
+            assert!(decode_consumer(&key[..cut], None).is_err());
+        }
+        assert!(decode_consumer(&key, Some(&[0, 0, b'{'])).is_err());
     }
 }

@@ -160,8 +160,11 @@ pub async fn join_group(ctx: Ctx, body: BytesMut) -> Outcome {
         version: ctx.version,
     };
     let member_id = join.member_id.clone();
-    let r = on_coordinator(&ctx.shard, &group_id.clone(), move |shard, _| async move {
+    let r = on_coordinator(&ctx.shard, &group_id.clone(), move |shard, partition| async move {
         let h = shard.services.groups.get_or_create(&group_id);
+        if let Err(e) = groups::to_classic(&shard, partition, &h) {
+            return JoinAnswer::error(e, &member_id);
+        }
         let step = h.group.borrow_mut().join(join, Instant::now(), &shard.config().groups);
         kick(&shard, &h);
         match step {
@@ -550,10 +553,10 @@ pub async fn offset_delete(ctx: Ctx, body: BytesMut) -> Outcome {
                 let g = h.group.borrow();
                 let consumer = g.protocol_type.as_deref().is_none_or(|t| t == "consumer");
                 let refused = (!g.members.is_empty() && !consumer).then_some(ErrorCode::NonEmptyGroup);
-                let subscribed = if g.members.is_empty() {
-                    Vec::new()
-                } else {
-                    g.subscribed_topics()
+                let subscribed = match &g.consumer {
+                    Some(c) => c.subscribed_names(&shard.meta()),
+                    None if g.members.is_empty() => Vec::new(),
+                    None => g.subscribed_topics(),
                 };
                 (subscribed, refused)
             };
@@ -618,6 +621,10 @@ pub async fn offset_delete(ctx: Ctx, body: BytesMut) -> Outcome {
 struct GroupView {
     id: String,
     state: State,
+    /// `classic` or `consumer` (KIP-848).
+    group_type: &'static str,
+    /// Kafka's name of the state, as ListGroups shows it.
+    state_name: &'static str,
     protocol_type: String,
     protocol: String,
     members: Vec<MemberView>,
@@ -636,10 +643,16 @@ struct MemberView {
 fn view(h: &GroupRef) -> GroupView {
     let g = h.group.borrow();
     let protocol = g.protocol.clone().unwrap_or_default();
+    let (group_type, state_name, protocol_type) = match &g.consumer {
+        Some(c) => ("consumer", c.state_name(), "consumer".to_string()),
+        None => ("classic", g.state.name(), g.protocol_type.clone().unwrap_or_default()),
+    };
     GroupView {
         id: g.id.to_string(),
         state: g.state,
-        protocol_type: g.protocol_type.clone().unwrap_or_default(),
+        group_type,
+        state_name,
+        protocol_type,
         members: g
             .members
             .iter()
@@ -673,20 +686,20 @@ pub async fn list_groups(ctx: Ctx, body: BytesMut) -> Outcome {
             break;
         };
         for v in views {
-            if !states.is_empty() && !states.contains(&v.state.name().to_lowercase()) {
+            if !states.is_empty() && !states.contains(&v.state_name.to_lowercase()) {
                 continue;
             }
-            if !types.is_empty() && !types.iter().any(|t| t == "classic") {
+            if !types.is_empty() && !types.iter().any(|t| t == v.group_type) {
                 continue;
             }
             let mut g = ListedGroup::default();
             g.group_id = GroupId(str_bytes(&v.id));
             g.protocol_type = str_bytes(&v.protocol_type);
             if ctx.version >= 4 {
-                g.group_state = str_bytes(v.state.name());
+                g.group_state = str_bytes(v.state_name);
             }
             if ctx.version >= 5 {
-                g.group_type = str_bytes("classic");
+                g.group_type = str_bytes(v.group_type);
             }
             resp.groups.push(g);
         }
@@ -721,6 +734,15 @@ pub async fn describe_groups(ctx: Ctx, body: BytesMut) -> Outcome {
                 if ctx.version >= 6 {
                     out.error_code = ErrorCode::GroupIdNotFound.code();
                     out.error_message = Some(str_bytes("group does not exist"));
+                }
+            }
+            Ok(Some(v)) if v.group_type != "classic" => {
+                // As Kafka: DescribeGroups describes classic groups;
+                // ConsumerGroupDescribe the others.
+                out.group_state = str_bytes(State::Dead.name());
+                out.error_code = ErrorCode::GroupIdNotFound.code();
+                if ctx.version >= 6 {
+                    out.error_message = Some(str_bytes(&format!("Group {} is not a classic group.", v.id)));
                 }
             }
             Ok(Some(v)) => {
@@ -766,7 +788,7 @@ pub async fn delete_groups(ctx: Ctx, body: BytesMut) -> Outcome {
                 };
                 let tombstones: Vec<OffsetRecord> = {
                     let g = h.group.borrow();
-                    if !g.members.is_empty() || g.state != State::Empty {
+                    if g.has_members() || g.state != State::Empty {
                         return Some(ErrorCode::NonEmptyGroup);
                     }
                     g.offsets
@@ -779,7 +801,11 @@ pub async fn delete_groups(ctx: Ctx, body: BytesMut) -> Outcome {
                         })
                         .collect()
                 };
-                let r = groups::write_offsets(&shard, partition, &h, tombstones).await.err();
+                let mut r = groups::write_offsets(&shard, partition, &h, tombstones).await.err();
+                if r.is_none() {
+                    // A consumer-protocol group's own record goes too.
+                    r = groups::to_classic(&shard, partition, &h).err();
+                }
                 if r.is_none() {
                     h.group.borrow_mut().kill();
                     shard.services.groups.remove(&id);

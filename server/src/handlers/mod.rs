@@ -14,6 +14,7 @@ macro_rules! decode_or_return {
 
 pub mod admin;
 pub mod configs;
+pub mod consumer_groups;
 pub mod fetch;
 pub mod groups;
 pub mod log_dirs;
@@ -96,6 +97,18 @@ pub const APIS: &[Api] = &[
     api(ApiKey::ListGroups, 0, 5, later!(groups::list_groups)),
     api(ApiKey::DescribeGroups, 0, 6, later!(groups::describe_groups)),
     api(ApiKey::DeleteGroups, 0, 2, later!(groups::delete_groups)),
+    api(
+        ApiKey::ConsumerGroupHeartbeat,
+        0,
+        1,
+        later!(consumer_groups::consumer_group_heartbeat),
+    ),
+    api(
+        ApiKey::ConsumerGroupDescribe,
+        0,
+        1,
+        later!(consumer_groups::consumer_group_describe),
+    ),
     api(ApiKey::DescribeLogDirs, 1, 4, later!(log_dirs::describe_log_dirs)),
     api(
         ApiKey::DescribeTopicPartitions,
@@ -364,6 +377,13 @@ async fn answer(shard: Rc<Shard>, mut frame: BytesMut, conn: Rc<Conn>) -> Outcom
     match api.handler {
         Handler::ApiVersions => {
             let mut msg = api_versions_message(None);
+            if !ctx.shard.config().groups.consumer_protocol {
+                // Clients learn here that the consumer protocol is off.
+                msg.api_keys.retain(|a| {
+                    a.api_key != ApiKey::ConsumerGroupHeartbeat as i16
+                        && a.api_key != ApiKey::ConsumerGroupDescribe as i16
+                });
+            }
             if version >= 3 {
                 msg.finalized_features_epoch = -1;
             }

@@ -401,6 +401,21 @@ const DESCRIBE_GROUPS: &[F] = &[F(T::Strs, 0, ALL), F(T::Bool, 3, ALL)];
 
 const DELETE_GROUPS: &[F] = &[F(T::Strs, 0, ALL)];
 
+const CONSUMER_GROUP_HEARTBEAT: &[F] = &[
+    F(T::Str, 0, ALL),
+    F(T::Str, 0, ALL),
+    F(T::I32, 0, ALL),
+    F(T::NStr, 0, ALL),
+    F(T::NStr, 0, ALL),
+    F(T::I32, 0, ALL),
+    F(T::Strs, 0, ALL),
+    F(T::NStr, 1, ALL),
+    F(T::NStr, 0, ALL),
+    F(T::Arr(&[F(T::Uuid, 0, ALL), F(T::I32s, 0, ALL)]), 0, ALL),
+];
+
+const CONSUMER_GROUP_DESCRIBE: &[F] = &[F(T::Strs, 0, ALL), F(T::Bool, 0, ALL)];
+
 const DESCRIBE_LOG_DIRS: &[F] = &[F(T::Arr(&[F(T::Str, 0, ALL), F(T::I32s, 0, ALL)]), 0, ALL)];
 
 const DESCRIBE_TOPIC_PARTITIONS: &[F] = &[
@@ -443,6 +458,8 @@ fn layout(key: ApiKey) -> Option<&'static [F]> {
         ApiKey::ListGroups => LIST_GROUPS,
         ApiKey::DescribeGroups => DESCRIBE_GROUPS,
         ApiKey::DeleteGroups => DELETE_GROUPS,
+        ApiKey::ConsumerGroupHeartbeat => CONSUMER_GROUP_HEARTBEAT,
+        ApiKey::ConsumerGroupDescribe => CONSUMER_GROUP_DESCRIBE,
         ApiKey::DescribeLogDirs => DESCRIBE_LOG_DIRS,
         ApiKey::DescribeTopicPartitions => DESCRIBE_TOPIC_PARTITIONS,
         _ => return None,
@@ -866,6 +883,37 @@ mod tests {
         out.push((ApiKey::DescribeGroups, enc(dg), 0, 6));
         let del = DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s("g"))]);
         out.push((ApiKey::DeleteGroups, enc(del), 0, 2));
+        let hb = ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_member_id(s("m"))
+            .with_member_epoch(3)
+            .with_instance_id(Some(s("i")))
+            .with_rack_id(Some(s("r")))
+            .with_subscribed_topic_names(Some(vec![tn("a"), tn("b")]))
+            .with_subscribed_topic_regex(Some(s("x.*")))
+            .with_server_assignor(Some(s("range")))
+            .with_topic_partitions(Some(vec![
+                consumer_group_heartbeat_request::TopicPartitions::default()
+                    .with_topic_id(uuid::Uuid::from_u128(9))
+                    .with_partitions(vec![0, 1]),
+            ]));
+        let hb_v0 = hb.clone().with_subscribed_topic_regex(None);
+        out.push((
+            ApiKey::ConsumerGroupHeartbeat,
+            Box::new(move |v| {
+                if v >= 1 {
+                    enc(hb.clone())(v)
+                } else {
+                    enc(hb_v0.clone())(v)
+                }
+            }),
+            0,
+            1,
+        ));
+        let cgd = ConsumerGroupDescribeRequest::default()
+            .with_group_ids(vec![GroupId(s("g")), GroupId(s("h"))])
+            .with_include_authorized_operations(true);
+        out.push((ApiKey::ConsumerGroupDescribe, enc(cgd), 0, 1));
         let mut ld = DescribeLogDirsRequest::default();
         let mut ldt = describe_log_dirs_request::DescribableLogDirTopic::default();
         ldt.topic = TopicName(s("t"));
