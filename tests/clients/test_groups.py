@@ -30,9 +30,9 @@ def gbroker():
 class Member:
     """A group_member.py process and the events it printed."""
 
-    def __init__(self, broker, topic, group, instance=None, session_ms=6000):
+    def __init__(self, broker, topic, group, instance=None, session_ms=6000, protocol="classic"):
         cmd = [sys.executable, os.path.join(HERE, "group_member.py"), broker.bootstrap, topic, group,
-               "--session-ms", str(session_ms)]
+               "--session-ms", str(session_ms), "--protocol", protocol]
         if instance:
             cmd += ["--instance", instance]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
@@ -51,11 +51,12 @@ class Member:
             return list(self.events)
 
     def assignment(self):
-        """Partitions held now, from the assign/revoke events."""
+        """Partitions held now, from the assign/revoke events (the classic
+        protocol revokes everything before it assigns anew)."""
         held = set()
         for e in self.snapshot():
             if e["ev"] == "assigned":
-                held = set(e["partitions"])
+                held |= set(e["partitions"])
             elif e["ev"] == "revoked":
                 held -= set(e["partitions"])
         return held

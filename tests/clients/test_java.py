@@ -51,3 +51,10 @@ def test_java_reads_a_compacted_topic_across_what_the_cleaner_removed(classpath)
     from conftest import running_broker
     with running_broker(["log.cleaner.backoff.ms=200"]) as broker:
         run(classpath, "CompactedCheck", broker)
+
+
+def test_java_consumer_protocol_group(classpath):
+    """group.protocol=consumer (KIP-848): the coordinator assigns."""
+    from conftest import running_broker
+    with running_broker(["group.consumer.heartbeat.interval.ms=500"]) as broker:
+        run(classpath, "ConsumerProtocolCheck", broker)
