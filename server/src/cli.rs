@@ -927,21 +927,41 @@ fn group_list(t: &Target) -> Result<(), Failure> {
     if t.json {
         let v: Vec<_> = described
             .iter()
-            .map(|(g, (state, members))| json!({"group": g, "state": state, "members": members}))
+            .map(|(g, d)| json!({"group": g, "protocol": d.protocol, "state": d.state, "members": d.members}))
             .collect();
         println!("{}", serde_json::Value::Array(v));
     } else {
         let rows: Vec<Vec<String>> = described
             .iter()
-            .map(|(g, (state, members))| vec![g.clone(), state.clone(), members.to_string()])
+            .map(|(g, d)| {
+                vec![
+                    g.clone(),
+                    d.protocol.to_string(),
+                    d.state.clone(),
+                    d.members.to_string(),
+                ]
+            })
             .collect();
-        table(&["GROUP", "STATE", "MEMBERS"], &rows);
+        table(&["GROUP", "PROTOCOL", "STATE", "MEMBERS"], &rows);
     }
     Ok(())
 }
 
-/// State and member count of each group.
-fn describe_groups(conn: &mut Connection, groups: &[String]) -> Result<BTreeMap<String, (String, usize)>, Failure> {
+/// A group as `group list` and `group describe` show it.
+#[derive(Debug, Clone, Default)]
+struct GroupSummary {
+    /// `classic`, or `consumer` (KIP-848).
+    protocol: &'static str,
+    state: String,
+    members: usize,
+    /// A consumer-protocol group's epochs, assignor and members.
+    consumer: Option<kafka_protocol::messages::consumer_group_describe_response::DescribedGroup>,
+}
+
+/// Each group's protocol, state and members: DescribeGroups, and
+/// ConsumerGroupDescribe for the groups it says are not classic.
+fn describe_groups(conn: &mut Connection, groups: &[String]) -> Result<BTreeMap<String, GroupSummary>, Failure> {
+    use kafka_protocol::messages::{ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse};
     let mut out = BTreeMap::new();
     if groups.is_empty() {
         return Ok(out);
@@ -949,27 +969,111 @@ fn describe_groups(conn: &mut Connection, groups: &[String]) -> Result<BTreeMap<
     let mut req = DescribeGroupsRequest::default();
     req.groups = groups.iter().map(|g| GroupId(s(g))).collect();
     let resp: DescribeGroupsResponse = conn.call(ApiKey::DescribeGroups, 5, &req)?;
+    let mut others = Vec::new();
     for g in resp.groups {
+        if g.error_code == kafka_protocol::ResponseError::GroupIdNotFound.code() {
+            others.push(g.group_id);
+            continue;
+        }
         if g.error_code != 0 {
             return Err(refused(&format!("group `{}`", &*g.group_id), g.error_code, None));
         }
-        out.insert(g.group_id.to_string(), (g.group_state.to_string(), g.members.len()));
+        let summary = GroupSummary {
+            protocol: "classic",
+            state: g.group_state.to_string(),
+            members: g.members.len(),
+            consumer: None,
+        };
+        out.insert(g.group_id.to_string(), summary);
+    }
+    if !others.is_empty() {
+        let mut req = ConsumerGroupDescribeRequest::default();
+        req.group_ids = others;
+        let resp: ConsumerGroupDescribeResponse = conn.call(ApiKey::ConsumerGroupDescribe, 0, &req)?;
+        for g in resp.groups {
+            if g.error_code != 0 {
+                return Err(refused(
+                    &format!("group `{}`", &*g.group_id),
+                    g.error_code,
+                    g.error_message.as_ref(),
+                ));
+            }
+            let summary = GroupSummary {
+                protocol: "consumer",
+                state: g.group_state.to_string(),
+                members: g.members.len(),
+                consumer: None,
+            };
+            out.insert(
+                g.group_id.to_string(),
+                GroupSummary {
+                    consumer: Some(g),
+                    ..summary
+                },
+            );
+        }
     }
     Ok(out)
+}
+
+/// `topic-partition` names of a consumer-protocol assignment.
+fn assignment_names(a: &kafka_protocol::messages::consumer_group_describe_response::Assignment) -> Vec<String> {
+    a.topic_partitions
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(move |p| format!("{}-{p}", &*t.topic_name)))
+        .collect()
 }
 
 fn group_describe(t: &Target, group: &str) -> Result<(), Failure> {
     let mut conn = connect(&t.brokers)?;
     let described = describe_groups(&mut conn, &[group.to_string()])?;
-    let (state, members) = described.get(group).cloned().unwrap_or_default();
+    let d = described.get(group).cloned().unwrap_or_default();
     let rows = sluice_tools::lag(&coordinator(t, group)?, &[group.to_string()])?;
+    let members: Vec<_> = d
+        .consumer
+        .iter()
+        .flat_map(|c| &c.members)
+        .map(|m| {
+            json!({"member_id": m.member_id.as_str(), "instance_id": m.instance_id.as_deref(),
+                   "client_id": m.client_id.as_str(), "member_epoch": m.member_epoch,
+                   "assigned": assignment_names(&m.assignment), "target": assignment_names(&m.target_assignment)})
+        })
+        .collect();
     if t.json {
-        println!(
-            "{}",
-            json!({"group": group, "state": state, "members": members, "partitions": rows})
-        );
+        let mut v = json!({"group": group, "protocol": d.protocol, "state": d.state, "members": d.members,
+                           "partitions": rows});
+        if let Some(c) = &d.consumer {
+            v["group_epoch"] = json!(c.group_epoch);
+            v["assignment_epoch"] = json!(c.assignment_epoch);
+            v["assignor"] = json!(c.assignor_name.as_str());
+            v["member_assignments"] = json!(members);
+        }
+        println!("{v}");
     } else {
-        println!("group {group}: {state}, {members} member(s)");
+        println!(
+            "group {group}: {} ({} protocol), {} member(s)",
+            d.state, d.protocol, d.members
+        );
+        if let Some(c) = &d.consumer {
+            println!(
+                "group epoch {}, assignment epoch {}, assignor {}",
+                c.group_epoch, c.assignment_epoch, &*c.assignor_name
+            );
+            let member_rows: Vec<Vec<String>> = c
+                .members
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.member_id.to_string(),
+                        m.instance_id.as_deref().unwrap_or("-").to_string(),
+                        m.member_epoch.to_string(),
+                        assignment_names(&m.assignment).join(","),
+                        assignment_names(&m.target_assignment).join(","),
+                    ]
+                })
+                .collect();
+            table(&["MEMBER", "INSTANCE", "EPOCH", "ASSIGNED", "TARGET"], &member_rows);
+        }
         print!("{}", sluice_tools::table(&rows));
     }
     Ok(())

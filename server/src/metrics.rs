@@ -610,6 +610,28 @@ impl Report {
             MetricType::Gauge,
             groups().map(|g| (vec![label("group", &g.group)], gauge(g.members as i64))),
         )?;
+        let consumer = || groups().filter_map(|g| g.consumer.map(|c| (g.group.as_str(), c)));
+        family(
+            e,
+            "sluice_consumer_group_epoch",
+            "Group epoch of each consumer-protocol (KIP-848) group: it grows with every change of members, subscriptions or subscribed topics.",
+            MetricType::Gauge,
+            consumer().map(|(g, (epoch, _, _))| (vec![label("group", g)], gauge(i64::from(epoch)))),
+        )?;
+        family(
+            e,
+            "sluice_consumer_group_assignment_epoch",
+            "The group epoch of each consumer-protocol group's current target assignment.",
+            MetricType::Gauge,
+            consumer().map(|(g, (_, epoch, _))| (vec![label("group", g)], gauge(i64::from(epoch)))),
+        )?;
+        family(
+            e,
+            "sluice_consumer_group_reconciling_members",
+            "Members of each consumer-protocol group not yet at their target assignment.",
+            MetricType::Gauge,
+            consumer().map(|(g, (_, _, n))| (vec![label("group", g)], gauge(n as i64))),
+        )?;
         let lag = self.group_lag();
         family(
             e,
@@ -673,10 +695,19 @@ pub fn shard_report(shard: &crate::node::Shard) -> ShardReport {
     }
     for h in shard.services.groups.all() {
         let g = h.group.borrow();
+        let consumer = g
+            .consumer
+            .as_ref()
+            .map(|c| (c.epoch, c.assignment_epoch, c.reconciling() as u64));
         r.groups.push(GroupReport {
             group: g.id.to_string(),
-            state: g.state.name().to_string(),
-            members: g.members.len() as u64,
+            state: g
+                .consumer
+                .as_ref()
+                .map_or(g.state.name(), |c| c.state_name())
+                .to_string(),
+            members: g.consumer.as_ref().map_or(g.members.len(), |c| c.members.len()) as u64,
+            consumer,
             committed: g
                 .offsets
                 .iter()
@@ -728,6 +759,7 @@ mod tests {
                     state: "Empty".into(),
                     members: 0,
                     committed: vec![("t".into(), 0, 40), ("t".into(), 1, 50), ("t".into(), 2, 0)],
+                    consumer: Some((7, 6, 2)),
                 }],
                 ..Default::default()
             }],
@@ -736,6 +768,15 @@ mod tests {
         assert_eq!(report.group_lag(), vec![("g".to_string(), 60, 60)]);
         let text = report.encode().unwrap_or_default();
         assert!(text.contains("sluice_consumer_group_lag{group=\"g\"} 60"), "{text}");
+        assert!(text.contains("sluice_consumer_group_epoch{group=\"g\"} 7"), "{text}");
+        assert!(
+            text.contains("sluice_consumer_group_assignment_epoch{group=\"g\"} 6"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sluice_consumer_group_reconciling_members{group=\"g\"} 2"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"));
         assert!(text.contains("# TYPE sluice_requests counter\n"));
         let classic = to_classic(&text);

@@ -61,7 +61,7 @@ def test_group_and_cluster_commands(broker):
 
     rc, out, _ = cli(broker, "group", "list", "--json")
     assert rc == 0
-    assert {"group": "cli-group", "state": "Empty", "members": 0} in json.loads(out)
+    assert {"group": "cli-group", "protocol": "classic", "state": "Empty", "members": 0} in json.loads(out)
     rc, out, _ = cli(broker, "group", "describe", "cli-group", "--json")
     assert rc == 0
     d = json.loads(out)

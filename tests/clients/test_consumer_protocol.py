@@ -4,6 +4,7 @@ assigns, members move one partition at a time, and nobody else stops.
 
 The broker heartbeats members every 500 ms and expires a session after
 6 s, so takeovers can be timed."""
+import json
 import threading
 import time
 
@@ -11,8 +12,10 @@ import pytest
 from confluent_kafka import Consumer, ConsumerGroupState, ConsumerGroupType, KafkaError, Producer
 from confluent_kafka.admin import AdminClient
 
-from conftest import create, running_broker, wait_for
+from conftest import create, free_port, running_broker, wait_for
+from test_cli import cli
 from test_groups import Member, wait_until
+from test_ops import get, sample
 
 HEARTBEAT_MS = 500
 SESSION_MS = 6000
@@ -202,7 +205,13 @@ def test_a_pattern_subscription_picks_up_a_new_matching_topic(kbroker):
         m.stop()
 
 
-def test_admin_sees_the_group_and_a_classic_member_is_refused(kbroker):
+def test_admin_sees_the_group_and_a_classic_member_is_refused():
+    port = free_port()
+    with running_broker(SETTINGS + [f"sluice.admin.listen=127.0.0.1:{port}"]) as kbroker:
+        admin_checks(kbroker, port)
+
+
+def admin_checks(kbroker, port):
     create(kbroker, "ad", 3)
     m = Member(kbroker, "ad", "admin848", protocol="consumer")
     try:
@@ -220,6 +229,22 @@ def test_admin_sees_the_group_and_a_classic_member_is_refused(kbroker):
         assert len(d.members) == 1
         assert sorted(tp.partition for tp in d.members[0].assignment.topic_partitions) == [0, 1, 2]
         assert d.members[0].target_assignment is not None
+        # The CLI shows the protocol, the epochs and each member's target.
+        rc, out, err = cli(kbroker, "group", "describe", "admin848", "--json")
+        assert rc == 0, err
+        shown = json.loads(out)
+        assert shown["protocol"] == "consumer" and shown["state"] == "Stable" and shown["assignor"] == "uniform"
+        assert shown["group_epoch"] == shown["assignment_epoch"] >= 1
+        [member] = shown["member_assignments"]
+        assert sorted(member["assigned"]) == sorted(member["target"]) == ["ad-0", "ad-1", "ad-2"]
+        rc, out, err = cli(kbroker, "group", "list", "--json")
+        assert {"group": "admin848", "protocol": "consumer", "state": "Stable", "members": 1} in json.loads(out)
+        status, metrics = get(port, "/metrics")
+        assert status == 200
+        assert sample(metrics, "sluice_consumer_group_epoch", group="admin848") == shown["group_epoch"]
+        assert sample(metrics, "sluice_consumer_group_assignment_epoch", group="admin848") == shown["group_epoch"]
+        assert sample(metrics, "sluice_consumer_group_members", group="admin848") == 1
+        assert sample(metrics, "sluice_consumer_groups", state="Stable") == 1
 
         # A classic member cannot join a consumer-protocol group.
         c = Consumer({"bootstrap.servers": kbroker.bootstrap, "group.id": "admin848", "session.timeout.ms": 6000})

@@ -201,6 +201,9 @@ pub struct GroupReport {
     pub state: String,
     pub members: u64,
     pub committed: Vec<(String, i32, i64)>,
+    /// A consumer-protocol group's group epoch, assignment epoch and
+    /// members not yet at their target.
+    pub consumer: Option<(i32, i32, u64)>,
 }
 
 /// The log cleaner's passes on one shard, summed.

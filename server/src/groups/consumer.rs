@@ -691,15 +691,20 @@ impl ConsumerGroup {
             "Empty"
         } else if self.epoch > self.assignment_epoch {
             "Assigning"
-        } else if self
-            .members
-            .values()
-            .any(|m| m.epoch >= 0 && (m.epoch != self.assignment_epoch || m.state != MemberState::Stable))
-        {
+        } else if self.reconciling() > 0 {
             "Reconciling"
         } else {
             "Stable"
         }
+    }
+
+    /// Members not yet at their target assignment (a static member away
+    /// for now does not count).
+    pub fn reconciling(&self) -> usize {
+        self.members
+            .values()
+            .filter(|m| m.epoch >= 0 && (m.epoch != self.assignment_epoch || m.state != MemberState::Stable))
+            .count()
     }
 
     /// Checks a member's offset commit (OffsetCommit, TxnOffsetCommit):

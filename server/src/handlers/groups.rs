@@ -1,8 +1,9 @@
 //! Consumer-group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat,
 //! LeaveGroup, OffsetCommit, OffsetFetch, OffsetDelete, ListGroups,
-//! DescribeGroups and DeleteGroups. Each request is decoded on the
-//! connection's shard and its group work runs on the group's coordinator
-//! shard (see [`crate::groups`]).
+//! DescribeGroups and DeleteGroups (for groups of either protocol; the
+//! consumer protocol's own APIs are in `consumer_groups`). Each request is
+//! decoded on the connection's shard and its group work runs on the
+//! group's coordinator shard (see [`crate::groups`]).
 
 use std::sync::Arc;
 use std::time::Instant;
