@@ -66,14 +66,16 @@ def commit(m):
     """Commits past `m`. Under the consumer protocol a commit sent just as
     the member's epoch moves is refused (STALE_MEMBER_EPOCH, as Kafka
     does); it is sent again once the member heartbeated, unless the
-    partition has gone meanwhile."""
-    for _ in range(50):
+    partition has gone meanwhile. So is one refused with a retriable error
+    (the coordinator moving)."""
+    for _ in range(300):
         try:
             c.commit(message=m, asynchronous=False)
             emit(ev="committed", p=m.partition(), o=m.offset() + 1)
             return
         except KafkaException as e:
-            if e.args[0].code() != KafkaError.STALE_MEMBER_EPOCH:
+            err = e.args[0]
+            if err.code() != KafkaError.STALE_MEMBER_EPOCH and not err.retriable():
                 raise
             emit(ev="commit_retry", p=m.partition(), error=str(e))
             time.sleep(0.1)

@@ -299,3 +299,51 @@ def test_the_group_survives_a_coordinator_restart_without_a_rebalance(kbroker):
             load.stop()
         for m in ms:
             m.stop()
+
+
+def test_the_group_carries_on_when_its_coordinators_broker_is_killed():
+    """Three nodes, `__consumer_offsets` on all three: the group's
+    coordinator is killed (kill -9); the new one replays the group, and
+    its members keep their partitions, epochs and commits."""
+    from types import SimpleNamespace
+
+    from test_cluster import admin as node_admin
+    from test_cluster import create as create_rf3
+    from test_cluster import running_cluster
+
+    with running_cluster(SETTINGS) as cluster:
+        topic, parts = "ck848", 4
+        create_rf3(cluster.node(1), topic, partitions=parts)
+        boot = SimpleNamespace(bootstrap=",".join(n.bootstrap for n in cluster.nodes))
+        load = Steady(boot, topic, parts, every=0.01)
+        ms = [Member(boot, topic, "cluster848", protocol="consumer") for _ in range(2)]
+        try:
+            wait_until(lambda: all(len(m.assignment()) == 2 for m in ms), 60, "two members with two each")
+            time.sleep(1)
+            a = node_admin(cluster.node(1))  # must outlive its futures
+            before = a.describe_consumer_groups(["cluster848"])["cluster848"].result(timeout=10)
+            coordinator = before.coordinator.id
+            held = [m.assignment() for m in ms]
+            marks = [len(m.snapshot()) for m in ms]
+            cluster.node(coordinator).kill9()
+            time.sleep(2)
+            end = load.stop()
+            wait_until(lambda: all((p, o) in seen(ms) for p in range(parts) for o in range(end.get(p, 0))),
+                       90, "every record consumed after the coordinator's kill")
+            live = next(n for n in cluster.nodes if n.proc is not None)
+            a = node_admin(live)
+            after = a.describe_consumer_groups(["cluster848"])["cluster848"].result(timeout=10)
+            assert after.coordinator.id != coordinator
+            assert {x.member_id for x in after.members} == {x.member_id for x in before.members}
+            for m, h, mark in zip(ms, held, marks):
+                assert m.assignment() == h
+                later = [e["ev"] for e in m.snapshot()[mark:]]
+                assert "revoked" not in later and "assigned" not in later, later
+            # Commits kept: nothing was read twice.
+            everything = [x for m in ms for x in m.messages()]
+            assert len(everything) == len(set(everything))
+        finally:
+            if not load.stopping.is_set():
+                load.stop()
+            for m in ms:
+                m.stop()
