@@ -10,7 +10,7 @@ clock time "t":
   {"ev": "committed", "p": P, "o": O}      after a synchronous commit of O
 
 Usage: group_member.py BOOTSTRAP TOPIC GROUP [--instance ID] [--session-ms N]
-       [--protocol classic|consumer]
+       [--protocol classic|consumer] [--heartbeat-ms N] [--auto-commit]
 With --protocol consumer (KIP-848) the coordinator assigns and times the
 session; a TOPIC starting with ^ is a pattern.
 """
@@ -29,6 +29,8 @@ ap.add_argument("group")
 ap.add_argument("--instance")
 ap.add_argument("--session-ms", type=int, default=6000)
 ap.add_argument("--protocol", default="classic")
+ap.add_argument("--heartbeat-ms", type=int, default=300, help="classic protocol only")
+ap.add_argument("--auto-commit", action="store_true", help="commit in the background, not after each record")
 a = ap.parse_args()
 
 stop = [False]
@@ -44,14 +46,14 @@ conf = {
     "bootstrap.servers": a.bootstrap,
     "group.id": a.group,
     "auto.offset.reset": "earliest",
-    "enable.auto.commit": False,
+    "enable.auto.commit": a.auto_commit,
     "enable.partition.eof": False,
 }
 if a.protocol == "consumer":
     conf["group.protocol"] = "consumer"
 else:
     conf["session.timeout.ms"] = a.session_ms
-    conf["heartbeat.interval.ms"] = 300
+    conf["heartbeat.interval.ms"] = a.heartbeat_ms
 if a.instance:
     conf["group.instance.id"] = a.instance
 c = Consumer(conf)
@@ -92,6 +94,7 @@ while not stop[0]:
         emit(ev="error", error=str(m.error()))
         continue
     emit(ev="msg", p=m.partition(), o=m.offset())
-    commit(m)
+    if not a.auto_commit:
+        commit(m)
 c.close()
 emit(ev="closed")

@@ -985,6 +985,26 @@ mod tests {
     }
 
     #[test]
+    fn added_partitions_and_a_deleted_topic_change_the_assignment() {
+        let c = cfg();
+        let now = Instant::now();
+        let mut g = ConsumerGroup::default();
+        let mut out = Vec::new();
+        let two = snapshot(&[("t", 1, 2), ("u", 2, 1)]);
+        let a = g.heartbeat(join("a", &["t", "u"]), &two, now, &c, &mut out).unwrap();
+        let mut ca = Client::joined(a);
+        assert_eq!(ca.owned.len(), 3);
+        let epoch = g.epoch;
+        let grown = snapshot(&[("t", 1, 4), ("u", 2, 1)]);
+        ca.heartbeat(&mut g, "a", &grown, now);
+        assert_eq!(ca.owned.len(), 5);
+        assert!(g.epoch > epoch);
+        let deleted = snapshot(&[("t", 1, 4)]);
+        ca.heartbeat(&mut g, "a", &deleted, now);
+        assert_eq!(ca.owned, (0..4).map(|p| (Uuid::from_u128(1), p)).collect::<Parts>());
+    }
+
+    #[test]
     fn a_pattern_picks_up_a_new_topic() {
         let c = cfg();
         let now = Instant::now();

@@ -391,6 +391,7 @@ async fn fetch_offsets(
     group_id: String,
     topics: Option<Vec<(String, Vec<i32>)>>,
     require_stable: bool,
+    member: Option<(String, i32)>,
 ) -> Result<Vec<FetchedTopic>, ErrorCode> {
     if group_id.is_empty() {
         return Err(ErrorCode::InvalidGroupId);
@@ -398,6 +399,16 @@ async fn fetch_offsets(
     on_coordinator(shard, &group_id.clone(), move |shard, _| async move {
         let h = shard.services.groups.get(&group_id);
         let g = h.as_ref().map(|h| h.group.borrow());
+        // v9+: a consumer-protocol member's fetch carries its id and
+        // epoch, checked as a commit's are.
+        if let Some((member_id, epoch)) = &member
+            && let Some(e) = g
+                .as_ref()
+                .and_then(|g| g.consumer.as_ref())
+                .and_then(|c| c.check_commit(member_id, *epoch))
+        {
+            return Err(e);
+        }
         let get = |topic: &str, p: i32| -> (i32, Option<OffsetValue>, i16) {
             let key = (Arc::<str>::from(topic), p);
             match &g {
@@ -408,7 +419,7 @@ async fn fetch_offsets(
                 None => (p, None, 0),
             }
         };
-        match topics {
+        Ok(match topics {
             Some(topics) => topics
                 .into_iter()
                 .map(|(t, parts)| {
@@ -432,9 +443,9 @@ async fn fetch_offsets(
                     })
                     .collect()
             }
-        }
+        })
     })
-    .await
+    .await?
 }
 
 /// Builds OffsetFetch topics in either layout (v8+ per group, or the older
@@ -479,7 +490,12 @@ pub async fn offset_fetch(ctx: Ctx, body: BytesMut) -> Outcome {
             });
             let mut out = OffsetFetchResponseGroup::default();
             out.group_id = g.group_id.clone();
-            match fetch_offsets(&ctx.shard, g.group_id.0.to_string(), topics, req.require_stable).await {
+            let member = g
+                .member_id
+                .as_ref()
+                .filter(|_| g.member_epoch >= 0)
+                .map(|m| (m.to_string(), g.member_epoch));
+            match fetch_offsets(&ctx.shard, g.group_id.0.to_string(), topics, req.require_stable, member).await {
                 Err(e) => out.error_code = e.code(),
                 Ok(found) => {
                     out.topics =
@@ -496,7 +512,15 @@ pub async fn offset_fetch(ctx: Ctx, body: BytesMut) -> Outcome {
             .collect::<Vec<_>>()
     });
     let require_stable = ctx.version >= 7 && req.require_stable;
-    match fetch_offsets(&ctx.shard, req.group_id.0.to_string(), topics.clone(), require_stable).await {
+    match fetch_offsets(
+        &ctx.shard,
+        req.group_id.0.to_string(),
+        topics.clone(),
+        require_stable,
+        None,
+    )
+    .await
+    {
         Ok(found) => {
             resp.topics = fetched_topics!(
                 found,
