@@ -58,3 +58,11 @@ def test_java_consumer_protocol_group(classpath):
     from conftest import running_broker
     with running_broker(["group.consumer.heartbeat.interval.ms=500"]) as broker:
         run(classpath, "ConsumerProtocolCheck", broker)
+
+
+def test_java_consumer_protocol_group_on_a_three_node_cluster(classpath):
+    """The same check against three nodes: the group's coordinator, the
+    topic's leaders and the bootstrap broker are different brokers."""
+    from test_cluster import running_cluster
+    with running_cluster(["group.consumer.heartbeat.interval.ms=500"]) as cluster:
+        run(classpath, "ConsumerProtocolCheck", cluster.node(1))

@@ -1,5 +1,6 @@
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.Collection;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
@@ -9,6 +10,7 @@ import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.ConsumerGroupDescription;
 import org.apache.kafka.clients.admin.MemberDescription;
 import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.consumer.ConsumerRebalanceListener;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
@@ -32,6 +34,31 @@ public final class ConsumerProtocolCheck {
         return new KafkaConsumer<>(Check.props(bs, "group.id", GROUP, "group.protocol", "consumer",
                 "group.remote.assignor", "range", "enable.auto.commit", "false", "auto.offset.reset", "earliest",
                 "key.deserializer", Check.STR_DE, "value.deserializer", Check.STR_DE));
+    }
+
+    /** Subscribes `c`, committing what it read of partitions before they are taken away. */
+    static void subscribe(KafkaConsumer<String, String> c) {
+        c.subscribe(List.of(TOPIC), new ConsumerRebalanceListener() {
+            @Override
+            public void onPartitionsRevoked(Collection<TopicPartition> partitions) {
+                // A commit sent as the member's epoch moves is refused
+                // (STALE_MEMBER_EPOCH, as by Kafka 4.0): send it again.
+                for (int attempt = 1; ; attempt++) {
+                    try {
+                        c.commitSync();
+                        return;
+                    } catch (org.apache.kafka.common.KafkaException e) {
+                        if (attempt == 5) {
+                            throw e;
+                        }
+                        System.err.println("commit on revocation, attempt " + attempt + ": " + e);
+                    }
+                }
+            }
+
+            @Override
+            public void onPartitionsAssigned(Collection<TopicPartition> partitions) {}
+        });
     }
 
     static void produce(String bs, int from, int to) {
@@ -76,7 +103,7 @@ public final class ConsumerProtocolCheck {
         List<KafkaConsumer<String, String>> members = new ArrayList<>();
         for (int i = 0; i < 3; i++) {
             KafkaConsumer<String, String> c = consumer(bs);
-            c.subscribe(List.of(TOPIC));
+            subscribe(c);
             members.add(c);
         }
         long deadline = System.currentTimeMillis() + 60_000;
