@@ -142,6 +142,10 @@ pub struct ConsumerGroup {
     revoke_by: HashMap<String, Instant>,
     /// Compiled subscription patterns.
     patterns: HashMap<String, regex::Regex>,
+    /// The metadata version and group epoch at which the subscribed
+    /// topics were last compared: a heartbeat that finds both unchanged
+    /// skips the comparison (and its pattern matching over every topic).
+    checked: Option<(u64, i32)>,
 }
 
 fn millis(ms: u64) -> Duration {
@@ -452,11 +456,14 @@ impl ConsumerGroup {
     ) -> Result<Answer, Refusal> {
         self.sessions
             .insert(id.to_string(), now + millis(cfg.consumer_session_timeout_ms));
-        let topics = self.subscribed(snapshot);
-        if topics != self.topics {
-            self.bump(topics, now, cfg, out);
+        if self.checked != Some((snapshot.version, self.epoch)) {
+            let topics = self.subscribed(snapshot);
+            if topics != self.topics {
+                self.bump(topics, now, cfg, out);
+            }
         }
         self.refresh_target(snapshot, now, cfg, out);
+        self.checked = Some((snapshot.version, self.epoch));
         let before = self.members.get(id).map(|m| m.assigned.clone());
         self.reconcile(id, owned, now, cfg, out);
         let Some(m) = self.members.get(id) else {
@@ -744,7 +751,12 @@ mod tests {
     use crate::meta::TopicMeta;
 
     fn snapshot(topics: &[(&str, u128, i32)]) -> Snapshot {
-        let mut s = Snapshot::default();
+        // Each made snapshot is a new metadata version, as the broker's.
+        static VERSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let mut s = Snapshot {
+            version: VERSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            ..Snapshot::default()
+        };
         for (name, id, n) in topics {
             let t = TopicMeta {
                 name: Arc::from(*name),
