@@ -324,7 +324,8 @@ impl ConsumerGroup {
             client_id: req.client_id.clone(),
             client_host: req.client_host.clone(),
             topics: req.topics.clone().unwrap_or_default(),
-            regex: req.regex.clone(),
+            // An empty pattern is no pattern (librdkafka sends one).
+            regex: req.regex.clone().filter(|r| !r.is_empty()),
             assignor: req.assignor.clone(),
             rebalance_timeout_ms: req.rebalance_timeout_ms,
             epoch: 0,
@@ -994,6 +995,29 @@ mod tests {
         assert!(!g.members.contains_key("a"));
         cb.heartbeat(&mut g, "b", &s, expiry);
         assert_eq!(cb.owned.len(), 4);
+    }
+
+    #[test]
+    fn an_empty_pattern_is_no_pattern_and_starts_no_rebalance() {
+        // librdkafka sends "" as its pattern on every full heartbeat.
+        let s = snapshot(&[("t", 1, 2)]);
+        let c = cfg();
+        let now = Instant::now();
+        let mut g = ConsumerGroup::default();
+        let mut out = Vec::new();
+        let mut j = join("a", &["t"]);
+        j.regex = Some(String::new());
+        let a = g.heartbeat(j, &s, now, &c, &mut out).unwrap();
+        assert_eq!(g.members["a"].regex, None);
+        let epoch = g.epoch;
+        let mut again = beat("a", a.epoch, &a.assignment.unwrap());
+        again.topics = Some(vec!["t".into()]);
+        again.regex = Some(String::new());
+        g.heartbeat(again, &s, now, &c, &mut out).unwrap();
+        assert_eq!(
+            g.epoch, epoch,
+            "a heartbeat repeating the subscription bumped the epoch"
+        );
     }
 
     #[test]
