@@ -116,8 +116,8 @@ pub struct Heartbeat {
 pub struct Answer {
     pub member_id: String,
     pub epoch: i32,
-    /// Sent when it changed, on a join, or when what the member reports
-    /// owning differs from it.
+    /// Sent when it changed, on a join or a full request, or when what
+    /// the member reports owning differs from it.
     pub assignment: Option<Parts>,
 }
 
@@ -266,7 +266,12 @@ impl ConsumerGroup {
             _ => {
                 self.check_epoch(&req)?;
                 self.update(&req, now, cfg, out);
-                self.after(&req.member_id, req.owned.as_ref(), false, snapshot, now, cfg, out)
+                // A full request (a client starting over after an error,
+                // as Kafka tells them apart) gets the assignment too.
+                let full = req.rebalance_timeout_ms != -1
+                    && (req.topics.is_some() || req.regex.is_some())
+                    && req.owned.is_some();
+                self.after(&req.member_id, req.owned.as_ref(), full, snapshot, now, cfg, out)
             }
         }
     }
@@ -449,7 +454,7 @@ impl ConsumerGroup {
         &mut self,
         id: &str,
         owned: Option<&Parts>,
-        joined: bool,
+        full: bool,
         snapshot: &Snapshot,
         now: Instant,
         cfg: &GroupConfig,
@@ -475,7 +480,7 @@ impl ConsumerGroup {
         Ok(Answer {
             member_id: id.to_string(),
             epoch: m.epoch,
-            assignment: (joined || changed || differs).then(|| m.assigned.clone()),
+            assignment: (full || changed || differs).then(|| m.assigned.clone()),
         })
     }
 
@@ -995,6 +1000,24 @@ mod tests {
         assert!(!g.members.contains_key("a"));
         cb.heartbeat(&mut g, "b", &s, expiry);
         assert_eq!(cb.owned.len(), 4);
+    }
+
+    #[test]
+    fn a_full_request_gets_the_assignment_and_a_plain_heartbeat_does_not() {
+        let s = snapshot(&[("t", 1, 2)]);
+        let c = cfg();
+        let now = Instant::now();
+        let mut g = ConsumerGroup::default();
+        let mut out = Vec::new();
+        let a = g.heartbeat(join("a", &["t"]), &s, now, &c, &mut out).unwrap();
+        let owned = a.assignment.clone().unwrap();
+        let plain = g.heartbeat(beat("a", a.epoch, &owned), &s, now, &c, &mut out).unwrap();
+        assert_eq!(plain.assignment, None);
+        let mut full = beat("a", a.epoch, &owned);
+        full.rebalance_timeout_ms = 5000;
+        full.topics = Some(vec!["t".into()]);
+        let again = g.heartbeat(full, &s, now, &c, &mut out).unwrap();
+        assert_eq!(again.assignment, Some(owned));
     }
 
     #[test]
