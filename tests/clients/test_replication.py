@@ -35,8 +35,11 @@ def create(node, name, partitions=1, rf=3, configs=None):
     fs = a.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=rf,
                                    config=configs or {})], request_timeout=20)
     fs[name].result(timeout=25)
-    wait_for("leaders everywhere", lambda: all(
-        p.leader >= 0 for p in metadata(node).topics[name].partitions.values()))
+    def led():
+        # The answering broker may not list the new topic yet.
+        t = metadata(node).topics.get(name)
+        return t is not None and all(p.leader >= 0 for p in t.partitions.values())
+    wait_for("leaders everywhere", led)
 
 
 def partition_view(node, topic, p=0):

@@ -54,8 +54,14 @@ async function consume(group, members, seen, want) {
     });
     consumers.push(c);
   }
+  // Every record read, and the members' last assignments settled (a
+  // rebalance may still run after the last record arrived).
+  const settled = () => {
+    const all = assigned.flatMap((s) => [...s]);
+    return all.length === PARTITIONS && new Set(all).size === PARTITIONS && assigned.every((s) => s.size > 0);
+  };
   const deadline = Date.now() + 60000;
-  while (seen.size < want && Date.now() < deadline) {
+  while ((seen.size < want || !settled()) && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 100));
   }
   check(seen.size === want, `read ${seen.size} of ${want}`);
