@@ -7,22 +7,17 @@
 mod common;
 
 use common::{Client, TestBroker};
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopics};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
-const INVALID_REQUEST: i16 = 42;
-const UNKNOWN_MEMBER_ID: i16 = 25;
-const GROUP_ID_NOT_FOUND: i16 = 69;
-const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
-const FENCED_MEMBER_EPOCH: i16 = 110;
-const UNRELEASED_INSTANCE_ID: i16 = 111;
-const UNSUPPORTED_ASSIGNOR: i16 = 112;
-const STALE_MEMBER_EPOCH: i16 = 113;
-const INVALID_REGULAR_EXPRESSION: i16 = 128;
-const UNSUPPORTED_VERSION: i16 = 35;
+/// The wire value of a Kafka error.
+fn code(e: ResponseError) -> i16 {
+    e.code()
+}
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
@@ -167,15 +162,24 @@ fn members_join_commit_at_their_epoch_and_the_group_survives_a_restart() {
     // A commit at a's epoch is taken; at another epoch it is stale; an
     // unknown member is refused.
     assert_eq!(commit(&mut c, "g", "member-a", epoch_a, "cg"), 0);
-    assert_eq!(commit(&mut c, "g", "member-a", epoch_a + 1, "cg"), STALE_MEMBER_EPOCH);
-    assert_eq!(commit(&mut c, "g", "nobody", epoch_a, "cg"), UNKNOWN_MEMBER_ID);
+    assert_eq!(
+        commit(&mut c, "g", "member-a", epoch_a + 1, "cg"),
+        code(ResponseError::StaleMemberEpoch)
+    );
+    assert_eq!(
+        commit(&mut c, "g", "nobody", epoch_a, "cg"),
+        code(ResponseError::UnknownMemberId)
+    );
     assert_eq!(
         commit(&mut c, "g", "", -1, "cg"),
-        UNKNOWN_MEMBER_ID,
+        code(ResponseError::UnknownMemberId),
         "a simple commit needs an empty group"
     );
     assert_eq!(fetch(&mut c, "g", "member-a", epoch_a, "cg"), (0, 5));
-    assert_eq!(fetch(&mut c, "g", "member-a", epoch_a + 3, "cg").0, STALE_MEMBER_EPOCH);
+    assert_eq!(
+        fetch(&mut c, "g", "member-a", epoch_a + 3, "cg").0,
+        code(ResponseError::StaleMemberEpoch)
+    );
     // a reports the two gone and moves to the new epoch; b then gets them.
     let a3 = heartbeat(&mut c, 1, &beat_req("g", "member-a", epoch_a, &kept));
     assert_eq!(a3.error_code, 0);
@@ -189,7 +193,7 @@ fn members_join_commit_at_their_epoch_and_the_group_survives_a_restart() {
     assert!(b_parts[0].1.iter().all(|p| !kept[0].1.contains(p)));
     // A heartbeat at a wrong epoch is fenced.
     let fenced = heartbeat(&mut c, 1, &beat_req("g", "member-a", epoch + 5, &kept));
-    assert_eq!(fenced.error_code, FENCED_MEMBER_EPOCH);
+    assert_eq!(fenced.error_code, code(ResponseError::FencedMemberEpoch));
 
     let d = describe(&mut c, "g");
     assert_eq!(d.error_code, 0);
@@ -202,7 +206,7 @@ fn members_join_commit_at_their_epoch_and_the_group_survives_a_restart() {
     let mut r = DescribeGroupsRequest::default();
     r.groups = vec![GroupId(s("g"))];
     let classic: DescribeGroupsResponse = c.call(ApiKey::DescribeGroups, 5, &r);
-    assert_eq!(classic.groups[0].error_code, GROUP_ID_NOT_FOUND);
+    assert_eq!(classic.groups[0].error_code, code(ResponseError::GroupIdNotFound));
 
     // A restart replays the group: same epochs, same members, and a's
     // heartbeat at its epoch is answered as before.
@@ -239,7 +243,7 @@ fn members_join_commit_at_their_epoch_and_the_group_survives_a_restart() {
     del.groups_names = vec![GroupId(s("g"))];
     let deleted: DeleteGroupsResponse = c.call(ApiKey::DeleteGroups, 2, &del);
     assert_eq!(deleted.results[0].error_code, 0);
-    assert_eq!(describe(&mut c, "g").error_code, GROUP_ID_NOT_FOUND);
+    assert_eq!(describe(&mut c, "g").error_code, code(ResponseError::GroupIdNotFound));
 }
 
 #[test]
@@ -247,41 +251,50 @@ fn bad_heartbeats_get_the_errors_clients_act_on() {
     let b = start(&[]);
     let mut c = b.client();
     common::create_topic(&mut c, "bad", 2);
-    let code = |c: &mut Client, version: i16, r: &ConsumerGroupHeartbeatRequest| heartbeat(c, version, r).error_code;
+    let answer = |c: &mut Client, version: i16, r: &ConsumerGroupHeartbeatRequest| heartbeat(c, version, r).error_code;
 
-    assert_eq!(code(&mut c, 1, &join_req("", "m", &["bad"])), INVALID_REQUEST);
     assert_eq!(
-        code(&mut c, 1, &join_req("g", "", &["bad"])),
-        INVALID_REQUEST,
+        answer(&mut c, 1, &join_req("", "m", &["bad"])),
+        code(ResponseError::InvalidRequest)
+    );
+    assert_eq!(
+        answer(&mut c, 1, &join_req("g", "", &["bad"])),
+        code(ResponseError::InvalidRequest),
         "v1 needs an id"
     );
     let mut no_timeout = join_req("g", "m", &["bad"]);
     no_timeout.rebalance_timeout_ms = -1;
-    assert_eq!(code(&mut c, 1, &no_timeout), INVALID_REQUEST);
+    assert_eq!(answer(&mut c, 1, &no_timeout), code(ResponseError::InvalidRequest));
     let mut no_subscription = join_req("g", "m", &[]);
     no_subscription.subscribed_topic_names = None;
-    assert_eq!(code(&mut c, 1, &no_subscription), INVALID_REQUEST);
+    assert_eq!(answer(&mut c, 1, &no_subscription), code(ResponseError::InvalidRequest));
     let mut owning = join_req("g", "m", &["bad"]);
     owning.topic_partitions = Some(vec![TopicPartitions::default()]);
-    assert_eq!(code(&mut c, 1, &owning), INVALID_REQUEST);
+    assert_eq!(answer(&mut c, 1, &owning), code(ResponseError::InvalidRequest));
     let mut static_leave = beat_req("g", "m", -2, &[]);
     static_leave.instance_id = None;
-    assert_eq!(code(&mut c, 1, &static_leave), INVALID_REQUEST);
+    assert_eq!(answer(&mut c, 1, &static_leave), code(ResponseError::InvalidRequest));
     let mut assignor = join_req("g", "m", &["bad"]);
     assignor.server_assignor = Some(s("sticky"));
-    assert_eq!(code(&mut c, 1, &assignor), UNSUPPORTED_ASSIGNOR);
+    assert_eq!(answer(&mut c, 1, &assignor), code(ResponseError::UnsupportedAssignor));
     let mut pattern = join_req("g", "m", &[]);
     pattern.subscribed_topic_regex = Some(s("(unclosed"));
-    assert_eq!(code(&mut c, 1, &pattern), INVALID_REGULAR_EXPRESSION);
-    assert_eq!(code(&mut c, 1, &beat_req("g", "ghost", 4, &[])), UNKNOWN_MEMBER_ID);
+    assert_eq!(
+        answer(&mut c, 1, &pattern),
+        code(ResponseError::InvalidRegularExpression)
+    );
+    assert_eq!(
+        answer(&mut c, 1, &beat_req("g", "ghost", 4, &[])),
+        code(ResponseError::UnknownMemberId)
+    );
 
     // A static member's instance id while it is active.
     let mut first = join_req("st", "s1", &["bad"]);
     first.instance_id = Some(s("i"));
-    assert_eq!(code(&mut c, 1, &first), 0);
+    assert_eq!(answer(&mut c, 1, &first), 0);
     let mut second = join_req("st", "s2", &["bad"]);
     second.instance_id = Some(s("i"));
-    assert_eq!(code(&mut c, 1, &second), UNRELEASED_INSTANCE_ID);
+    assert_eq!(answer(&mut c, 1, &second), code(ResponseError::UnreleasedInstanceId));
 
     // A classic member cannot join the consumer-protocol group.
     let mut p = join_group_request::JoinGroupRequestProtocol::default();
@@ -293,14 +306,14 @@ fn bad_heartbeats_get_the_errors_clients_act_on() {
     j.protocol_type = s("consumer");
     j.protocols = vec![p];
     let joined: JoinGroupResponse = c.call(ApiKey::JoinGroup, 5, &j);
-    assert_eq!(joined.error_code, INCONSISTENT_GROUP_PROTOCOL);
+    assert_eq!(joined.error_code, code(ResponseError::InconsistentGroupProtocol));
     // Nor a consumer-protocol member a classic group with members.
     let mut j2 = j.clone();
     j2.group_id = GroupId(s("classic"));
     let _: JoinGroupResponse = c.call(ApiKey::JoinGroup, 3, &j2);
     assert_eq!(
-        code(&mut c, 1, &join_req("classic", "m", &["bad"])),
-        INCONSISTENT_GROUP_PROTOCOL
+        answer(&mut c, 1, &join_req("classic", "m", &["bad"])),
+        code(ResponseError::InconsistentGroupProtocol)
     );
 }
 
@@ -313,6 +326,6 @@ fn the_protocol_switched_off_is_not_advertised_and_refused() {
     assert!(versions.api_keys.iter().any(|k| k.api_key == ApiKey::JoinGroup as i16));
     assert_eq!(
         heartbeat(&mut c, 1, &join_req("g", "m", &["t"])).error_code,
-        UNSUPPORTED_VERSION
+        code(ResponseError::UnsupportedVersion)
     );
 }

@@ -175,6 +175,10 @@ impl ConsumerGroup {
             }
             Record::Group(None) => *self = Self::default(),
             Record::Member(id, Some(m)) => {
+                assert!(
+                    m.assigned.is_disjoint(&m.revoking),
+                    "member {id} both holds and revokes a partition"
+                );
                 if m.state == MemberState::UnrevokedPartitions {
                     let timeout = millis(u64::try_from(m.rebalance_timeout_ms).unwrap_or(0));
                     self.revoke_by.entry(id.clone()).or_insert(now + timeout);

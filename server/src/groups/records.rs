@@ -177,35 +177,27 @@ pub fn decode_consumer(key: &[u8], value: Option<&[u8]>) -> Result<Option<(Strin
         return Ok(None);
     }
     let group = classic_str(&mut k)?;
-    let json = |v: &[u8]| -> Result<Vec<u8>, ParseError> {
-        let mut r = Reader::new(v);
-        if r.i16()? != CONSUMER_VALUE_VERSION {
-            return Err(ParseError {
-                at: 0,
-                what: "consumer group record value version",
-            });
-        }
-        Ok(v[2..].to_vec())
-    };
-    let bad = |_| ParseError {
-        at: 2,
-        what: "consumer group record value",
-    };
     let record = if version == KEY_VERSION_CONSUMER_GROUP {
-        let v = match value {
-            None => None,
-            Some(v) => Some(serde_json::from_slice(&json(v)?).map_err(bad)?),
-        };
-        GroupRecord::Group(v)
+        GroupRecord::Group(value.map(consumer_value).transpose()?)
     } else {
         let member = classic_str(&mut k)?;
-        let v = match value {
-            None => None,
-            Some(v) => Some(serde_json::from_slice(&json(v)?).map_err(bad)?),
-        };
-        GroupRecord::Member(member, v)
+        GroupRecord::Member(member, value.map(consumer_value).transpose()?)
     };
     Ok(Some((group, record)))
+}
+
+/// A consumer-protocol record's value: its version, then JSON.
+fn consumer_value<T: serde::de::DeserializeOwned>(v: &[u8]) -> Result<T, ParseError> {
+    if Reader::new(v).i16()? != CONSUMER_VALUE_VERSION {
+        return Err(ParseError {
+            at: 0,
+            what: "consumer group record value version",
+        });
+    }
+    serde_json::from_slice(&v[2..]).map_err(|_| ParseError {
+        at: 2,
+        what: "consumer group record value",
+    })
 }
 
 fn classic_str(r: &mut Reader<'_>) -> Result<String, ParseError> {
