@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::ErrorCode;
 use crate::image::{BrokerMeta, Image, MetaRecord, NO_LEADER, PartitionState};
+use crate::security::{ScramCredential, ScramMechanism};
 use crate::topics::{MetaError, TopicMeta, is_internal, topic_config, validate_topic_config, validate_topic_name};
 
 /// What a voter has seen of each broker's liveness.
@@ -117,6 +118,13 @@ pub enum ControllerRequest {
     AllocateProducerIds {
         broker: i32,
         count: i64,
+    },
+    /// AlterUserScramCredentials, one user and mechanism: the credential
+    /// set (`Some`) or removed.
+    AlterScram {
+        user: String,
+        mechanism: ScramMechanism,
+        credential: Option<ScramCredential>,
     },
 }
 
@@ -266,6 +274,22 @@ impl Draft {
                 })
             }
             R::DeleteTopic { name } => self.delete_topic(&name).map(|t| ControllerAnswer::topic(&t)),
+            R::AlterScram {
+                user,
+                mechanism,
+                credential,
+            } => {
+                let record = match credential {
+                    Some(credential) => MetaRecord::SetScramCredential {
+                        user,
+                        mechanism,
+                        credential,
+                    },
+                    None => MetaRecord::RemoveScramCredential { user, mechanism },
+                };
+                self.push(record, None)?;
+                Ok(ControllerAnswer::Done)
+            }
             R::CreatePartitions {
                 name,
                 count,
@@ -983,6 +1007,7 @@ mod tests {
                     registered_ms: 0,
                     shut_down: false,
                     clean_start: false,
+                    endpoints: Vec::new(),
                 }))
                 .unwrap();
         }
@@ -1376,6 +1401,7 @@ mod tests {
 
         // After a clean shutdown its log lost nothing: it leads again.
         let clean = BrokerMeta {
+            endpoints: Vec::new(),
             clean_start: true,
             ..again
         };

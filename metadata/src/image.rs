@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::ErrorCode;
+use crate::security::{ScramCredential, ScramMechanism, SecurityImage};
 use crate::topics::{
     MetaError, Snapshot, TopicIds, TopicMap, TopicMeta, is_internal, validate_topic_config, validate_topic_name,
 };
@@ -137,6 +138,37 @@ pub struct BrokerMeta {
     /// of any partition.
     #[serde(default)]
     pub clean_start: bool,
+    /// The advertised endpoint of each of its listeners. Empty in
+    /// registrations written before listeners had names: then `host` and
+    /// `port` serve every listener.
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl BrokerMeta {
+    /// The host and port clients of listener `listener` reach this broker
+    /// at; `None` when it has no such listener.
+    pub fn endpoint(&self, listener: &str) -> Option<(&str, u16)> {
+        if self.endpoints.is_empty() {
+            return Some((self.host.as_str(), self.port));
+        }
+        self.endpoints
+            .iter()
+            .find(|e| e.listener == listener)
+            .map(|e| (e.host.as_str(), e.port))
+    }
+}
+
+/// One listener of a broker, as registered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// The listener's name, upper case.
+    pub listener: String,
+    pub host: String,
+    pub port: u16,
+    /// Kafka's id of its security protocol (0 PLAINTEXT, 1 SSL,
+    /// 2 SASL_PLAINTEXT, 3 SASL_SSL).
+    pub security_protocol: i16,
 }
 
 /// A change to the cluster metadata, as written to the metadata log.
@@ -196,6 +228,18 @@ pub enum MetaRecord {
         first: i64,
         count: i64,
     },
+    /// A user's SCRAM credential for one mechanism, set or replaced.
+    SetScramCredential {
+        user: String,
+        mechanism: ScramMechanism,
+        credential: ScramCredential,
+    },
+    /// A user's SCRAM credential for one mechanism removed; refused when
+    /// there is none.
+    RemoveScramCredential {
+        user: String,
+        mechanism: ScramMechanism,
+    },
 }
 
 /// The cluster metadata: the state machine of the metadata log.
@@ -215,6 +259,10 @@ pub struct Image {
     pub next_producer_id: i64,
     /// The epoch the next broker registration gets.
     pub next_broker_epoch: i64,
+    /// Credentials (and, shared with every snapshot, what else security
+    /// needs).
+    #[serde(default)]
+    pub security: Arc<SecurityImage>,
     #[serde(skip)]
     ids: TopicIds,
     #[serde(skip)]
@@ -230,6 +278,8 @@ struct Stored {
     topics: BTreeMap<Arc<str>, Arc<TopicMeta>>,
     next_producer_id: i64,
     next_broker_epoch: i64,
+    #[serde(default)]
+    security: Arc<SecurityImage>,
 }
 
 impl From<Stored> for Image {
@@ -238,6 +288,7 @@ impl From<Stored> for Image {
             brokers: s.brokers,
             next_producer_id: s.next_producer_id,
             next_broker_epoch: s.next_broker_epoch,
+            security: s.security,
             ..Image::default()
         };
         for t in s.topics.into_values() {
@@ -424,6 +475,12 @@ impl Image {
             MetaRecord::ChangePartition { id, partition, state } => self.change_partition(id, partition, state),
             MetaRecord::SetTopicConfigs { id, configs } => self.set_topic_configs(id, configs),
             MetaRecord::ProducerIds { broker, first, count } => self.producer_ids(broker, first, count),
+            MetaRecord::SetScramCredential {
+                user,
+                mechanism,
+                credential,
+            } => self.set_scram(user, *mechanism, Some(credential)),
+            MetaRecord::RemoveScramCredential { user, mechanism } => self.set_scram(user, *mechanism, None),
         }
     }
 
@@ -630,9 +687,62 @@ impl Image {
         Ok(())
     }
 
-    /// What shards read: the topics and brokers, stamped with `version`.
+    fn set_scram(
+        &mut self,
+        user: &str,
+        mechanism: ScramMechanism,
+        credential: Option<&ScramCredential>,
+    ) -> Result<(), MetaError> {
+        if user.is_empty() {
+            return Err(refuse(ErrorCode::UnacceptableCredential, "the user name is empty"));
+        }
+        match credential {
+            Some(c) => {
+                if !(ScramMechanism::MIN_ITERATIONS..=ScramMechanism::MAX_ITERATIONS).contains(&c.iterations) {
+                    return Err(refuse(
+                        ErrorCode::UnacceptableCredential,
+                        format!(
+                            "{} iterations: between {} and {} are accepted",
+                            c.iterations,
+                            ScramMechanism::MIN_ITERATIONS,
+                            ScramMechanism::MAX_ITERATIONS
+                        ),
+                    ));
+                }
+                Arc::make_mut(&mut self.security)
+                    .scram
+                    .entry(user.to_string())
+                    .or_default()
+                    .insert(mechanism, c.clone());
+            }
+            None => {
+                let security = Arc::make_mut(&mut self.security);
+                let Some(user_creds) = security.scram.get_mut(user) else {
+                    return Err(refuse(
+                        ErrorCode::ResourceNotFound,
+                        format!("user `{user}` has no SCRAM credential"),
+                    ));
+                };
+                if user_creds.remove(&mechanism).is_none() {
+                    return Err(refuse(
+                        ErrorCode::ResourceNotFound,
+                        format!("user `{user}` has no {} credential", mechanism.name()),
+                    ));
+                }
+                if user_creds.is_empty() {
+                    security.scram.remove(user);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What shards read: the topics, brokers and security state, stamped
+    /// with `version`.
     pub fn snapshot(&self, version: u64) -> Snapshot {
-        Snapshot::of(version, self.topics.clone(), self.ids.clone(), self.brokers.clone())
+        let mut s = Snapshot::of(version, self.topics.clone(), self.ids.clone(), self.brokers.clone());
+        s.security = self.security.clone();
+        s
     }
 }
 
@@ -659,6 +769,7 @@ mod tests {
             registered_ms: 1_700_000_000_000,
             shut_down: false,
             clean_start: false,
+            endpoints: Vec::new(),
         }
     }
 

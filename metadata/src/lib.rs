@@ -11,6 +11,7 @@
 
 pub mod controller;
 pub mod image;
+pub mod security;
 pub mod topics;
 
 /// Kafka's error codes, as the metadata records carry them.

@@ -70,6 +70,8 @@ pub struct Snapshot {
     /// The active controller (the quorum's leader) when this snapshot was
     /// made; -1 when none was known.
     pub controller_id: i32,
+    /// Credentials, shared with the image.
+    pub security: Arc<crate::security::SecurityImage>,
 }
 
 impl Snapshot {
@@ -107,6 +109,7 @@ impl Snapshot {
             ids,
             brokers,
             controller_id: -1,
+            security: Arc::default(),
         }
     }
 

@@ -48,6 +48,7 @@ fn broker(id: i32) -> BrokerMeta {
         registered_ms: 0,
         shut_down: false,
         clean_start: true,
+        endpoints: Vec::new(),
     }
 }
 

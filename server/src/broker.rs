@@ -37,7 +37,10 @@ pub enum StartError {
 /// shard threads running until the process exits.
 #[derive(Debug)]
 pub struct Broker {
+    /// The inter-broker listener's address.
     addr: SocketAddr,
+    /// Every listener's name and address.
+    addrs: Vec<(String, SocketAddr)>,
     common: Arc<Common>,
     threads: Vec<std::thread::JoinHandle<()>>,
     /// Second descriptors of the shards' listening sockets, so shutdown can
@@ -128,33 +131,36 @@ impl Broker {
             config.max_open_files = raise_open_file_limit() / 2;
         }
         let shards = config.shard_count();
-        // Bind the first listener (port 0 picks one), then the others to the
-        // same address.
-        let first = crate::base::sockets::listen_socket(config.listen, true).map_err(|source| StartError::Listen {
-            addr: config.listen,
-            source,
-        })?;
-        let addr = first.local_addr().map_err(|source| StartError::Listen {
-            addr: config.listen,
-            source,
-        })?;
-        let mut listeners = vec![first];
-        for _ in 1..shards {
-            listeners.push(
-                crate::base::sockets::listen_socket(addr, true)
-                    .map_err(|source| StartError::Listen { addr, source })?,
-            );
+        // For each listener, bind the first shard's socket (port 0 picks
+        // one), then the other shards' to the same address.
+        let mut per_shard: Vec<Vec<(usize, std::net::TcpListener)>> = (0..shards).map(|_| Vec::new()).collect();
+        let mut listener_handles = Vec::new();
+        let mut addrs = Vec::new();
+        for (index, l) in config.listeners.iter_mut().enumerate() {
+            let first = crate::base::sockets::listen_socket(l.addr, true)
+                .map_err(|source| StartError::Listen { addr: l.addr, source })?;
+            let addr = first
+                .local_addr()
+                .map_err(|source| StartError::Listen { addr: l.addr, source })?;
+            // Advertise the port actually bound when the listen port was 0
+            // and no other port was asked for.
+            if l.advertised_port == l.addr.port() {
+                l.advertised_port = addr.port();
+            }
+            l.addr = addr;
+            addrs.push((l.name.clone(), addr));
+            let mut socket = Some(first);
+            for shard in &mut per_shard {
+                let s = match socket.take() {
+                    Some(s) => s,
+                    None => crate::base::sockets::listen_socket(addr, true)
+                        .map_err(|source| StartError::Listen { addr, source })?,
+                };
+                listener_handles.push(s.try_clone().map_err(|source| StartError::Listen { addr, source })?);
+                shard.push((index, s));
+            }
         }
-        let listener_handles = listeners
-            .iter()
-            .map(std::net::TcpListener::try_clone)
-            .collect::<std::io::Result<Vec<_>>>()
-            .map_err(|source| StartError::Listen { addr, source })?;
-        // Advertise the port actually bound when the listen port was 0 and
-        // no other port was asked for.
-        if config.advertised_port == config.listen.port() {
-            config.advertised_port = addr.port();
-        }
+        let addr = addrs[0].1;
         let common = Arc::new(Common::new(config, shards, clean_start));
         // The operators' listener answers /health while the shards start.
         let ops = match common.config.admin_listen {
@@ -171,7 +177,7 @@ impl Broker {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, Result<(), String>)>();
         let mut threads = Vec::with_capacity(shards);
-        for (i, listener) in listeners.into_iter().enumerate() {
+        for (i, listener) in per_shard.into_iter().enumerate() {
             let common = common.clone();
             let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
             let ready = ready_tx.clone();
@@ -187,6 +193,7 @@ impl Broker {
         drop(ready_tx);
         let broker = Self {
             addr,
+            addrs,
             common,
             threads,
             listeners: listener_handles,
@@ -218,10 +225,16 @@ impl Broker {
         self.ops.as_ref().map(crate::ops::OpsServer::local_addr)
     }
 
-    /// The address the shards listen on (with the real port when the config
-    /// asked for port 0).
+    /// The address of the inter-broker listener (the first one unless
+    /// `inter.broker.listener.name` names another), with the real port
+    /// when the config asked for port 0.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the listener named `name` (upper case).
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.addrs.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
     }
 
     /// Whether this start found the previous process's clean-shutdown
@@ -379,7 +392,7 @@ thread_local! {
 fn shard_thread(
     id: ShardId,
     common: Arc<Common>,
-    listener: std::net::TcpListener,
+    listeners: Vec<(usize, std::net::TcpListener)>,
     core: Option<core_affinity::CoreId>,
     ready: mpsc::Sender<(usize, Result<(), String>)>,
 ) {
@@ -398,13 +411,16 @@ fn shard_thread(
     runtime.block_on(async move {
         let shard = Shard::new(id, common, Arc::new(Snapshot::default()), Services::default());
         compio::runtime::spawn(shard.clone().run_inbox()).detach();
-        let listener = match compio::net::TcpListener::from_std(listener) {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = ready.send((id.0, Err(format!("listener: {e}"))));
-                return;
+        let mut sockets = Vec::with_capacity(listeners.len());
+        for (index, l) in listeners {
+            match compio::net::TcpListener::from_std(l) {
+                Ok(l) => sockets.push((index, l)),
+                Err(e) => {
+                    let _ = ready.send((id.0, Err(format!("listener: {e}"))));
+                    return;
+                }
             }
-        };
+        }
         // Shard 0 starts the controller, which installs the recovered
         // metadata on every shard and registers the broker; the others
         // wait for both. No shard accepts clients before that: an
@@ -443,7 +459,9 @@ fn shard_thread(
         if ok {
             compio::runtime::spawn(crate::node::tasks::run(shard.clone())).detach();
             compio::runtime::spawn(crate::node::tasks::cleaner::run(shard.clone())).detach();
-            compio::runtime::spawn(crate::net::accept_loop(shard.clone(), listener)).detach();
+            for (index, socket) in sockets {
+                compio::runtime::spawn(crate::net::accept_loop(shard.clone(), index, socket)).detach();
+            }
         }
         exit.wait().await;
     });

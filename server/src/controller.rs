@@ -224,13 +224,23 @@ impl Controller {
                 id: self.node_id,
                 incarnation: shard.incarnation(),
                 epoch: -1, // chosen while drafting
-                host: config.advertised_host.clone(),
-                port: config.advertised_port,
+                host: config.inter_broker().advertised_host.clone(),
+                port: config.inter_broker().advertised_port,
                 shards: u32::try_from(shard.shard_count()).unwrap_or(u32::MAX),
                 fenced: true,
                 registered_ms: crate::base::clock::now_ms(),
                 shut_down: false,
                 clean_start: shard.clean_start(),
+                endpoints: config
+                    .listeners
+                    .iter()
+                    .map(|l| crate::image::Endpoint {
+                        listener: l.name.clone(),
+                        host: l.advertised_host.clone(),
+                        port: l.advertised_port,
+                        security_protocol: l.protocol.id(),
+                    })
+                    .collect(),
             };
             // One change, all or none: a fence record refused because the
             // image moved meanwhile refuses the registration with it, and

@@ -9,7 +9,7 @@
 //! - [`config`]: the broker's settings.
 //! - metadata: [`meta`] (topics with the broker's config applied; the
 //!   image and records are the `sluice-metadata` crate, re-exported as
-//!   [`image`]).
+//!   [`image`]), [`security`] (SASL sessions and SCRAM).
 //! - [`quorum`]: the controller quorum (openraft), its log and state
 //!   machine; [`protocol`]: the hand-written codec parts (request header,
 //!   Produce request, Fetch response).
@@ -53,6 +53,7 @@ pub mod producer_state;
 pub mod protocol;
 pub mod quorum;
 pub mod replication;
+pub mod security;
 pub mod shard;
 pub mod txn;
 pub mod util;

@@ -112,6 +112,8 @@ fn print_config(sources: &Sources) {
     }
     for (k, (v, from)) in sources {
         if !shown.contains(k.as_str()) {
+            // A JAAS line holds passwords.
+            let v = if k.ends_with("sasl.jaas.config") { "[hidden]" } else { v };
             println!("{k} = {v}  # {from}");
         }
     }
@@ -176,12 +178,24 @@ fn main() -> ExitCode {
         }
     };
     let c = broker.config();
+    let listeners: Vec<String> = c
+        .listeners
+        .iter()
+        .map(|l| {
+            format!(
+                "{}://{} ({}, advertised {}:{})",
+                l.name,
+                l.addr,
+                l.protocol.name(),
+                l.advertised_host,
+                l.advertised_port
+            )
+        })
+        .collect();
     println!(
-        "sluice {} listening on {} (advertised {}:{}), data in {}, {shards} shard(s)",
+        "sluice {} listening on {}, data in {}, {shards} shard(s)",
         env!("CARGO_PKG_VERSION"),
-        broker.local_addr(),
-        c.advertised_host,
-        c.advertised_port,
+        listeners.join(", "),
         data_dir.display(),
     );
     let signal = signals.wait();

@@ -34,9 +34,16 @@ const MIN_FRAME: usize = 8;
 /// Pipe size asked for splice transfers.
 const PIPE_BYTES: usize = 1 << 20;
 
-/// Accepts connections until the shard stops. The shard that accepts a
-/// connection owns it for its lifetime.
-pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+/// Accepts connections on the listener `config.listeners[index]` until the
+/// shard stops. The shard that accepts a connection owns it for its
+/// lifetime.
+pub async fn accept_loop(shard: Rc<Shard>, index: usize, listener: TcpListener) {
+    let Some(l) = shard.config().listeners.get(index) else {
+        tracing::error!(index, "no such listener");
+        return;
+    };
+    let name: Rc<str> = l.name.as_str().into();
+    let protocol = l.protocol;
     loop {
         let accepted = match race(listener.accept(), shard.stopping.wait()).await {
             Ok(a) => a,
@@ -77,8 +84,9 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
         let s = shard.clone();
         // Kafka reports a member's host as `/address`.
         let host: Rc<str> = format!("/{}", peer.ip()).into();
+        let conn = Rc::new(handlers::Conn::new(host, name.clone(), protocol));
         compio::runtime::spawn(async move {
-            connection(s.clone(), stream, host).await;
+            connection(s.clone(), stream, conn).await;
             s.common.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             s.live_connections.set(s.live_connections.get() - 1);
             s.connections_changed.notify();
@@ -95,7 +103,7 @@ fn set_nonblocking(stream: &TcpStream) -> io::Result<()> {
 
 type InFlight = JoinHandle<(Outcome, Permit)>;
 
-async fn connection(shard: Rc<Shard>, stream: TcpStream, peer: Rc<str>) {
+async fn connection(shard: Rc<Shard>, stream: TcpStream, conn: Rc<handlers::Conn>) {
     let closing = Rc::new(Flag::default());
     let peer_gone = Rc::new(Flag::default());
     let queue: Rc<LocalQueue<InFlight>> = LocalQueue::new(shard.config().max_inflight_requests_per_connection);
@@ -106,7 +114,7 @@ async fn connection(shard: Rc<Shard>, stream: TcpStream, peer: Rc<str>) {
         closing.clone(),
         peer_gone.clone(),
     ));
-    match read_loop(&shard, stream, &queue, &closing, &peer).await {
+    match read_loop(&shard, stream, &queue, &closing, conn).await {
         // Shutdown or a failed write: the writer finishes what it can.
         Ok(()) => {}
         // The client closed its end (or the read failed): nobody will read
@@ -142,10 +150,9 @@ async fn read_loop(
     mut stream: TcpStream,
     queue: &Rc<LocalQueue<InFlight>>,
     closing: &Flag,
-    peer: &Rc<str>,
+    conn: Rc<handlers::Conn>,
 ) -> Result<(), ReadEnd> {
     let max_frame = shard.config().socket_request_max_bytes as usize;
-    let conn = Rc::new(handlers::Conn::new(peer.clone()));
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
         if !fill(&mut stream, &mut buf, 4, shard, closing).await? {

@@ -107,7 +107,11 @@ fn mutated_requests_never_panic_or_stall_a_shard() {
                     let run = handlers::dispatch(
                         shard,
                         BytesMut::from(&frame[..]),
-                        Rc::new(handlers::Conn::new("/127.0.0.1".into())),
+                        Rc::new(handlers::Conn::new(
+                            "/127.0.0.1".into(),
+                            "PLAINTEXT".into(),
+                            sluice::config::SecurityProtocol::Plaintext,
+                        )),
                     );
                     let outcome = AssertUnwindSafe(run).catch_unwind().await;
                     let mut t = tally_here.lock().unwrap();

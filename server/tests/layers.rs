@@ -13,7 +13,7 @@ use std::path::Path;
 const LAYERS: &[(&str, &[&str])] = &[
     ("base", &["base", "util", "error_codes", "disk"]),
     ("config", &["config"]),
-    ("metadata", &["meta"]),
+    ("metadata", &["meta", "security"]),
     ("quorum and codec", &["quorum", "protocol"]),
     ("replica", &["partition", "producer_state"]),
     ("shard core", &["shard"]),

@@ -188,6 +188,7 @@ fn answer(ctx: &Ctx, layout: Vec<Layout>, results: Vec<PartitionData>, consumer:
                     &name,
                     p.partition_index,
                     ctx.shard.config().node_id,
+                    &ctx.conn.listener,
                     &mut hinted,
                 );
             }

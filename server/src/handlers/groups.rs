@@ -63,8 +63,12 @@ pub fn find_coordinator(ctx: Ctx, body: BytesMut) -> Outcome {
                 .ok_or("the transactional id's partition of __transaction_state has no live leader"),
             _ => return refuse(ErrorCode::InvalidRequest, Some("unknown coordinator key type")),
         };
-        match found {
-            Ok(b) => (0, None, b.id, b.host.clone(), i32::from(b.port)),
+        match found.and_then(|b| {
+            b.endpoint(&ctx.conn.listener)
+                .map(|(host, port)| (b.id, host.to_string(), i32::from(port)))
+                .ok_or("the coordinator has no endpoint on this listener")
+        }) {
+            Ok((id, host, port)) => (0, None, id, host, port),
             Err(why) => refuse(ErrorCode::CoordinatorNotAvailable, Some(why)),
         }
     };

@@ -69,7 +69,7 @@ pub async fn metadata(ctx: Ctx, body: BytesMut) -> Outcome {
         }
     }
     let mut resp = MetadataResponse::default();
-    resp.brokers = live_brokers(&snapshot, config)
+    resp.brokers = live_brokers(&snapshot, config, &ctx.conn.listener)
         .map(|(id, host, port)| {
             let mut b = MetadataResponseBroker::default();
             b.node_id = BrokerId(id);
@@ -144,7 +144,7 @@ pub fn describe_cluster(ctx: Ctx, body: BytesMut) -> Outcome {
     resp.controller_id = BrokerId(snapshot.controller_id);
     resp.endpoint_type = 1;
     resp.cluster_authorized_operations = OPS_NOT_REQUESTED;
-    resp.brokers = live_brokers(&snapshot, config)
+    resp.brokers = live_brokers(&snapshot, config, &ctx.conn.listener)
         .map(|(id, host, port)| {
             let mut b = DescribeClusterBroker::default();
             b.broker_id = BrokerId(id);
@@ -159,10 +159,13 @@ pub fn describe_cluster(ctx: Ctx, body: BytesMut) -> Outcome {
             if resp.brokers.iter().any(|l| l.broker_id.0 == b.id) {
                 continue;
             }
+            let Some((host, port)) = b.endpoint(&ctx.conn.listener) else {
+                continue;
+            };
             let mut d = DescribeClusterBroker::default();
             d.broker_id = BrokerId(b.id);
-            d.host = str_bytes(&b.host);
-            d.port = i32::from(b.port);
+            d.host = str_bytes(host);
+            d.port = i32::from(port);
             d.is_fenced = true;
             resp.brokers.push(d);
         }
@@ -257,22 +260,27 @@ pub fn describe_topic_partitions(ctx: Ctx, body: BytesMut) -> Outcome {
     ctx.respond(&resp)
 }
 
-/// The brokers clients may talk to: registered and not fenced, as
-/// (id, host, port). Before this broker has registered (a request in the
-/// first moments of a start), itself.
+/// The brokers clients of `listener` may talk to: registered, not fenced
+/// and with an endpoint on that listener (as Kafka, a broker without one
+/// is left out), as (id, host, port). Before this broker has registered
+/// (a request in the first moments of a start), itself.
 fn live_brokers<'a>(
     snapshot: &'a Snapshot,
     config: &'a crate::config::BrokerConfig,
+    listener: &str,
 ) -> impl Iterator<Item = (i32, &'a str, u16)> + 'a {
     let live: Vec<(i32, &str, u16)> = snapshot
         .brokers
         .values()
         .filter(|b| !b.fenced)
-        .map(|b| (b.id, b.host.as_str(), b.port))
+        .filter_map(|b| b.endpoint(listener).map(|(host, port)| (b.id, host, port)))
         .collect();
-    let own = live
-        .is_empty()
-        .then_some((config.node_id, config.advertised_host.as_str(), config.advertised_port));
+    let own = config
+        .listeners
+        .iter()
+        .find(|l| l.name == listener)
+        .filter(|_| snapshot.brokers.values().all(|b| b.fenced))
+        .map(|l| (config.node_id, l.advertised_host.as_str(), l.advertised_port));
     live.into_iter().chain(own)
 }
 

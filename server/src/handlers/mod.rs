@@ -191,13 +191,16 @@ pub(crate) fn leader_replica(
 /// Kafka's KIP-951 (Produce v10+, Fetch v12+): an answer that this broker
 /// does not lead `topic`-`index` names the current leader and epoch, and
 /// the response carries that broker's endpoint (`hinted`, each broker
-/// once), so the client goes there at once instead of after a metadata
-/// refresh. `None` when no live broker other than `me` leads it.
+/// once, with its host and port on `listener`, the client's), so the
+/// client goes there at once instead of after a metadata refresh. `None`
+/// when no live broker other than `me` leads it, or the leader has no
+/// endpoint on the client's listener.
 pub(crate) fn leader_hint(
     snapshot: &crate::meta::Snapshot,
     topic: &str,
     index: i32,
     me: i32,
+    listener: &str,
     hinted: &mut Vec<crate::image::BrokerMeta>,
 ) -> Option<(i32, i32)> {
     let state = snapshot
@@ -207,8 +210,12 @@ pub(crate) fn leader_hint(
         .brokers
         .get(&state.leader)
         .filter(|b| !b.fenced && b.id != me)?;
+    let (host, port) = b.endpoint(listener)?;
     if !hinted.iter().any(|h| h.id == b.id) {
-        hinted.push(b.clone());
+        let mut endpoint = b.clone();
+        endpoint.host = host.to_string();
+        endpoint.port = port;
+        hinted.push(endpoint);
     }
     Some((b.id, state.leader_epoch))
 }
@@ -252,6 +259,11 @@ pub struct Ctx {
 pub struct Conn {
     /// The client's address as Kafka reports it (`/127.0.0.1`).
     pub peer: Rc<str>,
+    /// The name of the listener it came through (`PLAINTEXT`, ...):
+    /// Metadata, FindCoordinator and leader hints give that listener's
+    /// endpoints.
+    pub listener: Rc<str>,
+    pub protocol: crate::config::SecurityProtocol,
     /// The order of this connection's transactional Produce requests:
     /// each reaches the partitions' owners after the one before it, also
     /// when it waits for its transaction coordinator first.
@@ -259,9 +271,11 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(peer: Rc<str>) -> Self {
+    pub fn new(peer: Rc<str>, listener: Rc<str>, protocol: crate::config::SecurityProtocol) -> Self {
         Self {
             peer,
+            listener,
+            protocol,
             txn_produce: Rc::default(),
         }
     }
@@ -422,6 +436,7 @@ mod tests {
             registered_ms: 0,
             shut_down: false,
             clean_start: false,
+            endpoints: Vec::new(),
         };
         let mut state = PartitionState::new(vec![1, 2, 3]);
         state.leader = leader;
@@ -439,7 +454,7 @@ mod tests {
     #[test]
     fn not_leader_names_the_new_leader_and_its_endpoint() {
         let mut endpoints = Vec::new();
-        let hint = leader_hint(&snapshot(2, false), "t", 0, 1, &mut endpoints);
+        let hint = leader_hint(&snapshot(2, false), "t", 0, 1, "PLAINTEXT", &mut endpoints);
         assert_eq!(hint, Some((2, 7)));
         assert_eq!(endpoints.len(), 1);
         assert_eq!(
@@ -447,12 +462,12 @@ mod tests {
             (2, "10.0.0.2", 9092)
         );
         // A second partition led by the same broker adds no endpoint.
-        leader_hint(&snapshot(2, false), "t", 0, 1, &mut endpoints);
+        leader_hint(&snapshot(2, false), "t", 0, 1, "PLAINTEXT", &mut endpoints);
         assert_eq!(endpoints.len(), 1);
         // No live leader elsewhere: nothing to point at.
         for (leader, fenced, me) in [(-1, false, 1), (2, true, 1), (1, false, 1)] {
             let mut e = Vec::new();
-            let hint = leader_hint(&snapshot(leader, fenced), "t", 0, me, &mut e);
+            let hint = leader_hint(&snapshot(leader, fenced), "t", 0, me, "PLAINTEXT", &mut e);
             assert_eq!(hint, None, "{leader} {fenced}");
             assert!(e.is_empty());
         }

@@ -278,6 +278,7 @@ fn response(
                     &t.name.0,
                     index,
                     ctx.shard.config().node_id,
+                    &ctx.conn.listener,
                     &mut hinted,
                 )
             {

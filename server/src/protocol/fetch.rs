@@ -289,6 +289,7 @@ mod tests {
             registered_ms: 0,
             shut_down: false,
             clean_start: false,
+            endpoints: Vec::new(),
         };
         let endpoints = vec![broker(3, "h".repeat(150), 9093), broker(2, "127.0.0.2".into(), 9092)];
         for version in MIN_VERSION..=MAX_VERSION {

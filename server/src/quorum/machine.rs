@@ -299,6 +299,7 @@ mod tests {
                 registered_ms: 0,
                 shut_down: false,
                 clean_start: false,
+                endpoints: Vec::new(),
             }))
             .unwrap();
         // Before the Raft node exists: none.

@@ -11,6 +11,12 @@ use std::path::PathBuf;
 
 use sluice_engine::{FlushPolicy, LogConfig};
 
+pub mod listeners;
+pub mod security;
+
+pub use listeners::{Listener, ListenerSettings, SecurityProtocol};
+pub use security::SecurityConfig;
+
 /// Errors in the configuration; startup stops with the message.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -26,12 +32,14 @@ pub enum ConfigError {
 /// shards behind an `Arc`.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
-    /// `listeners`: address every shard binds with SO_REUSEPORT.
-    pub listen: SocketAddr,
-    /// `advertised.listeners`: host and port written into Metadata; the
-    /// listen address when unset.
-    pub advertised_host: String,
-    pub advertised_port: u16,
+    /// `listeners`, `advertised.listeners`, `listener.security.protocol.map`
+    /// and `inter.broker.listener.name` as given; [`BrokerConfig::finish`]
+    /// resolves them into `listeners`.
+    pub listener_settings: ListenerSettings,
+    /// The listeners every shard accepts on, the inter-broker one first
+    /// (its advertised address is what the broker registers for other
+    /// brokers). Start-up replaces a port 0 with the port bound.
+    pub listeners: Vec<Listener>,
     /// `log.dirs`: one directory for all partitions and broker metadata.
     pub data_dir: PathBuf,
     /// Shards (threads pinned to cores); all cores when `None`.
@@ -189,6 +197,8 @@ pub struct BrokerConfig {
     pub transactions: TransactionConfig,
     /// The log cleaner of compacted topics.
     pub cleaner: CleanerConfig,
+    /// Authentication.
+    pub security: SecurityConfig,
 }
 
 /// Settings of the log cleaner (compacted topics), with Kafka's names
@@ -402,9 +412,9 @@ impl Default for GroupConfig {
 impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
-            advertised_host: String::new(),
-            advertised_port: 0,
+            security: SecurityConfig::default(),
+            listener_settings: ListenerSettings::default(),
+            listeners: listeners::resolve(&ListenerSettings::default()).unwrap_or_default(),
             data_dir: PathBuf::from("./sluice-data"),
             cores: None,
             node_id: 0,
@@ -497,31 +507,86 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "listeners",
         aliases: &["listen"],
-        doc: "host:port to listen on (default 127.0.0.1:9092)",
+        doc: "NAME://host:port of each listener, comma-separated; a bare host:port is PLAINTEXT (default PLAINTEXT://127.0.0.1:9092)",
         set: |c, key, value| {
-            let (host, port) = parse_host_port(key, value)?;
-            let host = if host.is_empty() { "0.0.0.0".to_string() } else { host };
-            let addr = if host == "localhost" {
-                "127.0.0.1".to_string()
-            } else {
-                host
-            };
-            c.listen = format!("{}:{port}", if addr.contains(':') { format!("[{addr}]") } else { addr })
-                .parse()
-                .map_err(|e: std::net::AddrParseError| invalid(key, e.to_string()))?;
+            c.listener_settings.listeners = listeners::parse_specs(key, value)?;
             Ok(())
         },
     },
     Setting {
         name: "advertised.listeners",
         aliases: &["advertised"],
-        doc: "host:port given to clients (default: the listen address)",
+        doc: "NAME://host:port given to clients of each listener (default: the listen address; 0.0.0.0 as 127.0.0.1)",
         set: |c, key, value| {
-            let (host, port) = parse_host_port(key, value)?;
-            c.advertised_host = host;
-            c.advertised_port = port;
+            c.listener_settings.advertised = listeners::parse_specs(key, value)?;
             Ok(())
         },
+    },
+    Setting {
+        name: "listener.security.protocol.map",
+        aliases: &[],
+        doc: "NAME:PROTOCOL of each listener (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL), comma-separated (default: each listener named after its protocol)",
+        set: |c, key, value| {
+            c.listener_settings.protocol_map = listeners::parse_protocol_map(key, value)?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "inter.broker.listener.name",
+        aliases: &[],
+        doc: "the listener other brokers connect to: replica fetches, transaction markers (default: the first of listeners)",
+        set: |c, key, value| {
+            let name = value.trim().to_ascii_uppercase();
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+            {
+                return Err(invalid(key, format!("`{value}` is not a listener name")));
+            }
+            c.listener_settings.inter_broker = Some(name);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "sasl.enabled.mechanisms",
+        aliases: &[],
+        doc: "SASL mechanisms served on SASL listeners, comma-separated (default PLAIN,SCRAM-SHA-256,SCRAM-SHA-512)",
+        set: |c, key, value| {
+            c.security.sasl_mechanisms = security::parse_mechanisms(key, value)?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "sluice.sasl.plain.users.file",
+        aliases: &[],
+        doc: "a file of user=password lines: PLAIN's users on every SASL listener, read at start (default none; per listener: listener.name.<name>.plain.sasl.jaas.config)",
+        set: |c, key, value| {
+            let users = security::read_plain_users(key, value)?;
+            c.security.plain_users.insert(String::new(), users);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "connections.max.reauth.ms",
+        aliases: &[],
+        doc: "how long a SASL session lasts before the client must authenticate again; 0 for ever (default 0)",
+        set: |c, key, value| {
+            c.security.max_reauth_ms = parse_num::<i64>(key, value)?.max(0);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "connection.failed.authentication.delay.ms",
+        aliases: &[],
+        doc: "how long the answer to a failed authentication is held before the connection closes (default 100)",
+        set: field!(security.failed_authentication_delay_ms, parse_num),
+    },
+    Setting {
+        name: "sasl.server.max.receive.size",
+        aliases: &[],
+        doc: "largest SASL token accepted before authentication, in bytes (default 524288)",
+        set: field!(security.sasl_max_receive_size, parse_at_least_one),
     },
     Setting {
         name: "log.dirs",
@@ -1260,6 +1325,15 @@ fn parse_host_port(key: &str, value: &str) -> Result<(String, u16), ConfigError>
 impl BrokerConfig {
     /// Applies one setting by its Kafka name.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        // Kafka's per-listener JAAS setting for PLAIN's users.
+        if let Some(listener) = key
+            .strip_prefix("listener.name.")
+            .and_then(|k| k.strip_suffix(".plain.sasl.jaas.config"))
+        {
+            let users = security::parse_plain_jaas(key, value)?;
+            self.security.plain_users.insert(listener.to_ascii_uppercase(), users);
+            return Ok(());
+        }
         let setting = SETTINGS
             .iter()
             .find(|s| s.name == key || s.aliases.contains(&key))
@@ -1320,15 +1394,8 @@ impl BrokerConfig {
 
     /// Fills in derived values and checks cross-setting constraints.
     pub fn finish(&mut self) -> Result<(), ConfigError> {
-        if self.advertised_host.is_empty() {
-            self.advertised_host = match self.listen.ip() {
-                ip if ip.is_unspecified() => "127.0.0.1".to_string(),
-                ip => ip.to_string(),
-            };
-        }
-        if self.advertised_port == 0 {
-            self.advertised_port = self.listen.port();
-        }
+        self.listeners = listeners::resolve(&self.listener_settings)?;
+        self.security.check(&self.listeners)?;
         if u64::from(self.socket_request_max_bytes) > self.queued_max_request_bytes {
             return Err(invalid(
                 "queued.max.request.bytes",
@@ -1389,6 +1456,16 @@ impl BrokerConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The listener other brokers connect to; its advertised address is
+    /// the one this broker registers.
+    pub fn inter_broker(&self) -> &Listener {
+        assert!(
+            !self.listeners.is_empty(),
+            "a resolved config has at least one listener"
+        );
+        &self.listeners[0]
     }
 
     /// The number of shards to run.
@@ -1540,8 +1617,18 @@ mod tests {
     fn defaults_are_the_embedded_single_node() {
         let mut c = BrokerConfig::default();
         c.finish().unwrap();
-        assert_eq!(c.listen.to_string(), "127.0.0.1:9092");
-        assert_eq!((c.advertised_host.as_str(), c.advertised_port), ("127.0.0.1", 9092));
+        assert_eq!(c.inter_broker().addr.to_string(), "127.0.0.1:9092");
+        assert_eq!(
+            (c.inter_broker().name.as_str(), c.inter_broker().protocol),
+            ("PLAINTEXT", SecurityProtocol::Plaintext)
+        );
+        assert_eq!(
+            (
+                c.inter_broker().advertised_host.as_str(),
+                c.inter_broker().advertised_port
+            ),
+            ("127.0.0.1", 9092)
+        );
         assert_eq!(c.data_dir, PathBuf::from("./sluice-data"));
         assert_eq!(c.socket_request_max_bytes, 100 * 1024 * 1024);
         assert_eq!(c.default_log_config().flush, FlushPolicy::Never);
@@ -1562,8 +1649,8 @@ mod tests {
         c.finish().unwrap();
         assert_eq!(c.num_partitions, 6);
         assert_eq!(c.default_log_config().retention_ms, None);
-        assert_eq!(c.listen.port(), 19092);
-        assert_eq!(c.advertised_host, "127.0.0.1");
+        assert_eq!(c.inter_broker().addr.port(), 19092);
+        assert_eq!(c.inter_broker().advertised_host, "127.0.0.1");
         assert!(!c.auto_create_topics);
         assert_eq!(c.default_log_config().flush, FlushPolicy::Always);
     }
