@@ -425,6 +425,22 @@ impl Report {
         )?;
         family(
             e,
+            "sluice_sasl_authentications",
+            "SASL authentications, by result (success, failure).",
+            MetricType::Counter,
+            [
+                (
+                    vec![("result", "success".to_string())],
+                    counter(sum(|s| s.authentications)),
+                ),
+                (
+                    vec![("result", "failure".to_string())],
+                    counter(sum(|s| s.authentication_failures)),
+                ),
+            ],
+        )?;
+        family(
+            e,
             "sluice_shard_queued_request_bytes",
             "Bytes of requests read and not yet answered, by shard.",
             MetricType::Gauge,

@@ -22,6 +22,8 @@ use compio_driver::op::{Interest, PollOnce, Splice, SpliceFlags};
 use rustix::io::Errno;
 use sluice_engine::FileSlice;
 
+use kafka_protocol::messages::ApiKey;
+
 use crate::handlers::{self, Outcome};
 use crate::node::Shard;
 use crate::protocol::{Part, Response};
@@ -153,22 +155,28 @@ async fn read_loop(
     conn: Rc<handlers::Conn>,
 ) -> Result<(), ReadEnd> {
     let max_frame = shard.config().socket_request_max_bytes as usize;
+    let max_sasl_frame = shard.config().security.sasl_max_receive_size.min(max_frame);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
         if !fill(&mut stream, &mut buf, 4, shard, closing).await? {
             return Ok(());
         }
+        let unauthenticated = conn.needs_authentication();
+        let limit = if unauthenticated { max_sasl_frame } else { max_frame };
         let size = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
         let size = usize::try_from(size).map_err(|_| ReadEnd::Bad(format!("negative frame size {size}")))?;
-        if size < MIN_FRAME {
+        let raw = unauthenticated && conn.sasl.borrow().raw_tokens();
+        if size < MIN_FRAME && !raw {
             return Err(ReadEnd::Bad(format!(
                 "frame of {size} bytes is shorter than a request header"
             )));
         }
-        if size > max_frame {
-            return Err(ReadEnd::Bad(format!(
-                "frame of {size} bytes exceeds socket.request.max.bytes ({max_frame})"
-            )));
+        if size > limit {
+            return Err(ReadEnd::Bad(if unauthenticated {
+                format!("frame of {size} bytes before authentication exceeds sasl.server.max.receive.size ({limit})")
+            } else {
+                format!("frame of {size} bytes exceeds socket.request.max.bytes ({limit})")
+            }));
         }
         let total = 4 + size;
         // Back-pressure: wait for room in the shard's budget before reading
@@ -182,6 +190,44 @@ async fn read_loop(
         }
         let mut frame = buf.split_to(total);
         frame.advance(4);
+        if unauthenticated {
+            // Until the client has authenticated, one request at a time,
+            // and only the ones that authenticate.
+            let outcome = if raw {
+                handlers::sasl::raw_token(shard, &conn, frame).await
+            } else {
+                match crate::protocol::peek(&frame).and_then(|(k, _, _)| ApiKey::try_from(k).ok()) {
+                    Some(ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) => {
+                        handlers::dispatch(shard.clone(), frame, conn.clone()).await
+                    }
+                    other => {
+                        return Err(ReadEnd::Bad(format!(
+                            "{} before SASL authentication",
+                            other.map_or("an unknown request".to_string(), |k| format!("{k:?}"))
+                        )));
+                    }
+                }
+            };
+            let last = matches!(outcome, Outcome::Close(_) | Outcome::RespondThenClose(..));
+            let handle = compio::runtime::spawn(async move { (outcome, permit) });
+            if race(queue.push(handle), closing.wait()).await.is_err() {
+                return Ok(());
+            }
+            if last {
+                return Err(ReadEnd::Bad("authentication failed".into()));
+            }
+            continue;
+        }
+        // KIP-368: once a session has ended, only a re-authentication is
+        // served; anything else closes the connection.
+        if conn.protocol.sasl() && conn.sasl.borrow().expired(std::time::Instant::now()) {
+            let key = crate::protocol::peek(&frame).and_then(|(k, _, _)| ApiKey::try_from(k).ok());
+            if !matches!(key, Some(ApiKey::SaslHandshake | ApiKey::SaslAuthenticate)) {
+                return Err(ReadEnd::Bad(
+                    "the SASL session expired (connections.max.reauth.ms) without a re-authentication".into(),
+                ));
+            }
+        }
         // One task per request; the permit is released when the writer has
         // sent its response.
         let dispatch = handlers::dispatch(shard.clone(), frame, conn.clone());
@@ -266,6 +312,13 @@ async fn write_loop(
         match outcome {
             Outcome::Silent => {}
             Outcome::Close(reason) => {
+                tracing::info!(%reason, "closing connection");
+                break;
+            }
+            Outcome::RespondThenClose(resp, reason) => {
+                if let Err(e) = send(&mut stream, resp, &mut pipe, zero_copy).await {
+                    tracing::debug!(error = %e, "write failed");
+                }
                 tracing::info!(%reason, "closing connection");
                 break;
             }

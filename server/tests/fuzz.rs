@@ -99,6 +99,7 @@ fn mutated_requests_never_panic_or_stall_a_shard() {
         let hex: String = frame.iter().map(|b| format!("{b:02x}")).collect();
         recent.push(hex.clone());
         let tally_here = tally.clone();
+        let sasl = i % 3 == 0;
         broker.run_on_shard(
             (i % 2) as usize,
             Box::new(move |shard| {
@@ -107,10 +108,17 @@ fn mutated_requests_never_panic_or_stall_a_shard() {
                     let run = handlers::dispatch(
                         shard,
                         BytesMut::from(&frame[..]),
+                        // Every third frame as if on a SASL listener, so
+                        // SaslHandshake and SaslAuthenticate reach their
+                        // session logic.
                         Rc::new(handlers::Conn::new(
                             "/127.0.0.1".into(),
                             "PLAINTEXT".into(),
-                            sluice::config::SecurityProtocol::Plaintext,
+                            if sasl {
+                                sluice::config::SecurityProtocol::SaslPlaintext
+                            } else {
+                                sluice::config::SecurityProtocol::Plaintext
+                            },
                         )),
                     );
                     let outcome = AssertUnwindSafe(run).catch_unwind().await;
@@ -119,6 +127,10 @@ fn mutated_requests_never_panic_or_stall_a_shard() {
                         Ok(Outcome::Respond(_)) => t.respond += 1,
                         Ok(Outcome::Silent) => t.silent += 1,
                         Ok(Outcome::Close(_)) => t.close += 1,
+                        Ok(Outcome::RespondThenClose(..)) => {
+                            t.respond += 1;
+                            t.close += 1;
+                        }
                         Err(_) => t.panics.push(hex),
                     }
                 })

@@ -63,3 +63,224 @@ fn each_listener_advertises_its_own_endpoints() {
     let (err, end, _) = list_offsets(&mut i, "t", 0, -1);
     assert_eq!((err, end), (0, 3));
 }
+
+/// A broker with a PLAINTEXT listener (for administration) and a
+/// SASL_PLAINTEXT one with PLAIN's user `alice`.
+fn sasl_broker(tweak: impl FnOnce(&mut sluice::BrokerConfig)) -> (TestBroker, std::net::SocketAddr) {
+    let b = TestBroker::start(1, |c| {
+        c.set("listeners", "PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0")
+            .unwrap();
+        c.set(
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config",
+            r#"org.apache.kafka.common.security.plain.PlainLoginModule required user_alice="alice-secret";"#,
+        )
+        .unwrap();
+        c.set("connection.failed.authentication.delay.ms", "300").unwrap();
+        tweak(c);
+    });
+    let addr = b.broker.as_ref().unwrap().listener_addr("SASL_PLAINTEXT").unwrap();
+    (b, addr)
+}
+
+fn handshake(c: &mut Client, version: i16, mechanism: &str) -> SaslHandshakeResponse {
+    let mut req = SaslHandshakeRequest::default();
+    req.mechanism = StrBytes::from_string(mechanism.to_string());
+    c.call(ApiKey::SaslHandshake, version, &req)
+}
+
+fn authenticate(c: &mut Client, version: i16, token: &[u8]) -> SaslAuthenticateResponse {
+    let mut req = SaslAuthenticateRequest::default();
+    req.auth_bytes = bytes::Bytes::copy_from_slice(token);
+    c.call(ApiKey::SaslAuthenticate, version, &req)
+}
+
+#[test]
+fn plain_authenticates_and_nothing_is_served_before_it() {
+    let (b, addr) = sasl_broker(|c| c.set("connections.max.reauth.ms", "60000").unwrap());
+    create_topic(&mut b.client(), "t", 1);
+
+    // A request before authentication closes the connection unanswered.
+    let mut c = Client::connect(addr);
+    let (_, frame) = c.frame(ApiKey::Metadata, 12, &MetadataRequest::default());
+    c.send_raw(&frame);
+    assert!(c.read_frame().is_none(), "metadata before authentication is not served");
+
+    // ApiVersions is served; an unknown mechanism is refused with the list.
+    let mut c = Client::connect(addr);
+    let v: ApiVersionsResponse = c.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(v.error_code, 0);
+    let h = handshake(&mut c, 1, "GSSAPI");
+    assert_eq!(h.error_code, 33, "UNSUPPORTED_SASL_MECHANISM");
+    let names: Vec<&str> = h.mechanisms.iter().map(|m| m.as_str()).collect();
+    assert_eq!(names, ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]);
+    assert!(c.is_closed());
+
+    // A wrong password: SASL_AUTHENTICATION_FAILED after the delay, then
+    // the connection closes.
+    let mut c = Client::connect(addr);
+    assert_eq!(handshake(&mut c, 1, "PLAIN").error_code, 0);
+    let started = std::time::Instant::now();
+    let r = authenticate(&mut c, 2, b"\0alice\0wrong");
+    assert_eq!(r.error_code, 58, "SASL_AUTHENTICATION_FAILED");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    assert!(r.error_message.unwrap().contains("Invalid username or password"));
+    assert!(c.is_closed());
+
+    // The right one: served, with the session's lifetime.
+    let mut c = Client::connect(addr);
+    assert_eq!(handshake(&mut c, 1, "PLAIN").error_code, 0);
+    let r = authenticate(&mut c, 1, b"\0alice\0alice-secret");
+    assert_eq!((r.error_code, r.session_lifetime_ms), (0, 60_000));
+    let m = metadata(&mut c, &["t"]);
+    assert_eq!(m.topics[0].error_code, 0);
+    assert_eq!(
+        m.brokers[0].port,
+        i32::from(addr.port()),
+        "the SASL listener's endpoint"
+    );
+    let (err, _) = produce(&mut c, 9, "t", 0, 1, records(2, 0));
+    assert_eq!(err, 0);
+    // Re-authentication as the same user keeps the connection.
+    assert_eq!(handshake(&mut c, 1, "PLAIN").error_code, 0);
+    assert_eq!(authenticate(&mut c, 2, b"\0alice\0alice-secret").error_code, 0);
+    assert_eq!(metadata(&mut c, &["t"]).topics[0].error_code, 0);
+
+    // SASL requests on the PLAINTEXT listener: ILLEGAL_SASL_STATE.
+    let mut p = b.client();
+    assert_eq!(handshake(&mut p, 1, "PLAIN").error_code, 34);
+}
+
+#[test]
+fn v0_handshakes_take_raw_tokens() {
+    let (_b, addr) = sasl_broker(|_| {});
+    let mut c = Client::connect(addr);
+    assert_eq!(handshake(&mut c, 0, "PLAIN").error_code, 0);
+    let token = b"\0alice\0alice-secret";
+    let mut frame = (token.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(token);
+    c.send_raw(&frame);
+    let answer = c.read_frame().expect("an empty token back");
+    assert!(answer.is_empty());
+    assert_eq!(metadata(&mut c, &[]).brokers.len(), 1);
+
+    let mut c = Client::connect(addr);
+    assert_eq!(handshake(&mut c, 0, "PLAIN").error_code, 0);
+    let token = b"\0alice\0nope";
+    let mut frame = (token.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(token);
+    c.send_raw(&frame);
+    assert!(c.read_frame().is_none(), "a failed raw exchange closes the connection");
+}
+
+fn scram_upsert(user: &str, mechanism: i8, password: &str, iterations: i32) -> AlterUserScramCredentialsRequest {
+    let m = sluice_metadata::security::ScramMechanism::from_id(mechanism)
+        .unwrap_or(sluice_metadata::security::ScramMechanism::Sha256);
+    let salt = sluice::security::scram::random_bytes(16);
+    let salted = sluice::security::scram::salted_password(m, password.as_bytes(), &salt, iterations.max(1) as u32);
+    let mut u = alter_user_scram_credentials_request::ScramCredentialUpsertion::default();
+    u.name = StrBytes::from_string(user.into());
+    u.mechanism = mechanism;
+    u.iterations = iterations;
+    u.salt = salt.into();
+    u.salted_password = salted.into();
+    let mut req = AlterUserScramCredentialsRequest::default();
+    req.upsertions = vec![u];
+    req
+}
+
+fn scram_login(addr: std::net::SocketAddr, user: &str, password: &str) -> (Client, SaslAuthenticateResponse) {
+    let mut c = Client::connect(addr);
+    assert_eq!(handshake(&mut c, 1, "SCRAM-SHA-512").error_code, 0);
+    let m = sluice_metadata::security::ScramMechanism::Sha512;
+    let mut client = sluice::security::scram::ScramClient::new(m, user, password);
+    let first = authenticate(&mut c, 2, &client.first());
+    assert_eq!(first.error_code, 0, "{:?}", first.error_message);
+    let last = client.last(&first.auth_bytes).unwrap();
+    let fin = authenticate(&mut c, 2, &last);
+    if fin.error_code == 0 {
+        client.verify(&fin.auth_bytes).unwrap();
+    }
+    (c, fin)
+}
+
+#[test]
+fn scram_credentials_are_managed_through_the_api_and_authenticate() {
+    let (b, addr) = sasl_broker(|_| {});
+    let mut admin = b.client();
+    let r: AlterUserScramCredentialsResponse = admin.call(
+        ApiKey::AlterUserScramCredentials,
+        0,
+        &scram_upsert("bob", 2, "bob-pw", 8192),
+    );
+    assert_eq!(r.results.len(), 1);
+    assert_eq!(r.results[0].error_code, 0, "{:?}", r.results[0].error_message);
+    // Kafka's refusals.
+    let r: AlterUserScramCredentialsResponse =
+        admin.call(ApiKey::AlterUserScramCredentials, 0, &scram_upsert("bob", 2, "x", 100));
+    assert_eq!(r.results[0].error_code, 93, "UNACCEPTABLE_CREDENTIAL");
+    let r: AlterUserScramCredentialsResponse =
+        admin.call(ApiKey::AlterUserScramCredentials, 0, &scram_upsert("bob", 9, "x", 4096));
+    assert_eq!(r.results[0].error_code, 33, "UNSUPPORTED_SASL_MECHANISM");
+    let mut twice = scram_upsert("carol", 1, "x", 4096);
+    twice.upsertions.push(twice.upsertions[0].clone());
+    let r: AlterUserScramCredentialsResponse = admin.call(ApiKey::AlterUserScramCredentials, 0, &twice);
+    assert_eq!(r.results[0].error_code, 92, "DUPLICATE_RESOURCE");
+    let mut gone = AlterUserScramCredentialsRequest::default();
+    let mut d = alter_user_scram_credentials_request::ScramCredentialDeletion::default();
+    d.name = StrBytes::from_static_str("nobody");
+    d.mechanism = 1;
+    gone.deletions = vec![d];
+    let r: AlterUserScramCredentialsResponse = admin.call(ApiKey::AlterUserScramCredentials, 0, &gone);
+    assert_eq!(r.results[0].error_code, 91, "RESOURCE_NOT_FOUND");
+
+    // Described without secrets.
+    let d: DescribeUserScramCredentialsResponse = admin.call(
+        ApiKey::DescribeUserScramCredentials,
+        0,
+        &DescribeUserScramCredentialsRequest::default(),
+    );
+    assert_eq!(d.results.len(), 1);
+    assert_eq!(d.results[0].user.as_str(), "bob");
+    assert_eq!(
+        (
+            d.results[0].credential_infos[0].mechanism,
+            d.results[0].credential_infos[0].iterations
+        ),
+        (2, 8192)
+    );
+
+    // Authenticates with the password; fails without it, and for a user
+    // that does not exist the same way.
+    let (mut c, fin) = scram_login(addr, "bob", "bob-pw");
+    assert_eq!(fin.error_code, 0);
+    assert_eq!(metadata(&mut c, &[]).brokers.len(), 1);
+    for (user, pw) in [("bob", "wrong"), ("mallory", "bob-pw")] {
+        let (mut c, fin) = scram_login(addr, user, pw);
+        assert_eq!(fin.error_code, 58, "{user}");
+        assert!(c.is_closed());
+    }
+
+    // Removed: no longer authenticates; survives a restart as removed.
+    let mut del = AlterUserScramCredentialsRequest::default();
+    let mut d = alter_user_scram_credentials_request::ScramCredentialDeletion::default();
+    d.name = StrBytes::from_static_str("bob");
+    d.mechanism = 2;
+    del.deletions = vec![d];
+    let r: AlterUserScramCredentialsResponse = admin.call(ApiKey::AlterUserScramCredentials, 0, &del);
+    assert_eq!(r.results[0].error_code, 0);
+    assert_eq!(scram_login(addr, "bob", "bob-pw").1.error_code, 58);
+}
+
+#[test]
+fn scram_credentials_survive_a_restart() {
+    let (mut b, _) = sasl_broker(|_| {});
+    let r: AlterUserScramCredentialsResponse = b.client().call(
+        ApiKey::AlterUserScramCredentials,
+        0,
+        &scram_upsert("dave", 2, "dave-pw", 4096),
+    );
+    assert_eq!(r.results[0].error_code, 0);
+    b.restart();
+    let addr = b.broker.as_ref().unwrap().listener_addr("SASL_PLAINTEXT").unwrap();
+    assert_eq!(scram_login(addr, "dave", "dave-pw").1.error_code, 0);
+}

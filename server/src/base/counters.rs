@@ -38,6 +38,9 @@ pub struct ShardMetrics {
     bytes_out: RefCell<HashMap<Arc<str>, u64>>,
     pub connections_accepted: Cell<u64>,
     pub connections_refused: Cell<u64>,
+    /// SASL authentications that succeeded, and that failed.
+    pub authentications: Cell<u64>,
+    pub authentication_failures: Cell<u64>,
     /// Jobs this shard handed to another shard.
     pub handoffs: Cell<u64>,
     pub isr_shrinks: Cell<u64>,
@@ -54,6 +57,8 @@ impl Default for ShardMetrics {
             bytes_out: RefCell::default(),
             connections_accepted: Cell::new(0),
             connections_refused: Cell::new(0),
+            authentications: Cell::new(0),
+            authentication_failures: Cell::new(0),
             handoffs: Cell::new(0),
             isr_shrinks: Cell::new(0),
             isr_expands: Cell::new(0),
@@ -113,6 +118,8 @@ impl ShardMetrics {
             .collect();
         r.connections_accepted = self.connections_accepted.get();
         r.connections_refused = self.connections_refused.get();
+        r.authentications = self.authentications.get();
+        r.authentication_failures = self.authentication_failures.get();
         r.handoffs = self.handoffs.get();
         r.isr_shrinks = self.isr_shrinks.get();
         r.isr_expands = self.isr_expands.get();
@@ -226,6 +233,8 @@ pub struct ShardReport {
     pub bytes_out: Vec<(String, u64)>,
     pub connections_accepted: u64,
     pub connections_refused: u64,
+    pub authentications: u64,
+    pub authentication_failures: u64,
     pub connections_open: u64,
     pub handoffs: u64,
     pub isr_shrinks: u64,

@@ -74,7 +74,7 @@ impl Default for SecurityConfig {
 impl SecurityConfig {
     /// Checks the settings against the listeners.
     pub fn check(&self, listeners: &[Listener]) -> Result<(), ConfigError> {
-        if let Some(l) = listeners.iter().find(|l| l.protocol.tls() || l.protocol.sasl()) {
+        if let Some(l) = listeners.iter().find(|l| l.protocol.tls()) {
             return Err(invalid(
                 "listener.security.protocol.map",
                 format!("listener `{}`: {} is not served yet", l.name, l.protocol.name()),

@@ -21,6 +21,7 @@ pub mod log_dirs;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
+pub mod sasl;
 pub mod txn;
 mod verify;
 
@@ -110,6 +111,20 @@ pub const APIS: &[Api] = &[
         later!(consumer_groups::consumer_group_describe),
     ),
     api(ApiKey::DescribeLogDirs, 1, 4, later!(log_dirs::describe_log_dirs)),
+    api(ApiKey::SaslHandshake, 0, 1, Handler::Now(sasl::sasl_handshake)),
+    api(ApiKey::SaslAuthenticate, 0, 2, later!(sasl::sasl_authenticate)),
+    api(
+        ApiKey::AlterUserScramCredentials,
+        0,
+        0,
+        later!(sasl::alter_user_scram_credentials),
+    ),
+    api(
+        ApiKey::DescribeUserScramCredentials,
+        0,
+        0,
+        Handler::Now(sasl::describe_user_scram_credentials),
+    ),
     api(
         ApiKey::DescribeTopicPartitions,
         0,
@@ -239,6 +254,8 @@ pub enum Outcome {
     /// The request cannot be answered in the protocol: close the
     /// connection after the responses before it.
     Close(String),
+    /// Answer, then close the connection (a failed authentication).
+    RespondThenClose(Response, String),
 }
 
 /// Everything a handler needs about its request.
@@ -264,6 +281,8 @@ pub struct Conn {
     /// endpoints.
     pub listener: Rc<str>,
     pub protocol: crate::config::SecurityProtocol,
+    /// The SASL session (on a SASL listener).
+    pub sasl: std::cell::RefCell<crate::security::sasl::Session>,
     /// The order of this connection's transactional Produce requests:
     /// each reaches the partitions' owners after the one before it, also
     /// when it waits for its transaction coordinator first.
@@ -271,11 +290,26 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// The principal this connection acts as (`User:name`).
+    pub fn principal(&self) -> String {
+        match self.sasl.borrow().user() {
+            Some(u) => format!("User:{u}"),
+            None => crate::security::ANONYMOUS.to_string(),
+        }
+    }
+
+    /// Whether requests other than ApiVersions and SASL's own must wait
+    /// for an authentication first.
+    pub fn needs_authentication(&self) -> bool {
+        self.protocol.sasl() && !self.sasl.borrow().authenticated()
+    }
+
     pub fn new(peer: Rc<str>, listener: Rc<str>, protocol: crate::config::SecurityProtocol) -> Self {
         Self {
             peer,
             listener,
             protocol,
+            sasl: Default::default(),
             txn_produce: Rc::default(),
         }
     }

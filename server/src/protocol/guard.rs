@@ -424,6 +424,27 @@ const DESCRIBE_TOPIC_PARTITIONS: &[F] = &[
     F(T::Opt(&[F(T::Str, 0, ALL), F(T::I32, 0, ALL)]), 0, ALL),
 ];
 
+const SASL_HANDSHAKE: &[F] = &[F(T::Str, 0, ALL)];
+
+const SASL_AUTHENTICATE: &[F] = &[F(T::Bytes, 0, ALL)];
+
+const ALTER_USER_SCRAM_CREDENTIALS: &[F] = &[
+    F(T::Arr(&[F(T::Str, 0, ALL), F(T::I8, 0, ALL)]), 0, ALL),
+    F(
+        T::Arr(&[
+            F(T::Str, 0, ALL),
+            F(T::I8, 0, ALL),
+            F(T::I32, 0, ALL),
+            F(T::Bytes, 0, ALL),
+            F(T::Bytes, 0, ALL),
+        ]),
+        0,
+        ALL,
+    ),
+];
+
+const DESCRIBE_USER_SCRAM_CREDENTIALS: &[F] = &[F(T::Arr(&[F(T::Str, 0, ALL)]), 0, ALL)];
+
 fn layout(key: ApiKey) -> Option<&'static [F]> {
     Some(match key {
         ApiKey::Metadata => METADATA,
@@ -462,6 +483,10 @@ fn layout(key: ApiKey) -> Option<&'static [F]> {
         ApiKey::ConsumerGroupDescribe => CONSUMER_GROUP_DESCRIBE,
         ApiKey::DescribeLogDirs => DESCRIBE_LOG_DIRS,
         ApiKey::DescribeTopicPartitions => DESCRIBE_TOPIC_PARTITIONS,
+        ApiKey::SaslHandshake => SASL_HANDSHAKE,
+        ApiKey::SaslAuthenticate => SASL_AUTHENTICATE,
+        ApiKey::AlterUserScramCredentials => ALTER_USER_SCRAM_CREDENTIALS,
+        ApiKey::DescribeUserScramCredentials => DESCRIBE_USER_SCRAM_CREDENTIALS,
         _ => return None,
     })
 }
@@ -930,6 +955,29 @@ mod tests {
         cur.partition_index = 3;
         dtp.cursor = Some(cur);
         out.push((ApiKey::DescribeTopicPartitions, enc(dtp), 0, 0));
+        let sh = SaslHandshakeRequest::default().with_mechanism(s("PLAIN"));
+        out.push((ApiKey::SaslHandshake, enc(sh), 0, 1));
+        let sa = SaslAuthenticateRequest::default().with_auth_bytes(bytes::Bytes::from_static(b"\0u\0p"));
+        out.push((ApiKey::SaslAuthenticate, enc(sa), 0, 2));
+        let auc = AlterUserScramCredentialsRequest::default()
+            .with_deletions(vec![
+                alter_user_scram_credentials_request::ScramCredentialDeletion::default()
+                    .with_name(s("a"))
+                    .with_mechanism(1),
+            ])
+            .with_upsertions(vec![
+                alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
+                    .with_name(s("b"))
+                    .with_mechanism(2)
+                    .with_iterations(4096)
+                    .with_salt(bytes::Bytes::from_static(b"salt"))
+                    .with_salted_password(bytes::Bytes::from_static(b"pw")),
+            ]);
+        out.push((ApiKey::AlterUserScramCredentials, enc(auc), 0, 0));
+        let duc = DescribeUserScramCredentialsRequest::default().with_users(Some(vec![
+            describe_user_scram_credentials_request::UserName::default().with_name(s("a")),
+        ]));
+        out.push((ApiKey::DescribeUserScramCredentials, enc(duc), 0, 0));
         out
     }
 
