@@ -27,8 +27,11 @@ def free_port(host="127.0.0.1"):
 
 
 class Broker:
-    def __init__(self, data_dir, port, extra, cores=2, host="127.0.0.1", log_path=None, binary=None):
+    def __init__(self, data_dir, port, extra, cores=2, host="127.0.0.1", log_path=None, binary=None, listeners=None):
         self.binary = binary or BINARY
+        # `listeners` as Sluice takes it (NAME://host:port,...); the first
+        # must be host:port. Default: one PLAINTEXT listener there.
+        self.listeners = listeners
         self.data_dir = data_dir
         self.host = host
         self.port = port
@@ -48,7 +51,8 @@ class Broker:
 
     def start(self, wait=True):
         """Starts the process; with `wait`, returns once it listens."""
-        cmd = [self.binary, "--listen", self.bootstrap, "--data-dir", self.data_dir, "--cores", str(self.cores)]
+        cmd = [self.binary, "--listen", self.listeners or self.bootstrap, "--data-dir", self.data_dir,
+               "--cores", str(self.cores)]
         for kv in self.extra:
             cmd += ["-o", kv]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, env=self.env)

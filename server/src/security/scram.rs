@@ -244,7 +244,10 @@ impl ScramServer {
         if !(binding.starts_with(b"n,") || binding.starts_with(b"y,")) {
             return Err(ScramError::ChannelBinding);
         }
-        if attr(parts.next(), 'r')? != nonce {
+        // As Kafka checks it: the client's final nonce must end with the
+        // one the server sent (librdkafka before 2.1 sends its own nonce
+        // in front of it a second time).
+        if !attr(parts.next(), 'r')?.ends_with(&nonce) {
             return Err(ScramError::Malformed("the nonce changed"));
         }
         let proof = B64.decode(proof).map_err(|_| ScramError::Malformed("bad proof"))?;
