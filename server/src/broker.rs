@@ -29,6 +29,8 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("sluice.admin.listen {addr}: {source}")]
     AdminListen { addr: SocketAddr, source: std::io::Error },
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("shard {shard}: {reason}")]
     Shard { shard: usize, reason: String },
 }
@@ -161,7 +163,14 @@ impl Broker {
             }
         }
         let addr = addrs[0].1;
-        let common = Arc::new(Common::new(config, shards, clean_start));
+        let tls = if config.listeners.iter().any(|l| l.protocol.tls()) {
+            Some(crate::security::tls::server_config(&config.security.ssl).map_err(StartError::Tls)?)
+        } else {
+            None
+        };
+        let mut common = Common::new(config, shards, clean_start);
+        common.tls = tls;
+        let common = Arc::new(common);
         // The operators' listener answers /health while the shards start.
         let ops = match common.config.admin_listen {
             None => None,

@@ -200,6 +200,8 @@ pub struct Common<S> {
     pub clean_start: bool,
     /// A shard failed to close a log at shutdown: no clean-shutdown marker.
     pub close_failed: std::sync::atomic::AtomicBool,
+    /// The TLS server config of the SSL and SASL_SSL listeners.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl<S> Common<S> {
@@ -216,6 +218,7 @@ impl<S> Common<S> {
             shutting_down: Default::default(),
             clean_start,
             close_failed: Default::default(),
+            tls: None,
         }
     }
 

@@ -4,7 +4,6 @@ setting) and SCRAM-SHA-256/512 (users made through AlterUserScramCredentials
 on the broker's PLAINTEXT listener). Wrong passwords, unknown users and a
 plaintext client on the SASL port are refused, and the broker keeps
 serving the others."""
-import os
 import subprocess
 import tempfile
 import time
@@ -12,13 +11,12 @@ import urllib.request
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer
-from confluent_kafka.admin import (AdminClient, NewTopic, ScramCredentialInfo, ScramMechanism,
-                                   UserScramCredentialUpsertion)
-from kafka import KafkaConsumer, KafkaProducer
+from confluent_kafka import KafkaError, Producer
+from confluent_kafka.admin import AdminClient, ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
 from kafka.admin import KafkaAdminClient
 
 from conftest import Broker, free_port
+from secured import first_error, java_classpath, kafka_python_round_trip, kcat, librdkafka_round_trip
 
 JAAS = ('org.apache.kafka.common.security.plain.PlainLoginModule required '
         'user_alice="alice-secret" user_admin="admin-secret";')
@@ -75,57 +73,20 @@ def sasl():
             b.stop()
 
 
-def produce_and_consume(s, conf, topic, n=300):
-    p = Producer(dict(conf, acks="all"))
-    for i in range(n):
-        p.produce(topic, key=str(i).encode(), value=f"v{i}".encode())
-    assert p.flush(30) == 0
-    c = Consumer(dict(conf, **{"group.id": f"g-{topic}", "auto.offset.reset": "earliest",
-                               "enable.auto.commit": False}))
-    c.subscribe([topic])
-    got = []
-    deadline = time.time() + 60
-    while len(got) < n and time.time() < deadline:
-        m = c.poll(0.5)
-        if m is not None and m.error() is None:
-            got.append(m.value().decode())
-    c.commit(asynchronous=False)
-    c.close()
-    assert sorted(got, key=lambda v: int(v[1:])) == [f"v{i}" for i in range(n)]
-
-
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
 def test_librdkafka_authenticates_with_each_mechanism(sasl, mechanism):
     conf = sasl.conf(mechanism)
-    admin = AdminClient(conf)
-    topic = f"sasl-{mechanism.lower()}-{uuid.uuid4().hex[:6]}"
-    admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(30)
+    admin = librdkafka_round_trip(conf, f"sasl-{mechanism.lower()}-{uuid.uuid4().hex[:6]}")
     md = admin.list_topics(timeout=30)
     # Metadata through the SASL listener names the SASL listener's endpoint.
     assert [(b.host, b.port) for b in md.brokers.values()] == [("127.0.0.1", int(sasl.sasl.split(":")[1]))]
-    produce_and_consume(sasl, conf, topic)
-
-
-def auth_error(conf):
-    """The error librdkafka reports for `conf`, or None if it connects."""
-    errors = []
-    p = Producer(dict(conf, error_cb=errors.append, **{"socket.timeout.ms": 5000}))
-    deadline = time.time() + 20
-    while not errors and time.time() < deadline:
-        p.poll(0.2)
-        try:
-            p.list_topics(timeout=1)
-            return None
-        except Exception:
-            pass
-    return errors[0] if errors else "no error and no metadata"
 
 
 def test_wrong_passwords_unknown_users_and_plaintext_clients_are_refused(sasl):
     before = sasl.metric("sluice_sasl_authentications_total", 'result="failure"')
     for conf in [sasl.conf("SCRAM-SHA-512", password="wrong"), sasl.conf("SCRAM-SHA-512", user="mallory"),
                  sasl.conf("PLAIN", password="wrong"), sasl.conf("PLAIN", user="mallory")]:
-        err = auth_error(conf)
+        err = first_error(conf)
         assert isinstance(err, KafkaError) and err.code() == KafkaError._AUTHENTICATION, (conf["sasl.username"], err)
         assert "Authentication failed" in err.str(), err.str()
     assert sasl.metric("sluice_sasl_authentications_total", 'result="failure"') >= before + 4
@@ -135,7 +96,7 @@ def test_wrong_passwords_unknown_users_and_plaintext_clients_are_refused(sasl):
     with pytest.raises(Exception):
         p.list_topics(timeout=3)
     # The broker serves the others all the while.
-    produce_and_consume(sasl, sasl.conf("SCRAM-SHA-512"), f"after-{uuid.uuid4().hex[:6]}", n=50)
+    librdkafka_round_trip(sasl.conf("SCRAM-SHA-512"), f"after-{uuid.uuid4().hex[:6]}", n=50)
 
 
 def test_sessions_are_renewed_by_reauthentication(sasl):
@@ -162,13 +123,6 @@ def test_sessions_are_renewed_by_reauthentication(sasl):
     assert after - before >= 4, (before, after)
 
 
-def kcat(*args, stdin=None, check=True):
-    r = subprocess.run(["kcat", *args], input=stdin, capture_output=True, timeout=60)
-    if check:
-        assert r.returncode == 0, r.stderr.decode()
-    return r
-
-
 def test_kcat_scram(sasl):
     u, pw = USERS["SCRAM-SHA-256"]
     common = ["-b", sasl.sasl, "-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=SCRAM-SHA-256",
@@ -188,21 +142,7 @@ def test_kafka_python(sasl, mechanism, caplog):
     u, pw = USERS[mechanism]
     conf = dict(bootstrap_servers=sasl.sasl, security_protocol="SASL_PLAINTEXT", sasl_mechanism=mechanism,
                 sasl_plain_username=u, sasl_plain_password=pw)
-    topic = f"kp-sasl-{mechanism.lower()}"
-    p = KafkaProducer(acks="all", **conf)
-    offsets = [p.send(topic, value=f"v{i}".encode()).get(timeout=30).offset for i in range(200)]
-    p.close()
-    assert offsets == list(range(200))
-    c = KafkaConsumer(topic, group_id=f"kp-{mechanism}", auto_offset_reset="earliest", enable_auto_commit=False,
-                      consumer_timeout_ms=10_000, **conf)
-    got = []
-    for m in c:
-        got.append(m.value)
-        if len(got) == 200:
-            break
-    c.commit()
-    c.close()
-    assert got == [f"v{i}".encode() for i in range(200)]
+    kafka_python_round_trip(conf, f"kp-sasl-{mechanism.lower()}", f"kp-{mechanism}")
     if mechanism == "PLAIN":
         return
     bad = dict(conf, sasl_plain_password="wrong")
@@ -214,15 +154,7 @@ def test_kafka_python(sasl, mechanism, caplog):
 
 
 def test_java_client(sasl):
-    from test_java import SRC, LIB, CLASSES  # noqa: F401  (the same build as test_java)
-    import glob
-    jars = sorted(glob.glob(os.path.join(LIB, "*.jar")))
-    assert len(jars) == 5, "run tests/clients/java/fetch_jars.sh first"
-    os.makedirs(CLASSES, exist_ok=True)
-    cp = ":".join([CLASSES] + jars)
-    r = subprocess.run(["javac", "-Xlint:-options", "-d", CLASSES, "-cp", cp] + glob.glob(os.path.join(SRC, "*.java")),
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    cp = java_classpath()
     r = subprocess.run(["java", "-cp", cp, "SaslCheck", sasl.sasl, sasl.plain], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -589,6 +589,95 @@ pub const SETTINGS: &[Setting] = &[
         set: field!(security.sasl_max_receive_size, parse_at_least_one),
     },
     Setting {
+        name: "ssl.keystore.location",
+        aliases: &[],
+        doc: "PEM file with the certificate chain and private key of the SSL and SASL_SSL listeners, reloaded when it changes; unset by default",
+        set: |c, _, value| {
+            c.security.ssl.keystore = Some(PathBuf::from(value.trim()));
+            Ok(())
+        },
+    },
+    Setting {
+        name: "ssl.keystore.type",
+        aliases: &[],
+        doc: "format of the key store: only PEM (default PEM)",
+        set: only_pem,
+    },
+    Setting {
+        name: "ssl.truststore.type",
+        aliases: &[],
+        doc: "format of the trust store: only PEM (default PEM)",
+        set: only_pem,
+    },
+    Setting {
+        name: "ssl.truststore.location",
+        aliases: &[],
+        doc: "PEM file of the certificates that sign client certificates, for ssl.client.auth; unset by default",
+        set: |c, _, value| {
+            c.security.ssl.truststore = Some(PathBuf::from(value.trim()));
+            Ok(())
+        },
+    },
+    Setting {
+        name: "ssl.client.auth",
+        aliases: &[],
+        doc: "client certificates on TLS listeners: none, requested or required (default none)",
+        set: |c, key, value| {
+            c.security.ssl.client_auth = match value.trim() {
+                "none" => security::ClientAuth::None,
+                "requested" => security::ClientAuth::Requested,
+                "required" => security::ClientAuth::Required,
+                other => return Err(invalid(key, format!("`{other}`: expected none, requested or required"))),
+            };
+            Ok(())
+        },
+    },
+    Setting {
+        name: "ssl.enabled.protocols",
+        aliases: &[],
+        doc: "TLS versions served, comma-separated (default TLSv1.2,TLSv1.3)",
+        set: |c, key, value| {
+            let (mut tls12, mut tls13) = (false, false);
+            for v in value.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+                match v {
+                    "TLSv1.2" => tls12 = true,
+                    "TLSv1.3" => tls13 = true,
+                    other => return Err(invalid(key, format!("`{other}`: TLSv1.2 and TLSv1.3 are served"))),
+                }
+            }
+            c.security.ssl.tls12 = tls12;
+            c.security.ssl.tls13 = tls13;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "ssl.principal.mapping.rules",
+        aliases: &[],
+        doc: "how a client certificate's subject becomes the principal: RULE:pattern/replacement/[LU] and DEFAULT, comma-separated (default DEFAULT)",
+        set: |c, key, value| {
+            c.security.ssl.principal_rules = security::parse_principal_rules(key, value)?;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "sluice.ssl.keystore.reload.check.ms",
+        aliases: &[],
+        doc: "at most how often a new connection looks for a changed key store file (default 10000)",
+        set: |c, key, value| {
+            c.security.ssl.reload_check = std::time::Duration::from_millis(parse_num(key, value)?);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "sluice.ssl.handshake.timeout.ms",
+        aliases: &[],
+        doc: "a TLS handshake not finished by then closes the connection (default 10000)",
+        set: |c, key, value| {
+            c.security.ssl.handshake_timeout = std::time::Duration::from_millis(parse_at_least_one(key, value)?);
+            Ok(())
+        },
+    },
+    Setting {
         name: "log.dirs",
         aliases: &["log.dir", "data.dir"],
         doc: "data directory (default ./sluice-data)",
@@ -1284,6 +1373,18 @@ where
     T::Err: std::fmt::Display,
 {
     value.trim().parse().map_err(|e: T::Err| invalid(key, e.to_string()))
+}
+
+/// `ssl.keystore.type` and `ssl.truststore.type`: PEM is the one format
+/// read.
+fn only_pem(_: &mut BrokerConfig, key: &str, value: &str) -> Result<(), ConfigError> {
+    match value.trim() {
+        "PEM" => Ok(()),
+        other => Err(invalid(
+            key,
+            format!("`{other}`: only PEM files are read (convert JKS or PKCS12 with keytool or openssl)"),
+        )),
+    }
 }
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {

@@ -2,6 +2,8 @@
 //! lifetimes and the delay after a failed authentication.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use super::{ConfigError, Listener, invalid};
 
@@ -57,6 +59,160 @@ pub struct SecurityConfig {
     /// `sasl.server.max.receive.size`: the largest SASL token accepted
     /// before authentication.
     pub sasl_max_receive_size: usize,
+    /// TLS of the SSL and SASL_SSL listeners.
+    pub ssl: SslConfig,
+}
+
+/// `ssl.client.auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    None,
+    /// A certificate is asked for; a client without one is anonymous.
+    Requested,
+    /// A client without a trusted certificate is refused.
+    Required,
+}
+
+/// One rule of `ssl.principal.mapping.rules`.
+#[derive(Debug, Clone)]
+pub enum PrincipalRule {
+    /// The whole subject name.
+    Default,
+    /// `RULE:pattern/replacement/[LU]`: a pattern matching the whole name,
+    /// the replacement (`$1`...), and an optional change of case.
+    Rule {
+        pattern: regex::Regex,
+        replacement: String,
+        case: Option<char>,
+    },
+}
+
+impl PartialEq for PrincipalRule {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Default, Self::Default) => true,
+            (
+                Self::Rule {
+                    pattern: a,
+                    replacement: ra,
+                    case: ca,
+                },
+                Self::Rule {
+                    pattern: b,
+                    replacement: rb,
+                    case: cb,
+                },
+            ) => a.as_str() == b.as_str() && ra == rb && ca == cb,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for PrincipalRule {}
+
+/// TLS settings, with Kafka's names. One key store and trust store serve
+/// every TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SslConfig {
+    /// `ssl.keystore.location`: a PEM file with the certificate chain and
+    /// the private key (`ssl.keystore.type=PEM`).
+    pub keystore: Option<PathBuf>,
+    /// `ssl.truststore.location`: PEM certificates of the authorities that
+    /// sign client certificates.
+    pub truststore: Option<PathBuf>,
+    /// `ssl.client.auth`.
+    pub client_auth: ClientAuth,
+    /// `ssl.enabled.protocols`: TLSv1.2 and TLSv1.3.
+    pub tls12: bool,
+    pub tls13: bool,
+    /// `ssl.principal.mapping.rules`.
+    pub principal_rules: Vec<PrincipalRule>,
+    /// `sluice.ssl.keystore.reload.check.ms`: how often (at most, and only
+    /// when a client connects) the key store file is looked at for a new
+    /// certificate.
+    pub reload_check: Duration,
+    /// `sluice.ssl.handshake.timeout.ms`: a TLS handshake not finished by
+    /// then closes the connection.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for SslConfig {
+    fn default() -> Self {
+        Self {
+            keystore: None,
+            truststore: None,
+            client_auth: ClientAuth::None,
+            tls12: true,
+            tls13: true,
+            principal_rules: vec![PrincipalRule::Default],
+            reload_check: Duration::from_millis(10_000),
+            handshake_timeout: Duration::from_millis(10_000),
+        }
+    }
+}
+
+/// Parses `ssl.principal.mapping.rules`: `RULE:pattern/replacement/[LU]`
+/// and `DEFAULT`, comma-separated (a pattern may hold commas and escaped
+/// slashes).
+pub fn parse_principal_rules(key: &str, value: &str) -> Result<Vec<PrincipalRule>, ConfigError> {
+    /// The text up to the next unescaped `/`, unescaped, and the rest
+    /// after that `/`.
+    fn part(s: &str) -> Option<(String, &str)> {
+        let mut out = String::new();
+        let mut chars = s.char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some((_, '/')) => out.push('/'),
+                    Some((_, other)) => {
+                        out.push('\\');
+                        out.push(other);
+                    }
+                    None => return None,
+                },
+                '/' => return Some((out, &s[i + 1..])),
+                c => out.push(c),
+            }
+        }
+        None
+    }
+    let mut rules = Vec::new();
+    let mut rest = value.trim();
+    while !rest.is_empty() {
+        rest = rest.trim_start_matches([',', ' ', '\t', '\n']);
+        if rest.is_empty() {
+            break;
+        }
+        if let Some(r) = rest.strip_prefix("DEFAULT") {
+            rules.push(PrincipalRule::Default);
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix("RULE:") {
+            let bad = || invalid(key, format!("`{rest}`: expected RULE:pattern/replacement/[LU]"));
+            let (pattern, r) = part(r).ok_or_else(bad)?;
+            let (replacement, r) = part(r).ok_or_else(bad)?;
+            let (case, r) = match r.chars().next() {
+                Some(c @ ('L' | 'U')) => (Some(c), &r[1..]),
+                _ => (None, r),
+            };
+            let pattern = regex::Regex::new(&pattern).map_err(|e| invalid(key, format!("pattern `{pattern}`: {e}")))?;
+            rules.push(PrincipalRule::Rule {
+                pattern,
+                replacement,
+                case,
+            });
+            rest = r;
+        } else {
+            return Err(invalid(key, format!("`{rest}`: each rule is RULE:... or DEFAULT")));
+        }
+        rest = rest.trim_start();
+        if !rest.is_empty() && !rest.starts_with(',') {
+            return Err(invalid(key, format!("`{rest}`: rules are separated by commas")));
+        }
+    }
+    if rules.is_empty() {
+        return Err(invalid(key, "names no rule"));
+    }
+    Ok(rules)
 }
 
 impl Default for SecurityConfig {
@@ -67,6 +223,7 @@ impl Default for SecurityConfig {
             max_reauth_ms: 0,
             failed_authentication_delay_ms: 100,
             sasl_max_receive_size: 524_288,
+            ssl: SslConfig::default(),
         }
     }
 }
@@ -74,11 +231,37 @@ impl Default for SecurityConfig {
 impl SecurityConfig {
     /// Checks the settings against the listeners.
     pub fn check(&self, listeners: &[Listener]) -> Result<(), ConfigError> {
-        if let Some(l) = listeners.iter().find(|l| l.protocol.tls()) {
+        // Replica fetches, transaction markers and the controller's checks
+        // connect without TLS or SASL (not built yet): refuse a setup in
+        // which they could not connect.
+        if let Some(inter) = listeners.first()
+            && inter.protocol != super::SecurityProtocol::Plaintext
+        {
             return Err(invalid(
-                "listener.security.protocol.map",
-                format!("listener `{}`: {} is not served yet", l.name, l.protocol.name()),
+                "inter.broker.listener.name",
+                format!(
+                    "listener `{}` is {}; the cluster's own connections do not use TLS or SASL yet, so the inter-broker listener must be PLAINTEXT (add one, e.g. on 127.0.0.1 or a private network)",
+                    inter.name,
+                    inter.protocol.name()
+                ),
             ));
+        }
+        if let Some(l) = listeners.iter().find(|l| l.protocol.tls()) {
+            if self.ssl.keystore.is_none() {
+                return Err(invalid(
+                    "ssl.keystore.location",
+                    format!("listener `{}` ({}) needs a key store", l.name, l.protocol.name()),
+                ));
+            }
+            if self.ssl.client_auth != ClientAuth::None && self.ssl.truststore.is_none() {
+                return Err(invalid(
+                    "ssl.truststore.location",
+                    "ssl.client.auth requested or required needs the certificates that sign clients",
+                ));
+            }
+            if !self.ssl.tls12 && !self.ssl.tls13 {
+                return Err(invalid("ssl.enabled.protocols", "enables no protocol"));
+            }
         }
         if listeners.iter().any(|l| l.protocol.sasl()) && self.sasl_mechanisms.is_empty() {
             return Err(invalid(
@@ -228,5 +411,33 @@ mod tests {
             vec![Mechanism::ScramSha512, Mechanism::Plain]
         );
         assert!(parse_mechanisms("k", "GSSAPI").is_err());
+    }
+}
+
+#[cfg(test)]
+mod tls_settings {
+    use crate::config::BrokerConfig;
+
+    #[test]
+    fn tls_listeners_need_their_stores() {
+        let mut c = BrokerConfig::default();
+        c.set("listeners", "SSL://127.0.0.1:9093").unwrap();
+        c.set("ssl.keystore.location", "/etc/sluice/broker.pem").unwrap();
+        assert!(c.clone().finish().is_err(), "the inter-broker listener is PLAINTEXT");
+        let mut c = crate::config::BrokerConfig::default();
+        c.set("listeners", "PLAINTEXT://127.0.0.1:9092,SSL://127.0.0.1:9093")
+            .unwrap();
+        assert!(c.clone().finish().is_err(), "no key store");
+        c.set("ssl.keystore.location", "/etc/sluice/broker.pem").unwrap();
+        assert!(c.clone().finish().is_ok());
+        c.set("ssl.client.auth", "required").unwrap();
+        assert!(c.clone().finish().is_err(), "client certificates need a trust store");
+        c.set("ssl.truststore.location", "/etc/sluice/ca.pem").unwrap();
+        assert!(c.clone().finish().is_ok());
+        assert!(c.set("ssl.keystore.type", "JKS").is_err());
+        assert!(c.set("ssl.client.auth", "maybe").is_err());
+        assert!(c.set("ssl.enabled.protocols", "TLSv1.1").is_err());
+        c.set("ssl.enabled.protocols", "").unwrap();
+        assert!(c.finish().is_err(), "no protocol left");
     }
 }

@@ -283,6 +283,8 @@ pub struct Conn {
     pub protocol: crate::config::SecurityProtocol,
     /// The SASL session (on a SASL listener).
     pub sasl: std::cell::RefCell<crate::security::sasl::Session>,
+    /// The principal name of the client's TLS certificate (mutual TLS).
+    pub tls_principal: std::cell::RefCell<Option<String>>,
     /// The order of this connection's transactional Produce requests:
     /// each reaches the partitions' owners after the one before it, also
     /// when it waits for its transaction coordinator first.
@@ -290,11 +292,12 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// The principal this connection acts as (`User:name`).
+    /// The principal this connection acts as (`User:name`): SASL's user,
+    /// else the client certificate's mapped subject, else anonymous.
     pub fn principal(&self) -> String {
-        match self.sasl.borrow().user() {
-            Some(u) => format!("User:{u}"),
-            None => crate::security::ANONYMOUS.to_string(),
+        match (self.sasl.borrow().user(), self.tls_principal.borrow().as_deref()) {
+            (Some(u), _) | (None, Some(u)) => format!("User:{u}"),
+            (None, None) => crate::security::ANONYMOUS.to_string(),
         }
     }
 
@@ -310,6 +313,7 @@ impl Conn {
             listener,
             protocol,
             sasl: Default::default(),
+            tls_principal: Default::default(),
             txn_produce: Rc::default(),
         }
     }

@@ -107,6 +107,7 @@ pub async fn sasl_authenticate(ctx: Ctx, body: BytesMut) -> Outcome {
                 resp.session_lifetime_ms = ctx.conn.sasl.borrow().lifetime_ms(&ctx.shard.config().security);
             }
             crate::base::counters::ShardMetrics::bump(&ctx.shard.metrics.authentications);
+            tracing::debug!(peer = %ctx.conn.peer, listener = %ctx.conn.listener, principal = %ctx.conn.principal(), "SASL authenticated");
             ctx.respond(&resp)
         }
         Step::Failure(why) => {

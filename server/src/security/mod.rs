@@ -1,11 +1,13 @@
-//! Authentication: SASL sessions (PLAIN, SCRAM-SHA-256/512) and the
-//! principal each connection acts as.
+//! Authentication: TLS (rustls, client certificates and their principal),
+//! SASL sessions (PLAIN, SCRAM-SHA-256/512) and the principal each
+//! connection acts as.
 //!
 //! Credentials are metadata records (`sluice_metadata::security`), so
 //! every broker checks against the same ones; PLAIN's users are settings.
 
 pub mod sasl;
 pub mod scram;
+pub mod tls;
 
 /// The principal of a connection that has not authenticated (a
 /// PLAINTEXT or SSL listener without a client certificate), as Kafka

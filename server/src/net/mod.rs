@@ -29,6 +29,8 @@ use crate::node::Shard;
 use crate::protocol::{Part, Response};
 use crate::util::{Flag, LocalQueue, Permit, race};
 
+mod tls;
+
 /// Bytes asked of the socket per read when no frame size is known yet.
 const READ_CHUNK: usize = 64 * 1024;
 /// Smallest request: api key, api version, correlation id.
@@ -106,6 +108,19 @@ fn set_nonblocking(stream: &TcpStream) -> io::Result<()> {
 type InFlight = JoinHandle<(Outcome, Permit)>;
 
 async fn connection(shard: Rc<Shard>, stream: TcpStream, conn: Rc<handlers::Conn>) {
+    let tls = if conn.protocol.tls() {
+        match tls::handshake(&shard, &stream, &conn).await {
+            Ok(t) => Some(t),
+            Err(reason) => {
+                tracing::info!(peer = %conn.peer, listener = %conn.listener, %reason, "closing connection");
+                let mut stream = stream;
+                let _ = stream.shutdown().await;
+                return;
+            }
+        }
+    } else {
+        None
+    };
     let closing = Rc::new(Flag::default());
     let peer_gone = Rc::new(Flag::default());
     let queue: Rc<LocalQueue<InFlight>> = LocalQueue::new(shard.config().max_inflight_requests_per_connection);
@@ -115,8 +130,9 @@ async fn connection(shard: Rc<Shard>, stream: TcpStream, conn: Rc<handlers::Conn
         queue.clone(),
         closing.clone(),
         peer_gone.clone(),
+        tls.as_ref().map(|t| t.tls.clone()),
     ));
-    match read_loop(&shard, stream, &queue, &closing, conn).await {
+    match read_loop(&shard, stream, &queue, &closing, conn, tls).await {
         // Shutdown or a failed write: the writer finishes what it can.
         Ok(()) => {}
         // The client closed its end (or the read failed): nobody will read
@@ -153,12 +169,13 @@ async fn read_loop(
     queue: &Rc<LocalQueue<InFlight>>,
     closing: &Flag,
     conn: Rc<handlers::Conn>,
+    mut tls: Option<tls::TlsRead>,
 ) -> Result<(), ReadEnd> {
     let max_frame = shard.config().socket_request_max_bytes as usize;
     let max_sasl_frame = shard.config().security.sasl_max_receive_size.min(max_frame);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
-        if !fill(&mut stream, &mut buf, 4, shard, closing).await? {
+        if !fill(&mut stream, &mut buf, 4, shard, closing, &mut tls).await? {
             return Ok(());
         }
         let unauthenticated = conn.needs_authentication();
@@ -185,7 +202,7 @@ async fn read_loop(
             Ok(p) => p,
             Err(()) => return Ok(()),
         };
-        if !fill(&mut stream, &mut buf, total, shard, closing).await? {
+        if !fill(&mut stream, &mut buf, total, shard, closing, &mut tls).await? {
             return Ok(());
         }
         let mut frame = buf.split_to(total);
@@ -247,14 +264,21 @@ async fn fill(
     want: usize,
     shard: &Shard,
     closing: &Flag,
+    tls: &mut Option<tls::TlsRead>,
 ) -> Result<bool, ReadEnd> {
     while buf.len() < want {
-        let missing = want - buf.len();
-        if buf.capacity() - buf.len() < missing.min(READ_CHUNK) {
-            buf.reserve(missing.max(READ_CHUNK));
+        if let Some(t) = tls.as_ref() {
+            // Plaintext rustls decrypted earlier comes first.
+            match tls::drain(&t.tls, buf) {
+                Ok(tls::Drained::Some) => {}
+                Ok(tls::Drained::Closed) => return Err(ReadEnd::PeerGone("TLS close_notify".into())),
+                Err(e) => return Err(ReadEnd::PeerGone(format!("TLS: {e}"))),
+            }
+            if buf.len() >= want {
+                break;
+            }
         }
-        let owned = std::mem::take(buf);
-        let between_frames = owned.is_empty();
+        let between_frames = buf.is_empty();
         let stop = async {
             // Stop reading new requests at shutdown, but only between
             // frames; a frame half read is finished first.
@@ -264,6 +288,21 @@ async fn fill(
                 std::future::pending::<()>().await;
             }
         };
+        if let Some(t) = tls.as_mut() {
+            let read = race(t.read_once(stream, Some(&mut *buf)), race(closing.wait(), stop)).await;
+            match read {
+                Err(_) => return Ok(false),
+                Ok(Ok(true)) => continue,
+                Ok(Ok(false)) if between_frames => return Err(ReadEnd::PeerGone("EOF".into())),
+                Ok(Ok(false)) => return Err(ReadEnd::PeerGone("EOF inside a frame".into())),
+                Ok(Err(e)) => return Err(ReadEnd::Bad(format!("TLS: {e}"))),
+            }
+        }
+        let missing = want - buf.len();
+        if buf.capacity() - buf.len() < missing.min(READ_CHUNK) {
+            buf.reserve(missing.max(READ_CHUNK));
+        }
+        let owned = std::mem::take(buf);
         // Read into the spare capacity after the bytes already held.
         let read = race(stream.read(owned.uninit()), race(closing.wait(), stop)).await;
         let BufResult(res, back) = match read {
@@ -289,9 +328,12 @@ async fn write_loop(
     queue: Rc<LocalQueue<InFlight>>,
     closing: Rc<Flag>,
     peer_gone: Rc<Flag>,
+    tls: Option<tls::Tls>,
 ) {
     let zero_copy = shard.config().fetch_zero_copy;
     let mut pipe: Option<Pipe> = None;
+    // The buffer a TLS connection reads file parts into.
+    let mut scratch = Vec::new();
     while let Some(mut handle) = queue.pop().await {
         let done = match race(&mut handle, peer_gone.wait()).await {
             Ok(done) => done,
@@ -316,14 +358,22 @@ async fn write_loop(
                 break;
             }
             Outcome::RespondThenClose(resp, reason) => {
-                if let Err(e) = send(&mut stream, resp, &mut pipe, zero_copy).await {
+                let sent = match &tls {
+                    Some(t) => tls::send(&stream, t, resp, &mut scratch).await,
+                    None => send(&mut stream, resp, &mut pipe, zero_copy).await,
+                };
+                if let Err(e) = sent {
                     tracing::debug!(error = %e, "write failed");
                 }
                 tracing::info!(%reason, "closing connection");
                 break;
             }
             Outcome::Respond(resp) => {
-                if let Err(e) = send(&mut stream, resp, &mut pipe, zero_copy).await {
+                let sent = match &tls {
+                    Some(t) => tls::send(&stream, t, resp, &mut scratch).await,
+                    None => send(&mut stream, resp, &mut pipe, zero_copy).await,
+                };
+                if let Err(e) = sent {
                     tracing::debug!(error = %e, "write failed");
                     break;
                 }
@@ -331,6 +381,10 @@ async fn write_loop(
         }
     }
     closing.set();
+    if let Some(t) = &tls {
+        t.borrow_mut().send_close_notify();
+        let _ = tls::flush(&stream, t).await;
+    }
     let _ = stream.shutdown().await;
 }
 
