@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::ErrorCode;
 use crate::image::{BrokerMeta, Image, MetaRecord, NO_LEADER, PartitionState};
-use crate::security::{ScramCredential, ScramMechanism};
+use crate::security::{Acl, ScramCredential, ScramMechanism};
 use crate::topics::{MetaError, TopicMeta, is_internal, topic_config, validate_topic_config, validate_topic_name};
 
 /// What a voter has seen of each broker's liveness.
@@ -119,6 +119,10 @@ pub enum ControllerRequest {
         broker: i32,
         count: i64,
     },
+    /// CreateAcls: the ACLs added (those that exist already stay).
+    CreateAcls(Vec<Acl>),
+    /// DeleteAcls: the ACLs removed (each must exist in the image).
+    DeleteAcls(Vec<Acl>),
     /// AlterUserScramCredentials, one user and mechanism: the credential
     /// set (`Some`) or removed.
     AlterScram {
@@ -274,6 +278,18 @@ impl Draft {
                 })
             }
             R::DeleteTopic { name } => self.delete_topic(&name).map(|t| ControllerAnswer::topic(&t)),
+            R::CreateAcls(acls) => {
+                for acl in acls {
+                    self.push(MetaRecord::CreateAcl(acl), None)?;
+                }
+                Ok(ControllerAnswer::Done)
+            }
+            R::DeleteAcls(acls) => {
+                for acl in acls {
+                    self.push(MetaRecord::RemoveAcl(acl), None)?;
+                }
+                Ok(ControllerAnswer::Done)
+            }
             R::AlterScram {
                 user,
                 mechanism,

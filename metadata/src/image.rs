@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::ErrorCode;
-use crate::security::{ScramCredential, ScramMechanism, SecurityImage};
+use crate::security::{Acl, ScramCredential, ScramMechanism, SecurityImage};
 use crate::topics::{
     MetaError, Snapshot, TopicIds, TopicMap, TopicMeta, is_internal, validate_topic_config, validate_topic_name,
 };
@@ -240,6 +240,10 @@ pub enum MetaRecord {
         user: String,
         mechanism: ScramMechanism,
     },
+    /// An ACL added (adding one that exists changes nothing).
+    CreateAcl(Acl),
+    /// An ACL removed; refused when there is no such ACL.
+    RemoveAcl(Acl),
 }
 
 /// The cluster metadata: the state machine of the metadata log.
@@ -481,6 +485,23 @@ impl Image {
                 credential,
             } => self.set_scram(user, *mechanism, Some(credential)),
             MetaRecord::RemoveScramCredential { user, mechanism } => self.set_scram(user, *mechanism, None),
+            MetaRecord::CreateAcl(acl) => {
+                if !acl.principal.contains(':') {
+                    return Err(refuse(
+                        ErrorCode::InvalidRequest,
+                        format!("principal `{}` is not TYPE:NAME", acl.principal),
+                    ));
+                }
+                Arc::make_mut(&mut self.security).acls.insert(acl.clone());
+                Ok(())
+            }
+            MetaRecord::RemoveAcl(acl) => {
+                if !self.security.acls.contains(acl) {
+                    return Err(refuse(ErrorCode::ResourceNotFound, "no such ACL"));
+                }
+                Arc::make_mut(&mut self.security).acls.remove(acl);
+                Ok(())
+            }
         }
     }
 

@@ -284,3 +284,161 @@ fn scram_credentials_survive_a_restart() {
     let addr = b.broker.as_ref().unwrap().listener_addr("SASL_PLAINTEXT").unwrap();
     assert_eq!(scram_login(addr, "dave", "dave-pw").1.error_code, 0);
 }
+
+/// A broker with an authorizer: PLAIN users `admin` (a super user),
+/// `alice` and `bob` on the SASL listener; the PLAINTEXT listener's
+/// clients are `User:ANONYMOUS`.
+fn acl_broker() -> (TestBroker, std::net::SocketAddr) {
+    sasl_broker(|c| {
+        c.set(
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config",
+            r#"org.apache.kafka.common.security.plain.PlainLoginModule required user_admin="a" user_alice="a" user_bob="b";"#,
+        )
+        .unwrap();
+        c.set(
+            "authorizer.class.name",
+            "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        )
+        .unwrap();
+        c.set("super.users", "User:admin").unwrap();
+    })
+}
+
+fn login(addr: std::net::SocketAddr, user: &str, password: &str) -> Client {
+    let mut c = Client::connect(addr);
+    assert_eq!(handshake(&mut c, 1, "PLAIN").error_code, 0);
+    let r = authenticate(&mut c, 2, format!("\0{user}\0{password}").as_bytes());
+    assert_eq!(r.error_code, 0, "{user}");
+    c
+}
+
+fn creation(rt: i8, name: &str, pattern: i8, principal: &str, op: i8, perm: i8) -> create_acls_request::AclCreation {
+    let mut a = create_acls_request::AclCreation::default();
+    a.resource_type = rt;
+    a.resource_name = StrBytes::from_string(name.into());
+    a.resource_pattern_type = pattern;
+    a.principal = StrBytes::from_string(principal.into());
+    a.host = StrBytes::from_static_str("*");
+    a.operation = op;
+    a.permission_type = perm;
+    a
+}
+
+const TOPIC: i8 = 2;
+const GROUP: i8 = 3;
+const LITERAL: i8 = 3;
+const PREFIXED: i8 = 4;
+const READ: i8 = 3;
+const ALL: i8 = 2;
+const ALLOW: i8 = 3;
+const DENY: i8 = 2;
+
+#[test]
+fn acls_decide_what_each_principal_may_do() {
+    let (_b, addr) = acl_broker();
+    let mut admin = login(addr, "admin", "a");
+    for t in ["alice-in", "alice-secret", "other"] {
+        assert_eq!(create_topic(&mut admin, t, 1).topics[0].error_code, 0);
+    }
+    let mut req = CreateAclsRequest::default();
+    req.creations = vec![
+        creation(TOPIC, "alice-", PREFIXED, "User:alice", ALL, ALLOW),
+        creation(TOPIC, "alice-secret", LITERAL, "User:alice", READ, DENY),
+        creation(GROUP, "g", LITERAL, "User:alice", READ, ALLOW),
+    ];
+    let r: CreateAclsResponse = admin.call(ApiKey::CreateAcls, 3, &req);
+    assert!(r.results.iter().all(|r| r.error_code == 0), "{:?}", r.results);
+
+    let mut alice = login(addr, "alice", "a");
+    // Metadata lists what alice may describe; a named topic she may not is
+    // TOPIC_AUTHORIZATION_FAILED.
+    let every = MetadataRequest::default().with_topics(None);
+    let all: MetadataResponse = alice.call(ApiKey::Metadata, 12, &every);
+    let mut names: Vec<String> = all
+        .topics
+        .iter()
+        .map(|t| t.name.as_ref().unwrap().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["alice-in", "alice-secret"],
+        "DENY READ leaves DESCRIBE from ALL"
+    );
+    assert_eq!(metadata(&mut alice, &["other"]).topics[0].error_code, 29);
+    // Produce: allowed by the prefixed ACL; refused elsewhere.
+    assert_eq!(produce(&mut alice, 9, "alice-in", 0, -1, records(2, 0)).0, 0);
+    assert_eq!(produce(&mut alice, 9, "other", 0, -1, records(2, 0)).0, 29);
+    // Fetch: the DENY READ wins over the prefixed ALLOW ALL.
+    let id = topic_id(&mut admin, "alice-secret");
+    let f: FetchResponse = alice.call(ApiKey::Fetch, 13, &fetch_req("alice-secret", id, 0, 0, 0));
+    assert_eq!(f.responses[0].partitions[0].error_code, 29);
+    let id = topic_id(&mut admin, "alice-in");
+    let f: FetchResponse = alice.call(ApiKey::Fetch, 13, &fetch_req("alice-in", id, 0, 0, 0));
+    assert_eq!(f.responses[0].partitions[0].error_code, 0);
+    // Groups: READ on `g` only.
+    let mut fc = FindCoordinatorRequest::default();
+    fc.key = StrBytes::from_static_str("g");
+    let r: FindCoordinatorResponse = alice.call(ApiKey::FindCoordinator, 3, &fc);
+    assert_eq!(r.error_code, 0);
+    fc.key = StrBytes::from_static_str("h");
+    let r: FindCoordinatorResponse = alice.call(ApiKey::FindCoordinator, 3, &fc);
+    assert_eq!(r.error_code, 30, "GROUP_AUTHORIZATION_FAILED");
+    // Creating topics, ACLs and users needs the cluster.
+    assert_eq!(create_topic(&mut alice, "not-hers", 1).topics[0].error_code, 29);
+    let r: CreateAclsResponse = alice.call(ApiKey::CreateAcls, 3, &req);
+    assert_eq!(r.results[0].error_code, 31, "CLUSTER_AUTHORIZATION_FAILED");
+
+    // Bob has no ACL: nothing is visible, nothing is written.
+    let mut bob = login(addr, "bob", "b");
+    let all: MetadataResponse = bob.call(ApiKey::Metadata, 12, &every);
+    assert!(all.topics.is_empty());
+    let all: MetadataResponse = admin.call(ApiKey::Metadata, 12, &every);
+    assert!(all.topics.len() >= 3, "the super user sees every topic");
+    assert_eq!(produce(&mut bob, 9, "alice-in", 0, -1, records(1, 0)).0, 29);
+
+    // DescribeAcls with a MATCH filter: the ACLs that apply to a topic.
+    let mut d = DescribeAclsRequest::default();
+    d.resource_type_filter = TOPIC;
+    d.resource_name_filter = Some(StrBytes::from_static_str("alice-secret"));
+    d.pattern_type_filter = 2;
+    d.principal_filter = None;
+    d.host_filter = None;
+    d.operation = 1;
+    d.permission_type = 1;
+    let r: DescribeAclsResponse = admin.call(ApiKey::DescribeAcls, 3, &d);
+    assert_eq!(r.error_code, 0);
+    assert_eq!(r.resources.len(), 2, "{:?}", r.resources);
+    // DeleteAcls: the DENY goes; alice reads the topic.
+    let mut del = DeleteAclsRequest::default();
+    let mut f = delete_acls_request::DeleteAclsFilter::default();
+    f.resource_type_filter = TOPIC;
+    f.resource_name_filter = Some(StrBytes::from_static_str("alice-secret"));
+    f.pattern_type_filter = LITERAL;
+    f.principal_filter = None;
+    f.host_filter = None;
+    f.operation = 1;
+    f.permission_type = DENY;
+    del.filters = vec![f];
+    let r: DeleteAclsResponse = admin.call(ApiKey::DeleteAcls, 3, &del);
+    assert_eq!(r.filter_results[0].matching_acls.len(), 1);
+    let id = topic_id(&mut admin, "alice-secret");
+    let f: FetchResponse = alice.call(ApiKey::Fetch, 13, &fetch_req("alice-secret", id, 0, 0, 0));
+    assert_eq!(f.responses[0].partitions[0].error_code, 0);
+
+    // The anonymous PLAINTEXT client has no ACL either.
+    let mut anon = _b.client();
+    assert_eq!(produce(&mut anon, 9, "alice-in", 0, -1, records(1, 0)).0, 29);
+}
+
+#[test]
+fn acl_apis_without_an_authorizer_answer_security_disabled() {
+    let b = TestBroker::start(1, |_| {});
+    let mut c = b.client();
+    let mut req = CreateAclsRequest::default();
+    req.creations = vec![creation(TOPIC, "t", LITERAL, "User:a", READ, ALLOW)];
+    let r: CreateAclsResponse = c.call(ApiKey::CreateAcls, 3, &req);
+    assert_eq!(r.results[0].error_code, 54, "SECURITY_DISABLED");
+    let r: DescribeAclsResponse = c.call(ApiKey::DescribeAcls, 3, &DescribeAclsRequest::default());
+    assert_eq!(r.error_code, 54);
+}

@@ -678,6 +678,49 @@ pub const SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        name: "authorizer.class.name",
+        aliases: &[],
+        doc: "org.apache.kafka.metadata.authorizer.StandardAuthorizer (or kafka.security.authorizer.AclAuthorizer) enforces ACLs with Kafka's rules; empty allows everything (default empty)",
+        set: |c, key, value| {
+            let v = value.trim();
+            c.security.authorizer.enabled = match v {
+                "" => false,
+                v if security::AUTHORIZERS.contains(&v) => true,
+                other => {
+                    return Err(invalid(
+                        key,
+                        format!("`{other}`: expected {} or empty", security::AUTHORIZERS.join(" or ")),
+                    ));
+                }
+            };
+            Ok(())
+        },
+    },
+    Setting {
+        name: "super.users",
+        aliases: &[],
+        doc: "principals allowed everything, separated by `;` (User:admin;User:ops); unset by default",
+        set: |c, key, value| {
+            let users: Vec<String> = value
+                .split(';')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_string)
+                .collect();
+            if let Some(bad) = users.iter().find(|u| !u.contains(':')) {
+                return Err(invalid(key, format!("`{bad}` is not TYPE:NAME (User:admin)")));
+            }
+            c.security.authorizer.super_users = users;
+            Ok(())
+        },
+    },
+    Setting {
+        name: "allow.everyone.if.no.acl.found",
+        aliases: &[],
+        doc: "with an authorizer, a resource no ACL covers is open to everyone (default false)",
+        set: field!(security.authorizer.allow_if_no_acl, parse_bool),
+    },
+    Setting {
         name: "log.dirs",
         aliases: &["log.dir", "data.dir"],
         doc: "data directory (default ./sluice-data)",

@@ -61,7 +61,28 @@ pub struct SecurityConfig {
     pub sasl_max_receive_size: usize,
     /// TLS of the SSL and SASL_SSL listeners.
     pub ssl: SslConfig,
+    /// ACLs.
+    pub authorizer: AuthorizerConfig,
 }
+
+/// The authorizer's settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthorizerConfig {
+    /// `authorizer.class.name` names Kafka's StandardAuthorizer (or
+    /// AclAuthorizer): ACLs are enforced. Unset: everything is allowed.
+    pub enabled: bool,
+    /// `super.users`: principals allowed everything (`User:admin;User:ops`).
+    pub super_users: Vec<String>,
+    /// `allow.everyone.if.no.acl.found`: a resource no ACL covers is open.
+    pub allow_if_no_acl: bool,
+}
+
+/// The `authorizer.class.name` values taken: Kafka's own authorizers,
+/// whose rules Sluice's follows.
+pub const AUTHORIZERS: &[&str] = &[
+    "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+    "kafka.security.authorizer.AclAuthorizer",
+];
 
 /// `ssl.client.auth`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,6 +245,7 @@ impl Default for SecurityConfig {
             failed_authentication_delay_ms: 100,
             sasl_max_receive_size: 524_288,
             ssl: SslConfig::default(),
+            authorizer: AuthorizerConfig::default(),
         }
     }
 }

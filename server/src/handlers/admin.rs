@@ -14,6 +14,8 @@ use kafka_protocol::messages::{
 
 use kafka_protocol::protocol::StrBytes;
 
+use sluice_metadata::security::Operation;
+
 use super::{Ctx, Outcome, str_bytes};
 use crate::controller::{ControllerAnswer, ControllerRequest, ask};
 use crate::error_codes::ErrorCode;
@@ -85,15 +87,32 @@ fn create_request(
     })
 }
 
+/// TOPIC_AUTHORIZATION_FAILED, as an answer in place of the controller's.
+fn unauthorized() -> MetaError {
+    MetaError {
+        code: ErrorCode::TopicAuthorizationFailed,
+        message: "Topic authorization failed".into(),
+    }
+}
+
 pub async fn create_topics(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: CreateTopicsRequest = decode_or_return!(ctx, body);
     let default_partitions = ctx.shard.config().num_partitions;
     let validate_only = req.validate_only;
     let mut seen = std::collections::HashSet::new();
+    // Kafka's authorization: CREATE on the cluster or on the topic.
+    let access = ctx.access();
+    let any = access.cluster(Operation::Create);
     let requests = req
         .topics
         .iter()
-        .map(|t| create_request(t, default_partitions, validate_only, &mut seen))
+        .map(|t| {
+            if any || access.topic(Operation::Create, t.name.0.as_str()) {
+                create_request(t, default_partitions, validate_only, &mut seen)
+            } else {
+                Err(unauthorized())
+            }
+        })
         .collect();
     let answers = ask(&ctx.shard, requests).await;
     let mut resp = CreateTopicsResponse::default();
@@ -146,8 +165,26 @@ pub async fn delete_topics(ctx: Ctx, body: BytesMut) -> Outcome {
             (name, id, by_name)
         })
         .collect();
-    let jobs: Vec<Option<String>> = resolved.iter().map(|r| r.2.clone()).collect();
+    // Kafka's authorization: DELETE on each topic.
+    let access = ctx.access();
+    let denied: Vec<bool> = resolved
+        .iter()
+        .map(|r| {
+            let name = r.2.as_deref().or(r.0.as_deref()).unwrap_or_default();
+            !access.topic(Operation::Delete, name)
+        })
+        .collect();
+    let jobs: Vec<Option<String>> = resolved
+        .iter()
+        .zip(&denied)
+        .map(|(r, d)| if *d { None } else { r.2.clone() })
+        .collect();
     let mut answers = delete_on_controller(&ctx.shard, jobs.clone()).await;
+    for (a, d) in answers.iter_mut().zip(&denied) {
+        if *d {
+            *a = Err(unauthorized());
+        }
+    }
     // A disk too full for the metadata write: free the topics' data, which
     // the deletion was going to remove anyway, and record it again.
     let retry: Vec<(usize, String, uuid::Uuid)> = answers
@@ -223,9 +260,14 @@ pub async fn create_partitions(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: CreatePartitionsRequest = decode_or_return!(ctx, body);
     let validate_only = req.validate_only;
     let jobs: Vec<(String, i32)> = req.topics.iter().map(|t| (t.name.0.to_string(), t.count)).collect();
+    // Kafka's authorization: ALTER on each topic.
+    let access = ctx.access();
     let requests = jobs
         .into_iter()
         .map(|(name, count)| {
+            if !access.topic(Operation::Alter, &name) {
+                return Err(unauthorized());
+            }
             Ok(ControllerRequest::CreatePartitions {
                 name,
                 count,

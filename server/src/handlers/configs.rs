@@ -10,6 +10,8 @@ use kafka_protocol::messages::{
     incremental_alter_configs_response,
 };
 
+use sluice_metadata::security::Operation;
+
 use super::{Ctx, Outcome, admin, str_bytes};
 use crate::config::BrokerConfig;
 use crate::controller::ControllerRequest;
@@ -93,10 +95,28 @@ pub fn describe_configs(ctx: Ctx, body: BytesMut) -> Outcome {
     let config = ctx.shard.config();
     let snapshot = ctx.shard.meta();
     let mut resp = DescribeConfigsResponse::default();
+    // Kafka's authorization: DESCRIBE_CONFIGS on the topic (or the
+    // cluster, for a broker).
+    let access = ctx.access();
     for res in &req.resources {
         let mut out = DescribeConfigsResult::default();
         out.resource_type = res.resource_type;
         out.resource_name = res.resource_name.clone();
+        let denied = match res.resource_type {
+            RESOURCE_TOPIC if !access.topic(Operation::DescribeConfigs, res.resource_name.as_str()) => {
+                Some(ErrorCode::TopicAuthorizationFailed)
+            }
+            RESOURCE_BROKER if !access.cluster(Operation::DescribeConfigs) => {
+                Some(ErrorCode::ClusterAuthorizationFailed)
+            }
+            _ => None,
+        };
+        if let Some(code) = denied {
+            out.error_code = code.code();
+            out.error_message = Some(str_bytes(code.to_string().as_str()));
+            resp.results.push(out);
+            continue;
+        }
         let wanted = |k: &str| {
             res.configuration_keys
                 .as_ref()
@@ -143,10 +163,25 @@ pub fn describe_configs(ctx: Ctx, body: BytesMut) -> Outcome {
 type Change = (i8, String, Result<Vec<(String, Option<String>)>, MetaError>);
 
 async fn apply(ctx: &Ctx, changes: Vec<Change>, incremental: bool, validate_only: bool) -> Vec<Result<(), MetaError>> {
+    // Kafka's authorization: ALTER_CONFIGS on the topic (or the cluster,
+    // for a broker).
+    let access = ctx.access();
     let requests = changes
         .into_iter()
         .map(|(kind, name, ops)| {
             let changes = ops?;
+            if kind == RESOURCE_TOPIC && !access.topic(Operation::AlterConfigs, &name) {
+                return Err(MetaError {
+                    code: ErrorCode::TopicAuthorizationFailed,
+                    message: "Topic authorization failed".into(),
+                });
+            }
+            if kind == RESOURCE_BROKER && !access.cluster(Operation::AlterConfigs) {
+                return Err(MetaError {
+                    code: ErrorCode::ClusterAuthorizationFailed,
+                    message: "Cluster authorization failed".into(),
+                });
+            }
             match kind {
                 RESOURCE_TOPIC => Ok(ControllerRequest::AlterTopicConfigs {
                     name,

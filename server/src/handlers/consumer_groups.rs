@@ -12,6 +12,8 @@ use kafka_protocol::messages::{
 };
 use uuid::Uuid;
 
+use sluice_metadata::security::Operation;
+
 use super::{Ctx, OPS_NOT_REQUESTED, Outcome, str_bytes};
 use crate::error_codes::ErrorCode;
 use crate::groups::assignors::Parts;
@@ -85,13 +87,18 @@ pub async fn consumer_group_heartbeat(ctx: Ctx, body: BytesMut) -> Outcome {
     let cfg = &ctx.shard.config().groups;
     let mut resp = ConsumerGroupHeartbeatResponse::default();
     resp.heartbeat_interval_ms = i32::try_from(cfg.consumer_heartbeat_interval_ms).unwrap_or(i32::MAX);
-    let checked = if cfg.consumer_protocol {
-        check(&ctx, &req)
-    } else {
+    let checked = if !cfg.consumer_protocol {
         Err((
             ErrorCode::UnsupportedVersion,
             "the consumer group protocol is off (group.coordinator.rebalance.protocols)".to_string(),
         ))
+    } else if !ctx.access().group(Operation::Read, req.group_id.0.as_str()) {
+        Err((
+            ErrorCode::GroupAuthorizationFailed,
+            "Group authorization failed".to_string(),
+        ))
+    } else {
+        check(&ctx, &req)
     };
     if let Err((code, why)) = checked {
         resp.error_code = code.code();
@@ -217,6 +224,8 @@ pub async fn consumer_group_describe(ctx: Ctx, body: BytesMut) -> Outcome {
         let id = gid.0.to_string();
         let found = if id.is_empty() {
             Err(ErrorCode::InvalidGroupId)
+        } else if !ctx.access().group(Operation::Describe, &id) {
+            Err(ErrorCode::GroupAuthorizationFailed)
         } else {
             on_coordinator(&ctx.shard, &id.clone(), move |shard, _| async move {
                 let h = shard.services.groups.get(&id)?;

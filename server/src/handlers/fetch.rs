@@ -13,6 +13,8 @@ use kafka_protocol::messages::FetchRequest;
 use sluice_engine::{FileSlice, LogError, ReadBound};
 use uuid::Uuid;
 
+use sluice_metadata::security::Operation;
+
 use super::{Ctx, Outcome};
 use crate::error_codes::{self, ErrorCode};
 use crate::node::Shard;
@@ -130,6 +132,11 @@ fn wanted(ctx: &Ctx, req: &FetchRequest, replica: Option<i32>) -> (Vec<Layout>, 
                 .is_some_and(|b| b.epoch == req.replica_state.replica_epoch);
         (!current).then_some(ErrorCode::StaleBrokerEpoch)
     });
+    // Kafka's authorization: a follower needs CLUSTER_ACTION, a consumer
+    // READ on each topic; either way a refusal is TOPIC_AUTHORIZATION_FAILED
+    // for the partition.
+    let access = ctx.access();
+    let follower_denied = replica.is_some() && !access.cluster(Operation::ClusterAction);
     let mut layout: Vec<Layout> = Vec::new();
     let mut wanted: Vec<Wanted> = Vec::new();
     for t in &req.topics {
@@ -141,9 +148,11 @@ fn wanted(ctx: &Ctx, req: &FetchRequest, replica: Option<i32>) -> (Vec<Layout>, 
         let name: Arc<str> = meta
             .as_ref()
             .map_or_else(|| t.topic.0.as_str().into(), |m| m.name.clone());
+        let denied = follower_denied || (replica.is_none() && !access.topic(Operation::Read, &name));
         layout.push((name, t.topic_id, t.partitions.len()));
         for p in &t.partitions {
             let error = match &meta {
+                _ if denied => Some(ErrorCode::TopicAuthorizationFailed),
                 _ if replica_error.is_some() => replica_error,
                 None if ctx.version >= 13 => Some(ErrorCode::UnknownTopicId),
                 None => Some(ErrorCode::UnknownTopicOrPartition),

@@ -29,6 +29,8 @@ use kafka_protocol::messages::{
     OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 
+use sluice_metadata::security::Operation;
+
 use super::{Ctx, OPS_NOT_REQUESTED, Outcome, str_bytes};
 use crate::base::clock::now_ms;
 use crate::error_codes::{self, ErrorCode};
@@ -56,6 +58,16 @@ pub fn find_coordinator(ctx: Ctx, body: BytesMut) -> Outcome {
     // (error code, message, node id, host, port) for one key.
     let answer = |key: &str| -> (i16, Option<&'static str>, i32, String, i32) {
         let refuse = |code: ErrorCode, msg: Option<&'static str>| (code.code(), msg, -1, String::new(), -1);
+        let access = ctx.access();
+        match req.key_type {
+            0 if !access.group(Operation::Describe, key) => {
+                return refuse(ErrorCode::GroupAuthorizationFailed, None);
+            }
+            1 if !access.transactional_id(Operation::Describe, key) => {
+                return refuse(ErrorCode::TransactionalIdAuthorizationFailed, None);
+            }
+            _ => {}
+        }
         let found = match req.key_type {
             0 => crate::groups::coordinator_broker(&snapshot, key)
                 .ok_or("the group's offsets partition has no live leader"),
@@ -140,6 +152,9 @@ pub async fn join_group(ctx: Ctx, body: BytesMut) -> Outcome {
     if group_id.is_empty() {
         return fail(ErrorCode::InvalidGroupId);
     }
+    if !ctx.access().group(Operation::Read, &group_id) {
+        return fail(ErrorCode::GroupAuthorizationFailed);
+    }
     if req.session_timeout_ms < g.min_session_timeout_ms || req.session_timeout_ms > g.max_session_timeout_ms {
         return fail(ErrorCode::InvalidSessionTimeout);
     }
@@ -191,6 +206,8 @@ pub async fn sync_group(ctx: Ctx, body: BytesMut) -> Outcome {
     let group_id = req.group_id.0.to_string();
     let answer = if group_id.is_empty() {
         SyncAnswer::error(ErrorCode::InvalidGroupId)
+    } else if !ctx.access().group(Operation::Read, &group_id) {
+        SyncAnswer::error(ErrorCode::GroupAuthorizationFailed)
     } else {
         let member = req.member_id.to_string();
         let instance = opt_str(&req.group_instance_id);
@@ -240,6 +257,8 @@ pub async fn heartbeat(ctx: Ctx, body: BytesMut) -> Outcome {
     let group_id = req.group_id.0.to_string();
     let error = if group_id.is_empty() {
         Some(ErrorCode::InvalidGroupId)
+    } else if !ctx.access().group(Operation::Read, &group_id) {
+        Some(ErrorCode::GroupAuthorizationFailed)
     } else {
         let member = req.member_id.to_string();
         let instance = opt_str(&req.group_instance_id);
@@ -277,6 +296,8 @@ pub async fn leave_group(ctx: Ctx, body: BytesMut) -> Outcome {
     let asked = members.clone();
     let r: Result<Vec<Option<ErrorCode>>, ErrorCode> = if group_id.is_empty() {
         Err(ErrorCode::InvalidGroupId)
+    } else if !ctx.access().group(Operation::Read, &group_id) {
+        Err(ErrorCode::GroupAuthorizationFailed)
     } else {
         on_coordinator(&ctx.shard, &group_id.clone(), move |shard, _| async move {
             let Some(h) = shard.services.groups.get(&group_id) else {
@@ -328,14 +349,23 @@ pub async fn offset_commit(ctx: Ctx, body: BytesMut) -> Outcome {
     // Per partition: an error found here, or the value to commit.
     let mut checked: Vec<(String, Vec<Checked>)> = Vec::new();
     let mut to_write = Vec::new();
+    // Kafka's authorization: READ on the group (else every partition is
+    // GROUP_AUTHORIZATION_FAILED) and on each topic.
+    let access = ctx.access();
+    let group_denied = !group_id.is_empty() && !access.group(Operation::Read, &group_id);
     for t in &req.topics {
         let topic = t.name.0.to_string();
         let meta = snapshot.topic(&topic);
+        let topic_denied = !access.topic(Operation::Read, &topic);
         let mut parts = Vec::new();
         for p in &t.partitions {
             let metadata = p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default();
             let r = if group_id.is_empty() {
                 Err(ErrorCode::InvalidGroupId)
+            } else if group_denied {
+                Err(ErrorCode::GroupAuthorizationFailed)
+            } else if topic_denied {
+                Err(ErrorCode::TopicAuthorizationFailed)
             } else if !meta.is_some_and(|m| (0..m.partitions).contains(&p.partition_index)) {
                 Err(ErrorCode::UnknownTopicOrPartition)
             } else if metadata.len() > max_meta {
@@ -389,6 +419,40 @@ pub async fn offset_commit(ctx: Ctx, body: BytesMut) -> Outcome {
 /// `require_stable`, UNSTABLE_OFFSET_COMMIT while a transaction that has
 /// not ended holds an offset of the partition).
 type FetchedTopic = (String, Vec<(i32, Option<OffsetValue>, i16)>);
+
+/// [`fetch_offsets`] as Kafka authorizes it: DESCRIBE on the group
+/// (GROUP_AUTHORIZATION_FAILED), and topics without DESCRIBE left out of
+/// an all-topics answer or, when named, answered
+/// TOPIC_AUTHORIZATION_FAILED.
+async fn fetch_authorized(
+    ctx: &Ctx,
+    group_id: String,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
+    member: Option<(String, i32)>,
+) -> Result<Vec<FetchedTopic>, ErrorCode> {
+    let access = ctx.access();
+    if !group_id.is_empty() && !access.group(Operation::Describe, &group_id) {
+        return Err(ErrorCode::GroupAuthorizationFailed);
+    }
+    let named = topics.is_some();
+    let mut found = fetch_offsets(&ctx.shard, group_id, topics, require_stable, member).await?;
+    if access.unrestricted() {
+        return Ok(found);
+    }
+    if named {
+        for (topic, parts) in &mut found {
+            if !access.topic(Operation::Describe, topic) {
+                for p in parts.iter_mut() {
+                    *p = (p.0, None, ErrorCode::TopicAuthorizationFailed.code());
+                }
+            }
+        }
+    } else {
+        found.retain(|(topic, _)| access.topic(Operation::Describe, topic));
+    }
+    Ok(found)
+}
 
 async fn fetch_offsets(
     shard: &Shard,
@@ -499,7 +563,7 @@ pub async fn offset_fetch(ctx: Ctx, body: BytesMut) -> Outcome {
                 .as_ref()
                 .filter(|_| g.member_epoch >= 0)
                 .map(|m| (m.to_string(), g.member_epoch));
-            match fetch_offsets(&ctx.shard, g.group_id.0.to_string(), topics, req.require_stable, member).await {
+            match fetch_authorized(&ctx, g.group_id.0.to_string(), topics, req.require_stable, member).await {
                 Err(e) => out.error_code = e.code(),
                 Ok(found) => {
                     out.topics =
@@ -516,15 +580,7 @@ pub async fn offset_fetch(ctx: Ctx, body: BytesMut) -> Outcome {
             .collect::<Vec<_>>()
     });
     let require_stable = ctx.version >= 7 && req.require_stable;
-    match fetch_offsets(
-        &ctx.shard,
-        req.group_id.0.to_string(),
-        topics.clone(),
-        require_stable,
-        None,
-    )
-    .await
-    {
+    match fetch_authorized(&ctx, req.group_id.0.to_string(), topics.clone(), require_stable, None).await {
         Ok(found) => {
             resp.topics = fetched_topics!(
                 found,
@@ -573,6 +629,8 @@ pub async fn offset_delete(ctx: Ctx, body: BytesMut) -> Outcome {
     let work = asked.clone();
     let r: Result<DeleteResults, ErrorCode> = if group_id.is_empty() {
         Err(ErrorCode::InvalidGroupId)
+    } else if !ctx.access().group(Operation::Delete, &group_id) {
+        Err(ErrorCode::GroupAuthorizationFailed)
     } else {
         on_coordinator(&ctx.shard, &group_id.clone(), move |shard, partition| async move {
             let Some(h) = shard.services.groups.get(&group_id) else {
@@ -703,6 +761,10 @@ pub async fn list_groups(ctx: Ctx, body: BytesMut) -> Outcome {
     let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
     let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
     let mut resp = ListGroupsResponse::default();
+    // Kafka's authorization: DESCRIBE on the cluster lists every group,
+    // else the groups with DESCRIBE on them.
+    let access = ctx.access();
+    let all = access.cluster(Operation::Describe);
     for s in 0..ctx.shard.shard_count() {
         let views = ctx
             .shard
@@ -715,6 +777,9 @@ pub async fn list_groups(ctx: Ctx, body: BytesMut) -> Outcome {
             break;
         };
         for v in views {
+            if !all && !access.group(Operation::Describe, &v.id) {
+                continue;
+            }
             if !states.is_empty() && !states.contains(&v.state_name.to_lowercase()) {
                 continue;
             }
@@ -747,6 +812,8 @@ pub async fn describe_groups(ctx: Ctx, body: BytesMut) -> Outcome {
         out.authorized_operations = OPS_NOT_REQUESTED;
         let found = if id.is_empty() {
             Err(ErrorCode::InvalidGroupId)
+        } else if !ctx.access().group(Operation::Describe, &id) {
+            Err(ErrorCode::GroupAuthorizationFailed)
         } else {
             on_coordinator(&ctx.shard, &id.clone(), move |shard, _| async move {
                 shard.services.groups.get(&id).map(|h| view(&h))
@@ -810,6 +877,8 @@ pub async fn delete_groups(ctx: Ctx, body: BytesMut) -> Outcome {
         let id = gid.0.to_string();
         let r = if id.is_empty() {
             Some(ErrorCode::InvalidGroupId)
+        } else if !ctx.access().group(Operation::Delete, &id) {
+            Some(ErrorCode::GroupAuthorizationFailed)
         } else {
             on_coordinator(&ctx.shard, &id.clone(), move |shard, partition| async move {
                 let Some(h) = shard.services.groups.get(&id) else {

@@ -15,6 +15,12 @@ use crate::shard::ShardId;
 
 pub async fn describe_log_dirs(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: DescribeLogDirsRequest = decode_or_return!(ctx, body);
+    // Kafka's authorization: DESCRIBE on the cluster.
+    if !ctx.access().cluster(sluice_metadata::security::Operation::Describe) {
+        let mut resp = DescribeLogDirsResponse::default();
+        resp.error_code = crate::error_codes::ErrorCode::ClusterAuthorizationFailed.code();
+        return ctx.respond(&resp);
+    }
     // None: every partition; else the named ones.
     let filter: Option<HashSet<(String, i32)>> = req.topics.as_ref().map(|topics| {
         topics

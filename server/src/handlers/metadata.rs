@@ -19,6 +19,8 @@ use kafka_protocol::messages::{
     DescribeTopicPartitionsResponse, MetadataRequest, MetadataResponse, TopicName,
 };
 
+use sluice_metadata::security::Operation;
+
 use super::{Ctx, OPS_NOT_REQUESTED, Outcome, str_bytes};
 use crate::error_codes::ErrorCode;
 use crate::image::NO_LEADER;
@@ -34,6 +36,10 @@ pub async fn metadata(ctx: Ctx, body: BytesMut) -> Outcome {
     };
     let auto_create = config.auto_create_topics && (ctx.version < 4 || req.allow_auto_topic_creation);
     let mut snapshot = ctx.shard.meta();
+    // Kafka's authorization: a topic is listed only with DESCRIBE on it,
+    // and created only with CREATE on the cluster or on the topic.
+    let access = ctx.access();
+    let may_create_any = access.cluster(Operation::Create);
     if let Some(topics) = &requested
         && auto_create
     {
@@ -41,6 +47,7 @@ pub async fn metadata(ctx: Ctx, body: BytesMut) -> Outcome {
             .iter()
             .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
             .filter(|n| snapshot.topic(n).is_none() && validate_topic_name(n).is_ok())
+            .filter(|n| may_create_any || access.topic(Operation::Create, n))
             .collect();
         if !missing.is_empty() {
             let partitions = config.num_partitions;
@@ -104,14 +111,35 @@ pub async fn metadata(ctx: Ctx, body: BytesMut) -> Outcome {
         out
     };
     match requested {
-        None => resp.topics = snapshot.topics.values().map(|t| describe(t)).collect(),
+        None => {
+            resp.topics = snapshot
+                .topics
+                .values()
+                .filter(|t| access.topic(Operation::Describe, &t.name))
+                .map(|t| describe(t))
+                .collect()
+        }
         Some(topics) => {
             for t in topics {
                 let found: Option<&Arc<TopicMeta>> = match &t.name {
                     Some(n) => snapshot.topic(n.0.as_str()),
                     None => snapshot.topic_by_id(&t.topic_id),
                 };
+                let name = t
+                    .name
+                    .as_ref()
+                    .map(|n| n.0.to_string())
+                    .or_else(|| found.map(|m| m.name.to_string()))
+                    .unwrap_or_default();
                 let entry = match found {
+                    _ if !access.topic(Operation::Describe, &name) => {
+                        let mut out = MetadataResponseTopic::default();
+                        out.name = t.name.clone();
+                        out.topic_id = t.topic_id;
+                        out.topic_authorized_operations = OPS_NOT_REQUESTED;
+                        out.error_code = ErrorCode::TopicAuthorizationFailed.code();
+                        out
+                    }
                     Some(meta) => describe(meta),
                     None => {
                         let mut out = MetadataResponseTopic::default();
@@ -188,11 +216,14 @@ pub fn describe_topic_partitions(ctx: Ctx, body: BytesMut) -> Outcome {
     let limit = usize::try_from(req.response_partition_limit.max(1))
         .unwrap_or(1)
         .min(config.max_request_partition_size_limit);
-    // (name, topic or None when unknown), sorted by name.
+    let access = ctx.access();
+    // (name, topic or None when unknown), sorted by name; all topics means
+    // those the client may describe.
     let mut wanted: Vec<(String, Option<Arc<TopicMeta>>)> = if req.topics.is_empty() {
         snapshot
             .topics
             .values()
+            .filter(|t| access.topic(Operation::Describe, &t.name))
             .map(|t| (t.name.to_string(), Some(t.clone())))
             .collect()
     } else {
@@ -224,6 +255,11 @@ pub fn describe_topic_partitions(ctx: Ctx, body: BytesMut) -> Outcome {
         let mut out = DescribeTopicPartitionsResponseTopic::default();
         out.name = Some(TopicName(str_bytes(&name)));
         out.topic_authorized_operations = TOPIC_OPS_ALL;
+        if !access.topic(Operation::Describe, &name) {
+            out.error_code = ErrorCode::TopicAuthorizationFailed.code();
+            resp.topics.push(out);
+            continue;
+        }
         let Some(t) = topic else {
             out.error_code = ErrorCode::UnknownTopicOrPartition.code();
             resp.topics.push(out);

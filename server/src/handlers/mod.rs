@@ -12,6 +12,7 @@ macro_rules! decode_or_return {
     };
 }
 
+pub mod acls;
 pub mod admin;
 pub mod configs;
 pub mod consumer_groups;
@@ -112,6 +113,9 @@ pub const APIS: &[Api] = &[
     ),
     api(ApiKey::DescribeLogDirs, 1, 4, later!(log_dirs::describe_log_dirs)),
     api(ApiKey::SaslHandshake, 0, 1, Handler::Now(sasl::sasl_handshake)),
+    api(ApiKey::CreateAcls, 1, 3, later!(acls::create_acls)),
+    api(ApiKey::DescribeAcls, 1, 3, Handler::Now(acls::describe_acls)),
+    api(ApiKey::DeleteAcls, 1, 3, later!(acls::delete_acls)),
     api(ApiKey::SaslAuthenticate, 0, 2, later!(sasl::sasl_authenticate)),
     api(
         ApiKey::AlterUserScramCredentials,
@@ -319,7 +323,83 @@ impl Conn {
     }
 }
 
+/// What a request may do: its requester and the ACLs it is judged by.
+#[derive(Debug)]
+pub struct Access {
+    who: crate::security::authorizer::Requester,
+    security: std::sync::Arc<sluice_metadata::security::SecurityImage>,
+    config: std::sync::Arc<crate::config::BrokerConfig>,
+}
+
+/// The cluster's name as a resource (Kafka's).
+pub const CLUSTER_RESOURCE: &str = "kafka-cluster";
+
+impl Access {
+    /// Whether `op` on resource `name` of type `rt` is allowed.
+    pub fn allows(
+        &self,
+        op: sluice_metadata::security::Operation,
+        rt: sluice_metadata::security::ResourceType,
+        name: &str,
+    ) -> bool {
+        self.who.unrestricted
+            || self
+                .who
+                .allows(&self.security, &self.config.security.authorizer, op, rt, name)
+    }
+
+    /// `op` on the cluster.
+    pub fn cluster(&self, op: sluice_metadata::security::Operation) -> bool {
+        self.allows(op, sluice_metadata::security::ResourceType::Cluster, CLUSTER_RESOURCE)
+    }
+
+    pub fn topic(&self, op: sluice_metadata::security::Operation, name: &str) -> bool {
+        self.allows(op, sluice_metadata::security::ResourceType::Topic, name)
+    }
+
+    pub fn group(&self, op: sluice_metadata::security::Operation, name: &str) -> bool {
+        self.allows(op, sluice_metadata::security::ResourceType::Group, name)
+    }
+
+    pub fn transactional_id(&self, op: sluice_metadata::security::Operation, name: &str) -> bool {
+        self.allows(op, sluice_metadata::security::ResourceType::TransactionalId, name)
+    }
+
+    /// `op` on some resource of type `rt` (see
+    /// [`crate::security::authorizer::Requester::allows_some`]).
+    pub fn some(&self, op: sluice_metadata::security::Operation, rt: sluice_metadata::security::ResourceType) -> bool {
+        self.who.unrestricted || self.who.allows_some(&self.security, op, rt)
+    }
+
+    /// Whether every request is allowed (no authorizer, or a super user).
+    pub fn unrestricted(&self) -> bool {
+        self.who.unrestricted
+    }
+}
+
 impl Ctx {
+    /// What this request may do. Without an authorizer it allows
+    /// everything and costs a few reference counts, no allocation.
+    pub fn access(&self) -> Access {
+        let config = self.shard.common.config.clone();
+        let authorizer = &config.security.authorizer;
+        let who = if authorizer.enabled {
+            crate::security::authorizer::Requester::new(
+                authorizer,
+                self.conn.principal(),
+                self.conn.peer.trim_start_matches('/').to_string(),
+            )
+        } else {
+            crate::security::authorizer::Requester {
+                principal: String::new(),
+                host: String::new(),
+                unrestricted: true,
+            }
+        };
+        let security = self.shard.meta().security.clone();
+        Access { who, security, config }
+    }
+
     /// The client id from the request header ("" when null).
     pub fn client_id(&self) -> String {
         self.header

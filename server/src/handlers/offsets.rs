@@ -14,6 +14,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::records::RecordBatchDecoder;
 use sluice_engine::{Log, batch};
 
+use futures_util::future::{Either, ready};
+use sluice_metadata::security::Operation;
+
 use super::{Ctx, Outcome};
 use crate::error_codes::{self, ErrorCode};
 use crate::node::Shard;
@@ -49,18 +52,24 @@ pub async fn list_offsets(ctx: Ctx, body: BytesMut) -> Outcome {
     let committed = version_isolation(ctx.version, req.isolation_level);
     let gone = (ErrorCode::NotLeaderOrFollower.code(), -1, -1, -1);
     let version = ctx.version;
+    // Kafka's authorization: DESCRIBE on each topic.
+    let access = ctx.access();
     let futs = req.topics.iter().flat_map(|t| {
         let ctx = &ctx;
+        let denied = !access.topic(Operation::Describe, t.name.0.as_str());
         t.partitions.iter().map(move |p| {
             let epoch = if version >= 4 { p.current_leader_epoch } else { -1 };
-            on_owner(
+            if denied {
+                return Either::Left(ready((ErrorCode::TopicAuthorizationFailed.code(), -1, -1, -1)));
+            }
+            Either::Right(on_owner(
                 ctx,
                 t.name.0.as_str(),
                 p.partition_index,
                 (p.timestamp, epoch, committed),
                 lookup,
                 gone,
-            )
+            ))
         })
     });
     let answers = futures_util::future::join_all(futs).await;
@@ -201,17 +210,23 @@ fn max_timestamp_record(log: &Log) -> Result<Option<(i64, i64)>, ErrorCode> {
 pub async fn delete_records(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: DeleteRecordsRequest = decode_or_return!(ctx, body);
     let gone = (ErrorCode::NotLeaderOrFollower.code(), -1);
+    // Kafka's authorization: DELETE on each topic.
+    let access = ctx.access();
     let futs = req.topics.iter().flat_map(|t| {
         let ctx = &ctx;
+        let denied = !access.topic(Operation::Delete, t.name.0.as_str());
         t.partitions.iter().map(move |p| {
-            on_owner(
+            if denied {
+                return Either::Left(ready((ErrorCode::TopicAuthorizationFailed.code(), -1)));
+            }
+            Either::Right(on_owner(
                 ctx,
                 t.name.0.as_str(),
                 p.partition_index,
                 p.offset,
                 truncate_front,
                 gone,
-            )
+            ))
         })
     });
     let mut answers = futures_util::future::join_all(futs).await.into_iter();
@@ -238,17 +253,26 @@ pub async fn delete_records(ctx: Ctx, body: BytesMut) -> Outcome {
 pub async fn offset_for_leader_epoch(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: OffsetForLeaderEpochRequest = decode_or_return!(ctx, body);
     let gone = (ErrorCode::NotLeaderOrFollower.code(), -1, -1);
+    // Kafka's authorization: a follower (replica id set, v3+) needs
+    // CLUSTER_ACTION, a client DESCRIBE on each topic.
+    let access = ctx.access();
+    let follower = ctx.version >= 3 && req.replica_id.0 >= 0;
+    let cluster_ok = !follower || access.cluster(Operation::ClusterAction);
     let futs = req.topics.iter().flat_map(|t| {
         let ctx = &ctx;
+        let denied = !cluster_ok || (!follower && !access.topic(Operation::Describe, t.topic.0.as_str()));
         t.partitions.iter().map(move |p| {
-            on_owner(
+            if denied {
+                return Either::Left(ready((ErrorCode::TopicAuthorizationFailed.code(), -1, -1)));
+            }
+            Either::Right(on_owner(
                 ctx,
                 t.topic.0.as_str(),
                 p.partition,
                 (p.leader_epoch, p.current_leader_epoch),
                 epoch_end,
                 gone,
-            )
+            ))
         })
     });
     let mut answers = futures_util::future::join_all(futs).await.into_iter();

@@ -23,6 +23,8 @@ use kafka_protocol::messages::{
     BrokerId, InitProducerIdRequest, InitProducerIdResponse, ProduceResponse, ProducerId, TopicName,
 };
 
+use sluice_metadata::security::Operation;
+
 use super::{Ctx, Outcome, str_bytes};
 use crate::error_codes::{self, ErrorCode};
 use crate::node::Shard;
@@ -76,11 +78,18 @@ pub async fn handle(ctx: Ctx, body: BytesMut) -> Outcome {
     } else {
         Txn::None
     };
+    // Kafka's authorization: WRITE on the transactional id (else every
+    // partition is refused TRANSACTIONAL_ID_AUTHORIZATION_FAILED), WRITE on
+    // each topic (TOPIC_AUTHORIZATION_FAILED).
+    let access = ctx.access();
+    let txn_denied = txn_id
+        .as_ref()
+        .is_some_and(|id| !access.transactional_id(Operation::Write, id));
     let Routed {
         mut results,
         mut by_owner,
         layout,
-    } = route(&ctx, req.topics, acks, txn);
+    } = route(&ctx, req.topics, acks, txn, &access, txn_denied);
     if let (Some(id), Some(ticket)) = (&txn_id, &ticket) {
         ticket.wait().await;
         super::verify::verify_transactional(&ctx, id, &mut by_owner, &mut results).await;
@@ -117,7 +126,14 @@ struct Routed {
     layout: Vec<(TopicName, uuid::Uuid, Vec<i32>)>,
 }
 
-fn route(ctx: &Ctx, topics: Vec<crate::protocol::produce::ProduceTopic>, acks: i16, txn: Txn) -> Routed {
+fn route(
+    ctx: &Ctx,
+    topics: Vec<crate::protocol::produce::ProduceTopic>,
+    acks: i16,
+    txn: Txn,
+    access: &super::Access,
+    txn_denied: bool,
+) -> Routed {
     let snapshot = ctx.shard.meta();
     let mut results: Vec<Option<PartitionResult>> = Vec::new();
     let mut by_owner = ByOwner::new(ctx.shard.shard_count());
@@ -133,7 +149,19 @@ fn route(ctx: &Ctx, topics: Vec<crate::protocol::produce::ProduceTopic>, acks: i
         for part in topic.partitions {
             indexes.push(part.index);
             let slot = results.len();
-            let refused = refusal(ctx, acks, &meta, &topic.name, part.index);
+            let refused = if txn_denied {
+                Some(PartitionResult::error(
+                    ErrorCode::TransactionalIdAuthorizationFailed,
+                    "Transactional Id authorization failed",
+                ))
+            } else if !access.topic(Operation::Write, &name) {
+                Some(PartitionResult::error(
+                    ErrorCode::TopicAuthorizationFailed,
+                    "Topic authorization failed",
+                ))
+            } else {
+                refusal(ctx, acks, &meta, &topic.name, part.index)
+            };
             if let (None, Some(m)) = (&refused, &meta) {
                 let append = Append {
                     slot,
@@ -448,6 +476,20 @@ pub async fn init_producer_id(ctx: Ctx, body: BytesMut) -> Outcome {
     let mut resp = InitProducerIdResponse::default();
     resp.producer_id = ProducerId(-1);
     resp.producer_epoch = -1;
+    // Kafka's authorization: WRITE on the transactional id; an idempotent
+    // producer IDEMPOTENT_WRITE on the cluster or WRITE on some topic.
+    let access = ctx.access();
+    let denied = match req.transactional_id.as_ref().filter(|t| !t.0.is_empty()) {
+        Some(id) => (!access.transactional_id(Operation::Write, id.0.as_str()))
+            .then_some(ErrorCode::TransactionalIdAuthorizationFailed),
+        None => (!access.cluster(Operation::IdempotentWrite)
+            && !access.some(Operation::Write, sluice_metadata::security::ResourceType::Topic))
+        .then_some(ErrorCode::ClusterAuthorizationFailed),
+    };
+    if let Some(code) = denied {
+        resp.error_code = code.code();
+        return ctx.respond(&resp);
+    }
     if let Some(id) = req.transactional_id.as_ref().filter(|t| !t.0.is_empty()) {
         // A transactional producer: its coordinator hands out the id and
         // the epoch, fencing older producers of the same transactional id.

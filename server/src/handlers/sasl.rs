@@ -161,6 +161,8 @@ fn user_entry<'a>(
 /// a user named twice in one request is refused (DUPLICATE_RESOURCE).
 pub async fn alter_user_scram_credentials(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: AlterUserScramCredentialsRequest = decode_or_return!(ctx, body);
+    // Kafka's authorization: ALTER on the cluster.
+    let denied = !ctx.access().cluster(sluice_metadata::security::Operation::Alter);
     let mut users: BTreeMap<String, UserChanges> = BTreeMap::new();
     let mut order = Vec::new();
     for d in &req.deletions {
@@ -213,7 +215,12 @@ pub async fn alter_user_scram_credentials(ctx: Ctx, body: BytesMut) -> Outcome {
         let Some((refused, changes, count)) = users.remove(&name) else {
             continue;
         };
-        let refused = if name.is_empty() {
+        let refused = if denied {
+            Some((
+                ErrorCode::ClusterAuthorizationFailed,
+                "Cluster authorization failed".to_string(),
+            ))
+        } else if name.is_empty() {
             Some((
                 ErrorCode::UnacceptableCredential,
                 "Username must not be empty".to_string(),
@@ -249,6 +256,13 @@ pub async fn alter_user_scram_credentials(ctx: Ctx, body: BytesMut) -> Outcome {
 /// counts (never the keys); all users when none are named.
 pub fn describe_user_scram_credentials(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: DescribeUserScramCredentialsRequest = decode_or_return!(ctx, body);
+    // Kafka's authorization: DESCRIBE on the cluster.
+    if !ctx.access().cluster(sluice_metadata::security::Operation::Describe) {
+        let mut resp = DescribeUserScramCredentialsResponse::default();
+        resp.error_code = ErrorCode::ClusterAuthorizationFailed.code();
+        resp.error_message = Some(str_bytes("Cluster authorization failed"));
+        return ctx.respond(&resp);
+    }
     let snapshot = ctx.shard.meta();
     let scram = &snapshot.security.scram;
     let describe = |user: &str| {

@@ -28,6 +28,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use sluice_engine::batch::Marker;
 
+use sluice_metadata::security::Operation;
+
 use super::produce::fenced_for_version;
 use super::{Ctx, Outcome};
 use crate::error_codes::ErrorCode;
@@ -51,8 +53,35 @@ async fn add_one(
     verify_only: bool,
 ) -> Vec<AddPartitionsToTxnTopicResult> {
     let (parts, unknown) = txn_partitions(ctx, topics);
+    // Kafka's authorization: a broker's verification needs CLUSTER_ACTION;
+    // a producer WRITE on the transactional id (else every partition is
+    // TRANSACTIONAL_ID_AUTHORIZATION_FAILED) and on each topic (else its
+    // partitions are TOPIC_AUTHORIZATION_FAILED and nothing is added).
+    let access = ctx.access();
+    let all_denied = if verify_only {
+        (!access.cluster(Operation::ClusterAction)).then_some(ErrorCode::ClusterAuthorizationFailed)
+    } else {
+        (!access.transactional_id(Operation::Write, id)).then_some(ErrorCode::TransactionalIdAuthorizationFailed)
+    };
+    let topic_denied: Vec<bool> = parts
+        .iter()
+        .map(|p| !verify_only && !access.topic(Operation::Write, &p.0))
+        .collect();
     // One code per partition, in request order.
-    let codes: Vec<i16> = if !unknown.is_empty() {
+    let codes: Vec<i16> = if let Some(code) = all_denied {
+        parts.iter().map(|_| code.code()).collect()
+    } else if topic_denied.iter().any(|d| *d) {
+        topic_denied
+            .iter()
+            .map(|d| {
+                if *d {
+                    ErrorCode::TopicAuthorizationFailed.code()
+                } else {
+                    ErrorCode::OperationNotAttempted.code()
+                }
+            })
+            .collect()
+    } else if !unknown.is_empty() {
         // Nothing is added when a partition is unknown, as in Kafka.
         parts
             .iter()
@@ -183,6 +212,17 @@ pub async fn add_partitions_to_txn(ctx: Ctx, body: BytesMut) -> Outcome {
 pub async fn add_offsets_to_txn(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: AddOffsetsToTxnRequest = decode_or_return!(ctx, body);
     let mut resp = AddOffsetsToTxnResponse::default();
+    // Kafka's authorization: WRITE on the transactional id, READ on the
+    // group.
+    let access = ctx.access();
+    if !access.transactional_id(Operation::Write, req.transactional_id.0.as_str()) {
+        resp.error_code = ErrorCode::TransactionalIdAuthorizationFailed.code();
+        return ctx.respond(&resp);
+    }
+    if !access.group(Operation::Read, req.group_id.0.as_str()) {
+        resp.error_code = ErrorCode::GroupAuthorizationFailed.code();
+        return ctx.respond(&resp);
+    }
     // The group's offsets partition joins the transaction: its markers
     // make the group's transactional offsets committed (or not).
     let Some(n) = ctx.shard.meta().topic(OFFSETS_TOPIC).map(|t| t.partitions) else {
@@ -208,6 +248,16 @@ pub async fn add_offsets_to_txn(ctx: Ctx, body: BytesMut) -> Outcome {
 
 pub async fn end_txn(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: EndTxnRequest = decode_or_return!(ctx, body);
+    if !ctx
+        .access()
+        .transactional_id(Operation::Write, req.transactional_id.0.as_str())
+    {
+        let mut resp = EndTxnResponse::default();
+        resp.error_code = ErrorCode::TransactionalIdAuthorizationFailed.code();
+        resp.producer_id = ProducerId(-1);
+        resp.producer_epoch = -1;
+        return ctx.respond(&resp);
+    }
     let id: Arc<str> = req.transactional_id.0.as_str().into();
     let (producer_id, epoch, commit) = (req.producer_id.0, req.producer_epoch, req.committed);
     let answer = crate::txn::on_coordinator(&ctx.shard, &id.clone(), move |s, partition| {
@@ -239,13 +289,28 @@ pub async fn txn_offset_commit(ctx: Ctx, body: BytesMut) -> Outcome {
     // group's coordinator.
     let mut checked: Vec<Vec<(i32, Option<ErrorCode>)>> = Vec::new();
     let mut to_write = Vec::new();
+    // Kafka's authorization: WRITE on the transactional id, READ on the
+    // group and on each topic.
+    let access = ctx.access();
+    let all_denied = if !access.transactional_id(Operation::Write, req.transactional_id.0.as_str()) {
+        Some(ErrorCode::TransactionalIdAuthorizationFailed)
+    } else if !group_id.is_empty() && !access.group(Operation::Read, &group_id) {
+        Some(ErrorCode::GroupAuthorizationFailed)
+    } else {
+        None
+    };
     for t in &req.topics {
         let meta = snapshot.topic(t.name.0.as_str());
+        let topic_denied = !access.topic(Operation::Read, t.name.0.as_str());
         let mut parts = Vec::new();
         for p in &t.partitions {
             let metadata = p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default();
             let refused = if group_id.is_empty() {
                 Some(ErrorCode::InvalidGroupId)
+            } else if all_denied.is_some() {
+                all_denied
+            } else if topic_denied {
+                Some(ErrorCode::TopicAuthorizationFailed)
             } else if !meta.is_some_and(|m| (0..m.partitions).contains(&p.partition_index)) {
                 Some(ErrorCode::UnknownTopicOrPartition)
             } else if metadata.len() > max_meta {
@@ -325,7 +390,17 @@ async fn commit_in_txn(
 
 pub async fn write_txn_markers(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: WriteTxnMarkersRequest = decode_or_return!(ctx, body);
-    let codes = write_marks(&ctx, &req).await;
+    // Kafka's authorization: only brokers write markers (CLUSTER_ACTION).
+    let codes = if ctx.access().cluster(Operation::ClusterAction) {
+        write_marks(&ctx, &req).await
+    } else {
+        let n = req
+            .markers
+            .iter()
+            .flat_map(|m| m.topics.iter().map(|t| t.partition_indexes.len()))
+            .sum();
+        vec![ErrorCode::ClusterAuthorizationFailed.code(); n]
+    };
     let mut codes = codes.into_iter();
     let mut resp = WriteTxnMarkersResponse::default();
     for m in &req.markers {
@@ -447,11 +522,16 @@ pub async fn list_transactions(ctx: Ctx, body: BytesMut) -> Outcome {
             })
         })
         .collect();
+    // Kafka's authorization: the ids the client may describe.
+    let access = ctx.access();
     for shard in shards {
         let Ok(all) = shard.await else {
             continue;
         };
         for m in all {
+            if !access.transactional_id(Operation::Describe, &m.id) {
+                continue;
+            }
             let open_for = if m.start_ms >= 0 { now - m.start_ms } else { -1 };
             if (!states.is_empty() && !states.contains(&m.status.name()))
                 || (!pids.is_empty() && !pids.contains(&m.producer_id))
@@ -477,8 +557,17 @@ pub async fn list_transactions(ctx: Ctx, body: BytesMut) -> Outcome {
 pub async fn describe_transactions(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: DescribeTransactionsRequest = decode_or_return!(ctx, body);
     let mut resp = DescribeTransactionsResponse::default();
+    let access = ctx.access();
     for id in &req.transactional_ids {
         let key: Arc<str> = id.0.as_str().into();
+        if !access.transactional_id(Operation::Describe, &key) {
+            resp.transaction_states.push(
+                describe_transactions_response::TransactionState::default()
+                    .with_transactional_id(id.clone())
+                    .with_error_code(ErrorCode::TransactionalIdAuthorizationFailed.code()),
+            );
+            continue;
+        }
         let found = crate::txn::on_coordinator(&ctx.shard, &key.clone(), move |s, _| async move {
             s.services
                 .transactions
@@ -520,8 +609,21 @@ pub async fn describe_transactions(ctx: Ctx, body: BytesMut) -> Outcome {
 pub async fn describe_producers(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: DescribeProducersRequest = decode_or_return!(ctx, body);
     let mut resp = DescribeProducersResponse::default();
+    let access = ctx.access();
     for t in &req.topics {
         let mut topic = describe_producers_response::TopicResponse::default().with_name(t.name.clone());
+        // Kafka's authorization: READ on the topic.
+        if !access.topic(Operation::Read, t.name.0.as_str()) {
+            for &index in &t.partition_indexes {
+                topic.partitions.push(
+                    describe_producers_response::PartitionResponse::default()
+                        .with_partition_index(index)
+                        .with_error_code(ErrorCode::TopicAuthorizationFailed.code()),
+                );
+            }
+            resp.topics.push(topic);
+            continue;
+        }
         for &index in &t.partition_indexes {
             let name: Arc<str> = t.name.0.as_str().into();
             let owner = ctx.shard.owner_of(&name, index);

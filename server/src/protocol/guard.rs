@@ -445,6 +445,32 @@ const ALTER_USER_SCRAM_CREDENTIALS: &[F] = &[
 
 const DESCRIBE_USER_SCRAM_CREDENTIALS: &[F] = &[F(T::Arr(&[F(T::Str, 0, ALL)]), 0, ALL)];
 
+const ACL_FILTER: &[F] = &[
+    F(T::I8, 0, ALL),
+    F(T::NStr, 0, ALL),
+    F(T::I8, 1, ALL),
+    F(T::NStr, 0, ALL),
+    F(T::NStr, 0, ALL),
+    F(T::I8, 0, ALL),
+    F(T::I8, 0, ALL),
+];
+
+const CREATE_ACLS: &[F] = &[F(
+    T::Arr(&[
+        F(T::I8, 0, ALL),
+        F(T::Str, 0, ALL),
+        F(T::I8, 1, ALL),
+        F(T::Str, 0, ALL),
+        F(T::Str, 0, ALL),
+        F(T::I8, 0, ALL),
+        F(T::I8, 0, ALL),
+    ]),
+    0,
+    ALL,
+)];
+
+const DELETE_ACLS: &[F] = &[F(T::Arr(ACL_FILTER), 0, ALL)];
+
 fn layout(key: ApiKey) -> Option<&'static [F]> {
     Some(match key {
         ApiKey::Metadata => METADATA,
@@ -484,6 +510,9 @@ fn layout(key: ApiKey) -> Option<&'static [F]> {
         ApiKey::DescribeLogDirs => DESCRIBE_LOG_DIRS,
         ApiKey::DescribeTopicPartitions => DESCRIBE_TOPIC_PARTITIONS,
         ApiKey::SaslHandshake => SASL_HANDSHAKE,
+        ApiKey::CreateAcls => CREATE_ACLS,
+        ApiKey::DescribeAcls => ACL_FILTER,
+        ApiKey::DeleteAcls => DELETE_ACLS,
         ApiKey::SaslAuthenticate => SASL_AUTHENTICATE,
         ApiKey::AlterUserScramCredentials => ALTER_USER_SCRAM_CREDENTIALS,
         ApiKey::DescribeUserScramCredentials => DESCRIBE_USER_SCRAM_CREDENTIALS,
@@ -955,6 +984,35 @@ mod tests {
         cur.partition_index = 3;
         dtp.cursor = Some(cur);
         out.push((ApiKey::DescribeTopicPartitions, enc(dtp), 0, 0));
+        let ca = CreateAclsRequest::default().with_creations(vec![
+            create_acls_request::AclCreation::default()
+                .with_resource_type(2)
+                .with_resource_name(s("t"))
+                .with_resource_pattern_type(3)
+                .with_principal(s("User:a"))
+                .with_host(s("*"))
+                .with_operation(3)
+                .with_permission_type(3),
+        ]);
+        out.push((ApiKey::CreateAcls, enc(ca), 1, 3));
+        let da = DescribeAclsRequest::default()
+            .with_resource_type_filter(1)
+            .with_resource_name_filter(Some(s("t")))
+            .with_pattern_type_filter(1)
+            .with_principal_filter(Some(s("User:a")))
+            .with_operation(1)
+            .with_permission_type(1);
+        out.push((ApiKey::DescribeAcls, enc(da), 1, 3));
+        let dl = DeleteAclsRequest::default().with_filters(vec![
+            delete_acls_request::DeleteAclsFilter::default()
+                .with_resource_type_filter(2)
+                .with_resource_name_filter(Some(s("t")))
+                .with_pattern_type_filter(3)
+                .with_host_filter(Some(s("*")))
+                .with_operation(1)
+                .with_permission_type(1),
+        ]);
+        out.push((ApiKey::DeleteAcls, enc(dl), 1, 3));
         let sh = SaslHandshakeRequest::default().with_mechanism(s("PLAIN"));
         out.push((ApiKey::SaslHandshake, enc(sh), 0, 1));
         let sa = SaslAuthenticateRequest::default().with_auth_bytes(bytes::Bytes::from_static(b"\0u\0p"));

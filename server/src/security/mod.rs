@@ -1,10 +1,11 @@
-//! Authentication: TLS (rustls, client certificates and their principal),
+//! Authentication and authorization: TLS (rustls, client certificates and their principal),
 //! SASL sessions (PLAIN, SCRAM-SHA-256/512) and the principal each
-//! connection acts as.
+//! connection acts as, and the authorizer over the image's ACLs.
 //!
 //! Credentials are metadata records (`sluice_metadata::security`), so
 //! every broker checks against the same ones; PLAIN's users are settings.
 
+pub mod authorizer;
 pub mod sasl;
 pub mod scram;
 pub mod tls;
