@@ -50,7 +50,10 @@ def cpu_ticks(pid):
 class Bench:
     def __init__(self, tmp):
         self.certs = Certs(tmp)
-        self.ports = {"PLAINTEXT": free_port(), "SSL": free_port(), "SASL_SSL": free_port()}
+        ports = set()
+        while len(ports) < 3:
+            ports.add(free_port())
+        self.ports = dict(zip(("PLAINTEXT", "SSL", "SASL_SSL"), sorted(ports)))
         spec = ",".join(f"{n}://127.0.0.1:{p}" for n, p in self.ports.items())
         data = os.path.join(os.environ.get("DATA", "/tmp"), "sluice-tls-bench")
         subprocess.run(["rm", "-rf", data], check=True)

@@ -11,6 +11,7 @@
 
 pub mod controller;
 pub mod image;
+pub mod scram;
 pub mod security;
 pub mod topics;
 

@@ -23,6 +23,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use serde_json::json;
+use sluice_tools::secure::ClientSecurity;
+
+mod security;
 use sluice_tools::{Connection, Error};
 
 /// Where the brokers are, and how to print.
@@ -34,6 +37,11 @@ pub struct Target {
     /// JSON on stdout instead of a table.
     #[arg(long)]
     json: bool,
+    /// Client properties for a secured listener, Kafka's names
+    /// (security.protocol, sasl.mechanism, sasl.jaas.config,
+    /// ssl.truststore.location, ...; PEM stores).
+    #[arg(long, env = "SLUICE_COMMAND_CONFIG")]
+    command_config: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -54,6 +62,12 @@ pub enum Command {
     /// Log segment files, offline.
     #[command(subcommand)]
     Log(LogCommand),
+    /// ACLs: add, list, remove (with an authorizer, `docs/security.md`).
+    #[command(subcommand)]
+    Acl(security::AclCommand),
+    /// Users' SCRAM credentials: set, list, delete.
+    #[command(subcommand)]
+    User(security::UserCommand),
     /// Prints a shell completion script for `sluice` (bash, zsh, fish,
     /// elvish, powershell).
     Completions { shell: clap_complete::Shell },
@@ -288,10 +302,38 @@ fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
 }
 
+/// How the commands reach the brokers: `--command-config`, read once.
+static SECURITY: std::sync::OnceLock<ClientSecurity> = std::sync::OnceLock::new();
+
+fn security() -> &'static ClientSecurity {
+    SECURITY.get_or_init(ClientSecurity::default)
+}
+
+/// Connects to the first reachable broker of `t`, secured as its
+/// `--command-config` says.
+fn connect_target(t: &Target) -> Result<Connection, Failure> {
+    if let Some(path) = &t.command_config
+        && SECURITY.get().is_none()
+    {
+        let s = ClientSecurity::from_file(path).map_err(|e| Failure {
+            message: e.to_string(),
+            code: 2,
+        })?;
+        let _ = SECURITY.set(s);
+    }
+    connect(&t.brokers)
+}
+
+/// Connects to one broker (one the cluster named), secured as the first
+/// connection was.
+fn connect_one(addr: &str) -> Result<Connection, Error> {
+    Connection::connect_secured(addr, security())
+}
+
 fn connect(brokers: &str) -> Result<Connection, Failure> {
     let mut last = None;
     for b in brokers.split(',').map(str::trim).filter(|b| !b.is_empty()) {
-        match Connection::connect(b) {
+        match connect_one(b) {
             Ok(c) => return Ok(c),
             Err(e) => last = Some(e),
         }
@@ -364,6 +406,8 @@ pub fn run(cmd: Command) -> ExitCode {
 
 fn dispatch(cmd: Command) -> Result<(), Failure> {
     match cmd {
+        Command::Acl(c) => security::dispatch(c),
+        Command::User(c) => security::user_dispatch(c),
         Command::Topic(TopicCommand::List { target }) => topic_list(&target),
         Command::Topic(TopicCommand::Describe { target, topics }) => topic_describe(&target, &topics),
         Command::Topic(TopicCommand::Create {
@@ -528,7 +572,7 @@ fn log_dump(path: &std::path::Path, records: bool, json: bool) -> Result<(), Fai
 }
 
 fn topic_list(t: &Target) -> Result<(), Failure> {
-    let mut conn = connect(&t.brokers)?;
+    let mut conn = connect_target(t)?;
     let md = metadata(&mut conn, None)?;
     let mut rows: Vec<(String, usize, usize, bool)> = md
         .topics
@@ -557,7 +601,7 @@ fn topic_list(t: &Target) -> Result<(), Failure> {
 }
 
 fn topic_describe(t: &Target, topics: &[String]) -> Result<(), Failure> {
-    let mut conn = connect(&t.brokers)?;
+    let mut conn = connect_target(t)?;
     let md = metadata(&mut conn, (!topics.is_empty()).then_some(topics))?;
     let mut out = Vec::new();
     let mut rows = Vec::new();
@@ -619,7 +663,7 @@ fn topic_create(
     let mut req = CreateTopicsRequest::default();
     req.topics = vec![ct];
     req.timeout_ms = 30_000;
-    let mut conn = connect(&t.brokers)?;
+    let mut conn = connect_target(t)?;
     let resp: CreateTopicsResponse = conn.call(ApiKey::CreateTopics, 7, &req)?;
     let r = resp.topics.first().ok_or_else(|| Failure {
         message: "CreateTopics: empty answer".into(),
@@ -672,7 +716,7 @@ fn topic_alter_config(t: &Target, topic: &str, set: &[String], delete: &[String]
     }
     let mut req = IncrementalAlterConfigsRequest::default();
     req.resources = vec![res];
-    let mut conn = connect(&t.brokers)?;
+    let mut conn = connect_target(t)?;
     let resp: IncrementalAlterConfigsResponse = conn.call(ApiKey::IncrementalAlterConfigs, 1, &req)?;
     for r in &resp.responses {
         if r.error_code != 0 {
@@ -702,7 +746,7 @@ fn topic_delete(t: &Target, topics: &[String]) -> Result<(), Failure> {
         })
         .collect();
     req.timeout_ms = 30_000;
-    let mut conn = connect(&t.brokers)?;
+    let mut conn = connect_target(t)?;
     let resp: DeleteTopicsResponse = conn.call(ApiKey::DeleteTopics, 6, &req)?;
     let mut first_error = None;
     let mut out = Vec::new();
@@ -724,7 +768,7 @@ fn topic_delete(t: &Target, topics: &[String]) -> Result<(), Failure> {
 
 /// A connection to the leader of `topic`-`partition`.
 fn leader_of(t: &Target, topic: &str, partition: i32) -> Result<Connection, Failure> {
-    let mut conn = connect(&t.brokers)?;
+    let mut conn = connect_target(t)?;
     let md = metadata(&mut conn, Some(&[topic.to_string()]))?;
     let tp = md.topics.first().ok_or_else(|| Failure {
         message: format!("no metadata for `{topic}`"),
@@ -743,7 +787,7 @@ fn leader_of(t: &Target, topic: &str, partition: i32) -> Result<Connection, Fail
         .iter()
         .find(|b| b.node_id == p.leader_id)
         .ok_or_else(|| refused(&format!("{topic}-{partition}"), 5, None))?;
-    Ok(Connection::connect(&format!("{}:{}", b.host, b.port))?)
+    Ok(connect_one(&format!("{}:{}", b.host, b.port))?)
 }
 
 fn topic_produce(t: &Target, topic: &str, partition: i32, sep: Option<&str>) -> Result<(), Failure> {
@@ -921,7 +965,7 @@ fn topic_consume(
 }
 
 fn group_list(t: &Target) -> Result<(), Failure> {
-    let mut conn = connect(&t.brokers)?;
+    let mut conn = connect_target(t)?;
     let groups = sluice_tools::list_groups(&mut conn)?;
     let described = describe_groups(&mut conn, &groups)?;
     if t.json {
@@ -1025,7 +1069,7 @@ fn assignment_names(a: &kafka_protocol::messages::consumer_group_describe_respon
 }
 
 fn group_describe(t: &Target, group: &str) -> Result<(), Failure> {
-    let mut conn = connect(&t.brokers)?;
+    let mut conn = connect_target(t)?;
     let described = describe_groups(&mut conn, &[group.to_string()])?;
     let d = described.get(group).cloned().unwrap_or_default();
     let rows = sluice_tools::lag(&coordinator(t, group)?, &[group.to_string()])?;
@@ -1082,7 +1126,7 @@ fn group_describe(t: &Target, group: &str) -> Result<(), Failure> {
 /// The address of `group`'s coordinator (FindCoordinator through any
 /// broker of `--brokers`).
 fn coordinator(t: &Target, group: &str) -> Result<String, Failure> {
-    let mut conn = connect(&t.brokers)?;
+    let mut conn = connect_target(t)?;
     let mut req = FindCoordinatorRequest::default();
     req.key = s(group);
     let resp: FindCoordinatorResponse = conn.call(ApiKey::FindCoordinator, 3, &req)?;
@@ -1164,7 +1208,7 @@ fn list_offsets(
 }
 
 fn group_reset_offsets(t: &Target, group: &str, topics: &[String], to: &ResetTo, dry_run: bool) -> Result<(), Failure> {
-    let mut conn = connect(&t.brokers)?;
+    let mut conn = connect_target(t)?;
     // The partitions: named ones, or all of the topic's.
     let mut parts: BTreeMap<String, Vec<i32>> = BTreeMap::new();
     for spec in topics {
@@ -1233,7 +1277,7 @@ fn group_reset_offsets(t: &Target, group: &str, topics: &[String], to: &ResetTo,
         }
     }
     if !dry_run {
-        let mut coord = Connection::connect(&coordinator(t, group)?)?;
+        let mut coord = connect_one(&coordinator(t, group)?)?;
         let mut req = OffsetCommitRequest::default();
         req.group_id = GroupId(s(group));
         req.generation_id_or_member_epoch = -1;
@@ -1286,7 +1330,7 @@ fn group_delete(t: &Target, groups: &[String]) -> Result<(), Failure> {
     let mut first_error = None;
     let mut out = Vec::new();
     for g in groups {
-        let mut conn = Connection::connect(&coordinator(t, g)?)?;
+        let mut conn = connect_one(&coordinator(t, g)?)?;
         let mut req = DeleteGroupsRequest::default();
         req.groups_names = vec![GroupId(s(g))];
         let resp: DeleteGroupsResponse = conn.call(ApiKey::DeleteGroups, 2, &req)?;
@@ -1316,7 +1360,7 @@ fn describe_cluster(conn: &mut Connection) -> Result<DescribeClusterResponse, Fa
 /// for the ids it coordinates).
 fn txn_list(t: &Target, states: &[String]) -> Result<(), Failure> {
     use kafka_protocol::messages::{ListTransactionsRequest, ListTransactionsResponse};
-    let mut conn = connect(&t.brokers)?;
+    let mut conn = connect_target(t)?;
     let cluster = describe_cluster(&mut conn)?;
     let mut rows: Vec<(String, i64, String, i32)> = Vec::new();
     for b in cluster.brokers.iter().filter(|b| !b.is_fenced) {
@@ -1367,7 +1411,7 @@ fn txn_describe(t: &Target, id: &str) -> Result<(), Failure> {
         DescribeTransactionsRequest, DescribeTransactionsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
         TransactionalId,
     };
-    let mut conn = connect(&t.brokers)?;
+    let mut conn = connect_target(t)?;
     let mut find = FindCoordinatorRequest::default();
     find.key_type = 1;
     find.coordinator_keys = vec![s(id)];
@@ -1422,7 +1466,7 @@ fn txn_describe(t: &Target, id: &str) -> Result<(), Failure> {
 }
 
 fn cluster_info(t: &Target) -> Result<(), Failure> {
-    let mut conn = connect(&t.brokers)?;
+    let mut conn = connect_target(t)?;
     let resp = describe_cluster(&mut conn)?;
     if resp.error_code != 0 {
         return Err(refused("DescribeCluster", resp.error_code, resp.error_message.as_ref()));
@@ -1459,7 +1503,7 @@ fn cluster_info(t: &Target) -> Result<(), Failure> {
 }
 
 fn cluster_health(t: &Target) -> Result<(), Failure> {
-    let mut conn = connect(&t.brokers)?;
+    let mut conn = connect_target(t)?;
     let cluster = describe_cluster(&mut conn)?;
     if cluster.error_code != 0 {
         return Err(refused(

@@ -26,6 +26,20 @@ def free_port(host="127.0.0.1"):
         return s.getsockname()[1]
 
 
+def free_ports(n, host="127.0.0.1"):
+    """`n` distinct free ports (each socket is held until all are chosen)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 class Broker:
     def __init__(self, data_dir, port, extra, cores=2, host="127.0.0.1", log_path=None, binary=None, listeners=None):
         self.binary = binary or BINARY

@@ -14,7 +14,7 @@ from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, A
 from kafka import KafkaProducer
 from kafka.errors import TopicAuthorizationFailedError
 
-from conftest import Broker, free_port
+from conftest import Broker, free_ports
 from secured import java_classpath, kcat
 
 JAAS = ('org.apache.kafka.common.security.plain.PlainLoginModule required '
@@ -34,7 +34,7 @@ class AclBroker:
 @pytest.fixture(scope="module")
 def acl():
     with tempfile.TemporaryDirectory() as tmp:
-        port, sasl_port = free_port(), free_port()
+        port, sasl_port = free_ports(2)
         b = Broker(tmp, port, [
             "num.partitions=1",
             f"listener.name.sasl_plaintext.plain.sasl.jaas.config={JAAS}",
@@ -164,3 +164,57 @@ def test_java_admin_acls(acl):
     r = subprocess.run(["java", "-cp", cp, "AclCheck", acl.sasl], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "acl ok" in r.stdout
+
+
+def test_cli_manages_acls_and_scram_users_over_sasl(acl, tmp_path):
+    """`sluice acl` and `sluice user scram` with --command-config (Kafka's
+    client property names), as the super user on the SASL listener."""
+    import json
+    import os
+    from conftest import BINARY
+    admin_cfg = tmp_path / "admin.properties"
+    admin_cfg.write_text("security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\n"
+                         "sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required "
+                         'username="admin" password="admin-secret";\n')
+
+    def cli(*args, config=admin_cfg, stdin=None):
+        r = subprocess.run([BINARY, *args, "--brokers", acl.sasl, "--command-config", str(config)],
+                           input=stdin, capture_output=True, text=True, timeout=60)
+        return r
+
+    r = cli("acl", "add", "--topic", "cli-", "--prefixed", "--principal", "User:dave", "--operation", "ALL")
+    assert r.returncode == 0, r.stderr
+    r = cli("acl", "list", "--principal", "User:dave", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == [{"resource_type": "TOPIC", "name": "cli-", "pattern": "PREFIXED",
+                                     "principal": "User:dave", "host": "*", "operation": "ALL",
+                                     "permission": "ALLOW"}]
+    # A SCRAM user, its password from standard input.
+    r = cli("user", "scram", "set", "dave", "--mechanism", "SCRAM-SHA-256", "--iterations", "4096",
+            stdin="dave-pw\n")
+    assert r.returncode == 0, r.stderr
+    r = cli("user", "scram", "list", "--json")
+    assert {"user": "dave", "mechanism": "SCRAM-SHA-256", "iterations": 4096} in json.loads(r.stdout), r.stdout
+    # dave, by SCRAM, creates and sees topics under his prefix only.
+    dave_cfg = tmp_path / "dave.properties"
+    dave_cfg.write_text("security.protocol=SASL_PLAINTEXT\nsasl.mechanisms=SCRAM-SHA-256\n"
+                        "sasl.username=dave\nsasl.password=dave-pw\n")
+    r = cli("topic", "create", "cli-t", "--partitions", "1", config=dave_cfg)
+    assert r.returncode == 0, r.stderr
+    r = cli("topic", "list", "--json", config=dave_cfg)
+    assert [t["topic"] for t in json.loads(r.stdout)] == ["cli-t"], r.stdout
+    r = cli("topic", "create", "elsewhere", config=dave_cfg)
+    assert r.returncode == 1 and "TOPIC_AUTHORIZATION_FAILED" in r.stderr, r.stderr
+    # A wrong password is refused before any request.
+    bad_cfg = tmp_path / "bad.properties"
+    bad_cfg.write_text(dave_cfg.read_text().replace("dave-pw", "nope"))
+    r = cli("topic", "list", config=bad_cfg)
+    assert r.returncode != 0 and "SASL authentication refused" in r.stderr, r.stderr
+    # Removing the ACL takes dave's rights away.
+    r = cli("acl", "remove", "--topic", "cli-", "--prefixed", "--principal", "User:dave")
+    assert r.returncode == 0 and "removed 1" in r.stdout, r.stdout + r.stderr
+    r = cli("topic", "list", "--json", config=dave_cfg)
+    assert json.loads(r.stdout) == [], r.stdout
+    r = cli("user", "scram", "delete", "dave", "--mechanism", "SCRAM-SHA-256")
+    assert r.returncode == 0, r.stderr
+    assert os.path.exists(BINARY)

@@ -15,7 +15,7 @@ from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import AdminClient, ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
 from kafka.admin import KafkaAdminClient
 
-from conftest import Broker, free_port
+from conftest import Broker, free_ports
 from secured import first_error, java_classpath, kafka_python_round_trip, kcat, librdkafka_round_trip
 
 JAAS = ('org.apache.kafka.common.security.plain.PlainLoginModule required '
@@ -50,7 +50,7 @@ class SaslBroker:
 @pytest.fixture(scope="module")
 def sasl():
     with tempfile.TemporaryDirectory() as tmp:
-        port, sasl_port, admin_port = free_port(), free_port(), free_port()
+        port, sasl_port, admin_port = free_ports(3)
         b = Broker(tmp, port, [
             "num.partitions=1",
             f"listener.name.sasl_plaintext.plain.sasl.jaas.config={JAAS}",

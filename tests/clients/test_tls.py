@@ -16,7 +16,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient, ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
 
-from conftest import Broker, free_port
+from conftest import Broker, free_ports
 from secured import first_error, java_classpath, kafka_python_round_trip, kcat, librdkafka_round_trip
 from tls_certs import Certs
 
@@ -45,7 +45,7 @@ class TlsBroker:
 
 
 def start(tmp, certs, extra, listeners, env=None):
-    ports = {name: free_port() for name in listeners}
+    ports = dict(zip(listeners, free_ports(len(listeners))))
     spec = ",".join(f"{name}://127.0.0.1:{port}" for name, port in ports.items())
     b = Broker(os.path.join(tmp, "data"), ports[listeners[0]], [
         "num.partitions=1",
@@ -212,6 +212,33 @@ def test_mutual_tls(mtls):
     with open(mtls.broker.log_path, errors="replace") as f:
         log = re.sub(r"\x1b\[[0-9;]*m", "", f.read())
     assert "principal=User:alice" in log, "CN=alice,OU=eng,O=Example,C=US mapped by the rule"
+
+
+def test_cli_over_ssl_sasl_ssl_and_mutual_tls(tls, mtls, tmp_path):
+    """`sluice --command-config` with Kafka's client properties and PEM
+    stores: over SSL, SASL_SSL (SCRAM-SHA-512) and mutual TLS."""
+    from conftest import BINARY
+    configs = {
+        tls.addr("SSL"): f"security.protocol=SSL\nssl.truststore.location={tls.certs.ca}\n",
+        tls.addr("SASL_SSL"): (f"security.protocol=SASL_SSL\nssl.truststore.location={tls.certs.ca}\n"
+                               "sasl.mechanism=SCRAM-SHA-512\nsasl.jaas.config=org.apache.kafka.common.security."
+                               'scram.ScramLoginModule required username="bob" password="bob-secret";\n'),
+        mtls.addr("SSL"): (f"security.protocol=SSL\nssl.truststore.location={mtls.certs.ca}\n"
+                           f"ssl.keystore.location={mtls.certs.alice['pem']}\n"),
+    }
+    for i, (addr, text) in enumerate(configs.items()):
+        cfg = tmp_path / f"{i}.properties"
+        cfg.write_text(text)
+        r = subprocess.run([BINARY, "cluster", "info", "--json", "--brokers", addr, "--command-config", str(cfg)],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, (addr, r.stderr)
+        assert str(addr.split(":")[1]) in r.stdout, r.stdout
+    # Without the client certificate the mutual-TLS broker refuses.
+    cfg = tmp_path / "nocert.properties"
+    cfg.write_text(f"security.protocol=SSL\nssl.truststore.location={mtls.certs.ca}\n")
+    r = subprocess.run([BINARY, "cluster", "info", "--brokers", mtls.addr("SSL"), "--command-config", str(cfg)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3, r.stderr
 
 
 def test_java_client(tls, mtls):

@@ -14,6 +14,7 @@
 
 pub mod fuzz;
 pub mod history;
+pub mod secure;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -47,21 +48,35 @@ pub enum Error {
 /// A blocking Kafka-protocol connection.
 #[derive(Debug)]
 pub struct Connection {
-    stream: TcpStream,
+    stream: secure::Stream,
     correlation: i32,
 }
 
 impl Connection {
     pub fn connect(bootstrap: &str) -> Result<Self, Error> {
-        let stream = TcpStream::connect(bootstrap).map_err(|e| Error::Connect(bootstrap.to_string(), e))?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        stream.set_nodelay(true)?;
-        Ok(Self { stream, correlation: 0 })
+        Self::connect_secured(bootstrap, &secure::ClientSecurity::default())
+    }
+
+    /// Connects with TLS and SASL as `security` says (see [`secure`]).
+    pub fn connect_secured(bootstrap: &str, security: &secure::ClientSecurity) -> Result<Self, Error> {
+        let tcp = TcpStream::connect(bootstrap).map_err(|e| Error::Connect(bootstrap.to_string(), e))?;
+        tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+        tcp.set_nodelay(true)?;
+        let host = bootstrap
+            .rsplit_once(':')
+            .map_or(bootstrap, |(h, _)| h)
+            .trim_matches(['[', ']']);
+        let mut conn = Self {
+            stream: secure::wrap(tcp, host, security)?,
+            correlation: 0,
+        };
+        secure::authenticate(&mut conn, security)?;
+        Ok(conn)
     }
 
     /// How long a call waits for its response (30 s from `connect`).
     pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), Error> {
-        self.stream.set_read_timeout(Some(timeout))?;
+        self.stream.tcp().set_read_timeout(Some(timeout))?;
         Ok(())
     }
 
@@ -83,6 +98,7 @@ impl Connection {
         frame.put_i32(body.len() as i32);
         frame.extend_from_slice(&body);
         self.stream.write_all(&frame)?;
+        self.stream.flush()?;
 
         let mut len = [0u8; 4];
         self.stream.read_exact(&mut len)?;

@@ -18,8 +18,8 @@ use crate::controller::ControllerRequest;
 use crate::error_codes::ErrorCode;
 
 /// Kafka's ANY (1) of each ACL enum, and MATCH (2) of pattern types.
-const ANY: i8 = 1;
-const MATCH: i8 = 2;
+pub const ANY: i8 = 1;
+pub const MATCH: i8 = 2;
 
 /// An ACL of a CreateAcls entry, checked as Kafka checks it.
 fn binding(rt: i8, name: &str, pattern: i8, principal: &str, host: &str, op: i8, perm: i8) -> Result<Acl, String> {
@@ -57,16 +57,17 @@ fn binding(rt: i8, name: &str, pattern: i8, principal: &str, host: &str, op: i8,
     })
 }
 
-/// A DescribeAcls or DeleteAcls filter.
+/// A DescribeAcls or DeleteAcls filter, with Kafka's codes (1 is ANY; 2,
+/// of pattern types, MATCH); `None` matches any.
 #[derive(Debug)]
-struct Filter {
-    rt: i8,
-    name: Option<String>,
-    pattern: i8,
-    principal: Option<String>,
-    host: Option<String>,
-    op: i8,
-    perm: i8,
+pub struct Filter {
+    pub rt: i8,
+    pub name: Option<String>,
+    pub pattern: i8,
+    pub principal: Option<String>,
+    pub host: Option<String>,
+    pub op: i8,
+    pub perm: i8,
 }
 
 impl Filter {

@@ -7,8 +7,11 @@
 
 pub mod authorizer;
 pub mod sasl;
-pub mod scram;
 pub mod tls;
+
+/// SCRAM's exchanges and derivations, with the credentials they check
+/// (`sluice_metadata`).
+pub use sluice_metadata::scram;
 
 /// The principal of a connection that has not authenticated (a
 /// PLAINTEXT or SSL listener without a client certificate), as Kafka

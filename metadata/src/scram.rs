@@ -1,6 +1,7 @@
 //! SCRAM-SHA-256 and SCRAM-SHA-512 (RFC 5802, RFC 7677) as Kafka speaks
-//! them: the server's side of the exchange, and the derivations a client
-//! (or the `sluice user scram set` command) makes from a password.
+//! them: the broker's side of the exchange, the client's (for the CLI and
+//! tests), and the derivations a client makes from a password. Pure
+//! functions of the credentials this crate stores.
 //!
 //! The broker stores only the salt, the iteration count, StoredKey and
 //! ServerKey; a client proves it knows the password without sending it.
@@ -12,7 +13,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{EagerHash, Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256, Sha512};
 
-use sluice_metadata::security::{ScramCredential, ScramMechanism};
+use crate::security::{ScramCredential, ScramMechanism};
 
 fn hmac_with<D: EagerHash>(key: &[u8], data: &[u8]) -> Vec<u8>
 where
