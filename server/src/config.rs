@@ -558,6 +558,16 @@ pub const SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        name: "sasl.mechanism.inter.broker.protocol",
+        aliases: &[],
+        doc: "the SASL mechanism of the broker's own connections when the inter-broker listener is SASL_PLAINTEXT (default PLAIN)",
+        set: |c, key, value| {
+            c.security.inter_broker_mechanism = security::Mechanism::parse(value)
+                .ok_or_else(|| invalid(key, format!("`{value}`: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")))?;
+            Ok(())
+        },
+    },
+    Setting {
         name: "sluice.sasl.plain.users.file",
         aliases: &[],
         doc: "a file of user=password lines: PLAIN's users on every SASL listener, read at start (default none; per listener: listener.name.<name>.plain.sasl.jaas.config)",
@@ -1469,13 +1479,31 @@ fn parse_host_port(key: &str, value: &str) -> Result<(String, u16), ConfigError>
 impl BrokerConfig {
     /// Applies one setting by its Kafka name.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
-        // Kafka's per-listener JAAS setting for PLAIN's users.
-        if let Some(listener) = key
+        // Kafka's per-listener JAAS settings: PLAIN's users, and the
+        // broker's own login for the listener's mechanism.
+        if let Some((listener, mechanism)) = key
             .strip_prefix("listener.name.")
-            .and_then(|k| k.strip_suffix(".plain.sasl.jaas.config"))
+            .and_then(|k| k.strip_suffix(".sasl.jaas.config"))
+            .and_then(|k| k.split_once('.'))
         {
-            let users = security::parse_plain_jaas(key, value)?;
-            self.security.plain_users.insert(listener.to_ascii_uppercase(), users);
+            let mechanism = security::Mechanism::parse(&mechanism.to_ascii_uppercase()).ok_or_else(|| {
+                invalid(
+                    key,
+                    format!("`{mechanism}` is not plain, scram-sha-256 or scram-sha-512"),
+                )
+            })?;
+            let listener = listener.to_ascii_uppercase();
+            if mechanism == security::Mechanism::Plain {
+                let users = security::parse_plain_jaas(key, value)?;
+                self.security.plain_users.insert(listener.clone(), users);
+            }
+            if let Some(login) = security::parse_jaas_login(key, value, mechanism)? {
+                self.security
+                    .logins
+                    .entry(listener)
+                    .or_default()
+                    .insert(mechanism, login);
+            }
             return Ok(());
         }
         let setting = SETTINGS
@@ -1540,6 +1568,7 @@ impl BrokerConfig {
     pub fn finish(&mut self) -> Result<(), ConfigError> {
         self.listeners = listeners::resolve(&self.listener_settings)?;
         self.security.check(&self.listeners)?;
+        self.security.inter_broker = self.security.inter_broker_login(&self.listeners);
         if u64::from(self.socket_request_max_bytes) > self.queued_max_request_bytes {
             return Err(invalid(
                 "queued.max.request.bytes",

@@ -135,7 +135,15 @@ async fn run<S: FetcherHost>(shard: Rc<Shard<S>>, f: Rc<Fetcher>) {
         f.correlation.set(correlation);
         let timeout = Duration::from_millis(config.replica_fetch_wait_max_ms + 30_000);
         let answer = race(
-            exchange(&mut conn, &addr, correlation, config.node_id, &req, timeout),
+            exchange(
+                &mut conn,
+                &addr,
+                correlation,
+                config.node_id,
+                &req,
+                timeout,
+                config.security.inter_broker.as_ref(),
+            ),
             race(shard.stopping.wait(), grew),
         )
         .await;
@@ -271,9 +279,11 @@ async fn exchange(
     me: i32,
     req: &FetchRequest,
     timeout: Duration,
+    login: Option<&crate::config::security::Login>,
 ) -> Result<FetchResponse, String> {
     let client_id = format!("sluice-replica-{me}");
     let call = Call {
+        login,
         key: ApiKey::Fetch,
         version: FETCH_VERSION,
         client_id: &client_id,

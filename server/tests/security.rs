@@ -442,3 +442,113 @@ fn acl_apis_without_an_authorizer_answer_security_disabled() {
     let r: DescribeAclsResponse = c.call(ApiKey::DescribeAcls, 3, &DescribeAclsRequest::default());
     assert_eq!(r.error_code, 54);
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Three in-process brokers whose inter-broker listener is
+/// SASL_PLAINTEXT with an authorizer: followers fetch (and replicate an
+/// acks=all write) as the brokers' own user, a super user; an anonymous
+/// client cannot fetch as a replica.
+#[test]
+fn brokers_replicate_over_a_sasl_inter_broker_listener() {
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let voters = (1..=3)
+        .map(|i| format!("{i}@127.0.0.1:{}", free_port()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let brokers: Vec<TestBroker> = std::thread::scope(|s| {
+        let handles: Vec<_> = (1..=3usize)
+            .map(|i| {
+                let (voters, (internal, client)) = (voters.clone(), ports[i - 1]);
+                s.spawn(move || {
+                    TestBroker::start(1, |c| {
+                        for (k, v) in [
+                            (
+                                "listeners",
+                                format!("INTERNAL://127.0.0.1:{internal},CLIENT://127.0.0.1:{client}"),
+                            ),
+                            (
+                                "listener.security.protocol.map",
+                                "INTERNAL:SASL_PLAINTEXT,CLIENT:PLAINTEXT".into(),
+                            ),
+                            ("inter.broker.listener.name", "INTERNAL".into()),
+                            (
+                                "listener.name.internal.plain.sasl.jaas.config",
+                                r#"org.apache.kafka.common.security.plain.PlainLoginModule required username="broker" password="broker-secret" user_broker="broker-secret";"#.into(),
+                            ),
+                            (
+                                "authorizer.class.name",
+                                "org.apache.kafka.metadata.authorizer.StandardAuthorizer".into(),
+                            ),
+                            ("super.users", "User:broker".into()),
+                            ("node.id", i.to_string()),
+                            ("controller.quorum.voters", voters),
+                            ("broker.session.timeout.ms", "3000".into()),
+                            ("broker.heartbeat.interval.ms", "500".into()),
+                            ("offsets.topic.num.partitions", "1".into()),
+                        ] {
+                            c.set(k, &v).unwrap();
+                        }
+                    })
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let internal = brokers[0].broker.as_ref().unwrap().listener_addr("INTERNAL").unwrap();
+    let mut admin = login(internal, "broker", "broker-secret");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while metadata(&mut admin, &[]).brokers.len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "three live brokers");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let created = create_replicated_topic(&mut admin, "replicated", 1, 3);
+    assert_eq!(created.topics[0].error_code, 0, "{:?}", created.topics[0].error_message);
+    // The ISR fills only if every follower's fetch authenticated.
+    let (leader, isr) = loop {
+        let md = metadata(&mut admin, &["replicated"]);
+        let p = &md.topics[0].partitions[0];
+        if p.leader_id.0 > 0 && p.isr_nodes.len() == 3 {
+            break (p.leader_id.0, p.isr_nodes.len());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ISR did not fill: {:?}",
+            p.isr_nodes
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(isr, 3);
+    let to_leader = brokers[usize::try_from(leader - 1).unwrap()]
+        .broker
+        .as_ref()
+        .unwrap()
+        .listener_addr("INTERNAL")
+        .unwrap();
+    let mut c = login(to_leader, "broker", "broker-secret");
+    let (err, _) = produce(&mut c, 9, "replicated", 0, -1, records(5, 0));
+    assert_eq!(err, 0, "acks=all across three replicas");
+    // An anonymous client fetching as replica 2: no CLUSTER_ACTION.
+    let client = brokers[usize::try_from(leader - 1).unwrap()]
+        .broker
+        .as_ref()
+        .unwrap()
+        .listener_addr("CLIENT")
+        .unwrap();
+    let mut anon = Client::connect(client);
+    let id = topic_id(&mut c, "replicated");
+    let mut req = fetch_req("replicated", id, 0, 0, 0);
+    req.replica_state.replica_id = BrokerId(2);
+    req.replica_state.replica_epoch = 1;
+    let f: FetchResponse = anon.call(ApiKey::Fetch, 15, &req);
+    assert_eq!(
+        f.responses[0].partitions[0].error_code, 29,
+        "TOPIC_AUTHORIZATION_FAILED"
+    );
+}

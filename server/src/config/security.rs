@@ -31,6 +31,14 @@ impl Mechanism {
     }
 }
 
+/// A SASL login: the mechanism, the user and the password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub mechanism: Mechanism,
+    pub user: String,
+    pub password: Secret,
+}
+
 /// A password that `Debug` does not print.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(pub String);
@@ -61,6 +69,16 @@ pub struct SecurityConfig {
     pub sasl_max_receive_size: usize,
     /// TLS of the SSL and SASL_SSL listeners.
     pub ssl: SslConfig,
+    /// The broker's own SASL logins, by listener (upper case) and
+    /// mechanism: the `username`/`password` options of
+    /// `listener.name.<l>.<mechanism>.sasl.jaas.config`.
+    pub logins: BTreeMap<String, BTreeMap<Mechanism, Login>>,
+    /// `sasl.mechanism.inter.broker.protocol`.
+    pub inter_broker_mechanism: Mechanism,
+    /// The login the broker's own connections to other brokers use (set
+    /// by [`SecurityConfig::check`] when the inter-broker listener is
+    /// SASL_PLAINTEXT).
+    pub inter_broker: Option<Login>,
     /// ACLs.
     pub authorizer: AuthorizerConfig,
 }
@@ -246,6 +264,9 @@ impl Default for SecurityConfig {
             sasl_max_receive_size: 524_288,
             ssl: SslConfig::default(),
             authorizer: AuthorizerConfig::default(),
+            logins: BTreeMap::new(),
+            inter_broker_mechanism: Mechanism::Plain,
+            inter_broker: None,
         }
     }
 }
@@ -257,16 +278,37 @@ impl SecurityConfig {
         // connect without TLS or SASL (not built yet): refuse a setup in
         // which they could not connect.
         if let Some(inter) = listeners.first()
-            && inter.protocol != super::SecurityProtocol::Plaintext
+            && inter.protocol.tls()
         {
             return Err(invalid(
                 "inter.broker.listener.name",
                 format!(
-                    "listener `{}` is {}; the cluster's own connections do not use TLS or SASL yet, so the inter-broker listener must be PLAINTEXT (add one, e.g. on 127.0.0.1 or a private network)",
+                    "listener `{}` is {}; the cluster's own connections do not use TLS yet, so the inter-broker listener must be PLAINTEXT or SASL_PLAINTEXT (add one, e.g. on 127.0.0.1 or a private network)",
                     inter.name,
                     inter.protocol.name()
                 ),
             ));
+        }
+        if let Some(inter) = listeners.first()
+            && inter.protocol.sasl()
+        {
+            let m = self.inter_broker_mechanism;
+            if !self.sasl_mechanisms.contains(&m) {
+                return Err(invalid(
+                    "sasl.mechanism.inter.broker.protocol",
+                    format!("{} is not in sasl.enabled.mechanisms", m.name()),
+                ));
+            }
+            if self.logins.get(&inter.name).and_then(|l| l.get(&m)).is_none() {
+                return Err(invalid(
+                    &format!(
+                        "listener.name.{}.{}.sasl.jaas.config",
+                        inter.name.to_ascii_lowercase(),
+                        m.name().to_ascii_lowercase()
+                    ),
+                    "the inter-broker listener is SASL: give the broker's own username and password",
+                ));
+            }
         }
         if let Some(l) = listeners.iter().find(|l| l.protocol.tls()) {
             if self.ssl.keystore.is_none() {
@@ -302,6 +344,15 @@ impl SecurityConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The broker's own login on the inter-broker listener (the first).
+    pub fn inter_broker_login(&self, listeners: &[Listener]) -> Option<Login> {
+        let inter = listeners.first().filter(|l| l.protocol.sasl())?;
+        self.logins
+            .get(&inter.name)
+            .and_then(|l| l.get(&self.inter_broker_mechanism))
+            .cloned()
     }
 
     /// PLAIN's password of `user` on `listener`: the listener's own JAAS
@@ -371,6 +422,36 @@ pub fn parse_plain_jaas(key: &str, value: &str) -> Result<BTreeMap<String, Secre
         }
     }
     Ok(users)
+}
+
+/// The broker's own `username` and `password` options of a JAAS line
+/// (PlainLoginModule or ScramLoginModule), if both are there.
+pub fn parse_jaas_login(key: &str, value: &str, mechanism: Mechanism) -> Result<Option<Login>, ConfigError> {
+    let v = value.trim().trim_end_matches(';').trim();
+    let module = match mechanism {
+        Mechanism::Plain => "org.apache.kafka.common.security.plain.PlainLoginModule",
+        _ => "org.apache.kafka.common.security.scram.ScramLoginModule",
+    };
+    let rest = v
+        .strip_prefix(module)
+        .ok_or_else(|| invalid(key, format!("expected {module}")))?
+        .trim_start();
+    if !rest.starts_with("required") {
+        return Err(invalid(key, "expected `required` after the login module"));
+    }
+    let option = |name: &str| {
+        let start = rest.find(&format!("{name}=\""))? + name.len() + 2;
+        let end = rest[start..].find('"')?;
+        Some(rest[start..start + end].to_string())
+    };
+    Ok(match (option("username"), option("password")) {
+        (Some(user), Some(password)) => Some(Login {
+            mechanism,
+            user,
+            password: Secret(password),
+        }),
+        _ => None,
+    })
 }
 
 /// Reads `sluice.sasl.plain.users.file`: one `user=password` a line;
@@ -461,5 +542,34 @@ mod tls_settings {
         assert!(c.set("ssl.enabled.protocols", "TLSv1.1").is_err());
         c.set("ssl.enabled.protocols", "").unwrap();
         assert!(c.finish().is_err(), "no protocol left");
+    }
+}
+
+#[cfg(test)]
+mod inter_broker {
+    use crate::config::BrokerConfig;
+
+    #[test]
+    fn a_sasl_inter_broker_listener_needs_the_brokers_own_login() {
+        let mut c = BrokerConfig::default();
+        c.set("listeners", "INTERNAL://127.0.0.1:9093,CLIENT://127.0.0.1:9092").unwrap();
+        c.set("listener.security.protocol.map", "INTERNAL:SASL_PLAINTEXT,CLIENT:PLAINTEXT")
+            .unwrap();
+        c.set("inter.broker.listener.name", "INTERNAL").unwrap();
+        assert!(c.clone().finish().is_err(), "no login for PLAIN");
+        c.set(
+            "listener.name.internal.scram-sha-512.sasl.jaas.config",
+            r#"org.apache.kafka.common.security.scram.ScramLoginModule required username="broker" password="pw";"#,
+        )
+        .unwrap();
+        assert!(c.clone().finish().is_err(), "the login is for SCRAM, the mechanism is PLAIN");
+        c.set("sasl.mechanism.inter.broker.protocol", "SCRAM-SHA-512").unwrap();
+        let mut done = c.clone();
+        done.finish().unwrap();
+        let login = done.security.inter_broker.unwrap();
+        assert_eq!((login.user.as_str(), login.password.0.as_str()), ("broker", "pw"));
+        c.set("sasl.enabled.mechanisms", "PLAIN").unwrap();
+        assert!(c.clone().finish().is_err(), "the mechanism must be enabled");
+        assert!(c.set("listener.name.internal.gssapi.sasl.jaas.config", "x").is_err());
     }
 }

@@ -135,20 +135,12 @@ pub(super) async fn ask_coordinator(
         }
         Some(b) => {
             let addr = format!("{}:{}", b.host, b.port);
-            ask_remote(
-                &addr,
-                me,
-                id,
-                pid,
-                epoch,
-                parts,
-                ctx.shard.config().transactions.marker_timeout_ms,
-            )
-            .await
-            .map_err(|e| {
-                tracing::info!(coordinator = b.id, error = %e, "verifying a transactional produce");
-                ErrorCode::CoordinatorNotAvailable
-            })
+            ask_remote(&addr, me, id, pid, epoch, parts, ctx.shard.config())
+                .await
+                .map_err(|e| {
+                    tracing::info!(coordinator = b.id, error = %e, "verifying a transactional produce");
+                    ErrorCode::CoordinatorNotAvailable
+                })
         }
     };
     let retriable = |e: ErrorCode| match e {
@@ -173,8 +165,10 @@ async fn ask_remote(
     pid: i64,
     epoch: i16,
     parts: &[TxnPartition],
-    timeout_ms: u64,
+    config: &crate::config::BrokerConfig,
 ) -> Result<Vec<Option<ErrorCode>>, String> {
+    let timeout_ms = config.transactions.marker_timeout_ms;
+    let login = config.security.inter_broker.as_ref();
     let mut topics: Vec<AddPartitionsToTxnTopic> = Vec::new();
     for (topic, partition) in parts {
         match topics.iter_mut().find(|t| t.name.0.as_str() == &**topic) {
@@ -196,6 +190,7 @@ async fn ask_remote(
     ]);
     let client_id = format!("sluice-broker-{me}");
     let call = Call {
+        login,
         key: ApiKey::AddPartitionsToTxn,
         version: VERIFY_VERSION,
         client_id: &client_id,

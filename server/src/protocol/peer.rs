@@ -1,6 +1,7 @@
 //! One request to another broker and its answer, on a connection kept by
 //! the caller: what the replica fetchers and the transaction coordinator
-//! (its markers) send to other nodes.
+//! (its markers) send to other nodes. On a SASL_PLAINTEXT inter-broker
+//! listener a new connection first authenticates as the broker's own user.
 
 use std::time::Duration;
 
@@ -8,7 +9,14 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use compio::BufResult;
 use compio::io::{AsyncReadExt, AsyncWriteExt};
 use compio::net::TcpStream;
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{
+    ApiKey, RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+    SaslHandshakeResponse,
+};
+use sluice_metadata::scram::ScramClient;
+use sluice_metadata::security::ScramMechanism;
+
+use crate::config::security::{Login, Mechanism};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use crate::util::race;
@@ -23,6 +31,9 @@ pub struct Call<'a> {
     /// The largest answer accepted.
     pub max_answer_bytes: usize,
     pub timeout: Duration,
+    /// The broker's own SASL login, when the inter-broker listener is
+    /// SASL_PLAINTEXT: a new connection authenticates first.
+    pub login: Option<&'a Login>,
 }
 
 /// Sends `req` on `conn` (connecting to `addr` when there is none) and
@@ -36,30 +47,95 @@ pub async fn call<Req: Encodable, Resp: Decodable>(
 ) -> Result<Resp, String> {
     let work = async {
         if conn.is_none() {
-            let s = crate::base::sockets::connect_node(addr)
+            let mut s = crate::base::sockets::connect_node(addr)
                 .await
                 .map_err(|e| format!("connect: {e}"))?;
             let _ = s.set_nodelay(true);
+            if let Some(login) = c.login {
+                authenticate(&mut s, &c, login).await?;
+            }
             *conn = Some(s);
         }
         let stream = conn.as_mut().ok_or("no connection")?;
-        let frame = encode(&c, req)?;
-        let BufResult(r, _) = stream.write_all(frame).await;
-        r.map_err(|e| format!("send: {e}"))?;
-        let BufResult(r, len) = stream.read_exact([0u8; 4]).await;
-        r.map_err(|e| format!("receive: {e}"))?;
-        let len = usize::try_from(i32::from_be_bytes(len)).map_err(|_| "negative frame size")?;
-        if len > c.max_answer_bytes {
-            return Err(format!("answer of {len} bytes is over {}", c.max_answer_bytes));
-        }
-        let BufResult(r, body) = stream.read_exact(Vec::with_capacity(len)).await;
-        r.map_err(|e| format!("receive: {e}"))?;
-        decode(&c, Bytes::from(body))
+        roundtrip(stream, &c, req).await
     };
     match race(work, compio::runtime::time::sleep(c.timeout)).await {
         Ok(r) => r,
         Err(()) => Err(format!("no answer within {:?}", c.timeout)),
     }
+}
+
+/// Sends one request and reads its answer.
+async fn roundtrip<Req: Encodable, Resp: Decodable>(
+    stream: &mut TcpStream,
+    c: &Call<'_>,
+    req: &Req,
+) -> Result<Resp, String> {
+    let frame = encode(c, req)?;
+    let BufResult(r, _) = stream.write_all(frame).await;
+    r.map_err(|e| format!("send: {e}"))?;
+    let BufResult(r, len) = stream.read_exact([0u8; 4]).await;
+    r.map_err(|e| format!("receive: {e}"))?;
+    let len = usize::try_from(i32::from_be_bytes(len)).map_err(|_| "negative frame size")?;
+    if len > c.max_answer_bytes {
+        return Err(format!("answer of {len} bytes is over {}", c.max_answer_bytes));
+    }
+    let BufResult(r, body) = stream.read_exact(Vec::with_capacity(len)).await;
+    r.map_err(|e| format!("receive: {e}"))?;
+    decode(c, Bytes::from(body))
+}
+
+/// SaslHandshake v1 and SaslAuthenticate v2 as the broker's own user.
+async fn authenticate(stream: &mut TcpStream, c: &Call<'_>, login: &Login) -> Result<(), String> {
+    let at = |key: ApiKey, version: i16, correlation: i32| Call {
+        key,
+        version,
+        correlation,
+        login: None,
+        ..*c
+    };
+    let mut h = SaslHandshakeRequest::default();
+    h.mechanism = StrBytes::from_static_str(login.mechanism.name());
+    let r: SaslHandshakeResponse = roundtrip(stream, &at(ApiKey::SaslHandshake, 1, -2), &h).await?;
+    if r.error_code != 0 {
+        return Err(format!("SASL handshake refused (error {})", r.error_code));
+    }
+    let mut correlation = -3;
+    let mut step = async |token: Vec<u8>| -> Result<Vec<u8>, String> {
+        let mut a = SaslAuthenticateRequest::default();
+        a.auth_bytes = token.into();
+        let r: SaslAuthenticateResponse = roundtrip(stream, &at(ApiKey::SaslAuthenticate, 2, correlation), &a).await?;
+        correlation -= 1;
+        if r.error_code != 0 {
+            return Err(format!(
+                "SASL authentication as `{}` refused (error {}): {}",
+                login.user,
+                r.error_code,
+                r.error_message.as_ref().map_or("", |m| m.as_str())
+            ));
+        }
+        Ok(r.auth_bytes.to_vec())
+    };
+    match login.mechanism {
+        Mechanism::Plain => {
+            step(format!("\0{}\0{}", login.user, login.password.0).into_bytes()).await?;
+        }
+        m => {
+            let sm = if m == Mechanism::ScramSha256 {
+                ScramMechanism::Sha256
+            } else {
+                ScramMechanism::Sha512
+            };
+            let mut client = ScramClient::new(sm, &login.user, &login.password.0);
+            let first = step(client.first()).await?;
+            let last = client.last(&first).map_err(|e| e.to_string())?;
+            let fin = step(last).await?;
+            client
+                .verify(&fin)
+                .map_err(|e| format!("the other broker's SCRAM proof: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 fn encode<Req: Encodable>(c: &Call<'_>, req: &Req) -> Result<BytesMut, String> {

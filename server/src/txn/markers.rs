@@ -130,7 +130,8 @@ pub async fn mark_all<S: TxnHost>(
                     continue;
                 };
                 let conn = conns.entry(leader).or_default();
-                let r = mark_there(conn, &addr, me, m, marker, coordinator_epoch, &parts, timeout).await;
+                let login = shard.config().security.inter_broker.as_ref();
+                let r = mark_there(conn, &addr, me, m, marker, coordinator_epoch, &parts, timeout, login).await;
                 if r.is_err() {
                     *conn = None;
                 }
@@ -201,6 +202,7 @@ async fn mark_there(
     coordinator_epoch: i32,
     parts: &[TxnPartition],
     timeout: Duration,
+    login: Option<&crate::config::security::Login>,
 ) -> Result<Vec<Option<ErrorCode>>, String> {
     let mut topics: Vec<WritableTxnMarkerTopic> = Vec::new();
     for (topic, partition) in parts {
@@ -223,6 +225,7 @@ async fn mark_there(
     ]);
     let client_id = format!("sluice-txn-coordinator-{me}");
     let call = Call {
+        login,
         key: ApiKey::WriteTxnMarkers,
         version: 1,
         client_id: &client_id,
