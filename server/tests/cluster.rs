@@ -12,14 +12,6 @@ use kafka_protocol::messages::*;
 
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn leader_of(c: &mut Client, topic: &str) -> Option<(i32, i32, usize)> {
     let md = metadata(c, &[topic]);
     let t = md.topics.first()?;

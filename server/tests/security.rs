@@ -443,14 +443,6 @@ fn acl_apis_without_an_authorizer_answer_security_disabled() {
     assert_eq!(r.error_code, 54);
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Three in-process brokers whose inter-broker listener is
 /// SASL_PLAINTEXT with an authorizer: followers fetch (and replicate an
 /// acks=all write) as the brokers' own user, a super user; an anonymous

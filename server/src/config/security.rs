@@ -552,9 +552,13 @@ mod inter_broker {
     #[test]
     fn a_sasl_inter_broker_listener_needs_the_brokers_own_login() {
         let mut c = BrokerConfig::default();
-        c.set("listeners", "INTERNAL://127.0.0.1:9093,CLIENT://127.0.0.1:9092").unwrap();
-        c.set("listener.security.protocol.map", "INTERNAL:SASL_PLAINTEXT,CLIENT:PLAINTEXT")
+        c.set("listeners", "INTERNAL://127.0.0.1:9093,CLIENT://127.0.0.1:9092")
             .unwrap();
+        c.set(
+            "listener.security.protocol.map",
+            "INTERNAL:SASL_PLAINTEXT,CLIENT:PLAINTEXT",
+        )
+        .unwrap();
         c.set("inter.broker.listener.name", "INTERNAL").unwrap();
         assert!(c.clone().finish().is_err(), "no login for PLAIN");
         c.set(
@@ -562,7 +566,10 @@ mod inter_broker {
             r#"org.apache.kafka.common.security.scram.ScramLoginModule required username="broker" password="pw";"#,
         )
         .unwrap();
-        assert!(c.clone().finish().is_err(), "the login is for SCRAM, the mechanism is PLAIN");
+        assert!(
+            c.clone().finish().is_err(),
+            "the login is for SCRAM, the mechanism is PLAIN"
+        );
         c.set("sasl.mechanism.inter.broker.protocol", "SCRAM-SHA-512").unwrap();
         let mut done = c.clone();
         done.finish().unwrap();

@@ -282,3 +282,12 @@ pub fn delete_records(c: &mut Client, topic: &str, partition: i32, offset: i64) 
     let p = &r.topics[0].partitions[0];
     (p.error_code, p.low_watermark)
 }
+
+/// A port free on loopback now (another process may take it before use).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
