@@ -53,6 +53,20 @@ def acl():
             b.stop()
 
 
+def first_consumer_error(conf, group, topic):
+    """The first error a consumer of `topic` in `group` polls (None within 20 s)."""
+    c = Consumer(dict(conf, **{"group.id": group, "auto.offset.reset": "earliest"}))
+    c.subscribe([topic])
+    err = None
+    deadline = time.time() + 20
+    while err is None and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is not None and m.error() is not None:
+            err = m.error()
+    c.close()
+    return err
+
+
 def binding(rt, name, pattern, principal, op, perm):
     return AclBinding(rt, name, pattern, principal, "*", op, perm)
 
@@ -98,26 +112,10 @@ def test_librdkafka_acls_decide_per_principal_and_resource(acl):
     c.close()
     assert len(got) == 10
     # DENY READ beats the prefixed ALLOW ALL.
-    c = Consumer(dict(alice, **{"group.id": "alice-g2", "auto.offset.reset": "earliest"}))
-    c.subscribe(["alice-secret"])
-    err = None
-    deadline = time.time() + 20
-    while err is None and time.time() < deadline:
-        m = c.poll(0.5)
-        if m is not None and m.error() is not None:
-            err = m.error()
-    c.close()
+    err = first_consumer_error(alice, "alice-g2", "alice-secret")
     assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, err
     # A group she has no ACL for.
-    c = Consumer(dict(alice, **{"group.id": "bobs-group", "auto.offset.reset": "earliest"}))
-    c.subscribe(["alice-in"])
-    err = None
-    deadline = time.time() + 20
-    while err is None and time.time() < deadline:
-        m = c.poll(0.5)
-        if m is not None and m.error() is not None:
-            err = m.error()
-    c.close()
+    err = first_consumer_error(alice, "bobs-group", "alice-in")
     assert err is not None and err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED, err
     # Creating a topic outside her prefix needs CREATE on it or the cluster.
     alice_admin = AdminClient(alice)

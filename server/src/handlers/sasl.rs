@@ -104,7 +104,8 @@ pub async fn sasl_authenticate(ctx: Ctx, body: BytesMut) -> Outcome {
         Step::Success(b) => {
             resp.auth_bytes = Bytes::from(b);
             if ctx.version >= 1 {
-                resp.session_lifetime_ms = ctx.conn.sasl.borrow().lifetime_ms(&ctx.shard.config().security);
+                // How long the session lasts (0: for ever).
+                resp.session_lifetime_ms = ctx.shard.config().security.max_reauth_ms;
             }
             crate::base::counters::ShardMetrics::bump(&ctx.shard.metrics.authentications);
             tracing::debug!(peer = %ctx.conn.peer, listener = %ctx.conn.listener, principal = %ctx.conn.principal(), "SASL authenticated");

@@ -189,11 +189,6 @@ impl Session {
             .then(|| Instant::now() + Duration::from_millis(ctx.config.max_reauth_ms as u64));
         Step::Success(out)
     }
-
-    /// How long the session lasts, for SaslAuthenticate v1 (0: for ever).
-    pub fn lifetime_ms(&self, config: &SecurityConfig) -> i64 {
-        config.max_reauth_ms
-    }
 }
 
 fn scram_failure(m: Mechanism, e: &ScramError) -> String {
