@@ -168,8 +168,10 @@ impl Broker {
         } else {
             None
         };
+        let peers = crate::protocol::peer::PeerSecurity::from_config(&config).map_err(StartError::Tls)?;
         let mut common = Common::new(config, shards, clean_start);
         common.tls = tls;
+        common.peers = peers;
         let common = Arc::new(common);
         // The operators' listener answers /health while the shards start.
         let ops = match common.config.admin_listen {

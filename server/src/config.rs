@@ -40,6 +40,8 @@ pub struct BrokerConfig {
     /// (its advertised address is what the broker registers for other
     /// brokers). Start-up replaces a port 0 with the port bound.
     pub listeners: Vec<Listener>,
+    /// The controller quorum's listener (`controller.listener.names`).
+    pub controller_listener: listeners::ControllerListener,
     /// `log.dirs`: one directory for all partitions and broker metadata.
     pub data_dir: PathBuf,
     /// Shards (threads pinned to cores); all cores when `None`.
@@ -415,6 +417,7 @@ impl Default for BrokerConfig {
             security: SecurityConfig::default(),
             listener_settings: ListenerSettings::default(),
             listeners: listeners::resolve(&ListenerSettings::default()).unwrap_or_default(),
+            controller_listener: listeners::ControllerListener::default(),
             data_dir: PathBuf::from("./sluice-data"),
             cores: None,
             node_id: 0,
@@ -545,6 +548,40 @@ pub const SETTINGS: &[Setting] = &[
                 return Err(invalid(key, format!("`{value}` is not a listener name")));
             }
             c.listener_settings.inter_broker = Some(name);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "controller.listener.names",
+        aliases: &[],
+        doc: "the controller quorum's listener, whose protocol listener.security.protocol.map gives; voters serve it on their controller.quorum.voters address; unset, the quorum's connections are PLAINTEXT",
+        set: |c, key, value| {
+            let names: Vec<String> = value
+                .split(',')
+                .map(|n| n.trim().to_ascii_uppercase())
+                .filter(|n| !n.is_empty())
+                .collect();
+            match names.as_slice() {
+                [name]
+                    if name
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') =>
+                {
+                    c.listener_settings.controller = Some(name.clone());
+                    Ok(())
+                }
+                [_] => Err(invalid(key, format!("`{value}` is not a listener name"))),
+                _ => Err(invalid(key, "name exactly one listener")),
+            }
+        },
+    },
+    Setting {
+        name: "sasl.mechanism.controller.protocol",
+        aliases: &[],
+        doc: "the SASL mechanism of connections to the controllers when the controller listener is SASL: PLAIN (SCRAM's credentials live in the metadata the controllers replicate) (default PLAIN)",
+        set: |c, key, value| {
+            c.security.controller_mechanism = security::Mechanism::parse(value)
+                .ok_or_else(|| invalid(key, format!("`{value}`: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")))?;
             Ok(())
         },
     },
@@ -684,6 +721,19 @@ pub const SETTINGS: &[Setting] = &[
         doc: "a TLS handshake not finished by then closes the connection (default 10000)",
         set: |c, key, value| {
             c.security.ssl.handshake_timeout = std::time::Duration::from_millis(parse_at_least_one(key, value)?);
+            Ok(())
+        },
+    },
+    Setting {
+        name: "ssl.endpoint.identification.algorithm",
+        aliases: &[],
+        doc: "https checks that another broker's or controller's certificate names the host connected to; empty checks only its signature and dates (default https)",
+        set: |c, key, value| {
+            c.security.ssl.verify_hostname = match value.trim() {
+                "" => false,
+                v if v.eq_ignore_ascii_case("https") => true,
+                other => return Err(invalid(key, format!("`{other}`: expected https or empty"))),
+            };
             Ok(())
         },
     },
@@ -1567,8 +1617,10 @@ impl BrokerConfig {
     /// Fills in derived values and checks cross-setting constraints.
     pub fn finish(&mut self) -> Result<(), ConfigError> {
         self.listeners = listeners::resolve(&self.listener_settings)?;
-        self.security.check(&self.listeners)?;
+        self.controller_listener = listeners::resolve_controller(&self.listener_settings)?;
+        self.security.check(&self.listeners, &self.controller_listener)?;
         self.security.inter_broker = self.security.inter_broker_login(&self.listeners);
+        self.security.controller_login = self.security.controller_login(&self.controller_listener);
         if u64::from(self.socket_request_max_bytes) > self.queued_max_request_bytes {
             return Err(invalid(
                 "queued.max.request.bytes",

@@ -70,6 +70,8 @@ pub struct Controller {
     rules: Rules,
     /// Set once `__consumer_offsets` is known to exist.
     offsets_ready: Cell<bool>,
+    /// How this node's connections to the voters are secured.
+    transport: Arc<crate::quorum::Transport>,
 }
 
 impl Controller {
@@ -92,6 +94,7 @@ impl Controller {
         });
         let node_id = u64::try_from(config.node_id).map_err(|_| format!("node.id {} is negative", config.node_id))?;
         let fresh = check_identity(&meta_dir, &config.cluster_id, config.node_id)?;
+        let transport = Arc::new(crate::quorum::Transport::from_config(&shard.common.config)?);
         let voters = if config.quorum_voters.is_empty() {
             // One voter, in this process: it needs no address.
             BTreeMap::from([(node_id, String::new())])
@@ -107,6 +110,7 @@ impl Controller {
             voters,
             snapshot_every: config.metadata_snapshot_records,
             write_timeout: Duration::from_millis(config.controller_write_timeout_ms),
+            transport: transport.clone(),
         };
         let quorum = if config.roles.controller {
             let listener = crate::quorum::bind(&settings).await?;
@@ -134,6 +138,7 @@ impl Controller {
                 min_isr: usize::try_from(config.min_insync_replicas).unwrap_or(1),
             },
             offsets_ready: Cell::new(false),
+            transport,
         };
         if shard.id != ShardId(0) {
             return Err(format!("the controller runs on shard 0, not {}", shard.id.0));
@@ -591,12 +596,13 @@ async fn duties<S: ControllerHost>(shard: Rc<Shard<S>>, mut known_leader: Option
 async fn heartbeat_voter<S: ControllerHost>(shard: Rc<Shard<S>>, addr: String) {
     let every = Duration::from_millis(shard.config().broker_heartbeat_interval_ms);
     let tick = Duration::from_millis(100).min(every);
-    let mut peer = Peer::new(addr);
+    let mut peer: Option<Peer> = None;
     let mut last: Option<(i64, Instant)> = None;
     while !shard.stopping.is_set() {
         compio::runtime::time::sleep(tick).await;
         let Some(c) = shard.services.controller() else { continue };
         let Some(epoch) = c.epoch.get() else { continue };
+        let peer = peer.get_or_insert_with(|| Peer::new(addr.clone(), c.transport.clone()));
         let due = last.is_none_or(|(e, t)| e != epoch || t.elapsed() >= every);
         if c.leaving.get() || !due {
             continue;

@@ -17,7 +17,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use compio::net::TcpStream;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
 use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse};
@@ -98,7 +97,7 @@ struct Sent {
 async fn run<S: FetcherHost>(shard: Rc<Shard<S>>, f: Rc<Fetcher>) {
     let config = shard.common.config.clone();
     let backoff = Duration::from_millis(config.replica_fetch_backoff_ms.max(10));
-    let mut conn: Option<TcpStream> = None;
+    let mut conn: Option<crate::protocol::link::Link> = None;
     tracing::debug!(shard = shard.id.0, leader = f.leader, "replica fetcher started");
     loop {
         if shard.stopping.is_set() {
@@ -142,7 +141,7 @@ async fn run<S: FetcherHost>(shard: Rc<Shard<S>>, f: Rc<Fetcher>) {
                 config.node_id,
                 &req,
                 timeout,
-                config.security.inter_broker.as_ref(),
+                &shard.common.peers,
             ),
             race(shard.stopping.wait(), grew),
         )
@@ -273,17 +272,17 @@ async fn finish(s: &Sent, a: &Appended, durability: Durability) -> Result<(), St
 /// Sends one fetch on the connection (opening it when there is none) and
 /// reads its answer.
 async fn exchange(
-    conn: &mut Option<TcpStream>,
+    conn: &mut Option<crate::protocol::link::Link>,
     addr: &str,
     correlation: i32,
     me: i32,
     req: &FetchRequest,
     timeout: Duration,
-    login: Option<&crate::config::security::Login>,
+    security: &peer::PeerSecurity,
 ) -> Result<FetchResponse, String> {
     let client_id = format!("sluice-replica-{me}");
     let call = Call {
-        login,
+        security,
         key: ApiKey::Fetch,
         version: FETCH_VERSION,
         client_id: &client_id,

@@ -202,6 +202,8 @@ pub struct Common<S> {
     pub close_failed: std::sync::atomic::AtomicBool,
     /// The TLS server config of the SSL and SASL_SSL listeners.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// How this broker connects to the others' inter-broker listener.
+    pub peers: crate::protocol::peer::PeerSecurity,
 }
 
 impl<S> Common<S> {
@@ -219,6 +221,7 @@ impl<S> Common<S> {
             clean_start,
             close_failed: Default::default(),
             tls: None,
+            peers: Default::default(),
         }
     }
 

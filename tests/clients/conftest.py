@@ -127,12 +127,12 @@ def wait_for(what, check, timeout=30):
     raise AssertionError(f"{what}: not within {timeout}s (last: {last})")
 
 
-def records_to_end(bootstrap, topic, partition, timeout=30, strict=True):
+def records_to_end(bootstrap, topic, partition, timeout=30, strict=True, security=None):
     """The records of one partition from its start to its end (the
     consumer's end-of-partition event), in order, and whether the end was
     reached within `timeout` seconds. With `strict` a consumer error
     raises; without, it is passed over (a fault's passing errors)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"to-end-{time.time()}",
+    c = Consumer({**(security or {}), "bootstrap.servers": bootstrap, "group.id": f"to-end-{time.time()}",
                   "enable.auto.commit": False, "enable.partition.eof": True, "log_level": 0})
     c.assign([TopicPartition(topic, partition, 0)])
     out, deadline = [], time.time() + timeout

@@ -66,19 +66,61 @@ def fill_disk(disk):
     return filler
 
 
+class Secured:
+    """Every listener of a FaultCluster secured: clients on SASL_SSL (PLAIN,
+    as `admin`), the brokers' own connections on an SSL listener with
+    mutual TLS (each node's certificate names it `broker`), the controller
+    quorum on SASL_SSL (PLAIN, as `broker`), and the authorizer on: only
+    the super users `broker` and `admin` may do anything, so every
+    replica fetch, transaction marker, registration and heartbeat is
+    checked against the identity it comes with."""
+
+    def __init__(self, root, hosts):
+        from tls_certs import Certs
+        certs_dir = os.path.join(root, "certs")
+        os.makedirs(certs_dir)
+        self.certs = Certs(certs_dir)
+        self.keystore = self.certs.node("node", "broker", hosts)
+        jaas = "org.apache.kafka.common.security.plain.PlainLoginModule required"
+        self.settings = [
+            "listener.security.protocol.map=CLIENT:SASL_SSL,INTERNAL:SSL,CONTROLLER:SASL_SSL",
+            "inter.broker.listener.name=INTERNAL",
+            "controller.listener.names=CONTROLLER",
+            f"ssl.keystore.location={self.keystore}",
+            f"ssl.truststore.location={self.certs.ca}",
+            "ssl.client.auth=requested",
+            "ssl.principal.mapping.rules=RULE:^CN=([^,]*),.*$/$1/,DEFAULT",
+            f'listener.name.client.plain.sasl.jaas.config={jaas} user_admin="admin-secret";',
+            # `intruder` may log in to the controllers but is no super user.
+            f'listener.name.controller.plain.sasl.jaas.config={jaas} username="broker" password="quorum-secret" '
+            'user_broker="quorum-secret" user_intruder="intruder-secret";',
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users=User:broker;User:admin",
+        ]
+        self.client = {"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", "sasl.username": "admin",
+                       "sasl.password": "admin-secret", "ssl.ca.location": self.certs.ca}
+
+
 class FaultCluster:
     """Three combined nodes on 127.0.0.<base>, <base+1>, <base+2>, each
     with its data on its own tmpfs of `disk_mb` MiB (so a disk can fill) and
     its connections to the other nodes starting from its own address (so a
-    link can be cut). Runs with different bases can share a host."""
+    link can be cut). Runs with different bases can share a host. With
+    `secured`, every listener is secured (`Secured`) and the brokers talk
+    to each other on a listener of their own."""
 
-    def __init__(self, root, n=3, disk_mb=192, extra=(), base=31):
+    def __init__(self, root, n=3, disk_mb=192, extra=(), base=31, secured=False):
         self.root = root
         self.base = base
         self.mounts = []
         hosts = [f"127.0.0.{base + i}" for i in range(n)]
         ports = [(free_port(h), free_port(h)) for h in hosts]
         voters = ",".join(f"{i + 1}@{h}:{c}" for i, (h, (_, c)) in enumerate(zip(hosts, ports)))
+        # Each voter's controller address.
+        self.voters = {i + 1: (h, c) for i, (h, (_, c)) in enumerate(zip(hosts, ports))}
+        self.secured = Secured(root, hosts) if secured else None
+        # librdkafka's security settings of every client of the cluster.
+        self.security = self.secured.client if secured else {}
         self.nodes = []
         for i, (h, (p, _)) in enumerate(zip(hosts, ports)):
             disk = os.path.join(root, f"node-{i + 1}")
@@ -110,9 +152,17 @@ class FaultCluster:
                 "sluice.replica.direct.writes.min.bytes=0",
                 "log.cleaner.backoff.ms=500",
             ] + list(extra)
-            b = Broker(data, p, settings, cores=1, host=h, log_path=os.path.join(root, f"node-{i + 1}.log"))
+            listeners, inter_port = None, p
+            if self.secured:
+                inter_port = free_port(h)
+                listeners = f"CLIENT://{h}:{p},INTERNAL://{h}:{inter_port}"
+                settings += self.secured.settings
+            b = Broker(data, p, settings, cores=1, host=h, log_path=os.path.join(root, f"node-{i + 1}.log"),
+                       listeners=listeners)
             b.node_id = i + 1
             b.disk = disk
+            # The port other brokers fetch from.
+            b.inter_port = inter_port
             self.nodes.append(b)
 
     def start(self):
@@ -132,7 +182,7 @@ class FaultCluster:
         return ",".join(n.bootstrap for n in self.nodes)
 
     def admin(self):
-        return AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+        return AdminClient({**self.security, "bootstrap.servers": self.bootstrap, "log_level": 0})
 
     def metadata(self, timeout=5):
         return self.admin().list_topics(timeout=timeout)
@@ -144,7 +194,7 @@ class FaultCluster:
         logger.propagate = False
         logger.setLevel(logging.DEBUG)
         logger.addHandler(logging.FileHandler(os.path.join(self.root, "admin-create.log")))
-        a = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 7,
+        a = AdminClient({**self.security, "bootstrap.servers": self.bootstrap, "log_level": 7,
                          "debug": "admin,broker,metadata", "logger": logger})
         deadline = time.time() + 60
         while True:
@@ -175,7 +225,8 @@ class FaultCluster:
         out = {}
         for n in self.live():
             try:
-                md = AdminClient({"bootstrap.servers": n.bootstrap, "log_level": 0}).list_topics(timeout=3)
+                conf = {**self.security, "bootstrap.servers": n.bootstrap, "log_level": 0}
+                md = AdminClient(conf).list_topics(timeout=3)
                 out[n.node_id] = {"answered_by": md.orig_broker_name, "brokers": sorted(md.brokers),
                                   "controller": md.controller_id}
             except KafkaException as e:
@@ -323,7 +374,7 @@ class Nemesis:
         node = self.c.node(leader)
         others = ", ".join(n.host for n in self.c.nodes if n.node_id != leader)
         before = self._newest_segments(node)
-        self._nft([f"ip saddr {{ {others} }} ip daddr {node.host} tcp dport {node.port} drop"])
+        self._nft([f"ip saddr {{ {others} }} ip daddr {node.host} tcp dport {node.inter_port} drop"])
         deadline = time.time() + 30
         while time.time() < deadline:
             try:
@@ -425,8 +476,9 @@ class Compacted:
         self.sent = 0
         self.lock = threading.Lock()
 
-    def produce(self, bootstrap, stopping, rate=100):
-        p = Producer({"bootstrap.servers": bootstrap, "acks": -1, "enable.idempotence": True, "linger.ms": 5,
+    def produce(self, bootstrap, stopping, rate=100, security=None):
+        p = Producer({**(security or {}), "bootstrap.servers": bootstrap, "acks": -1, "enable.idempotence": True,
+                      "linger.ms": 5,
                       "message.timeout.ms": 120000, "request.timeout.ms": 10000, "retry.backoff.ms": 100,
                       "log_level": 0})
         start = time.time()
@@ -451,11 +503,12 @@ class Compacted:
             p.poll(0.01)
         p.flush(120)
 
-    def check(self, bootstrap):
+    def check(self, bootstrap, security=None):
         """Drains the topic; returns (anomalies, stats)."""
         last, anomalies, records = {}, [], 0
         for part in range(PARTITIONS):
-            got, whole = records_to_end(bootstrap, COMPACTED_TOPIC, part, timeout=60, strict=False)
+            got, whole = records_to_end(bootstrap, COMPACTED_TOPIC, part, timeout=60, strict=False,
+                                         security=security)
             if not whole:
                 anomalies.append({"kind": "compacted_unread", "partition": part})
             for m in got:
@@ -483,8 +536,10 @@ class Workload:
     (every fourth aborted after a flush) and a read_committed consumer of
     that topic; everything recorded in `hist`."""
 
-    def __init__(self, bootstrap, hist, rate=150):
+    def __init__(self, bootstrap, hist, rate=150, security=None):
         self.bootstrap = bootstrap
+        # librdkafka's security settings of every client (none: PLAINTEXT).
+        self.security = security or {}
         self.hist = hist
         self.rate = rate
         self.stopping = threading.Event()
@@ -502,7 +557,7 @@ class Workload:
         self._spawn(self._watch_commits)
         self._spawn(self._transact)
         self._spawn(self._read_committed)
-        self._spawn(self.compacted.produce, self.bootstrap, self.stopping)
+        self._spawn(self.compacted.produce, self.bootstrap, self.stopping, 100, self.security)
 
     def stop(self):
         """Stops the clients; returns the errors that ended any of them."""
@@ -523,7 +578,7 @@ class Workload:
 
     def _produce(self, name, idempotent, acks):
         p = Producer({
-            "bootstrap.servers": self.bootstrap, "acks": acks, "enable.idempotence": idempotent,
+            **self.security, "bootstrap.servers": self.bootstrap, "acks": acks, "enable.idempotence": idempotent,
             "linger.ms": 5, "message.timeout.ms": 120000, "request.timeout.ms": 10000,
             "retry.backoff.ms": 100, "log_level": 0,
         })
@@ -560,7 +615,7 @@ class Workload:
         start = time.time()
         while not self.stopping.is_set():
             if p is None:
-                p = Producer({"bootstrap.servers": self.bootstrap, "transactional.id": "faults-txn",
+                p = Producer({**self.security, "bootstrap.servers": self.bootstrap, "transactional.id": "faults-txn",
                               "transaction.timeout.ms": 10000, "linger.ms": 5, "log_level": 0})
                 try:
                     p.init_transactions(30)
@@ -598,7 +653,7 @@ class Workload:
             n += 1
 
     def _read_committed(self):
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"committed-{time.time()}",
+        c = Consumer({**self.security, "bootstrap.servers": self.bootstrap, "group.id": f"committed-{time.time()}",
                       "enable.auto.commit": False, "isolation.level": "read_committed",
                       "fetch.wait.max.ms": 100, "log_level": 0})
         c.assign([TopicPartition(TXN_TOPIC, p, 0) for p in range(PARTITIONS)])
@@ -610,7 +665,7 @@ class Workload:
         c.close()
 
     def _read_assigned(self):
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": f"reader-{time.time()}",
+        c = Consumer({**self.security, "bootstrap.servers": self.bootstrap, "group.id": f"reader-{time.time()}",
                       "enable.auto.commit": False, "fetch.wait.max.ms": 100, "log_level": 0})
         c.assign([TopicPartition(TOPIC, p, 0) for p in range(PARTITIONS)])
         while not self.stopping.is_set():
@@ -627,7 +682,7 @@ class Workload:
             generation[0] += 1
             session[0] = f"{name}-{generation[0]}"
 
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": GROUP, "enable.auto.commit": False,
+        c = Consumer({**self.security, "bootstrap.servers": self.bootstrap, "group.id": GROUP, "enable.auto.commit": False,
                       "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100, "session.timeout.ms": 10000,
                       "heartbeat.interval.ms": 1000, "log_level": 0})
         c.subscribe([TOPIC], on_assign=assigned)
@@ -661,7 +716,7 @@ class Workload:
                            "partition": tp.partition, "offset": tp.offset})
 
     def _watch_commits(self):
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": GROUP, "log_level": 0})
+        c = Consumer({**self.security, "bootstrap.servers": self.bootstrap, "group.id": GROUP, "log_level": 0})
         parts = [TopicPartition(TOPIC, p) for p in range(PARTITIONS)]
         while not self.stopping.wait(1.0):
             start = now_ms()
@@ -700,13 +755,14 @@ def longest_gap(hist_path, windows, process="idem"):
     return out
 
 
-def run_faults(root, schedule, seed, hold, rate=150, settle=60, disk_mb=192, base=31, extra=(), log=print):
+def run_faults(root, schedule, seed, hold, rate=150, settle=60, disk_mb=192, base=31, extra=(), log=print,
+               secured=False):
     """Runs `schedule` (fault kinds, in order; any iterable) against a
     fresh cluster under the workload: each fault is held for `hold(rng)`
     seconds, healed, and followed by a wait for the cluster to settle.
     Drains and checks the history; returns a dict report."""
     rng = random.Random(seed)
-    cluster = FaultCluster(root, disk_mb=disk_mb, extra=extra, base=base)
+    cluster = FaultCluster(root, disk_mb=disk_mb, extra=extra, base=base, secured=secured)
     nemesis = Nemesis(cluster, rng)
     hist = History(os.path.join(root, "history.jsonl"), keep=False)
     faults, unsettled = [], 0
@@ -714,7 +770,7 @@ def run_faults(root, schedule, seed, hold, rate=150, settle=60, disk_mb=192, bas
     try:
         cluster.start()
         cluster.create_topic()
-        work = Workload(cluster.bootstrap, hist, rate=rate)
+        work = Workload(cluster.bootstrap, hist, rate=rate, security=cluster.security)
         work.start()
         time.sleep(3)
         for kind in schedule:
@@ -740,9 +796,9 @@ def run_faults(root, schedule, seed, hold, rate=150, settle=60, disk_mb=192, bas
             time.sleep(rng.uniform(1, 3))
         time.sleep(2)
         client_errors = work.stop()
-        hist.drain(cluster.bootstrap, TOPIC, PARTITIONS)
-        hist.drain_committed(cluster.bootstrap, TXN_TOPIC, PARTITIONS)
-        compacted_anomalies, compacted = work.compacted.check(cluster.bootstrap)
+        hist.drain(cluster.bootstrap, TOPIC, PARTITIONS, security=cluster.security)
+        hist.drain_committed(cluster.bootstrap, TXN_TOPIC, PARTITIONS, security=cluster.security)
+        compacted_anomalies, compacted = work.compacted.check(cluster.bootstrap, security=cluster.security)
         # The replicas whose cleaner finished a pass over each partition.
         compacted["cleaned_on"] = {
             p: [n.node_id for n in cluster.nodes

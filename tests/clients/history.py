@@ -68,15 +68,15 @@ class History:
         self.add({"op": "read_committed", "process": process, "session": session, "start_ms": t, "end_ms": t,
                   "topic": topic, "partition": partition, "offset": offset, "value": value})
 
-    def drain_committed(self, bootstrap, topic, partitions, timeout=60):
+    def drain_committed(self, bootstrap, topic, partitions, timeout=60, security=None):
         """Reads every partition of `topic` with read_committed as the
         `final` session, once no transaction is open there (its last stable
         offset reached its high watermark: the coordinator aborts what a
         producer left open) or `timeout` passed."""
-        committed = Consumer({"bootstrap.servers": bootstrap, "group.id": f"drain-rc-{time.time()}",
+        committed = Consumer({**(security or {}), "bootstrap.servers": bootstrap, "group.id": f"drain-rc-{time.time()}",
                               "enable.auto.commit": False, "isolation.level": "read_committed",
                               "log_level": 0})
-        plain = Consumer({"bootstrap.servers": bootstrap, "group.id": f"drain-hw-{time.time()}",
+        plain = Consumer({**(security or {}), "bootstrap.servers": bootstrap, "group.id": f"drain-hw-{time.time()}",
                           "enable.auto.commit": False, "log_level": 0})
         for p in range(partitions):
             tp = TopicPartition(topic, p)
@@ -103,10 +103,10 @@ class History:
         committed.close()
         plain.close()
 
-    def drain(self, bootstrap, topic, partitions, timeout=30):
+    def drain(self, bootstrap, topic, partitions, timeout=30, security=None):
         """Reads every partition from its start to its high watermark as the
         `final` session; `timeout` bounds each wait for the next record."""
-        c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"drain-{time.time()}",
+        c = Consumer({**(security or {}), "bootstrap.servers": bootstrap, "group.id": f"drain-{time.time()}",
                       "enable.auto.commit": False, "log_level": 0})
         for p in range(partitions):
             deadline = time.time() + timeout

@@ -39,7 +39,7 @@ def _cert(subject, key, issuer, issuer_key, ca=False, usage=None, san=None, days
                                           data_encipherment=False, key_agreement=False, encipher_only=False,
                                           decipher_only=False), critical=True)
     if usage:
-        b = b.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        b = b.add_extension(x509.ExtendedKeyUsage(usage if isinstance(usage, list) else [usage]), critical=False)
     if san:
         b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
     return b.sign(issuer_key, hashes.SHA256())
@@ -86,6 +86,16 @@ class Certs:
                      san=[x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")])
         _write(self.keystore + ".tmp", self._pem(cert), _pem_key(self.server_key))
         os.replace(self.keystore + ".tmp", self.keystore)
+
+    def node(self, label, common_name, ips):
+        """A key store for a node of a secured cluster: one certificate
+        for its listeners and for its own connections to other nodes
+        (server and client use), naming the node's addresses."""
+        key = _key()
+        cert = _cert(_name(O="Sluice Test", CN=common_name), key, self._ca.subject, self._ca_key,
+                     usage=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+                     san=[x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips])
+        return _write(os.path.join(self.dir, f"{label}.pem"), self._pem(cert), _pem_key(key))
 
     def client(self, label, subject, issuer=None, days=(-1, 30)):
         key = _key()

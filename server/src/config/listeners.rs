@@ -11,8 +11,9 @@ use std::net::SocketAddr;
 use super::{ConfigError, invalid};
 
 /// How a listener's connections are secured, as Kafka names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub enum SecurityProtocol {
+    #[default]
     Plaintext,
     Ssl,
     SaslPlaintext,
@@ -94,6 +95,60 @@ pub struct ListenerSettings {
     pub protocol_map: BTreeMap<String, SecurityProtocol>,
     /// `inter.broker.listener.name`; `None`: the first listener.
     pub inter_broker: Option<String>,
+    /// `controller.listener.names`; `None`: the quorum's transport is
+    /// PLAINTEXT.
+    pub controller: Option<String>,
+}
+
+/// The controller quorum's listener: every voter serves it on its entry of
+/// `controller.quorum.voters`, and every node connects to the voters
+/// through it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerListener {
+    /// Its name (`CONTROLLER`); PLAIN's users and the node's own login are
+    /// the `listener.name.<name>.…` settings.
+    pub name: String,
+    pub protocol: SecurityProtocol,
+}
+
+impl Default for ControllerListener {
+    fn default() -> Self {
+        Self {
+            name: "CONTROLLER".into(),
+            protocol: SecurityProtocol::Plaintext,
+        }
+    }
+}
+
+/// The protocol of listener `name`: the map's entry, or the name itself
+/// when the map is empty and the name is a protocol's.
+fn protocol_of(s: &ListenerSettings, name: &str) -> Result<SecurityProtocol, ConfigError> {
+    match s.protocol_map.get(name) {
+        Some(p) => Ok(*p),
+        None if s.protocol_map.is_empty() => SecurityProtocol::parse(name).ok_or_else(|| {
+            invalid(
+                "listener.security.protocol.map",
+                format!("listener `{name}` is not named after a security protocol; map it to one"),
+            )
+        }),
+        None => Err(invalid(
+            "listener.security.protocol.map",
+            format!("does not map listener `{name}`"),
+        )),
+    }
+}
+
+/// The controller quorum's listener. Its address is each voter's entry of
+/// `controller.quorum.voters`; `listeners` may name it too (as Kafka's
+/// combined nodes do), and Kafka clients are not served on it.
+pub fn resolve_controller(s: &ListenerSettings) -> Result<ControllerListener, ConfigError> {
+    match &s.controller {
+        None => Ok(ControllerListener::default()),
+        Some(name) => Ok(ControllerListener {
+            name: name.clone(),
+            protocol: protocol_of(s, name)?,
+        }),
+    }
 }
 
 impl Default for ListenerSettings {
@@ -107,6 +162,7 @@ impl Default for ListenerSettings {
             advertised: Vec::new(),
             protocol_map: BTreeMap::new(),
             inter_broker: None,
+            controller: None,
         }
     }
 }
@@ -195,25 +251,8 @@ fn bind_addr(spec: &ListenerSpec) -> Result<SocketAddr, ConfigError> {
 /// first.
 pub fn resolve(s: &ListenerSettings) -> Result<Vec<Listener>, ConfigError> {
     let mut out = Vec::with_capacity(s.listeners.len());
-    for spec in &s.listeners {
-        let protocol = match s.protocol_map.get(&spec.name) {
-            Some(p) => *p,
-            None if s.protocol_map.is_empty() => SecurityProtocol::parse(&spec.name).ok_or_else(|| {
-                invalid(
-                    "listener.security.protocol.map",
-                    format!(
-                        "listener `{}` is not named after a security protocol; map it to one",
-                        spec.name
-                    ),
-                )
-            })?,
-            None => {
-                return Err(invalid(
-                    "listener.security.protocol.map",
-                    format!("does not map listener `{}`", spec.name),
-                ));
-            }
-        };
+    for spec in s.listeners.iter().filter(|l| s.controller.as_ref() != Some(&l.name)) {
+        let protocol = protocol_of(s, &spec.name)?;
         let addr = bind_addr(spec)?;
         if let Some(other) = out.iter().find(|l: &&Listener| l.addr == addr && addr.port() != 0) {
             return Err(invalid(
@@ -238,6 +277,20 @@ pub fn resolve(s: &ListenerSettings) -> Result<Vec<Listener>, ConfigError> {
             advertised_host,
             advertised_port,
         });
+    }
+    if out.is_empty() {
+        return Err(invalid(
+            "listeners",
+            "names only the controller listener: Kafka clients need one more",
+        ));
+    }
+    if let Some(name) = &s.inter_broker
+        && s.controller.as_ref() == Some(name)
+    {
+        return Err(invalid(
+            "inter.broker.listener.name",
+            format!("`{name}` is the controller listener (controller.listener.names)"),
+        ));
     }
     if let Some(a) = s.advertised.iter().find(|a| !out.iter().any(|l| l.name == a.name)) {
         return Err(invalid(

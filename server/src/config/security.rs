@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::listeners::ControllerListener;
 use super::{ConfigError, Listener, invalid};
 
 /// A SASL mechanism the broker can serve.
@@ -79,6 +80,10 @@ pub struct SecurityConfig {
     /// by [`SecurityConfig::check`] when the inter-broker listener is
     /// SASL_PLAINTEXT).
     pub inter_broker: Option<Login>,
+    /// `sasl.mechanism.controller.protocol`.
+    pub controller_mechanism: Mechanism,
+    /// The node's own login on a SASL controller listener (derived).
+    pub controller_login: Option<Login>,
     /// ACLs.
     pub authorizer: AuthorizerConfig,
 }
@@ -173,6 +178,10 @@ pub struct SslConfig {
     /// `sluice.ssl.handshake.timeout.ms`: a TLS handshake not finished by
     /// then closes the connection.
     pub handshake_timeout: Duration,
+    /// `ssl.endpoint.identification.algorithm`: `https` (the default)
+    /// checks that another node's certificate names the host this broker
+    /// connected to; empty checks only its signature and dates.
+    pub verify_hostname: bool,
 }
 
 impl Default for SslConfig {
@@ -186,6 +195,7 @@ impl Default for SslConfig {
             principal_rules: vec![PrincipalRule::Default],
             reload_check: Duration::from_millis(10_000),
             handshake_timeout: Duration::from_millis(10_000),
+            verify_hostname: true,
         }
     }
 }
@@ -267,28 +277,29 @@ impl Default for SecurityConfig {
             logins: BTreeMap::new(),
             inter_broker_mechanism: Mechanism::Plain,
             inter_broker: None,
+            controller_mechanism: Mechanism::Plain,
+            controller_login: None,
         }
     }
 }
 
 impl SecurityConfig {
     /// Checks the settings against the listeners.
-    pub fn check(&self, listeners: &[Listener]) -> Result<(), ConfigError> {
-        // Replica fetches, transaction markers and the controller's checks
-        // connect without TLS or SASL (not built yet): refuse a setup in
-        // which they could not connect.
+    pub fn check(&self, listeners: &[Listener], controller: &ControllerListener) -> Result<(), ConfigError> {
         if let Some(inter) = listeners.first()
             && inter.protocol.tls()
+            && self.ssl.truststore.is_none()
         {
             return Err(invalid(
-                "inter.broker.listener.name",
+                "ssl.truststore.location",
                 format!(
-                    "listener `{}` is {}; the cluster's own connections do not use TLS yet, so the inter-broker listener must be PLAINTEXT or SASL_PLAINTEXT (add one, e.g. on 127.0.0.1 or a private network)",
+                    "the inter-broker listener `{}` is {}: the brokers check each other's certificates against the trust store",
                     inter.name,
                     inter.protocol.name()
                 ),
             ));
         }
+        self.check_controller(controller)?;
         if let Some(inter) = listeners.first()
             && inter.protocol.sasl()
         {
@@ -310,11 +321,16 @@ impl SecurityConfig {
                 ));
             }
         }
-        if let Some(l) = listeners.iter().find(|l| l.protocol.tls()) {
+        let tls = listeners
+            .iter()
+            .map(|l| (&l.name, l.protocol))
+            .chain([(&controller.name, controller.protocol)])
+            .find(|(_, p)| p.tls());
+        if let Some((name, protocol)) = tls {
             if self.ssl.keystore.is_none() {
                 return Err(invalid(
                     "ssl.keystore.location",
-                    format!("listener `{}` ({}) needs a key store", l.name, l.protocol.name()),
+                    format!("listener `{name}` ({}) needs a key store", protocol.name()),
                 ));
             }
             if self.ssl.client_auth != ClientAuth::None && self.ssl.truststore.is_none() {
@@ -327,7 +343,9 @@ impl SecurityConfig {
                 return Err(invalid("ssl.enabled.protocols", "enables no protocol"));
             }
         }
-        if listeners.iter().any(|l| l.protocol.sasl()) && self.sasl_mechanisms.is_empty() {
+        if (listeners.iter().any(|l| l.protocol.sasl()) || controller.protocol.sasl())
+            && self.sasl_mechanisms.is_empty()
+        {
             return Err(invalid(
                 "sasl.enabled.mechanisms",
                 "a SASL listener needs at least one mechanism",
@@ -336,7 +354,7 @@ impl SecurityConfig {
         if let Some(name) = self
             .plain_users
             .keys()
-            .find(|n| !n.is_empty() && !listeners.iter().any(|l| &l.name == *n))
+            .find(|n| !n.is_empty() && **n != controller.name && !listeners.iter().any(|l| &l.name == *n))
         {
             return Err(invalid(
                 &format!("listener.name.{}.plain.sasl.jaas.config", name.to_ascii_lowercase()),
@@ -344,6 +362,63 @@ impl SecurityConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The controller listener's needs: PLAIN (SCRAM's credentials are
+    /// metadata, which the controllers could not read before they form a
+    /// quorum), enabled, and the node's own login; with TLS, the trust
+    /// store that checks the voters' certificates.
+    fn check_controller(&self, controller: &ControllerListener) -> Result<(), ConfigError> {
+        if controller.protocol.tls() && self.ssl.truststore.is_none() {
+            return Err(invalid(
+                "ssl.truststore.location",
+                format!(
+                    "the controller listener `{}` is {}: the nodes check the voters' certificates against the trust store",
+                    controller.name,
+                    controller.protocol.name()
+                ),
+            ));
+        }
+        if !controller.protocol.sasl() {
+            return Ok(());
+        }
+        let m = self.controller_mechanism;
+        if m != Mechanism::Plain {
+            return Err(invalid(
+                "sasl.mechanism.controller.protocol",
+                format!(
+                    "{}: the controller listener takes PLAIN (SCRAM's credentials live in the metadata the controllers replicate)",
+                    m.name()
+                ),
+            ));
+        }
+        if !self.sasl_mechanisms.contains(&m) {
+            return Err(invalid(
+                "sasl.mechanism.controller.protocol",
+                format!("{} is not in sasl.enabled.mechanisms", m.name()),
+            ));
+        }
+        if self.controller_login(controller).is_none() {
+            return Err(invalid(
+                &format!(
+                    "listener.name.{}.plain.sasl.jaas.config",
+                    controller.name.to_ascii_lowercase()
+                ),
+                "the controller listener is SASL: give the node's own username and password",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The node's own login on a SASL controller listener.
+    pub fn controller_login(&self, controller: &ControllerListener) -> Option<Login> {
+        if !controller.protocol.sasl() {
+            return None;
+        }
+        self.logins
+            .get(&controller.name)
+            .and_then(|l| l.get(&self.controller_mechanism))
+            .cloned()
     }
 
     /// The broker's own login on the inter-broker listener (the first).
@@ -522,11 +597,71 @@ mod tls_settings {
     use crate::config::BrokerConfig;
 
     #[test]
+    fn the_controller_listener_is_secured_as_mapped() {
+        let mut c = BrokerConfig::default();
+        c.set(
+            "listeners",
+            "CLIENT://127.0.0.1:9092,INTERNAL://127.0.0.1:9094,CONTROLLER://127.0.0.1:9093",
+        )
+        .unwrap();
+        c.set(
+            "listener.security.protocol.map",
+            "CLIENT:SASL_SSL,INTERNAL:SSL,CONTROLLER:SASL_SSL",
+        )
+        .unwrap();
+        c.set("inter.broker.listener.name", "INTERNAL").unwrap();
+        c.set("controller.listener.names", "controller").unwrap();
+        c.set("ssl.keystore.location", "/etc/sluice/broker.pem").unwrap();
+        c.set("ssl.truststore.location", "/etc/sluice/ca.pem").unwrap();
+        let err = c.clone().finish().unwrap_err().to_string();
+        assert!(err.contains("listener.name.controller.plain.sasl.jaas.config"), "{err}");
+        c.set(
+            "listener.name.controller.plain.sasl.jaas.config",
+            r#"org.apache.kafka.common.security.plain.PlainLoginModule required username="broker" password="b-secret" user_broker="b-secret";"#,
+        )
+        .unwrap();
+        let mut done = c.clone();
+        done.finish().unwrap();
+        // Kafka clients are not served on the controller listener.
+        assert_eq!(
+            done.listeners.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(),
+            ["INTERNAL", "CLIENT"]
+        );
+        assert_eq!(
+            done.controller_listener.protocol,
+            crate::config::listeners::SecurityProtocol::SaslSsl
+        );
+        assert_eq!(
+            done.security.controller_login.as_ref().map(|l| l.user.as_str()),
+            Some("broker")
+        );
+        let mut scram = c.clone();
+        scram
+            .set("sasl.mechanism.controller.protocol", "SCRAM-SHA-512")
+            .unwrap();
+        assert!(scram.finish().is_err(), "SCRAM cannot secure the controllers");
+        let mut no_trust = c.clone();
+        no_trust.security.ssl.truststore = None;
+        assert!(no_trust.finish().is_err());
+        let mut same = c.clone();
+        same.set("inter.broker.listener.name", "CONTROLLER").unwrap();
+        assert!(same.finish().is_err(), "the controller listener is not the brokers'");
+        let mut unmapped = c;
+        unmapped.set("controller.listener.names", "QUORUM").unwrap();
+        assert!(unmapped.finish().is_err(), "a controller listener the map leaves out");
+    }
+
+    #[test]
     fn tls_listeners_need_their_stores() {
         let mut c = BrokerConfig::default();
         c.set("listeners", "SSL://127.0.0.1:9093").unwrap();
         c.set("ssl.keystore.location", "/etc/sluice/broker.pem").unwrap();
-        assert!(c.clone().finish().is_err(), "the inter-broker listener is PLAINTEXT");
+        assert!(
+            c.clone().finish().is_err(),
+            "a TLS inter-broker listener needs the trust store that checks the other brokers"
+        );
+        c.set("ssl.truststore.location", "/etc/sluice/ca.pem").unwrap();
+        assert!(c.clone().finish().is_ok());
         let mut c = crate::config::BrokerConfig::default();
         c.set("listeners", "PLAINTEXT://127.0.0.1:9092,SSL://127.0.0.1:9093")
             .unwrap();

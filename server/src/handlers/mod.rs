@@ -331,8 +331,7 @@ pub struct Access {
     config: std::sync::Arc<crate::config::BrokerConfig>,
 }
 
-/// The cluster's name as a resource (Kafka's).
-pub const CLUSTER_RESOURCE: &str = "kafka-cluster";
+pub use crate::security::authorizer::CLUSTER_RESOURCE;
 
 impl Access {
     /// Whether `op` on resource `name` of type `rt` is allowed.

@@ -135,7 +135,8 @@ pub(super) async fn ask_coordinator(
         }
         Some(b) => {
             let addr = format!("{}:{}", b.host, b.port);
-            ask_remote(&addr, me, id, pid, epoch, parts, ctx.shard.config())
+            let timeout = Duration::from_millis(ctx.shard.config().transactions.marker_timeout_ms);
+            ask_remote(&addr, me, id, (pid, epoch), parts, timeout, &ctx.shard.common.peers)
                 .await
                 .map_err(|e| {
                     tracing::info!(coordinator = b.id, error = %e, "verifying a transactional produce");
@@ -162,13 +163,11 @@ async fn ask_remote(
     addr: &str,
     me: i32,
     id: &str,
-    pid: i64,
-    epoch: i16,
+    (pid, epoch): (i64, i16),
     parts: &[TxnPartition],
-    config: &crate::config::BrokerConfig,
+    timeout: Duration,
+    security: &crate::protocol::peer::PeerSecurity,
 ) -> Result<Vec<Option<ErrorCode>>, String> {
-    let timeout_ms = config.transactions.marker_timeout_ms;
-    let login = config.security.inter_broker.as_ref();
     let mut topics: Vec<AddPartitionsToTxnTopic> = Vec::new();
     for (topic, partition) in parts {
         match topics.iter_mut().find(|t| t.name.0.as_str() == &**topic) {
@@ -190,13 +189,13 @@ async fn ask_remote(
     ]);
     let client_id = format!("sluice-broker-{me}");
     let call = Call {
-        login,
+        security,
         key: ApiKey::AddPartitionsToTxn,
         version: VERIFY_VERSION,
         client_id: &client_id,
         correlation: 1,
         max_answer_bytes: 1 << 20,
-        timeout: Duration::from_millis(timeout_ms),
+        timeout,
     };
     let mut conn = None;
     let resp: AddPartitionsToTxnResponse = peer::call(&mut conn, addr, call, &req).await?;

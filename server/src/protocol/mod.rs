@@ -6,6 +6,7 @@
 
 pub mod fetch;
 pub mod guard;
+pub mod link;
 pub mod peer;
 pub mod produce;
 pub mod wire;

@@ -1,14 +1,14 @@
 //! One request to another broker and its answer, on a connection kept by
 //! the caller: what the replica fetchers and the transaction coordinator
-//! (its markers) send to other nodes. On a SASL_PLAINTEXT inter-broker
-//! listener a new connection first authenticates as the broker's own user.
+//! (its markers) send to other nodes. On an SSL or SASL_SSL inter-broker
+//! listener the connection runs inside TLS (the broker's certificate is
+//! its client certificate); on a SASL one a new connection first
+//! authenticates as the broker's own user.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use compio::BufResult;
-use compio::io::{AsyncReadExt, AsyncWriteExt};
-use compio::net::TcpStream;
 use kafka_protocol::messages::{
     ApiKey, RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
     SaslHandshakeResponse,
@@ -16,10 +16,36 @@ use kafka_protocol::messages::{
 use sluice_metadata::scram::ScramClient;
 use sluice_metadata::security::ScramMechanism;
 
+use crate::config::BrokerConfig;
 use crate::config::security::{Login, Mechanism};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
+use crate::protocol::link::Link;
 use crate::util::race;
+
+/// How this broker reaches the inter-broker listener of the others.
+#[derive(Debug, Clone, Default)]
+pub struct PeerSecurity {
+    /// The client side of TLS, when the listener is SSL or SASL_SSL.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The broker's own SASL login, when the listener is SASL.
+    pub login: Option<Login>,
+}
+
+impl PeerSecurity {
+    /// From the inter-broker listener's settings.
+    pub fn from_config(config: &BrokerConfig) -> Result<Self, String> {
+        let tls = if config.inter_broker().protocol.tls() {
+            Some(crate::security::tls::client_config(&config.security.ssl)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            tls,
+            login: config.security.inter_broker.clone(),
+        })
+    }
+}
 
 /// A request to another node: its API, version and who sends it.
 #[derive(Debug, Clone, Copy)]
@@ -31,27 +57,26 @@ pub struct Call<'a> {
     /// The largest answer accepted.
     pub max_answer_bytes: usize,
     pub timeout: Duration,
-    /// The broker's own SASL login, when the inter-broker listener is
-    /// SASL_PLAINTEXT: a new connection authenticates first.
-    pub login: Option<&'a Login>,
+    /// TLS and the broker's own SASL login on the inter-broker listener:
+    /// a new connection runs the handshake and authenticates first.
+    pub security: &'a PeerSecurity,
 }
 
 /// Sends `req` on `conn` (connecting to `addr` when there is none) and
 /// decodes the answer. Any error leaves the connection to the caller,
 /// who drops it: its stream position is unknown.
 pub async fn call<Req: Encodable, Resp: Decodable>(
-    conn: &mut Option<TcpStream>,
+    conn: &mut Option<Link>,
     addr: &str,
     c: Call<'_>,
     req: &Req,
 ) -> Result<Resp, String> {
     let work = async {
         if conn.is_none() {
-            let mut s = crate::base::sockets::connect_node(addr)
+            let mut s = Link::connect(addr, c.security.tls.as_ref())
                 .await
                 .map_err(|e| format!("connect: {e}"))?;
-            let _ = s.set_nodelay(true);
-            if let Some(login) = c.login {
+            if let Some(login) = &c.security.login {
                 authenticate(&mut s, &c, login).await?;
             }
             *conn = Some(s);
@@ -67,31 +92,27 @@ pub async fn call<Req: Encodable, Resp: Decodable>(
 
 /// Sends one request and reads its answer.
 async fn roundtrip<Req: Encodable, Resp: Decodable>(
-    stream: &mut TcpStream,
+    stream: &mut Link,
     c: &Call<'_>,
     req: &Req,
 ) -> Result<Resp, String> {
     let frame = encode(c, req)?;
-    let BufResult(r, _) = stream.write_all(frame).await;
-    r.map_err(|e| format!("send: {e}"))?;
-    let BufResult(r, len) = stream.read_exact([0u8; 4]).await;
-    r.map_err(|e| format!("receive: {e}"))?;
+    stream.write_all(frame).await.map_err(|e| format!("send: {e}"))?;
+    let len = stream.read_array::<4>().await.map_err(|e| format!("receive: {e}"))?;
     let len = usize::try_from(i32::from_be_bytes(len)).map_err(|_| "negative frame size")?;
     if len > c.max_answer_bytes {
         return Err(format!("answer of {len} bytes is over {}", c.max_answer_bytes));
     }
-    let BufResult(r, body) = stream.read_exact(Vec::with_capacity(len)).await;
-    r.map_err(|e| format!("receive: {e}"))?;
+    let body = stream.read_vec(len).await.map_err(|e| format!("receive: {e}"))?;
     decode(c, Bytes::from(body))
 }
 
 /// SaslHandshake v1 and SaslAuthenticate v2 as the broker's own user.
-async fn authenticate(stream: &mut TcpStream, c: &Call<'_>, login: &Login) -> Result<(), String> {
+async fn authenticate(stream: &mut Link, c: &Call<'_>, login: &Login) -> Result<(), String> {
     let at = |key: ApiKey, version: i16, correlation: i32| Call {
         key,
         version,
         correlation,
-        login: None,
         ..*c
     };
     let mut h = SaslHandshakeRequest::default();

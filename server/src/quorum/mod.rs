@@ -28,7 +28,7 @@ mod store;
 
 pub use observer::ObserverQuorum;
 
-pub use net::Peer;
+pub use net::{Peer, Transport};
 
 pub use sluice_metadata::controller::Liveness;
 
@@ -147,6 +147,8 @@ pub struct QuorumSettings {
     pub snapshot_every: u64,
     /// How long a write waits for its answer.
     pub write_timeout: Duration,
+    /// How connections between the nodes and the voters are secured.
+    pub transport: Arc<Transport>,
 }
 
 /// [`Quorum`] on `openraft`.
@@ -263,9 +265,15 @@ impl RaftQuorum {
             ));
         }
         let config = Arc::new(raft_config(&settings)?);
-        let raft = Raft::new(settings.node_id, config, net::Peers, log, machine.clone())
-            .await
-            .map_err(|e| format!("starting the controller quorum: {e}"))?;
+        let raft = Raft::new(
+            settings.node_id,
+            config,
+            net::Peers(settings.transport.clone()),
+            log,
+            machine.clone(),
+        )
+        .await
+        .map_err(|e| format!("starting the controller quorum: {e}"))?;
         let metrics = raft.metrics();
         let _ = machine.leader_now.set(Box::new(move || {
             use openraft::async_runtime::WatchReceiver;
@@ -283,7 +291,14 @@ impl RaftQuorum {
         }
         let heartbeats = Heartbeats::default();
         if let Some(listener) = listener {
-            compio::runtime::spawn(net::serve(listener, raft.clone(), machine.clone(), heartbeats.clone())).detach();
+            compio::runtime::spawn(net::serve(
+                listener,
+                raft.clone(),
+                machine.clone(),
+                heartbeats.clone(),
+                settings.transport.clone(),
+            ))
+            .detach();
         }
         if let Err(e) = raft.wait_for_recovery(Some(recovery)).await {
             tracing::warn!(error = %e, "no controller leader within {recovery:?}; serving the metadata this node has");
@@ -331,7 +346,7 @@ impl Quorum for RaftQuorum {
         let Some(node) = forward.leader_node.clone() else {
             return Err(QuorumError::NoLeader("no leader is elected".into()));
         };
-        let mut peer = net::Peer::new(node.addr);
+        let mut peer = net::Peer::new(node.addr, self.settings.transport.clone());
         let reply = peer.write(command, ttl).await.map_err(QuorumError::NoLeader)?;
         // Answer once this node has applied the entry too (and so installed
         // it on its shards), as the leader does before it answers.

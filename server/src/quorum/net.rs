@@ -5,13 +5,23 @@
 //! A frame is a little-endian u32 length and a JSON body. A connection
 //! carries one request at a time and its answer; a client keeps one
 //! connection per peer and opens a new one after any error.
+//!
+//! The connection is secured as the controller listener says
+//! (`controller.listener.names`, [`Transport`]): inside TLS (the node's
+//! certificate is its client certificate), and on a SASL listener the
+//! first frame logs in with PLAIN. With an authorizer every request needs
+//! CLUSTER_ACTION on the cluster, as Kafka's controller RPCs do: only the
+//! cluster's own nodes (super users, in practice) may vote, append,
+//! register, heartbeat or read the image.
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use compio::BufResult;
-use compio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use compio::io::{AsyncRead, AsyncWriteExt};
 use compio::net::{TcpListener, TcpStream};
 use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, VoteOf};
 use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -23,7 +33,147 @@ use serde::{Deserialize, Serialize};
 
 use super::machine::Machine;
 use super::{Command, Heartbeats, MetaRaft, Reply};
+use crate::config::BrokerConfig;
+use crate::config::listeners::SecurityProtocol;
+use crate::config::security::Login;
 use crate::image::Image;
+use crate::protocol::link::Link;
+use crate::security::authorizer::Requester;
+use sluice_metadata::security::{Operation, ResourceType};
+
+/// How the quorum's connections are secured: the controller listener's
+/// protocol, with what each side needs for it.
+#[derive(Debug, Default)]
+pub struct Transport {
+    /// The controller listener's name (PLAIN's users are its JAAS line's).
+    pub listener: String,
+    pub protocol: SecurityProtocol,
+    /// TLS as a client of the voters, and as a voter.
+    pub client_tls: Option<Arc<rustls::ClientConfig>>,
+    pub server_tls: Option<Arc<rustls::ServerConfig>>,
+    /// The node's own PLAIN login, on a SASL listener.
+    pub login: Option<Login>,
+    /// PLAIN's users, the authorizer and the delays (a voter's side).
+    pub config: Arc<BrokerConfig>,
+    /// Whether requests are authorized: only once the controller listener
+    /// is named (`controller.listener.names`); the default transport is
+    /// unauthenticated, as it always was, and serves every node.
+    pub authorize: bool,
+}
+
+impl Transport {
+    /// From the controller listener's settings.
+    pub fn from_config(config: &Arc<BrokerConfig>) -> Result<Self, String> {
+        let c = &config.controller_listener;
+        let (client_tls, server_tls) = if c.protocol.tls() {
+            (
+                Some(crate::security::tls::client_config(&config.security.ssl)?),
+                Some(crate::security::tls::server_config(&config.security.ssl)?),
+            )
+        } else {
+            (None, None)
+        };
+        Ok(Self {
+            listener: c.name.clone(),
+            protocol: c.protocol,
+            client_tls,
+            server_tls,
+            login: config.security.controller_login.clone(),
+            authorize: config.listener_settings.controller.is_some(),
+            config: config.clone(),
+        })
+    }
+
+    /// The voter's side of a new connection: TLS, then the login on a SASL
+    /// listener. Gives the connection and who it acts for.
+    async fn accept(&self, stream: TcpStream) -> Result<(Link, Requester), String> {
+        let host = stream.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+        let ssl = &self.config.security.ssl;
+        let mut link = match &self.server_tls {
+            None => Link::plain(stream),
+            Some(tls) => compio::runtime::time::timeout(ssl.handshake_timeout, Link::accept_tls(stream, tls.clone()))
+                .await
+                .map_err(|_| format!("TLS handshake not finished within {:?}", ssl.handshake_timeout))?
+                .map_err(|e| format!("TLS handshake: {e}"))?,
+        };
+        let mut principal = match link.peer_certificate() {
+            Some(der) => {
+                let subject = crate::security::tls::subject_name(der)?;
+                format!(
+                    "User:{}",
+                    crate::security::tls::map_principal(&subject, &ssl.principal_rules)?
+                )
+            }
+            None => crate::security::ANONYMOUS.to_string(),
+        };
+        if self.protocol.sasl() {
+            let first = compio::runtime::time::timeout(ssl.handshake_timeout, read_frame::<Rpc>(&mut link))
+                .await
+                .map_err(|_| "no login in time".to_string())?
+                .map_err(|e| format!("reading the login: {e}"))?;
+            let Rpc::Login {
+                mechanism,
+                user,
+                password,
+            } = first
+            else {
+                return Err("the first request on a SASL controller listener is not a login".into());
+            };
+            let known = self.config.security.plain_password(&self.listener, &user);
+            let ok = mechanism == "PLAIN"
+                && known.is_some_and(|k| crate::security::scram::same(k.as_bytes(), password.0.as_bytes()));
+            if !ok {
+                compio::runtime::time::sleep(Duration::from_millis(
+                    self.config.security.failed_authentication_delay_ms,
+                ))
+                .await;
+                let _ = write_frame(
+                    &mut link,
+                    &RpcReply::Failed("authentication failed: invalid username or password".into()),
+                )
+                .await;
+                return Err(format!("login as `{user}` refused"));
+            }
+            write_frame(&mut link, &RpcReply::LoggedIn)
+                .await
+                .map_err(|e| e.to_string())?;
+            principal = format!("User:{user}");
+        }
+        let mut who = Requester::new(&self.config.security.authorizer, principal, host);
+        who.unrestricted |= !self.authorize;
+        Ok((link, who))
+    }
+
+    /// The client's side of a new connection to the voter at `addr`.
+    async fn connect(&self, addr: &str) -> io::Result<Link> {
+        let mut link = Link::connect(addr, self.client_tls.as_ref()).await?;
+        if let Some(login) = &self.login {
+            let rpc = Rpc::Login {
+                mechanism: login.mechanism.name().to_string(),
+                user: login.user.clone(),
+                password: Password(login.password.0.clone()),
+            };
+            write_frame(&mut link, &rpc).await?;
+            match read_frame::<RpcReply>(&mut link).await? {
+                RpcReply::LoggedIn => {}
+                RpcReply::Failed(why) => return Err(io::Error::new(io::ErrorKind::PermissionDenied, why)),
+                other => return Err(io::Error::other(format!("unexpected answer to a login: {other:?}"))),
+            }
+        }
+        Ok(link)
+    }
+}
+
+/// A password in a login frame, kept out of logs.
+#[derive(Serialize, Deserialize)]
+#[serde(transparent)]
+struct Password(String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[hidden]")
+    }
+}
 
 /// A voter's answer to an observer: the leader it knows, and the applied
 /// image with its log id when newer than what the observer has.
@@ -54,6 +204,12 @@ enum Rpc {
     Image {
         known: Option<u64>,
     },
+    /// The first frame on a SASL controller listener.
+    Login {
+        mechanism: String,
+        user: String,
+        password: Password,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -70,23 +226,23 @@ enum RpcReply {
         newer: Option<(Option<LogIdOf<MetaRaft>>, Box<Image>)>,
     },
     /// The receiver could not serve the request (it is shutting down, it
-    /// no longer leads); the text says why.
+    /// no longer leads, the sender may not ask it); the text says why.
     Failed(String),
+    /// The login was accepted.
+    LoggedIn,
 }
 
-async fn write_frame<T: Serialize>(stream: &mut TcpStream, value: &T) -> io::Result<()> {
+async fn write_frame<T: Serialize>(stream: &mut Link, value: &T) -> io::Result<()> {
     let body = serde_json::to_vec(value).map_err(io::Error::other)?;
     let len = u32::try_from(body.len()).map_err(|_| io::Error::other("frame above 4 GiB"))?;
     let mut buf = Vec::with_capacity(4 + body.len());
     buf.extend_from_slice(&len.to_le_bytes());
     buf.extend_from_slice(&body);
-    let BufResult(r, _) = stream.write_all(buf).await;
-    r
+    stream.write_all(buf).await
 }
 
-async fn read_frame<T: DeserializeOwned>(stream: &mut TcpStream) -> io::Result<T> {
-    let BufResult(r, len) = stream.read_exact([0u8; 4]).await;
-    r?;
+async fn read_frame<T: DeserializeOwned>(stream: &mut Link) -> io::Result<T> {
+    let len = stream.read_array::<4>().await?;
     let len = u32::from_le_bytes(len) as usize;
     if len > MAX_FRAME {
         return Err(io::Error::new(
@@ -94,13 +250,18 @@ async fn read_frame<T: DeserializeOwned>(stream: &mut TcpStream) -> io::Result<T
             format!("controller frame of {len} bytes"),
         ));
     }
-    let BufResult(r, body) = stream.read_exact(vec![0u8; len]).await;
-    r?;
+    let body = stream.read_vec(len).await?;
     serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// Serves the quorum's RPCs on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, raft: Raft<MetaRaft, Machine>, machine: Machine, heartbeats: Heartbeats) {
+pub async fn serve(
+    listener: TcpListener,
+    raft: Raft<MetaRaft, Machine>,
+    machine: Machine,
+    heartbeats: Heartbeats,
+    transport: Arc<Transport>,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -113,9 +274,18 @@ pub async fn serve(listener: TcpListener, raft: Raft<MetaRaft, Machine>, machine
         let raft = raft.clone();
         let heartbeats = heartbeats.clone();
         let machine = machine.clone();
+        let transport = transport.clone();
         compio::runtime::spawn(async move {
+            let (link, who) = match transport.accept(stream).await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::info!(%peer, listener = %transport.listener, error = %e, "controller connection refused");
+                    return;
+                }
+            };
             let mut carried = None;
-            if let Err(e) = serve_one(stream, &raft, &machine, &heartbeats, &mut carried).await
+            let authorizer = &transport.config.security.authorizer;
+            if let Err(e) = serve_one(link, &raft, &machine, &heartbeats, &mut carried, (&who, authorizer)).await
                 && e.kind() != io::ErrorKind::UnexpectedEof
             {
                 tracing::debug!(%peer, error = %e, "controller connection closed");
@@ -194,14 +364,31 @@ pub(super) async fn probe_gone(machine: &Machine, heartbeats: &Heartbeats, broke
 /// Serves one connection's RPCs in order. `carried` is the broker whose
 /// heartbeats came on it, with the epoch of the last one.
 async fn serve_one(
-    mut stream: TcpStream,
+    mut stream: Link,
     raft: &Raft<MetaRaft, Machine>,
     machine: &Machine,
     heartbeats: &Heartbeats,
     carried: &mut Option<(i32, i64)>,
+    (who, authorizer): (&Requester, &crate::config::security::AuthorizerConfig),
 ) -> io::Result<()> {
     loop {
         let rpc: Rpc = read_frame(&mut stream).await?;
+        let allowed = who.unrestricted || {
+            let security = machine.state.borrow().image.security.clone();
+            who.allows(
+                &security,
+                authorizer,
+                Operation::ClusterAction,
+                ResourceType::Cluster,
+                crate::security::authorizer::CLUSTER_RESOURCE,
+            )
+        };
+        if !allowed {
+            tracing::warn!(principal = %who.principal, host = %who.host, "a controller request without CLUSTER_ACTION on the cluster refused");
+            let why = format!("{} may not act for the cluster (CLUSTER_ACTION)", who.principal);
+            write_frame(&mut stream, &RpcReply::Failed(why)).await?;
+            return Ok(());
+        }
         let reply = match rpc {
             Rpc::Append(req) => raft
                 .append_entries(req)
@@ -236,6 +423,7 @@ async fn serve_one(
                 let newer = (st.applied.map(|l| l.index) > known).then(|| (st.applied, Box::new(st.image.clone())));
                 RpcReply::Image { leader, newer }
             }
+            Rpc::Login { .. } => RpcReply::Failed("already logged in".into()),
         };
         write_frame(&mut stream, &reply).await?;
     }
@@ -245,12 +433,17 @@ async fn serve_one(
 #[derive(Debug)]
 pub struct Peer {
     addr: String,
-    conn: Option<TcpStream>,
+    conn: Option<Link>,
+    transport: Arc<Transport>,
 }
 
 impl Peer {
-    pub fn new(addr: String) -> Self {
-        Self { addr, conn: None }
+    pub fn new(addr: String, transport: Arc<Transport>) -> Self {
+        Self {
+            addr,
+            conn: None,
+            transport,
+        }
     }
 
     async fn call_inner(&mut self, rpc: &Rpc) -> io::Result<RpcReply> {
@@ -261,9 +454,7 @@ impl Peer {
                     .addr
                     .parse()
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{}: {e}", self.addr)))?;
-                let s = crate::base::sockets::connect_node(&addr.to_string()).await?;
-                s.set_nodelay(true)?;
-                s
+                self.transport.connect(&addr.to_string()).await?
             }
         };
         write_frame(&mut stream, rpc).await?;
@@ -391,12 +582,12 @@ impl RaftNetworkV2<MetaRaft> for Peer {
 
 /// Makes a [`Peer`] for each voter the library talks to.
 #[derive(Debug, Clone, Default)]
-pub struct Peers;
+pub struct Peers(pub Arc<Transport>);
 
 impl RaftNetworkFactory<MetaRaft> for Peers {
     type Network = Peer;
 
     async fn new_client(&mut self, _target: u64, node: &BasicNode) -> Peer {
-        Peer::new(node.addr.clone())
+        Peer::new(node.addr.clone(), self.0.clone())
     }
 }

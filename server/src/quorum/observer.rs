@@ -117,7 +117,9 @@ async fn follow(inner: std::rc::Weak<Inner>, publisher: Publisher, first: Rc<cra
         });
         let known = q.state.borrow().applied.map(|l| l.index);
         let addr = q.settings.voters.get(&target).cloned().unwrap_or_default();
-        let peer = peers.entry(target).or_insert_with(|| Peer::new(addr));
+        let peer = peers
+            .entry(target)
+            .or_insert_with(|| Peer::new(addr, q.settings.transport.clone()));
         match peer.image(known, POLL * 10).await {
             Ok((leader, newer)) => {
                 first.set();
@@ -173,7 +175,7 @@ impl Quorum for ObserverQuorum {
             .get()
             .ok_or_else(|| QuorumError::NoLeader("no controller leader is known".into()))?;
         let addr = self.address_of(leader).unwrap_or_default().to_string();
-        let reply = Peer::new(addr)
+        let reply = Peer::new(addr, self.inner.settings.transport.clone())
             .write(command, ttl)
             .await
             .map_err(QuorumError::NoLeader)?;

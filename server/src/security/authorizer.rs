@@ -18,6 +18,9 @@ use sluice_metadata::security::{Acl, Operation, Permission, ResourceType, Securi
 
 use crate::config::security::AuthorizerConfig;
 
+/// The cluster's name as a resource (Kafka's).
+pub const CLUSTER_RESOURCE: &str = "kafka-cluster";
+
 /// Whether an ACL granting `granted` allows `wanted`.
 pub fn implies(granted: Operation, wanted: Operation) -> bool {
     granted == wanted

@@ -1,18 +1,22 @@
 //! TLS for SSL and SASL_SSL listeners, with rustls: the server config
 //! built from the PEM key store and trust store, a certificate that is
 //! reloaded when its file changes, and the principal of a client
-//! certificate (`ssl.principal.mapping.rules`).
+//! certificate (`ssl.principal.mapping.rules`); and the client config of
+//! the broker's own connections to other nodes.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use rustls::client::ResolvesClientCert;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 use crate::config::security::{ClientAuth, PrincipalRule, SslConfig};
 
@@ -55,8 +59,8 @@ struct Current {
     key: Arc<CertifiedKey>,
 }
 
-impl ResolvesServerCert for Reloading {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+impl Reloading {
+    fn current(&self) -> Option<Arc<CertifiedKey>> {
         // Only handshakes take this lock, never a request.
         let mut c = self.current.lock().ok()?;
         if c.checked.elapsed() >= self.check_every {
@@ -77,30 +81,49 @@ impl ResolvesServerCert for Reloading {
         }
         Some(c.key.clone())
     }
+
+    fn open(path: &Path, check_every: Duration, provider: &Arc<CryptoProvider>) -> Result<Self, String> {
+        let key = load_certified_key(path, provider)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            check_every,
+            provider: provider.clone(),
+            current: Mutex::new(Current {
+                checked: Instant::now(),
+                modified: modified(path),
+                key: Arc::new(key),
+            }),
+        })
+    }
 }
 
-/// The rustls server config of every TLS listener.
-pub fn server_config(c: &SslConfig) -> Result<Arc<ServerConfig>, String> {
+impl ResolvesServerCert for Reloading {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current()
+    }
+}
+
+/// The broker's certificate is also its client certificate when it
+/// connects to another node over TLS.
+impl ResolvesClientCert for Reloading {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        self.current()
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
     // ring, not aws-lc-rs: no C toolchain beyond `cc` and a shorter build
     // (ADR 0022). rustls marks ring's provider deprecated because ring has
     // no post-quantum key exchange.
     #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let keystore = c
-        .keystore
-        .as_ref()
-        .ok_or("a TLS listener needs ssl.keystore.location")?;
-    let key = load_certified_key(keystore, &provider)?;
-    let resolver = Reloading {
-        path: keystore.clone(),
-        check_every: c.reload_check,
-        provider: provider.clone(),
-        current: Mutex::new(Current {
-            checked: Instant::now(),
-            modified: modified(keystore),
-            key: Arc::new(key),
-        }),
-    };
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn versions(c: &SslConfig) -> Vec<&'static rustls::SupportedProtocolVersion> {
     let mut versions = Vec::new();
     if c.tls12 {
         versions.push(&rustls::version::TLS12);
@@ -108,8 +131,115 @@ pub fn server_config(c: &SslConfig) -> Result<Arc<ServerConfig>, String> {
     if c.tls13 {
         versions.push(&rustls::version::TLS13);
     }
+    versions
+}
+
+/// The certificates of the trust store.
+fn load_roots(path: &Path) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    let certs =
+        CertificateDer::pem_file_iter(path).map_err(|e| format!("ssl.truststore.location {}: {e}", path.display()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("ssl.truststore.location {}: {e}", path.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("ssl.truststore.location {}: {e}", path.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("ssl.truststore.location {}: no certificate", path.display()));
+    }
+    Ok(roots)
+}
+
+/// Checks another node's certificate chain and dates but not the name it
+/// was issued for (`ssl.endpoint.identification.algorithm` empty).
+#[derive(Debug)]
+struct AnyName(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for AnyName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName | rustls::CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// The rustls client config of the broker's own TLS connections (to the
+/// inter-broker listener of other brokers, to the controllers): the trust
+/// store verifies the other node, the key store is this broker's client
+/// certificate.
+pub fn client_config(c: &SslConfig) -> Result<Arc<ClientConfig>, String> {
+    let provider = provider();
+    let truststore = c
+        .truststore
+        .as_ref()
+        .ok_or("TLS between the cluster's nodes needs ssl.truststore.location (the authorities that sign the nodes' certificates)")?;
+    let roots = Arc::new(load_roots(truststore)?);
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions(c))
+        .map_err(|e| format!("ssl.enabled.protocols: {e}"))?;
+    let builder = if c.verify_hostname {
+        builder.with_root_certificates(roots)
+    } else {
+        let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+            .build()
+            .map_err(|e| format!("ssl.truststore.location: {e}"))?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyName(verifier)))
+    };
+    let config = match &c.keystore {
+        Some(path) => builder.with_client_cert_resolver(Arc::new(Reloading::open(path, c.reload_check, &provider)?)),
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// The rustls server config of every TLS listener.
+pub fn server_config(c: &SslConfig) -> Result<Arc<ServerConfig>, String> {
+    let provider = provider();
+    let keystore = c
+        .keystore
+        .as_ref()
+        .ok_or("a TLS listener needs ssl.keystore.location")?;
+    let resolver = Reloading::open(keystore, c.reload_check, &provider)?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&versions)
+        .with_protocol_versions(&versions(c))
         .map_err(|e| format!("ssl.enabled.protocols: {e}"))?;
     let builder = match c.client_auth {
         ClientAuth::None => builder.with_no_client_auth(),
@@ -118,18 +248,7 @@ pub fn server_config(c: &SslConfig) -> Result<Arc<ServerConfig>, String> {
                 .truststore
                 .as_ref()
                 .ok_or("ssl.client.auth requested or required needs ssl.truststore.location")?;
-            let mut roots = RootCertStore::empty();
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("ssl.truststore.location {}: {e}", path.display()))?;
-            for cert in certs {
-                let cert = cert.map_err(|e| format!("ssl.truststore.location {}: {e}", path.display()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("ssl.truststore.location {}: {e}", path.display()))?;
-            }
-            if roots.is_empty() {
-                return Err(format!("ssl.truststore.location {}: no certificate", path.display()));
-            }
+            let roots = load_roots(path)?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             let verifier = if auth == ClientAuth::Requested {
                 verifier.allow_unauthenticated()

@@ -8,7 +8,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use compio::net::TcpStream;
 use kafka_protocol::messages::write_txn_markers_request::{WritableTxnMarker, WritableTxnMarkerTopic};
 use kafka_protocol::messages::{ApiKey, ProducerId, TopicName, WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -97,7 +96,7 @@ pub async fn mark_all<S: TxnHost>(
         other => panic!("markers for {} in state {other:?}", m.id),
     };
     let mut left: Vec<TxnPartition> = m.partitions.iter().cloned().collect();
-    let mut conns: BTreeMap<i32, Option<TcpStream>> = BTreeMap::new();
+    let mut conns: BTreeMap<i32, Option<crate::protocol::link::Link>> = BTreeMap::new();
     let mut round = 0u32;
     while !left.is_empty() {
         if !still_coordinator() {
@@ -130,8 +129,8 @@ pub async fn mark_all<S: TxnHost>(
                     continue;
                 };
                 let conn = conns.entry(leader).or_default();
-                let login = shard.config().security.inter_broker.as_ref();
-                let r = mark_there(conn, &addr, me, m, marker, coordinator_epoch, &parts, timeout, login).await;
+                let security = &shard.common.peers;
+                let r = mark_there(conn, &addr, me, m, marker, coordinator_epoch, &parts, timeout, security).await;
                 if r.is_err() {
                     *conn = None;
                 }
@@ -194,7 +193,7 @@ async fn mark_here<S: TxnHost>(
 /// Sends WriteTxnMarkers for `parts` to the broker at `addr`.
 #[allow(clippy::too_many_arguments)]
 async fn mark_there(
-    conn: &mut Option<TcpStream>,
+    conn: &mut Option<crate::protocol::link::Link>,
     addr: &str,
     me: i32,
     m: &TxnMeta,
@@ -202,7 +201,7 @@ async fn mark_there(
     coordinator_epoch: i32,
     parts: &[TxnPartition],
     timeout: Duration,
-    login: Option<&crate::config::security::Login>,
+    security: &crate::protocol::peer::PeerSecurity,
 ) -> Result<Vec<Option<ErrorCode>>, String> {
     let mut topics: Vec<WritableTxnMarkerTopic> = Vec::new();
     for (topic, partition) in parts {
@@ -225,7 +224,7 @@ async fn mark_there(
     ]);
     let client_id = format!("sluice-txn-coordinator-{me}");
     let call = Call {
-        login,
+        security,
         key: ApiKey::WriteTxnMarkers,
         version: 1,
         client_id: &client_id,
