@@ -6,7 +6,8 @@
 # with CPU per GB as a ratio to N=1 from the same run.
 #
 #   bench/scripts/shard_sweep.sh [--max-shards N] [--repeat R] [--threads T]
-#       [--vs HOST:PORT] [--out DIR] [--test-secs S] [-- WORKLOAD.yaml ...]
+#       [--vs HOST:PORT] [--out DIR] [--test-secs S] [--broker-arg ARG ...]
+#       [-- WORKLOAD.yaml ...]
 #
 # --max-shards defaults to half the cores (at least 1). Where the broker's
 #   shards leave no core for the generator (a 2-core box at N=2), the
@@ -14,13 +15,17 @@
 #   so CPU per GB stays a fair figure, latency does not.
 # --vs runs every workload against a second broker too (A B pairs, e.g. a
 #   Tansu pinned to the same cores), and the table shows its MB/s.
+# --broker-arg passes an argument to the spawned broker, e.g.
+#   --broker-arg -o --broker-arg sluice.shard.listeners=true
+#   (each shard its own broker: the generator sends each partition to the
+#   shard that owns it).
 # Default workloads: bench/workloads/shards-*.yaml.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cores=$(nproc)
 max=$(( cores / 2 )); [ "$max" -ge 1 ] || max=1
 repeat=1; threads=""; vs=""; out=""; test_secs=""
-workloads=()
+workloads=(); broker_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --max-shards) max=$2; shift 2 ;;
@@ -29,6 +34,7 @@ while [ $# -gt 0 ]; do
     --vs) vs=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --test-secs) test_secs=$2; shift 2 ;;
+    --broker-arg) broker_args+=("--broker-arg=$2"); shift 2 ;;
     --) shift; workloads+=("$@"); break ;;
     *) workloads+=("$1"); shift ;;
   esac
@@ -52,6 +58,7 @@ while [ "$n" -le "$max" ]; do
         --threads "$t" --repeat "$repeat" --progress-secs 0 --json "$out/shards-$n.json")
   [ -n "$vs" ] && args+=(--vs "$vs")
   [ -n "$test_secs" ] && args+=(--test-secs "$test_secs")
+  [ ${#broker_args[@]} -gt 0 ] && args+=("${broker_args[@]}")
   echo "== $n shard(s), generator on cores $gen_cores, $t thread(s)" >&2
   "$BIN" "${args[@]}" "${workloads[@]}" >&2
   reports+=("$out/shards-$n.json")

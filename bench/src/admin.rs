@@ -63,22 +63,25 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// The one address every partition is led from; `sluice-bench` drives
-    /// single-node brokers.
-    pub fn single_leader(&self) -> Result<String, Error> {
-        let mut ids: Vec<i32> = self.leaders.values().flatten().copied().collect();
-        ids.sort_unstable();
-        ids.dedup();
-        match ids[..] {
-            [id] => self
-                .brokers
-                .get(&id)
-                .cloned()
-                .ok_or_else(|| Error::Protocol(format!("leader {id} is not among the brokers"))),
-            _ => Err(Error::Protocol(format!(
-                "partitions are led by nodes {ids:?}; sluice-bench drives one node"
-            ))),
-        }
+    /// The address of each partition's leader, by topic: a client sends
+    /// each partition there, as Kafka clients do (with
+    /// `sluice.shard.listeners`, the shard that owns it).
+    pub fn routes(&self) -> Result<HashMap<String, Vec<String>>, Error> {
+        self.leaders
+            .iter()
+            .map(|(topic, leaders)| {
+                let addrs = leaders
+                    .iter()
+                    .map(|id| {
+                        self.brokers
+                            .get(id)
+                            .cloned()
+                            .ok_or_else(|| Error::Protocol(format!("leader {id} is not among the brokers")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((topic.clone(), addrs))
+            })
+            .collect()
     }
 }
 

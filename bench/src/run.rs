@@ -9,7 +9,7 @@
 //! maximum rate the intended time is when the message was generated.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU64, Ordering::Relaxed};
@@ -157,7 +157,8 @@ struct Thread {
     shared: Arc<Shared>,
     clock: Clock,
     hists: RefCell<Hists>,
-    addr: String,
+    /// Each partition's leader address, by topic.
+    routes: Arc<HashMap<String, Vec<String>>>,
     workload: Workload,
     produce_version: i16,
     fetch_version: i16,
@@ -174,6 +175,8 @@ struct ProducerPlan {
 struct ConsumerPlan {
     topic: String,
     partitions: Vec<i32>,
+    /// Their leader's address.
+    addr: String,
 }
 
 /// Runs `w` against `bootstrap` and returns its figures. `label` and
@@ -207,7 +210,7 @@ pub fn run_workload(
         bootstrap,
     )
     .map_err(|e| e.to_string())?;
-    let addr = layout.single_leader().map_err(|e| e.to_string())?;
+    let routes = Arc::new(layout.routes().map_err(|e| e.to_string())?);
 
     let mut producers = Vec::new();
     let per_producer_rate = w.producer_rate / f64::from(w.producers());
@@ -228,10 +231,21 @@ pub fn run_workload(
                     .filter(|p| p % w.consumer_per_subscription == c)
                     .map(|p| p as i32)
                     .collect();
-                if !partitions.is_empty() {
+                // One fetch connection per leader address its partitions
+                // have (one, unless shards are brokers of their own).
+                let mut by_leader: Vec<(String, Vec<i32>)> = Vec::new();
+                for p in partitions {
+                    let addr = routes[t][p as usize].clone();
+                    match by_leader.iter_mut().find(|(a, _)| *a == addr) {
+                        Some((_, ps)) => ps.push(p),
+                        None => by_leader.push((addr, vec![p])),
+                    }
+                }
+                for (addr, partitions) in by_leader {
                     consumers.push(ConsumerPlan {
                         topic: t.clone(),
                         partitions,
+                        addr,
                     });
                 }
             }
@@ -268,7 +282,7 @@ pub fn run_workload(
         let mine_p: Vec<ProducerPlan> = producers.iter().skip(t).step_by(threads).cloned().collect();
         let mine_c: Vec<ConsumerPlan> = consumers.iter().skip(t).step_by(threads).cloned().collect();
         let shared = shared.clone();
-        let addr = addr.clone();
+        let routes = routes.clone();
         let w = w.clone();
         let core = (!opts.cores.is_empty()).then(|| opts.cores[t % opts.cores.len()]);
         let h = std::thread::Builder::new()
@@ -284,7 +298,7 @@ pub fn run_workload(
                         publish: latency::histogram(),
                         e2e: latency::histogram(),
                     }),
-                    addr,
+                    routes,
                     workload: w,
                     produce_version,
                     fetch_version,
@@ -577,17 +591,22 @@ fn payload_pool(w: &Workload, seed: u64) -> Vec<Vec<u8>> {
         .collect()
 }
 
-async fn producer(th: Rc<Thread>, plan: ProducerPlan) -> Result<(), String> {
+/// One connection of a producer to a leader, with its requests in flight
+/// and the task that reads their answers.
+struct Link {
+    wr: TcpStream,
+    window: Rc<Window>,
+    in_flight: Rc<RefCell<VecDeque<Sent>>>,
+    reader: Option<compio::runtime::JoinHandle<Result<(), String>>>,
+}
+
+async fn open_link(th: &Rc<Thread>, addr: &str, pool_times: &Rc<RefCell<Vec<Vec<u64>>>>) -> Result<Link, String> {
     let w = &th.workload;
-    let shared = &th.shared;
-    let stream = connect(&th.addr).await?;
-    let (mut rd, mut wr) = stream.into_split();
+    let stream = connect(addr).await?;
+    let (mut rd, wr) = stream.into_split();
     let window = Rc::new(Window::new(w.max_in_flight));
     let in_flight: Rc<RefCell<VecDeque<Sent>>> = Rc::new(RefCell::new(VecDeque::new()));
-    let pool_times: Rc<RefCell<Vec<Vec<u64>>>> = Rc::new(RefCell::new(Vec::new()));
-    let acks = w.acks;
-
-    let reader = (acks != 0).then(|| {
+    let reader = (w.acks != 0).then(|| {
         let (th, window, in_flight, pool_times) = (th.clone(), window.clone(), in_flight.clone(), pool_times.clone());
         let version = th.produce_version;
         compio::runtime::spawn(async move {
@@ -624,6 +643,36 @@ async fn producer(th: Rc<Thread>, plan: ProducerPlan) -> Result<(), String> {
             }
         })
     });
+    Ok(Link {
+        wr,
+        window,
+        in_flight,
+        reader,
+    })
+}
+
+async fn producer(th: Rc<Thread>, plan: ProducerPlan) -> Result<(), String> {
+    let w = &th.workload;
+    let shared = &th.shared;
+    let pool_times: Rc<RefCell<Vec<Vec<u64>>>> = Rc::new(RefCell::new(Vec::new()));
+    let acks = w.acks;
+    // A connection per leader address, and each partition's link.
+    let route = th.routes.get(&plan.topic).ok_or("a topic without leaders")?;
+    let mut links: Vec<Link> = Vec::new();
+    let mut addrs: Vec<&str> = Vec::new();
+    let mut link_of: Vec<usize> = Vec::with_capacity(route.len());
+    for addr in route {
+        let i = match addrs.iter().position(|a| *a == addr.as_str()) {
+            Some(i) => i,
+            None => {
+                links.push(open_link(&th, addr, &pool_times).await?);
+                addrs.push(addr);
+                addrs.len() - 1
+            }
+        };
+        link_of.push(i);
+    }
+    let mut mine: Vec<u32> = Vec::new();
 
     let partitions = w.partitions_per_topic;
     let payloads = payload_pool(w, 0x9e37_79b9_7f4a_7c15 ^ u64::from(plan.index));
@@ -643,10 +692,8 @@ async fn producer(th: Rc<Thread>, plan: ProducerPlan) -> Result<(), String> {
     let max_backlog_gate = plan.rate == 0.0 && shared.subscriptions > 0;
 
     'outer: loop {
-        window.acquire().await;
         loop {
             if shared.phase() >= STOP {
-                window.release();
                 break 'outer;
             }
             let now = th.clock.now_us();
@@ -713,68 +760,77 @@ async fn producer(th: Rc<Thread>, plan: ProducerPlan) -> Result<(), String> {
                 if w.key_distributor == KeyDistributor::NoKey && !full {
                     sticky = (sticky + 1) % partitions;
                 }
-                correlation = correlation.wrapping_add(1);
-                let mut times = pool_times.borrow_mut().pop().unwrap_or_default();
-                times.clear();
-                let mut bytes = 0;
-                {
-                    let batches: Vec<PartitionBatch<'_>> = ready
-                        .iter()
-                        .map(|&i| PartitionBatch {
-                            partition: i as i32,
-                            batch: &open[i as usize],
-                        })
-                        .collect();
-                    for b in &batches {
-                        times.extend_from_slice(&b.batch.times);
-                        bytes += b.batch.payload_bytes;
+                // One request per leader among the ready partitions.
+                for (l, link) in links.iter_mut().enumerate() {
+                    mine.clear();
+                    mine.extend(ready.iter().copied().filter(|&i| link_of[i as usize] == l));
+                    if mine.is_empty() {
+                        continue;
                     }
-                    wire::produce_request(
-                        &mut out,
-                        th.produce_version,
-                        correlation,
-                        acks,
-                        30_000,
-                        &plan.topic,
-                        &batches,
-                        (th.clock.now_us() / 1000) as i64,
-                        w.compression,
-                        &mut codec,
-                    )
-                    .map_err(|e| format!("encoding a batch: {e}"))?;
-                }
-                for &i in &ready {
-                    open[i as usize].clear();
-                }
-                shared.sent.fetch_add(times.len() as u64, Relaxed);
-                let n = times.len() as u64;
-                let sent = Sent {
-                    correlation,
-                    times,
-                    bytes,
-                };
-                let unanswered = if acks != 0 {
-                    in_flight.borrow_mut().push_back(sent);
-                    None
-                } else {
-                    Some(sent)
-                };
-                let BufResult(r, back) = wr.write_all(std::mem::take(&mut out)).await;
-                out = back;
-                r.map_err(|e| format!("produce connection: {e}"))?;
-                if let Some(sent) = unanswered {
-                    // Nothing comes back: the write is the acknowledgement.
-                    let now = th.clock.now_us();
-                    shared.acked.fetch_add(n, Relaxed);
-                    shared.acked_bytes.fetch_add(bytes, Relaxed);
-                    let mut h = th.hists.borrow_mut();
-                    for &t in &sent.times {
-                        if shared.in_window(t) {
-                            latency::record(&mut h.publish, now.saturating_sub(t), 1);
+                    link.window.acquire().await;
+                    correlation = correlation.wrapping_add(1);
+                    let mut times = pool_times.borrow_mut().pop().unwrap_or_default();
+                    times.clear();
+                    let mut bytes = 0;
+                    {
+                        let batches: Vec<PartitionBatch<'_>> = mine
+                            .iter()
+                            .map(|&i| PartitionBatch {
+                                partition: i as i32,
+                                batch: &open[i as usize],
+                            })
+                            .collect();
+                        for b in &batches {
+                            times.extend_from_slice(&b.batch.times);
+                            bytes += b.batch.payload_bytes;
                         }
+                        wire::produce_request(
+                            &mut out,
+                            th.produce_version,
+                            correlation,
+                            acks,
+                            30_000,
+                            &plan.topic,
+                            &batches,
+                            (th.clock.now_us() / 1000) as i64,
+                            w.compression,
+                            &mut codec,
+                        )
+                        .map_err(|e| format!("encoding a batch: {e}"))?;
                     }
-                    pool_times.borrow_mut().push(sent.times);
-                    window.release();
+                    for &i in &mine {
+                        open[i as usize].clear();
+                    }
+                    shared.sent.fetch_add(times.len() as u64, Relaxed);
+                    let n = times.len() as u64;
+                    let sent = Sent {
+                        correlation,
+                        times,
+                        bytes,
+                    };
+                    let unanswered = if acks != 0 {
+                        link.in_flight.borrow_mut().push_back(sent);
+                        None
+                    } else {
+                        Some(sent)
+                    };
+                    let BufResult(r, back) = link.wr.write_all(std::mem::take(&mut out)).await;
+                    out = back;
+                    r.map_err(|e| format!("produce connection: {e}"))?;
+                    if let Some(sent) = unanswered {
+                        // Nothing comes back: the write is the acknowledgement.
+                        let now = th.clock.now_us();
+                        shared.acked.fetch_add(n, Relaxed);
+                        shared.acked_bytes.fetch_add(bytes, Relaxed);
+                        let mut h = th.hists.borrow_mut();
+                        for &t in &sent.times {
+                            if shared.in_window(t) {
+                                latency::record(&mut h.publish, now.saturating_sub(t), 1);
+                            }
+                        }
+                        pool_times.borrow_mut().push(sent.times);
+                        link.window.release();
+                    }
                 }
                 break;
             }
@@ -804,20 +860,22 @@ async fn producer(th: Rc<Thread>, plan: ProducerPlan) -> Result<(), String> {
         }
     }
     // Let the answers to what was sent arrive.
-    let drained = compio::runtime::time::timeout(DRAIN, window.drained()).await;
-    let _ = wr.shutdown().await;
-    if let Some(r) = reader {
-        match compio::runtime::time::timeout(DRAIN, r).await {
-            Ok(Ok(r)) => r?,
-            Ok(Err(_)) => return Err("the produce reader panicked".into()),
-            Err(_) => {}
+    for mut link in links {
+        let drained = compio::runtime::time::timeout(DRAIN, link.window.drained()).await;
+        let _ = link.wr.shutdown().await;
+        if let Some(r) = link.reader {
+            match compio::runtime::time::timeout(DRAIN, r).await {
+                Ok(Ok(r)) => r?,
+                Ok(Err(_)) => return Err("the produce reader panicked".into()),
+                Err(_) => {}
+            }
         }
-    }
-    if drained.is_err() && shared.phase() != ABORT {
-        return Err(format!(
-            "{} Produce requests unanswered after the run",
-            in_flight.borrow().len()
-        ));
+        if drained.is_err() && shared.phase() != ABORT {
+            return Err(format!(
+                "{} Produce requests unanswered after the run",
+                link.in_flight.borrow().len()
+            ));
+        }
     }
     Ok(())
 }
@@ -843,7 +901,7 @@ fn produce_error(mut frame: Bytes, version: i16, correlation: i32) -> Result<i16
 async fn consumer(th: Rc<Thread>, plan: ConsumerPlan) -> Result<(), String> {
     let w = &th.workload;
     let shared = &th.shared;
-    let mut stream = connect(&th.addr).await?;
+    let mut stream = connect(&plan.addr).await?;
     let mut frames = FrameReader::new(MAX_RESPONSE);
     let mut offsets: Vec<i64> = vec![0; plan.partitions.len()];
     let mut scratch = Vec::new();

@@ -157,6 +157,15 @@ impl BrokerMeta {
             .find(|e| e.listener == listener)
             .map(|e| (e.host.as_str(), e.port))
     }
+
+    /// The ports of its shards' own endpoints on `listener`, one per
+    /// shard (`sluice.shard.listeners`); empty when it has none.
+    pub fn shard_ports(&self, listener: &str) -> &[u16] {
+        self.endpoints
+            .iter()
+            .find(|e| e.listener == listener)
+            .map_or(&[], |e| e.shard_ports.as_slice())
+    }
 }
 
 /// One listener of a broker, as registered.
@@ -169,6 +178,10 @@ pub struct Endpoint {
     /// Kafka's id of its security protocol (0 PLAINTEXT, 1 SSL,
     /// 2 SASL_PLAINTEXT, 3 SASL_SSL).
     pub security_protocol: i16,
+    /// With `sluice.shard.listeners`, the advertised port of each shard's
+    /// own endpoint on this listener (same host), in shard order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shard_ports: Vec<u16>,
 }
 
 /// A change to the cluster metadata, as written to the metadata log.

@@ -138,7 +138,9 @@ impl Broker {
         let mut per_shard: Vec<Vec<(usize, std::net::TcpListener)>> = (0..shards).map(|_| Vec::new()).collect();
         let mut listener_handles = Vec::new();
         let mut addrs = Vec::new();
+        let (shard_listeners, port_offset) = (config.shard_listeners, u32::from(config.shard_port_offset));
         for (index, l) in config.listeners.iter_mut().enumerate() {
+            let asked_port = l.addr.port();
             let first = crate::base::sockets::listen_socket(l.addr, true)
                 .map_err(|source| StartError::Listen { addr: l.addr, source })?;
             let addr = first
@@ -160,6 +162,38 @@ impl Broker {
                 };
                 listener_handles.push(s.try_clone().map_err(|source| StartError::Listen { addr, source })?);
                 shard.push((index, s));
+            }
+            // Each shard's own endpoint: a socket only that shard accepts on.
+            if shard_listeners {
+                for (i, shard) in per_shard.iter_mut().enumerate() {
+                    let port = if asked_port == 0 {
+                        0
+                    } else {
+                        let p = u32::from(addr.port()) + port_offset + i as u32;
+                        u16::try_from(p).map_err(|_| StartError::Listen {
+                            addr,
+                            source: std::io::Error::other("a shard port above 65535"),
+                        })?
+                    };
+                    let want = SocketAddr::new(addr.ip(), port);
+                    let s = crate::base::sockets::listen_socket(want, false)
+                        .map_err(|source| StartError::Listen { addr: want, source })?;
+                    let bound = s
+                        .local_addr()
+                        .map_err(|source| StartError::Listen { addr: want, source })?;
+                    let advertised = if port == 0 {
+                        bound.port()
+                    } else {
+                        let p = u32::from(l.advertised_port) + port_offset + i as u32;
+                        u16::try_from(p).unwrap_or(bound.port())
+                    };
+                    l.shard_ports.push(advertised);
+                    listener_handles.push(
+                        s.try_clone()
+                            .map_err(|source| StartError::Listen { addr: bound, source })?,
+                    );
+                    shard.push((index, s));
+                }
             }
         }
         let addr = addrs[0].1;

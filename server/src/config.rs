@@ -85,6 +85,13 @@ pub struct BrokerConfig {
     /// `sluice.fetch.zero.copy`: splice file parts to the socket; false
     /// copies them through memory (for comparison benchmarks).
     pub fetch_zero_copy: bool,
+    /// `sluice.shard.listeners`: each shard also accepts on its own port of
+    /// every listener and is advertised to clients as a broker of its own
+    /// (id `node.id` × [`SHARD_ID_STRIDE`] + shard).
+    pub shard_listeners: bool,
+    /// `sluice.shard.listeners.port.offset`: shard s of a listener on port
+    /// P listens on P + offset + s (a listener on port 0: a free port each).
+    pub shard_port_offset: u16,
     /// `sluice.log.preallocate.bytes`: the most disk a partition's active
     /// segment reserves ahead of its end (0 = no reserve).
     pub log_preallocate_bytes: u64,
@@ -388,6 +395,10 @@ pub struct GroupConfig {
 /// names (`groups::assignors`).
 pub const CONSUMER_ASSIGNORS: &[&str] = &["uniform", "range"];
 
+/// With `sluice.shard.listeners`, shard s of node n is broker
+/// n × `SHARD_ID_STRIDE` + s to clients.
+pub const SHARD_ID_STRIDE: i32 = 1024;
+
 impl Default for GroupConfig {
     fn default() -> Self {
         Self {
@@ -437,6 +448,8 @@ impl Default for BrokerConfig {
             fetch_max_bytes: 55 * 1024 * 1024,
             fetch_max_wait_ms: 30_000,
             fetch_zero_copy: true,
+            shard_listeners: false,
+            shard_port_offset: 100,
             log_preallocate_bytes: LogConfig::default().preallocate_bytes,
             log_inline_write_bytes: LogConfig::default().inline_write_bytes,
             log_writeback_bytes: LogConfig::default().writeback_bytes,
@@ -938,6 +951,18 @@ pub const SETTINGS: &[Setting] = &[
         aliases: &[],
         doc: "splice log bytes to sockets (default true)",
         set: field!(fetch_zero_copy, parse_bool),
+    },
+    Setting {
+        name: "sluice.shard.listeners",
+        aliases: &[],
+        doc: "each shard also accepts on a port of its own on every listener and clients see it as a broker of its own, id node.id x 1024 + shard, so they send each partition to the shard that owns it (default false)",
+        set: field!(shard_listeners, parse_bool),
+    },
+    Setting {
+        name: "sluice.shard.listeners.port.offset",
+        aliases: &[],
+        doc: "with sluice.shard.listeners, shard s of a listener on port P listens on P + offset + s; a listener on port 0 gives each shard a free port (default 100)",
+        set: field!(shard_port_offset, parse_at_least_one),
     },
     Setting {
         name: "sluice.log.preallocate.bytes",
@@ -1621,6 +1646,7 @@ impl BrokerConfig {
         self.security.check(&self.listeners, &self.controller_listener)?;
         self.security.inter_broker = self.security.inter_broker_login(&self.listeners);
         self.security.controller_login = self.security.controller_login(&self.controller_listener);
+        self.check_shard_listeners()?;
         if u64::from(self.socket_request_max_bytes) > self.queued_max_request_bytes {
             return Err(invalid(
                 "queued.max.request.bytes",
@@ -1691,6 +1717,39 @@ impl BrokerConfig {
             "a resolved config has at least one listener"
         );
         &self.listeners[0]
+    }
+
+    /// The shard endpoints' checks: ids that fit (node × 1024 + shard)
+    /// and ports that exist.
+    fn check_shard_listeners(&self) -> Result<(), ConfigError> {
+        if !self.shard_listeners {
+            return Ok(());
+        }
+        if self.node_id > i32::MAX / SHARD_ID_STRIDE - 1 {
+            return Err(invalid(
+                "node.id",
+                format!(
+                    "with sluice.shard.listeners a node id is at most {} (its shards' ids are node.id x {SHARD_ID_STRIDE} + shard)",
+                    i32::MAX / SHARD_ID_STRIDE - 1
+                ),
+            ));
+        }
+        if self.shard_count() > SHARD_ID_STRIDE as usize {
+            return Err(invalid(
+                "sluice.shard.listeners",
+                format!("at most {SHARD_ID_STRIDE} shards have ids of their own"),
+            ));
+        }
+        for l in &self.listeners {
+            let last = u32::from(l.addr.port()) + u32::from(self.shard_port_offset) + self.shard_count() as u32;
+            if l.addr.port() != 0 && last > u32::from(u16::MAX) {
+                return Err(invalid(
+                    "sluice.shard.listeners.port.offset",
+                    format!("listener `{}`'s shard ports would pass 65535", l.name),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The number of shards to run.

@@ -244,6 +244,7 @@ impl Controller {
                         host: l.advertised_host.clone(),
                         port: l.advertised_port,
                         security_protocol: l.protocol.id(),
+                        shard_ports: l.shard_ports.clone(),
                     })
                     .collect(),
             };

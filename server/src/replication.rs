@@ -119,7 +119,7 @@ async fn run<S: FetcherHost>(shard: Rc<Shard<S>>, f: Rc<Fetcher>) {
         let Some(addr) = snapshot
             .brokers
             .get(&f.leader)
-            .map(|b| format!("{}:{}", b.host, b.port))
+            .map(|b| leader_address(b, &config, shard.id.0, shard.shard_count()))
         else {
             let _ = race(compio::runtime::time::sleep(backoff), f.changed.next()).await;
             continue;
@@ -267,6 +267,24 @@ async fn finish(s: &Sent, a: &Appended, durability: Durability) -> Result<(), St
             .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// Where a follower's shard fetches from `leader`: with
+/// `sluice.shard.listeners`, when the leader has as many shards as this
+/// node (so its shard of the same index owns the same partitions), that
+/// shard's own endpoint on the inter-broker listener, so the fetch is
+/// served without a hop between its shards; else its registered address.
+fn leader_address(
+    leader: &crate::image::BrokerMeta,
+    config: &crate::config::BrokerConfig,
+    me: usize,
+    shards: usize,
+) -> String {
+    let ports = leader.shard_ports(&config.inter_broker().name);
+    match ports.get(me) {
+        Some(port) if config.shard_listeners && ports.len() == shards => format!("{}:{port}", leader.host),
+        _ => format!("{}:{}", leader.host, leader.port),
+    }
 }
 
 /// Sends one fetch on the connection (opening it when there is none) and

@@ -109,8 +109,11 @@ class FaultCluster:
     `secured`, every listener is secured (`Secured`) and the brokers talk
     to each other on a listener of their own."""
 
-    def __init__(self, root, n=3, disk_mb=192, extra=(), base=31, secured=False):
+    def __init__(self, root, n=3, disk_mb=192, extra=(), base=31, secured=False, cores=1):
         self.root = root
+        # With shard endpoints clients see each shard as a broker
+        # (node x 1024 + shard); `metadata` maps them back to nodes.
+        self.sharded = "sluice.shard.listeners=true" in extra
         self.base = base
         self.mounts = []
         hosts = [f"127.0.0.{base + i}" for i in range(n)]
@@ -157,7 +160,7 @@ class FaultCluster:
                 inter_port = free_port(h)
                 listeners = f"CLIENT://{h}:{p},INTERNAL://{h}:{inter_port}"
                 settings += self.secured.settings
-            b = Broker(data, p, settings, cores=1, host=h, log_path=os.path.join(root, f"node-{i + 1}.log"),
+            b = Broker(data, p, settings, cores=cores, host=h, log_path=os.path.join(root, f"node-{i + 1}.log"),
                        listeners=listeners)
             b.node_id = i + 1
             b.disk = disk
@@ -185,7 +188,22 @@ class FaultCluster:
         return AdminClient({**self.security, "bootstrap.servers": self.bootstrap, "log_level": 0})
 
     def metadata(self, timeout=5):
-        return self.admin().list_topics(timeout=timeout)
+        return self.by_node(self.admin().list_topics(timeout=timeout))
+
+    def by_node(self, md):
+        """Metadata with every broker id as its node's id (with shard
+        endpoints a client sees node x 1024 + shard)."""
+        if not self.sharded:
+            return md
+        node = lambda i: i // 1024 if i >= 0 else i
+        md.brokers = {node(i): b for i, b in md.brokers.items()}
+        md.controller_id = node(md.controller_id)
+        for t in md.topics.values():
+            for p in t.partitions.values():
+                p.leader = node(p.leader)
+                p.replicas = [node(r) for r in p.replicas]
+                p.isrs = [node(r) for r in p.isrs]
+        return md
 
     def create_topic(self):
         # librdkafka's own account of finding the controller goes to a file
@@ -199,7 +217,7 @@ class FaultCluster:
         deadline = time.time() + 60
         while True:
             try:
-                if len(a.list_topics(timeout=5).brokers) == len(self.nodes):
+                if len(self.by_node(a.list_topics(timeout=5)).brokers) == len(self.nodes):
                     break
             except KafkaException:
                 pass
@@ -756,13 +774,13 @@ def longest_gap(hist_path, windows, process="idem"):
 
 
 def run_faults(root, schedule, seed, hold, rate=150, settle=60, disk_mb=192, base=31, extra=(), log=print,
-               secured=False):
+               secured=False, cores=1):
     """Runs `schedule` (fault kinds, in order; any iterable) against a
     fresh cluster under the workload: each fault is held for `hold(rng)`
     seconds, healed, and followed by a wait for the cluster to settle.
     Drains and checks the history; returns a dict report."""
     rng = random.Random(seed)
-    cluster = FaultCluster(root, disk_mb=disk_mb, extra=extra, base=base, secured=secured)
+    cluster = FaultCluster(root, disk_mb=disk_mb, extra=extra, base=base, secured=secured, cores=cores)
     nemesis = Nemesis(cluster, rng)
     hist = History(os.path.join(root, "history.jsonl"), keep=False)
     faults, unsettled = [], 0

@@ -73,6 +73,9 @@ pub struct Listener {
     /// What Metadata gives clients that connected through this listener.
     pub advertised_host: String,
     pub advertised_port: u16,
+    /// With `sluice.shard.listeners`, each shard's own advertised port
+    /// (filled in when the broker binds them).
+    pub shard_ports: Vec<u16>,
 }
 
 /// One entry of `listeners` or `advertised.listeners` as written.
@@ -276,6 +279,7 @@ pub fn resolve(s: &ListenerSettings) -> Result<Vec<Listener>, ConfigError> {
             protocol,
             advertised_host,
             advertised_port,
+            shard_ports: Vec::new(),
         });
     }
     if out.is_empty() {

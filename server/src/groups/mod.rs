@@ -111,10 +111,15 @@ pub fn coordinator_of<S: GroupHost>(shard: &Shard<S>, group: &str) -> Option<(Sh
 pub fn coordinator_broker<'a>(
     snapshot: &'a crate::meta::Snapshot,
     group: &str,
-) -> Option<&'a crate::image::BrokerMeta> {
+) -> Option<(&'a crate::image::BrokerMeta, i32)> {
     let topic = snapshot.topic(OFFSETS_TOPIC)?;
-    let leader = topic.leader(partition_for(group, topic.partitions))?;
-    snapshot.brokers.get(&leader).filter(|b| !b.fenced)
+    let partition = partition_for(group, topic.partitions);
+    let leader = topic.leader(partition)?;
+    snapshot
+        .brokers
+        .get(&leader)
+        .filter(|b| !b.fenced)
+        .map(|b| (b, partition))
 }
 
 /// Runs `f` with the group's coordinator shard. `COORDINATOR_NOT_AVAILABLE`

@@ -28,15 +28,17 @@ pub fn error_fields(e: &MetaError) -> (i16, Option<StrBytes>) {
     (e.code.code(), Some(str_bytes(&e.message)))
 }
 
-/// A request's replica assignment, by partition index; the indexes must be
-/// 0, 1, 2, ... in some order.
+/// A request's replica assignment, by partition index, as node ids (a
+/// client names the brokers it sees: `to_node` maps them back); the
+/// indexes must be 0, 1, 2, ... in some order.
 fn assignments(
     t: &kafka_protocol::messages::create_topics_request::CreatableTopic,
+    to_node: impl Fn(i32) -> i32,
 ) -> Result<Vec<Vec<i32>>, MetaError> {
     let mut by_index: Vec<(i32, Vec<i32>)> = t
         .assignments
         .iter()
-        .map(|a| (a.partition_index, a.broker_ids.iter().map(|b| b.0).collect()))
+        .map(|a| (a.partition_index, a.broker_ids.iter().map(|b| to_node(b.0)).collect()))
         .collect();
     by_index.sort_by_key(|(i, _)| *i);
     if by_index
@@ -57,9 +59,9 @@ fn assignments(
 /// gave (`seen`), an assignment whose indexes have gaps.
 fn create_request(
     t: &kafka_protocol::messages::create_topics_request::CreatableTopic,
-    default_partitions: i32,
-    validate_only: bool,
+    (default_partitions, validate_only): (i32, bool),
     seen: &mut std::collections::HashSet<String>,
+    ids: super::ids::Ids<'_>,
 ) -> Result<ControllerRequest, MetaError> {
     let name = t.name.0.to_string();
     if !seen.insert(name.clone()) {
@@ -77,7 +79,7 @@ fn create_request(
         name,
         partitions,
         replication_factor: t.replication_factor,
-        assignments: assignments(t)?,
+        assignments: assignments(t, |id| ids.to_node(id))?,
         configs: t
             .configs
             .iter()
@@ -103,12 +105,14 @@ pub async fn create_topics(ctx: Ctx, body: BytesMut) -> Outcome {
     // Kafka's authorization: CREATE on the cluster or on the topic.
     let access = ctx.access();
     let any = access.cluster(Operation::Create);
+    let snapshot = ctx.shard.meta();
+    let ids = super::ids::Ids::new(&snapshot, ctx.shard.config(), &ctx.conn.listener);
     let requests = req
         .topics
         .iter()
         .map(|t| {
             if any || access.topic(Operation::Create, t.name.0.as_str()) {
-                create_request(t, default_partitions, validate_only, &mut seen)
+                create_request(t, (default_partitions, validate_only), &mut seen, ids)
             } else {
                 Err(unauthorized())
             }

@@ -90,6 +90,16 @@ fn entry(name: &str, value: &str, read_only: bool, source: i8) -> DescribeConfig
     e
 }
 
+/// Whether a BROKER resource names this node: its id, or with
+/// `sluice.shard.listeners` one of its shards' ids.
+fn is_this_broker(name: &str, config: &crate::config::BrokerConfig) -> bool {
+    match name.parse::<i32>() {
+        Ok(id) if id == config.node_id => true,
+        Ok(id) if config.shard_listeners && id >= 0 => id / crate::config::SHARD_ID_STRIDE == config.node_id,
+        _ => false,
+    }
+}
+
 pub fn describe_configs(ctx: Ctx, body: BytesMut) -> Outcome {
     let req: DescribeConfigsRequest = decode_or_return!(ctx, body);
     let config = ctx.shard.config();
@@ -140,7 +150,7 @@ pub fn describe_configs(ctx: Ctx, body: BytesMut) -> Outcome {
             },
             RESOURCE_BROKER => {
                 let name = res.resource_name.as_str();
-                if name.is_empty() || name == config.node_id.to_string() {
+                if name.is_empty() || is_this_broker(name, config) {
                     for (k, v) in broker_entries(config).into_iter().filter(|(k, _)| wanted(k)) {
                         out.configs.push(entry(k, &v, true, SOURCE_STATIC_BROKER));
                     }

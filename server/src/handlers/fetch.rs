@@ -192,14 +192,14 @@ fn answer(ctx: &Ctx, layout: Vec<Layout>, results: Vec<PartitionData>, consumer:
                 && (p.error_code == ErrorCode::NotLeaderOrFollower.code()
                     || p.error_code == ErrorCode::FencedLeaderEpoch.code())
             {
-                p.current_leader = super::leader_hint(
-                    now.get_or_insert_with(|| ctx.shard.meta()),
-                    &name,
-                    p.partition_index,
-                    ctx.shard.config().node_id,
-                    &ctx.conn.listener,
-                    &mut hinted,
-                );
+                let snapshot = now.get_or_insert_with(|| ctx.shard.meta());
+                let ids = if consumer {
+                    super::ids::Ids::new(snapshot, ctx.shard.config(), &ctx.conn.listener)
+                } else {
+                    super::ids::Ids::nodes(snapshot, &ctx.conn.listener)
+                };
+                p.current_leader =
+                    super::leader_hint(ids, &name, p.partition_index, ctx.shard.config().node_id, &mut hinted);
             }
             metrics.error(ctx.key as i16, p.error_code);
             bytes += p.records.as_ref().map_or(0, |s| s.len);

@@ -31,6 +31,7 @@ use kafka_protocol::messages::{
 
 use sluice_metadata::security::Operation;
 
+use super::ids::Ids;
 use super::{Ctx, OPS_NOT_REQUESTED, Outcome, str_bytes};
 use crate::base::clock::now_ms;
 use crate::error_codes::{self, ErrorCode};
@@ -68,6 +69,10 @@ pub fn find_coordinator(ctx: Ctx, body: BytesMut) -> Outcome {
             }
             _ => {}
         }
+        let coordinator_topic = match req.key_type {
+            0 => crate::meta::OFFSETS_TOPIC,
+            _ => crate::meta::TRANSACTION_STATE_TOPIC,
+        };
         let found = match req.key_type {
             0 => crate::groups::coordinator_broker(&snapshot, key)
                 .ok_or("the group's offsets partition has no live leader"),
@@ -75,9 +80,11 @@ pub fn find_coordinator(ctx: Ctx, body: BytesMut) -> Outcome {
                 .ok_or("the transactional id's partition of __transaction_state has no live leader"),
             _ => return refuse(ErrorCode::InvalidRequest, Some("unknown coordinator key type")),
         };
-        match found.and_then(|b| {
-            b.endpoint(&ctx.conn.listener)
-                .map(|(host, port)| (b.id, host.to_string(), i32::from(port)))
+        let ids = Ids::new(&snapshot, ctx.shard.config(), &ctx.conn.listener);
+        match found.and_then(|(b, partition)| {
+            let id = ids.replica(b.id, coordinator_topic, partition);
+            ids.endpoint(id)
+                .map(|(host, port)| (id, host.to_string(), i32::from(port)))
                 .ok_or("the coordinator has no endpoint on this listener")
         }) {
             Ok((id, host, port)) => (0, None, id, host, port),

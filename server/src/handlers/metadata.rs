@@ -21,6 +21,7 @@ use kafka_protocol::messages::{
 
 use sluice_metadata::security::Operation;
 
+use super::ids::Ids;
 use super::{Ctx, OPS_NOT_REQUESTED, Outcome, str_bytes};
 use crate::error_codes::ErrorCode;
 use crate::image::NO_LEADER;
@@ -75,8 +76,9 @@ pub async fn metadata(ctx: Ctx, body: BytesMut) -> Outcome {
             snapshot = ctx.shard.meta();
         }
     }
+    let ids = Ids::new(&snapshot, config, &ctx.conn.listener);
     let mut resp = MetadataResponse::default();
-    resp.brokers = live_brokers(&snapshot, config, &ctx.conn.listener)
+    resp.brokers = live_brokers(&snapshot, config, ids, &ctx.conn.listener)
         .map(|(id, host, port)| {
             let mut b = MetadataResponseBroker::default();
             b.node_id = BrokerId(id);
@@ -86,7 +88,7 @@ pub async fn metadata(ctx: Ctx, body: BytesMut) -> Outcome {
         })
         .collect();
     resp.cluster_id = Some(str_bytes(&config.cluster_id));
-    resp.controller_id = BrokerId(snapshot.controller_id);
+    resp.controller_id = BrokerId(ids.node(snapshot.controller_id));
     resp.cluster_authorized_operations = OPS_NOT_REQUESTED;
     let describe = |t: &TopicMeta| -> MetadataResponseTopic {
         let mut out = MetadataResponseTopic::default();
@@ -96,7 +98,7 @@ pub async fn metadata(ctx: Ctx, body: BytesMut) -> Outcome {
         out.topic_authorized_operations = OPS_NOT_REQUESTED;
         out.partitions = (0..t.partitions)
             .map(|i| {
-                let v = PartitionView::of(&snapshot, t, i);
+                let v = PartitionView::of(&snapshot, t, i, ids);
                 let mut p = MetadataResponsePartition::default();
                 p.partition_index = i;
                 p.error_code = v.error;
@@ -169,10 +171,11 @@ pub fn describe_cluster(ctx: Ctx, body: BytesMut) -> Outcome {
     let mut resp = DescribeClusterResponse::default();
     resp.cluster_id = str_bytes(&config.cluster_id);
     let snapshot = ctx.shard.meta();
-    resp.controller_id = BrokerId(snapshot.controller_id);
+    let ids = Ids::new(&snapshot, config, &ctx.conn.listener);
+    resp.controller_id = BrokerId(ids.node(snapshot.controller_id));
     resp.endpoint_type = 1;
     resp.cluster_authorized_operations = OPS_NOT_REQUESTED;
-    resp.brokers = live_brokers(&snapshot, config, &ctx.conn.listener)
+    resp.brokers = live_brokers(&snapshot, config, ids, &ctx.conn.listener)
         .map(|(id, host, port)| {
             let mut b = DescribeClusterBroker::default();
             b.broker_id = BrokerId(id);
@@ -184,18 +187,17 @@ pub fn describe_cluster(ctx: Ctx, body: BytesMut) -> Outcome {
     // v2 may ask for the fenced brokers too, marked as such.
     if ctx.version >= 2 && req.include_fenced_brokers {
         for b in snapshot.brokers.values().filter(|b| b.fenced) {
-            if resp.brokers.iter().any(|l| l.broker_id.0 == b.id) {
-                continue;
+            for (id, host, port) in ids.brokers(b) {
+                if resp.brokers.iter().any(|l| l.broker_id.0 == id) {
+                    continue;
+                }
+                let mut d = DescribeClusterBroker::default();
+                d.broker_id = BrokerId(id);
+                d.host = str_bytes(host);
+                d.port = i32::from(port);
+                d.is_fenced = true;
+                resp.brokers.push(d);
             }
-            let Some((host, port)) = b.endpoint(&ctx.conn.listener) else {
-                continue;
-            };
-            let mut d = DescribeClusterBroker::default();
-            d.broker_id = BrokerId(b.id);
-            d.host = str_bytes(host);
-            d.port = i32::from(port);
-            d.is_fenced = true;
-            resp.brokers.push(d);
         }
     }
     ctx.respond(&resp)
@@ -273,7 +275,7 @@ pub fn describe_topic_partitions(ctx: Ctx, body: BytesMut) -> Outcome {
                 resp.next_cursor = cursor(&name, index);
                 break;
             }
-            let v = PartitionView::of(&snapshot, &t, index);
+            let v = PartitionView::of(&snapshot, &t, index, Ids::new(&snapshot, config, &ctx.conn.listener));
             let mut p = DescribeTopicPartitionsResponsePartition::default();
             p.partition_index = index;
             p.error_code = v.error;
@@ -298,25 +300,27 @@ pub fn describe_topic_partitions(ctx: Ctx, body: BytesMut) -> Outcome {
 
 /// The brokers clients of `listener` may talk to: registered, not fenced
 /// and with an endpoint on that listener (as Kafka, a broker without one
-/// is left out), as (id, host, port). Before this broker has registered
-/// (a request in the first moments of a start), itself.
+/// is left out), as (id, host, port), each shard on its own with shard
+/// endpoints ([`Ids`]). Before this broker has registered (a request in
+/// the first moments of a start), itself.
 fn live_brokers<'a>(
     snapshot: &'a Snapshot,
     config: &'a crate::config::BrokerConfig,
+    ids: Ids<'a>,
     listener: &str,
 ) -> impl Iterator<Item = (i32, &'a str, u16)> + 'a {
     let live: Vec<(i32, &str, u16)> = snapshot
         .brokers
         .values()
         .filter(|b| !b.fenced)
-        .filter_map(|b| b.endpoint(listener).map(|(host, port)| (b.id, host, port)))
+        .flat_map(|b| ids.brokers(b))
         .collect();
     let own = config
         .listeners
         .iter()
         .find(|l| l.name == listener)
         .filter(|_| snapshot.brokers.values().all(|b| b.fenced))
-        .map(|l| (config.node_id, l.advertised_host.as_str(), l.advertised_port));
+        .map(|l| (ids.node(config.node_id), l.advertised_host.as_str(), l.advertised_port));
     live.into_iter().chain(own)
 }
 
@@ -334,7 +338,7 @@ struct PartitionView {
 }
 
 impl PartitionView {
-    fn of(snapshot: &Snapshot, t: &TopicMeta, index: i32) -> Self {
+    fn of(snapshot: &Snapshot, t: &TopicMeta, index: i32, present: Ids<'_>) -> Self {
         let Some(state) = usize::try_from(index).ok().and_then(|i| t.partition_states.get(i)) else {
             return Self {
                 error: ErrorCode::UnknownTopicOrPartition.code(),
@@ -346,7 +350,11 @@ impl PartitionView {
                 elr: Vec::new(),
             };
         };
-        let ids = |v: &[i32]| v.iter().copied().map(BrokerId).collect::<Vec<_>>();
+        let ids = |v: &[i32]| {
+            v.iter()
+                .map(|n| BrokerId(present.replica(*n, &t.name, index)))
+                .collect::<Vec<_>>()
+        };
         let offline: Vec<i32> = state
             .replicas
             .iter()
@@ -359,7 +367,7 @@ impl PartitionView {
             } else {
                 0
             },
-            leader: BrokerId(state.leader),
+            leader: BrokerId(present.replica(state.leader, &t.name, index)),
             leader_epoch: state.leader_epoch,
             replicas: ids(&state.replicas),
             isr: ids(&state.isr),

@@ -18,6 +18,7 @@ pub mod configs;
 pub mod consumer_groups;
 pub mod fetch;
 pub mod groups;
+pub mod ids;
 pub mod log_dirs;
 pub mod metadata;
 pub mod offsets;
@@ -210,18 +211,18 @@ pub(crate) fn leader_replica(
 /// Kafka's KIP-951 (Produce v10+, Fetch v12+): an answer that this broker
 /// does not lead `topic`-`index` names the current leader and epoch, and
 /// the response carries that broker's endpoint (`hinted`, each broker
-/// once, with its host and port on `listener`, the client's), so the
+/// once, with its id, host and port as `ids` presents them), so the
 /// client goes there at once instead of after a metadata refresh. `None`
 /// when no live broker other than `me` leads it, or the leader has no
 /// endpoint on the client's listener.
 pub(crate) fn leader_hint(
-    snapshot: &crate::meta::Snapshot,
+    ids: ids::Ids<'_>,
     topic: &str,
     index: i32,
     me: i32,
-    listener: &str,
     hinted: &mut Vec<crate::image::BrokerMeta>,
 ) -> Option<(i32, i32)> {
+    let snapshot = ids.snapshot();
     let state = snapshot
         .topic(topic)
         .and_then(|t| usize::try_from(index).ok().and_then(|i| t.partition_states.get(i)))?;
@@ -229,14 +230,16 @@ pub(crate) fn leader_hint(
         .brokers
         .get(&state.leader)
         .filter(|b| !b.fenced && b.id != me)?;
-    let (host, port) = b.endpoint(listener)?;
-    if !hinted.iter().any(|h| h.id == b.id) {
+    let id = ids.replica(b.id, topic, index);
+    let (host, port) = ids.endpoint(id)?;
+    if !hinted.iter().any(|h| h.id == id) {
         let mut endpoint = b.clone();
+        endpoint.id = id;
         endpoint.host = host.to_string();
         endpoint.port = port;
         hinted.push(endpoint);
     }
-    Some((b.id, state.leader_epoch))
+    Some((id, state.leader_epoch))
 }
 
 /// Kafka's value for "authorized operations not requested".
@@ -571,7 +574,8 @@ mod tests {
     #[test]
     fn not_leader_names_the_new_leader_and_its_endpoint() {
         let mut endpoints = Vec::new();
-        let hint = leader_hint(&snapshot(2, false), "t", 0, 1, "PLAINTEXT", &mut endpoints);
+        let s = snapshot(2, false);
+        let hint = leader_hint(ids::Ids::nodes(&s, "PLAINTEXT"), "t", 0, 1, &mut endpoints);
         assert_eq!(hint, Some((2, 7)));
         assert_eq!(endpoints.len(), 1);
         assert_eq!(
@@ -579,12 +583,13 @@ mod tests {
             (2, "10.0.0.2", 9092)
         );
         // A second partition led by the same broker adds no endpoint.
-        leader_hint(&snapshot(2, false), "t", 0, 1, "PLAINTEXT", &mut endpoints);
+        leader_hint(ids::Ids::nodes(&s, "PLAINTEXT"), "t", 0, 1, &mut endpoints);
         assert_eq!(endpoints.len(), 1);
         // No live leader elsewhere: nothing to point at.
         for (leader, fenced, me) in [(-1, false, 1), (2, true, 1), (1, false, 1)] {
             let mut e = Vec::new();
-            let hint = leader_hint(&snapshot(leader, fenced), "t", 0, me, "PLAINTEXT", &mut e);
+            let s = snapshot(leader, fenced);
+            let hint = leader_hint(ids::Ids::nodes(&s, "PLAINTEXT"), "t", 0, me, &mut e);
             assert_eq!(hint, None, "{leader} {fenced}");
             assert!(e.is_empty());
         }

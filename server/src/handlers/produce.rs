@@ -302,11 +302,14 @@ fn response(
             if r.error == Some(ErrorCode::NotLeaderOrFollower)
                 && ctx.version >= 10
                 && let Some((leader, epoch)) = super::leader_hint(
-                    now.get_or_insert_with(|| ctx.shard.meta()),
+                    super::ids::Ids::new(
+                        now.get_or_insert_with(|| ctx.shard.meta()),
+                        ctx.shard.config(),
+                        &ctx.conn.listener,
+                    ),
                     &t.name.0,
                     index,
                     ctx.shard.config().node_id,
-                    &ctx.conn.listener,
                     &mut hinted,
                 )
             {

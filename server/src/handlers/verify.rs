@@ -123,7 +123,7 @@ pub(super) async fn ask_coordinator(
     let me = ctx.shard.config().node_id;
     let answer: Result<Vec<Option<ErrorCode>>, ErrorCode> = match crate::txn::coordinator_broker(&snapshot, id) {
         None => Err(ErrorCode::CoordinatorNotAvailable),
-        Some(b) if b.id == me => {
+        Some((b, _)) if b.id == me => {
             let (key, asked) = (id.clone(), parts.to_vec());
             crate::txn::on_coordinator(&ctx.shard, id, move |s, _| async move {
                 Ok(asked
@@ -133,7 +133,7 @@ pub(super) async fn ask_coordinator(
             })
             .await
         }
-        Some(b) => {
+        Some((b, _)) => {
             let addr = format!("{}:{}", b.host, b.port);
             let timeout = Duration::from_millis(ctx.shard.config().transactions.marker_timeout_ms);
             ask_remote(&addr, me, id, (pid, epoch), parts, timeout, &ctx.shard.common.peers)

@@ -137,10 +137,18 @@ pub fn coordinator_of<S: TxnHost>(shard: &Shard<S>, id: &str) -> Option<(ShardId
 }
 
 /// The live broker that coordinates `id`: the leader of its partition.
-pub fn coordinator_broker<'a>(snapshot: &'a crate::meta::Snapshot, id: &str) -> Option<&'a crate::image::BrokerMeta> {
+pub fn coordinator_broker<'a>(
+    snapshot: &'a crate::meta::Snapshot,
+    id: &str,
+) -> Option<(&'a crate::image::BrokerMeta, i32)> {
     let topic = snapshot.topic(TRANSACTION_STATE_TOPIC)?;
-    let leader = topic.leader(partition_for(id, topic.partitions))?;
-    snapshot.brokers.get(&leader).filter(|b| !b.fenced)
+    let partition = partition_for(id, topic.partitions);
+    let leader = topic.leader(partition)?;
+    snapshot
+        .brokers
+        .get(&leader)
+        .filter(|b| !b.fenced)
+        .map(|b| (b, partition))
 }
 
 /// Has the controller create `__transaction_state` (on the first
