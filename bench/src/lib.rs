@@ -3,6 +3,7 @@
 //! reports, and a regression gate for CI.
 
 pub mod admin;
+pub mod floor;
 pub mod latency;
 pub mod report;
 pub mod run;

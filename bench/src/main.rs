@@ -25,6 +25,22 @@ struct Cli {
 enum Cmd {
     /// Run workload files and print (and optionally save) the figures.
     Run(RunArgs),
+    /// The loopback floor: CPU per one-record Produce and one-batch Fetch
+    /// request on a spawned Sluice (one shard) against a server that only
+    /// answers (`sluice_bench::floor`), at fixed rates, alternating runs.
+    Floor(FloorArgs),
+    /// The floor's server alone (what `floor` spawns).
+    #[command(hide = true)]
+    FloorServe {
+        #[arg(long)]
+        listen: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        records_bytes: usize,
+        #[arg(long)]
+        core: Option<usize>,
+    },
     /// Compare two reports; exit 1 when NEW is worse than BASE beyond the limit.
     Compare {
         base: PathBuf,
@@ -34,6 +50,32 @@ enum Cmd {
         #[arg(long, default_value = "5%")]
         max_regression: String,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct FloorArgs {
+    /// The `sluice` binary (default: $SLUICE_BIN, next to this program, or
+    /// on the PATH).
+    #[arg(long)]
+    broker_bin: Option<PathBuf>,
+    /// Requests a second, comma-separated.
+    #[arg(long, default_value = "10000,50000", value_delimiter = ',')]
+    rates: Vec<f64>,
+    /// Measured seconds of each run (after 2 s of warm-up).
+    #[arg(long, default_value_t = 10)]
+    secs: u64,
+    /// Runs of each server per rate and kind, alternating.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Connections sending Produce requests.
+    #[arg(long, default_value_t = 16)]
+    produce_connections: usize,
+    /// Connections sending Fetch requests.
+    #[arg(long, default_value_t = 4)]
+    fetch_connections: usize,
+    /// Partitions the requests go round.
+    #[arg(long, default_value_t = 64)]
+    partitions: i32,
 }
 
 #[derive(clap::Args, Debug)]
@@ -104,6 +146,25 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Cmd::Floor(args) => match floor(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sluice-bench: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Cmd::FloorServe {
+            listen,
+            topic,
+            records_bytes,
+            core,
+        } => match sluice_bench::floor::serve(&listen, &topic, records_bytes, core) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sluice-bench floor: {e}");
+                ExitCode::from(2)
+            }
+        },
         Cmd::Compare {
             base,
             new,
@@ -117,6 +178,135 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+const FLOOR_TOPIC: &str = "sluice-bench-floor";
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn floor(args: FloorArgs) -> Result<(), String> {
+    use sluice_bench::floor::{self, Kind};
+    use std::time::Duration;
+    let bin = spawn::find_binary(args.broker_bin.clone());
+    let extra = ["-o".to_string(), "sluice.admin.listen=".to_string()];
+    let sluice = spawn::spawn(bin, 1, &extra)?;
+    // The topic, and one batch in each partition for the fetches to read.
+    let mut conn = sluice_tools::Connection::connect(&sluice.addr).map_err(|e| e.to_string())?;
+    let versions = sluice_bench::admin::Versions::fetch(&mut conn).map_err(|e| e.to_string())?;
+    sluice_bench::admin::create_topics(
+        &mut conn,
+        &versions,
+        &[FLOOR_TOPIC.to_string()],
+        args.partitions as u32,
+        1,
+        &sluice.addr,
+    )
+    .map_err(|e| e.to_string())?;
+    let produce: Vec<_> = (0..args.partitions)
+        .map(|p| floor::produce_request(FLOOR_TOPIC, p, 1024))
+        .collect::<Result<_, _>>()?;
+    let fetch: Vec<_> = (0..args.partitions)
+        .map(|p| floor::fetch_request(FLOOR_TOPIC, p, 2048))
+        .collect::<Result<_, _>>()?;
+    let one = floor::drive(
+        &sluice.addr,
+        produce.clone(),
+        1000.0,
+        1,
+        Duration::ZERO,
+        Duration::from_millis(200),
+        sluice.pid(),
+        None,
+    )?;
+    eprintln!("produced {} records", one.requests);
+    // Sluice's fetch answer sets the floor's records size.
+    let probe = floor::drive(
+        &sluice.addr,
+        fetch.clone(),
+        100.0,
+        1,
+        Duration::ZERO,
+        Duration::from_millis(100),
+        sluice.pid(),
+        None,
+    )?;
+    let head = floor::fetch_head_bytes(FLOOR_TOPIC)?;
+    let records_bytes = probe.answer_bytes.saturating_sub(head);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let floor_addr = format!("127.0.0.1:{port}");
+    let mut server = std::process::Command::new(std::env::current_exe().map_err(|e| e.to_string())?)
+        .args([
+            "floor-serve",
+            "--listen",
+            &floor_addr,
+            "--topic",
+            FLOOR_TOPIC,
+            "--core",
+            "0",
+        ])
+        .args(["--records-bytes", &records_bytes.to_string()])
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&floor_addr).is_err() {
+        if std::time::Instant::now() > deadline {
+            let _ = server.kill();
+            return Err("the floor server did not listen".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let n = std::thread::available_parallelism().map_or(1, usize::from);
+    let gen_core = (n > 1).then_some(1);
+    println!(
+        "| request | rate/s | connections | Sluice µs CPU per request | floor µs | Sluice / floor | answer bytes (Sluice, floor) |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let result = (|| {
+        for &rate in &args.rates {
+            for kind in [Kind::Produce, Kind::Fetch] {
+                let (frames, conns) = match kind {
+                    Kind::Produce => (&produce, args.produce_connections),
+                    Kind::Fetch => (&fetch, args.fetch_connections),
+                };
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                let (mut a_bytes, mut b_bytes) = (0, 0);
+                for _ in 0..args.runs {
+                    for (addr, pid, out, bytes) in [
+                        (&sluice.addr, sluice.pid(), &mut a, &mut a_bytes),
+                        (&floor_addr, server.id(), &mut b, &mut b_bytes),
+                    ] {
+                        let d = floor::drive(
+                            addr,
+                            frames.clone(),
+                            rate,
+                            conns,
+                            Duration::from_secs(2),
+                            Duration::from_secs(args.secs),
+                            pid,
+                            gen_core,
+                        )?;
+                        out.push(d.cpu_us_per_request());
+                        *bytes = d.answer_bytes;
+                    }
+                }
+                let (sa, sb) = (median(a), median(b));
+                println!(
+                    "| {kind:?} | {rate} | {conns} | {sa:.1} | {sb:.1} | {:.2} | {a_bytes}, {b_bytes} |",
+                    sa / sb.max(1e-9)
+                );
+            }
+        }
+        Ok::<(), String>(())
+    })();
+    let _ = server.kill();
+    let _ = server.wait();
+    result
 }
 
 fn compare(base: &PathBuf, new: &PathBuf, limit: &str) -> Result<bool, String> {

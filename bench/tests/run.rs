@@ -16,12 +16,19 @@ struct TestBroker {
 
 impl TestBroker {
     fn start() -> Self {
+        Self::start_with(1, &[])
+    }
+
+    fn start_with(cores: usize, settings: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = BrokerConfig::default();
         config.set("listeners", "127.0.0.1:0").unwrap();
         config.set("log.dirs", dir.path().to_str().unwrap()).unwrap();
-        config.set("num.cores", "1").unwrap();
+        config.set("num.cores", &cores.to_string()).unwrap();
         config.set("offsets.topic.num.partitions", "1").unwrap();
+        for (k, v) in settings {
+            config.set(k, v).unwrap();
+        }
         config.finish().unwrap();
         Self {
             broker: Some(Broker::start(config).unwrap()),
@@ -96,6 +103,18 @@ fn a_fixed_rate_workload_is_published_consumed_and_timed() {
         assert!(r.end_to_end_latency_ms.max >= r.end_to_end_latency_ms.p99);
         assert!(r.backlog.abs() < 1000, "{extra}: {r:?}");
     }
+}
+
+/// With each shard its own broker, partitions are led from two addresses:
+/// every producer and consumer reaches each partition at its leader's.
+#[test]
+fn partitions_led_from_several_addresses_are_each_sent_to_their_leader() {
+    let b = TestBroker::start_with(2, &[("sluice.shard.listeners", "true")]);
+    let w = workload("keyDistributor: KEY_ROUND_ROBIN\nsubscriptionsPerTopic: 1\nconsumerPerSubscription: 2\n");
+    let r = run_workload(&w, &b.addr(), "A", 0, &quiet(), &mut |_| {}).unwrap();
+    assert!((r.publish_rate - 2000.0).abs() < 200.0, "{r:?}");
+    assert!((r.consume_rate - 2000.0).abs() < 200.0, "{r:?}");
+    assert_eq!(r.publish_errors, 0, "{r:?}");
 }
 
 #[test]
