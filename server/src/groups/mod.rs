@@ -107,14 +107,25 @@ pub fn coordinator_of<S: GroupHost>(shard: &Shard<S>, group: &str) -> Option<(Sh
 }
 
 /// The live broker that coordinates `group`: the leader of the group's
-/// offsets partition.
+/// offsets partition, and that partition.
 pub fn coordinator_broker<'a>(
     snapshot: &'a crate::meta::Snapshot,
     group: &str,
 ) -> Option<(&'a crate::image::BrokerMeta, i32)> {
-    let topic = snapshot.topic(OFFSETS_TOPIC)?;
-    let partition = partition_for(group, topic.partitions);
-    let leader = topic.leader(partition)?;
+    coordinator_in(snapshot, OFFSETS_TOPIC, group)
+}
+
+/// The live leader of `key`'s partition of the coordinating `topic`
+/// (`__consumer_offsets` for groups, `__transaction_state` for
+/// transactional ids), and that partition.
+pub fn coordinator_in<'a>(
+    snapshot: &'a crate::meta::Snapshot,
+    topic: &str,
+    key: &str,
+) -> Option<(&'a crate::image::BrokerMeta, i32)> {
+    let t = snapshot.topic(topic)?;
+    let partition = partition_for(key, t.partitions);
+    let leader = t.leader(partition)?;
     snapshot
         .brokers
         .get(&leader)

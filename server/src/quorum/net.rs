@@ -35,7 +35,6 @@ use super::machine::Machine;
 use super::{Command, Heartbeats, MetaRaft, Reply};
 use crate::config::BrokerConfig;
 use crate::config::listeners::SecurityProtocol;
-use crate::config::security::Login;
 use crate::image::Image;
 use crate::protocol::link::Link;
 use crate::security::authorizer::Requester;
@@ -45,27 +44,18 @@ use sluice_metadata::security::{Operation, ResourceType};
 /// protocol, with what each side needs for it.
 #[derive(Debug, Default)]
 pub struct Transport {
-    /// The controller listener's name (PLAIN's users are its JAAS line's).
-    pub listener: String,
-    pub protocol: SecurityProtocol,
     /// TLS as a client of the voters, and as a voter.
-    pub client_tls: Option<Arc<rustls::ClientConfig>>,
-    pub server_tls: Option<Arc<rustls::ServerConfig>>,
-    /// The node's own PLAIN login, on a SASL listener.
-    pub login: Option<Login>,
-    /// PLAIN's users, the authorizer and the delays (a voter's side).
-    pub config: Arc<BrokerConfig>,
-    /// Whether requests are authorized: only once the controller listener
-    /// is named (`controller.listener.names`); the default transport is
-    /// unauthenticated, as it always was, and serves every node.
-    pub authorize: bool,
+    client_tls: Option<Arc<rustls::ClientConfig>>,
+    server_tls: Option<Arc<rustls::ServerConfig>>,
+    /// The controller listener, the node's own login, PLAIN's users, the
+    /// authorizer and the delays.
+    config: Arc<BrokerConfig>,
 }
 
 impl Transport {
     /// From the controller listener's settings.
     pub fn from_config(config: &Arc<BrokerConfig>) -> Result<Self, String> {
-        let c = &config.controller_listener;
-        let (client_tls, server_tls) = if c.protocol.tls() {
+        let (client_tls, server_tls) = if config.controller_listener.protocol.tls() {
             (
                 Some(crate::security::tls::client_config(&config.security.ssl)?),
                 Some(crate::security::tls::server_config(&config.security.ssl)?),
@@ -74,14 +64,26 @@ impl Transport {
             (None, None)
         };
         Ok(Self {
-            listener: c.name.clone(),
-            protocol: c.protocol,
             client_tls,
             server_tls,
-            login: config.security.controller_login.clone(),
-            authorize: config.listener_settings.controller.is_some(),
             config: config.clone(),
         })
+    }
+
+    /// The controller listener's name (PLAIN's users are its JAAS line's).
+    pub fn listener(&self) -> &str {
+        &self.config.controller_listener.name
+    }
+
+    fn protocol(&self) -> SecurityProtocol {
+        self.config.controller_listener.protocol
+    }
+
+    /// Whether requests are authorized: only once the controller listener
+    /// is named (`controller.listener.names`); the default transport is
+    /// unauthenticated, as it always was, and serves every node.
+    fn authorize(&self) -> bool {
+        self.config.listener_settings.controller.is_some()
     }
 
     /// The voter's side of a new connection: TLS, then the login on a SASL
@@ -106,7 +108,7 @@ impl Transport {
             }
             None => crate::security::ANONYMOUS.to_string(),
         };
-        if self.protocol.sasl() {
+        if self.protocol().sasl() {
             let first = compio::runtime::time::timeout(ssl.handshake_timeout, read_frame::<Rpc>(&mut link))
                 .await
                 .map_err(|_| "no login in time".to_string())?
@@ -119,7 +121,7 @@ impl Transport {
             else {
                 return Err("the first request on a SASL controller listener is not a login".into());
             };
-            let known = self.config.security.plain_password(&self.listener, &user);
+            let known = self.config.security.plain_password(self.listener(), &user);
             let ok = mechanism == "PLAIN"
                 && known.is_some_and(|k| crate::security::scram::same(k.as_bytes(), password.0.as_bytes()));
             if !ok {
@@ -140,14 +142,14 @@ impl Transport {
             principal = format!("User:{user}");
         }
         let mut who = Requester::new(&self.config.security.authorizer, principal, host);
-        who.unrestricted |= !self.authorize;
+        who.unrestricted |= !self.authorize();
         Ok((link, who))
     }
 
     /// The client's side of a new connection to the voter at `addr`.
     async fn connect(&self, addr: &str) -> io::Result<Link> {
         let mut link = Link::connect(addr, self.client_tls.as_ref()).await?;
-        if let Some(login) = &self.login {
+        if let Some(login) = &self.config.security.controller_login {
             let rpc = Rpc::Login {
                 mechanism: login.mechanism.name().to_string(),
                 user: login.user.clone(),
@@ -279,7 +281,7 @@ pub async fn serve(
             let (link, who) = match transport.accept(stream).await {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    tracing::info!(%peer, listener = %transport.listener, error = %e, "controller connection refused");
+                    tracing::info!(%peer, listener = %transport.listener(), error = %e, "controller connection refused");
                     return;
                 }
             };

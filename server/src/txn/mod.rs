@@ -141,14 +141,7 @@ pub fn coordinator_broker<'a>(
     snapshot: &'a crate::meta::Snapshot,
     id: &str,
 ) -> Option<(&'a crate::image::BrokerMeta, i32)> {
-    let topic = snapshot.topic(TRANSACTION_STATE_TOPIC)?;
-    let partition = partition_for(id, topic.partitions);
-    let leader = topic.leader(partition)?;
-    snapshot
-        .brokers
-        .get(&leader)
-        .filter(|b| !b.fenced)
-        .map(|b| (b, partition))
+    crate::groups::coordinator_in(snapshot, TRANSACTION_STATE_TOPIC, id)
 }
 
 /// Has the controller create `__transaction_state` (on the first
